@@ -1,0 +1,246 @@
+"""
+The metadata store's interface and the values it hands out.
+
+Every method of L{IMetadataStore} returns a L{Deferred}; the SQL behind it runs
+on the store's own thread pool, never on the reactor thread.
+
+Ordering of effects that callers rely on (see DESIGN.md "Store consistency"):
+
+  1. C{begin_write} records an intent (backend, real key) *before* any byte is
+     sent to a backend.  If the daemon dies, the intent's lease runs out and
+     the cleaner deletes whatever the backend may hold under that real key.
+  2. C{commit_object} runs in ONE transaction: it inserts/replaces the object
+     row and its location, deletes the intent, and moves the locations of the
+     replaced version (if any) to the deletion queue.
+  3. C{delete_object} removes the row and queues its locations for deletion in
+     the same transaction.
+  4. The deletion worker takes rows from the queue, deletes the backend object
+     and then C{finish_deletion}.  A crash anywhere leaves at worst a queued or
+     intended deletion, never a row without data.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Mapping, Optional, Sequence
+
+import attr
+from zope.interface import Attribute, Interface
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class BucketExists(StoreError):
+    """CreateBucket of a name that exists."""
+
+
+class BucketNotEmpty(StoreError):
+    """DeleteBucket of a bucket that still holds objects."""
+
+
+class NoSuchBucketError(StoreError):
+    """A bucket that is not known to the store."""
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional write (If-Match / If-None-Match) did not hold at commit time."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Location:
+    """Where one copy of an object lives: a backend (real bucket) name and the key there."""
+
+    backend: str
+    real_key: str
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ObjectRecord:
+    bucket: str
+    key: str
+    size: int
+    etag: str  # as the backend returned it, with quotes: '"abc..."' or '"abc-3"'
+    last_modified: datetime.datetime  # timezone-aware UTC, whole seconds
+    content_type: Optional[str]
+    # Stored response headers, lower-case names: content-encoding,
+    # content-disposition, cache-control, expires, content-language and x-amz-meta-*.
+    headers: Mapping[str, str]
+    # Checksums the client sent and we verified: {"crc32": "<b64>", ...}
+    checksums: Mapping[str, str]
+    locations: tuple[Location, ...]
+    id: int = 0
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class BucketRecord:
+    name: str
+    created: datetime.datetime
+    origin: str  # "config" or "api"
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ListPage:
+    """
+    One page of a listing.
+
+    C{entries} interleaves, in S3 byte order, L{ObjectRecord}s (without
+    locations needed) and common prefixes (plain C{str}).  C{next_marker} is
+    the last key or common prefix in C{entries} when C{is_truncated}.
+    """
+
+    entries: tuple  # tuple[ObjectRecord | str, ...]
+    is_truncated: bool
+    next_marker: Optional[str]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class WriteIntent:
+    id: int
+    backend: str
+    real_key: str
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class QueuedDeletion:
+    id: int
+    backend: str
+    real_key: str
+    # When set, this is an incomplete multipart upload to abort rather than an object.
+    backend_upload_id: Optional[str]
+    attempts: int
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class BackendUsage:
+    backend: str
+    used_bytes: int
+    object_count: int
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class MultipartRecord:
+    upload_id: str  # ours, handed to clients; never the backend's
+    bucket: str
+    key: str
+    backend: str
+    real_key: str
+    backend_upload_id: str
+    initiated: datetime.datetime
+    content_type: Optional[str]
+    headers: Mapping[str, str]
+
+
+class IMetadataStore(Interface):
+    url = Attribute("The SQLAlchemy URL (password masked when printed).")
+
+    def start():
+        """Start the thread pool, create the engine, run migrations when asked. -> Deferred[None]"""
+
+    def stop():
+        """Stop the thread pool and dispose of the engine. -> Deferred[None]"""
+
+    # -- buckets ----------------------------------------------------------
+    def sync_config_buckets(names: Sequence[str]):
+        """Ensure a bucket row (origin 'config') for each name. -> Deferred[None]"""
+
+    def list_buckets():
+        """-> Deferred[list[BucketRecord]] sorted by name."""
+
+    def get_bucket(name: str):
+        """-> Deferred[BucketRecord | None]"""
+
+    def create_bucket(name: str):
+        """origin 'api'.  -> Deferred[BucketRecord]; fails with BucketExists."""
+
+    def delete_bucket(name: str):
+        """Only origin 'api' and only if empty (objects and multipart uploads).
+        -> Deferred[None]; fails with BucketNotEmpty / NoSuchBucketError."""
+
+    # -- writes -----------------------------------------------------------
+    def begin_write(backend: str, real_key: str, lease_seconds: float):
+        """Record the intent to write real_key on backend. -> Deferred[WriteIntent]"""
+
+    def renew_write(intent_id: int, lease_seconds: float):
+        """Extend the lease of a running write. -> Deferred[None]"""
+
+    def abandon_write(intent_id: int, backend_object_may_exist: bool):
+        """The write failed.  When the backend may hold (part of) the object,
+        the intent becomes a queued deletion; otherwise it is just dropped.
+        -> Deferred[None]"""
+
+    def commit_object(
+        intent_id: int,
+        record: ObjectRecord,
+        if_match: Optional[str] = None,
+        if_none_match: Optional[str] = None,
+    ):
+        """In one transaction: insert or replace the (bucket, key) row with
+        record (its locations included), delete the intent, queue the replaced
+        version's locations for deletion.  if_match / if_none_match ('*' or an
+        ETag) are checked against the current row inside the transaction and
+        raise PreconditionFailedError.  -> Deferred[ObjectRecord] (with id)."""
+
+    def get_object(bucket: str, key: str):
+        """-> Deferred[ObjectRecord | None] with its locations."""
+
+    def delete_object(bucket: str, key: str):
+        """Remove the row, queue its locations for deletion.
+        -> Deferred[ObjectRecord | None] (the removed record)."""
+
+    def list_objects(
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        after: str = "",
+        max_keys: int = 1000,
+    ):
+        """Objects of bucket whose key starts with prefix and is > after (byte
+        order), folded by delimiter into common prefixes (a common prefix that
+        is <= after is skipped; a prefix that after falls inside is also
+        skipped when after >= that prefix).  At most max_keys entries (objects
+        + prefixes).  Must not read the rows inside a common prefix (skip-scan).
+        -> Deferred[ListPage]"""
+
+    # -- cleanup ----------------------------------------------------------
+    def expired_writes(limit: int = 100):
+        """Intents whose lease ran out -> moved to the deletion queue.
+        -> Deferred[int] (how many moved)."""
+
+    def queued_deletions(limit: int = 100):
+        """-> Deferred[list[QueuedDeletion]] due now."""
+
+    def finish_deletion(deletion_id: int):
+        """-> Deferred[None]"""
+
+    def retry_deletion_later(deletion_id: int, delay_seconds: float):
+        """Bump attempts and push the due time. -> Deferred[None]"""
+
+    # -- usage ------------------------------------------------------------
+    def backend_usage():
+        """Bytes and objects per backend, from the location rows (an aggregate
+        query, never a walk of a backend).  -> Deferred[list[BackendUsage]]"""
+
+    # -- multipart (issue 5; schema exists from the first migration) -------
+    def create_multipart(record: MultipartRecord):
+        """-> Deferred[None]"""
+
+    def get_multipart(upload_id: str):
+        """-> Deferred[MultipartRecord | None]"""
+
+    def list_multipart(bucket: str, prefix: str = "", key_marker: str = "",
+                       upload_id_marker: str = "", max_uploads: int = 1000):
+        """-> Deferred[list[MultipartRecord]] ordered by (key, initiated, upload_id)."""
+
+    def complete_multipart(upload_id: str, record: ObjectRecord):
+        """One transaction: delete the multipart row, insert/replace the object
+        (queueing the old version's locations). -> Deferred[ObjectRecord]"""
+
+    def abort_multipart(upload_id: str, queue_backend_abort: bool):
+        """Delete the multipart row; when queue_backend_abort, queue a
+        deletion with backend_upload_id so the worker aborts it on the backend.
+        -> Deferred[MultipartRecord | None]"""
+
+    def stale_multipart(older_than: datetime.datetime, limit: int = 100):
+        """-> Deferred[list[MultipartRecord]]"""
