@@ -1,0 +1,319 @@
+"""
+One real bucket on one S3 backend, as a client.
+
+Requests go through C{twisted.web.client.Agent} on a persistent connection
+pool.  We do not use C{treq.request} itself for object traffic: treq wraps
+every agent in a gzip C{ContentDecoderAgent}, which would silently decompress
+objects stored with C{Content-Encoding: gzip} and change their bytes.  treq's
+body helpers (C{treq.content}) are used for small control responses.
+
+What we send a backend (and nothing else): the method and real key, our own
+SigV4 signature (UNSIGNED-PAYLOAD), Content-Length, and for writes the
+content headers (Content-Type, Content-Encoding, Content-Disposition,
+Cache-Control, Content-Language, Expires) and the client's x-amz-meta-*
+headers, plus x-amz-meta-s3balance-bucket / -key naming the virtual object for
+recovery.  Client authentication, checksum and aws-chunked headers are never
+forwarded: the gateway verifies them itself and sends plain bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Optional
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+import attr
+import treq
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+
+from s3balance.backends.signing import BackendSigner
+from s3balance.backends.streaming import PipeProducer
+
+log = Logger()
+
+# Failures that mean the request never reached the backend.
+_NOT_CONNECTED = (ConnectError, DNSLookupError, TimeoutError)
+
+_ETAG_RE = re.compile(r"<ETag>(.*?)</ETag>", re.S)
+
+
+class BackendError(Exception):
+    """
+    A backend answered with an error or could not be reached.
+
+    @ivar status: the HTTP status, or 0 when no response was received.
+    @ivar code: the S3 error code from the backend's XML, if any.
+    @ivar retryable: True when the backend never accepted the request body,
+        so the same write may be tried on another backend.
+    """
+
+    def __init__(self, backend: str, status: int, code: str, message: str, retryable: bool = False) -> None:
+        self.backend = backend
+        self.status = status
+        self.code = code
+        self.retryable = retryable
+        super().__init__(f"backend {backend}: {status} {code} {message}".strip())
+
+    @property
+    def is_outage(self) -> bool:
+        """A failure that says something about the backend's health."""
+        return self.status == 0 or self.status >= 500
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class PutResult:
+    etag: str
+
+
+def _s3_error_code(body: bytes) -> tuple[str, str]:
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return "", body[:200].decode("utf-8", "replace")
+    return root.findtext("Code") or "", root.findtext("Message") or ""
+
+
+def make_agent(reactor, max_per_host: int = 64, connect_timeout: float = 10.0) -> Agent:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max_per_host
+    pool.cachedConnectionTimeout = 60
+    pool.retryAutomatically = False  # a PUT body can't be replayed
+    return Agent(reactor, connectTimeout=connect_timeout, pool=pool)
+
+
+class Backend:
+    """
+    A client of one real bucket.
+
+    @ivar name: the configured real bucket name (also the backend's identity).
+    """
+
+    def __init__(self, config, agent: Agent, reactor) -> None:
+        self.config = config
+        self.name: str = config.name
+        self._agent = agent
+        self._reactor = reactor
+        self.signer = BackendSigner(
+            config.endpoint_url,
+            config.name,
+            config.region,
+            config.access_key_id,
+            config.secret_access_key,
+            config.path_style,
+        )
+        # Passive health: callers report outcomes here; backends/health.py reads it.
+        self.last_error: Optional[str] = None
+        self.observers: list = []
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name} {self.config.endpoint_url}>"
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        real_key: Optional[str],
+        query: str = "",
+        headers: Optional[Mapping[str, str]] = None,
+        body: Optional[IBodyProducer] = None,
+        length: Optional[int] = None,
+    ) -> Deferred[IResponse]:
+        url = self.signer.url(real_key, query)
+        to_sign = dict(headers or {})
+        if length is not None:
+            to_sign["Content-Length"] = str(length)
+        signed = self.signer.sign(method, url, to_sign)
+        raw = Headers()
+        for name, value in signed.items():
+            if name.lower() == "content-length":
+                continue  # the Agent writes it from the body producer
+            raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+        started = time.monotonic()
+        d = self._agent.request(method.encode("ascii"), url.encode("ascii"), raw, body)
+
+        def done(result):
+            for observer in self.observers:
+                observer(self, method, result, time.monotonic() - started)
+            return result
+
+        d.addBoth(done)
+        return d
+
+    def _fail(self, response: IResponse, body: bytes) -> BackendError:
+        code, message = _s3_error_code(body)
+        return BackendError(self.name, response.code, code, message)
+
+    def _unreachable(self, failure) -> BackendError:
+        retryable = bool(failure.check(*_NOT_CONNECTED))
+        return BackendError(self.name, 0, "Unreachable", failure.getErrorMessage(), retryable=retryable)
+
+    @inlineCallbacks
+    def _simple(
+        self,
+        method: str,
+        real_key: Optional[str],
+        query: str = "",
+        headers: Optional[Mapping[str, str]] = None,
+        data: Optional[bytes] = None,
+        ok: Sequence[int] = (200,),
+    ):
+        """A request with a small or empty body whose whole response we read."""
+        body = None
+        if data is not None:
+            body = PipeProducer(len(data))
+            body.write(data)
+            body.finish()
+        try:
+            response = yield self._request(
+                method, real_key, query, headers, body, len(data) if data is not None else None
+            )
+        except Exception as e:
+            raise BackendError(
+                self.name, 0, "Unreachable", str(e), retryable=isinstance(e, _NOT_CONNECTED)
+            ) from e
+        content = yield treq.content(response)
+        if response.code not in ok:
+            raise self._fail(response, content)
+        return response, content
+
+    # -- objects --------------------------------------------------------------
+
+    def put_object(
+        self,
+        real_key: str,
+        body: PipeProducer,
+        headers: Mapping[str, str],
+    ) -> Deferred[PutResult]:
+        """
+        Upload C{body.length} bytes from C{body} to C{real_key}.
+
+        Fails with L{BackendError}; C{retryable} is set when the connection
+        could not be made (no byte of the body was consumed).
+        """
+        d = self._request("PUT", real_key, headers=headers, body=body, length=body.length)
+
+        def got(response: IResponse):
+            def read(content: bytes) -> PutResult:
+                if response.code != 200:
+                    raise self._fail(response, content)
+                etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
+                if not etag:
+                    raise BackendError(self.name, response.code, "NoETag", "no ETag in PUT response")
+                return PutResult(etag=etag)
+
+            return treq.content(response).addCallback(read)
+
+        def failed(failure):
+            if failure.check(BackendError):
+                return failure
+            if failure.check(ResponseFailed) or not body.started.called:
+                error = self._unreachable(failure)
+                if body.started.called:
+                    error.retryable = False
+                raise error
+            return failure
+
+        return d.addCallbacks(got, failed)
+
+    def get_object(
+        self,
+        real_key: str,
+        byte_range: Optional[tuple[int, int]] = None,
+    ) -> Deferred[IResponse]:
+        """
+        Start a GET; the response body is not read (stream it with
+        L{s3balance.backends.streaming.relay_body}).  Non-2xx answers fail
+        with L{BackendError}.
+        """
+        headers = {}
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        d = self._request("GET", real_key, headers=headers)
+
+        def got(response: IResponse):
+            if response.code in (200, 206):
+                return response
+            return treq.content(response).addCallback(lambda body: (_ for _ in ()).throw(self._fail(response, body)))
+
+        def failed(failure):
+            if failure.check(BackendError):
+                return failure
+            raise self._unreachable(failure)
+
+        return d.addCallbacks(got, failed)
+
+    def delete_object(self, real_key: str) -> Deferred:
+        """Delete C{real_key}; a key that is already gone counts as deleted."""
+        return self._simple("DELETE", real_key, ok=(200, 204, 404))
+
+    def head_bucket(self) -> Deferred:
+        return self._simple("HEAD", None, ok=(200,))
+
+    def presign_get(self, real_key: str, expires: int, query: str = "") -> str:
+        return self.signer.presign("GET", real_key, expires, query)
+
+    # -- multipart ------------------------------------------------------------
+
+    @inlineCallbacks
+    def create_multipart(self, real_key: str, headers: Mapping[str, str]):
+        _, content = yield self._simple("POST", real_key, "uploads=", headers, data=b"")
+        try:
+            root = ElementTree.fromstring(content)
+        except ElementTree.ParseError:
+            raise BackendError(self.name, 200, "BadResponse", "unparseable CreateMultipartUpload answer") from None
+        upload_id = None
+        for element in root.iter():
+            if element.tag.endswith("UploadId"):
+                upload_id = element.text
+        if not upload_id:
+            raise BackendError(self.name, 200, "BadResponse", "no UploadId")
+        return upload_id
+
+    def upload_part(self, real_key: str, upload_id: str, part_number: int, body: PipeProducer) -> Deferred[PutResult]:
+        query = f"partNumber={part_number}&uploadId={quote(upload_id, safe='')}"
+        d = self._request("PUT", real_key, query=query, body=body, length=body.length)
+
+        def got(response: IResponse):
+            def read(content: bytes) -> PutResult:
+                if response.code != 200:
+                    raise self._fail(response, content)
+                etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
+                return PutResult(etag=etag)
+
+            return treq.content(response).addCallback(read)
+
+        def failed(failure):
+            if failure.check(BackendError):
+                return failure
+            raise self._unreachable(failure)
+
+        return d.addCallbacks(got, failed)
+
+    @inlineCallbacks
+    def complete_multipart(self, real_key: str, upload_id: str, parts: Sequence[tuple[int, str]]):
+        xml = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in parts
+        )
+        data = f"<CompleteMultipartUpload>{xml}</CompleteMultipartUpload>".encode()
+        query = f"uploadId={quote(upload_id, safe='')}"
+        response, content = yield self._simple("POST", real_key, query, {"Content-Type": "application/xml"}, data=data)
+        # A 200 can still carry an error document (S3's long-running complete).
+        if b"<Error>" in content[:512]:
+            raise self._fail(response, content)
+        match = _ETAG_RE.search(content.decode("utf-8", "replace"))
+        if not match:
+            raise BackendError(self.name, 200, "BadResponse", "no ETag in CompleteMultipartUpload answer")
+        return match.group(1).replace("&quot;", '"')
+
+    def abort_multipart(self, real_key: str, upload_id: str) -> Deferred:
+        query = f"uploadId={quote(upload_id, safe='')}"
+        return self._simple("DELETE", real_key, query, ok=(200, 204, 404))

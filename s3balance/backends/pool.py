@@ -1,0 +1,136 @@
+"""
+The set of backends the gateway may use, with their health, usage and
+in-flight reservations, and placement of new objects on them.
+
+Mutation of this state lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from twisted.logger import Logger
+
+from s3balance.backends.backend import Backend, BackendError
+from s3balance.backends.health import HealthState
+from s3balance.placement.interfaces import BackendView, PlacementContext
+
+log = Logger()
+
+
+class Reservation:
+    """Bytes promised to an upload in flight; released when it ends either way."""
+
+    def __init__(self, pool: BackendPool, backend: str, size: int) -> None:
+        self._pool = pool
+        self.backend = backend
+        self.size = size
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool._reserved[self.backend] = self._pool._reserved.get(self.backend, 0) - self.size
+
+
+class BackendPool:
+    def __init__(self, backends: Iterable[Backend], unhealthy_threshold: int = 3, healthy_threshold: int = 2) -> None:
+        self._backends: dict[str, Backend] = {}
+        self._health: dict[str, HealthState] = {}
+        self._usage: dict[str, tuple[int, int]] = {}
+        self._reserved: dict[str, int] = {}
+        self.unhealthy_threshold = unhealthy_threshold
+        self.healthy_threshold = healthy_threshold
+        self.replace(backends)
+
+    # -- membership ---------------------------------------------------------
+
+    def replace(self, backends: Iterable[Backend]) -> None:
+        """Swap in a new set of backends (a reload); health of kept ones survives."""
+        new = {backend.name: backend for backend in backends}
+        for name, backend in new.items():
+            if name not in self._health:
+                self._health[name] = HealthState(self.unhealthy_threshold, self.healthy_threshold)
+            backend.observers.append(self._observe)
+        self._backends = new
+
+    def names(self) -> list[str]:
+        return sorted(self._backends)
+
+    def get(self, name: str) -> Optional[Backend]:
+        return self._backends.get(name)
+
+    def health(self, name: str) -> HealthState:
+        return self._health.setdefault(name, HealthState(self.unhealthy_threshold, self.healthy_threshold))
+
+    def is_up(self, name: str) -> bool:
+        return name in self._backends and self.health(name).up
+
+    # -- usage --------------------------------------------------------------
+
+    def set_usage(self, name: str, used_bytes: int, objects: int) -> None:
+        self._usage[name] = (used_bytes, objects)
+
+    def add_usage(self, name: str, delta_bytes: int, delta_objects: int) -> None:
+        used, objects = self._usage.get(name, (0, 0))
+        self._usage[name] = (max(0, used + delta_bytes), max(0, objects + delta_objects))
+
+    def usage(self, name: str) -> tuple[int, int]:
+        return self._usage.get(name, (0, 0))
+
+    def reserved(self, name: str) -> int:
+        return self._reserved.get(name, 0)
+
+    # -- placement ----------------------------------------------------------
+
+    def view(self, name: str) -> BackendView:
+        backend = self._backends[name]
+        return BackendView(
+            name=name,
+            weight=backend.config.weight,
+            max_size=backend.config.max_size,
+            used_bytes=self.usage(name)[0],
+            reserved_bytes=self.reserved(name),
+        )
+
+    def candidates(self, size: Optional[int], exclude: Iterable[str] = ()) -> list[BackendView]:
+        """Backends that are enabled, up, not excluded and have room for C{size} bytes."""
+        excluded = set(exclude)
+        views = []
+        for name in self.names():
+            backend = self._backends[name]
+            if name in excluded or not backend.config.enabled or not self.health(name).up:
+                continue
+            view = self.view(name)
+            if view.max_size is not None and view.free_bytes is not None and view.free_bytes < (size or 0):
+                continue
+            views.append(view)
+        return views
+
+    def place(self, strategy, context: PlacementContext, exclude: Iterable[str] = ()) -> Optional[Reservation]:
+        """Choose a backend for a new object and reserve its size there."""
+        candidates = self.candidates(context.size, exclude)
+        if not candidates:
+            return None
+        chosen = strategy.choose(context, candidates)
+        if chosen is None:
+            return None
+        size = context.size or 0
+        self._reserved[chosen.name] = self._reserved.get(chosen.name, 0) + size
+        return Reservation(self, chosen.name, size)
+
+    # -- passive health -----------------------------------------------------
+
+    def _observe(self, backend: Backend, method: str, result, elapsed: float) -> None:
+        state = self._health.get(backend.name)
+        if state is None:
+            return
+        error = None
+        if hasattr(result, "check"):  # a Failure
+            if result.check(BackendError) and not result.value.is_outage:
+                return
+            error = result.getErrorMessage()
+        elif getattr(result, "code", 200) >= 500:
+            error = f"HTTP {result.code} on {method}"
+        if error is not None and state.record_failure(error):
+            log.warn("backend {backend} marked down after request errors: {error}", backend=backend.name, error=error)

@@ -1,0 +1,197 @@
+"""
+Moving bodies between the client connection and a backend connection.
+
+Both directions are push streams with backpressure:
+
+  - upload: L{PipeProducer} is the L{IBodyProducer} of the backend request.
+    The gateway writes decoded client bytes into it; when the backend's socket
+    buffer fills, Twisted pauses the pipe and the pipe pauses the client's
+    transport, so the client stops sending.  Nothing waits in memory beyond
+    the socket buffers and one TCP read.
+
+  - download: L{relay_body} delivers a backend response body to a client
+    request, registering the backend connection as the request's producer, so
+    a slow client pauses the backend socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
+
+
+class BodyAborted(Exception):
+    """The upload was abandoned before its last byte; the backend must not keep it."""
+
+
+# Bytes written before the backend connection is open are kept here; above
+# this the client is paused.  One TCP read is at most 64 KiB, so this is
+# normally never reached.
+_PENDING_LIMIT = 1 << 20
+
+
+@implementer(IBodyProducer)
+class PipeProducer:
+    """
+    An L{IBodyProducer} of known length fed by C{write}.
+
+    @ivar upstream: the producer to pause when the backend is slower than the
+        client (the client connection's transport), or L{None}.
+    """
+
+    def __init__(self, length: int, upstream: Optional[IPushProducer] = None) -> None:
+        self.length = length
+        self.upstream = upstream
+        self.started: Deferred[None] = Deferred()
+        self._consumer: Optional[IConsumer] = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._written = 0
+        self._done: Optional[Deferred[None]] = None
+        self._finished = False
+        self._paused_upstream = False
+        self.stopped = False
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._done = Deferred()
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        for data in pending:
+            consumer.write(data)
+        self._resume_upstream()
+        if self._finished:
+            self._done.callback(None)
+        started, self.started = self.started, succeed(None)
+        started.callback(None)
+        return self._done
+
+    def write(self, data: bytes) -> None:
+        if self.stopped or not data:
+            return
+        self._written += len(data)
+        if self._written > self.length:
+            self.abort(BodyAborted("more bytes than the declared length"))
+            return
+        if self._consumer is None:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size > _PENDING_LIMIT:
+                self._pause_upstream()
+        else:
+            self._consumer.write(data)
+
+    def finish(self) -> None:
+        """All bytes were written; the backend may now complete the object."""
+        if self._written != self.length:
+            self.abort(BodyAborted(f"{self._written} of {self.length} bytes"))
+            return
+        self._finished = True
+        if self._done is not None and not self._done.called:
+            self._done.callback(None)
+
+    def abort(self, reason: Exception) -> None:
+        """Fail the backend request so the backend never completes the object."""
+        self.stopped = True
+        self._pending = []
+        self._resume_upstream()
+        if self._done is not None and not self._done.called:
+            self._done.errback(Failure(reason))
+
+    # IPushProducer, called by the backend connection
+    def pauseProducing(self) -> None:
+        self._pause_upstream()
+
+    def resumeProducing(self) -> None:
+        self._resume_upstream()
+
+    def stopProducing(self) -> None:
+        # The backend request was cancelled or its connection lost.
+        self.stopped = True
+        self._resume_upstream()
+
+    def _pause_upstream(self) -> None:
+        if self.upstream is not None and not self._paused_upstream:
+            self._paused_upstream = True
+            self.upstream.pauseProducing()
+
+    def _resume_upstream(self) -> None:
+        if self.upstream is not None and self._paused_upstream:
+            self._paused_upstream = False
+            self.upstream.resumeProducing()
+
+
+class _Relay(Protocol):
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        register: Callable[[IPushProducer], None],
+        expected: Optional[int],
+        done: Deferred[int],
+    ) -> None:
+        self._write = write
+        self._register = register
+        self._expected = expected
+        self._done = done
+        self.received = 0
+
+    def connectionMade(self) -> None:
+        # self.transport is the backend connection as an IPushProducer.
+        self._register(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        self._write(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._done.called:
+            return
+        clean = reason is None or reason.check(ResponseDone, PotentialDataLoss)
+        if clean and (self._expected is None or self.received == self._expected):
+            self._done.callback(self.received)
+        else:
+            self._done.errback(
+                reason
+                if not clean
+                else Failure(
+                    BodyAborted(f"backend sent {self.received} of {self._expected} bytes")
+                )
+            )
+
+
+def relay_body(
+    response: IResponse,
+    write: Callable[[bytes], None],
+    register: Callable[[IPushProducer], None],
+    expected: Optional[int],
+) -> tuple[Deferred[int], Callable[[], None]]:
+    """
+    Stream C{response}'s body into C{write}.
+
+    @return: a Deferred that fires with the byte count when the whole body
+        arrived (and fails when it was cut short or had another length than
+        C{expected}), and a function that stops the transfer (drops the
+        backend connection), for a client that went away.
+    """
+    done: Deferred[int] = Deferred()
+    relay = _Relay(write, register, expected, done)
+    response.deliverBody(relay)
+
+    def stop() -> None:
+        transport = relay.transport
+        if transport is not None:
+            transport.stopProducing()
+
+    return done, stop

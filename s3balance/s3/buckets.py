@@ -1,0 +1,239 @@
+"""
+Bucket-level operations: ListBuckets, HeadBucket, GetBucketLocation,
+GetBucketVersioning, GetBucketAcl, ListObjects (v1 and v2), CreateBucket and
+DeleteBucket.  Listings come from the metadata store, never from backends.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import re
+
+from s3balance.errors import S3Error
+from s3balance.s3.xmldoc import document, encode_key, iso8601
+from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
+
+OWNER_ID = "s3balance"
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_EPOCH = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+
+
+def valid_bucket_name(name: str) -> bool:
+    return bool(
+        _BUCKET_NAME.match(name)
+        and ".." not in name
+        and ".-" not in name
+        and "-." not in name
+        and not _IP_LIKE.match(name)
+        and not name.startswith("xn--")
+        and not name.endswith("-s3alias")
+    )
+
+
+def _owner():
+    return [("ID", OWNER_ID), ("DisplayName", OWNER_ID)]
+
+
+async def _visible_buckets(gateway, credential) -> list[tuple[str, datetime.datetime]]:
+    buckets = {b.name: _EPOCH for b in gateway.config.virtual_buckets}
+    for record in await gateway.store.list_buckets():
+        buckets[record.name] = record.created
+    return sorted((name, created) for name, created in buckets.items() if gateway.may_see_bucket(credential, name))
+
+
+async def list_buckets(gateway, request, call) -> None:
+    buckets = await _visible_buckets(gateway, call.credential)
+    body = document(
+        "ListAllMyBucketsResult",
+        [
+            ("Owner", _owner()),
+            (
+                "Buckets",
+                [("Bucket", [("Name", name), ("CreationDate", iso8601(created))]) for name, created in buckets],
+            ),
+        ],
+    )
+    gateway.answer_xml(request, body)
+
+
+async def head_bucket(gateway, request, call) -> None:
+    await gateway.require_bucket(call.bucket)
+    gateway.answer_empty(request, 200, {"x-amz-bucket-region": gateway.config.s3api.region})
+
+
+async def get_bucket_location(gateway, request, call) -> None:
+    await gateway.require_bucket(call.bucket)
+    region = gateway.config.s3api.region
+    # us-east-1 is reported as an empty LocationConstraint, as S3 does.
+    body = document("LocationConstraint", []) if region == "us-east-1" else None
+    if body is None:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<LocationConstraint xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{region}</LocationConstraint>'
+        ).encode()
+    gateway.answer_xml(request, body)
+
+
+async def get_bucket_versioning(gateway, request, call) -> None:
+    await gateway.require_bucket(call.bucket)
+    gateway.answer_xml(request, document("VersioningConfiguration", []))
+
+
+async def get_acl(gateway, request, call) -> None:
+    await gateway.require_bucket(call.bucket)
+    if call.target.key is not None and await gateway.store.get_object(call.bucket, call.key) is None:
+        raise S3Error("NoSuchKey", Key=call.key)
+    gateway.answer_xml(request, _CANNED_ACL)
+
+
+# A canned full-control ACL: ACLs are not implemented, clients only read this.
+_CANNED_ACL = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<AccessControlPolicy xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+    f"<Owner><ID>{OWNER_ID}</ID><DisplayName>{OWNER_ID}</DisplayName></Owner>"
+    '<AccessControlList><Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+    'xsi:type="CanonicalUser">'
+    f"<ID>{OWNER_ID}</ID><DisplayName>{OWNER_ID}</DisplayName></Grantee>"
+    "<Permission>FULL_CONTROL</Permission></Grant></AccessControlList></AccessControlPolicy>"
+).encode()
+
+
+def _max_keys(call) -> int:
+    raw = call.query.get("max-keys", "1000")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise S3Error("InvalidArgument", "max-keys must be an integer.", ArgumentName="max-keys") from None
+    if value < 0:
+        raise S3Error("InvalidArgument", "max-keys must not be negative.", ArgumentName="max-keys")
+    return min(value, 1000)
+
+
+def encode_token(marker: str) -> str:
+    return base64.urlsafe_b64encode(("1:" + marker).encode("utf-8")).decode("ascii")
+
+
+def decode_token(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise S3Error(
+            "InvalidArgument", "The continuation token provided is incorrect", ArgumentName="continuation-token"
+        ) from None
+    if not raw.startswith("1:"):
+        raise S3Error(
+            "InvalidArgument", "The continuation token provided is incorrect", ArgumentName="continuation-token"
+        )
+    return raw[2:]
+
+
+async def list_objects(gateway, request, call) -> None:
+    v2 = call.operation == "ListObjectsV2"
+    await gateway.require_bucket(call.bucket)
+    query = call.query
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter", "")
+    encoding = query.get("encoding-type")
+    if encoding is not None and encoding != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
+    url = encoding == "url"
+    max_keys = _max_keys(call)
+    if v2:
+        token = query.get("continuation-token")
+        start_after = query.get("start-after", "")
+        after = decode_token(token) if token is not None else start_after
+        if token is not None and start_after > after:
+            after = start_after
+    else:
+        after = query.get("marker", "")
+    if max_keys == 0:
+        entries, truncated, next_marker = (), False, None
+    else:
+        page = await gateway.store.list_objects(call.bucket, prefix, delimiter, after, max_keys)
+        entries, truncated, next_marker = page.entries, page.is_truncated, page.next_marker
+    fetch_owner = not v2 or query.get("fetch-owner") == "true"
+    contents = []
+    prefixes = []
+    for entry in entries:
+        if isinstance(entry, str):
+            prefixes.append(("CommonPrefixes", [("Prefix", encode_key(entry, url))]))
+            continue
+        item = [
+            ("Key", encode_key(entry.key, url)),
+            ("LastModified", iso8601(entry.last_modified)),
+            ("ETag", entry.etag),
+            ("Size", entry.size),
+            ("StorageClass", "STANDARD"),
+        ]
+        if fetch_owner:
+            item.append(("Owner", _owner()))
+        contents.append(("Contents", item))
+    children: list = [("Name", call.bucket), ("Prefix", encode_key(prefix, url))]
+    if v2:
+        if "continuation-token" in query:
+            children.append(("ContinuationToken", query["continuation-token"]))
+        if "start-after" in query:
+            children.append(("StartAfter", encode_key(query["start-after"], url)))
+        children.append(("KeyCount", len(entries)))
+        if truncated and next_marker is not None:
+            children.append(("NextContinuationToken", encode_token(next_marker)))
+    else:
+        children.append(("Marker", encode_key(after, url)))
+        if truncated and next_marker is not None:
+            children.append(("NextMarker", encode_key(next_marker, url)))
+    children.append(("MaxKeys", max_keys))
+    if delimiter:
+        children.append(("Delimiter", encode_key(delimiter, url)))
+    if url:
+        children.append(("EncodingType", "url"))
+    children.append(("IsTruncated", truncated))
+    children.extend(contents)
+    children.extend(prefixes)
+    gateway.answer_xml(request, document("ListBucketResult", children))
+
+
+async def create_bucket(gateway, request, call) -> None:
+    name = call.bucket
+    if not valid_bucket_name(name):
+        raise S3Error("InvalidBucketName", BucketName=name)
+    if gateway.config.virtual_bucket(name) is not None:
+        raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
+    if not gateway.config.s3api.allow_create_bucket:
+        raise S3Error("AccessDenied", "Creating buckets is disabled on this gateway.")
+    try:
+        await gateway.store.create_bucket(name)
+    except BucketExists:
+        raise S3Error("BucketAlreadyOwnedByYou", BucketName=name) from None
+    gateway.answer_empty(request, 200, {"Location": f"/{name}"})
+
+
+async def delete_bucket(gateway, request, call) -> None:
+    name = call.bucket
+    if gateway.config.virtual_bucket(name) is not None:
+        raise S3Error(
+            "AccessDenied", "Buckets defined in the configuration cannot be deleted through the API."
+        )
+    try:
+        await gateway.store.delete_bucket(name)
+    except NoSuchBucketError:
+        raise S3Error("NoSuchBucket", BucketName=name) from None
+    except BucketNotEmpty:
+        raise S3Error("BucketNotEmpty", BucketName=name) from None
+    gateway.answer_empty(request, 204)
+
+
+HANDLERS = {
+    "ListBuckets": list_buckets,
+    "HeadBucket": head_bucket,
+    "GetBucketLocation": get_bucket_location,
+    "GetBucketVersioning": get_bucket_versioning,
+    "GetBucketAcl": get_acl,
+    "GetObjectAcl": get_acl,
+    "ListObjects": list_objects,
+    "ListObjectsV2": list_objects,
+    "CreateBucket": create_bucket,
+    "DeleteBucket": delete_bucket,
+}

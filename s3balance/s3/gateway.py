@@ -1,0 +1,281 @@
+"""
+The request path of the S3 face, top to bottom:
+
+    route -> authenticate -> (look up or place) -> backend -> store -> answer
+
+L{Gateway.prepare} does the first two as soon as the headers are in (see
+L{s3balance.s3.request}); L{Gateway.handle} runs the operation's handler once
+the request is processed.  Handlers live in one module per group
+(L{s3balance.s3.objects}, L{s3balance.s3.buckets}, L{s3balance.s3.upload}) and
+never import each other; what they share is here or a layer down.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Optional
+
+import attr
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+
+from s3balance.auth.sigv4 import SigV4Request, authenticate
+from s3balance.errors import S3Error
+from s3balance.s3 import routing
+from s3balance.s3.routing import STREAMING_BODY, Target
+
+log = Logger()
+
+READ_OPERATIONS = frozenset(
+    {
+        "ListBuckets",
+        "HeadBucket",
+        "ListObjects",
+        "ListObjectsV2",
+        "GetBucketLocation",
+        "GetBucketVersioning",
+        "GetBucketAcl",
+        "ListMultipartUploads",
+        "GetObject",
+        "HeadObject",
+        "GetObjectAcl",
+        "ListParts",
+    }
+)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class S3Call:
+    """One routed, authenticated S3 request."""
+
+    method: str
+    target: Target
+    operation: str
+    query: dict
+    headers: dict  # lower-case name -> list of str values
+    credential: Optional[object]
+    auth: Optional[object]
+    raw_path: bytes
+
+    @property
+    def streaming(self) -> bool:
+        return self.operation in STREAMING_BODY and "x-amz-copy-source" not in self.headers
+
+    @property
+    def bucket(self) -> str:
+        assert self.target.bucket is not None
+        return self.target.bucket
+
+    @property
+    def key(self) -> str:
+        assert self.target.key is not None
+        return self.target.key
+
+    def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        values = self.headers.get(name)
+        return values[0] if values else default
+
+
+Handler = Callable[["Gateway", object, S3Call], Awaitable[None]]
+
+
+def _request_headers(request) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        headers.setdefault(name.decode("latin-1").lower(), []).extend(v.decode("latin-1") for v in values)
+    return headers
+
+
+class Gateway:
+    """
+    Shared state of the S3 face: config, store, backends, strategy.
+
+    C{config} and C{strategy} are replaced as a whole on reload; a request
+    reads them once, so in-flight requests finish on what they started with.
+    """
+
+    def __init__(self, config, store, pool, strategy, reactor, metrics=None) -> None:
+        self.config = config
+        self.store = store
+        self.pool = pool
+        self.strategy = strategy
+        self.reactor = reactor
+        self.metrics = metrics
+        self.deleter = None  # set by the service: kicks the deletion worker
+        self.handlers: dict[str, Handler] = {}
+        self.clock: Callable[[], float] = time.time
+        self.in_flight: set = set()
+        from s3balance.s3 import buckets, objects
+
+        self.handlers.update(buckets.HANDLERS)
+        self.handlers.update(objects.HANDLERS)
+
+    # -- step 1 and 2: route and authenticate --------------------------------
+
+    def prepare(self, request, length: Optional[int]) -> S3Call:
+        raw_path, _, raw_query = request.uri.partition(b"?")
+        headers = _request_headers(request)
+        method = request.method.decode("latin-1").upper()
+        s3api = self.config.s3api
+        host = s3api.host or (headers.get("host") or [""])[0]
+        domains = s3api.virtual_host_domains
+        target = routing.resolve_target(raw_path, host, domains)
+        query = routing.parse_query(raw_query)
+        operation = routing.route(method, target, query)
+        if operation == "PutObject" and "x-amz-copy-source" in headers:
+            operation = "CopyObject"
+        if operation == "UploadPart" and "x-amz-copy-source" in headers:
+            operation = "UploadPartCopy"
+        sigv4 = SigV4Request(
+            method=method,
+            raw_path=raw_path,
+            raw_query=raw_query,
+            headers=headers,
+            host_override=s3api.host,
+        )
+        context = authenticate(sigv4, self.lookup_credential, self.clock())
+        credential = context.credential if context is not None else None
+        if credential is None and s3api.auth_required:
+            raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
+        call = S3Call(
+            method=method,
+            target=target,
+            operation=operation,
+            query=query,
+            headers=headers,
+            credential=credential,
+            auth=context,
+            raw_path=raw_path,
+        )
+        self.authorize(call)
+        return call
+
+    def lookup_credential(self, access_key: str):
+        for credential in self.config.s3api.credentials:
+            if hmac.compare_digest(credential.access_key.encode(), access_key.encode()):
+                return credential
+        return None
+
+    def may_see_bucket(self, credential, bucket: str) -> bool:
+        return credential is None or credential.buckets is None or bucket in credential.buckets
+
+    def authorize(self, call: S3Call) -> None:
+        credential = call.credential
+        if credential is None:
+            return
+        if call.target.bucket is not None and not self.may_see_bucket(credential, call.target.bucket):
+            raise S3Error("AccessDenied")
+        if credential.read_only and call.operation not in READ_OPERATIONS:
+            raise S3Error("AccessDenied", "This access key is read-only.")
+
+    # -- buckets ------------------------------------------------------------
+
+    async def require_bucket(self, name: str) -> None:
+        if self.config.virtual_bucket(name) is not None:
+            return
+        record = await self.store.get_bucket(name)
+        if record is None:
+            raise S3Error("NoSuchBucket", BucketName=name)
+
+    # -- step 3.. : run the operation ------------------------------------------
+
+    def start_upload(self, request, call: S3Call, length: Optional[int]):
+        from s3balance.s3.upload import Upload
+
+        upload = Upload(self, request, call, length)
+        upload.start()
+        return upload
+
+    def new_real_key(self, bucket: str) -> str:
+        """
+        A fresh backend key for every write: an overwrite never touches the
+        bytes the current version reads from, so a failed overwrite leaves the
+        old object whole.  The virtual name goes into the backend object's
+        metadata for recovery.
+        """
+        return f"{bucket}/{uuid.uuid4().hex}"
+
+    def handle(self, request) -> None:
+        """Called from the resource tree when the request is processed."""
+        self.in_flight.add(request)
+        request.notifyFinish().addBoth(lambda _: self.in_flight.discard(request))
+        ensureDeferred(self._handle(request))
+
+    async def _handle(self, request) -> None:
+        try:
+            if request.early_error is not None:
+                raise request.early_error
+            call = request.call
+            if call is None:
+                raise S3Error("InternalError")
+            if request.body_sink is not None:
+                await request.body_sink.finished
+                return
+            handler = self.handlers.get(call.operation)
+            if handler is None:
+                raise S3Error("NotImplemented", f"{call.operation} is not implemented by s3balance.")
+            await handler(self, request, call)
+        except S3Error as error:
+            self.answer_error(request, error)
+        except Exception:
+            log.failure("request {id} failed", id=request.request_id)
+            self.answer_error(request, S3Error("InternalError"))
+
+    # -- answering ------------------------------------------------------------
+
+    def answer_error(self, request, error: S3Error) -> None:
+        if request.gone or request.answered_early:
+            return
+        if request.startedWriting:
+            # Headers are out: the only honest signal left is a cut connection.
+            request.channel.transport.abortConnection()
+            return
+        request.setResponseCode(error.status)
+        request.responseHeaders.removeHeader(b"content-length")
+        for name in (b"etag", b"last-modified", b"accept-ranges", b"content-range"):
+            request.responseHeaders.removeHeader(name)
+        if error.status == 304:
+            request.finish()
+            return
+        body = error.to_xml(request.uri.split(b"?")[0].decode("utf-8", "replace"), request.request_id)
+        request.setHeader(b"content-type", b"application/xml")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    def answer_xml(self, request, body: bytes, status: int = 200) -> None:
+        if request.gone:
+            return
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/xml")
+        request.setHeader(b"content-length", str(len(body)).encode())
+        request.write(body)
+        request.finish()
+
+    def answer_empty(self, request, status: int = 200, headers: Optional[dict] = None) -> None:
+        if request.gone:
+            return
+        request.setResponseCode(status)
+        for name, value in (headers or {}).items():
+            request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        if status != 204:
+            request.setHeader(b"content-length", b"0")
+        request.finish()
+
+    def observe_early_answer(self, request, error: S3Error) -> None:
+        log.info(
+            "{method} {path} -> {status} {code} (before the body) [{id}]",
+            method=request.method.decode("latin-1"),
+            path=request.uri.split(b"?")[0].decode("latin-1"),
+            status=error.status,
+            code=error.code,
+            id=request.request_id,
+        )
+
+    def kick_deleter(self) -> None:
+        if self.deleter is not None:
+            self.deleter.kick()

@@ -1,0 +1,175 @@
+"""
+GetObject, HeadObject and DeleteObject.
+
+Reads are answered from the metadata record (headers, preconditions, ranges)
+and the bytes are streamed from the backend that holds them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from typing import Optional
+
+from twisted.logger import Logger
+
+from s3balance.backends.backend import BackendError
+from s3balance.backends.streaming import relay_body
+from s3balance.errors import S3Error
+from s3balance.s3.conditional import check_preconditions, parse_range
+
+log = Logger()
+
+# Query parameters that override response headers on GetObject.
+RESPONSE_OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+
+
+def http_date(when) -> str:
+    return email.utils.format_datetime(when, usegmt=True)
+
+
+async def _lookup(gateway, call):
+    await gateway.require_bucket(call.bucket)
+    version = call.query.get("versionId")
+    if version is not None and version != "null":
+        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
+    record = await gateway.store.get_object(call.bucket, call.key)
+    if record is None:
+        raise S3Error("NoSuchKey", Key=call.key)
+    part = call.query.get("partNumber")
+    if part is not None and part != "1":
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", status=416)
+    return record
+
+
+def _object_headers(request, call, record, byte_range: Optional[tuple[int, int]]) -> None:
+    set_header = request.setHeader
+    set_header(b"content-type", (record.content_type or "binary/octet-stream").encode("latin-1"))
+    for name, value in record.headers.items():
+        set_header(name.encode("latin-1"), value.encode("utf-8"))
+    for parameter, header in RESPONSE_OVERRIDES.items():
+        value = call.query.get(parameter)
+        if value is not None:
+            set_header(header.encode(), value.encode("utf-8"))
+    set_header(b"etag", record.etag.encode("latin-1"))
+    set_header(b"last-modified", http_date(record.last_modified).encode("ascii"))
+    set_header(b"accept-ranges", b"bytes")
+    if (call.header("x-amz-checksum-mode") or "").upper() == "ENABLED" and byte_range is None:
+        for algorithm, value in record.checksums.items():
+            set_header(f"x-amz-checksum-{algorithm}".encode(), value.encode("latin-1"))
+    if byte_range is None:
+        set_header(b"content-length", str(record.size).encode())
+    else:
+        start, end = byte_range
+        set_header(b"content-length", str(end - start + 1).encode())
+        set_header(b"content-range", f"bytes {start}-{end}/{record.size}".encode())
+
+
+def _not_modified(gateway, request, record) -> None:
+    request.setResponseCode(304)
+    request.setHeader(b"etag", record.etag.encode("latin-1"))
+    request.setHeader(b"last-modified", http_date(record.last_modified).encode("ascii"))
+    request.finish()
+
+
+async def head_object(gateway, request, call) -> None:
+    record = await _lookup(gateway, call)
+    if check_preconditions(call.headers, record.etag, record.last_modified) == 304:
+        _not_modified(gateway, request, record)
+        return
+    byte_range = parse_range(call.header("range"), record.size)
+    request.setResponseCode(206 if byte_range else 200)
+    _object_headers(request, call, record, byte_range)
+    request.finish()
+
+
+async def get_object(gateway, request, call) -> None:
+    record = await _lookup(gateway, call)
+    if check_preconditions(call.headers, record.etag, record.last_modified) == 304:
+        _not_modified(gateway, request, record)
+        return
+    byte_range = parse_range(call.header("range"), record.size)
+    if record.size == 0:
+        request.setResponseCode(200)
+        _object_headers(request, call, record, None)
+        request.finish()
+        return
+    location = next((loc for loc in record.locations if gateway.pool.is_up(loc.backend)), None)
+    if location is None:
+        raise S3Error("ServiceUnavailable", "The backend holding this object is unavailable; try again later.")
+    backend = gateway.pool.get(location.backend)
+    try:
+        response = await backend.get_object(location.real_key, byte_range)
+    except BackendError as error:
+        log.error(
+            "GET {bucket}/{key} from {backend} failed: {error}",
+            bucket=call.bucket,
+            key=call.key,
+            backend=backend.name,
+            error=str(error),
+        )
+        if error.status == 404:
+            raise S3Error("InternalError", "The object's data is missing on its backend.") from None
+        raise S3Error("ServiceUnavailable", "The storage backend failed; try again later.") from None
+    expected = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
+    if request.gone:
+        response.deliverBody(_Discard())
+        return
+    request.setResponseCode(206 if byte_range else 200)
+    _object_headers(request, call, record, byte_range)
+
+    def write(data: bytes) -> None:
+        if not request.gone:
+            request.write(data)
+
+    done, stop = relay_body(response, write, lambda producer: request.registerProducer(producer, True), expected)
+    request.notifyFinish().addErrback(lambda _: stop())
+    try:
+        await done
+    except Exception as error:
+        log.warn(
+            "GET {bucket}/{key} cut short: {error}", bucket=call.bucket, key=call.key, error=str(error)
+        )
+        if not request.gone:
+            request.unregisterProducer()
+            request.channel.transport.abortConnection()
+        return
+    if not request.gone:
+        request.unregisterProducer()
+        request.finish()
+
+
+async def delete_object(gateway, request, call) -> None:
+    await gateway.require_bucket(call.bucket)
+    removed = await gateway.store.delete_object(call.bucket, call.key)
+    if removed is not None:
+        for location in removed.locations:
+            gateway.pool.add_usage(location.backend, -removed.size, -1)
+        gateway.kick_deleter()
+    gateway.answer_empty(request, 204)
+
+
+class _Discard:
+    """A protocol that drops a response body nobody wants."""
+
+    def makeConnection(self, transport) -> None:
+        transport.stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+
+HANDLERS = {
+    "GetObject": get_object,
+    "HeadObject": head_object,
+    "DeleteObject": delete_object,
+}

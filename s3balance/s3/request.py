@@ -1,0 +1,190 @@
+"""
+The HTTP request object of the S3 face.
+
+C{twisted.web.server.Request} collects the whole body (into a temporary file
+above 100 kB) and only then renders.  For an S3 gateway that doubles latency
+and disk I/O and caps object size by disk, so L{S3Request} acts as soon as the
+headers are complete (C{gotLength}): it authenticates and routes the request
+there, and for operations whose body is object data it hands every body chunk
+(C{handleContentChunk}) to a streaming upload instead of a file.  Other bodies
+(small XML documents) are kept in memory up to L{MAX_SMALL_BODY}.
+
+A request that is rejected before its body was read is answered at once when
+the client waits for C{100 Continue} (the body is then never sent), and
+otherwise after the body was read and dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from http import HTTPStatus
+from typing import Optional
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+
+from s3balance.errors import S3Error
+
+log = Logger()
+
+MAX_SMALL_BODY = 4 * 1024 * 1024
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex().upper()
+
+
+class S3Request(server.Request):
+    """
+    @ivar call: the routed and authenticated S3 call (set in C{gotLength}).
+    @ivar body_sink: the streaming consumer of the body, for object uploads.
+    @ivar early_error: an error found before the body was read, answered when
+        the request is processed.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_id = new_request_id()
+        self.call = None
+        self.body_sink = None
+        self.early_error: Optional[S3Error] = None
+        self.expects_continue = False
+        self.continue_sent = False
+        self.answered_early = False
+        self._discarding = False
+        self._small_body_size = 0
+        # Fires True when the whole body is in, False when the client left first.
+        self.body_received: Deferred[bool] = Deferred()
+
+    # -- headers complete ---------------------------------------------------
+
+    def gotLength(self, length: Optional[int]) -> None:
+        channel = self.channel
+        self.method = channel._command
+        self.uri = channel._path
+        self.clientproto = channel._version
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        self.expects_continue = bool(
+            expect and expect[0].lower() == b"100-continue" and self.clientproto == b"HTTP/1.1"
+        )
+        self.content = io.BytesIO()
+        gateway = self.channel.site.gateway
+        try:
+            self.call = gateway.prepare(self, length)
+            if self.call is not None and self.call.streaming:
+                # We send 100 Continue ourselves once a backend is ready to
+                # take the body; the channel must not send it now.
+                self.requestHeaders.removeHeader(b"expect")
+                self.content = None
+                self.body_sink = gateway.start_upload(self, self.call, length)
+            elif length is not None and length > MAX_SMALL_BODY:
+                raise S3Error("EntityTooLarge", "The request body is too large for this operation.")
+        except S3Error as error:
+            self.reject(error)
+        except Exception:
+            log.failure("preparing request {id} failed", id=self.request_id)
+            self.reject(S3Error("InternalError"))
+
+    def reject(self, error: S3Error) -> None:
+        """
+        Answer C{error} without reading the body: at once when the client is
+        still waiting for 100 Continue, else once the body was drained.
+        """
+        self.body_sink = None
+        self.content = None
+        self._discarding = True
+        if self.expects_continue and not self.continue_sent:
+            self.requestHeaders.removeHeader(b"expect")
+            self.answer_raw(error)
+        else:
+            self.early_error = error
+            self.discard_body()
+
+    def discard_body(self) -> None:
+        """Read and drop the rest of the body (to answer an error after it)."""
+        self._discarding = True
+        self.channel.transport.resumeProducing()
+
+    def answer_raw(self, error: S3Error) -> None:
+        """Write a complete error response and close the connection."""
+        if self.answered_early or self.finished or self.startedWriting:
+            return
+        self.answered_early = True
+        body = error.to_xml(self.uri.split(b"?")[0].decode("latin-1"), self.request_id)
+        try:
+            reason = HTTPStatus(error.status).phrase
+        except ValueError:
+            reason = "Error"
+        head = (
+            f"HTTP/1.1 {error.status} {reason}\r\n"
+            f"Content-Type: application/xml\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"x-amz-request-id: {self.request_id}\r\n"
+            f"Server: s3balance\r\n"
+            f"Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        transport = self.channel.transport
+        transport.write(head + body)
+        transport.loseConnection()
+        self.channel.site.gateway.observe_early_answer(self, error)
+
+    def send_continue(self) -> None:
+        if self.expects_continue and not self.continue_sent and not self.answered_early:
+            self.continue_sent = True
+            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # -- body -----------------------------------------------------------------
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        if self.body_sink is not None:
+            self.body_sink.data_received(data)
+            return
+        self._small_body_size += len(data)
+        if self._small_body_size > MAX_SMALL_BODY:
+            self.reject(S3Error("EntityTooLarge", "The request body is too large for this operation."))
+            return
+        self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.content is None:
+            self.content = io.BytesIO()
+        super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        if self.answered_early:
+            return
+        self.setHeader(b"x-amz-request-id", self.request_id.encode("ascii"))
+        self.setHeader(b"server", b"s3balance")
+        if not self.body_received.called:
+            self.body_received.callback(True)
+        super().process()
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        if not self.body_received.called:
+            self.body_received.callback(False)
+        if self.body_sink is not None:
+            self.body_sink.client_gone(reason)
+
+    @property
+    def gone(self) -> bool:
+        """The client connection is lost or the response is complete."""
+        return bool(self._disconnected or self.finished)
+
+
+class S3Site(server.Site):
+    requestFactory = S3Request
+
+    def __init__(self, resource, gateway, timeout: float = 60.0) -> None:
+        super().__init__(resource, timeout=timeout)
+        self.gateway = gateway
+        self.displayTracebacks = False
+
+    def log(self, request) -> None:
+        # Access logging is the gateway's (with request id and operation).
+        pass

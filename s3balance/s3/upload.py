@@ -1,0 +1,339 @@
+"""
+PutObject, streamed.
+
+The order of effects is what keeps objects whole (DESIGN.md "Store
+consistency"):
+
+  1. headers in: authenticated and routed (L{Gateway.prepare});
+  2. the bucket is checked, a backend is placed (its room reserved), and a
+     write intent for a fresh real key is recorded in the store;
+  3. the backend request opens; only then is the client told to send
+     (100 Continue) and its transport resumed;
+  4. body bytes are decoded (aws-chunked), verified incrementally and
+     forwarded, except the last piece, which is held back until every
+     digest, checksum and chunk signature has been verified;
+  5. the backend confirms with its ETag;
+  6. the store commits the row in one transaction that also queues the
+     replaced version's backend copy for deletion;
+  7. the client gets 200; the deletion worker removes the old copy.
+
+A failure anywhere before 6 aborts the backend request (the backend never
+sees the last bytes, so it never completes the object), turns the intent
+into a queued deletion and answers an S3 error.  Nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Optional
+from urllib.parse import quote
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from s3balance.auth.checksums import PayloadVerifier
+from s3balance.auth.chunked import AwsChunkedDecoder
+from s3balance.backends.backend import BackendError
+from s3balance.backends.streaming import BodyAborted, PipeProducer
+from s3balance.errors import S3Error
+from s3balance.placement.interfaces import PlacementContext
+from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError
+
+log = Logger()
+
+STORED_HEADERS = ("content-disposition", "cache-control", "expires", "content-language")
+MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB, S3's limit
+MAX_SINGLE_PUT = 5 * 1024**3  # 5 GiB, S3's limit for one PUT
+MAX_METADATA = 2048
+INTENT_LEASE = 3600.0
+STREAMING_MODES = frozenset(
+    {"STREAMING_SIGNED", "STREAMING_SIGNED_TRAILER", "STREAMING_UNSIGNED_TRAILER"}
+)
+
+
+def object_headers(call) -> tuple[Optional[str], dict[str, str]]:
+    """The content type and the headers stored with an object (and sent to the backend)."""
+    headers: dict[str, str] = {}
+    content_type = call.header("content-type") or "binary/octet-stream"
+    encoding = call.header("content-encoding")
+    if encoding:
+        tokens = [t.strip() for t in encoding.split(",") if t.strip() and t.strip().lower() != "aws-chunked"]
+        if tokens:
+            headers["content-encoding"] = ", ".join(tokens)
+    for name in STORED_HEADERS:
+        value = call.header(name)
+        if value is not None:
+            headers[name] = value
+    metadata_size = 0
+    for name, values in call.headers.items():
+        if name.startswith("x-amz-meta-"):
+            headers[name] = ",".join(values)
+            metadata_size += len(name) - len("x-amz-meta-") + len(headers[name])
+    if metadata_size > MAX_METADATA:
+        raise S3Error("MetadataTooLarge")
+    return content_type, headers
+
+
+def backend_headers(bucket: str, key: str, content_type: Optional[str], headers: dict[str, str]) -> dict[str, str]:
+    """What the backend receives with the bytes (see s3balance.backends.backend)."""
+    out = {"Content-Type": content_type or "binary/octet-stream"}
+    out.update(headers)
+    quoted = quote(key, safe="/")
+    out["x-amz-meta-s3balance-bucket"] = bucket
+    if len(quoted) <= 512:
+        out["x-amz-meta-s3balance-key"] = quoted
+    return out
+
+
+def decoded_length(call, length: Optional[int]) -> tuple[Optional[int], bool]:
+    """
+    The length of the object bytes, and whether the body is aws-chunked.
+    """
+    mode = getattr(call.auth, "payload_mode", None)
+    encoding = (call.header("content-encoding") or "").lower()
+    chunked = mode in STREAMING_MODES or "aws-chunked" in encoding
+    if chunked:
+        declared = call.header("x-amz-decoded-content-length")
+        if declared is None:
+            raise S3Error("MissingContentLength", "x-amz-decoded-content-length is required with aws-chunked bodies.")
+        try:
+            size = int(declared)
+        except ValueError:
+            raise S3Error("InvalidArgument", "x-amz-decoded-content-length is not a number.") from None
+        if size < 0:
+            raise S3Error("InvalidArgument", "x-amz-decoded-content-length is negative.")
+        return size, True
+    return length, False
+
+
+class Upload:
+    """The body sink and the coroutine of one streamed PutObject."""
+
+    def __init__(self, gateway, request, call, length: Optional[int]) -> None:
+        self.gateway = gateway
+        self.request = request
+        self.call = call
+        self.size, chunked = decoded_length(call, length)
+        if self.size is None:
+            raise S3Error("MissingContentLength")
+        if self.size > MAX_SINGLE_PUT:
+            raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_SINGLE_PUT), ProposedSize=str(self.size))
+        self.content_type, self.headers = object_headers(call)
+        trailer_names = [t.strip().lower() for t in (call.header("x-amz-trailer") or "").split(",") if t.strip()]
+        self.decoder = AwsChunkedDecoder(call.auth, trailer_names) if chunked else None
+        self.verifier = PayloadVerifier(call.headers, call.auth)
+        self.pipe = PipeProducer(self.size, upstream=request.channel.transport)
+        self._held = b""
+        self._received = 0
+        self._failed: Optional[S3Error] = None
+        self._checksums: dict[str, str] = {}
+        self._backend_request: Optional[Deferred] = None
+        self.finished: Deferred[None] = Deferred()
+
+    def start(self) -> None:
+        # Hold the client until a backend is ready for the body.
+        self.pipe.pauseProducing()
+        ensureDeferred(self._run()).chainDeferred(self.finished)
+
+    # -- body events, from S3Request ------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._failed is not None:
+            return
+        try:
+            if self.decoder is not None:
+                data = self.decoder.feed(data)
+            if not data:
+                return
+            self._received += len(data)
+            if self._received > self.size:
+                raise S3Error("IncompleteBody", "The body is longer than its declared length.")
+            self.verifier.update(data)
+        except S3Error as error:
+            self._fail(error)
+            return
+        if self._held:
+            self.pipe.write(self._held)
+        self._held = data
+
+    def client_gone(self, reason) -> None:
+        self._fail(S3Error("RequestTimeout", "The client closed the connection."))
+
+    def _fail(self, error: S3Error) -> None:
+        """Stop forwarding; the coroutine cleans up and answers when the body is in."""
+        if self._failed is None:
+            self._failed = error
+            self.pipe.abort(BodyAborted(error.code))
+            if self._backend_request is not None and not self._backend_request.called:
+                self._backend_request.cancel()
+
+    # -- the coroutine ----------------------------------------------------------
+
+    async def _run(self) -> None:
+        gateway, call, request = self.gateway, self.call, self.request
+        store = gateway.store
+        reservation = None
+        intent = None
+        lease = None
+        try:
+            await gateway.require_bucket(call.bucket)
+            exclude: list[str] = []
+            balancer = gateway.config.balancer
+            attempts = max(1, balancer.retry_attempts)
+            for attempt in range(attempts):
+                reservation = gateway.pool.place(
+                    gateway.strategy, PlacementContext(call.bucket, call.key, self.size), exclude
+                )
+                if reservation is None:
+                    raise S3Error("InsufficientStorage", "No healthy backend has room for this object.", status=507)
+                backend = gateway.pool.get(reservation.backend)
+                real_key = gateway.new_real_key(call.bucket)
+                intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
+                lease = LoopingCall(store.renew_write, intent.id, INTENT_LEASE)
+                lease.clock = gateway.reactor
+                lease.start(INTENT_LEASE / 3, now=False)
+                self._backend_request = backend.put_object(
+                    real_key, self.pipe, backend_headers(call.bucket, call.key, self.content_type, self.headers)
+                )
+                self.pipe.started.addCallback(lambda _: request.send_continue())
+                try:
+                    result = await self._await_body_and_backend()
+                    break
+                except BackendError as error:
+                    if not error.retryable or self.pipe.started.called or attempt + 1 == attempts:
+                        raise
+                    log.warn(
+                        "backend {backend} refused the upload ({error}); trying another",
+                        backend=backend.name,
+                        error=str(error),
+                    )
+                    lease.stop()
+                    lease = None
+                    await store.abandon_write(intent.id, False)
+                    intent = None
+                    reservation.release()
+                    reservation = None
+                    exclude.append(backend.name)
+                    await _sleep(gateway.reactor, balancer.retry_delay)
+            record = ObjectRecord(
+                bucket=call.bucket,
+                key=call.key,
+                size=self.size,
+                etag=result.etag,
+                last_modified=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+                content_type=self.content_type,
+                headers=self.headers,
+                checksums=self._checksums,
+                locations=(Location(backend.name, real_key),),
+            )
+            lease.stop()
+            lease = None
+            try:
+                await store.commit_object(
+                    intent.id,
+                    record,
+                    if_match=call.header("if-match"),
+                    if_none_match=call.header("if-none-match"),
+                )
+            except PreconditionFailedError:
+                raise S3Error("PreconditionFailed") from None
+            intent = None
+            gateway.pool.add_usage(backend.name, self.size, 1)
+            gateway.kick_deleter()
+            answer = {"ETag": result.etag}
+            for name, value in self._checksums.items():
+                answer[f"x-amz-checksum-{name}"] = value
+            gateway.answer_empty(request, 200, answer)
+        except BaseException as error:
+            if lease is not None and lease.running:
+                lease.stop()
+            self._fail(error if isinstance(error, S3Error) else S3Error("InternalError"))
+            if intent is not None:
+                try:
+                    await store.abandon_write(intent.id, self.pipe.started.called)
+                except Exception:
+                    log.failure("could not abandon write intent {id}", id=intent.id)
+            if isinstance(error, BackendError):
+                log.warn("upload of {bucket}/{key} failed: {error}", bucket=call.bucket, key=call.key, error=str(error))
+                error = S3Error("ServiceUnavailable", "The storage backend failed; the object was not stored.")
+            elif isinstance(error, CancelledError):
+                error = self._failed
+            elif not isinstance(error, S3Error):
+                log.failure("upload {id} failed", id=request.request_id)
+                error = S3Error("InternalError")
+            await self._answer_failure(error)
+        finally:
+            if reservation is not None:
+                reservation.release()
+
+    async def _await_body_and_backend(self):
+        """
+        Wait for the whole body, verify it, release the held-back bytes and
+        wait for the backend's answer.  A backend that fails while the body
+        is still arriving ends the wait early.
+        """
+        backend_request = self._backend_request
+        assert backend_request is not None
+        outcome: dict = {}
+        wake: Deferred[str] = Deferred()
+        backend_done: Deferred[None] = Deferred()
+
+        def on_backend(result):
+            outcome["backend"] = result
+            backend_done.callback(None)
+            if not wake.called:
+                wake.callback("backend")
+
+        def on_body(complete):
+            outcome["body"] = complete
+            if not wake.called:
+                wake.callback("body")
+            return complete
+
+        backend_request.addBoth(on_backend)
+        self.request.body_received.addCallback(on_body)
+        await wake
+        if "body" not in outcome:
+            result = outcome["backend"]
+            if isinstance(result, Failure):
+                result.raiseException()
+            raise S3Error("InternalError", "The backend answered before the body was complete.")
+        if not outcome["body"]:
+            raise S3Error("RequestTimeout", "The client closed the connection.")
+        if self._failed is not None:
+            raise self._failed
+        trailers = self.decoder.finish() if self.decoder is not None else {}
+        if self._received != self.size:
+            raise S3Error("IncompleteBody")
+        self._checksums = self.verifier.finish(trailers)
+        if self._held:
+            self.pipe.write(self._held)
+            self._held = b""
+        self.pipe.finish()
+        await backend_done
+        result = outcome["backend"]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+    async def _answer_failure(self, error: S3Error) -> None:
+        request = self.request
+        if request.gone or request.answered_early:
+            return
+        if not request.body_received.called:
+            if request.expects_continue and not request.continue_sent:
+                request.answer_raw(error)
+                return
+            # Drain the rest of the body, then answer.
+            request.discard_body()
+            if not await request.body_received:
+                return
+        self.gateway.answer_error(request, error)
+
+
+def _sleep(reactor, seconds: float) -> Deferred:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)
