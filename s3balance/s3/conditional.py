@@ -36,12 +36,12 @@ def parse_range(header: Optional[str], size: int) -> Optional[tuple[int, int]]:
             raise S3Error("InvalidRange", ActualObjectSize=str(size), RangeRequested=header)
         return max(0, size - suffix), size - 1
     start = int(first)
-    end = size - 1 if last == "" else int(last)
-    if end < start:
+    if last != "" and int(last) < start:
         return None
     if start >= size:
         raise S3Error("InvalidRange", ActualObjectSize=str(size), RangeRequested=header)
-    return start, min(end, size - 1)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    return start, end
 
 
 def _etags(header: str) -> list[str]:

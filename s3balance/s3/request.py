@@ -25,12 +25,25 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
+from twisted.web.http_headers import Headers
 
 from s3balance.errors import S3Error
 
 log = Logger()
 
 MAX_SMALL_BODY = 4 * 1024 * 1024
+
+
+class S3ResponseHeaders(Headers):
+    """
+    Response headers with S3's spelling: Twisted title-cases every name, but
+    SDKs take user metadata names from the C{x-amz-meta-*} headers as they
+    arrive, and S3 sends all C{x-amz-*} names in lower case.
+    """
+
+    def getAllRawHeaders(self):
+        for name, values in super().getAllRawHeaders():
+            yield (name.lower() if name.startswith(b"X-Amz-") else name), values
 
 
 def new_request_id() -> str:
@@ -45,8 +58,12 @@ class S3Request(server.Request):
         the request is processed.
     """
 
+    # S3 answers without a body carry no Content-Type.
+    defaultContentType = None
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.responseHeaders = S3ResponseHeaders()
         self.request_id = new_request_id()
         self.call = None
         self.body_sink = None
@@ -71,8 +88,13 @@ class S3Request(server.Request):
             expect and expect[0].lower() == b"100-continue" and self.clientproto == b"HTTP/1.1"
         )
         self.content = io.BytesIO()
-        gateway = self.channel.site.gateway
+        site = self.channel.site
+        gateway = site.gateway
         try:
+            if site.resource.fixed_resource(self) is not None:
+                if length is not None and length > MAX_SMALL_BODY:
+                    raise S3Error("EntityTooLarge")
+                return
             self.call = gateway.prepare(self, length)
             if self.call is not None and self.call.streaming:
                 # We send 100 Continue ourselves once a backend is ready to
@@ -159,7 +181,6 @@ class S3Request(server.Request):
         if self.answered_early:
             return
         self.setHeader(b"x-amz-request-id", self.request_id.encode("ascii"))
-        self.setHeader(b"server", b"s3balance")
         if not self.body_received.called:
             self.body_received.callback(True)
         super().process()
@@ -170,6 +191,12 @@ class S3Request(server.Request):
             self.body_received.callback(False)
         if self.body_sink is not None:
             self.body_sink.client_gone(reason)
+
+    def setHeader(self, name, value) -> None:
+        # Twisted stamps its own name and version on every response.
+        if name.lower() == b"server":
+            value = b"s3balance"
+        super().setHeader(name, value)
 
     @property
     def gone(self) -> bool:

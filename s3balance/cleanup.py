@@ -1,0 +1,136 @@
+"""
+Background work that keeps backends in line with the store:
+
+  - L{DeletionWorker} removes backend copies the store has queued for
+    deletion (replaced or deleted objects, abandoned writes, aborted
+    multipart uploads) and turns write intents whose lease ran out (the
+    daemon died mid-upload) into queued deletions.
+  - L{UsageRefresher} recomputes per-backend usage from the store.
+
+Both are services owning a LoopingCall, so they never overlap themselves and
+stop with the daemon.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from s3balance.backends.backend import BackendError
+
+log = Logger()
+
+
+class _PeriodicService(Service):
+    """A service that runs C{run()} every C{period} seconds and on demand, never twice at once."""
+
+    def __init__(self, period: float, clock=None) -> None:
+        self.period = period
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self._loop = None
+        self._running: Deferred | None = None
+        self._again = False
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.kick)
+        self._loop.clock = self.clock
+        self._loop.start(self.period, now=True)
+
+    def stopService(self) -> Deferred | None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._running is not None:
+            waiting: Deferred = Deferred()
+            self._running.addBoth(lambda _: waiting.callback(None))
+            return waiting
+        return None
+
+    def kick(self) -> None:
+        """Run now, or once more right after the run in progress."""
+        if not self.running:
+            return
+        if self._running is not None:
+            self._again = True
+            return
+        self._running = self.run()
+        self._running.addErrback(lambda f: log.failure("{name} failed", f, name=type(self).__name__))
+
+        def done(_):
+            self._running = None
+            if self._again and self.running:
+                self._again = False
+                self.kick()
+
+        self._running.addBoth(done)
+
+    def run(self) -> Deferred:
+        raise NotImplementedError
+
+
+class DeletionWorker(_PeriodicService):
+    BATCH = 100
+    MAX_BACKOFF = 3600.0
+
+    def __init__(self, store, pool, period: float, clock=None) -> None:
+        super().__init__(period, clock)
+        self.store = store
+        self.pool = pool
+
+    @inlineCallbacks
+    def run(self):
+        yield self.store.expired_writes(self.BATCH)
+        while self.running:
+            due = yield self.store.queued_deletions(self.BATCH)
+            if not due:
+                return
+            progressed = False
+            for item in due:
+                backend = self.pool.get(item.backend)
+                if backend is None:
+                    # Removed from the config: keep the row until it comes back.
+                    yield self.store.retry_deletion_later(item.id, self.MAX_BACKOFF)
+                    continue
+                try:
+                    if item.backend_upload_id:
+                        yield backend.abort_multipart(item.real_key, item.backend_upload_id)
+                    else:
+                        yield backend.delete_object(item.real_key)
+                except BackendError as error:
+                    delay = min(self.MAX_BACKOFF, 5.0 * 2 ** min(item.attempts, 10))
+                    log.warn(
+                        "deleting {backend}/{key} failed ({error}); retry in {delay}s",
+                        backend=item.backend,
+                        key=item.real_key,
+                        error=str(error),
+                        delay=delay,
+                    )
+                    yield self.store.retry_deletion_later(item.id, delay)
+                    continue
+                yield self.store.finish_deletion(item.id)
+                progressed = True
+            if not progressed or len(due) < self.BATCH:
+                return
+
+
+class UsageRefresher(_PeriodicService):
+    def __init__(self, store, pool, period: float, clock=None) -> None:
+        super().__init__(period, clock)
+        self.store = store
+        self.pool = pool
+
+    @inlineCallbacks
+    def run(self):
+        usage = yield self.store.backend_usage()
+        seen = set()
+        for row in usage:
+            self.pool.set_usage(row.backend, row.used_bytes, row.object_count)
+            seen.add(row.backend)
+        for name in self.pool.names():
+            if name not in seen:
+                self.pool.set_usage(name, 0, 0)

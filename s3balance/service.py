@@ -1,0 +1,190 @@
+"""
+The daemon as a Twisted service tree.
+
+    GatewayService (MultiService)
+      |- HealthMonitor      LoopingCall per backend
+      |- DeletionWorker     removes replaced/deleted backend copies, expired intents
+      |- UsageRefresher     per-backend usage from the store
+      +- the listening port (opened in privilegedStartService)
+
+Start-up checks that can fail (config, strategy name, database reachable and
+migrated, port free) run before the reactor starts and stop the daemon with
+one line naming the problem.  Stopping closes the port, gives in-flight
+transfers C{server.shutdown_grace} seconds, then cuts the rest and stops the
+store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import CannotListenError
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from s3balance.backends.backend import Backend, make_agent
+from s3balance.backends.health import HealthMonitor
+from s3balance.backends.pool import BackendPool
+from s3balance.cleanup import DeletionWorker, UsageRefresher
+from s3balance.config import Config, ConfigError, load_config
+from s3balance.s3.gateway import Gateway
+from s3balance.s3.request import S3Site
+from s3balance.s3.resource import Root
+
+log = Logger()
+
+RESERVED_BUCKET_NAMES = frozenset({"health"})
+
+
+class StartupError(Exception):
+    """A problem found before serving; its message is one line for the operator."""
+
+
+def check_config(config: Config) -> None:
+    for index, bucket in enumerate(config.virtual_buckets):
+        if bucket.name in RESERVED_BUCKET_NAMES:
+            raise ConfigError(f"buckets: virtual bucket name '{bucket.name}' is reserved for the daemon's own endpoint")
+    metrics_path = config.metrics.path.strip("/")
+    if config.metrics.enabled and config.virtual_bucket(metrics_path) is not None:
+        raise ConfigError(f"metrics.path: '{config.metrics.path}' shadows the virtual bucket '{metrics_path}'")
+
+
+def make_backends(config: Config, agent, reactor) -> list[Backend]:
+    return [Backend(backend, agent, reactor) for backend in config.backends]
+
+
+class GatewayService(MultiService):
+    def __init__(self, config: Config, store, reactor=None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        from s3balance.placement.registry import make_strategy
+
+        self.reactor = reactor
+        self.config = config
+        self.store = store
+        self.agent = make_agent(reactor)
+        balancer = config.balancer
+        self.pool = BackendPool(
+            make_backends(config, self.agent, reactor), balancer.unhealthy_threshold, balancer.healthy_threshold
+        )
+        self.gateway = Gateway(config, store, self.pool, make_strategy(balancer.strategy), reactor)
+        self.root = Root(self.gateway)
+        self.site = S3Site(self.root, self.gateway, timeout=config.server.idle_timeout)
+        self.health = HealthMonitor(self.pool, balancer.health_check_period, balancer.health_timeout, reactor)
+        self.deleter = DeletionWorker(store, self.pool, balancer.cleanup_period, reactor)
+        self.gateway.deleter = self.deleter
+        self.usage = UsageRefresher(store, self.pool, balancer.update_stats_period, reactor)
+        for child in (self.health, self.deleter, self.usage):
+            child.setServiceParent(self)
+        self.port = None
+
+    @property
+    def address(self):
+        return self.port.getHost() if self.port is not None else None
+
+    def privilegedStartService(self) -> None:
+        server = self.config.server
+        try:
+            self.port = self.reactor.listenTCP(server.port, self.site, interface=server.host, backlog=1024)
+        except CannotListenError as error:
+            sys.stderr.write(f"s3balance: server.port: cannot listen on {server.host}:{server.port}: {error.socketError}\n")
+            raise SystemExit(2) from None
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        # Children (health checks, cleaners) start once the store is up.
+        self.running = 1
+        d = self.store.start()
+        d.addCallback(lambda _: self.store.sync_config_buckets([b.name for b in self.config.virtual_buckets]))
+
+        def started(_):
+            for child in self:
+                child.startService()
+            host = self.address
+            log.info(
+                "s3balance serving {count} virtual bucket(s) on http://{host}:{port} over {backends} backend(s), strategy {strategy}",
+                count=len(self.config.virtual_buckets),
+                host=host.host if host else "?",
+                port=host.port if host else "?",
+                backends=len(self.config.backends),
+                strategy=self.gateway.strategy.name,
+            )
+
+        def failed(failure):
+            log.failure("the metadata store did not start", failure)
+            self.reactor.stop()
+
+        d.addCallbacks(started, failed)
+
+    @inlineCallbacks
+    def stopService(self):
+        if self.port is not None:
+            yield self.port.stopListening()
+        yield self._drain(self.config.server.shutdown_grace)
+        yield MultiService.stopService(self)
+        yield self.store.stop()
+
+    @inlineCallbacks
+    def _drain(self, grace: float):
+        """Let in-flight requests finish for up to C{grace} seconds, then cut them."""
+        waited = 0.0
+        step = 0.1
+        while self.gateway.in_flight and waited < grace:
+            yield deferLater(self.reactor, step, lambda: None)
+            waited += step
+        for request in list(self.gateway.in_flight):
+            log.warn("cutting request {id} at shutdown", id=request.request_id)
+            transport = getattr(request.channel, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        yield self.agent._pool.closeCachedConnections()
+
+
+def open_store(config: Config, reactor=None):
+    """
+    Build the metadata store and bring its schema up to date, blocking (this
+    runs before the reactor starts).  Raises StartupError with one line.
+    """
+    from s3balance.store import migrate
+    from s3balance.store.connector import MetadataStore
+
+    url = config.database.url
+    if config.database.type == "sqlite":
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if config.database.auto_migrate:
+        try:
+            migrate.upgrade(url)
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StartupError(f"database: cannot open or migrate the {config.database.type} database: {first}") from None
+    return MetadataStore(url, reactor=reactor, max_threads=config.database.max_open_conns, auto_migrate=False)
+
+
+def build(config_path: str, reactor=None) -> GatewayService:
+    """Everything makeService does, raising ConfigError / StartupError."""
+    from s3balance.placement.registry import make_strategy
+
+    config = load_config(config_path)
+    check_config(config)
+    make_strategy(config.balancer.strategy)  # an unknown name is a config error, now
+    store = open_store(config, reactor)
+    return GatewayService(config, store, reactor)
+
+
+def makeService(config_path: str, reactor=None) -> GatewayService:
+    """
+    The service for twistd and the .tac file.  A bad config or an unreachable
+    database ends the process with one line on stderr and exit status 2.
+    """
+    try:
+        return build(config_path, reactor)
+    except (ConfigError, StartupError) as error:
+        sys.stderr.write(f"s3balance: {error}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None

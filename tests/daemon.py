@@ -1,0 +1,247 @@
+"""
+The s3balance daemon as a real process for integration tests: a config file
+written from a dict, C{twistd -n s3balance}, readiness on C{/health}.
+
+C{shared_gateway()} is one daemon per test process in front of the two shared
+SeaweedFS servers; tests create their own virtual buckets through the S3 API
+(CreateBucket), so they never see each other's objects.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import hashlib
+import os
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from tests.harness import (
+    HarnessError,
+    ManagedProcess,
+    boto3_client,
+    free_port,
+    harness_dir,
+    shared_seaweedfs_pair,
+    unique_bucket_name,
+    wait_for_http,
+)
+from tests.harness.process import venv_bin
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCESS_KEY = "s3b-test-key"
+SECRET_KEY = "s3b-test-secret"
+
+
+def backend_entry(server, bucket: str, **extra: Any) -> dict:
+    entry = {
+        "name": bucket,
+        "endpoint": server.endpoint,
+        "region": "us-east-1",
+        "access_key_id": server.access_key,
+        "secret_access_key": server.secret_key,
+        "path_style": True,
+        "virtual": False,
+    }
+    entry.update(extra)
+    return entry
+
+
+def base_config(backends: list[dict], virtual: list[str], workdir: Path, **sections: Any) -> dict:
+    config: dict = {
+        "server": {"host": "127.0.0.1", "port": free_port(), "shutdown_grace": "5s"},
+        "database": {"type": "sqlite", "dsn": str(workdir / "s3balance.db")},
+        "buckets": backends + [{"name": name, "virtual": True} for name in virtual],
+        "balancer": {
+            "strategy": "round-robin",
+            "health_check_period": "1s",
+            "cleanup_period": "1s",
+            "update_stats_period": "2s",
+            "retry_delay": "0.1s",
+        },
+        "metrics": {"enabled": True, "path": "/metrics"},
+        "s3api": {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "auth_required": True},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+    return config
+
+
+class Daemon:
+    def __init__(self, config: dict, name: str = "s3balance") -> None:
+        self.config = copy.deepcopy(config)
+        self.workdir = Path(harness_dir()) / f"{name}-{os.getpid()}-{time.monotonic_ns()}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / "config.yaml"
+        self.write_config()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.process = ManagedProcess(
+            name,
+            [venv_bin("twistd"), "-n", "--pidfile=", "s3balance", "--config", str(self.config_path)],
+            env=env,
+            cwd=str(self.workdir),
+            log_path=self.workdir / "daemon.log",
+        )
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    @property
+    def port(self) -> int:
+        return int(self.config["server"]["port"])
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Daemon:
+        self.process.start()
+        wait_for_http(f"{self.endpoint}/health", timeout=timeout, process=self.process)
+        return self
+
+    def stop(self) -> Optional[int]:
+        return self.process.stop()
+
+    def kill(self) -> Optional[int]:
+        return self.process.kill()
+
+    def log(self) -> str:
+        return (self.workdir / "daemon.log").read_text(errors="replace")
+
+    def client(self, **kwargs: Any):
+        return boto3_client(self.endpoint, ACCESS_KEY, SECRET_KEY, **kwargs)
+
+    def health(self) -> dict:
+        import json
+
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=5) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            return json.load(error)
+
+    def rss_kib(self) -> tuple[int, int]:
+        """(current RSS, peak RSS) of the daemon, in KiB."""
+        values = {}
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                name, _, rest = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    values[name] = int(rest.split()[0])
+        return values["VmRSS"], values["VmHWM"]
+
+
+class Gateway:
+    """A running daemon with its backends, for tests that share it."""
+
+    def __init__(self, daemon: Daemon, backends: list, real_buckets: list[str]) -> None:
+        self.daemon = daemon
+        self.backends = backends
+        self.real_buckets = real_buckets
+
+    def client(self, **kwargs: Any):
+        return self.daemon.client(**kwargs)
+
+    def new_bucket(self, client=None, prefix: str = "t") -> str:
+        client = client or self.client()
+        name = unique_bucket_name(prefix)
+        client.create_bucket(Bucket=name)
+        return name
+
+    def backend_keys(self, prefix: str = "") -> dict[str, list[str]]:
+        """Every key on every real bucket (for leak checks), by real bucket name."""
+        found = {}
+        for server, bucket in zip(self.backends, self.real_buckets, strict=True):
+            direct = server.client()
+            keys = []
+            for page in direct.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+            found[bucket] = keys
+        return found
+
+
+_shared: dict[str, Gateway] = {}
+_lock = threading.Lock()
+
+
+def start_gateway(name: str = "gw", **sections: Any) -> Gateway:
+    """A new daemon over the two shared SeaweedFS servers, with fresh real buckets."""
+    first, second = shared_seaweedfs_pair()
+    real = [unique_bucket_name("real"), unique_bucket_name("real")]
+    first.create_bucket(real[0])
+    second.create_bucket(real[1])
+    workdir = Path(harness_dir()) / f"{name}-{time.monotonic_ns()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = base_config(
+        [backend_entry(first, real[0]), backend_entry(second, real[1])],
+        ["vb-default"],
+        workdir,
+        **sections,
+    )
+    daemon = Daemon(config, name=name).start()
+    return Gateway(daemon, [first, second], real)
+
+
+def shared_gateway() -> Gateway:
+    with _lock:
+        if "default" not in _shared:
+            _shared["default"] = start_gateway("shared-gw")
+        return _shared["default"]
+
+
+@atexit.register
+def _stop_shared() -> None:
+    for gateway in _shared.values():
+        try:
+            gateway.daemon.stop()
+        except HarnessError:
+            pass
+    _shared.clear()
+
+
+def poll(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, message: str = "") -> Any:
+    """Wait for condition() to be truthy; fail with message after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class PatternStream:
+    """A deterministic, seekable-free byte stream of `size` bytes with a running sha256."""
+
+    def __init__(self, size: int, seed: int = 1, block: int = 1 << 20) -> None:
+        self.size = size
+        self.remaining = size
+        self.block = hashlib.sha256(str(seed).encode()).digest() * (block // 32)
+        self.sha256 = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        n = len(self.block) if n is None or n < 0 else min(n, len(self.block))
+        n = min(n, self.remaining)
+        chunk = self.block[:n]
+        self.remaining -= n
+        self.sha256.update(chunk)
+        return chunk
+
+    def __iter__(self):
+        while True:
+            chunk = self.read(len(self.block))
+            if not chunk:
+                return
+            yield chunk
