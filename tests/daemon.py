@@ -245,3 +245,32 @@ class PatternStream:
             if not chunk:
                 return
             yield chunk
+
+
+def sign(method: str, url: str, headers: Optional[dict] = None, payload: str = "UNSIGNED-PAYLOAD") -> dict:
+    """Headers of a SigV4-signed request with our test credentials (botocore's signer)."""
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+
+    headers = dict(headers or {})
+    headers["x-amz-content-sha256"] = payload
+    request = botocore.awsrequest.AWSRequest(method=method, url=url, headers=headers)
+    credentials = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
+    botocore.auth.S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def database_counts(daemon: Daemon, bucket: str) -> dict[str, int]:
+    """Rows of the daemon's SQLite store that concern one virtual bucket (read-only)."""
+    import sqlite3
+
+    path = daemon.config["database"]["dsn"]
+    like = bucket + "/%"
+    queries = {
+        "objects": ("SELECT COUNT(*) FROM objects WHERE bucket = ?", bucket),
+        "write_intents": ("SELECT COUNT(*) FROM write_intents WHERE real_key LIKE ?", like),
+        "deletion_queue": ("SELECT COUNT(*) FROM deletion_queue WHERE real_key LIKE ?", like),
+    }
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+        return {name: connection.execute(sql, (arg,)).fetchone()[0] for name, (sql, arg) in queries.items()}

@@ -7,7 +7,8 @@ Mutation of this state lives here and nowhere else.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from twisted.logger import Logger
 
@@ -106,6 +107,16 @@ class BackendPool:
                 continue
             views.append(view)
         return views
+
+    def all_full(self, size: Optional[int], exclude: Iterable[str] = ()) -> bool:
+        """True when some backend is usable but none has room (as opposed to none usable)."""
+        excluded = set(exclude)
+        usable = [
+            name
+            for name in self.names()
+            if name not in excluded and self._backends[name].config.enabled and self.health(name).up
+        ]
+        return bool(usable) and not self.candidates(size, exclude)
 
     def place(self, strategy, context: PlacementContext, exclude: Iterable[str] = ()) -> Optional[Reservation]:
         """Choose a backend for a new object and reserve its size there."""

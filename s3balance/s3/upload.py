@@ -187,7 +187,9 @@ class Upload:
                     gateway.strategy, PlacementContext(call.bucket, call.key, self.size), exclude
                 )
                 if reservation is None:
-                    raise S3Error("InsufficientStorage", "No healthy backend has room for this object.", status=507)
+                    if gateway.pool.all_full(self.size, exclude):
+                        raise S3Error("InsufficientStorage", "No backend has room for this object.", status=507)
+                    raise S3Error("ServiceUnavailable", "No storage backend is available; try again later.")
                 backend = gateway.pool.get(reservation.backend)
                 real_key = gateway.new_real_key(call.bucket)
                 intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
