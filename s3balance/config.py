@@ -72,6 +72,9 @@ class ServerConfig:
     data_dir: str = "data"
     # Seconds in-flight transfers get to finish when the service stops.
     shutdown_grace: float = 30.0
+    # PEM files; when both are set the port speaks HTTPS.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @frozen
@@ -654,8 +657,17 @@ def _parse_server(section: _Section) -> ServerConfig:
         idle_timeout=section.get("idle_timeout", parse_duration, d.idle_timeout, zero_default=True),
         data_dir=section.get("data_dir", _str, d.data_dir, zero_default=True),
         shutdown_grace=section.get("shutdown_grace", parse_duration, d.shutdown_grace),
+        tls_cert=section.get("tls_cert", _str, d.tls_cert, zero_default=True),
+        tls_key=section.get("tls_key", _str, d.tls_key, zero_default=True),
     )
     section.check_unknown()
+    if bool(server.tls_cert) != bool(server.tls_key):
+        missing = "tls_key" if server.tls_cert else "tls_cert"
+        raise ConfigError(f"{section.key_path(missing)}: required when the other TLS file is set")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(server, name)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{section.key_path(name)}: no such file {path!r}")
     return server
 
 

@@ -52,6 +52,13 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"metrics.path: '{config.metrics.path}' shadows the virtual bucket '{metrics_path}'")
 
 
+def tls_options(server):
+    from twisted.internet import ssl
+
+    with open(server.tls_cert, "rb") as cert, open(server.tls_key, "rb") as key:
+        return ssl.PrivateCertificate.loadPEM(cert.read() + b"\n" + key.read()).options()
+
+
 def make_backends(config: Config, agent, reactor) -> list[Backend]:
     return [Backend(backend, agent, reactor) for backend in config.backends]
 
@@ -89,7 +96,12 @@ class GatewayService(MultiService):
     def privilegedStartService(self) -> None:
         server = self.config.server
         try:
-            self.port = self.reactor.listenTCP(server.port, self.site, interface=server.host, backlog=1024)
+            if server.tls_cert:
+                self.port = self.reactor.listenSSL(
+                    server.port, self.site, tls_options(server), interface=server.host, backlog=1024
+                )
+            else:
+                self.port = self.reactor.listenTCP(server.port, self.site, interface=server.host, backlog=1024)
         except CannotListenError as error:
             sys.stderr.write(f"s3balance: server.port: cannot listen on {server.host}:{server.port}: {error.socketError}\n")
             raise SystemExit(2) from None

@@ -80,6 +80,8 @@ class S3Request(server.Request):
 
     def gotLength(self, length: Optional[int]) -> None:
         channel = self.channel
+        if channel._path[:1] != b"/":
+            self._absolute_form(channel)
         self.method = channel._command
         self.uri = channel._path
         self.clientproto = channel._version
@@ -109,6 +111,20 @@ class S3Request(server.Request):
         except Exception:
             log.failure("preparing request {id} failed", id=self.request_id)
             self.reject(S3Error("InternalError"))
+
+    def _absolute_form(self, channel) -> None:
+        """
+        A request line with an absolute URI (as clients send to a proxy,
+        RFC 9112 §3.2.2): its authority replaces Host and the rest is used
+        as the path, so it is served like the origin-form request.
+        """
+        scheme, sep, rest = channel._path.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            return
+        authority, slash, path = rest.partition(b"/")
+        channel._path = b"/" + path
+        if authority:
+            self.requestHeaders.setRawHeaders(b"host", [authority])
 
     def reject(self, error: S3Error) -> None:
         """
