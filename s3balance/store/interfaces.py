@@ -22,7 +22,8 @@ Ordering of effects that callers rely on (see DESIGN.md "Store consistency"):
 from __future__ import annotations
 
 import datetime
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import attr
 from zope.interface import Attribute, Interface
@@ -46,6 +47,22 @@ class NoSuchBucketError(StoreError):
 
 class PreconditionFailedError(StoreError):
     """A conditional write (If-Match / If-None-Match) did not hold at commit time."""
+
+
+class ConfigBucketError(StoreError):
+    """DeleteBucket of a bucket that the configuration defines (origin 'config')."""
+
+
+class WriteIntentExpired(StoreError):
+    """
+    The write intent is gone: its lease ran out and the cleaner queued its real
+    key for deletion (or it was committed/abandoned already).  The data written
+    under it must not be committed; the caller answers with an error.
+    """
+
+
+class NoSuchUploadError(StoreError):
+    """A multipart upload id that is not (or no longer) known to the store."""
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -132,6 +149,16 @@ class MultipartRecord:
     headers: Mapping[str, str]
 
 
+@attr.s(frozen=True, auto_attribs=True)
+class OperationCounts:
+    """Requests sent to one backend in one calendar month (UTC), by S3 pricing class."""
+
+    backend: str
+    month: str  # 'YYYY-MM'
+    type_a: int
+    type_b: int
+
+
 class IMetadataStore(Interface):
     url = Attribute("The SQLAlchemy URL (password masked when printed).")
 
@@ -156,14 +183,21 @@ class IMetadataStore(Interface):
 
     def delete_bucket(name: str):
         """Only origin 'api' and only if empty (objects and multipart uploads).
-        -> Deferred[None]; fails with BucketNotEmpty / NoSuchBucketError."""
+        -> Deferred[None]; fails with BucketNotEmpty / NoSuchBucketError, and
+        with ConfigBucketError for a bucket of origin 'config'."""
 
     # -- writes -----------------------------------------------------------
     def begin_write(backend: str, real_key: str, lease_seconds: float):
-        """Record the intent to write real_key on backend. -> Deferred[WriteIntent]"""
+        """Record the intent to write real_key on backend. -> Deferred[WriteIntent]
+
+        real_key must be new for every write (e.g. carry a random part): a
+        reused real key may still have a queued deletion from an earlier
+        version (delete or replace) that the worker can carry out after the
+        new data landed, and no database check can close that race."""
 
     def renew_write(intent_id: int, lease_seconds: float):
-        """Extend the lease of a running write. -> Deferred[None]"""
+        """Extend the lease of a running write. -> Deferred[None]; fails with
+        WriteIntentExpired when the intent is gone (the write must stop)."""
 
     def abandon_write(intent_id: int, backend_object_may_exist: bool):
         """The write failed.  When the backend may hold (part of) the object,
@@ -180,7 +214,11 @@ class IMetadataStore(Interface):
         record (its locations included), delete the intent, queue the replaced
         version's locations for deletion.  if_match / if_none_match ('*' or an
         ETag) are checked against the current row inside the transaction and
-        raise PreconditionFailedError.  -> Deferred[ObjectRecord] (with id)."""
+        raise PreconditionFailedError.  -> Deferred[ObjectRecord] (with id).
+        Fails with WriteIntentExpired when the intent is gone (its real key is
+        queued for deletion, so the data must not be referenced) and with
+        NoSuchBucketError when the bucket row is missing; in both cases nothing
+        is written."""
 
     def get_object(bucket: str, key: str):
         """-> Deferred[ObjectRecord | None] with its locations."""
@@ -235,7 +273,8 @@ class IMetadataStore(Interface):
 
     def complete_multipart(upload_id: str, record: ObjectRecord):
         """One transaction: delete the multipart row, insert/replace the object
-        (queueing the old version's locations). -> Deferred[ObjectRecord]"""
+        (queueing the old version's locations). -> Deferred[ObjectRecord];
+        fails with NoSuchUploadError when the upload row is gone (aborted)."""
 
     def abort_multipart(upload_id: str, queue_backend_abort: bool):
         """Delete the multipart row; when queue_backend_abort, queue a
@@ -244,3 +283,14 @@ class IMetadataStore(Interface):
 
     def stale_multipart(older_than: datetime.datetime, limit: int = 100):
         """-> Deferred[list[MultipartRecord]]"""
+
+    # -- operation counters (monthly, per backend) --------------------------
+    def count_operations(
+        backend: str, type_a_delta: int, type_b_delta: int, when: Optional[datetime.datetime] = None
+    ):
+        """Add to the counters of backend for the month of when (default now,
+        UTC).  Safe with several daemons on one database (an upsert).
+        -> Deferred[None]"""
+
+    def operation_counts(month: str):
+        """month 'YYYY-MM' -> Deferred[list[OperationCounts]] sorted by backend."""

@@ -1,0 +1,87 @@
+"""SQL for the buckets table: the virtual buckets clients see."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Optional
+
+from sqlalchemy import exists, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from s3balance.store import tables
+from s3balance.store.interfaces import (
+    BucketExists,
+    BucketNotEmpty,
+    BucketRecord,
+    ConfigBucketError,
+    NoSuchBucketError,
+)
+from s3balance.store.records import bucket_record
+
+ORIGIN_CONFIG = "config"
+ORIGIN_API = "api"
+
+_b = tables.buckets
+
+
+def sync_config_buckets(conn: Connection, names: Sequence[str], now: datetime.datetime) -> None:
+    """
+    Make the rows of origin 'config' exactly the configured names.
+
+    A configured name that exists as an 'api' bucket becomes 'config'; a
+    bucket dropped from the configuration becomes 'api', so an empty one can
+    then be deleted through the API (its objects are never touched here).
+    """
+    wanted = set(names)
+    existing = {row.name: row.origin for row in conn.execute(select(_b.c.name, _b.c.origin))}
+    for name in sorted(wanted - existing.keys()):
+        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_CONFIG))
+    promote = [n for n in wanted if existing.get(n) == ORIGIN_API]
+    if promote:
+        conn.execute(update(_b).where(_b.c.name.in_(promote)).values(origin=ORIGIN_CONFIG))
+    demote = [n for n, origin in existing.items() if origin == ORIGIN_CONFIG and n not in wanted]
+    if demote:
+        conn.execute(update(_b).where(_b.c.name.in_(demote)).values(origin=ORIGIN_API))
+
+
+def list_buckets(conn: Connection) -> list[BucketRecord]:
+    return [bucket_record(row) for row in conn.execute(select(_b).order_by(_b.c.name))]
+
+
+def get_bucket(conn: Connection, name: str) -> Optional[BucketRecord]:
+    row = conn.execute(select(_b).where(_b.c.name == name)).first()
+    return bucket_record(row) if row is not None else None
+
+
+def create_bucket(conn: Connection, name: str, now: datetime.datetime) -> BucketRecord:
+    try:
+        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_API))
+    except IntegrityError:
+        raise BucketExists(name) from None
+    return BucketRecord(name=name, created=now, origin=ORIGIN_API)
+
+
+def lock_bucket_shared(conn: Connection, name: str) -> None:
+    """
+    Hold a share lock on the bucket row until the transaction ends, so a
+    concurrent delete_bucket (which takes it exclusively) can't remove the
+    bucket under an object being written.  NoSuchBucketError when missing.
+    """
+    found = conn.execute(select(_b.c.name).where(_b.c.name == name).with_for_update(read=True)).first()
+    if found is None:
+        raise NoSuchBucketError(name)
+
+
+def delete_bucket(conn: Connection, name: str) -> None:
+    row = conn.execute(select(_b.c.origin).where(_b.c.name == name).with_for_update()).first()
+    if row is None:
+        raise NoSuchBucketError(name)
+    if row.origin != ORIGIN_API:
+        raise ConfigBucketError(name)
+    has_objects = conn.execute(select(exists().where(tables.objects.c.bucket == name))).scalar()
+    has_uploads = conn.execute(select(exists().where(tables.multipart_uploads.c.bucket == name))).scalar()
+    if has_objects or has_uploads:
+        raise BucketNotEmpty(name)
+    conn.execute(_b.delete().where(_b.c.name == name))

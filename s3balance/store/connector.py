@@ -1,0 +1,347 @@
+"""
+The metadata store: one SQLAlchemy engine behind a dedicated thread pool.
+
+Like buildbot's C{db/connector.py} + C{db/pool.py}: every public method hands
+a function of a Connection to L{MetadataStore._transaction} on the store's
+own L{ThreadPool} and returns a Deferred; the SQL lives in one module per
+group of tables (buckets, objects, listing, multipart, usage).
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from s3balance.store import buckets, listing, migrate, multipart, objects, usage
+from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord
+
+# Re-exported for the admin CLI ("s3balance-admin db upgrade").
+upgrade = migrate.upgrade
+current_revision = migrate.current_revision
+
+UTC = datetime.UTC
+
+# How often a transaction that lost a race (deadlock, serialization failure,
+# concurrent insert of the same key, SQLite busy) is run again.
+MAX_ATTEMPTS = 8
+
+_PG_RETRY_CODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_MYSQL_RETRY_CODES = {1205, 1213}  # lock wait timeout, deadlock
+
+
+def is_retryable(error: DBAPIError) -> bool:
+    """True when running the same transaction again may well succeed."""
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    if getattr(orig, "pgcode", None) in _PG_RETRY_CODES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in _MYSQL_RETRY_CODES:
+        return True
+    return "database is locked" in str(orig)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+@implementer(IMetadataStore)
+class MetadataStore:
+    """
+    @param url: a SQLAlchemy URL (string or L{URL}).
+    @param reactor: the reactor the Deferreds fire in (default: the global one).
+    @param max_threads: pool size for PostgreSQL/MySQL; SQLite always uses one
+        thread (a single writer: SQLite serializes writers anyway, and one
+        thread never meets "database is locked" from itself).
+    @param auto_migrate: run C{alembic upgrade head} in L{start}.
+    @param pool_recycle: seconds after which a pooled server connection is replaced.
+    @param now: the clock (tests), returning timezone-aware UTC datetimes.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        url,
+        reactor=None,
+        max_threads: int = 10,
+        auto_migrate: bool = True,
+        pool_recycle: float = 300,
+        now: Callable[[], datetime.datetime] = _utcnow,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.url: URL = make_url(url)
+        self._reactor = reactor
+        self._is_sqlite = self.url.get_backend_name() == "sqlite"
+        self._max_threads = 1 if self._is_sqlite else max(1, max_threads)
+        self._auto_migrate = auto_migrate
+        self._pool_recycle = pool_recycle
+        self._now = now
+        self._engine: Optional[Engine] = None
+        self._pool: Optional[ThreadPool] = None
+        self._shutdown_trigger = None
+
+    def __repr__(self) -> str:
+        return f"<MetadataStore {self.url.render_as_string(hide_password=True)}>"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self):
+        if self._pool is not None:
+            return defer.succeed(None)
+        self._pool = ThreadPool(minthreads=1, maxthreads=self._max_threads, name="s3balance-db")
+        self._pool.start()
+        # Without stop() (a crash of the service tree) the pool's threads would
+        # keep the process alive.
+        self._shutdown_trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        self.log.info("starting metadata store {url}", url=self.url.render_as_string(hide_password=True))
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._start_blocking)
+
+        def failed(failure):
+            self._stop_pool()
+            return failure
+
+        d.addErrback(failed)
+        return d
+
+    def _start_blocking(self) -> None:
+        self._engine = self._create_engine()
+        if self._auto_migrate:
+            with self._engine.begin() as conn:
+                before = migrate.current_revision_of(conn)
+                migrate.upgrade_connection(conn)
+                after = migrate.current_revision_of(conn)
+            if before != after:
+                self.log.info("migrated the database from {before} to {after}", before=before, after=after)
+
+    def _create_engine(self) -> Engine:
+        if self._is_sqlite:
+            database = self.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 10})
+            _configure_sqlite(engine)
+            return engine
+        options: dict[str, object] = {
+            "pool_pre_ping": True,
+            "pool_recycle": self._pool_recycle,
+            "pool_size": self._max_threads,
+            "max_overflow": 2,
+        }
+        if self.url.get_backend_name() in ("mysql", "mariadb"):
+            # READ COMMITTED: no gap locks, so two daemons inserting the same
+            # new key wait on the unique index instead of deadlocking.
+            options["isolation_level"] = "READ COMMITTED"
+        return create_engine(self.url, **options)
+
+    def stop(self):
+        if self._pool is None:
+            return defer.succeed(None)
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._dispose)
+        # Joining the pool's threads blocks; do it off the reactor thread.
+        d.addBoth(lambda _: threads.deferToThread(self._stop_pool))
+        return d
+
+    def _dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        trigger, self._shutdown_trigger = self._shutdown_trigger, None
+        if trigger is not None:
+            self._reactor.callFromThread(self._remove_trigger, trigger)
+        if pool is not None:
+            pool.stop()
+
+    def _remove_trigger(self, trigger) -> None:
+        try:
+            self._reactor.removeSystemEventTrigger(trigger)
+        except (ValueError, KeyError):
+            pass  # already fired: we are in the shutdown itself
+
+    # -- running transactions -------------------------------------------------
+
+    def _transaction(self, fn: Callable, *args, write: bool = True):
+        """Blocking, on the pool: run fn(conn, *args) in one transaction, retrying lost races."""
+        if self._engine is None:
+            raise RuntimeError("the metadata store is not started")
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self._engine.connect() as conn:
+                    if write and self._is_sqlite:
+                        conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                    with conn.begin():
+                        return fn(conn, *args)
+            except objects.ConcurrentInsert:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+            except DBAPIError as e:
+                if attempt == MAX_ATTEMPTS or not is_retryable(e):
+                    raise
+                self.log.debug("retrying a transaction after {error}", error=str(e.orig))
+            # A short random pause (on a pool thread, not the reactor) lets the
+            # winner of the race finish before we try again.
+            time.sleep(random.uniform(0, 0.005 * attempt))
+
+    def _run(self, fn: Callable, *args, write: bool = True):
+        if self._pool is None:
+            return defer.fail(RuntimeError("the metadata store is not started"))
+        return threads.deferToThreadPool(
+            self._reactor, self._pool, lambda: self._transaction(fn, *args, write=write)
+        )
+
+    def _read(self, fn: Callable, *args):
+        return self._run(fn, *args, write=False)
+
+    def _in(self, seconds: float) -> datetime.datetime:
+        return self._now() + datetime.timedelta(seconds=seconds)
+
+    # -- buckets --------------------------------------------------------------
+
+    def sync_config_buckets(self, names: Sequence[str]):
+        return self._run(buckets.sync_config_buckets, list(names), self._now())
+
+    def list_buckets(self):
+        return self._read(buckets.list_buckets)
+
+    def get_bucket(self, name: str):
+        return self._read(buckets.get_bucket, name)
+
+    def create_bucket(self, name: str):
+        return self._run(buckets.create_bucket, name, self._now())
+
+    def delete_bucket(self, name: str):
+        return self._run(buckets.delete_bucket, name)
+
+    # -- writes ---------------------------------------------------------------
+
+    def begin_write(self, backend: str, real_key: str, lease_seconds: float):
+        return self._run(objects.begin_write, backend, real_key, self._in(lease_seconds), self._now())
+
+    def renew_write(self, intent_id: int, lease_seconds: float):
+        return self._run(objects.renew_write, intent_id, self._in(lease_seconds))
+
+    def abandon_write(self, intent_id: int, backend_object_may_exist: bool):
+        return self._run(objects.abandon_write, intent_id, backend_object_may_exist, self._now())
+
+    def commit_object(
+        self,
+        intent_id: int,
+        record: ObjectRecord,
+        if_match: Optional[str] = None,
+        if_none_match: Optional[str] = None,
+    ):
+        return self._run(objects.commit_object, intent_id, record, if_match, if_none_match, self._now())
+
+    def get_object(self, bucket: str, key: str):
+        return self._read(objects.get_object, bucket, key)
+
+    def delete_object(self, bucket: str, key: str):
+        return self._run(objects.delete_object, bucket, key, self._now())
+
+    def list_objects(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        after: str = "",
+        max_keys: int = 1000,
+    ):
+        return self._read(listing.list_objects, bucket, prefix, delimiter, after, max_keys)
+
+    # -- cleanup --------------------------------------------------------------
+
+    def expired_writes(self, limit: int = 100):
+        return self._run(objects.expired_writes, self._now(), limit)
+
+    def queued_deletions(self, limit: int = 100):
+        return self._read(objects.queued_deletions, self._now(), limit)
+
+    def finish_deletion(self, deletion_id: int):
+        return self._run(objects.finish_deletion, deletion_id)
+
+    def retry_deletion_later(self, deletion_id: int, delay_seconds: float):
+        return self._run(objects.retry_deletion_later, deletion_id, self._in(delay_seconds))
+
+    # -- usage and operation counters -----------------------------------------
+
+    def backend_usage(self):
+        return self._read(usage.backend_usage)
+
+    def count_operations(
+        self,
+        backend: str,
+        type_a_delta: int,
+        type_b_delta: int,
+        when: Optional[datetime.datetime] = None,
+    ):
+        month = (when or self._now()).astimezone(UTC).strftime("%Y-%m")
+        return self._run(usage.count_operations, backend, month, type_a_delta, type_b_delta)
+
+    def operation_counts(self, month: str):
+        return self._read(usage.operation_counts, month)
+
+    # -- multipart ------------------------------------------------------------
+
+    def create_multipart(self, record: MultipartRecord):
+        return self._run(multipart.create_multipart, record)
+
+    def get_multipart(self, upload_id: str):
+        return self._read(multipart.get_multipart, upload_id)
+
+    def list_multipart(
+        self,
+        bucket: str,
+        prefix: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ):
+        return self._read(multipart.list_multipart, bucket, prefix, key_marker, upload_id_marker, max_uploads)
+
+    def complete_multipart(self, upload_id: str, record: ObjectRecord):
+        return self._run(multipart.complete_multipart, upload_id, record, self._now())
+
+    def abort_multipart(self, upload_id: str, queue_backend_abort: bool):
+        return self._run(multipart.abort_multipart, upload_id, queue_backend_abort, self._now())
+
+    def stale_multipart(self, older_than: datetime.datetime, limit: int = 100):
+        return self._read(multipart.stale_multipart, older_than, limit)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """
+    WAL, a busy timeout and foreign keys on every connection; and transactions
+    begun explicitly, so writes take the write lock up front (BEGIN IMMEDIATE)
+    instead of failing to upgrade a read lock when another process wrote.
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, connection_record):
+        # Let SQLAlchemy's "begin" event below emit BEGIN, not pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Connection):
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))

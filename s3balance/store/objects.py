@@ -1,0 +1,271 @@
+"""
+SQL for objects, their locations, write intents and the deletion queue.
+
+Every function runs inside the caller's transaction; see
+L{s3balance.store.interfaces} for the order of effects they guarantee.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Optional
+
+import attr
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from s3balance.store import tables
+from s3balance.store.buckets import lock_bucket_shared
+from s3balance.store.interfaces import (
+    Location,
+    ObjectRecord,
+    PreconditionFailedError,
+    QueuedDeletion,
+    WriteIntent,
+    WriteIntentExpired,
+)
+from s3balance.store.records import encode_key, object_record, object_values, queued_deletion
+
+_o = tables.objects
+_loc = tables.object_locations
+_wi = tables.write_intents
+_dq = tables.deletion_queue
+
+REASON_REPLACED = "replaced"
+REASON_DELETED = "deleted"
+REASON_ABANDONED = "abandoned"
+REASON_LEASE_EXPIRED = "lease-expired"
+REASON_MULTIPART_ABORTED = "multipart-aborted"
+
+
+class ConcurrentInsert(Exception):
+    """
+    Another transaction inserted the same (bucket, key) between our check and
+    our insert.  The transaction runner retries the whole transaction, which
+    then finds (and locks) that row and replaces it.
+    """
+
+
+def _new_id(result) -> int:
+    """The generated primary key of a one-row INSERT."""
+    key = result.inserted_primary_key
+    assert key is not None and key[0] is not None
+    return int(key[0])
+
+
+# -- write intents -----------------------------------------------------------
+
+
+def begin_write(
+    conn: Connection, backend: str, real_key: str, lease_until: datetime.datetime, now: datetime.datetime
+) -> WriteIntent:
+    result = conn.execute(
+        insert(_wi).values(backend=backend, real_key=real_key, lease_until=lease_until, created=now)
+    )
+    return WriteIntent(id=_new_id(result), backend=backend, real_key=real_key)
+
+
+def renew_write(conn: Connection, intent_id: int, lease_until: datetime.datetime) -> None:
+    result = conn.execute(update(_wi).where(_wi.c.id == intent_id).values(lease_until=lease_until))
+    if result.rowcount != 1:
+        raise WriteIntentExpired(intent_id)
+
+
+def _take_intent(conn: Connection, intent_id: int, *conditions) -> Optional[tuple[str, str]]:
+    """
+    Delete the intent row and say what it was, or None when it is gone.
+
+    Deleting first (rather than reading first) makes the row lock decide races
+    between commit, abandon and the lease-expiry sweep: exactly one of them
+    sees rowcount 1.
+    """
+    row = conn.execute(select(_wi.c.backend, _wi.c.real_key).where(_wi.c.id == intent_id)).first()
+    if row is None:
+        return None
+    result = conn.execute(delete(_wi).where(_wi.c.id == intent_id, *conditions))
+    if result.rowcount != 1:
+        return None
+    return row.backend, row.real_key
+
+
+def abandon_write(
+    conn: Connection, intent_id: int, backend_object_may_exist: bool, now: datetime.datetime
+) -> None:
+    taken = _take_intent(conn, intent_id)
+    if taken is not None and backend_object_may_exist:
+        queue_deletion(conn, taken[0], taken[1], REASON_ABANDONED, now)
+
+
+def expired_writes(conn: Connection, now: datetime.datetime, limit: int) -> int:
+    candidates = (
+        conn.execute(
+            select(_wi.c.id)
+            .where(_wi.c.lease_until <= now)
+            .order_by(_wi.c.lease_until, _wi.c.id)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    moved = 0
+    for intent_id in candidates:
+        # The lease is checked again under the row lock: a renewal or a commit
+        # that won the race keeps its intent.
+        taken = _take_intent(conn, intent_id, _wi.c.lease_until <= now)
+        if taken is not None:
+            queue_deletion(conn, taken[0], taken[1], REASON_LEASE_EXPIRED, now)
+            moved += 1
+    return moved
+
+
+# -- objects -----------------------------------------------------------------
+
+
+def _etag_matches(current: str, condition: str) -> bool:
+    def bare(tag: str) -> str:
+        tag = tag.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        return tag.strip('"')
+
+    wanted = {bare(tag) for tag in condition.split(",")}
+    return "*" in wanted or bare(current) in wanted
+
+
+def check_preconditions(
+    current_etag: Optional[str], if_match: Optional[str], if_none_match: Optional[str]
+) -> None:
+    if if_match is not None:
+        if current_etag is None or not _etag_matches(current_etag, if_match):
+            raise PreconditionFailedError("If-Match")
+    if if_none_match is not None and current_etag is not None:
+        if _etag_matches(current_etag, if_none_match):
+            raise PreconditionFailedError("If-None-Match")
+
+
+def _locations_of(conn: Connection, object_id: int) -> tuple[Location, ...]:
+    rows = conn.execute(
+        select(_loc.c.backend, _loc.c.real_key).where(_loc.c.object_id == object_id).order_by(_loc.c.id)
+    )
+    return tuple(Location(backend=r.backend, real_key=r.real_key) for r in rows)
+
+
+def replace_object(
+    conn: Connection,
+    record: ObjectRecord,
+    if_match: Optional[str],
+    if_none_match: Optional[str],
+    now: datetime.datetime,
+) -> ObjectRecord:
+    """
+    Insert or replace the (bucket, key) row with record and its locations;
+    the replaced version's locations go to the deletion queue.
+
+    The current row is locked (SELECT ... FOR UPDATE) so concurrent writers of
+    one key take turns; when there is no row yet, two writers may both insert
+    and the unique constraint turns the loser's insert into ConcurrentInsert,
+    which makes the runner retry the transaction and take the replace path.
+    """
+    lock_bucket_shared(conn, record.bucket)
+    current = conn.execute(
+        select(_o.c.id, _o.c.etag)
+        .where(_o.c.bucket == record.bucket, _o.c.key == encode_key(record.key))
+        .with_for_update()
+    ).first()
+    check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
+    values = object_values(record)
+    new_locations = set(record.locations)
+    if current is None:
+        try:
+            object_id = _new_id(conn.execute(insert(_o).values(**values)))
+        except IntegrityError as e:
+            raise ConcurrentInsert(record.bucket, record.key) from e
+    else:
+        object_id = current.id
+        for old in _locations_of(conn, object_id):
+            # A new version written under the same real key must not be deleted.
+            if old not in new_locations:
+                queue_deletion(conn, old.backend, old.real_key, REASON_REPLACED, now)
+        conn.execute(delete(_loc).where(_loc.c.object_id == object_id))
+        conn.execute(update(_o).where(_o.c.id == object_id).values(**values))
+    if record.locations:
+        conn.execute(
+            insert(_loc),
+            [
+                {"object_id": object_id, "backend": loc.backend, "real_key": loc.real_key, "created": now}
+                for loc in record.locations
+            ],
+        )
+    return attr.evolve(record, id=object_id, last_modified=values["last_modified"])
+
+
+def commit_object(
+    conn: Connection,
+    intent_id: int,
+    record: ObjectRecord,
+    if_match: Optional[str],
+    if_none_match: Optional[str],
+    now: datetime.datetime,
+) -> ObjectRecord:
+    if _take_intent(conn, intent_id) is None:
+        raise WriteIntentExpired(intent_id)
+    return replace_object(conn, record, if_match, if_none_match, now)
+
+
+def get_object(conn: Connection, bucket: str, key: str) -> Optional[ObjectRecord]:
+    row = conn.execute(select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key))).first()
+    if row is None:
+        return None
+    return object_record(row, _locations_of(conn, row.id))
+
+
+def delete_object(conn: Connection, bucket: str, key: str, now: datetime.datetime) -> Optional[ObjectRecord]:
+    row = conn.execute(
+        select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).with_for_update()
+    ).first()
+    if row is None:
+        return None
+    locations = _locations_of(conn, row.id)
+    for loc in locations:
+        queue_deletion(conn, loc.backend, loc.real_key, REASON_DELETED, now)
+    conn.execute(delete(_loc).where(_loc.c.object_id == row.id))
+    conn.execute(delete(_o).where(_o.c.id == row.id))
+    return object_record(row, locations)
+
+
+# -- deletion queue ----------------------------------------------------------
+
+
+def queue_deletion(
+    conn: Connection,
+    backend: str,
+    real_key: str,
+    reason: str,
+    now: datetime.datetime,
+    backend_upload_id: Optional[str] = None,
+) -> None:
+    conn.execute(
+        insert(_dq).values(
+            backend=backend,
+            real_key=real_key,
+            backend_upload_id=backend_upload_id,
+            reason=reason,
+            attempts=0,
+            due=now,
+            created=now,
+        )
+    )
+
+
+def queued_deletions(conn: Connection, now: datetime.datetime, limit: int) -> list[QueuedDeletion]:
+    rows = conn.execute(select(_dq).where(_dq.c.due <= now).order_by(_dq.c.due, _dq.c.id).limit(limit))
+    return [queued_deletion(row) for row in rows]
+
+
+def finish_deletion(conn: Connection, deletion_id: int) -> None:
+    conn.execute(delete(_dq).where(_dq.c.id == deletion_id))
+
+
+def retry_deletion_later(conn: Connection, deletion_id: int, due: datetime.datetime) -> None:
+    conn.execute(update(_dq).where(_dq.c.id == deletion_id).values(attempts=_dq.c.attempts + 1, due=due))

@@ -1,0 +1,93 @@
+"""Conversions between table rows and the store's value classes."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping
+
+from s3balance.store.interfaces import (
+    BucketRecord,
+    Location,
+    MultipartRecord,
+    ObjectRecord,
+    QueuedDeletion,
+)
+
+
+def encode_key(key: str) -> bytes:
+    """S3 keys are compared as their UTF-8 bytes."""
+    return key.encode("utf-8")
+
+
+def decode_key(raw) -> str:
+    return bytes(raw).decode("utf-8")
+
+
+def dump_mapping(mapping: Mapping[str, str]) -> str:
+    return json.dumps(dict(mapping), sort_keys=True, separators=(",", ":"))
+
+
+def load_mapping(text: str) -> dict[str, str]:
+    return json.loads(text) if text else {}
+
+
+def whole_seconds(moment: datetime.datetime) -> datetime.datetime:
+    """S3 timestamps have whole seconds; MySQL DATETIME would truncate anyway."""
+    return moment.astimezone(datetime.UTC).replace(microsecond=0)
+
+
+def object_values(record: ObjectRecord) -> dict:
+    return {
+        "bucket": record.bucket,
+        "key": encode_key(record.key),
+        "size": record.size,
+        "etag": record.etag,
+        "last_modified": whole_seconds(record.last_modified),
+        "content_type": record.content_type,
+        "headers": dump_mapping(record.headers),
+        "checksums": dump_mapping(record.checksums),
+    }
+
+
+def object_record(row, locations: tuple[Location, ...] = ()) -> ObjectRecord:
+    return ObjectRecord(
+        bucket=row.bucket,
+        key=decode_key(row.key),
+        size=row.size,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        content_type=row.content_type,
+        headers=load_mapping(row.headers),
+        checksums=load_mapping(row.checksums),
+        locations=locations,
+        id=row.id,
+    )
+
+
+def bucket_record(row) -> BucketRecord:
+    return BucketRecord(name=row.name, created=row.created, origin=row.origin)
+
+
+def multipart_record(row) -> MultipartRecord:
+    return MultipartRecord(
+        upload_id=row.upload_id,
+        bucket=row.bucket,
+        key=decode_key(row.key),
+        backend=row.backend,
+        real_key=row.real_key,
+        backend_upload_id=row.backend_upload_id,
+        initiated=row.initiated,
+        content_type=row.content_type,
+        headers=load_mapping(row.headers),
+    )
+
+
+def queued_deletion(row) -> QueuedDeletion:
+    return QueuedDeletion(
+        id=row.id,
+        backend=row.backend,
+        real_key=row.real_key,
+        backend_upload_id=row.backend_upload_id,
+        attempts=row.attempts,
+    )

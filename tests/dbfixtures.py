@@ -1,0 +1,114 @@
+"""
+Fresh databases for the store tests on SQLite, PostgreSQL and MariaDB/MySQL.
+
+The servers are the development ones (DESIGN.md §5); override them with
+S3BALANCE_TEST_POSTGRES_URL / S3BALANCE_TEST_MYSQL_URL (an admin URL whose
+user may create databases).  Without a server the tests skip, saying why;
+with CI=true they fail instead, so a CI run can't pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Optional
+
+from sqlalchemy import create_engine, pool, text
+from sqlalchemy.engine import make_url
+from twisted.trial.unittest import SkipTest
+
+POSTGRES = "postgresql"
+MYSQL = "mysql"
+
+_ADMIN_URLS = {
+    POSTGRES: os.environ.get(
+        "S3BALANCE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+    ),
+    MYSQL: os.environ.get(
+        "S3BALANCE_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+    ),
+}
+_NAMES = {POSTGRES: "PostgreSQL", MYSQL: "MariaDB/MySQL"}
+_CONNECT_ARGS = {POSTGRES: {"connect_timeout": 3}, MYSQL: {"connect_timeout": 3}}
+
+# kind -> None (reachable) or the error text; asked once per process.
+_reachability: dict[str, Optional[str]] = {}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _admin_engine(kind: str):
+    return create_engine(
+        _ADMIN_URLS[kind],
+        poolclass=pool.NullPool,
+        connect_args=_CONNECT_ARGS[kind],
+        isolation_level="AUTOCOMMIT",
+    )
+
+
+def require_server(kind: str) -> None:
+    """SkipTest (or, under CI=true, an error) when the server does not answer."""
+    if kind not in _reachability:
+        engine = _admin_engine(kind)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            _reachability[kind] = None
+        except Exception as e:  # any failure to connect means "not here"
+            _reachability[kind] = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+        finally:
+            engine.dispose()
+    error = _reachability[kind]
+    if error is None:
+        return
+    url = make_url(_ADMIN_URLS[kind])
+    message = f"{_NAMES[kind]} not reachable at {url.host}:{url.port}: {error}"
+    if in_ci():
+        raise RuntimeError(message + " (CI=true: database tests must run)")
+    raise SkipTest(message)
+
+
+def create_database(kind: str) -> str:
+    """Create a uniquely named empty database; return its URL (as a string, password included)."""
+    require_server(kind)
+    name = f"s3b_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    engine = _admin_engine(kind)
+    try:
+        with engine.connect() as conn:
+            if kind == POSTGRES:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            else:
+                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    finally:
+        engine.dispose()
+    return make_url(_ADMIN_URLS[kind]).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    parsed = make_url(url)
+    kind = POSTGRES if parsed.get_backend_name() == "postgresql" else MYSQL
+    engine = _admin_engine(kind)
+    try:
+        with engine.connect() as conn:
+            if kind == POSTGRES:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+            else:
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
+    finally:
+        engine.dispose()
+
+
+def sqlite_url(testcase) -> str:
+    """A database file in a fresh directory of the test's temp dir (not created yet)."""
+    return "sqlite:///" + os.path.abspath(os.path.join(testcase.mktemp(), "db", "store.sqlite"))
+
+
+def fresh_database(testcase, kind: str) -> str:
+    """A URL of an empty database for this test, removed when the test ends."""
+    if kind == "sqlite":
+        return sqlite_url(testcase)
+    url = create_database(kind)
+    testcase.addCleanup(drop_database, url)
+    return url

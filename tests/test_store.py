@@ -1,0 +1,519 @@
+"""
+Behaviour of the metadata store, the same tests on SQLite, PostgreSQL and
+MariaDB (one mixin, three TestCase classes; each test gets a fresh database).
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, func, select
+from twisted.internet import defer
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from s3balance.store import migrate, tables
+from s3balance.store.connector import MetadataStore
+from s3balance.store.interfaces import (
+    BucketExists,
+    BucketNotEmpty,
+    ConfigBucketError,
+    IMetadataStore,
+    ListPage,
+    Location,
+    MultipartRecord,
+    NoSuchBucketError,
+    NoSuchUploadError,
+    ObjectRecord,
+    PreconditionFailedError,
+    WriteIntentExpired,
+)
+from tests import dbfixtures
+
+UTC = datetime.UTC
+T0 = datetime.datetime(2026, 3, 31, 23, 59, 30, tzinfo=UTC)
+BUCKET = "vb"
+
+
+def make_record(
+    key: str, real_key: str, backend: str = "b1", size: int = 3, etag: str = '"e1"', **kw
+) -> ObjectRecord:
+    values = dict(
+        bucket=BUCKET,
+        key=key,
+        size=size,
+        etag=etag,
+        last_modified=T0,
+        content_type="text/plain",
+        headers={"x-amz-meta-colour": "blau", "cache-control": "no-cache"},
+        checksums={"crc32": "AAAAAA=="},
+        locations=(Location(backend, real_key),),
+    )
+    values.update(kw)
+    return ObjectRecord(**values)
+
+
+class StoreBehaviourMixin:
+    """Subclasses set C{kind} ("sqlite", dbfixtures.POSTGRES or dbfixtures.MYSQL)."""
+
+    kind: str
+
+    async def setUp(self):
+        self.now = T0
+        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.store = await self.start_store()
+        await self.store.sync_config_buckets([BUCKET])
+
+    async def start_store(self) -> MetadataStore:
+        store = MetadataStore(self.url, max_threads=8, now=lambda: self.now)
+        await store.start()
+        # Cleanups run last-in first-out: stores stop before the database is dropped.
+        self.addCleanup(store.stop)
+        return store
+
+    async def put(self, key: str, real_key: str, store=None, **kw) -> ObjectRecord:
+        store = store or self.store
+        record = make_record(key, real_key, **kw)
+        location = record.locations[0]
+        intent = await store.begin_write(location.backend, location.real_key, 60)
+        return await store.commit_object(intent.id, record)
+
+    async def queued(self) -> list[tuple[str, str]]:
+        return sorted((q.backend, q.real_key) for q in await self.store.queued_deletions(limit=10000))
+
+    # -- the store as a whole ---------------------------------------------------
+
+    def test_provides_the_interface(self):
+        verifyObject(IMetadataStore, self.store)
+
+    def test_migrated_schema_matches_tables(self):
+        engine = create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                self.assertEqual(migrate.current_revision_of(conn), migrate.head_revision())
+                context = MigrationContext.configure(conn, opts={"compare_type": True})
+                self.assertEqual(compare_metadata(context, tables.metadata), [])
+        finally:
+            engine.dispose()
+
+    async def test_stop_is_idempotent(self):
+        await self.store.stop()
+        await self.store.stop()
+
+    async def test_restart_on_migrated_database(self):
+        await self.store.stop()
+        store = await self.start_store()
+        self.assertEqual([b.name for b in await store.list_buckets()], [BUCKET])
+
+    # -- objects ------------------------------------------------------------------
+
+    async def test_commit_then_get(self):
+        committed = await self.put("dir/file.txt", "vb/1")
+        self.assertTrue(committed.id)
+        got = await self.store.get_object(BUCKET, "dir/file.txt")
+        self.assertEqual(got, committed)
+        self.assertEqual(got.last_modified, T0)
+        self.assertEqual(got.last_modified.tzinfo, UTC)
+        self.assertEqual(got.headers, {"x-amz-meta-colour": "blau", "cache-control": "no-cache"})
+        self.assertEqual(got.locations, (Location("b1", "vb/1"),))
+        self.assertIsNone(await self.store.get_object(BUCKET, "dir/other"))
+        self.assertEqual(await self.queued(), [])
+
+    async def test_last_modified_is_whole_seconds_utc(self):
+        cet = datetime.timezone(datetime.timedelta(hours=1))
+        moment = datetime.datetime(2026, 1, 2, 4, 5, 6, 789000, tzinfo=cet)
+        committed = await self.put("k", "vb/1", last_modified=moment)
+        expected = datetime.datetime(2026, 1, 2, 3, 5, 6, tzinfo=UTC)
+        self.assertEqual(committed.last_modified, expected)
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).last_modified, expected)
+
+    async def test_replace_queues_old_locations(self):
+        first = await self.put("k", "vb/1", etag='"old"')
+        second = await self.put("k", "vb/2", backend="b2", etag='"new"', size=10)
+        self.assertEqual(second.id, first.id)
+        got = await self.store.get_object(BUCKET, "k")
+        self.assertEqual((got.etag, got.size, got.locations), ('"new"', 10, (Location("b2", "vb/2"),)))
+        self.assertEqual(await self.queued(), [("b1", "vb/1")])
+
+    async def test_replace_under_same_real_key_keeps_the_data(self):
+        await self.put("k", "vb/k")
+        await self.put("k", "vb/k", etag='"e2"')
+        self.assertEqual(await self.queued(), [])
+
+    async def test_delete_object_queues_its_locations(self):
+        await self.put("k", "vb/1")
+        removed = await self.store.delete_object(BUCKET, "k")
+        self.assertEqual((removed.key, removed.locations), ("k", (Location("b1", "vb/1"),)))
+        self.assertIsNone(await self.store.get_object(BUCKET, "k"))
+        self.assertEqual(await self.queued(), [("b1", "vb/1")])
+        self.assertIsNone(await self.store.delete_object(BUCKET, "k"))
+
+    async def test_commit_into_missing_bucket_fails_and_keeps_intent(self):
+        intent = await self.store.begin_write("b1", "nb/1", 60)
+        record = make_record("k", "nb/1", bucket="nobucket")
+        await self.assertFailure(self.store.commit_object(intent.id, record), NoSuchBucketError)
+        # The intent survives, so the data is still covered by its lease.
+        await self.store.abandon_write(intent.id, True)
+        self.assertEqual(await self.queued(), [("b1", "nb/1")])
+
+    # -- intents ------------------------------------------------------------------
+
+    async def test_abandon_write_queues_when_backend_object_may_exist(self):
+        intent = await self.store.begin_write("b1", "vb/1", 60)
+        await self.store.abandon_write(intent.id, True)
+        self.assertEqual(await self.queued(), [("b1", "vb/1")])
+        self.assertEqual(await self.store.expired_writes(), 0)
+
+    async def test_abandon_write_drops_intent_when_nothing_was_written(self):
+        intent = await self.store.begin_write("b1", "vb/1", 60)
+        await self.store.abandon_write(intent.id, False)
+        self.now += datetime.timedelta(hours=1)
+        self.assertEqual(await self.store.expired_writes(), 0)
+        self.assertEqual(await self.queued(), [])
+
+    async def test_expired_lease_moves_intent_to_deletion_queue(self):
+        stale = await self.store.begin_write("b1", "vb/stale", 30)
+        fresh = await self.store.begin_write("b1", "vb/fresh", 30)
+        self.now += datetime.timedelta(seconds=20)
+        await self.store.renew_write(fresh.id, 60)
+        self.assertEqual(await self.store.expired_writes(), 0)
+        self.now += datetime.timedelta(seconds=15)
+        self.assertEqual(await self.store.expired_writes(), 1)
+        self.assertEqual(await self.queued(), [("b1", "vb/stale")])
+        # The write that lost its lease may neither renew nor commit.
+        await self.assertFailure(self.store.renew_write(stale.id, 60), WriteIntentExpired)
+        await self.assertFailure(
+            self.store.commit_object(stale.id, make_record("k", "vb/stale")), WriteIntentExpired
+        )
+        self.assertIsNone(await self.store.get_object(BUCKET, "k"))
+        await self.store.commit_object(fresh.id, make_record("k", "vb/fresh"))
+        self.assertEqual(await self.store.expired_writes(), 0)
+
+    async def test_committed_intent_is_gone(self):
+        intent = await self.store.begin_write("b1", "vb/1", 1)
+        await self.store.commit_object(intent.id, make_record("k", "vb/1"))
+        self.now += datetime.timedelta(hours=1)
+        self.assertEqual(await self.store.expired_writes(), 0)
+        self.assertEqual(await self.queued(), [])
+        await self.assertFailure(
+            self.store.commit_object(intent.id, make_record("k", "vb/1")), WriteIntentExpired
+        )
+
+    # -- deletion queue -----------------------------------------------------------
+
+    async def test_retry_deletion_later_and_finish(self):
+        await self.put("k", "vb/1")
+        await self.store.delete_object(BUCKET, "k")
+        [queued] = await self.store.queued_deletions()
+        self.assertEqual((queued.attempts, queued.backend_upload_id), (0, None))
+        await self.store.retry_deletion_later(queued.id, 300)
+        self.assertEqual(await self.store.queued_deletions(), [])
+        self.now += datetime.timedelta(seconds=301)
+        [again] = await self.store.queued_deletions()
+        self.assertEqual((again.id, again.attempts), (queued.id, 1))
+        await self.store.finish_deletion(again.id)
+        self.now += datetime.timedelta(days=1)
+        self.assertEqual(await self.store.queued_deletions(), [])
+
+    # -- conditional writes -------------------------------------------------------
+
+    async def test_if_none_match_star_refuses_to_overwrite(self):
+        intent = await self.store.begin_write("b1", "vb/1", 60)
+        await self.store.commit_object(intent.id, make_record("k", "vb/1"), if_none_match="*")
+        intent = await self.store.begin_write("b1", "vb/2", 60)
+        await self.assertFailure(
+            self.store.commit_object(intent.id, make_record("k", "vb/2"), if_none_match="*"),
+            PreconditionFailedError,
+        )
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, (Location("b1", "vb/1"),))
+        # Nothing committed: the intent is still there for the caller to abandon.
+        await self.store.abandon_write(intent.id, True)
+        self.assertEqual(await self.queued(), [("b1", "vb/2")])
+
+    async def test_if_match_compares_etags(self):
+        intent = await self.store.begin_write("b1", "vb/0", 60)
+        await self.assertFailure(
+            self.store.commit_object(intent.id, make_record("k", "vb/0"), if_match="*"),
+            PreconditionFailedError,
+        )
+        await self.put("k", "vb/1", etag='"abc"')
+        intent = await self.store.begin_write("b1", "vb/2", 60)
+        await self.assertFailure(
+            self.store.commit_object(intent.id, make_record("k", "vb/2"), if_match='"zzz"'),
+            PreconditionFailedError,
+        )
+        committed = await self.store.commit_object(
+            intent.id, make_record("k", "vb/2", etag='"def"'), if_match="abc"
+        )
+        self.assertEqual(committed.etag, '"def"')
+        intent = await self.store.begin_write("b1", "vb/3", 60)
+        await self.assertFailure(
+            self.store.commit_object(intent.id, make_record("k", "vb/3"), if_none_match='"x", "def"'),
+            PreconditionFailedError,
+        )
+
+    # -- buckets ------------------------------------------------------------------
+
+    async def test_bucket_lifecycle(self):
+        created = await self.store.create_bucket("apibucket")
+        self.assertEqual((created.name, created.origin), ("apibucket", "api"))
+        await self.assertFailure(self.store.create_bucket("apibucket"), BucketExists)
+        await self.assertFailure(self.store.create_bucket(BUCKET), BucketExists)
+        self.assertEqual(
+            [(b.name, b.origin) for b in await self.store.list_buckets()],
+            [("apibucket", "api"), (BUCKET, "config")],
+        )
+        got = await self.store.get_bucket("apibucket")
+        self.assertEqual((got.name, got.created), ("apibucket", T0))
+        await self.store.delete_bucket("apibucket")
+        self.assertIsNone(await self.store.get_bucket("apibucket"))
+        await self.assertFailure(self.store.delete_bucket("apibucket"), NoSuchBucketError)
+
+    async def test_config_buckets_are_undeletable(self):
+        await self.assertFailure(self.store.delete_bucket(BUCKET), ConfigBucketError)
+
+    async def test_bucket_dropped_from_config_becomes_deletable(self):
+        await self.store.create_bucket("later")
+        await self.store.sync_config_buckets([BUCKET, "later", "new"])
+        self.assertEqual(
+            [(b.name, b.origin) for b in await self.store.list_buckets()],
+            [("later", "config"), ("new", "config"), (BUCKET, "config")],
+        )
+        await self.store.sync_config_buckets([BUCKET])
+        self.assertEqual((await self.store.get_bucket("new")).origin, "api")
+        await self.store.delete_bucket("new")
+
+    async def test_bucket_with_objects_or_uploads_is_not_empty(self):
+        await self.store.create_bucket("full")
+        await self.put("k", "full/1", bucket="full")
+        await self.assertFailure(self.store.delete_bucket("full"), BucketNotEmpty)
+        await self.store.delete_object("full", "k")
+        await self.store.create_multipart(self.upload("u1", "k", bucket="full"))
+        await self.assertFailure(self.store.delete_bucket("full"), BucketNotEmpty)
+        await self.store.abort_multipart("u1", False)
+        await self.store.delete_bucket("full")
+
+    # -- multipart ----------------------------------------------------------------
+
+    def upload(self, upload_id: str, key: str, initiated=T0, bucket=BUCKET) -> MultipartRecord:
+        return MultipartRecord(
+            upload_id=upload_id,
+            bucket=bucket,
+            key=key,
+            backend="b1",
+            real_key=f"{bucket}/{upload_id}",
+            backend_upload_id=f"backend-{upload_id}",
+            initiated=initiated,
+            content_type="application/zip",
+            headers={"x-amz-meta-a": "1"},
+        )
+
+    async def test_multipart_record_lifecycle(self):
+        later = T0 + datetime.timedelta(seconds=5)
+        for record in [
+            self.upload("u3", "b", later),
+            self.upload("u1", "a"),
+            self.upload("u2", "b"),
+            self.upload("u4", "b", later),
+            self.upload("u5", "c/x"),
+        ]:
+            await self.store.create_multipart(record)
+        self.assertEqual(await self.store.get_multipart("u1"), self.upload("u1", "a"))
+        self.assertIsNone(await self.store.get_multipart("nope"))
+
+        async def ids(**kw):
+            return [r.upload_id for r in await self.store.list_multipart(BUCKET, **kw)]
+
+        self.assertEqual(await ids(), ["u1", "u2", "u3", "u4", "u5"])
+        self.assertEqual(await ids(prefix="b"), ["u2", "u3", "u4"])
+        self.assertEqual(await ids(key_marker="a"), ["u2", "u3", "u4", "u5"])
+        self.assertEqual(await ids(key_marker="b", upload_id_marker="u3"), ["u4", "u5"])
+        self.assertEqual(await ids(max_uploads=2), ["u1", "u2"])
+        self.assertEqual(
+            [r.upload_id for r in await self.store.stale_multipart(T0 + datetime.timedelta(seconds=1))],
+            ["u1", "u2", "u5"],
+        )
+
+        await self.put("b", "vb/old")
+        record = make_record("b", "vb/u2", etag='"abc-2"')
+        completed = await self.store.complete_multipart("u2", record)
+        self.assertEqual((await self.store.get_object(BUCKET, "b")).etag, '"abc-2"')
+        self.assertEqual(completed.locations, (Location("b1", "vb/u2"),))
+        self.assertIsNone(await self.store.get_multipart("u2"))
+        self.assertEqual(await self.queued(), [("b1", "vb/old")])
+        await self.assertFailure(self.store.complete_multipart("u2", record), NoSuchUploadError)
+
+        aborted = await self.store.abort_multipart("u3", True)
+        self.assertEqual(aborted.upload_id, "u3")
+        [deletion] = [q for q in await self.store.queued_deletions() if q.backend_upload_id]
+        self.assertEqual((deletion.real_key, deletion.backend_upload_id), ("vb/u3", "backend-u3"))
+        self.assertIsNone(await self.store.abort_multipart("u3", True))
+        await self.store.abort_multipart("u4", False)
+        self.assertEqual(await ids(), ["u1", "u5"])
+
+    # -- usage and counters -------------------------------------------------------
+
+    async def test_backend_usage_aggregates_locations(self):
+        self.assertEqual(await self.store.backend_usage(), [])
+        await self.put("a", "vb/a", size=100)
+        await self.put("b", "vb/b", size=20)
+        await self.put("c", "vb/c", backend="b2", size=7)
+        await self.put("a", "vb/a2", backend="b2", size=1000)
+        usage = {u.backend: (u.used_bytes, u.object_count) for u in await self.store.backend_usage()}
+        self.assertEqual(usage, {"b1": (20, 1), "b2": (1007, 2)})
+
+    async def test_operation_counters_add_up_per_month(self):
+        await self.store.count_operations("b1", 2, 5)
+        await self.store.count_operations("b1", 1, 0)
+        await self.store.count_operations("b2", 0, 4)
+        self.now += datetime.timedelta(minutes=1)  # April now
+        await self.store.count_operations("b1", 10, 10)
+        await self.store.count_operations("b1", 1, 1, when=T0)
+        march = await self.store.operation_counts("2026-03")
+        self.assertEqual(
+            [(c.backend, c.month, c.type_a, c.type_b) for c in march],
+            [("b1", "2026-03", 4, 6), ("b2", "2026-03", 0, 4)],
+        )
+        april = await self.store.operation_counts("2026-04")
+        self.assertEqual([(c.backend, c.type_a, c.type_b) for c in april], [("b1", 10, 10)])
+
+    async def test_concurrent_operation_counts_are_not_lost(self):
+        other = await self.start_store()
+        await defer.gatherResults(
+            [store.count_operations("b1", 1, 2) for _ in range(20) for store in (self.store, other)]
+        )
+        [counts] = await self.store.operation_counts("2026-03")
+        self.assertEqual((counts.type_a, counts.type_b), (40, 80))
+
+    # -- concurrency --------------------------------------------------------------
+
+    async def test_concurrent_commits_to_one_key_leave_one_row_and_queue_the_rest(self):
+        # Two stores on one database: two daemons, each with its own pool.
+        other = await self.start_store()
+        stores = [self.store, other]
+        real_keys = [f"vb/v{i}" for i in range(24)]
+        intents = []
+        for i, real_key in enumerate(real_keys):
+            intents.append(await stores[i % 2].begin_write("b1", real_key, 60))
+        await defer.gatherResults(
+            [
+                stores[i % 2].commit_object(intent.id, make_record("same", real_key, etag=f'"{i}"'))
+                for i, (intent, real_key) in enumerate(zip(intents, real_keys, strict=True))
+            ]
+        )
+        got = await self.store.get_object(BUCKET, "same")
+        [live] = got.locations
+        queued = await self.queued()
+        self.assertEqual(len(queued), len(set(queued)))
+        self.assertEqual(
+            sorted(queued + [(live.backend, live.real_key)]), sorted(("b1", k) for k in real_keys)
+        )
+        self.assertEqual(got.etag, f'"{real_keys.index(live.real_key)}"')
+        engine = create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(select(func.count()).select_from(tables.objects)).scalar()
+                locations = conn.execute(select(func.count()).select_from(tables.object_locations)).scalar()
+                intents_left = conn.execute(select(func.count()).select_from(tables.write_intents)).scalar()
+        finally:
+            engine.dispose()
+        self.assertEqual((rows, locations, intents_left), (1, 1, 0))
+
+    async def test_work_runs_off_the_reactor_thread(self):
+        seen = []
+        original = self.store._transaction
+
+        def spy(fn, *args, **kw):
+            seen.append(threading.current_thread().name)
+            return original(fn, *args, **kw)
+
+        self.store._transaction = spy
+        await self.store.list_buckets()
+        self.assertEqual(len(seen), 1)
+        self.assertNotEqual(seen[0], threading.main_thread().name)
+        self.assertIn("s3balance-db", seen[0])
+
+    # -- listing ------------------------------------------------------------------
+
+    async def test_keys_sort_in_utf8_byte_order(self):
+        keys = ["b", "a", "a/b", "a~", "aé", "a\x7f", "A", "0", "\uffff", "\U0001f600", "a/", "a0", "Z~"]
+        for i, key in enumerate(keys):
+            await self.put(key, f"vb/{i}")
+        expected = sorted(keys, key=lambda k: k.encode("utf-8"))
+        page = await self.store.list_objects(BUCKET)
+        self.assertEqual([e.key for e in page.entries], expected)
+        self.assertFalse(page.is_truncated)
+
+    async def test_listing_folds_common_prefixes_across_pages(self):
+        for i, key in enumerate(["a/1", "a/2", "b", "c/d/e", "c/x", "d"]):
+            await self.put(key, f"vb/{i}")
+        page = await self.store.list_objects(BUCKET, delimiter="/", max_keys=2)
+        self.assertEqual(page, ListPage(entries=("a/", page.entries[1]), is_truncated=True, next_marker="b"))
+        self.assertEqual(page.entries[1].key, "b")
+        page = await self.store.list_objects(BUCKET, delimiter="/", after="b", max_keys=2)
+        self.assertEqual((page.entries[0], page.entries[1].key, page.is_truncated), ("c/", "d", False))
+        page = await self.store.list_objects(BUCKET, prefix="c/", delimiter="/", after="c/d/")
+        self.assertEqual([e.key for e in page.entries], ["c/x"])
+        page = await self.store.list_objects(BUCKET, prefix="c/")
+        self.assertEqual([e.key for e in page.entries], ["c/d/e", "c/x"])
+
+
+class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
+    kind = "sqlite"
+
+    def test_sqlite_pragmas(self):
+        engine = self.store._engine
+        with engine.connect() as conn:
+            self.assertEqual(conn.exec_driver_sql("PRAGMA journal_mode").scalar(), "wal")
+            self.assertEqual(conn.exec_driver_sql("PRAGMA foreign_keys").scalar(), 1)
+            self.assertEqual(conn.exec_driver_sql("PRAGMA busy_timeout").scalar(), 10000)
+        self.assertEqual(self.store._max_threads, 1)
+
+
+class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBStoreTests(StoreBehaviourMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class StoreURLTests(unittest.SynchronousTestCase):
+    def test_repr_and_url_mask_the_password(self):
+        store = MetadataStore("postgresql+psycopg2://s3b:s3cr3t@db.example:5432/s3b")
+        self.assertNotIn("s3cr3t", repr(store))
+        self.assertNotIn("s3cr3t", str(store.url))
+        self.assertNotIn("s3cr3t", repr(store.url))
+        self.assertIn("db.example", repr(store))
+
+    def test_migration_script_location_has_the_versions(self):
+        import os
+
+        location = migrate.script_location()
+        self.assertTrue(os.path.exists(os.path.join(location, "env.py")))
+        self.assertEqual(migrate.head_revision(), "0001")
+
+
+class DatabaseFixtureTests(unittest.SynchronousTestCase):
+    """An absent server skips the PostgreSQL/MariaDB tests, except under CI=true."""
+
+    def setUp(self):
+        self.patch(
+            dbfixtures,
+            "_ADMIN_URLS",
+            {dbfixtures.POSTGRES: "postgresql+psycopg2://postgres@127.0.0.1:1/test"},
+        )
+        self.patch(dbfixtures, "_reachability", {})
+
+    def test_unreachable_server_skips_with_reason(self):
+        self.patch(dbfixtures.os, "environ", {})
+        error = self.assertRaises(unittest.SkipTest, dbfixtures.require_server, dbfixtures.POSTGRES)
+        self.assertIn("PostgreSQL not reachable at 127.0.0.1:1: OperationalError", str(error))
+
+    def test_unreachable_server_fails_under_ci(self):
+        self.patch(dbfixtures.os, "environ", {"CI": "true"})
+        error = self.assertRaises(RuntimeError, dbfixtures.require_server, dbfixtures.POSTGRES)
+        self.assertIn("CI=true", str(error))

@@ -1,0 +1,201 @@
+"""
+The listing algorithm (s3balance.store.listing) against a pure-Python model
+of S3 ListObjects, on SQLite, PostgreSQL and MariaDB.
+
+These call the blocking listing function on a Connection directly (Hypothesis
+drives examples synchronously); tests/test_store.py covers the Deferred API.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, delete, insert
+from twisted.trial import unittest
+
+from s3balance.store import listing, migrate, tables
+from tests import dbfixtures
+
+BUCKET = "vb"
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+ALPHABET = ["/", "a", "é", "~", "\uffff"]
+
+
+def utf8(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+def model_listing(keys, prefix: str, delimiter: str, after: str = "") -> list[str]:
+    """S3's answer, everything in one list: keys and common prefixes in byte order."""
+    entries: list[str] = []
+    for key in sorted(set(keys), key=utf8):
+        if not key.startswith(prefix):
+            continue
+        if delimiter and delimiter in key[len(prefix) :]:
+            cut = key.index(delimiter, len(prefix)) + len(delimiter)
+            if not entries or entries[-1] != key[:cut]:
+                entries.append(key[:cut])
+        else:
+            entries.append(key)
+    # A common prefix <= the marker was returned already (the marker may be
+    # a key inside it, or the prefix itself); keys compare plainly.
+    return [e for e in entries if utf8(e) > utf8(after)]
+
+
+def row(key: str) -> dict:
+    return {
+        "bucket": BUCKET,
+        "key": utf8(key),
+        "size": len(key),
+        "etag": '"e"',
+        "last_modified": T0,
+        "content_type": None,
+        "headers": "{}",
+        "checksums": "{}",
+    }
+
+
+def entry_name(entry) -> str:
+    return entry if isinstance(entry, str) else entry.key
+
+
+keys_strategy = st.lists(
+    st.text(alphabet=ALPHABET, min_size=1, max_size=6), min_size=0, max_size=25, unique=True
+)
+prefix_strategy = st.text(alphabet=ALPHABET, max_size=2)
+after_strategy = st.one_of(st.just(""), st.text(alphabet=ALPHABET, max_size=4))
+
+
+class ListingModelMixin:
+    kind: str
+
+    def setUp(self):
+        if self.kind == "sqlite":
+            self.url = dbfixtures.sqlite_url(self)
+            import os
+
+            os.makedirs(os.path.dirname(self.url[len("sqlite:///") :]), exist_ok=True)
+        else:
+            self.url = dbfixtures.fresh_database(self, self.kind)
+        migrate.upgrade(self.url)
+        self.engine = create_engine(self.url)
+        self.addCleanup(self.engine.dispose)
+
+    def store_keys(self, keys) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(tables.objects))
+            if keys:
+                conn.execute(insert(tables.objects), [row(k) for k in keys])
+
+    def list_all(self, prefix: str, delimiter: str, max_keys: int, after: str = "") -> list[str]:
+        names: list[str] = []
+        with self.engine.connect() as conn:
+            for _ in range(1000):
+                page = listing.list_objects(conn, BUCKET, prefix, delimiter, after, max_keys)
+                self.assertLessEqual(len(page.entries), max_keys)
+                names.extend(entry_name(e) for e in page.entries)
+                if not page.is_truncated:
+                    self.assertIsNone(page.next_marker)
+                    return names
+                self.assertEqual(len(page.entries), max_keys)
+                self.assertEqual(page.next_marker, names[-1])
+                after = page.next_marker
+        self.fail("the listing never ended")
+
+    def check_against_model(self, keys, prefix, delimiter, max_keys, after) -> None:
+        self.store_keys(keys)
+        listed = self.list_all(prefix, delimiter, max_keys, after)
+        self.assertEqual(len(listed), len(set(listed)), "an entry came twice")
+        self.assertEqual(listed, model_listing(keys, prefix, delimiter, after))
+
+    def test_other_buckets_are_not_listed(self):
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(tables.objects), [row("a"), dict(row("a"), bucket="va"), dict(row("b"), bucket="vc")]
+            )
+        with self.engine.connect() as conn:
+            page = listing.list_objects(conn, BUCKET)
+        self.assertEqual([e.key for e in page.entries], ["a"])
+
+
+def _property(max_examples: int):
+    @settings(
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        database=None,
+    )
+    @given(
+        keys=keys_strategy,
+        prefix=prefix_strategy,
+        delimiter=st.sampled_from(["", "/", "a"]),
+        max_keys=st.integers(min_value=1, max_value=7),
+        after=after_strategy,
+    )
+    def test_pages_concatenate_to_the_model_listing(self, keys, prefix, delimiter, max_keys, after):
+        self.check_against_model(keys, prefix, delimiter, max_keys, after)
+
+    return test_pages_concatenate_to_the_model_listing
+
+
+class SQLiteListingTests(ListingModelMixin, unittest.SynchronousTestCase):
+    kind = "sqlite"
+    test_pages_concatenate_to_the_model_listing = _property(200)
+
+    def test_common_prefixes_are_skipped_not_read(self):
+        # 50 common prefixes of 200 keys each, with plain keys between them.
+        keys = [f"dir{d:02}/{n:04}" for d in range(50) for n in range(200)]
+        keys += [f"dir{d:02}.txt" for d in range(50)]
+        with self.engine.begin() as conn:
+            conn.execute(insert(tables.objects), [row(k) for k in keys])
+        stats = listing.ListingStats()
+        with self.engine.connect() as conn:
+            page = listing.list_objects(conn, BUCKET, delimiter="/", max_keys=1000, stats=stats)
+        self.assertEqual(len(page.entries), 100)
+        self.assertEqual([entry_name(e) for e in page.entries[:3]], ["dir00.txt", "dir00/", "dir01.txt"])
+        # The first batch may read one small batch inside a prefix; after that
+        # about two rows per common prefix.
+        self.assertLess(stats.rows, 64 + 4 * 50)
+        self.assertLess(stats.queries, 2 * 50 + 5)
+
+    def test_flat_page_is_one_query(self):
+        keys = [f"k{n:05}" for n in range(3000)]
+        with self.engine.begin() as conn:
+            conn.execute(insert(tables.objects), [row(k) for k in keys])
+        stats = listing.ListingStats()
+        with self.engine.connect() as conn:
+            page = listing.list_objects(conn, BUCKET, after="k00100", max_keys=1000, stats=stats)
+        self.assertEqual(
+            (page.entries[0].key, page.next_marker, page.is_truncated), ("k00101", "k01100", True)
+        )
+        self.assertEqual((stats.queries, stats.rows), (1, 1001))
+
+
+class PostgreSQLListingTests(ListingModelMixin, unittest.SynchronousTestCase):
+    kind = dbfixtures.POSTGRES
+    test_pages_concatenate_to_the_model_listing = _property(40)
+
+
+class MariaDBListingTests(ListingModelMixin, unittest.SynchronousTestCase):
+    kind = dbfixtures.MYSQL
+    test_pages_concatenate_to_the_model_listing = _property(40)
+
+
+class SuccessorTests(unittest.SynchronousTestCase):
+    def test_increments_the_last_byte(self):
+        self.assertEqual(listing.successor(b"a/"), b"a0")
+
+    def test_carries_over_0xff(self):
+        self.assertEqual(listing.successor(b"a\xff\xff"), b"b")
+
+    def test_none_when_nothing_is_greater(self):
+        self.assertIsNone(listing.successor(b"\xff\xff"))
+        self.assertIsNone(listing.successor(b""))
+
+    def test_model_folds_like_s3(self):
+        keys = ["a/1", "a/2", "b", "c/d/e", "c/x"]
+        self.assertEqual(model_listing(keys, "", "/"), ["a/", "b", "c/"])
+        self.assertEqual(model_listing(keys, "c/", "/"), ["c/d/", "c/x"])
+        self.assertEqual(model_listing(keys, "", "/", after="a/1"), ["b", "c/"])
