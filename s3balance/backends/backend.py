@@ -18,7 +18,6 @@ forwarded: the gateway verifies them itself and sends plain bytes.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Optional
@@ -42,7 +41,18 @@ log = Logger()
 # Failures that mean the request never reached the backend.
 _NOT_CONNECTED = (ConnectError, DNSLookupError, TimeoutError)
 
-_ETAG_RE = re.compile(r"<ETag>(.*?)</ETag>", re.S)
+
+
+def _find_text(document: bytes, tag: str) -> str | None:
+    """The text of the first element named C{tag} (any namespace) in an XML answer."""
+    try:
+        root = ElementTree.fromstring(document)
+    except ElementTree.ParseError:
+        return None
+    for element in root.iter():
+        if element.tag == tag or element.tag.endswith("}" + tag):
+            return element.text
+    return None
 
 
 class BackendError(Exception):
@@ -255,6 +265,19 @@ class Backend:
         """Delete C{real_key}; a key that is already gone counts as deleted."""
         return self._simple("DELETE", real_key, ok=(200, 204, 404))
 
+    @inlineCallbacks
+    def head_object(self, real_key: str):
+        """-> (size, etag) of an object on the backend."""
+        response, _ = yield self._simple("HEAD", real_key)
+        length = response.headers.getRawHeaders(b"content-length", [b"0"])[0]
+        etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
+        return int(length), etag
+
+    def list_parts(self, real_key: str, upload_id: str, marker: int = 0, max_parts: int = 1000) -> Deferred:
+        """-> the backend's ListParts XML document (bytes)."""
+        query = f"max-parts={max_parts}&part-number-marker={marker}&uploadId={quote(upload_id, safe='')}"
+        return self._simple("GET", real_key, query).addCallback(lambda result: result[1])
+
     def head_bucket(self) -> Deferred:
         return self._simple("HEAD", None, ok=(200,))
 
@@ -266,14 +289,7 @@ class Backend:
     @inlineCallbacks
     def create_multipart(self, real_key: str, headers: Mapping[str, str]):
         _, content = yield self._simple("POST", real_key, "uploads=", headers, data=b"")
-        try:
-            root = ElementTree.fromstring(content)
-        except ElementTree.ParseError:
-            raise BackendError(self.name, 200, "BadResponse", "unparseable CreateMultipartUpload answer") from None
-        upload_id = None
-        for element in root.iter():
-            if element.tag.endswith("UploadId"):
-                upload_id = element.text
+        upload_id = _find_text(content, "UploadId")
         if not upload_id:
             raise BackendError(self.name, 200, "BadResponse", "no UploadId")
         return upload_id
@@ -309,10 +325,10 @@ class Backend:
         # A 200 can still carry an error document (S3's long-running complete).
         if b"<Error>" in content[:512]:
             raise self._fail(response, content)
-        match = _ETAG_RE.search(content.decode("utf-8", "replace"))
-        if not match:
+        etag = _find_text(content, "ETag")
+        if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in CompleteMultipartUpload answer")
-        return match.group(1).replace("&quot;", '"')
+        return etag
 
     def abort_multipart(self, real_key: str, upload_id: str) -> Deferred:
         query = f"uploadId={quote(upload_id, safe='')}"

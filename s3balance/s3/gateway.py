@@ -108,10 +108,11 @@ class Gateway:
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
         self.in_flight: set = set()
-        from s3balance.s3 import buckets, objects
+        from s3balance.s3 import buckets, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)
         self.handlers.update(objects.HANDLERS)
+        self.handlers.update(multipart.HANDLERS)
 
     # -- step 1 and 2: route and authenticate --------------------------------
 
@@ -183,9 +184,10 @@ class Gateway:
     # -- step 3.. : run the operation ------------------------------------------
 
     def start_upload(self, request, call: S3Call, length: Optional[int]):
-        from s3balance.s3.upload import Upload
+        from s3balance.s3.upload import PartUpload, PutObjectUpload
 
-        upload = Upload(self, request, call, length)
+        kind = PartUpload if call.operation == "UploadPart" else PutObjectUpload
+        upload = kind(self, request, call, length)
         upload.start()
         return upload
 

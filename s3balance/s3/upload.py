@@ -108,8 +108,11 @@ def decoded_length(call, length: Optional[int]) -> tuple[Optional[int], bool]:
     return length, False
 
 
-class Upload:
-    """The body sink and the coroutine of one streamed PutObject."""
+class StreamedBody:
+    """
+    The body sink of one request whose body is object data, and the
+    coroutine that delivers it (L{_run}, one per operation).
+    """
 
     def __init__(self, gateway, request, call, length: Optional[int]) -> None:
         self.gateway = gateway
@@ -170,6 +173,77 @@ class Upload:
                 self._backend_request.cancel()
 
     # -- the coroutine ----------------------------------------------------------
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def _await_body_and_backend(self):
+        """
+        Wait for the whole body, verify it, release the held-back bytes and
+        wait for the backend's answer.  A backend that fails while the body
+        is still arriving ends the wait early.
+        """
+        backend_request = self._backend_request
+        assert backend_request is not None
+        outcome: dict = {}
+        wake: Deferred[str] = Deferred()
+        backend_done: Deferred[None] = Deferred()
+
+        def on_backend(result):
+            outcome["backend"] = result
+            backend_done.callback(None)
+            if not wake.called:
+                wake.callback("backend")
+
+        def on_body(complete):
+            outcome["body"] = complete
+            if not wake.called:
+                wake.callback("body")
+            return complete
+
+        backend_request.addBoth(on_backend)
+        self.request.body_received.addCallback(on_body)
+        await wake
+        if "body" not in outcome:
+            result = outcome["backend"]
+            if isinstance(result, Failure):
+                result.raiseException()
+            raise S3Error("InternalError", "The backend answered before the body was complete.")
+        if not outcome["body"]:
+            raise S3Error("RequestTimeout", "The client closed the connection.")
+        if self._failed is not None:
+            raise self._failed
+        trailers = self.decoder.finish() if self.decoder is not None else {}
+        if self._received != self.size:
+            raise S3Error("IncompleteBody")
+        self._checksums = self.verifier.finish(trailers)
+        if self._held:
+            self.pipe.write(self._held)
+            self._held = b""
+        self.pipe.finish()
+        await backend_done
+        result = outcome["backend"]
+        if isinstance(result, Failure):
+            result.raiseException()
+        return result
+
+    async def _answer_failure(self, error: S3Error) -> None:
+        request = self.request
+        if request.gone or request.answered_early:
+            return
+        if not request.body_received.called:
+            if request.expects_continue and not request.continue_sent:
+                request.answer_raw(error)
+                return
+            # Drain the rest of the body, then answer.
+            request.discard_body()
+            if not await request.body_received:
+                return
+        self.gateway.answer_error(request, error)
+
+
+class PutObjectUpload(StreamedBody):
+    """PutObject: place, write, verify, commit."""
 
     async def _run(self) -> None:
         gateway, call, request = self.gateway, self.call, self.request
@@ -248,7 +322,7 @@ class Upload:
             for name, value in self._checksums.items():
                 answer[f"x-amz-checksum-{name}"] = value
             gateway.answer_empty(request, 200, answer)
-        except BaseException as error:
+        except Exception as error:
             if lease is not None and lease.running:
                 lease.stop()
             self._fail(error if isinstance(error, S3Error) else S3Error("InternalError"))
@@ -259,7 +333,7 @@ class Upload:
                     log.failure("could not abandon write intent {id}", id=intent.id)
             if isinstance(error, BackendError):
                 log.warn("upload of {bucket}/{key} failed: {error}", bucket=call.bucket, key=call.key, error=str(error))
-                error = S3Error("ServiceUnavailable", "The storage backend failed; the object was not stored.")
+                error = backend_error_to_s3(error)
             elif isinstance(error, CancelledError):
                 error = self._failed
             elif not isinstance(error, S3Error):
@@ -270,69 +344,59 @@ class Upload:
             if reservation is not None:
                 reservation.release()
 
-    async def _await_body_and_backend(self):
-        """
-        Wait for the whole body, verify it, release the held-back bytes and
-        wait for the backend's answer.  A backend that fails while the body
-        is still arriving ends the wait early.
-        """
-        backend_request = self._backend_request
-        assert backend_request is not None
-        outcome: dict = {}
-        wake: Deferred[str] = Deferred()
-        backend_done: Deferred[None] = Deferred()
 
-        def on_backend(result):
-            outcome["backend"] = result
-            backend_done.callback(None)
-            if not wake.called:
-                wake.callback("backend")
 
-        def on_body(complete):
-            outcome["body"] = complete
-            if not wake.called:
-                wake.callback("body")
-            return complete
+class PartUpload(StreamedBody):
+    """UploadPart: the part goes to the backend that holds the multipart upload."""
 
-        backend_request.addBoth(on_backend)
-        self.request.body_received.addCallback(on_body)
-        await wake
-        if "body" not in outcome:
-            result = outcome["backend"]
-            if isinstance(result, Failure):
-                result.raiseException()
-            raise S3Error("InternalError", "The backend answered before the body was complete.")
-        if not outcome["body"]:
-            raise S3Error("RequestTimeout", "The client closed the connection.")
-        if self._failed is not None:
-            raise self._failed
-        trailers = self.decoder.finish() if self.decoder is not None else {}
-        if self._received != self.size:
-            raise S3Error("IncompleteBody")
-        self._checksums = self.verifier.finish(trailers)
-        if self._held:
-            self.pipe.write(self._held)
-            self._held = b""
-        self.pipe.finish()
-        await backend_done
-        result = outcome["backend"]
-        if isinstance(result, Failure):
-            result.raiseException()
-        return result
+    async def _run(self) -> None:
+        gateway, call, request = self.gateway, self.call, self.request
+        try:
+            number = part_number(call)
+            upload = await gateway.store.get_multipart(call.query.get("uploadId", ""))
+            if upload is None or upload.bucket != call.bucket or upload.key != call.key:
+                raise S3Error("NoSuchUpload", UploadId=call.query.get("uploadId", ""))
+            backend = gateway.pool.get(upload.backend)
+            if backend is None or not gateway.pool.is_up(upload.backend):
+                raise S3Error("ServiceUnavailable", "The backend holding this upload is unavailable; try again later.")
+            self._backend_request = backend.upload_part(upload.real_key, upload.backend_upload_id, number, self.pipe)
+            self.pipe.started.addCallback(lambda _: request.send_continue())
+            result = await self._await_body_and_backend()
+            answer = {"ETag": result.etag}
+            for name, value in self._checksums.items():
+                answer[f"x-amz-checksum-{name}"] = value
+            gateway.answer_empty(request, 200, answer)
+        except Exception as error:
+            self._fail(error if isinstance(error, S3Error) else S3Error("InternalError"))
+            if isinstance(error, BackendError):
+                log.warn("part upload failed: {error}", error=str(error))
+                error = backend_error_to_s3(error)
+            elif isinstance(error, CancelledError):
+                error = self._failed
+            elif not isinstance(error, S3Error):
+                log.failure("part upload {id} failed", id=request.request_id)
+                error = S3Error("InternalError")
+            await self._answer_failure(error)
 
-    async def _answer_failure(self, error: S3Error) -> None:
-        request = self.request
-        if request.gone or request.answered_early:
-            return
-        if not request.body_received.called:
-            if request.expects_continue and not request.continue_sent:
-                request.answer_raw(error)
-                return
-            # Drain the rest of the body, then answer.
-            request.discard_body()
-            if not await request.body_received:
-                return
-        self.gateway.answer_error(request, error)
+
+def part_number(call) -> int:
+    try:
+        number = int(call.query.get("partNumber", ""))
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 10000:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive", ArgumentName="partNumber")
+    return number
+
+
+def backend_error_to_s3(error: BackendError) -> S3Error:
+    """What the client hears of a backend failure: its own 4xx codes pass, the rest is 503."""
+    if 400 <= error.status < 500 and error.code in PASSED_BACKEND_CODES:
+        return S3Error(error.code)
+    return S3Error("ServiceUnavailable", "The storage backend failed; the data was not stored.")
+
+
+PASSED_BACKEND_CODES = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload", "EntityTooLarge"})
 
 
 def _sleep(reactor, seconds: float) -> Deferred:
