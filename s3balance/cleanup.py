@@ -13,6 +13,8 @@ stop with the daemon.
 
 from __future__ import annotations
 
+import datetime
+
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
@@ -77,14 +79,16 @@ class DeletionWorker(_PeriodicService):
     BATCH = 100
     MAX_BACKOFF = 3600.0
 
-    def __init__(self, store, pool, period: float, clock=None) -> None:
+    def __init__(self, store, pool, period: float, clock=None, multipart_max_age: float = 86400.0) -> None:
         super().__init__(period, clock)
         self.store = store
         self.pool = pool
+        self.multipart_max_age = multipart_max_age
 
     @inlineCallbacks
     def run(self):
         yield self.store.expired_writes(self.BATCH)
+        yield self._abort_stale_multipart()
         while self.running:
             due = yield self.store.queued_deletions(self.BATCH)
             if not due:
@@ -116,6 +120,23 @@ class DeletionWorker(_PeriodicService):
                 progressed = True
             if not progressed or len(due) < self.BATCH:
                 return
+
+
+    @inlineCallbacks
+    def _abort_stale_multipart(self):
+        """Multipart uploads idle past their age are aborted on their backend and forgotten."""
+        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        older_than = now - datetime.timedelta(seconds=self.multipart_max_age)
+        stale = yield self.store.stale_multipart(older_than, self.BATCH)
+        for upload in stale:
+            log.info(
+                "aborting multipart upload {id} of {bucket}/{key}, idle since {initiated}",
+                id=upload.upload_id,
+                bucket=upload.bucket,
+                key=upload.key,
+                initiated=upload.initiated.isoformat(),
+            )
+            yield self.store.abort_multipart(upload.upload_id, True)
 
 
 class UsageRefresher(_PeriodicService):

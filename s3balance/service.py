@@ -44,7 +44,7 @@ class StartupError(Exception):
 
 
 def check_config(config: Config) -> None:
-    for index, bucket in enumerate(config.virtual_buckets):
+    for bucket in config.virtual_buckets:
         if bucket.name in RESERVED_BUCKET_NAMES:
             raise ConfigError(f"buckets: virtual bucket name '{bucket.name}' is reserved for the daemon's own endpoint")
     metrics_path = config.metrics.path.strip("/")
@@ -82,7 +82,9 @@ class GatewayService(MultiService):
         self.root = Root(self.gateway)
         self.site = S3Site(self.root, self.gateway, timeout=config.server.idle_timeout)
         self.health = HealthMonitor(self.pool, balancer.health_check_period, balancer.health_timeout, reactor)
-        self.deleter = DeletionWorker(store, self.pool, balancer.cleanup_period, reactor)
+        self.deleter = DeletionWorker(
+            store, self.pool, balancer.cleanup_period, reactor, multipart_max_age=balancer.multipart_max_age
+        )
         self.gateway.deleter = self.deleter
         self.usage = UsageRefresher(store, self.pool, balancer.update_stats_period, reactor)
         for child in (self.health, self.deleter, self.usage):

@@ -278,6 +278,37 @@ class Backend:
         query = f"max-parts={max_parts}&part-number-marker={marker}&uploadId={quote(upload_id, safe='')}"
         return self._simple("GET", real_key, query).addCallback(lambda result: result[1])
 
+    @inlineCallbacks
+    def copy_object(self, real_key: str, source_key: str, headers: Mapping[str, str]):
+        """Server-side copy of C{source_key} of this real bucket to C{real_key}. -> ETag"""
+        copy_headers = dict(headers)
+        copy_headers["x-amz-copy-source"] = f"/{quote(self.name, safe='')}/{quote(source_key, safe='/~')}"
+        copy_headers["x-amz-metadata-directive"] = "REPLACE"
+        _, content = yield self._simple("PUT", real_key, headers=copy_headers)
+        if b"<Error>" in content[:512]:
+            raise BackendError(self.name, 200, *_s3_error_code(content))
+        etag = _find_text(content, "ETag")
+        if not etag:
+            raise BackendError(self.name, 200, "BadResponse", "no ETag in CopyObject answer")
+        return etag
+
+    @inlineCallbacks
+    def upload_part_copy(
+        self, real_key: str, upload_id: str, part_number: int, source_key: str, byte_range: tuple[int, int] | None
+    ):
+        """Server-side UploadPartCopy from C{source_key} of this real bucket. -> ETag"""
+        headers = {"x-amz-copy-source": f"/{quote(self.name, safe='')}/{quote(source_key, safe='/~')}"}
+        if byte_range is not None:
+            headers["x-amz-copy-source-range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+        query = f"partNumber={part_number}&uploadId={quote(upload_id, safe='')}"
+        _, content = yield self._simple("PUT", real_key, query, headers=headers)
+        if b"<Error>" in content[:512]:
+            raise BackendError(self.name, 200, *_s3_error_code(content))
+        etag = _find_text(content, "ETag")
+        if not etag:
+            raise BackendError(self.name, 200, "BadResponse", "no ETag in UploadPartCopy answer")
+        return etag
+
     def head_bucket(self) -> Deferred:
         return self._simple("HEAD", None, ok=(200,))
 

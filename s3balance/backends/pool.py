@@ -118,6 +118,11 @@ class BackendPool:
         ]
         return bool(usable) and not self.candidates(size, exclude)
 
+    def reserve(self, name: str, size: int) -> Reservation:
+        """Reserve room on a backend chosen by the caller (e.g. a copy's source backend)."""
+        self._reserved[name] = self._reserved.get(name, 0) + size
+        return Reservation(self, name, size)
+
     def place(self, strategy, context: PlacementContext, exclude: Iterable[str] = ()) -> Optional[Reservation]:
         """Choose a backend for a new object and reserve its size there."""
         candidates = self.candidates(context.size, exclude)
@@ -126,9 +131,7 @@ class BackendPool:
         chosen = strategy.choose(context, candidates)
         if chosen is None:
             return None
-        size = context.size or 0
-        self._reserved[chosen.name] = self._reserved.get(chosen.name, 0) + size
-        return Reservation(self, chosen.name, size)
+        return self.reserve(chosen.name, context.size or 0)
 
     # -- passive health -----------------------------------------------------
 

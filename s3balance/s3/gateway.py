@@ -108,11 +108,12 @@ class Gateway:
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
         self.in_flight: set = set()
-        from s3balance.s3 import buckets, multipart, objects
+        from s3balance.s3 import buckets, copy, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)
         self.handlers.update(objects.HANDLERS)
         self.handlers.update(multipart.HANDLERS)
+        self.handlers.update(copy.HANDLERS)
 
     # -- step 1 and 2: route and authenticate --------------------------------
 

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
+from s3balance.s3.bodies import small_body
 from s3balance.s3.upload import backend_error_to_s3, backend_headers, object_headers
 from s3balance.s3.xmldoc import child_text, document, encode_key, iso8601, parse
 from s3balance.store.interfaces import Location, MultipartRecord, NoSuchUploadError, ObjectRecord
@@ -129,7 +130,7 @@ def _parse_parts(body: bytes) -> list[tuple[int, str]]:
 
 async def complete_multipart_upload(gateway, request, call) -> None:
     record = await _upload_of(gateway, call)
-    parts = _parse_parts(request.content.getvalue())
+    parts = _parse_parts(small_body(request, call))
     backend = _backend_of(gateway, record)
     keepalive = _Keepalive(gateway, request)
     try:

@@ -15,7 +15,9 @@ from twisted.logger import Logger
 from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import relay_body
 from s3balance.errors import S3Error
+from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_preconditions, parse_range
+from s3balance.s3.xmldoc import child_text, document, parse
 
 log = Logger()
 
@@ -155,6 +157,52 @@ async def delete_object(gateway, request, call) -> None:
     gateway.answer_empty(request, 204)
 
 
+MAX_DELETE_KEYS = 1000
+
+
+def _delete_request(body: bytes) -> tuple[bool, list[str]]:
+    root = parse(body)
+    if root.tag != "Delete":
+        raise S3Error("MalformedXML")
+    quiet = (child_text(root, "Quiet") or "false").strip().lower() == "true"
+    keys = []
+    for element in root.findall("Object"):
+        key = child_text(element, "Key")
+        if not key:
+            raise S3Error("MalformedXML", "Every Object needs a Key.")
+        keys.append(key)
+    if not keys or len(keys) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML", f"A DeleteObjects request names 1 to {MAX_DELETE_KEYS} keys.")
+    return quiet, keys
+
+
+async def delete_objects(gateway, request, call) -> None:
+    """POST /bucket?delete: per-key results in one 200 answer."""
+    if "content-md5" not in call.headers and not any(name.startswith("x-amz-checksum-") for name in call.headers) \
+            and "x-amz-sdk-checksum-algorithm" not in call.headers:
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*")
+    quiet, keys = _delete_request(small_body(request, call))
+    await gateway.require_bucket(call.bucket)
+    results: list = []
+    removed_any = False
+    for key in keys:
+        try:
+            removed = await gateway.store.delete_object(call.bucket, key)
+        except Exception:
+            log.failure("DeleteObjects of {bucket}/{key} failed", bucket=call.bucket, key=key)
+            results.append(("Error", [("Key", key), ("Code", "InternalError"), ("Message", "We encountered an internal error.")]))
+            continue
+        if removed is not None:
+            removed_any = True
+            for location in removed.locations:
+                gateway.pool.add_usage(location.backend, -removed.size, -1)
+        if not quiet:
+            results.append(("Deleted", [("Key", key)]))
+    if removed_any:
+        gateway.kick_deleter()
+    gateway.answer_xml(request, document("DeleteResult", results))
+
+
 class _Discard:
     """A protocol that drops a response body nobody wants."""
 
@@ -172,4 +220,5 @@ HANDLERS = {
     "GetObject": get_object,
     "HeadObject": head_object,
     "DeleteObject": delete_object,
+    "DeleteObjects": delete_objects,
 }

@@ -39,6 +39,7 @@ from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
+from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError
 
 log = Logger()
@@ -48,9 +49,6 @@ MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB, S3's limit
 MAX_SINGLE_PUT = 5 * 1024**3  # 5 GiB, S3's limit for one PUT
 MAX_METADATA = 2048
 INTENT_LEASE = 3600.0
-STREAMING_MODES = frozenset(
-    {"STREAMING_SIGNED", "STREAMING_SIGNED_TRAILER", "STREAMING_UNSIGNED_TRAILER"}
-)
 
 
 def object_headers(call) -> tuple[Optional[str], dict[str, str]]:
@@ -87,27 +85,6 @@ def backend_headers(bucket: str, key: str, content_type: Optional[str], headers:
     return out
 
 
-def decoded_length(call, length: Optional[int]) -> tuple[Optional[int], bool]:
-    """
-    The length of the object bytes, and whether the body is aws-chunked.
-    """
-    mode = getattr(call.auth, "payload_mode", None)
-    encoding = (call.header("content-encoding") or "").lower()
-    chunked = mode in STREAMING_MODES or "aws-chunked" in encoding
-    if chunked:
-        declared = call.header("x-amz-decoded-content-length")
-        if declared is None:
-            raise S3Error("MissingContentLength", "x-amz-decoded-content-length is required with aws-chunked bodies.")
-        try:
-            size = int(declared)
-        except ValueError:
-            raise S3Error("InvalidArgument", "x-amz-decoded-content-length is not a number.") from None
-        if size < 0:
-            raise S3Error("InvalidArgument", "x-amz-decoded-content-length is negative.")
-        return size, True
-    return length, False
-
-
 class StreamedBody:
     """
     The body sink of one request whose body is object data, and the
@@ -124,8 +101,7 @@ class StreamedBody:
         if self.size > MAX_SINGLE_PUT:
             raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_SINGLE_PUT), ProposedSize=str(self.size))
         self.content_type, self.headers = object_headers(call)
-        trailer_names = [t.strip().lower() for t in (call.header("x-amz-trailer") or "").split(",") if t.strip()]
-        self.decoder = AwsChunkedDecoder(call.auth, trailer_names) if chunked else None
+        self.decoder = AwsChunkedDecoder(call.auth, trailer_names(call)) if chunked else None
         self.verifier = PayloadVerifier(call.headers, call.auth)
         self.pipe = PipeProducer(self.size, upstream=request.channel.transport)
         self._held = b""

@@ -1,0 +1,282 @@
+"""
+The admin API: JSON over HTTP under C{/admin/}, every request authorised by
+C{Authorization: Bearer <api.token>}.
+
+    GET  /admin/backends                    every backend: state, usage, limits, this month's operations
+    GET  /admin/backends/<name>             one backend
+    POST /admin/backends/<name>/disable     no new objects there (existing ones stay readable)
+    POST /admin/backends/<name>/enable      undo the above
+    GET  /admin/strategy                    the active strategy and the installed ones
+    PUT  /admin/strategy                    {"strategy": "weighted"}
+    POST /admin/reload                      re-read the config file (as SIGHUP)
+    GET  /admin/stats/operations?month=YYYY-MM   type A/B operations per backend
+
+The resource only speaks HTTP and JSON; what it does to the service goes
+through L{IAdminTarget}, so it is tested without a running daemon.  Errors
+are C{{"error": <code>, "message": <one line>}} with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Optional, Union
+from urllib.parse import unquote
+
+from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import Interface
+
+from s3balance.config import ConfigError
+from s3balance.metrics import bearer_token_matches
+
+__all__ = ["AdminError", "AdminResource", "IAdminTarget", "UnknownBackend", "parse_month"]
+
+log = Logger()
+
+MAX_BODY = 64 * 1024
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+Token = Union[str, Callable[[], str]]
+
+
+class UnknownBackend(KeyError):
+    """No backend of that name in the running configuration."""
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class IAdminTarget(Interface):
+    """What the admin API may read from and do to the running service."""
+
+    def backends_report():
+        """-> Deferred[list[dict]], one JSON-able dict per backend in name
+        order, never carrying a secret."""
+
+    def set_backend_enabled(name: str, enabled: bool):
+        """Runtime override: a disabled backend gets no new objects (its
+        objects stay readable); kept across reloads until changed.  Raises
+        L{UnknownBackend}.  -> None"""
+
+    def strategy_name():
+        """-> str, the active placement strategy."""
+
+    def strategy_names():
+        """-> list[str], the installed strategies."""
+
+    def set_strategy(name: str):
+        """Switch the placement strategy for the next placements.  Raises
+        ConfigError (UnknownStrategy) naming the installed ones. -> None"""
+
+    def reload():
+        """Re-read the configuration file. -> Deferred[str] (a one-line
+        summary); fails with ConfigError (one line) and then changes nothing."""
+
+    def operation_counts(month: str):
+        """month 'YYYY-MM' -> Deferred[dict] {"month": .., "backends": {name:
+        {"type_a": int, "type_b": int, ...}}}"""
+
+
+def parse_month(value: Optional[str], now: Callable[[], datetime.datetime]) -> str:
+    """C{YYYY-MM}, defaulting to the current UTC month; AdminError when malformed."""
+    if not value:
+        return now().astimezone(datetime.UTC).strftime("%Y-%m")
+    if not _MONTH.match(value):
+        raise AdminError(400, "invalid_month", "month must be YYYY-MM")
+    return value
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+Handler = Callable[["AdminResource", object, dict, dict], Awaitable[tuple[int, object]]]
+
+
+class AdminResource(Resource):
+    """
+    The C{/admin} subtree (a leaf: the routes below are matched on
+    C{request.postpath}).
+
+    @param target: an L{IAdminTarget}.
+    @param token: C{api.token}, or a callable returning it (so a reload can
+        change it).  An empty token refuses every request.
+    """
+
+    isLeaf = True
+
+    def __init__(self, target, token: Token, now: Callable[[], datetime.datetime] = _utcnow) -> None:
+        super().__init__()
+        self.target = target
+        self.token = token
+        self.now = now
+
+    # -- routing: (method, path segments, handler); "{name}" matches one segment
+
+    async def list_backends(self, request, params, body):
+        return 200, {"backends": await self.target.backends_report()}
+
+    async def get_backend(self, request, params, body):
+        return 200, await self._one_backend(params["name"])
+
+    async def disable_backend(self, request, params, body):
+        return await self._set_enabled(params["name"], False)
+
+    async def enable_backend(self, request, params, body):
+        return await self._set_enabled(params["name"], True)
+
+    async def get_strategy(self, request, params, body):
+        return 200, {"strategy": self.target.strategy_name(), "available": self.target.strategy_names()}
+
+    async def put_strategy(self, request, params, body):
+        name = body.get("strategy") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise AdminError(400, "invalid_request", 'expected {"strategy": "<name>"}')
+        try:
+            self.target.set_strategy(name.strip())
+        except ConfigError as error:
+            raise AdminError(400, "unknown_strategy", str(error)) from None
+        log.info("admin: placement strategy set to {strategy}", strategy=self.target.strategy_name())
+        return 200, {"strategy": self.target.strategy_name(), "available": self.target.strategy_names()}
+
+    async def reload(self, request, params, body):
+        try:
+            summary = await self.target.reload()
+        except ConfigError as error:
+            raise AdminError(400, "invalid_config", str(error)) from None
+        return 200, {"reloaded": True, "summary": summary}
+
+    async def operation_stats(self, request, params, body):
+        month = parse_month(_query_arg(request, b"month"), self.now)
+        return 200, await self.target.operation_counts(month)
+
+    ROUTES: tuple[tuple[str, tuple[str, ...], Handler], ...] = (
+        ("GET", ("backends",), list_backends),
+        ("GET", ("backends", "{name}"), get_backend),
+        ("POST", ("backends", "{name}", "disable"), disable_backend),
+        ("POST", ("backends", "{name}", "enable"), enable_backend),
+        ("GET", ("strategy",), get_strategy),
+        ("PUT", ("strategy",), put_strategy),
+        ("POST", ("reload",), reload),
+        ("GET", ("stats", "operations"), operation_stats),
+    )
+
+    async def _one_backend(self, name: str) -> dict:
+        for report in await self.target.backends_report():
+            if report["name"] == name:
+                return report
+        raise AdminError(404, "no_such_backend", f"no backend named {name!r}")
+
+    async def _set_enabled(self, name: str, enabled: bool):
+        try:
+            self.target.set_backend_enabled(name, enabled)
+        except UnknownBackend:
+            raise AdminError(404, "no_such_backend", f"no backend named {name!r}") from None
+        log.info(
+            "admin: backend {backend} {action} for new objects",
+            backend=name,
+            action="enabled" if enabled else "disabled",
+        )
+        return 200, await self._one_backend(name)
+
+    def _match(self, method: str, segments: list[str]) -> tuple[Handler, dict]:
+        allowed = []
+        for route_method, pattern, handler in self.ROUTES:
+            if len(pattern) != len(segments):
+                continue
+            params = {}
+            for expected, segment in zip(pattern, segments, strict=True):
+                if expected.startswith("{"):
+                    params[expected.strip("{}")] = segment
+                elif expected != segment:
+                    break
+            else:
+                if route_method == method:
+                    return handler, params
+                allowed.append(route_method)
+        if allowed:
+            raise AdminError(405, "method_not_allowed", f"use {', '.join(sorted(set(allowed)))}")
+        raise AdminError(404, "not_found", "no such admin endpoint")
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    def render(self, request):
+        if not bearer_token_matches(request, self.token):
+            log.warn(
+                "admin: refused a request without a valid token from {client}",
+                client=getattr(request.getClientAddress(), "host", "?"),
+            )
+            request.setHeader(b"www-authenticate", b'Bearer realm="s3balance admin"')
+            return self._error_body(request, AdminError(401, "unauthorized", "a valid bearer token is required"))
+        method = request.method.decode("ascii", "replace").upper()
+        segments = [unquote(segment.decode("utf-8", "replace")) for segment in request.postpath]
+        while segments and segments[-1] == "":
+            segments.pop()
+        try:
+            handler, params = self._match(method, segments)
+            body = self._json_body(request) if method in ("PUT", "POST") else {}
+        except AdminError as error:
+            return self._error_body(request, error)
+        gone = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        d = ensureDeferred(handler(self, request, params, body))
+
+        def answer(result):
+            status, document = result
+            if not gone:
+                request.write(self._body(request, status, document))
+                request.finish()
+
+        def failed(failure):
+            if failure.check(AdminError):
+                error = failure.value
+            else:
+                log.failure("admin: {method} {path} failed", failure, method=method, path="/".join(segments))
+                error = AdminError(500, "internal_error", "the request failed; see the daemon's log")
+            if not gone:
+                request.write(self._error_body(request, error))
+                request.finish()
+
+        d.addCallbacks(answer, failed)
+        return NOT_DONE_YET
+
+    def _json_body(self, request):
+        content = request.content
+        raw = b""
+        if content is not None:
+            content.seek(0)
+            raw = content.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise AdminError(413, "too_large", "the request body is too large")
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise AdminError(400, "invalid_json", "the request body is not JSON") from None
+
+    def _body(self, request, status: int, document) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        body = json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
+        request.setHeader(b"content-length", str(len(body)).encode())
+        return body
+
+    def _error_body(self, request, error: AdminError) -> bytes:
+        return self._body(request, error.status, {"error": error.code, "message": error.message})
+
+
+def _query_arg(request, name: bytes) -> Optional[str]:
+    values = (request.args or {}).get(name)
+    return values[0].decode("utf-8", "replace") if values else None

@@ -1,0 +1,159 @@
+"""
+L{IAdminTarget} for the running L{s3balance.service.GatewayService}.
+
+It works on the service's own objects: C{service.pool} (backends, health,
+usage, and the runtime C{disabled} set the pool consults when placing),
+C{service.gateway.strategy} / C{.config} (replaced as a whole, so in-flight
+requests finish on what they started with) and C{service.store}.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from zope.interface import implementer
+
+from s3balance.admin.api import IAdminTarget, UnknownBackend
+from s3balance.config import ConfigError
+
+__all__ = ["ServiceAdminTarget", "public_endpoint"]
+
+
+def public_endpoint(url: str) -> str:
+    """The endpoint URL without any user:password part."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@implementer(IAdminTarget)
+class ServiceAdminTarget:
+    """
+    @param reloader: a L{s3balance.reload.Reloader}, or None when the service
+        was not started from a file (reload is then refused).
+    """
+
+    def __init__(self, service, reloader=None, now: Callable[[], datetime.datetime] = _utcnow) -> None:
+        self.service = service
+        self.reloader = reloader
+        self.now = now
+        pool = service.pool
+        if not isinstance(getattr(pool, "disabled", None), set):
+            pool.disabled = set()
+
+    @property
+    def disabled(self) -> set[str]:
+        """Backends disabled at runtime; lives on the pool so it survives reloads."""
+        disabled: set[str] = self.service.pool.disabled
+        return disabled
+
+    def _month(self) -> str:
+        return self.now().astimezone(datetime.UTC).strftime("%Y-%m")
+
+    # -- backends -------------------------------------------------------------
+
+    def backends_report(self) -> Deferred:
+        return ensureDeferred(self._backends_report())
+
+    async def _backends_report(self) -> list[dict]:
+        month = self._month()
+        counts = {row.backend: row for row in await self.service.store.operation_counts(month)}
+        pool = self.service.pool
+        reports = []
+        for name in pool.names():
+            backend = pool.get(name)
+            if backend is None:
+                continue
+            config = backend.config
+            used, objects = pool.usage(name)
+            reserved = pool.reserved(name)
+            health = pool.health(name).as_dict()
+            row = counts.get(name)
+            reports.append(
+                {
+                    "name": name,
+                    "endpoint": public_endpoint(config.endpoint_url),
+                    "region": config.region,
+                    "path_style": config.path_style,
+                    "enabled": config.enabled and name not in self.disabled,
+                    "enabled_in_config": config.enabled,
+                    "disabled_at_runtime": name in self.disabled,
+                    "up": health["up"],
+                    "health": health,
+                    "used_bytes": used,
+                    "objects": objects,
+                    "max_size": config.max_size,
+                    "free_bytes": None if config.max_size is None else config.max_size - used - reserved,
+                    "reserved_bytes": reserved,
+                    "weight": config.weight,
+                    "operation_limits": {
+                        "type_a": config.operation_limits.type_a,
+                        "type_b": config.operation_limits.type_b,
+                    },
+                    "operations": {
+                        "month": month,
+                        "type_a": row.type_a if row else 0,
+                        "type_b": row.type_b if row else 0,
+                    },
+                }
+            )
+        return reports
+
+    def set_backend_enabled(self, name: str, enabled: bool) -> None:
+        if self.service.pool.get(name) is None:
+            raise UnknownBackend(name)
+        if enabled:
+            self.disabled.discard(name)
+        else:
+            self.disabled.add(name)
+
+    # -- strategy -------------------------------------------------------------
+
+    def strategy_name(self) -> str:
+        name: str = self.service.gateway.strategy.name
+        return name
+
+    def strategy_names(self) -> list[str]:
+        from s3balance.placement.registry import available_strategies
+
+        return list(available_strategies())
+
+    def set_strategy(self, name: str) -> None:
+        from s3balance.placement.registry import make_strategy
+
+        strategy = make_strategy(name)  # raises UnknownStrategy naming the installed ones
+        gateway = self.service.gateway
+        if gateway.strategy.name != strategy.name:
+            gateway.strategy = strategy
+
+    # -- reload and statistics ------------------------------------------------
+
+    def reload(self) -> Deferred:
+        if self.reloader is None:
+            return fail(ConfigError("reload: the service was not started from a configuration file"))
+        d: Deferred = self.reloader.reload()
+        return d
+
+    def operation_counts(self, month: Optional[str]) -> Deferred:
+        return ensureDeferred(self._operation_counts(month or self._month()))
+
+    async def _operation_counts(self, month: str) -> dict:
+        rows = await self.service.store.operation_counts(month)
+        backends: dict[str, dict] = {}
+        for name in self.service.pool.names():
+            limits = self.service.pool.get(name).config.operation_limits
+            backends[name] = {"type_a": 0, "type_b": 0, "type_a_limit": limits.type_a, "type_b_limit": limits.type_b}
+        for row in rows:
+            entry = backends.setdefault(row.backend, {"type_a": 0, "type_b": 0})
+            entry["type_a"] = row.type_a
+            entry["type_b"] = row.type_b
+        return {"month": month, "backends": dict(sorted(backends.items()))}

@@ -1,0 +1,350 @@
+"""
+Prometheus metrics of the daemon and the resource that serves them.
+
+Everything is registered on a private L{CollectorRegistry} (never the
+process-global one), so two services in one process (tests) do not collide
+and a scrape shows only s3balance's own series.
+
+Two kinds of series:
+
+  - events the request path reports (L{Metrics.request_started} /
+    L{Metrics.request_finished}, L{Metrics.backend_request},
+    L{Metrics.placement}, L{Metrics.db_query}): counters and histograms;
+  - state read at scrape time from the backend pool and the gateway
+    (L{PoolCollector}): up, usage, capacity, reservations, enabled, strategy.
+
+Label values never come from the client: an operation is one of the fixed
+L{OPERATIONS} (anything else is C{"Other"}), a status is a three-digit HTTP
+code, a backend is a configured real bucket name, a method is an HTTP verb we
+send.  So the number of series stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Optional, Union
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+from s3balance.s3.routing import ROUTES
+
+__all__ = ["OPERATIONS", "Metrics", "MetricsResource", "PoolCollector", "bearer_token_matches"]
+
+log = Logger()
+
+OPERATIONS = frozenset(ROUTES.values()) | {"ListObjectsV2", "CopyObject", "UploadPartCopy", "Other"}
+
+BACKEND_METHODS = frozenset({"GET", "PUT", "POST", "HEAD", "DELETE"})
+
+# S3 requests range from a HEAD in a millisecond to a multi-GB PUT.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
+DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+Token = Union[str, Callable[[], str]]
+
+
+def operation_label(operation: Optional[str]) -> str:
+    return operation if operation in OPERATIONS else "Other"
+
+
+def status_label(status: object) -> str:
+    try:
+        code = int(status)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return "0"
+    return str(code) if 100 <= code <= 599 else "0"
+
+
+def method_label(method: object) -> str:
+    text = method.decode("ascii", "replace") if isinstance(method, bytes) else str(method)
+    text = text.upper()
+    return text if text in BACKEND_METHODS else "OTHER"
+
+
+class RequestToken:
+    """What L{Metrics.request_started} hands out; finishing it twice counts once."""
+
+    __slots__ = ("operation", "started", "finished")
+
+    def __init__(self, operation: str, started: float) -> None:
+        self.operation = operation
+        self.started = started
+        self.finished = False
+
+
+class PoolCollector:
+    """
+    Live backend state, read at scrape time from a L{BackendPool}.
+
+    @param strategy_name: returns the active strategy's name (it changes on reload).
+    """
+
+    def __init__(self, pool, strategy_name: Callable[[], str]) -> None:
+        self.pool = pool
+        self.strategy_name = strategy_name
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        pool = self.pool
+        up = GaugeMetricFamily("s3balance_backend_up", "1 when the backend passes its health checks.", labels=["backend"])
+        used = GaugeMetricFamily(
+            "s3balance_backend_used_bytes", "Bytes of objects stored on the backend.", labels=["backend"]
+        )
+        capacity = GaugeMetricFamily(
+            "s3balance_backend_capacity_bytes",
+            "Configured max_size of the backend (absent when unlimited).",
+            labels=["backend"],
+        )
+        objects = GaugeMetricFamily(
+            "s3balance_backend_objects", "Objects stored on the backend.", labels=["backend"]
+        )
+        reserved = GaugeMetricFamily(
+            "s3balance_backend_reserved_bytes", "Bytes reserved by uploads in flight.", labels=["backend"]
+        )
+        enabled = GaugeMetricFamily(
+            "s3balance_backend_enabled",
+            "1 when the backend may receive new objects (config and runtime override).",
+            labels=["backend"],
+        )
+        disabled = getattr(pool, "disabled", ())
+        for name in pool.names():
+            backend = pool.get(name)
+            if backend is None:
+                continue
+            config = backend.config
+            used_bytes, object_count = pool.usage(name)
+            up.add_metric([name], 1.0 if pool.health(name).up else 0.0)
+            used.add_metric([name], float(used_bytes))
+            if config.max_size is not None:
+                capacity.add_metric([name], float(config.max_size))
+            objects.add_metric([name], float(object_count))
+            reserved.add_metric([name], float(pool.reserved(name)))
+            enabled.add_metric([name], 1.0 if config.enabled and name not in disabled else 0.0)
+        strategy = InfoMetricFamily("s3balance_strategy", "The active placement strategy.", labels=["strategy"])
+        strategy.add_metric([self.strategy_name()], {})
+        return [up, used, capacity, objects, reserved, enabled, strategy]
+
+
+class Metrics:
+    """
+    The daemon's metrics on their own registry.
+
+    @param clock: a monotonic clock for durations (tests pass a fake).
+    """
+
+    def __init__(self, registry: Optional[CollectorRegistry] = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.clock = clock
+        r = self.registry
+        self.requests = Counter(
+            "s3balance_requests_total", "S3 requests answered.", ["operation", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "s3balance_request_duration_seconds",
+            "Time from the request headers to the end of the answer.",
+            ["operation"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.received_bytes = Counter(
+            "s3balance_received_bytes", "Request body bytes received from clients.", ["operation"], registry=r
+        )
+        self.sent_bytes = Counter(
+            "s3balance_sent_bytes", "Response body bytes sent to clients.", ["operation"], registry=r
+        )
+        self.in_flight = Gauge("s3balance_requests_in_flight", "S3 requests being served.", registry=r)
+        self.backend_duration = Histogram(
+            "s3balance_backend_request_duration_seconds",
+            "Requests s3balance sent to backends, until the response headers.",
+            ["backend", "method"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "s3balance_backend_errors", "Backend requests that failed or got a 5xx.", ["backend"], registry=r
+        )
+        self.placements = Counter(
+            "s3balance_placements", "New objects placed, by strategy and backend.", ["strategy", "backend"], registry=r
+        )
+        self.db_duration = Histogram(
+            "s3balance_db_query_duration_seconds", "Metadata database statements.", buckets=DB_BUCKETS, registry=r
+        )
+        self._pool_collector: Optional[PoolCollector] = None
+
+    # -- live state -------------------------------------------------------------
+
+    def watch_pool(self, pool, strategy_name: Callable[[], str]) -> None:
+        """Report C{pool}'s backends and the strategy named by C{strategy_name()} at each scrape."""
+        if self._pool_collector is not None:
+            self.registry.unregister(self._pool_collector)
+        self._pool_collector = PoolCollector(pool, strategy_name)
+        self.registry.register(self._pool_collector)
+
+    # -- client requests ----------------------------------------------------------
+
+    def request_started(self, operation: Optional[str]) -> RequestToken:
+        self.in_flight.inc()
+        return RequestToken(operation_label(operation), self.clock())
+
+    def request_finished(
+        self, token: RequestToken, operation: Optional[str], status: object, bytes_in: int, bytes_out: int
+    ) -> None:
+        if token.finished:
+            return
+        token.finished = True
+        self.in_flight.dec()
+        label = operation_label(operation) if operation is not None else token.operation
+        self.requests.labels(label, status_label(status)).inc()
+        self.request_duration.labels(label).observe(max(0.0, self.clock() - token.started))
+        if bytes_in > 0:
+            self.received_bytes.labels(label).inc(bytes_in)
+        if bytes_out > 0:
+            self.sent_bytes.labels(label).inc(bytes_out)
+
+    def track_request(self, request, operation: Optional[str]) -> None:
+        """
+        Count a twisted.web request from now until it finishes (or its client
+        leaves).  Calling it again for the same request only updates the
+        operation, so it can be called as early as the operation is known and
+        again, as a fallback, when the request is handled.
+        """
+        token = getattr(request, "_s3balance_metrics", None)
+        if token is not None:
+            if operation is not None and token.operation == "Other":
+                token.operation = operation_label(operation)
+            return
+        token = self.request_started(operation)
+        request._s3balance_metrics = token
+
+        def finished(_):
+            self.request_finished(
+                token, None, request.code, _content_length(request), getattr(request, "sentLength", 0)
+            )
+
+        request.notifyFinish().addBoth(finished)
+
+    # -- backends -------------------------------------------------------------
+
+    def backend_request(self, backend: str, method: str, outcome: str, seconds: float) -> None:
+        self.backend_duration.labels(backend, method_label(method)).observe(max(0.0, seconds))
+        if outcome != "ok":
+            self.backend_errors.labels(backend).inc()
+
+    def observe_backend(self, backend, method: str, result, elapsed: float) -> None:
+        """A L{Backend.observers} callback: a Failure or a 5xx answer is an error."""
+        failed = hasattr(result, "check") or getattr(result, "code", 200) >= 500
+        self.backend_request(backend.name, method, "error" if failed else "ok", elapsed)
+
+    def watch_backend(self, backend) -> None:
+        """Observe C{backend}'s requests (once, however often it is called)."""
+        if self.observe_backend not in backend.observers:
+            backend.observers.append(self.observe_backend)
+
+    def forget_backend(self, name: str) -> None:
+        """Drop the series of a backend removed by a reload."""
+        for metric, position in ((self.backend_duration, 0), (self.backend_errors, 0), (self.placements, 1)):
+            for labels in _label_sets(metric):
+                if labels[position] == name:
+                    metric.remove(*labels)
+
+    def placement(self, strategy: str, backend: str) -> None:
+        self.placements.labels(strategy, backend).inc()
+
+    # -- database -------------------------------------------------------------
+
+    def db_query(self, seconds: float) -> None:
+        self.db_duration.observe(max(0.0, seconds))
+
+    def watch_engine(self, engine) -> None:
+        """Time every statement run on a SQLAlchemy C{engine} (runs on the store's threads)."""
+        from sqlalchemy import event
+
+        clock = self.clock
+
+        def before(conn, cursor, statement, parameters, context, executemany):
+            conn.info.setdefault("s3balance_started", []).append(clock())
+
+        def after(conn, cursor, statement, parameters, context, executemany):
+            started = conn.info.get("s3balance_started")
+            if started:
+                self.db_query(clock() - started.pop())
+
+        event.listen(engine, "before_cursor_execute", before)
+        event.listen(engine, "after_cursor_execute", after)
+
+    # -- exposition -------------------------------------------------------------
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _label_sets(metric) -> list[tuple[str, ...]]:
+    # prometheus-client keeps its children by label tuple; there is no public accessor.
+    with metric._lock:
+        return list(metric._metrics)
+
+
+def _content_length(request) -> int:
+    values = request.requestHeaders.getRawHeaders(b"content-length")
+    try:
+        return max(0, int(values[0])) if values else 0
+    except ValueError:
+        return 0
+
+
+def bearer_token_matches(request, token: Token) -> bool:
+    """True when C{request} carries C{Authorization: Bearer <token>}; an empty token never matches."""
+    expected = token() if callable(token) else token
+    if not expected:
+        return False
+    header = request.getHeader(b"authorization") or b""
+    scheme, _, given = header.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(given.strip(), expected.encode("utf-8"))
+
+
+class MetricsResource(Resource):
+    """
+    C{GET <metrics.path>}: the Prometheus text format.
+
+    @param token: a string or a callable returning one (so a reload can change
+        it); when empty, the metrics are open to anyone who reaches the port.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics, token: Token = "") -> None:
+        super().__init__()
+        self.metrics = metrics
+        self.token = token
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"cache-control", b"no-store")
+        token = self.token() if callable(self.token) else self.token
+        if token and not bearer_token_matches(request, token):
+            request.setResponseCode(401)
+            request.setHeader(b"www-authenticate", b'Bearer realm="s3balance metrics"')
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"error": "unauthorized", "message": "a valid bearer token is required"}).encode()
+        body = self.metrics.render()
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return body
+
+    def render_HEAD(self, request) -> bytes:
+        return self.render_GET(request)

@@ -1,0 +1,64 @@
+"""
+Request bodies: how long the object data of a request is, and small bodies
+(XML documents) read whole, decoded and verified like object data.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from s3balance.auth.checksums import PayloadVerifier
+from s3balance.auth.chunked import AwsChunkedDecoder
+from s3balance.errors import S3Error
+
+STREAMING_MODES = frozenset(
+    {"STREAMING_SIGNED", "STREAMING_SIGNED_TRAILER", "STREAMING_UNSIGNED_TRAILER"}
+)
+
+
+def trailer_names(call) -> list[str]:
+    return [t.strip().lower() for t in (call.header("x-amz-trailer") or "").split(",") if t.strip()]
+
+
+def decoded_length(call, length: Optional[int]) -> tuple[Optional[int], bool]:
+    """
+    The length of the object bytes, and whether the body is aws-chunked.
+    """
+    mode = getattr(call.auth, "payload_mode", None)
+    encoding = (call.header("content-encoding") or "").lower()
+    chunked = mode in STREAMING_MODES or "aws-chunked" in encoding
+    if chunked:
+        declared = call.header("x-amz-decoded-content-length")
+        if declared is None:
+            raise S3Error("MissingContentLength", "x-amz-decoded-content-length is required with aws-chunked bodies.")
+        try:
+            size = int(declared)
+        except ValueError:
+            raise S3Error("InvalidArgument", "x-amz-decoded-content-length is not a number.") from None
+        if size < 0:
+            raise S3Error("InvalidArgument", "x-amz-decoded-content-length is negative.")
+        return size, True
+    return length, False
+
+
+
+def small_body(request, call) -> bytes:
+    """
+    The whole (small, already buffered) body of a request, aws-chunked
+    framing removed, every digest and checksum the client sent verified.
+    """
+    raw = request.content.getvalue() if request.content is not None else b""
+    length, chunked = decoded_length(call, len(raw))
+    trailers: dict[str, str] = {}
+    if chunked:
+        decoder = AwsChunkedDecoder(call.auth, trailer_names(call))
+        data = decoder.feed(raw)
+        trailers = decoder.finish()
+        if len(data) != length:
+            raise S3Error("IncompleteBody")
+    else:
+        data = raw
+    verifier = PayloadVerifier(call.headers, call.auth)
+    verifier.update(data)
+    verifier.finish(trailers)
+    return data

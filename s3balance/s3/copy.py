@@ -1,0 +1,232 @@
+"""
+CopyObject and UploadPartCopy.
+
+When the source's bytes already live on the backend the copy goes to, the
+backend copies them itself (no object byte passes through the daemon);
+otherwise they are streamed from one backend to the other through a pipe
+with backpressure both ways.  A CopyObject prefers the source's backend when
+it is usable and has room, so most copies are server-side.
+
+The destination is written like a PutObject: intent, fresh real key, commit
+in one transaction that queues the replaced version's copy for deletion.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Optional
+from urllib.parse import unquote
+
+from twisted.logger import Logger
+
+from s3balance.backends.backend import BackendError
+from s3balance.backends.streaming import PipeProducer, relay_body
+from s3balance.errors import S3Error
+from s3balance.placement.interfaces import PlacementContext
+from s3balance.s3.conditional import check_preconditions
+from s3balance.s3.upload import (
+    INTENT_LEASE,
+    MAX_SINGLE_PUT,
+    backend_error_to_s3,
+    backend_headers,
+    object_headers,
+    part_number,
+)
+from s3balance.s3.xmldoc import document, iso8601
+from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError
+
+log = Logger()
+
+_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+
+
+def parse_copy_source(value: Optional[str]) -> tuple[str, str]:
+    """C{x-amz-copy-source}: C{[/]bucket/key[?versionId=null]}, URL-encoded."""
+    if not value:
+        raise S3Error("InvalidArgument", "x-amz-copy-source is empty.", ArgumentName="x-amz-copy-source")
+    path, _, query = value.partition("?")
+    if query and query not in ("versionId=null",):
+        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
+    path = unquote(path).lstrip("/")
+    bucket, slash, key = path.partition("/")
+    if not bucket or not slash or not key:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+                      ArgumentName="x-amz-copy-source")
+    return bucket, key
+
+
+async def _source(gateway, call) -> ObjectRecord:
+    bucket, key = parse_copy_source(call.header("x-amz-copy-source"))
+    if not gateway.may_see_bucket(call.credential, bucket):
+        raise S3Error("AccessDenied")
+    await gateway.require_bucket(bucket)
+    record = await gateway.store.get_object(bucket, key)
+    if record is None:
+        raise S3Error("NoSuchKey", Key=key)
+    check_preconditions(call.headers, record.etag, record.last_modified, prefix="x-amz-copy-source-")
+    return record
+
+
+def _readable_location(gateway, record: ObjectRecord) -> Location:
+    for location in record.locations:
+        if gateway.pool.is_up(location.backend):
+            return location
+    raise S3Error("ServiceUnavailable", "The backend holding the source object is unavailable; try again later.")
+
+
+async def stream_between(gateway, location: Location, byte_range, length: int, send) -> object:
+    """
+    Stream C{length} bytes of C{location} (optionally a range) into the
+    request that C{send(pipe)} starts on another backend.  -> its result.
+    """
+    source = gateway.pool.get(location.backend)
+    response = await source.get_object(location.real_key, byte_range)
+    pipe = PipeProducer(length)
+    sending = send(pipe)
+
+    def register(producer) -> None:
+        pipe.upstream = producer
+
+    received, stop = relay_body(response, pipe.write, register, length)
+    try:
+        await received
+    except Exception as error:
+        pipe.abort(error)
+        stop()
+        sending.cancel()
+        try:
+            await sending
+        except Exception:
+            pass
+        raise S3Error("ServiceUnavailable", "Reading the source object failed; nothing was stored.") from None
+    pipe.finish()
+    return await sending
+
+
+async def copy_object(gateway, request, call) -> None:
+    await gateway.require_bucket(call.bucket)
+    source = await _source(gateway, call)
+    directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive")
+    if directive == "COPY":
+        if (source.bucket, source.key) == (call.bucket, call.key):
+            raise S3Error(
+                "InvalidRequest",
+                "This copy request is illegal because it is trying to copy an object to itself without "
+                "changing the object's metadata, storage class, website redirect location or encryption attributes.",
+            )
+        content_type, headers = source.content_type, dict(source.headers)
+    else:
+        content_type, headers = object_headers(call)
+    if source.size > MAX_SINGLE_PUT:
+        raise S3Error("NotImplemented", "Copying objects larger than 5 GiB is not implemented by s3balance.")
+    location = _readable_location(gateway, source)
+    pool = gateway.pool
+    if location.backend in {view.name for view in pool.candidates(source.size)}:
+        reservation = pool.reserve(location.backend, source.size)
+    else:
+        reservation = pool.place(gateway.strategy, PlacementContext(call.bucket, call.key, source.size))
+        if reservation is None:
+            raise S3Error("ServiceUnavailable", "No storage backend can take the copy; try again later.")
+    store = gateway.store
+    try:
+        target = pool.get(reservation.backend)
+        real_key = gateway.new_real_key(call.bucket)
+        intent = await store.begin_write(target.name, real_key, INTENT_LEASE)
+        outgoing = backend_headers(call.bucket, call.key, content_type, headers)
+        try:
+            if target.name == location.backend:
+                etag = await target.copy_object(real_key, location.real_key, outgoing)
+            else:
+                result = await stream_between(
+                    gateway, location, None, source.size, lambda pipe: target.put_object(real_key, pipe, outgoing)
+                )
+                etag = result.etag
+            record = ObjectRecord(
+                bucket=call.bucket,
+                key=call.key,
+                size=source.size,
+                etag=etag,
+                last_modified=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+                content_type=content_type,
+                headers=headers,
+                checksums=dict(source.checksums),
+                locations=(Location(target.name, real_key),),
+            )
+            await store.commit_object(
+                intent.id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
+            )
+        except Exception as error:
+            await store.abandon_write(intent.id, True)
+            gateway.kick_deleter()
+            if isinstance(error, BackendError):
+                log.warn("copy to {backend} failed: {error}", backend=target.name, error=str(error))
+                raise backend_error_to_s3(error) from None
+            if isinstance(error, PreconditionFailedError):
+                raise S3Error("PreconditionFailed") from None
+            raise
+    finally:
+        reservation.release()
+    pool.add_usage(target.name, source.size, 1)
+    gateway.kick_deleter()
+    body = document("CopyObjectResult", [("LastModified", iso8601(record.last_modified)), ("ETag", etag)])
+    gateway.answer_xml(request, body)
+
+
+def _copy_range(call, size: int) -> Optional[tuple[int, int]]:
+    raw = call.header("x-amz-copy-source-range")
+    if raw is None:
+        return None
+    match = _RANGE.match(raw.strip())
+    if match is None:
+        raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last.",
+                      ArgumentName="x-amz-copy-source-range")
+    first, last = int(match.group(1)), int(match.group(2))
+    if first > last or last >= size:
+        raise S3Error("InvalidRange", ActualObjectSize=str(size), RangeRequested=raw)
+    return first, last
+
+
+async def upload_part_copy(gateway, request, call) -> None:
+    number = part_number(call)
+    upload_id = call.query.get("uploadId", "")
+    await gateway.require_bucket(call.bucket)
+    upload = await gateway.store.get_multipart(upload_id)
+    if upload is None or upload.bucket != call.bucket or upload.key != call.key:
+        raise S3Error("NoSuchUpload", UploadId=upload_id)
+    source = await _source(gateway, call)
+    byte_range = _copy_range(call, source.size)
+    length = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
+    if length > MAX_SINGLE_PUT:
+        raise S3Error("EntityTooLarge")
+    location = _readable_location(gateway, source)
+    target = gateway.pool.get(upload.backend)
+    if target is None or not gateway.pool.is_up(upload.backend):
+        raise S3Error("ServiceUnavailable", "The backend holding this upload is unavailable; try again later.")
+    try:
+        if target.name == location.backend:
+            etag = await target.upload_part_copy(
+                upload.real_key, upload.backend_upload_id, number, location.real_key, byte_range
+            )
+        else:
+            result = await stream_between(
+                gateway,
+                location,
+                byte_range,
+                length,
+                lambda pipe: target.upload_part(upload.real_key, upload.backend_upload_id, number, pipe),
+            )
+            etag = result.etag
+    except BackendError as error:
+        log.warn("UploadPartCopy to {backend} failed: {error}", backend=target.name, error=str(error))
+        raise backend_error_to_s3(error) from None
+    now = datetime.datetime.now(datetime.UTC)
+    gateway.answer_xml(request, document("CopyPartResult", [("LastModified", iso8601(now)), ("ETag", etag)]))
+
+
+HANDLERS = {
+    "CopyObject": copy_object,
+    "UploadPartCopy": upload_part_copy,
+}
