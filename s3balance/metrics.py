@@ -27,14 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Optional, Union
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -233,7 +227,7 @@ class Metrics:
 
         def finished(_):
             self.request_finished(
-                token, None, request.code, _content_length(request), getattr(request, "sentLength", 0)
+                token, None, _status(request), _content_length(request), getattr(request, "sentLength", 0)
             )
 
         request.notifyFinish().addBoth(finished)
@@ -289,14 +283,21 @@ class Metrics:
 
     # -- exposition -------------------------------------------------------------
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition for an C{Accept} header: (body, content type)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
 
 def _label_sets(metric) -> list[tuple[str, ...]]:
     # prometheus-client keeps its children by label tuple; there is no public accessor.
     with metric._lock:
         return list(metric._metrics)
+
+
+def _status(request) -> object:
+    # twisted.web.server.Request has .code; its test double has .responseCode.
+    return getattr(request, "code", None) or getattr(request, "responseCode", None) or 200
 
 
 def _content_length(request) -> int:
@@ -342,8 +343,9 @@ class MetricsResource(Resource):
             request.setHeader(b"www-authenticate", b'Bearer realm="s3balance metrics"')
             request.setHeader(b"content-type", b"application/json")
             return json.dumps({"error": "unauthorized", "message": "a valid bearer token is required"}).encode()
-        body = self.metrics.render()
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        body, content_type = self.metrics.render(accept)
+        request.setHeader(b"content-type", content_type.encode("latin-1"))
         return body
 
     def render_HEAD(self, request) -> bytes:

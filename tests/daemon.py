@@ -253,11 +253,14 @@ def sign(method: str, url: str, headers: Optional[dict] = None, payload: str = "
     import botocore.awsrequest
     import botocore.credentials
 
+    class Signer(botocore.auth.S3SigV4Auth):
+        def payload(self, request):
+            return payload
+
     headers = dict(headers or {})
-    headers["x-amz-content-sha256"] = payload
     request = botocore.awsrequest.AWSRequest(method=method, url=url, headers=headers)
     credentials = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
-    botocore.auth.S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+    Signer(credentials, "s3", "us-east-1").add_auth(request)
     return dict(request.headers.items())
 
 

@@ -185,9 +185,15 @@ class Gateway:
     # -- step 3.. : run the operation ------------------------------------------
 
     def start_upload(self, request, call: S3Call, length: Optional[int]):
-        from s3balance.s3.upload import PartUpload, PutObjectUpload
+        from s3balance.s3.bodies import decoded_length
+        from s3balance.s3.upload import PartUpload, PutObjectUpload, UnknownLengthUpload
 
-        kind = PartUpload if call.operation == "UploadPart" else PutObjectUpload
+        if call.operation == "UploadPart":
+            kind = PartUpload
+        elif decoded_length(call, length)[0] is None:
+            kind = UnknownLengthUpload
+        else:
+            kind = PutObjectUpload
         upload = kind(self, request, call, length)
         upload.start()
         return upload

@@ -91,19 +91,21 @@ class StreamedBody:
     coroutine that delivers it (L{_run}, one per operation).
     """
 
+    unknown_length = False
+
     def __init__(self, gateway, request, call, length: Optional[int]) -> None:
         self.gateway = gateway
         self.request = request
         self.call = call
         self.size, chunked = decoded_length(call, length)
-        if self.size is None:
+        if self.size is None and not self.unknown_length:
             raise S3Error("MissingContentLength")
-        if self.size > MAX_SINGLE_PUT:
+        if self.size is not None and self.size > MAX_SINGLE_PUT:
             raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_SINGLE_PUT), ProposedSize=str(self.size))
         self.content_type, self.headers = object_headers(call)
         self.decoder = AwsChunkedDecoder(call.auth, trailer_names(call)) if chunked else None
         self.verifier = PayloadVerifier(call.headers, call.auth)
-        self.pipe = PipeProducer(self.size, upstream=request.channel.transport)
+        self.pipe = PipeProducer(self.size or 0, upstream=request.channel.transport)
         self._held = b""
         self._received = 0
         self._failed: Optional[S3Error] = None
@@ -353,6 +355,170 @@ class PartUpload(StreamedBody):
                 log.failure("part upload {id} failed", id=request.request_id)
                 error = S3Error("InternalError")
             await self._answer_failure(error)
+
+
+class UnknownLengthUpload(PutObjectUpload):
+    """
+    PutObject with a chunked body and no declared length.
+
+    Backends need a Content-Length, so the body is cut into parts of
+    L{PART_SIZE} held in memory (at most two at a time: one being sent, one
+    filling; the client is paused beyond that).  A body that ends within the
+    first part is stored with one PUT; a longer one becomes a multipart
+    upload on the placed backend, created when the first part is full and
+    completed only after the whole body was verified (aborted otherwise).
+    """
+
+    unknown_length = True
+    PART_SIZE = 5 * 1024 * 1024
+    MAX_PARTS = 10000
+
+    def __init__(self, gateway, request, call, length: Optional[int]) -> None:
+        super().__init__(gateway, request, call, length)
+        self._buffer = bytearray()
+        self._parts: list[tuple[int, str]] = []
+        self._queued = 0
+        self._sending: Deferred = Deferred()
+        self._sending.callback(None)
+        self._paused = False
+        self._placed = None  # (backend, real_key, headers) once placed
+        self._upload_id: Optional[str] = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._failed is not None:
+            return
+        self._received += len(data)
+        try:
+            self.verifier.update(data)
+        except S3Error as error:
+            self._fail(error)
+            return
+        self._buffer += data
+        self._queue_full_parts()
+        if len(self._buffer) + self._queued >= 2 * self.PART_SIZE and not self._paused:
+            self._paused = True
+            self.request.channel.transport.pauseProducing()
+
+    def _queue_full_parts(self) -> None:
+        while self._placed is not None and len(self._buffer) >= self.PART_SIZE:
+            self._queue_part(bytes(self._buffer[: self.PART_SIZE]))
+            del self._buffer[: self.PART_SIZE]
+
+    def _queue_part(self, data: bytes) -> None:
+        """Send one part after those already queued; the first creates the multipart upload."""
+        backend, real_key, headers = self._placed
+        number = len(self._parts) + 1
+        if number > self.MAX_PARTS:
+            self._fail(S3Error("EntityTooLarge"))
+            return
+        self._parts.append((number, ""))
+        self._queued += len(data)
+
+        def create(_):
+            if self._upload_id is not None:
+                return None
+            return backend.create_multipart(real_key, headers).addCallback(
+                lambda upload_id: setattr(self, "_upload_id", upload_id)
+            )
+
+        def send(_):
+            pipe = PipeProducer(len(data))
+            pipe.write(data)
+            pipe.finish()
+            return backend.upload_part(real_key, self._upload_id, number, pipe)
+
+        def sent(result):
+            self._parts[number - 1] = (number, result.etag)
+            self._queued -= len(data)
+            if self._paused and len(self._buffer) + self._queued < 2 * self.PART_SIZE:
+                self._paused = False
+                self.request.channel.transport.resumeProducing()
+
+        def failed(failure):
+            self._fail(S3Error("ServiceUnavailable", "The storage backend failed; the object was not stored."))
+            return failure
+
+        self._sending.addCallback(create).addCallback(send).addCallbacks(sent, failed)
+
+    async def _run(self) -> None:
+        gateway, call, request = self.gateway, self.call, self.request
+        store = gateway.store
+        reservation = intent = None
+        try:
+            await gateway.require_bucket(call.bucket)
+            reservation = gateway.pool.place(gateway.strategy, PlacementContext(call.bucket, call.key, None))
+            if reservation is None:
+                raise S3Error("ServiceUnavailable", "No storage backend is available; try again later.")
+            backend = gateway.pool.get(reservation.backend)
+            real_key = gateway.new_real_key(call.bucket)
+            intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
+            headers = backend_headers(call.bucket, call.key, self.content_type, self.headers)
+            self._placed = (backend, real_key, headers)
+            self._queue_full_parts()
+            self.pipe.resumeProducing()
+            request.send_continue()
+            if not await request.body_received:
+                raise S3Error("RequestTimeout", "The client closed the connection.")
+            if self._failed is not None:
+                raise self._failed
+            self._checksums = self.verifier.finish({})
+            self.size = self._received
+            if not self._parts:
+                pipe = PipeProducer(len(self._buffer))
+                pipe.write(bytes(self._buffer))
+                pipe.finish()
+                etag = (await backend.put_object(real_key, pipe, headers)).etag
+            else:
+                if self._buffer:
+                    self._queue_part(bytes(self._buffer))
+                    self._buffer = bytearray()
+                await self._sending
+                etag = await backend.complete_multipart(real_key, self._upload_id, self._parts)
+                self._upload_id = None
+            record = ObjectRecord(
+                bucket=call.bucket,
+                key=call.key,
+                size=self.size,
+                etag=etag,
+                last_modified=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+                content_type=self.content_type,
+                headers=self.headers,
+                checksums=self._checksums,
+                locations=(Location(backend.name, real_key),),
+            )
+            try:
+                await store.commit_object(
+                    intent.id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
+                )
+            except PreconditionFailedError:
+                raise S3Error("PreconditionFailed") from None
+            intent = None
+            gateway.pool.add_usage(backend.name, self.size, 1)
+            gateway.kick_deleter()
+            answer = {"ETag": etag}
+            for name, value in self._checksums.items():
+                answer[f"x-amz-checksum-{name}"] = value
+            gateway.answer_empty(request, 200, answer)
+        except Exception as error:
+            self._fail(error if isinstance(error, S3Error) else S3Error("InternalError"))
+            if self._upload_id is not None:
+                backend, real_key, _ = self._placed
+                self._sending.addBoth(lambda _: backend.abort_multipart(real_key, self._upload_id)).addErrback(
+                    lambda f: log.warn("could not abort upload on {backend}", backend=backend.name)
+                )
+            if intent is not None:
+                await store.abandon_write(intent.id, True)
+                gateway.kick_deleter()
+            if isinstance(error, BackendError):
+                log.warn("upload of {bucket}/{key} failed: {error}", bucket=call.bucket, key=call.key, error=str(error))
+                error = backend_error_to_s3(error)
+            elif not isinstance(error, S3Error):
+                log.failure("upload {id} failed", id=request.request_id)
+                error = S3Error("InternalError")
+            await self._answer_failure(error)
+        finally:
+            if reservation is not None:
+                reservation.release()
 
 
 def part_number(call) -> int:
