@@ -28,8 +28,8 @@ from collections.abc import Callable
 from typing import Optional, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import choose_encoder
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
@@ -95,7 +95,9 @@ class PoolCollector:
 
     def collect(self):
         pool = self.pool
-        up = GaugeMetricFamily("s3balance_backend_up", "1 when the backend passes its health checks.", labels=["backend"])
+        up = GaugeMetricFamily(
+            "s3balance_backend_up", "1 when the backend passes its health checks.", labels=["backend"]
+        )
         used = GaugeMetricFamily(
             "s3balance_backend_used_bytes", "Bytes of objects stored on the backend.", labels=["backend"]
         )
@@ -129,7 +131,9 @@ class PoolCollector:
             objects.add_metric([name], float(object_count))
             reserved.add_metric([name], float(pool.reserved(name)))
             enabled.add_metric([name], 1.0 if config.enabled and name not in disabled else 0.0)
-        strategy = InfoMetricFamily("s3balance_strategy", "The active placement strategy.", labels=["strategy"])
+        strategy = InfoMetricFamily(
+            "s3balance_strategy", "The active placement strategy.", labels=["strategy"]
+        )
         strategy.add_metric([self.strategy_name()], {})
         return [up, used, capacity, objects, reserved, enabled, strategy]
 
@@ -141,7 +145,9 @@ class Metrics:
     @param clock: a monotonic clock for durations (tests pass a fake).
     """
 
-    def __init__(self, registry: Optional[CollectorRegistry] = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, registry: Optional[CollectorRegistry] = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         r = self.registry
@@ -173,10 +179,16 @@ class Metrics:
             "s3balance_backend_errors", "Backend requests that failed or got a 5xx.", ["backend"], registry=r
         )
         self.placements = Counter(
-            "s3balance_placements", "New objects placed, by strategy and backend.", ["strategy", "backend"], registry=r
+            "s3balance_placements",
+            "New objects placed, by strategy and backend.",
+            ["strategy", "backend"],
+            registry=r,
         )
         self.db_duration = Histogram(
-            "s3balance_db_query_duration_seconds", "Metadata database statements.", buckets=DB_BUCKETS, registry=r
+            "s3balance_db_query_duration_seconds",
+            "Metadata database statements.",
+            buckets=DB_BUCKETS,
+            registry=r,
         )
         self._pool_collector: Optional[PoolCollector] = None
 
@@ -342,7 +354,9 @@ class MetricsResource(Resource):
             request.setResponseCode(401)
             request.setHeader(b"www-authenticate", b'Bearer realm="s3balance metrics"')
             request.setHeader(b"content-type", b"application/json")
-            return json.dumps({"error": "unauthorized", "message": "a valid bearer token is required"}).encode()
+            return json.dumps(
+                {"error": "unauthorized", "message": "a valid bearer token is required"}
+            ).encode()
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
         body, content_type = self.metrics.render(accept)
         request.setHeader(b"content-type", content_type.encode("latin-1"))

@@ -70,7 +70,9 @@ class Reloader:
         changed = [b for b in new.backends if b.name not in running or running[b.name].config != b]
         built = {
             backend.name: backend
-            for backend in make_backends(attrs.evolve(new, backends=tuple(changed)), service.agent, service.reactor)
+            for backend in make_backends(
+                attrs.evolve(new, backends=tuple(changed)), service.agent, service.reactor
+            )
         }
         backends = [built.get(b.name) or running[b.name] for b in new.backends]
         removed = sorted(set(running) - {b.name for b in new.backends})
@@ -149,7 +151,9 @@ def _apply_balancer(service, old, new) -> None:
             loop.interval = period
 
 
-def _summary(old: Config, new: Config, built: dict, removed: list[str], strategy_changed: bool, warnings: list[str]) -> str:
+def _summary(
+    old: Config, new: Config, built: dict, removed: list[str], strategy_changed: bool, warnings: list[str]
+) -> str:
     running_before = {b.name for b in old.backends}
     parts = []
     if strategy_changed:

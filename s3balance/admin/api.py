@@ -217,7 +217,9 @@ class AdminResource(Resource):
                 client=getattr(request.getClientAddress(), "host", "?"),
             )
             request.setHeader(b"www-authenticate", b'Bearer realm="s3balance admin"')
-            return self._error_body(request, AdminError(401, "unauthorized", "a valid bearer token is required"))
+            return self._error_body(
+                request, AdminError(401, "unauthorized", "a valid bearer token is required")
+            )
         method = request.method.decode("ascii", "replace").upper()
         segments = [unquote(segment.decode("utf-8", "replace")) for segment in request.postpath]
         while segments and segments[-1] == "":

@@ -151,7 +151,12 @@ class ServiceAdminTarget:
         backends: dict[str, dict] = {}
         for name in self.service.pool.names():
             limits = self.service.pool.get(name).config.operation_limits
-            backends[name] = {"type_a": 0, "type_b": 0, "type_a_limit": limits.type_a, "type_b_limit": limits.type_b}
+            backends[name] = {
+                "type_a": 0,
+                "type_b": 0,
+                "type_a_limit": limits.type_a,
+                "type_b_limit": limits.type_b,
+            }
         for row in rows:
             entry = backends.setdefault(row.backend, {"type_a": 0, "type_b": 0})
             entry["type_a"] = row.type_a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 from typing import Optional
+from urllib.parse import quote
 
 from twisted.logger import Logger
 
@@ -106,6 +107,9 @@ async def get_object(gateway, request, call) -> None:
     if location is None:
         raise S3Error("ServiceUnavailable", "The backend holding this object is unavailable; try again later.")
     backend = gateway.pool.get(location.backend)
+    if wants_redirect(gateway, call):
+        redirect(gateway, request, call, backend, location.real_key)
+        return
     try:
         response = await backend.get_object(location.real_key, byte_range)
     except BackendError as error:
@@ -145,6 +149,38 @@ async def get_object(gateway, request, call) -> None:
     if not request.gone:
         request.unregisterProducer()
         request.finish()
+
+
+def wants_redirect(gateway, call) -> bool:
+    """
+    Redirect mode (C{s3api.proxy_mode: false}) sends GETs to the backend.
+    A client that cannot follow redirects asks for the bytes through us with
+    the header C{x-s3balance-proxy: true} or the query C{s3balance-proxy=true}.
+    """
+    if gateway.config.s3api.proxy_mode:
+        return False
+    forced = call.header("x-s3balance-proxy") or call.query.get("s3balance-proxy")
+    return (forced or "").lower() not in ("1", "true", "yes")
+
+
+def redirect(gateway, request, call, backend, real_key: str) -> None:
+    """302 to the backend object: a presigned URL, or the backend's public custom_host."""
+    overrides = sorted((name, value) for name, value in call.query.items() if name in RESPONSE_OVERRIDES)
+    query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in overrides)
+    config = backend.config
+    if config.custom_host:
+        base = config.custom_host.rstrip("/")
+        if "://" not in base:
+            base = "https://" + base
+        path = quote(real_key, safe="/~") if config.remove_bucket else f"{quote(backend.name, safe='')}/{quote(real_key, safe='/~')}"
+        url = f"{base}/{path}" + (f"?{query}" if query else "")
+    else:
+        url = backend.presign_get(real_key, gateway.config.s3api.redirect_expiry, query)
+    request.setResponseCode(302)
+    request.setHeader(b"location", url.encode("ascii"))
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"0")
+    request.finish()
 
 
 async def delete_object(gateway, request, call) -> None:
