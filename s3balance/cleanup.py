@@ -155,3 +155,21 @@ class UsageRefresher(_PeriodicService):
         for name in self.pool.names():
             if name not in seen:
                 self.pool.set_usage(name, 0, 0)
+
+
+class OperationSync(_PeriodicService):
+    """Adds this daemon's operation counts to the store and reads back the month's totals."""
+
+    def __init__(self, counter, period: float = 5.0, clock=None) -> None:
+        super().__init__(period, clock)
+        self.counter = counter
+
+    def run(self):
+        return self.counter.sync()
+
+    def stopService(self):
+        # One last write so a restart does not lose the counts.
+        waiting = super().stopService()
+        if waiting is None:
+            return self.counter.sync()
+        return waiting.addCallback(lambda _: self.counter.sync())

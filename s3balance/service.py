@@ -27,8 +27,9 @@ from twisted.logger import Logger
 
 from s3balance.backends.backend import Backend, make_agent
 from s3balance.backends.health import HealthMonitor
+from s3balance.backends.operations import OperationCounter
 from s3balance.backends.pool import BackendPool
-from s3balance.cleanup import DeletionWorker, UsageRefresher
+from s3balance.cleanup import DeletionWorker, OperationSync, UsageRefresher
 from s3balance.config import Config, ConfigError, load_config
 from s3balance.s3.gateway import Gateway
 from s3balance.s3.request import S3Site
@@ -87,7 +88,10 @@ class GatewayService(MultiService):
         )
         self.gateway.deleter = self.deleter
         self.usage = UsageRefresher(store, self.pool, balancer.update_stats_period, reactor)
-        for child in (self.health, self.deleter, self.usage):
+        self.operations = OperationCounter(store, reactor.seconds)
+        self.pool.set_counter(self.operations)
+        self.operation_sync = OperationSync(self.operations, 5.0, reactor)
+        for child in (self.health, self.deleter, self.usage, self.operation_sync):
             child.setServiceParent(self)
         self.port = None
 

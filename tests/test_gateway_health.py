@@ -94,3 +94,37 @@ class CapacityTests(SynchronousTestCase):
         s3.delete_object(Bucket="vb-main", Key="a")
         s3.put_object(Bucket="vb-main", Key="d", Body=b"d" * (1024 * 1024 + 1))
         self.assertEqual(s3.get_object(Bucket="vb-main", Key="d")["Body"].read(), b"d" * (1024 * 1024 + 1))
+
+
+class OperationLimitTests(SynchronousTestCase):
+    def test_backend_over_its_monthly_limits_stops_taking_those_operations(self) -> None:
+        server = shared_seaweedfs()
+        limited, free = unique_bucket_name("limited"), unique_bucket_name("free")
+        server.create_bucket(limited)
+        server.create_bucket(free)
+        daemon = _daemon(
+            [
+                backend_entry(server, limited, operation_limits={"type_a": 2, "type_b": 2}),
+                backend_entry(server, free),
+            ],
+            "limits",
+        )
+        self.addCleanup(daemon.stop)
+        s3 = daemon.client()
+        for index in range(6):
+            s3.put_object(Bucket="vb-main", Key=f"k{index}", Body=b"z")
+        on_limited = [o["Key"] for o in server.client().list_objects_v2(Bucket=limited).get("Contents", [])]
+        self.assertEqual(len(on_limited), 2, "class A limit not honoured")
+        # HEAD is answered from the store: it costs the backend nothing.
+        for index in range(6):
+            s3.head_object(Bucket="vb-main", Key=f"k{index}")
+        statuses = []
+        for _ in range(2):
+            for index in range(6):
+                try:
+                    s3.get_object(Bucket="vb-main", Key=f"k{index}")["Body"].read()
+                    statuses.append(200)
+                except ClientError as error:
+                    statuses.append(error.response["ResponseMetadata"]["HTTPStatusCode"])
+        # Two GETs reach the limited backend, the next two are refused.
+        self.assertEqual(statuses.count(503), 2, statuses)

@@ -55,6 +55,15 @@ def _find_text(document: bytes, tag: str) -> str | None:
     return None
 
 
+def operation_class(method: str) -> Optional[str]:
+    """The billing class of a request: A for writes and listings, B for reads, None when free."""
+    if method in ("PUT", "POST"):
+        return "A"
+    if method in ("GET", "HEAD"):
+        return "B"
+    return None
+
+
 class BackendError(Exception):
     """
     A backend answered with an error or could not be reached.
@@ -122,6 +131,8 @@ class Backend:
         # Passive health: callers report outcomes here; backends/health.py reads it.
         self.last_error: Optional[str] = None
         self.observers: list = []
+        # Monthly operation counting (backends/operations.py), set by the pool.
+        self.counter = None
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} {self.config.endpoint_url}>"
@@ -136,7 +147,10 @@ class Backend:
         headers: Optional[Mapping[str, str]] = None,
         body: Optional[IBodyProducer] = None,
         length: Optional[int] = None,
+        counted: bool = True,
     ) -> Deferred[IResponse]:
+        if counted and self.counter is not None:
+            self.counter.record(self.name, operation_class(method))
         url = self.signer.url(real_key, query)
         to_sign = dict(headers or {})
         if length is not None:
@@ -175,6 +189,7 @@ class Backend:
         headers: Optional[Mapping[str, str]] = None,
         data: Optional[bytes] = None,
         ok: Sequence[int] = (200,),
+        counted: bool = True,
     ):
         """A request with a small or empty body whose whole response we read."""
         body = None
@@ -184,7 +199,7 @@ class Backend:
             body.finish()
         try:
             response = yield self._request(
-                method, real_key, query, headers, body, len(data) if data is not None else None
+                method, real_key, query, headers, body, len(data) if data is not None else None, counted
             )
         except Exception as e:
             raise BackendError(
@@ -310,7 +325,8 @@ class Backend:
         return etag
 
     def head_bucket(self) -> Deferred:
-        return self._simple("HEAD", None, ok=(200,))
+        """The health probe; not counted against operation limits."""
+        return self._simple("HEAD", None, ok=(200,), counted=False)
 
     def presign_get(self, real_key: str, expires: int, query: str = "") -> str:
         return self.signer.presign("GET", real_key, expires, query)

@@ -42,6 +42,9 @@ class BackendPool:
         self._reserved: dict[str, int] = {}
         self.unhealthy_threshold = unhealthy_threshold
         self.healthy_threshold = healthy_threshold
+        self.counter = None  # an OperationCounter, when operation limits are tracked
+        # Backends an operator disabled at run time (admin API): no new objects.
+        self.disabled: set[str] = set()
         self.replace(backends)
 
     # -- membership ---------------------------------------------------------
@@ -53,7 +56,13 @@ class BackendPool:
             if name not in self._health:
                 self._health[name] = HealthState(self.unhealthy_threshold, self.healthy_threshold)
             backend.observers.append(self._observe)
+            backend.counter = self.counter
         self._backends = new
+
+    def set_counter(self, counter) -> None:
+        self.counter = counter
+        for backend in self._backends.values():
+            backend.counter = counter
 
     def names(self) -> list[str]:
         return sorted(self._backends)
@@ -66,6 +75,19 @@ class BackendPool:
 
     def is_up(self, name: str) -> bool:
         return name in self._backends and self.health(name).up
+
+    def readable(self, name: str) -> bool:
+        """Up, and under its monthly class B (read) limit."""
+        if not self.is_up(name):
+            return False
+        return self.counter is None or not self.counter.over_limit(self._backends[name].config, "B")
+
+    def writable(self, name: str) -> bool:
+        """Enabled (in config and at run time), up, and under its monthly class A limit."""
+        backend = self._backends.get(name)
+        if backend is None or not backend.config.enabled or name in self.disabled or not self.health(name).up:
+            return False
+        return self.counter is None or not self.counter.over_limit(backend.config, "A")
 
     # -- usage --------------------------------------------------------------
 
@@ -99,8 +121,7 @@ class BackendPool:
         excluded = set(exclude)
         views = []
         for name in self.names():
-            backend = self._backends[name]
-            if name in excluded or not backend.config.enabled or not self.health(name).up:
+            if name in excluded or not self.writable(name):
                 continue
             view = self.view(name)
             if view.max_size is not None and view.free_bytes is not None and view.free_bytes < (size or 0):
@@ -111,11 +132,7 @@ class BackendPool:
     def all_full(self, size: Optional[int], exclude: Iterable[str] = ()) -> bool:
         """True when some backend is usable but none has room (as opposed to none usable)."""
         excluded = set(exclude)
-        usable = [
-            name
-            for name in self.names()
-            if name not in excluded and self._backends[name].config.enabled and self.health(name).up
-        ]
+        usable = [name for name in self.names() if name not in excluded and self.writable(name)]
         return bool(usable) and not self.candidates(size, exclude)
 
     def reserve(self, name: str, size: int) -> Reservation:

@@ -70,7 +70,7 @@ async def _source(gateway, call) -> ObjectRecord:
 
 def _readable_location(gateway, record: ObjectRecord) -> Location:
     for location in record.locations:
-        if gateway.pool.is_up(location.backend):
+        if gateway.pool.readable(location.backend):
             return location
     raise S3Error("ServiceUnavailable", "The backend holding the source object is unavailable; try again later.")
 

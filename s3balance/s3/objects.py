@@ -103,7 +103,7 @@ async def get_object(gateway, request, call) -> None:
         _object_headers(request, call, record, None)
         request.finish()
         return
-    location = next((loc for loc in record.locations if gateway.pool.is_up(loc.backend)), None)
+    location = next((loc for loc in record.locations if gateway.pool.readable(loc.backend)), None)
     if location is None:
         raise S3Error("ServiceUnavailable", "The backend holding this object is unavailable; try again later.")
     backend = gateway.pool.get(location.backend)
