@@ -1,0 +1,76 @@
+"""
+C{s3balance-admin}: operator commands that run outside the daemon.
+
+    s3balance-admin check-config --config FILE   validate a config (exit 2 with one line if bad)
+    s3balance-admin migrate --config FILE        bring the database schema up to date
+    s3balance-admin db-revision --config FILE    print the schema revision and the latest one
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from s3balance.config import ConfigError, load_config
+
+
+def _config(path: str):
+    try:
+        config = load_config(path)
+        from s3balance.placement.registry import make_strategy
+        from s3balance.service import check_config
+
+        check_config(config)
+        make_strategy(config.balancer.strategy)
+        return config
+    except ConfigError as error:
+        sys.stderr.write(f"s3balance-admin: {error}\n")
+        raise SystemExit(2) from None
+
+
+def check_config_command(args) -> int:
+    config = _config(args.config)
+    print(
+        f"ok: {len(config.backends)} backend(s), {len(config.virtual_buckets)} virtual bucket(s), "
+        f"strategy {config.balancer.strategy}, database {config.database.type}"
+    )
+    return 0
+
+
+def migrate_command(args) -> int:
+    from s3balance.store import migrate
+
+    config = _config(args.config)
+    before = migrate.current_revision(config.database.url)
+    migrate.upgrade(config.database.url)
+    after = migrate.current_revision(config.database.url)
+    print(f"database schema: {before or 'empty'} -> {after}")
+    return 0
+
+
+def revision_command(args) -> int:
+    from s3balance.store import migrate
+
+    config = _config(args.config)
+    print(f"current: {migrate.current_revision(config.database.url) or 'empty'}; head: {migrate.head_revision()}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="s3balance-admin", description=__doc__.split("\n\n")[0].strip())
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, function, help_text in (
+        ("check-config", check_config_command, "validate a configuration file"),
+        ("migrate", migrate_command, "apply the database migrations"),
+        ("db-revision", revision_command, "show the database schema revision"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", "-c", required=True, help="path of the YAML configuration")
+        command.set_defaults(function=function)
+    args = parser.parse_args(argv)
+    return args.function(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
