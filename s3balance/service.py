@@ -48,6 +48,8 @@ def check_config(config: Config) -> None:
     for bucket in config.virtual_buckets:
         if bucket.name in RESERVED_BUCKET_NAMES:
             raise ConfigError(f"buckets: virtual bucket name '{bucket.name}' is reserved for the daemon's own endpoint")
+    if config.api.enabled and config.virtual_bucket("admin") is not None:
+        raise ConfigError("buckets: virtual bucket name 'admin' is reserved for the admin API (api.enabled)")
     metrics_path = config.metrics.path.strip("/")
     if config.metrics.enabled and config.virtual_bucket(metrics_path) is not None:
         raise ConfigError(f"metrics.path: '{config.metrics.path}' shadows the virtual bucket '{metrics_path}'")
@@ -79,8 +81,25 @@ class GatewayService(MultiService):
         self.pool = BackendPool(
             make_backends(config, self.agent, reactor), balancer.unhealthy_threshold, balancer.healthy_threshold
         )
-        self.gateway = Gateway(config, store, self.pool, make_strategy(balancer.strategy), reactor)
+        from s3balance.admin.api import AdminResource
+        from s3balance.admin.target import ServiceAdminTarget
+        from s3balance.metrics import Metrics, MetricsResource
+
+        self.metrics = Metrics() if config.metrics.enabled else None
+        self.pool.metrics = self.metrics
+        self.gateway = Gateway(config, store, self.pool, make_strategy(balancer.strategy), reactor, self.metrics)
         self.root = Root(self.gateway)
+        if self.metrics is not None:
+            self.metrics.watch_pool(self.pool, lambda: self.gateway.strategy.name)
+            for name in self.pool.names():
+                self.metrics.watch_backend(self.pool.get(name))
+            self.root.fixed[config.metrics.path.encode()] = MetricsResource(
+                self.metrics, lambda: self.gateway.config.metrics.token
+            )
+        self.reloader = None
+        self.admin_target = ServiceAdminTarget(self)
+        if config.api.enabled:
+            self.root.admin = AdminResource(self.admin_target, lambda: self.gateway.config.api.token)
         self.site = S3Site(self.root, self.gateway, timeout=config.server.idle_timeout)
         self.health = HealthMonitor(self.pool, balancer.health_check_period, balancer.health_timeout, reactor)
         self.deleter = DeletionWorker(
@@ -120,6 +139,12 @@ class GatewayService(MultiService):
         d.addCallback(lambda _: self.store.sync_config_buckets([b.name for b in self.config.virtual_buckets]))
 
         def started(_):
+            if self.reloader is not None:
+                from s3balance.reload import install_sighup
+
+                install_sighup(self.reloader, self.reactor)
+            if self.metrics is not None and getattr(self.store, "_engine", None) is not None:
+                self.metrics.watch_engine(self.store._engine)
             for child in self:
                 child.startService()
             host = self.address
@@ -192,7 +217,11 @@ def build(config_path: str, reactor=None) -> GatewayService:
     check_config(config)
     make_strategy(config.balancer.strategy)  # an unknown name is a config error, now
     store = open_store(config, reactor)
-    return GatewayService(config, store, reactor)
+    from s3balance.reload import Reloader
+
+    service = GatewayService(config, store, reactor)
+    service.reloader = service.admin_target.reloader = Reloader(service, config_path)
+    return service
 
 
 def makeService(config_path: str, reactor=None) -> GatewayService:

@@ -78,6 +78,13 @@ class ServiceAdminTarget:
             reserved = pool.reserved(name)
             health = pool.health(name).as_dict()
             row = counts.get(name)
+            type_a, type_b = (row.type_a, row.type_b) if row else (0, 0)
+            counter = getattr(pool, "counter", None)
+            if counter is not None and getattr(counter, "month", None) == month:
+                # The counter adds this daemon's operations not yet flushed to the store.
+                type_a, type_b = (
+                    max(x, y) for x, y in zip((type_a, type_b), counter.count(name), strict=True)
+                )
             reports.append(
                 {
                     "name": name,
@@ -87,6 +94,8 @@ class ServiceAdminTarget:
                     "enabled": config.enabled and name not in self.disabled,
                     "enabled_in_config": config.enabled,
                     "disabled_at_runtime": name in self.disabled,
+                    # Enabled, up and under its class A limit: may receive new objects now.
+                    "writable": pool.writable(name) if hasattr(pool, "writable") else None,
                     "up": health["up"],
                     "health": health,
                     "used_bytes": used,
@@ -101,8 +110,8 @@ class ServiceAdminTarget:
                     },
                     "operations": {
                         "month": month,
-                        "type_a": row.type_a if row else 0,
-                        "type_b": row.type_b if row else 0,
+                        "type_a": type_a,
+                        "type_b": type_b,
                     },
                 }
             )

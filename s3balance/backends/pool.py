@@ -43,6 +43,7 @@ class BackendPool:
         self.unhealthy_threshold = unhealthy_threshold
         self.healthy_threshold = healthy_threshold
         self.counter = None  # an OperationCounter, when operation limits are tracked
+        self.metrics = None
         # Backends an operator disabled at run time (admin API): no new objects.
         self.disabled: set[str] = set()
         self.replace(backends)
@@ -55,7 +56,8 @@ class BackendPool:
         for name, backend in new.items():
             if name not in self._health:
                 self._health[name] = HealthState(self.unhealthy_threshold, self.healthy_threshold)
-            backend.observers.append(self._observe)
+            if self._observe not in backend.observers:
+                backend.observers.append(self._observe)
             backend.counter = self.counter
         self._backends = new
 
@@ -148,6 +150,8 @@ class BackendPool:
         chosen = strategy.choose(context, candidates)
         if chosen is None:
             return None
+        if self.metrics is not None:
+            self.metrics.placement(strategy.name, chosen.name)
         return self.reserve(chosen.name, context.size or 0)
 
     # -- passive health -----------------------------------------------------

@@ -131,6 +131,8 @@ class Gateway:
             operation = "CopyObject"
         if operation == "UploadPart" and "x-amz-copy-source" in headers:
             operation = "UploadPartCopy"
+        if self.metrics is not None:
+            self.metrics.track_request(request, operation)
         sigv4 = SigV4Request(
             method=method,
             raw_path=raw_path,
@@ -207,10 +209,15 @@ class Gateway:
         """
         return f"{bucket}/{uuid.uuid4().hex}"
 
-    def handle(self, request) -> None:
-        """Called from the resource tree when the request is processed."""
+    def track(self, request) -> None:
+        """Count a request as in flight from its headers until it is answered or its client left."""
         self.in_flight.add(request)
         request.notifyFinish().addBoth(lambda _: self.in_flight.discard(request))
+        if self.metrics is not None:
+            self.metrics.track_request(request, None)
+
+    def handle(self, request) -> None:
+        """Called from the resource tree when the request is processed."""
         ensureDeferred(self._handle(request))
 
     async def _handle(self, request) -> None:

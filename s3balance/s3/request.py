@@ -92,6 +92,7 @@ class S3Request(server.Request):
         self.content = io.BytesIO()
         site = self.channel.site
         gateway = site.gateway
+        gateway.track(self)
         try:
             if site.resource.fixed_resource(self) is not None:
                 if length is not None and length > MAX_SMALL_BODY:
@@ -151,6 +152,7 @@ class S3Request(server.Request):
         if self.answered_early or self.finished or self.startedWriting:
             return
         self.answered_early = True
+        self.setResponseCode(error.status)
         body = error.to_xml(self.uri.split(b"?")[0].decode("latin-1"), self.request_id)
         try:
             reason = HTTPStatus(error.status).phrase

@@ -47,7 +47,7 @@ class HealthResource(Resource):
             used, objects = pool.usage(name)
             state = pool.health(name).as_dict()
             state.update(
-                enabled=backend.config.enabled,
+                enabled=backend.config.enabled and name not in pool.disabled,
                 used_bytes=used,
                 objects=objects,
                 max_size=backend.config.max_size,
@@ -77,11 +77,14 @@ class Root(Resource):
         self.gateway = gateway
         self.s3 = S3Resource(gateway)
         self.fixed: dict[bytes, Resource] = {b"/health": HealthResource(gateway)}
+        self.admin: Resource | None = None
 
     def fixed_resource(self, request):
         """The resource of one of our own paths, or None for an S3 request."""
         raw_path = request.uri.split(b"?", 1)[0]
         resource = self.fixed.get(raw_path)
+        if resource is None and self.admin is not None and (raw_path == b"/admin" or raw_path.startswith(b"/admin/")):
+            resource = self.admin
         if resource is None:
             return None
         domains = self.gateway.config.s3api.virtual_host_domains
