@@ -1,0 +1,197 @@
+"""The test harness itself: real servers start, check signatures, keep data,
+and every real client can put and get an object through its helper.
+
+These run against SeaweedFS directly, so they prove the harness before the
+gateway exists.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import botocore.exceptions
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.harness import (
+    ClientError,
+    HarnessError,
+    ManagedProcess,
+    SeaweedFS,
+    boto3_client,
+    free_port,
+    minio_client,
+    run_aws,
+    run_rclone,
+    run_s3cmd,
+    shared_moto,
+    shared_seaweedfs,
+    shared_seaweedfs_pair,
+    unique_bucket_name,
+    wait_for_port,
+)
+from tests.harness.process import free_ports, harness_dir
+
+
+def _payload(tag: str) -> bytes:
+    return f"s3balance harness {tag}\n".encode() + os.urandom(64)
+
+
+class ProcessTests(SynchronousTestCase):
+    def test_free_ports_are_distinct_and_bindable(self) -> None:
+        ports = free_ports(5)
+        self.assertEqual(len(set(ports)), 5)
+        self.assertTrue(all(1024 <= p <= 65535 for p in ports + [free_port()]))
+
+    def test_waiting_on_a_dead_child_shows_its_log(self) -> None:
+        child = ManagedProcess(
+            "dies-early",
+            [sys.executable, "-c", "print('about to fail', flush=True); raise SystemExit(3)"],
+        )
+        child.start()
+        self.addCleanup(child.stop)
+        with self.assertRaises(HarnessError) as caught:
+            wait_for_port("127.0.0.1", free_port(), timeout=10, process=child)
+        message = str(caught.exception)
+        self.assertIn("exited with status 3", message)
+        self.assertIn(str(child.log_path), message)
+        self.assertIn("about to fail", message)
+
+    def test_stop_kills_a_child_that_ignores_sigterm(self) -> None:
+        port = free_port()
+        script = (
+            "import signal, socket, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen()\n"
+            "while True: time.sleep(1)\n"
+        )
+        child = ManagedProcess("ignores-sigterm", [sys.executable, "-c", script])
+        child.start()
+        self.addCleanup(child.kill)
+        wait_for_port("127.0.0.1", port, timeout=10, process=child)
+        child.stop(timeout=0.3)
+        self.assertFalse(child.running)
+        self.assertEqual(child.returncode, -9)
+
+
+class SeaweedFSTests(SynchronousTestCase):
+    def test_round_trip_with_boto3(self) -> None:
+        server = shared_seaweedfs()
+        bucket = server.create_bucket(unique_bucket_name("boto3"))
+        body = _payload("boto3")
+        client = server.client()
+        client.put_object(Bucket=bucket, Key="dir/key.bin", Body=body)
+        self.assertEqual(client.get_object(Bucket=bucket, Key="dir/key.bin")["Body"].read(), body)
+
+    def test_round_trip_with_boto3_when_required_checksums(self) -> None:
+        server = shared_seaweedfs()
+        bucket = server.create_bucket(unique_bucket_name("boto3-legacy"))
+        body = _payload("when_required")
+        client = server.client(checksums="when_required")
+        client.put_object(Bucket=bucket, Key="k", Body=body)
+        self.assertEqual(client.get_object(Bucket=bucket, Key="k")["Body"].read(), body)
+
+    def test_wrong_secret_is_refused_with_403(self) -> None:
+        server = shared_seaweedfs()
+        bucket = server.create_bucket(unique_bucket_name("auth"))
+        intruder = boto3_client(server.endpoint, server.access_key, "not-the-secret")
+        with self.assertRaises(botocore.exceptions.ClientError) as caught:
+            intruder.put_object(Bucket=bucket, Key="k", Body=b"x")
+        self.assertEqual(caught.exception.response["ResponseMetadata"]["HTTPStatusCode"], 403)
+
+    def test_pair_is_two_separate_servers(self) -> None:
+        first, second = shared_seaweedfs_pair()
+        self.assertIs(first, shared_seaweedfs())
+        self.assertNotEqual(first.endpoint, second.endpoint)
+        bucket = first.create_bucket(unique_bucket_name("pair"))
+        names = [b["Name"] for b in second.client().list_buckets().get("Buckets", [])]
+        self.assertNotIn(bucket, names)
+
+    def test_kill_and_restart_keep_objects(self) -> None:
+        server = SeaweedFS("restart-key", "restart-secret")
+        server.start()
+        self.addCleanup(server.close)
+        endpoint = server.endpoint
+        bucket = server.create_bucket(unique_bucket_name("restart"))
+        body = _payload("restart")
+        server.client().put_object(Bucket=bucket, Key="k", Body=body)
+
+        server.kill()
+        self.assertFalse(server.running)
+        server.start()
+        self.assertEqual(server.endpoint, endpoint)
+        self.assertEqual(server.client().get_object(Bucket=bucket, Key="k")["Body"].read(), body)
+
+        server.restart()
+        self.assertEqual(server.client().get_object(Bucket=bucket, Key="k")["Body"].read(), body)
+
+
+class MotoTests(SynchronousTestCase):
+    def test_moto_accepts_any_signature(self) -> None:
+        server = shared_moto()
+        bucket = server.create_bucket(unique_bucket_name("moto"))
+        body = _payload("moto")
+        boto3_client(server.endpoint, "anything", "whatever").put_object(Bucket=bucket, Key="k", Body=body)
+        self.assertEqual(server.client().get_object(Bucket=bucket, Key="k")["Body"].read(), body)
+
+
+class ClientHelperTests(SynchronousTestCase):
+    """Each real client puts a file and gets it back, straight on SeaweedFS."""
+
+    def setUp(self) -> None:
+        self.server = shared_seaweedfs()
+        self.bucket = self.server.create_bucket(unique_bucket_name(self._testMethodName[5:]))
+        self.workdir = Path(harness_dir()) / unique_bucket_name("work")
+        self.workdir.mkdir()
+        self.body = _payload(self._testMethodName)
+        self.source = self.workdir / "source.bin"
+        self.source.write_bytes(self.body)
+        self.target = self.workdir / "target.bin"
+        self.keys = (self.server.endpoint, self.server.access_key, self.server.secret_key)
+
+    def stored(self, key: str) -> bytes:
+        body: bytes = self.server.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def test_aws_cli_put_get(self) -> None:
+        run_aws(["s3", "cp", str(self.source), f"s3://{self.bucket}/aws/key"], *self.keys)
+        self.assertEqual(self.stored("aws/key"), self.body)
+        run_aws(["s3", "cp", f"s3://{self.bucket}/aws/key", str(self.target)], *self.keys)
+        self.assertEqual(self.target.read_bytes(), self.body)
+
+    def test_aws_cli_failure_raises_with_output(self) -> None:
+        with self.assertRaises(ClientError) as caught:
+            run_aws(["s3api", "head-object", "--bucket", self.bucket, "--key", "missing"], *self.keys)
+        self.assertIn("head-object", str(caught.exception))
+        result = run_aws(
+            ["s3api", "head-object", "--bucket", self.bucket, "--key", "missing"],
+            *self.keys,
+            check=False,
+        )
+        self.assertNotEqual(result.code, 0)
+        self.assertIn("404", result.stderr)
+
+    def test_s3cmd_put_get(self) -> None:
+        run_s3cmd(["put", str(self.source), f"s3://{self.bucket}/s3cmd/key"], *self.keys)
+        self.assertEqual(self.stored("s3cmd/key"), self.body)
+        run_s3cmd(["get", f"s3://{self.bucket}/s3cmd/key", str(self.target)], *self.keys)
+        self.assertEqual(self.target.read_bytes(), self.body)
+
+    def test_rclone_put_get(self) -> None:
+        run_rclone(["copyto", str(self.source), f"s3:{self.bucket}/rclone/key"], *self.keys)
+        self.assertEqual(self.stored("rclone/key"), self.body)
+        run_rclone(["copyto", f"s3:{self.bucket}/rclone/key", str(self.target)], *self.keys)
+        self.assertEqual(self.target.read_bytes(), self.body)
+
+    def test_minio_put_get(self) -> None:
+        client = minio_client(*self.keys)
+        client.put_object(self.bucket, "minio/key", io.BytesIO(self.body), len(self.body))
+        self.assertEqual(self.stored("minio/key"), self.body)
+        response = client.get_object(self.bucket, "minio/key")
+        try:
+            self.assertEqual(response.read(), self.body)
+        finally:
+            response.close()
+            response.release_conn()
