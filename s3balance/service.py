@@ -107,6 +107,7 @@ class GatewayService(MultiService):
         )
         self.gateway.deleter = self.deleter
         self.usage = UsageRefresher(store, self.pool, balancer.update_stats_period, reactor)
+        self.pool.set_backend_timeout(balancer.backend_timeout)
         self.operations = OperationCounter(store, reactor.seconds)
         self.pool.set_counter(self.operations)
         self.operation_sync = OperationSync(self.operations, 5.0, reactor)

@@ -133,6 +133,8 @@ class Backend:
         self.observers: list = []
         # Monthly operation counting (backends/operations.py), set by the pool.
         self.counter = None
+        # Seconds a backend may keep us waiting for an answer (balancer.backend_timeout).
+        self.timeout = 60.0
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} {self.config.endpoint_url}>"
@@ -190,6 +192,7 @@ class Backend:
         data: Optional[bytes] = None,
         ok: Sequence[int] = (200,),
         counted: bool = True,
+        timeout_factor: float = 1.0,
     ):
         """A request with a small or empty body whose whole response we read."""
         body = None
@@ -198,8 +201,9 @@ class Backend:
             body.write(data)
             body.finish()
         try:
-            response = yield self._request(
-                method, real_key, query, headers, body, len(data) if data is not None else None, counted
+            response = yield self._answer_within(
+                self._request(method, real_key, query, headers, body, len(data) if data is not None else None, counted),
+                timeout_factor,
             )
         except Exception as e:
             raise BackendError(
@@ -209,6 +213,10 @@ class Backend:
         if response.code not in ok:
             raise self._fail(response, content)
         return response, content
+
+    def _answer_within(self, d: Deferred, factor: float = 1.0) -> Deferred:
+        """Cancel (and so cut the connection of) a request not answered in time."""
+        return d.addTimeout(self.timeout * factor, self._reactor)
 
     # -- objects --------------------------------------------------------------
 
@@ -262,7 +270,7 @@ class Backend:
         headers = {}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
-        d = self._request("GET", real_key, headers=headers)
+        d = self._answer_within(self._request("GET", real_key, headers=headers))
 
         def got(response: IResponse):
             if response.code in (200, 206):
@@ -368,7 +376,10 @@ class Backend:
         )
         data = f"<CompleteMultipartUpload>{xml}</CompleteMultipartUpload>".encode()
         query = f"uploadId={quote(upload_id, safe='')}"
-        response, content = yield self._simple("POST", real_key, query, {"Content-Type": "application/xml"}, data=data)
+        # Completing a large upload can take minutes on some providers.
+        response, content = yield self._simple(
+            "POST", real_key, query, {"Content-Type": "application/xml"}, data=data, timeout_factor=10.0
+        )
         # A 200 can still carry an error document (S3's long-running complete).
         if b"<Error>" in content[:512]:
             raise self._fail(response, content)

@@ -44,6 +44,7 @@ class BackendPool:
         self.healthy_threshold = healthy_threshold
         self.counter = None  # an OperationCounter, when operation limits are tracked
         self.metrics = None
+        self.backend_timeout = 60.0
         # Backends an operator disabled at run time (admin API): no new objects.
         self.disabled: set[str] = set()
         self.replace(backends)
@@ -59,7 +60,13 @@ class BackendPool:
             if self._observe not in backend.observers:
                 backend.observers.append(self._observe)
             backend.counter = self.counter
+            backend.timeout = self.backend_timeout
         self._backends = new
+
+    def set_backend_timeout(self, seconds: float) -> None:
+        self.backend_timeout = seconds
+        for backend in self._backends.values():
+            backend.timeout = seconds
 
     def set_counter(self, counter) -> None:
         self.counter = counter

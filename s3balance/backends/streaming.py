@@ -51,6 +51,12 @@ class PipeProducer:
     def __init__(self, length: int, upstream: Optional[IPushProducer] = None) -> None:
         self.length = length
         self.upstream = upstream
+        # Stall detection: when the backend keeps us paused for stall_timeout
+        # seconds, on_stall() is called (the caller cuts the backend off).
+        self.stall_timeout: Optional[float] = None
+        self.on_stall: Optional[Callable[[], None]] = None
+        self.clock = None
+        self._stall_call = None
         self.started: Deferred[None] = Deferred()
         self._consumer: Optional[IConsumer] = None
         self._pending: list[bytes] = []
@@ -104,6 +110,7 @@ class PipeProducer:
 
     def abort(self, reason: Exception) -> None:
         """Fail the backend request so the backend never completes the object."""
+        self._cancel_stall()
         self.stopped = True
         self._pending = []
         self._resume_upstream()
@@ -113,14 +120,29 @@ class PipeProducer:
     # IPushProducer, called by the backend connection
     def pauseProducing(self) -> None:
         self._pause_upstream()
+        if self.stall_timeout and self.clock is not None and self._stall_call is None and self._consumer is not None:
+            self._stall_call = self.clock.callLater(self.stall_timeout, self._stalled)
 
     def resumeProducing(self) -> None:
+        self._cancel_stall()
         self._resume_upstream()
 
     def stopProducing(self) -> None:
         # The backend request was cancelled or its connection lost.
+        self._cancel_stall()
         self.stopped = True
         self._resume_upstream()
+
+    def _cancel_stall(self) -> None:
+        if self._stall_call is not None:
+            if self._stall_call.active():
+                self._stall_call.cancel()
+            self._stall_call = None
+
+    def _stalled(self) -> None:
+        self._stall_call = None
+        if self.on_stall is not None and not self.stopped:
+            self.on_stall()
 
     def _pause_upstream(self) -> None:
         if self.upstream is not None and not self._paused_upstream:
@@ -171,14 +193,42 @@ class _Relay(Protocol):
             )
 
 
+@implementer(IPushProducer)
+class _WatchedProducer:
+    """
+    The backend connection as the client's producer, remembering whether the
+    client paused it, so a slow client is never mistaken for a stalled backend.
+    """
+
+    def __init__(self, producer: IPushProducer) -> None:
+        self._producer = producer
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._producer.stopProducing()
+
+
 def relay_body(
     response: IResponse,
     write: Callable[[bytes], None],
     register: Callable[[IPushProducer], None],
     expected: Optional[int],
+    idle_timeout: Optional[float] = None,
+    clock=None,
 ) -> tuple[Deferred[int], Callable[[], None]]:
     """
     Stream C{response}'s body into C{write}.
+
+    With C{idle_timeout}, a backend that sends nothing for that long while
+    the client is ready for more is cut off (the transfer fails).
 
     @return: a Deferred that fires with the byte count when the whole body
         arrived (and fails when it was cut short or had another length than
@@ -186,12 +236,36 @@ def relay_body(
         backend connection), for a client that went away.
     """
     done: Deferred[int] = Deferred()
-    relay = _Relay(write, register, expected, done)
+    watched: list[_WatchedProducer] = []
+
+    def register_watched(producer: IPushProducer) -> None:
+        watched.append(_WatchedProducer(producer))
+        register(watched[0])
+
+    relay = _Relay(write, register_watched, expected, done)
     response.deliverBody(relay)
 
     def stop() -> None:
         transport = relay.transport
         if transport is not None:
             transport.stopProducing()
+
+    if idle_timeout and clock is not None:
+        state = {"seen": -1, "since": clock.seconds()}
+
+        def check() -> None:
+            if done.called:
+                return
+            now = clock.seconds()
+            if relay.received != state["seen"] or (watched and watched[0].paused):
+                state["seen"], state["since"] = relay.received, now
+            elif now - state["since"] >= idle_timeout:
+                stop()
+                if not done.called:
+                    done.errback(Failure(BodyAborted(f"backend sent nothing for {idle_timeout:g}s")))
+                return
+            clock.callLater(min(idle_timeout, 1.0), check)
+
+        clock.callLater(min(idle_timeout, 1.0), check)
 
     return done, stop

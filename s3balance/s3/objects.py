@@ -134,7 +134,14 @@ async def get_object(gateway, request, call) -> None:
         if not request.gone:
             request.write(data)
 
-    done, stop = relay_body(response, write, lambda producer: request.registerProducer(producer, True), expected)
+    done, stop = relay_body(
+        response,
+        write,
+        lambda producer: request.registerProducer(producer, True),
+        expected,
+        idle_timeout=gateway.config.balancer.backend_timeout,
+        clock=gateway.reactor,
+    )
     request.notifyFinish().addErrback(lambda _: stop())
     try:
         await done

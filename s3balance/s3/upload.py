@@ -106,6 +106,11 @@ class StreamedBody:
         self.decoder = AwsChunkedDecoder(call.auth, trailer_names(call)) if chunked else None
         self.verifier = PayloadVerifier(call.headers, call.auth)
         self.pipe = PipeProducer(self.size or 0, upstream=request.channel.transport)
+        self.pipe.stall_timeout = gateway.config.balancer.backend_timeout
+        self.pipe.clock = gateway.reactor
+        self.pipe.on_stall = lambda: self._fail(
+            S3Error("ServiceUnavailable", "The storage backend stopped taking data; the object was not stored.")
+        )
         self._held = b""
         self._received = 0
         self._failed: Optional[S3Error] = None
@@ -199,7 +204,13 @@ class StreamedBody:
             self.pipe.write(self._held)
             self._held = b""
         self.pipe.finish()
+        # The backend has every byte; a backend that never answers is cut off.
+        timer = self.gateway.reactor.callLater(
+            self.gateway.config.balancer.backend_timeout, backend_request.cancel
+        )
         await backend_done
+        if timer.active():
+            timer.cancel()
         result = outcome["backend"]
         if isinstance(result, Failure):
             result.raiseException()
