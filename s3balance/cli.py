@@ -58,6 +58,12 @@ def revision_command(args) -> int:
     return 0
 
 
+def fsck_command(args) -> int:
+    from s3balance import fsck
+
+    return fsck.command(args)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="s3balance-admin", description=__doc__.split("\n\n")[0].strip())
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ("check-config", check_config_command, "validate a configuration file"),
         ("migrate", migrate_command, "apply the database migrations"),
         ("db-revision", revision_command, "show the database schema revision"),
+        ("fsck", fsck_command, "compare the store with the backends (s3balance.fsck)"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", "-c", required=True, help="path of the YAML configuration")

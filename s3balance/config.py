@@ -75,6 +75,8 @@ class ServerConfig:
     # PEM files; when both are set the port speaks HTTPS.
     tls_cert: str = ""
     tls_key: str = ""
+    # Processes serving the port (SO_REUSEPORT), all on one database.
+    workers: int = 1
 
 
 @frozen
@@ -662,6 +664,7 @@ def _parse_server(section: _Section) -> ServerConfig:
         shutdown_grace=section.get("shutdown_grace", parse_duration, d.shutdown_grace),
         tls_cert=section.get("tls_cert", _str, d.tls_cert, zero_default=True),
         tls_key=section.get("tls_key", _str, d.tls_key, zero_default=True),
+        workers=section.get("workers", _positive_int, d.workers, zero_default=True),
     )
     section.check_unknown()
     if bool(server.tls_cert) != bool(server.tls_key):

@@ -67,8 +67,10 @@ def make_backends(config: Config, agent, reactor) -> list[Backend]:
 
 
 class GatewayService(MultiService):
-    def __init__(self, config: Config, store, reactor=None) -> None:
+    def __init__(self, config: Config, store, reactor=None, config_path: str = "", worker_index: int = 0) -> None:
         super().__init__()
+        self.config_path = config_path
+        self.worker_index = worker_index
         if reactor is None:
             from twisted.internet import reactor
         from s3balance.placement.registry import make_strategy
@@ -113,6 +115,12 @@ class GatewayService(MultiService):
         self.operation_sync = OperationSync(self.operations, 5.0, reactor)
         for child in (self.health, self.deleter, self.usage, self.operation_sync):
             child.setServiceParent(self)
+        self.supervisor = None
+        if config.server.workers > 1 and worker_index == 0:
+            from s3balance.workers import WorkerSupervisor
+
+            self.supervisor = WorkerSupervisor(config_path, config.server.workers, config.server.shutdown_grace, reactor)
+            self.supervisor.setServiceParent(self)
         self.port = None
 
     @property
@@ -122,7 +130,9 @@ class GatewayService(MultiService):
     def privilegedStartService(self) -> None:
         server = self.config.server
         try:
-            if server.tls_cert:
+            if server.workers > 1:
+                self.port = self._listen_shared(server)
+            elif server.tls_cert:
                 self.port = self.reactor.listenSSL(
                     server.port, self.site, tls_options(server), interface=server.host, backlog=1024
                 )
@@ -132,6 +142,26 @@ class GatewayService(MultiService):
             sys.stderr.write(f"s3balance: server.port: cannot listen on {server.host}:{server.port}: {error.socketError}\n")
             raise SystemExit(2) from None
         super().privilegedStartService()
+
+    def _listen_shared(self, server):
+        """A SO_REUSEPORT socket, one per worker process (see s3balance.workers)."""
+        from twisted.internet.error import CannotListenError
+
+        from s3balance.workers import reuseport_socket
+
+        try:
+            sock = reuseport_socket(server.host, server.port)
+        except OSError as error:
+            raise CannotListenError(server.host, server.port, error) from None
+        factory = self.site
+        if server.tls_cert:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(tls_options(server), False, self.site)
+        try:
+            return self.reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+        finally:
+            sock.close()  # the reactor holds its own descriptor
 
     def startService(self) -> None:
         # Children (health checks, cleaners) start once the store is up.
@@ -144,6 +174,8 @@ class GatewayService(MultiService):
                 from s3balance.reload import install_sighup
 
                 install_sighup(self.reloader, self.reactor)
+                if self.supervisor is not None:
+                    self._forward_sighup()
             if self.metrics is not None and getattr(self.store, "_engine", None) is not None:
                 self.metrics.watch_engine(self.store._engine)
             for child in self:
@@ -163,6 +195,19 @@ class GatewayService(MultiService):
             self.reactor.stop()
 
         d.addCallbacks(started, failed)
+
+    def _forward_sighup(self) -> None:
+        """The workers reload their own config when the supervisor does."""
+        import signal
+
+        reload_here = signal.getsignal(signal.SIGHUP)
+
+        def forward(signum, frame) -> None:
+            if callable(reload_here):
+                reload_here(signum, frame)
+            self.supervisor.signal_all(signal.SIGHUP)
+
+        signal.signal(signal.SIGHUP, forward)
 
     @inlineCallbacks
     def stopService(self):
@@ -188,7 +233,7 @@ class GatewayService(MultiService):
         yield self.agent._pool.closeCachedConnections()
 
 
-def open_store(config: Config, reactor=None):
+def open_store(config: Config, reactor=None, migrate_schema: bool = True):
     """
     Build the metadata store and bring its schema up to date, blocking (this
     runs before the reactor starts).  Raises StartupError with one line.
@@ -201,7 +246,7 @@ def open_store(config: Config, reactor=None):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if config.database.auto_migrate:
+    if config.database.auto_migrate and migrate_schema:
         try:
             migrate.upgrade(url)
         except Exception as error:
@@ -210,28 +255,28 @@ def open_store(config: Config, reactor=None):
     return MetadataStore(url, reactor=reactor, max_threads=config.database.max_open_conns, auto_migrate=False)
 
 
-def build(config_path: str, reactor=None) -> GatewayService:
+def build(config_path: str, reactor=None, worker_index: int = 0) -> GatewayService:
     """Everything makeService does, raising ConfigError / StartupError."""
     from s3balance.placement.registry import make_strategy
 
     config = load_config(config_path)
     check_config(config)
     make_strategy(config.balancer.strategy)  # an unknown name is a config error, now
-    store = open_store(config, reactor)
+    store = open_store(config, reactor, migrate_schema=worker_index == 0)
     from s3balance.reload import Reloader
 
-    service = GatewayService(config, store, reactor)
+    service = GatewayService(config, store, reactor, config_path, worker_index)
     service.reloader = service.admin_target.reloader = Reloader(service, config_path)
     return service
 
 
-def makeService(config_path: str, reactor=None) -> GatewayService:
+def makeService(config_path: str, reactor=None, worker_index: int = 0) -> GatewayService:
     """
     The service for twistd and the .tac file.  A bad config or an unreachable
     database ends the process with one line on stderr and exit status 2.
     """
     try:
-        return build(config_path, reactor)
+        return build(config_path, reactor, worker_index)
     except (ConfigError, StartupError) as error:
         sys.stderr.write(f"s3balance: {error}\n")
         sys.stderr.flush()

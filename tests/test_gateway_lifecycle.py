@@ -168,3 +168,33 @@ class StartupErrorTests(SynchronousTestCase):
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         self.assertEqual(len(lines), 1, done.stderr)
         self.assertIn("database", lines[0])
+
+
+class WorkerModeTests(SynchronousTestCase):
+    def test_several_worker_processes_serve_one_port_and_stop_together(self) -> None:
+        server = shared_seaweedfs()
+        real = unique_bucket_name("real")
+        server.create_bucket(real)
+        daemon = new_daemon("workers", server, real, server={"workers": 3}).start()
+        self.addCleanup(daemon.stop)
+
+        def children() -> list[int]:
+            done = subprocess.run(["pgrep", "-P", str(daemon.process.pid)], capture_output=True, text=True)
+            return [int(pid) for pid in done.stdout.split()]
+
+        workers = poll(lambda: len(children()) == 2 and children(), timeout=20, message="workers not started")
+        # Connections land on every process; all of them see the same store.
+        for index in range(30):
+            s3 = daemon.client()
+            s3.put_object(Bucket="vb-life", Key=f"w{index}", Body=str(index).encode())
+        for index in range(30):
+            s3 = daemon.client()
+            self.assertEqual(s3.get_object(Bucket="vb-life", Key=f"w{index}")["Body"].read(), str(index).encode())
+        # A worker that dies is replaced.
+        os.kill(workers[0], 9)
+        poll(lambda: len(children()) == 2 and workers[0] not in children(), timeout=20,
+             message="the dead worker was not replaced")
+        daemon.stop()
+        for pid in children() + workers[1:]:
+            self.assertFalse(os.path.exists(f"/proc/{pid}/status") and "zombie" not in open(f"/proc/{pid}/status").read().lower(),
+                             f"worker {pid} outlived the daemon")

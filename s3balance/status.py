@@ -1,0 +1,362 @@
+"""
+C{GET /status}: a small live status page for operators, and its JSON.
+
+    GET /status                  self-contained HTML (inline CSS and JS, nothing
+                                 fetched from elsewhere) that polls the JSON below
+    GET /status?format=json      backends (health, usage, capacity, objects,
+                                 request counters), the strategy, client request
+                                 counters; the page turns counters into rates
+
+Who may see it:
+
+  - when C{token_fn()} returns a token (the service passes C{api.token} while
+    the admin API is enabled): a request with C{Authorization: Bearer <token>},
+    or a browser that opened C{/status?token=<token>} once.  That visit is
+    answered with a redirect to C{/status} that sets an HttpOnly, SameSite=Strict
+    cookie holding an HMAC of the token (never the token itself, so the cookie
+    cannot drive the admin API), which keeps the token out of the address bar,
+    the history and the Referer of later requests;
+  - with no token: only clients connecting from the loopback interface (an SSH
+    tunnel, or a reverse proxy on the same host that adds its own access
+    control).  C{X-Forwarded-For} is deliberately not trusted.
+
+The page shows what C{/health} shows plus request rates, and never a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+from s3balance.metrics import bearer_token_matches
+
+__all__ = ["COOKIE_NAME", "StatusResource", "cookie_value", "status_document"]
+
+log = Logger()
+
+COOKIE_NAME = b"s3balance_status"
+REFRESH_SECONDS = 2
+
+
+def cookie_value(token: str) -> str:
+    """What the browser cookie holds for C{token}: an HMAC, so it is useless elsewhere."""
+    return hmac.new(token.encode("utf-8"), b"s3balance status page", hashlib.sha256).hexdigest()
+
+
+def _samples(metric) -> list:
+    return [sample for family in metric.collect() for sample in family.samples]
+
+
+def _counters(metrics) -> tuple[Optional[dict], dict[str, dict[str, float]]]:
+    """(client request counters, per-backend request counters) from a L{Metrics}, or (None, {})."""
+    if metrics is None:
+        return None, {}
+    total = errors = 0.0
+    for sample in _samples(metrics.requests):
+        if sample.name.endswith("_total"):
+            total += sample.value
+            if sample.labels.get("status", "").startswith("5"):
+                errors += sample.value
+    in_flight = sum(sample.value for sample in _samples(metrics.in_flight))
+    backends: dict[str, dict[str, float]] = {}
+    for sample in _samples(metrics.backend_duration):
+        if sample.name.endswith("_count"):
+            entry = backends.setdefault(sample.labels["backend"], {"requests": 0.0, "errors": 0.0})
+            entry["requests"] += sample.value
+    for sample in _samples(metrics.backend_errors):
+        if sample.name.endswith("_total"):
+            entry = backends.setdefault(sample.labels["backend"], {"requests": 0.0, "errors": 0.0})
+            entry["errors"] += sample.value
+    return {"total": total, "errors": errors, "in_flight": in_flight}, backends
+
+
+def status_document(gateway, now: Callable[[], float] = time.time) -> dict[str, Any]:
+    """The JSON of C{/status?format=json}, read from the gateway's live objects."""
+    pool = gateway.pool
+    requests, backend_counters = _counters(getattr(gateway, "metrics", None))
+    disabled = getattr(pool, "disabled", ())
+    backends = []
+    for name in pool.names():
+        backend = pool.get(name)
+        if backend is None:
+            continue
+        config = backend.config
+        used, objects = pool.usage(name)
+        health = pool.health(name)
+        counters = backend_counters.get(name, {"requests": 0.0, "errors": 0.0})
+        backends.append(
+            {
+                "name": name,
+                "up": bool(health.up),
+                "enabled": bool(config.enabled and name not in disabled),
+                "writable": bool(pool.writable(name)) if hasattr(pool, "writable") else None,
+                "last_error": health.last_error,
+                "used_bytes": used,
+                "reserved_bytes": pool.reserved(name),
+                "max_size": config.max_size,
+                "objects": objects,
+                "weight": config.weight,
+                "requests": counters["requests"] if requests is not None else None,
+                "errors": counters["errors"] if requests is not None else None,
+            }
+        )
+    up = sum(1 for entry in backends if entry["up"])
+    writable = bool(pool.candidates(0))
+    return {
+        "time": now(),
+        "status": "ok" if up == len(backends) else ("degraded" if writable else "down"),
+        "strategy": gateway.strategy.name,
+        "backends": backends,
+        "requests": requests,
+    }
+
+
+def _size(value: Optional[float]) -> str:
+    if value is None:
+        return "unlimited"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(amount) < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} PiB"
+
+
+def _row(entry: dict) -> str:
+    """One backend's table row as the server renders it first (the script re-renders it alike)."""
+    state = "up" if entry["up"] else "down"
+    if entry["up"] and not entry["enabled"]:
+        state = "disabled"
+    capacity = entry["max_size"]
+    percent = min(100.0, 100.0 * entry["used_bytes"] / capacity) if capacity else 0.0
+    usage = f"{_size(entry['used_bytes'])} / {_size(capacity)}"
+    error = html.escape(entry["last_error"] or "")
+    return (
+        f'<tr><td class="name">{html.escape(entry["name"])}</td>'
+        f'<td><span class="state {state}" title="{error}">{state}</span></td>'
+        f'<td><div class="bar"><div style="width:{percent:.1f}%"></div></div>'
+        f'<span class="small">{html.escape(usage)}</span></td>'
+        f'<td class="num">{entry["objects"]}</td><td class="num">-</td><td class="num">-</td></tr>'
+    )
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>s3balance status</title>
+<style nonce="{nonce}">
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; background: #fafafa; }}
+h1 {{ font-size: 20px; margin: 0 0 .3em; }}
+.summary span {{ margin-right: 1.5em; }}
+table {{ border-collapse: collapse; margin-top: 1em; min-width: 60em; background: #fff; }}
+th, td {{ padding: .4em .8em; border-bottom: 1px solid #ddd; text-align: left; }}
+th {{ background: #eee; }}
+.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.state {{ padding: .1em .6em; border-radius: .8em; color: #fff; }}
+.up, .ok {{ background: #2e7d32; }} .down {{ background: #c62828; }}
+.disabled, .degraded {{ background: #ef6c00; }}
+.bar {{ width: 14em; height: .8em; background: #e0e0e0; border-radius: .4em; overflow: hidden; }}
+.bar div {{ height: 100%; background: #1565c0; }}
+.small {{ font-size: 12px; color: #555; }}
+#stale {{ color: #c62828; }}
+</style></head>
+<body>
+<h1>s3balance</h1>
+<div class="summary">
+<span>status <b id="status" class="state {status}">{status}</b></span>
+<span>strategy <b id="strategy">{strategy}</b></span>
+<span>requests <b id="rate">-</b>/s</span>
+<span>5xx <b id="errors">-</b>/s</span>
+<span>in flight <b id="inflight">-</b></span>
+<span class="small" id="updated"></span> <span class="small" id="stale"></span>
+</div>
+<table><thead><tr><th>backend</th><th>health</th><th>used / capacity</th><th class="num">objects</th>
+<th class="num">requests/s</th><th class="num">errors/s</th></tr></thead>
+<tbody id="backends">{rows}</tbody></table>
+<p class="small">Refreshed every {refresh} s from <code>?format=json</code>.</p>
+<script nonce="{nonce}">
+"use strict";
+let previous = {initial};
+function size(v) {{
+  if (v === null || v === undefined) return "unlimited";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {{ v /= 1024; i++; }}
+  return i === 0 ? v.toFixed(0) + " B" : v.toFixed(1) + " " + units[i];
+}}
+function rate(now, before, dt) {{
+  if (now === null || before === null || before === undefined || dt <= 0) return "-";
+  return Math.max(0, (now - before) / dt).toFixed(2);
+}}
+function cell(row, text, cls) {{
+  const td = document.createElement("td"); td.textContent = text;
+  if (cls) td.className = cls; row.appendChild(td); return td;
+}}
+function render(doc, old) {{
+  const dt = old ? doc.time - old.time : 0;
+  const st = document.getElementById("status");
+  st.textContent = doc.status; st.className = "state " + doc.status;
+  document.getElementById("strategy").textContent = doc.strategy;
+  const req = doc.requests, oldReq = old && old.requests;
+  document.getElementById("rate").textContent = req && oldReq ? rate(req.total, oldReq.total, dt) : "-";
+  document.getElementById("errors").textContent = req && oldReq ? rate(req.errors, oldReq.errors, dt) : "-";
+  document.getElementById("inflight").textContent = req ? req.in_flight : "metrics disabled";
+  const before = {{}};
+  if (old) for (const b of old.backends) before[b.name] = b;
+  const body = document.getElementById("backends");
+  body.replaceChildren();
+  for (const b of doc.backends) {{
+    const row = document.createElement("tr"); const o = before[b.name] || {{}};
+    cell(row, b.name, "name");
+    const state = !b.up ? "down" : (b.enabled ? "up" : "disabled");
+    const badge = document.createElement("span"); badge.className = "state " + state;
+    badge.textContent = state; badge.title = b.last_error || "";
+    row.appendChild(document.createElement("td")).appendChild(badge);
+    const usage = row.appendChild(document.createElement("td"));
+    const bar = usage.appendChild(document.createElement("div")); bar.className = "bar";
+    const fill = bar.appendChild(document.createElement("div"));
+    fill.style.width = (b.max_size ? Math.min(100, 100 * b.used_bytes / b.max_size) : 0) + "%";
+    const label = usage.appendChild(document.createElement("span")); label.className = "small";
+    label.textContent = size(b.used_bytes) + " / " + size(b.max_size);
+    cell(row, String(b.objects), "num");
+    cell(row, rate(b.requests, o.requests, dt), "num");
+    cell(row, rate(b.errors, o.errors, dt), "num");
+    body.appendChild(row);
+  }}
+  document.getElementById("updated").textContent = "updated " + new Date(doc.time * 1000).toLocaleTimeString();
+}}
+async function poll() {{
+  try {{
+    const answer = await fetch(location.pathname + "?format=json", {{credentials: "same-origin", cache: "no-store"}});
+    if (!answer.ok) throw new Error("HTTP " + answer.status);
+    const doc = await answer.json();
+    render(doc, previous); previous = doc;
+    document.getElementById("stale").textContent = "";
+  }} catch (e) {{
+    document.getElementById("stale").textContent = "cannot refresh: " + e.message;
+  }}
+}}
+render(previous, null);
+poll();
+setInterval(poll, {refresh_ms});
+</script>
+</body></html>
+"""
+
+
+def _script_json(document: dict) -> str:
+    # Inside <script>, "</" could close the element early; JSON allows "<\/".
+    return json.dumps(document).replace("</", "<\\/")
+
+
+def render_page(document: dict, nonce: str) -> bytes:
+    return PAGE.format(
+        nonce=nonce,
+        status=html.escape(document["status"]),
+        strategy=html.escape(document["strategy"]),
+        rows="".join(_row(entry) for entry in document["backends"]),
+        initial=_script_json(document),
+        refresh=REFRESH_SECONDS,
+        refresh_ms=REFRESH_SECONDS * 1000,
+    ).encode("utf-8")
+
+
+def _is_loopback(request) -> bool:
+    host = getattr(request.getClientAddress(), "host", None)
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StatusResource(Resource):
+    """
+    @param gateway: the L{s3balance.s3.gateway.Gateway} (its pool, strategy and
+        metrics are read at each request, so a reload shows at once).
+    @param token_fn: returns the token to require, or "" for loopback-only access.
+    """
+
+    isLeaf = True
+
+    def __init__(self, gateway, token_fn: Callable[[], str], now: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.token_fn = token_fn
+        self.now = now
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"referrer-policy", b"no-referrer")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        token = self.token_fn()
+        query_token = _arg(request, b"token")
+        if token:
+            if query_token is not None:
+                return self._login(request, token, query_token)
+            if not (bearer_token_matches(request, token) or self._cookie_matches(request, token)):
+                return self._refuse(request, 401, "a valid token is required: Authorization: Bearer <api.token>, or open /status?token=<api.token> once")
+        elif not _is_loopback(request):
+            return self._refuse(request, 403, "the status page is served only to loopback clients unless the admin API (api.token) is enabled")
+        document = status_document(self.gateway, self.now)
+        if _arg(request, b"format") == "json":
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps(document, sort_keys=True).encode("utf-8")
+        nonce = secrets.token_urlsafe(16)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(
+            b"content-security-policy",
+            (
+                f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+                "connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+            ).encode("ascii"),
+        )
+        return render_page(document, nonce)
+
+    def render_HEAD(self, request) -> bytes:
+        return self.render_GET(request)
+
+    def _cookie_matches(self, request, token: str) -> bool:
+        given = request.getCookie(COOKIE_NAME)
+        return given is not None and hmac.compare_digest(given, cookie_value(token).encode("ascii"))
+
+    def _login(self, request, token: str, given: str) -> bytes:
+        if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
+            log.warn(
+                "status page: refused a wrong token from {client}",
+                client=getattr(request.getClientAddress(), "host", "?"),
+            )
+            return self._refuse(request, 401, "wrong token")
+        path = request.uri.split(b"?", 1)[0]
+        request.addCookie(
+            COOKIE_NAME,
+            cookie_value(token).encode("ascii"),
+            path=path,
+            httpOnly=True,
+            secure=request.isSecure(),
+            sameSite="strict",
+        )
+        request.setResponseCode(303)
+        request.setHeader(b"location", path)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"signed in; see " + path + b"\n"
+
+    def _refuse(self, request, status: int, message: str) -> bytes:
+        request.setResponseCode(status)
+        if status == 401:
+            request.setHeader(b"www-authenticate", b'Bearer realm="s3balance status"')
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"error": "unauthorized" if status == 401 else "forbidden", "message": message}).encode()
+
+
+def _arg(request, name: bytes) -> Optional[str]:
+    values = (request.args or {}).get(name)
+    return values[0].decode("utf-8", "replace") if values else None
