@@ -74,7 +74,7 @@ fuzz: venv
 	else echo "make fuzz: bench/fuzz.py does not exist yet (nothing to run)"; fi
 
 clean:
-	rm -rf _trial_temp _trial_temp.lock build dist *.egg-info .mypy_cache .ruff_cache .hypothesis
+	rm -rf _trial_temp _trial_temp*.lock _trial_temp-* build dist *.egg-info .mypy_cache .ruff_cache .hypothesis
 	rm -f twisted/plugins/dropin.cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
