@@ -33,7 +33,7 @@ class _PeriodicService(Service):
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
-        self._loop = None
+        self._loop: LoopingCall | None = None
         self._running: Deferred | None = None
         self._again = False
 

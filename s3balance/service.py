@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
@@ -87,7 +88,7 @@ class GatewayService(MultiService):
         from s3balance.admin.target import ServiceAdminTarget
         from s3balance.metrics import Metrics, MetricsResource
 
-        self.metrics = Metrics() if config.metrics.enabled else None
+        self.metrics: Any = Metrics() if config.metrics.enabled else None
         self.pool.metrics = self.metrics
         self.gateway = Gateway(config, store, self.pool, make_strategy(balancer.strategy), reactor, self.metrics)
         self.root = Root(self.gateway)
@@ -98,7 +99,7 @@ class GatewayService(MultiService):
             self.root.fixed[config.metrics.path.encode()] = MetricsResource(
                 self.metrics, lambda: self.gateway.config.metrics.token
             )
-        self.reloader = None
+        self.reloader: Any = None
         self.admin_target = ServiceAdminTarget(self)
         if config.api.enabled:
             self.root.admin = AdminResource(self.admin_target, lambda: self.gateway.config.api.token)
@@ -115,7 +116,7 @@ class GatewayService(MultiService):
         self.operation_sync = OperationSync(self.operations, 5.0, reactor)
         for child in (self.health, self.deleter, self.usage, self.operation_sync):
             child.setServiceParent(self)
-        self.supervisor = None
+        self.supervisor: Any = None
         if config.server.workers > 1 and worker_index == 0:
             from s3balance.workers import WorkerSupervisor
 
@@ -201,11 +202,12 @@ class GatewayService(MultiService):
         import signal
 
         reload_here = signal.getsignal(signal.SIGHUP)
+        supervisor = self.supervisor
 
         def forward(signum, frame) -> None:
             if callable(reload_here):
                 reload_here(signum, frame)
-            self.supervisor.signal_all(signal.SIGHUP)
+            supervisor.signal_all(signal.SIGHUP)
 
         signal.signal(signal.SIGHUP, forward)
 

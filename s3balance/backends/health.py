@@ -107,9 +107,10 @@ class HealthMonitor(Service):
                 loop = LoopingCall(self.probe, name)
                 loop.clock = self.clock
                 self._loops[name] = loop
-                loop.start(self.period, now=True).addErrback(
-                    lambda f, n=name: log.failure("health loop of {backend} died", f, backend=n)
-                )
+                loop.start(self.period, now=True).addErrback(self._loop_died, name)
+
+    def _loop_died(self, failure, name: str) -> None:
+        log.failure("health loop of {backend} died", failure, backend=name)
 
     def stopService(self) -> Deferred:
         super().stopService()

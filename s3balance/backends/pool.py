@@ -8,7 +8,7 @@ Mutation of this state lives here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.logger import Logger
 
@@ -43,7 +43,7 @@ class BackendPool:
         self.unhealthy_threshold = unhealthy_threshold
         self.healthy_threshold = healthy_threshold
         self.counter = None  # an OperationCounter, when operation limits are tracked
-        self.metrics = None
+        self.metrics: Any = None
         self.backend_timeout = 60.0
         # Backends an operator disabled at run time (admin API): no new objects.
         self.disabled: set[str] = set()

@@ -17,7 +17,7 @@ Both directions are push streams with backpressure:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
@@ -171,7 +171,7 @@ class _Relay(Protocol):
 
     def connectionMade(self) -> None:
         # self.transport is the backend connection as an IPushProducer.
-        self._register(self.transport)
+        self._register(cast(IPushProducer, self.transport))
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
@@ -246,7 +246,7 @@ def relay_body(
     response.deliverBody(relay)
 
     def stop() -> None:
-        transport = relay.transport
+        transport = cast(Optional[IPushProducer], relay.transport)
         if transport is not None:
             transport.stopProducing()
 

@@ -149,14 +149,14 @@ async def list_objects(gateway, request, call) -> None:
             after = start_after
     else:
         after = query.get("marker", "")
-    if max_keys == 0:
-        entries, truncated, next_marker = (), False, None
-    else:
+    entries: tuple = ()
+    truncated, next_marker = False, None
+    if max_keys > 0:
         page = await gateway.store.list_objects(call.bucket, prefix, delimiter, after, max_keys)
         entries, truncated, next_marker = page.entries, page.is_truncated, page.next_marker
     fetch_owner = not v2 or query.get("fetch-owner") == "true"
-    contents = []
-    prefixes = []
+    contents: list = []
+    prefixes: list = []
     for entry in entries:
         if isinstance(entry, str):
             prefixes.append(("CommonPrefixes", [("Prefix", encode_key(entry, url))]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import unquote
 
 from twisted.logger import Logger
@@ -75,7 +75,7 @@ def _readable_location(gateway, record: ObjectRecord) -> Location:
     raise S3Error("ServiceUnavailable", "The backend holding the source object is unavailable; try again later.")
 
 
-async def stream_between(gateway, location: Location, byte_range, length: int, send) -> object:
+async def stream_between(gateway, location: Location, byte_range, length: int, send) -> Any:
     """
     Stream C{length} bytes of C{location} (optionally a range) into the
     request that C{send(pipe)} starts on another backend.  -> its result.

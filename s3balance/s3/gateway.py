@@ -16,7 +16,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Optional
+from typing import Any, Optional
 
 import attr
 from twisted.internet.defer import ensureDeferred
@@ -56,8 +56,8 @@ class S3Call:
     operation: str
     query: dict
     headers: dict  # lower-case name -> list of str values
-    credential: Optional[object]
-    auth: Optional[object]
+    credential: Any
+    auth: Any
     raw_path: bytes
 
     @property
@@ -104,7 +104,7 @@ class Gateway:
         self.strategy = strategy
         self.reactor = reactor
         self.metrics = metrics
-        self.deleter = None  # set by the service: kicks the deletion worker
+        self.deleter: Any = None  # set by the service: kicks the deletion worker
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
         self.in_flight: set = set()
@@ -188,8 +188,9 @@ class Gateway:
 
     def start_upload(self, request, call: S3Call, length: Optional[int]):
         from s3balance.s3.bodies import decoded_length
-        from s3balance.s3.upload import PartUpload, PutObjectUpload, UnknownLengthUpload
+        from s3balance.s3.upload import PartUpload, PutObjectUpload, StreamedBody, UnknownLengthUpload
 
+        kind: type[StreamedBody]
         if call.operation == "UploadPart":
             kind = PartUpload
         elif decoded_length(call, length)[0] is None:

@@ -269,7 +269,7 @@ async def list_parts(gateway, request, call) -> None:
             )
         )
     truncated = (root.findtext(f"{ns}IsTruncated") or "false").lower() == "true"
-    children = [
+    children: list = [
         ("Bucket", record.bucket),
         ("Key", record.key),
         ("UploadId", record.upload_id),

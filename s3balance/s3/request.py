@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import os
 from http import HTTPStatus
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -60,6 +60,15 @@ class S3Request(server.Request):
 
     # S3 answers without a body carry no Content-Type.
     defaultContentType = None
+    content: Any
+
+    @property
+    def _transport(self) -> Any:
+        return self.channel.transport
+
+    @property
+    def _site(self) -> Any:
+        return self.channel.site  # type: ignore[attr-defined]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -90,7 +99,7 @@ class S3Request(server.Request):
             expect and expect[0].lower() == b"100-continue" and self.clientproto == b"HTTP/1.1"
         )
         self.content = io.BytesIO()
-        site = self.channel.site
+        site = self._site
         gateway = site.gateway
         gateway.track(self)
         try:
@@ -145,7 +154,7 @@ class S3Request(server.Request):
     def discard_body(self) -> None:
         """Read and drop the rest of the body (to answer an error after it)."""
         self._discarding = True
-        self.channel.transport.resumeProducing()
+        self._transport.resumeProducing()
 
     def answer_raw(self, error: S3Error) -> None:
         """Write a complete error response and close the connection."""
@@ -166,15 +175,15 @@ class S3Request(server.Request):
             f"Server: s3balance\r\n"
             f"Connection: close\r\n\r\n"
         ).encode("latin-1")
-        transport = self.channel.transport
+        transport = self._transport
         transport.write(head + body)
         transport.loseConnection()
-        self.channel.site.gateway.observe_early_answer(self, error)
+        self._site.gateway.observe_early_answer(self, error)
 
     def send_continue(self) -> None:
         if self.expects_continue and not self.continue_sent and not self.answered_early:
             self.continue_sent = True
-            self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # -- body -----------------------------------------------------------------
 

@@ -97,6 +97,7 @@ class StreamedBody:
         self.gateway = gateway
         self.request = request
         self.call = call
+        self.size: Optional[int]
         self.size, chunked = decoded_length(call, length)
         if self.size is None and not self.unknown_length:
             raise S3Error("MissingContentLength")
@@ -134,7 +135,7 @@ class StreamedBody:
             if not data:
                 return
             self._received += len(data)
-            if self._received > self.size:
+            if self.size is not None and self._received > self.size:
                 raise S3Error("IncompleteBody", "The body is longer than its declared length.")
             self.verifier.update(data)
         except S3Error as error:
@@ -216,6 +217,20 @@ class StreamedBody:
             result.raiseException()
         return result
 
+    def _client_error(self, error: Exception) -> S3Error:
+        """What the client hears of a failed upload; call it in the except clause (it logs)."""
+        if isinstance(error, S3Error):
+            return error
+        if isinstance(error, CancelledError) and self._failed is not None:
+            return self._failed
+        if isinstance(error, BackendError):
+            log.warn(
+                "upload of {bucket}/{key} failed: {error}", bucket=self.call.bucket, key=self.call.key, error=str(error)
+            )
+            return backend_error_to_s3(error)
+        log.failure("upload {id} failed", id=self.request.request_id)
+        return S3Error("InternalError")
+
     async def _answer_failure(self, error: S3Error) -> None:
         request = self.request
         if request.gone or request.answered_early:
@@ -282,6 +297,7 @@ class PutObjectUpload(StreamedBody):
                     reservation = None
                     exclude.append(backend.name)
                     await _sleep(gateway.reactor, balancer.retry_delay)
+            assert self.size is not None and lease is not None and intent is not None
             record = ObjectRecord(
                 bucket=call.bucket,
                 key=call.key,
@@ -307,28 +323,21 @@ class PutObjectUpload(StreamedBody):
             intent = None
             gateway.pool.add_usage(backend.name, self.size, 1)
             gateway.kick_deleter()
-            answer = {"ETag": result.etag}
+            reply = {"ETag": result.etag}
             for name, value in self._checksums.items():
-                answer[f"x-amz-checksum-{name}"] = value
-            gateway.answer_empty(request, 200, answer)
+                reply[f"x-amz-checksum-{name}"] = value
+            gateway.answer_empty(request, 200, reply)
         except Exception as error:
+            answer = self._client_error(error)
             if lease is not None and lease.running:
                 lease.stop()
-            self._fail(error if isinstance(error, S3Error) else S3Error("InternalError"))
+            self._fail(answer)
             if intent is not None:
                 try:
                     await store.abandon_write(intent.id, self.pipe.started.called)
                 except Exception:
                     log.failure("could not abandon write intent {id}", id=intent.id)
-            if isinstance(error, BackendError):
-                log.warn("upload of {bucket}/{key} failed: {error}", bucket=call.bucket, key=call.key, error=str(error))
-                error = backend_error_to_s3(error)
-            elif isinstance(error, CancelledError):
-                error = self._failed
-            elif not isinstance(error, S3Error):
-                log.failure("upload {id} failed", id=request.request_id)
-                error = S3Error("InternalError")
-            await self._answer_failure(error)
+            await self._answer_failure(answer)
         finally:
             if reservation is not None:
                 reservation.release()
@@ -351,21 +360,14 @@ class PartUpload(StreamedBody):
             self._backend_request = backend.upload_part(upload.real_key, upload.backend_upload_id, number, self.pipe)
             self.pipe.started.addCallback(lambda _: request.send_continue())
             result = await self._await_body_and_backend()
-            answer = {"ETag": result.etag}
+            reply = {"ETag": result.etag}
             for name, value in self._checksums.items():
-                answer[f"x-amz-checksum-{name}"] = value
-            gateway.answer_empty(request, 200, answer)
+                reply[f"x-amz-checksum-{name}"] = value
+            gateway.answer_empty(request, 200, reply)
         except Exception as error:
-            self._fail(error if isinstance(error, S3Error) else S3Error("InternalError"))
-            if isinstance(error, BackendError):
-                log.warn("part upload failed: {error}", error=str(error))
-                error = backend_error_to_s3(error)
-            elif isinstance(error, CancelledError):
-                error = self._failed
-            elif not isinstance(error, S3Error):
-                log.failure("part upload {id} failed", id=request.request_id)
-                error = S3Error("InternalError")
-            await self._answer_failure(error)
+            answer = self._client_error(error)
+            self._fail(answer)
+            await self._answer_failure(answer)
 
 
 class UnknownLengthUpload(PutObjectUpload):
@@ -392,7 +394,7 @@ class UnknownLengthUpload(PutObjectUpload):
         self._sending: Deferred = Deferred()
         self._sending.callback(None)
         self._paused = False
-        self._placed = None  # (backend, real_key, headers) once placed
+        self._placed: Optional[tuple] = None  # (backend, real_key, headers) once placed
         self._upload_id: Optional[str] = None
 
     def data_received(self, data: bytes) -> None:
@@ -417,6 +419,7 @@ class UnknownLengthUpload(PutObjectUpload):
 
     def _queue_part(self, data: bytes) -> None:
         """Send one part after those already queued; the first creates the multipart upload."""
+        assert self._placed is not None
         backend, real_key, headers = self._placed
         number = len(self._parts) + 1
         if number > self.MAX_PARTS:
@@ -506,13 +509,14 @@ class UnknownLengthUpload(PutObjectUpload):
             intent = None
             gateway.pool.add_usage(backend.name, self.size, 1)
             gateway.kick_deleter()
-            answer = {"ETag": etag}
+            reply = {"ETag": etag}
             for name, value in self._checksums.items():
-                answer[f"x-amz-checksum-{name}"] = value
-            gateway.answer_empty(request, 200, answer)
+                reply[f"x-amz-checksum-{name}"] = value
+            gateway.answer_empty(request, 200, reply)
         except Exception as error:
-            self._fail(error if isinstance(error, S3Error) else S3Error("InternalError"))
-            if self._upload_id is not None:
+            answer = self._client_error(error)
+            self._fail(answer)
+            if self._upload_id is not None and self._placed is not None:
                 backend, real_key, _ = self._placed
                 self._sending.addBoth(lambda _: backend.abort_multipart(real_key, self._upload_id)).addErrback(
                     lambda f: log.warn("could not abort upload on {backend}", backend=backend.name)
@@ -520,13 +524,7 @@ class UnknownLengthUpload(PutObjectUpload):
             if intent is not None:
                 await store.abandon_write(intent.id, True)
                 gateway.kick_deleter()
-            if isinstance(error, BackendError):
-                log.warn("upload of {bucket}/{key} failed: {error}", bucket=call.bucket, key=call.key, error=str(error))
-                error = backend_error_to_s3(error)
-            elif not isinstance(error, S3Error):
-                log.failure("upload {id} failed", id=request.request_id)
-                error = S3Error("InternalError")
-            await self._answer_failure(error)
+            await self._answer_failure(answer)
         finally:
             if reservation is not None:
                 reservation.release()
