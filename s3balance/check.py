@@ -155,7 +155,9 @@ class SmokeTest:
     def check_list_buckets(self) -> str:
         names = [bucket["Name"] for bucket in self.s3.list_buckets().get("Buckets", [])]
         if self.bucket not in names:
-            raise CheckFailed(f"bucket {self.bucket!r} not listed (the key sees: {', '.join(names) or 'none'})")
+            raise CheckFailed(
+                f"bucket {self.bucket!r} not listed (the key sees: {', '.join(names) or 'none'})"
+            )
         return f"{len(names)} bucket(s), {self.bucket} among them"
 
     def check_put(self) -> str:
@@ -199,11 +201,18 @@ class SmokeTest:
         parts = []
         for number, chunk in enumerate((self.large[:PART_SIZE], self.large[PART_SIZE:]), start=1):
             answer = self.s3.upload_part(
-                Bucket=self.bucket, Key=self.multipart_key, UploadId=self.upload_id, PartNumber=number, Body=chunk
+                Bucket=self.bucket,
+                Key=self.multipart_key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=chunk,
             )
             parts.append({"PartNumber": number, "ETag": answer["ETag"]})
         answer = self.s3.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.multipart_key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
+            Bucket=self.bucket,
+            Key=self.multipart_key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
         )
         self.upload_id = None
         if not answer.get("ETag", "").strip('"').endswith("-2"):
@@ -275,7 +284,9 @@ class SmokeTest:
         """Remove whatever this run wrote; never raises."""
         if self.upload_id is not None:
             try:
-                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.multipart_key, UploadId=self.upload_id)
+                self.s3.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.multipart_key, UploadId=self.upload_id
+                )
             except Exception:
                 pass
         for key in self.written:
@@ -305,21 +316,32 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "under a scratch prefix of one existing virtual bucket).",
     )
     parser.add_argument("--endpoint", required=True, help="e.g. http://127.0.0.1:8080")
-    parser.add_argument("--access-key", default=os.environ.get("AWS_ACCESS_KEY_ID"), help="default $AWS_ACCESS_KEY_ID")
+    parser.add_argument(
+        "--access-key", default=os.environ.get("AWS_ACCESS_KEY_ID"), help="default $AWS_ACCESS_KEY_ID"
+    )
     parser.add_argument(
         "--secret-key", default=os.environ.get("AWS_SECRET_ACCESS_KEY"), help="default $AWS_SECRET_ACCESS_KEY"
     )
     parser.add_argument("--bucket", required=True, help="an existing virtual bucket the key may write to")
-    parser.add_argument("--prefix", default="s3balance-check/", help="scratch prefix (default s3balance-check/)")
-    parser.add_argument("--metrics-token", default=os.environ.get("S3BALANCE_METRICS_TOKEN", ""),
-                        help="metrics.token, sent as a bearer token (default $S3BALANCE_METRICS_TOKEN)")
+    parser.add_argument(
+        "--prefix", default="s3balance-check/", help="scratch prefix (default s3balance-check/)"
+    )
+    parser.add_argument(
+        "--metrics-token",
+        default=os.environ.get("S3BALANCE_METRICS_TOKEN", ""),
+        help="metrics.token, sent as a bearer token (default $S3BALANCE_METRICS_TOKEN)",
+    )
     parser.add_argument("--metrics-path", default="/metrics", help="metrics.path (default /metrics)")
-    parser.add_argument("--virtual-host", action="store_true", help="virtual-host style URLs (bucket.<endpoint host>)")
+    parser.add_argument(
+        "--virtual-host", action="store_true", help="virtual-host style URLs (bucket.<endpoint host>)"
+    )
     parser.add_argument("--region", default="us-east-1", help="the region clients sign for (s3api.region)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     args = parser.parse_args(argv)
     if not args.access_key or not args.secret_key:
-        parser.error("--access-key and --secret-key (or $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY) are required")
+        parser.error(
+            "--access-key and --secret-key (or $AWS_ACCESS_KEY_ID / $AWS_SECRET_ACCESS_KEY) are required"
+        )
     return args
 
 

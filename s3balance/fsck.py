@@ -243,7 +243,7 @@ class Fsck:
 
     # 1. every location row -> HEAD ---------------------------------------------
 
-    def _location_pages(self) -> Iterator[list]:
+    def _location_pages(self) -> Iterator[Sequence[Any]]:
         """Location rows joined with their object, by id, one page at a time."""
         last = 0
         query = select(
@@ -346,7 +346,9 @@ class Fsck:
             result = conn.execute(delete(_loc).where(_loc.c.id == row.id, _loc.c.object_id == row.object_id))
             if result.rowcount != 1:
                 return False  # replaced meanwhile: the new version is not ours to drop
-            left = conn.execute(select(func.count()).select_from(_loc).where(_loc.c.object_id == row.object_id))
+            left = conn.execute(
+                select(func.count()).select_from(_loc).where(_loc.c.object_id == row.object_id)
+            )
             if left.scalar_one() == 0:
                 conn.execute(delete(_o).where(_o.c.id == row.object_id))
             return True
@@ -427,7 +429,9 @@ class Fsck:
                 ),
                 # A large streaming PUT writes through a backend multipart upload
                 # under its write intent; the store never sees that upload id.
-                select(_wi.c.real_key, literal("key")).where(_wi.c.backend == backend, _wi.c.real_key.in_(keys)),
+                select(_wi.c.real_key, literal("key")).where(
+                    _wi.c.backend == backend, _wi.c.real_key.in_(keys)
+                ),
             )
             rows = conn.execute(statement).all()
         known_ids = {r[0] for r in rows if r[1] == "id"}
@@ -544,14 +548,20 @@ def add_arguments(parser: argparse.ArgumentParser, with_config: bool = True) -> 
     """The fsck options (C{--config} too unless the caller adds it)."""
     if with_config:
         parser.add_argument("--config", "-c", required=True, help="path of the YAML configuration")
-    parser.add_argument("--repair", action="store_true", help="delete orphans, abort orphan multipart uploads")
+    parser.add_argument(
+        "--repair", action="store_true", help="delete orphans, abort orphan multipart uploads"
+    )
     parser.add_argument(
         "--drop-missing",
         action="store_true",
         help="with --repair: remove the rows of objects whose data is gone from their backend",
     )
     parser.add_argument(
-        "--backend", action="append", dest="backends", metavar="NAME", help="check only this backend (repeatable)"
+        "--backend",
+        action="append",
+        dest="backends",
+        metavar="NAME",
+        help="check only this backend (repeatable)",
     )
     parser.add_argument(
         "--older-than",
@@ -600,7 +610,9 @@ def command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="s3balance-admin fsck", description=__doc__.strip().split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="s3balance-admin fsck", description=__doc__.strip().split("\n\n")[0]
+    )
     add_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
     return command(args)

@@ -303,9 +303,17 @@ class StatusResource(Resource):
             if query_token is not None:
                 return self._login(request, token, query_token)
             if not (bearer_token_matches(request, token) or self._cookie_matches(request, token)):
-                return self._refuse(request, 401, "a valid token is required: Authorization: Bearer <api.token>, or open /status?token=<api.token> once")
+                return self._refuse(
+                    request,
+                    401,
+                    "a valid token is required: Authorization: Bearer <api.token>, or open /status?token=<api.token> once",
+                )
         elif not _is_loopback(request):
-            return self._refuse(request, 403, "the status page is served only to loopback clients unless the admin API (api.token) is enabled")
+            return self._refuse(
+                request,
+                403,
+                "the status page is served only to loopback clients unless the admin API (api.token) is enabled",
+            )
         document = status_document(self.gateway, self.now)
         if _arg(request, b"format") == "json":
             request.setHeader(b"content-type", b"application/json")
@@ -354,7 +362,9 @@ class StatusResource(Resource):
         if status == 401:
             request.setHeader(b"www-authenticate", b'Bearer realm="s3balance status"')
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"error": "unauthorized" if status == 401 else "forbidden", "message": message}).encode()
+        return json.dumps(
+            {"error": "unauthorized" if status == 401 else "forbidden", "message": message}
+        ).encode()
 
 
 def _arg(request, name: bytes) -> Optional[str]:

@@ -43,6 +43,12 @@ _NOT_CONNECTED = (ConnectError, DNSLookupError, TimeoutError)
 
 
 
+def quoted(etag: str) -> str:
+    """ETags are quoted in S3 answers; some backends leave the quotes out in XML documents."""
+    etag = etag.strip()
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
 def _find_text(document: bytes, tag: str) -> str | None:
     """The text of the first element named C{tag} (any namespace) in an XML answer."""
     try:
@@ -313,7 +319,7 @@ class Backend:
         etag = _find_text(content, "ETag")
         if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in CopyObject answer")
-        return etag
+        return quoted(etag)
 
     @inlineCallbacks
     def upload_part_copy(
@@ -330,7 +336,7 @@ class Backend:
         etag = _find_text(content, "ETag")
         if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in UploadPartCopy answer")
-        return etag
+        return quoted(etag)
 
     def head_bucket(self) -> Deferred:
         """The health probe; not counted against operation limits."""
@@ -386,7 +392,7 @@ class Backend:
         etag = _find_text(content, "ETag")
         if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in CompleteMultipartUpload answer")
-        return etag
+        return quoted(etag)
 
     def abort_multipart(self, real_key: str, upload_id: str) -> Deferred:
         query = f"uploadId={quote(upload_id, safe='')}"

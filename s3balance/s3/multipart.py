@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Optional
 from xml.etree import ElementTree
 
 from twisted.logger import Logger
@@ -293,45 +292,59 @@ async def list_multipart_uploads(gateway, request, call) -> None:
     upload_id_marker = query.get("upload-id-marker", "") if key_marker else ""
     max_uploads = _int_query(call, "max-uploads", 1000, 0, 1000)
     url = query.get("encoding-type") == "url"
-    records = await gateway.store.list_multipart(call.bucket, prefix, key_marker, upload_id_marker, max_uploads + 1)
+    # Walk the uploads in key order, folding keys into common prefixes and
+    # skipping past a prefix once it is listed, until the page is full.
     uploads: list = []
     prefixes: list[str] = []
     truncated = False
-    last: Optional[MultipartRecord] = None
-    for record in records:
-        if len(uploads) + len(prefixes) >= max_uploads:
-            truncated = True
-            break
-        if delimiter:
-            cut = record.key.find(delimiter, len(prefix))
-            if cut >= 0:
-                common = record.key[: cut + len(delimiter)]
-                if common not in prefixes:
-                    prefixes.append(common)
-                last = record
-                continue
-        uploads.append(
-            (
-                "Upload",
-                [
-                    ("Key", encode_key(record.key, url)),
-                    ("UploadId", record.upload_id),
-                    ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-                    ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-                    ("StorageClass", "STANDARD"),
-                    ("Initiated", iso8601(record.initiated)),
-                ],
+    last_marker: tuple[str, str] = (key_marker, upload_id_marker)
+    marker, id_marker = key_marker, upload_id_marker
+    done = False
+    while not done and not truncated:
+        batch = await gateway.store.list_multipart(call.bucket, prefix, marker, id_marker, 1000)
+        done = len(batch) < 1000
+        for record in batch:
+            marker, id_marker = record.key, record.upload_id
+            common = None
+            if delimiter:
+                cut = record.key.find(delimiter, len(prefix))
+                if cut >= 0:
+                    common = record.key[: cut + len(delimiter)]
+            if common is not None and (common in prefixes or common == key_marker):
+                marker, id_marker, done = common + "\U0010ffff", "", False
+                break
+            if len(uploads) + len(prefixes) >= max_uploads:
+                truncated = True
+                break
+            if common is not None:
+                prefixes.append(common)
+                last_marker = (common, "")
+                # Everything else under this prefix folds into it: skip past it.
+                marker, id_marker = common + "\U0010ffff", ""
+                done = False
+                break
+            uploads.append(
+                (
+                    "Upload",
+                    [
+                        ("Key", encode_key(record.key, url)),
+                        ("UploadId", record.upload_id),
+                        ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
+                        ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
+                        ("StorageClass", "STANDARD"),
+                        ("Initiated", iso8601(record.initiated)),
+                    ],
+                )
             )
-        )
-        last = record
+            last_marker = (record.key, record.upload_id)
     children: list = [
         ("Bucket", call.bucket),
         ("KeyMarker", encode_key(key_marker, url)),
         ("UploadIdMarker", upload_id_marker),
     ]
-    if truncated and last is not None:
-        children.append(("NextKeyMarker", encode_key(last.key, url)))
-        children.append(("NextUploadIdMarker", last.upload_id))
+    if truncated:
+        children.append(("NextKeyMarker", encode_key(last_marker[0], url)))
+        children.append(("NextUploadIdMarker", last_marker[1]))
     children += [("MaxUploads", max_uploads), ("IsTruncated", truncated)]
     if prefix:
         children.append(("Prefix", encode_key(prefix, url)))
