@@ -7,6 +7,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "s3balance",
+        "s3balance.admin",
         "s3balance.s3",
         "s3balance.auth",
         "s3balance.placement",
@@ -38,6 +39,7 @@ setup(
     entry_points={
         "console_scripts": [
             "s3balance-admin = s3balance.cli:main",
+            "s3balance-check = s3balance.check:main",
         ],
     },
 )

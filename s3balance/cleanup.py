@@ -24,6 +24,9 @@ from s3balance.backends.backend import BackendError
 
 log = Logger()
 
+# Deletion reasons of writes that did not complete (see s3balance.store.objects).
+UNFINISHED_WRITES = frozenset({"abandoned", "lease-expired"})
+
 
 class _PeriodicService(Service):
     """A service that runs C{run()} every C{period} seconds and on demand, never twice at once."""
@@ -104,6 +107,11 @@ class DeletionWorker(_PeriodicService):
                     if item.backend_upload_id:
                         yield backend.abort_multipart(item.real_key, item.backend_upload_id)
                     else:
+                        if item.reason in UNFINISHED_WRITES:
+                            # A write that never finished may have been a
+                            # multipart upload (PUT of unknown length).
+                            for upload_id in (yield backend.multipart_uploads_of(item.real_key)):
+                                yield backend.abort_multipart(item.real_key, upload_id)
                         yield backend.delete_object(item.real_key)
                 except BackendError as error:
                     delay = min(self.MAX_BACKOFF, 5.0 * 2 ** min(item.attempts, 10))

@@ -75,6 +75,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", "-c", required=True, help="path of the YAML configuration")
+        if name == "fsck":
+            from s3balance.fsck import add_arguments
+
+            add_arguments(command, with_config=False)
         command.set_defaults(function=function)
     args = parser.parse_args(argv)
     return args.function(args)

@@ -151,6 +151,9 @@ class BalancerConfig:
     # A backend that moves no byte for this long while we wait on it is cut
     # off (stalled uploads, downloads and answers); never a whole-transfer limit.
     backend_timeout: float = 60.0
+    # Replaced and deleted objects stay on their backend this long, so reads
+    # that started before the change are not cut off.
+    deletion_grace: float = 30.0
     unhealthy_threshold: int = 3
     healthy_threshold: int = 2
     multipart_max_age: float = 86400.0
@@ -825,6 +828,7 @@ def _parse_balancer(section: _Section) -> BalancerConfig:
         retry_delay=section.get("retry_delay", parse_duration, d.retry_delay, zero_default=True),
         health_timeout=section.get("health_timeout", _positive_duration, d.health_timeout),
         backend_timeout=section.get("backend_timeout", _positive_duration, d.backend_timeout),
+        deletion_grace=section.get("deletion_grace", parse_duration, d.deletion_grace),
         unhealthy_threshold=section.get("unhealthy_threshold", _positive_int, d.unhealthy_threshold),
         healthy_threshold=section.get("healthy_threshold", _positive_int, d.healthy_threshold),
         multipart_max_age=section.get("multipart_max_age", _positive_duration, d.multipart_max_age),

@@ -38,7 +38,7 @@ from s3balance.s3.resource import Root
 
 log = Logger()
 
-RESERVED_BUCKET_NAMES = frozenset({"health"})
+RESERVED_BUCKET_NAMES = frozenset({"health", "status"})
 
 
 class StartupError(Exception):
@@ -103,6 +103,11 @@ class GatewayService(MultiService):
         self.admin_target = ServiceAdminTarget(self)
         if config.api.enabled:
             self.root.admin = AdminResource(self.admin_target, lambda: self.gateway.config.api.token)
+        from s3balance.status import StatusResource
+
+        self.root.fixed[b"/status"] = StatusResource(
+            self.gateway, lambda: self.gateway.config.api.token if self.gateway.config.api.enabled else ""
+        )
         self.site = S3Site(self.root, self.gateway, timeout=config.server.idle_timeout)
         self.health = HealthMonitor(self.pool, balancer.health_check_period, balancer.health_timeout, reactor)
         self.deleter = DeletionWorker(
@@ -254,7 +259,13 @@ def open_store(config: Config, reactor=None, migrate_schema: bool = True):
         except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise StartupError(f"database: cannot open or migrate the {config.database.type} database: {first}") from None
-    return MetadataStore(url, reactor=reactor, max_threads=config.database.max_open_conns, auto_migrate=False)
+    return MetadataStore(
+        url,
+        reactor=reactor,
+        max_threads=config.database.max_open_conns,
+        auto_migrate=False,
+        deletion_grace=config.balancer.deletion_grace,
+    )
 
 
 def build(config_path: str, reactor=None, worker_index: int = 0) -> GatewayService:

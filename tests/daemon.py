@@ -63,6 +63,7 @@ def base_config(backends: list[dict], virtual: list[str], workdir: Path, **secti
             "cleanup_period": "1s",
             "update_stats_period": "2s",
             "retry_delay": "0.1s",
+            "deletion_grace": "0s",
         },
         "metrics": {"enabled": True, "path": "/metrics"},
         "s3api": {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "auth_required": True},

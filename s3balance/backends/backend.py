@@ -238,7 +238,12 @@ class Backend:
         Fails with L{BackendError}; C{retryable} is set when the connection
         could not be made (no byte of the body was consumed).
         """
-        d = self._request("PUT", real_key, headers=headers, body=body, length=body.length)
+        return self._put_body(real_key, body, headers)
+
+    def _put_body(
+        self, real_key: str, body: PipeProducer, headers: Mapping[str, str], query: str = ""
+    ) -> Deferred[PutResult]:
+        d = self._request("PUT", real_key, query=query, headers=headers, body=body, length=body.length)
 
         def got(response: IResponse):
             def read(content: bytes) -> PutResult:
@@ -247,7 +252,7 @@ class Backend:
                 etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
                 if not etag:
                     raise BackendError(self.name, response.code, "NoETag", "no ETag in PUT response")
-                return PutResult(etag=etag)
+                return PutResult(etag=quoted(etag))
 
             return treq.content(response).addCallback(read)
 
@@ -357,23 +362,7 @@ class Backend:
 
     def upload_part(self, real_key: str, upload_id: str, part_number: int, body: PipeProducer) -> Deferred[PutResult]:
         query = f"partNumber={part_number}&uploadId={quote(upload_id, safe='')}"
-        d = self._request("PUT", real_key, query=query, body=body, length=body.length)
-
-        def got(response: IResponse):
-            def read(content: bytes) -> PutResult:
-                if response.code != 200:
-                    raise self._fail(response, content)
-                etag = response.headers.getRawHeaders(b"etag", [b""])[0].decode("latin-1")
-                return PutResult(etag=etag)
-
-            return treq.content(response).addCallback(read)
-
-        def failed(failure):
-            if failure.check(BackendError):
-                return failure
-            raise self._unreachable(failure)
-
-        return d.addCallbacks(got, failed)
+        return self._put_body(real_key, body, {}, query)
 
     @inlineCallbacks
     def complete_multipart(self, real_key: str, upload_id: str, parts: Sequence[tuple[int, str]]):
@@ -393,6 +382,26 @@ class Backend:
         if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in CompleteMultipartUpload answer")
         return quoted(etag)
+
+    @inlineCallbacks
+    def multipart_uploads_of(self, real_key: str):
+        """The backend ids of the open multipart uploads of exactly C{real_key}."""
+        query = f"prefix={quote(real_key, safe='')}&uploads="
+        response, content = yield self._simple("GET", None, query, ok=(200, 404))
+        if response.code == 404:
+            return []
+        try:
+            root = ElementTree.fromstring(content)
+        except ElementTree.ParseError:
+            return []
+        found = []
+        for upload in root.iter():
+            if upload.tag.split("}")[-1] != "Upload":
+                continue
+            values = {child.tag.split("}")[-1]: child.text for child in upload}
+            if values.get("Key") == real_key and values.get("UploadId"):
+                found.append(values["UploadId"])
+        return found
 
     def abort_multipart(self, real_key: str, upload_id: str) -> Deferred:
         query = f"uploadId={quote(upload_id, safe='')}"

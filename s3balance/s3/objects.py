@@ -94,6 +94,20 @@ async def head_object(gateway, request, call) -> None:
 
 async def get_object(gateway, request, call) -> None:
     record = await _lookup(gateway, call)
+    try:
+        await _get_object(gateway, request, call, record)
+    except _Replaced:
+        # The version we found was replaced or deleted while we asked its
+        # backend: serve what is there now.
+        record = await _lookup(gateway, call)
+        await _get_object(gateway, request, call, record)
+
+
+class _Replaced(Exception):
+    """The backend no longer has the copy a record named, and the record changed."""
+
+
+async def _get_object(gateway, request, call, record) -> None:
     if check_preconditions(call.headers, record.etag, record.last_modified) == 304:
         _not_modified(gateway, request, record)
         return
@@ -121,6 +135,9 @@ async def get_object(gateway, request, call) -> None:
             error=str(error),
         )
         if error.status == 404:
+            current = await gateway.store.get_object(call.bucket, call.key)
+            if current is None or current.locations != record.locations:
+                raise _Replaced() from None
             raise S3Error("InternalError", "The object's data is missing on its backend.") from None
         raise S3Error("ServiceUnavailable", "The storage backend failed; try again later.") from None
     expected = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1

@@ -217,6 +217,44 @@ class StreamedBody:
             result.raiseException()
         return result
 
+    def _renew_lease(self, intent_id: int) -> LoopingCall:
+        """Keep a write intent alive while its upload runs (the cleaner takes expired ones)."""
+        lease = LoopingCall(self.gateway.store.renew_write, intent_id, INTENT_LEASE)
+        lease.clock = self.gateway.reactor
+        lease.start(INTENT_LEASE / 3, now=False)
+        return lease
+
+    async def _commit(self, intent_id: int, backend: str, real_key: str, etag: str) -> None:
+        """Record the object the backend confirmed (replacing any previous version) and answer."""
+        call = self.call
+        assert self.size is not None
+        record = ObjectRecord(
+            bucket=call.bucket,
+            key=call.key,
+            size=self.size,
+            etag=etag,
+            last_modified=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+            content_type=self.content_type,
+            headers=self.headers,
+            checksums=self._checksums,
+            locations=(Location(backend, real_key),),
+        )
+        try:
+            await self.gateway.store.commit_object(
+                intent_id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
+            )
+        except PreconditionFailedError:
+            raise S3Error("PreconditionFailed") from None
+        self.gateway.pool.add_usage(backend, self.size, 1)
+        self.gateway.kick_deleter()
+        self._answer_stored(etag)
+
+    def _answer_stored(self, etag: str) -> None:
+        reply = {"ETag": etag}
+        for name, value in self._checksums.items():
+            reply[f"x-amz-checksum-{name}"] = value
+        self.gateway.answer_empty(self.request, 200, reply)
+
     def _client_error(self, error: Exception) -> S3Error:
         """What the client hears of a failed upload; call it in the except clause (it logs)."""
         if isinstance(error, S3Error):
@@ -271,9 +309,7 @@ class PutObjectUpload(StreamedBody):
                 backend = gateway.pool.get(reservation.backend)
                 real_key = gateway.new_real_key(call.bucket)
                 intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
-                lease = LoopingCall(store.renew_write, intent.id, INTENT_LEASE)
-                lease.clock = gateway.reactor
-                lease.start(INTENT_LEASE / 3, now=False)
+                lease = self._renew_lease(intent.id)
                 self._backend_request = backend.put_object(
                     real_key, self.pipe, backend_headers(call.bucket, call.key, self.content_type, self.headers)
                 )
@@ -298,35 +334,10 @@ class PutObjectUpload(StreamedBody):
                     exclude.append(backend.name)
                     await _sleep(gateway.reactor, balancer.retry_delay)
             assert self.size is not None and lease is not None and intent is not None
-            record = ObjectRecord(
-                bucket=call.bucket,
-                key=call.key,
-                size=self.size,
-                etag=result.etag,
-                last_modified=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
-                content_type=self.content_type,
-                headers=self.headers,
-                checksums=self._checksums,
-                locations=(Location(backend.name, real_key),),
-            )
             lease.stop()
             lease = None
-            try:
-                await store.commit_object(
-                    intent.id,
-                    record,
-                    if_match=call.header("if-match"),
-                    if_none_match=call.header("if-none-match"),
-                )
-            except PreconditionFailedError:
-                raise S3Error("PreconditionFailed") from None
+            await self._commit(intent.id, backend.name, real_key, result.etag)
             intent = None
-            gateway.pool.add_usage(backend.name, self.size, 1)
-            gateway.kick_deleter()
-            reply = {"ETag": result.etag}
-            for name, value in self._checksums.items():
-                reply[f"x-amz-checksum-{name}"] = value
-            gateway.answer_empty(request, 200, reply)
         except Exception as error:
             answer = self._client_error(error)
             if lease is not None and lease.running:
@@ -360,10 +371,7 @@ class PartUpload(StreamedBody):
             self._backend_request = backend.upload_part(upload.real_key, upload.backend_upload_id, number, self.pipe)
             self.pipe.started.addCallback(lambda _: request.send_continue())
             result = await self._await_body_and_backend()
-            reply = {"ETag": result.etag}
-            for name, value in self._checksums.items():
-                reply[f"x-amz-checksum-{name}"] = value
-            gateway.answer_empty(request, 200, reply)
+            self._answer_stored(result.etag)
         except Exception as error:
             answer = self._client_error(error)
             self._fail(answer)
@@ -458,6 +466,7 @@ class UnknownLengthUpload(PutObjectUpload):
         gateway, call, request = self.gateway, self.call, self.request
         store = gateway.store
         reservation = intent = None
+        lease = None
         try:
             await gateway.require_bucket(call.bucket)
             reservation = gateway.pool.place(gateway.strategy, PlacementContext(call.bucket, call.key, None))
@@ -466,6 +475,7 @@ class UnknownLengthUpload(PutObjectUpload):
             backend = gateway.pool.get(reservation.backend)
             real_key = gateway.new_real_key(call.bucket)
             intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
+            lease = self._renew_lease(intent.id)
             headers = backend_headers(call.bucket, call.key, self.content_type, self.headers)
             self._placed = (backend, real_key, headers)
             self._queue_full_parts()
@@ -489,32 +499,13 @@ class UnknownLengthUpload(PutObjectUpload):
                 await self._sending
                 etag = await backend.complete_multipart(real_key, self._upload_id, self._parts)
                 self._upload_id = None
-            record = ObjectRecord(
-                bucket=call.bucket,
-                key=call.key,
-                size=self.size,
-                etag=etag,
-                last_modified=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
-                content_type=self.content_type,
-                headers=self.headers,
-                checksums=self._checksums,
-                locations=(Location(backend.name, real_key),),
-            )
-            try:
-                await store.commit_object(
-                    intent.id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
-                )
-            except PreconditionFailedError:
-                raise S3Error("PreconditionFailed") from None
+            lease.stop()
+            await self._commit(intent.id, backend.name, real_key, etag)
             intent = None
-            gateway.pool.add_usage(backend.name, self.size, 1)
-            gateway.kick_deleter()
-            reply = {"ETag": etag}
-            for name, value in self._checksums.items():
-                reply[f"x-amz-checksum-{name}"] = value
-            gateway.answer_empty(request, 200, reply)
         except Exception as error:
             answer = self._client_error(error)
+            if lease is not None and lease.running:
+                lease.stop()
             self._fail(answer)
             if self._upload_id is not None and self._placed is not None:
                 backend, real_key, _ = self._placed

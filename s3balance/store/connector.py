@@ -81,6 +81,7 @@ class MetadataStore:
         auto_migrate: bool = True,
         pool_recycle: float = 300,
         now: Callable[[], datetime.datetime] = _utcnow,
+        deletion_grace: float = 0.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -91,6 +92,9 @@ class MetadataStore:
         self._auto_migrate = auto_migrate
         self._pool_recycle = pool_recycle
         self._now = now
+        # Replaced and deleted copies stay on their backend this long, so
+        # reads that found them just before are not cut off.
+        self.deletion_grace = datetime.timedelta(seconds=deletion_grace)
         self._engine: Optional[Engine] = None
         self._pool: Optional[ThreadPool] = None
         self._shutdown_trigger = None
@@ -247,13 +251,15 @@ class MetadataStore:
         if_match: Optional[str] = None,
         if_none_match: Optional[str] = None,
     ):
-        return self._run(objects.commit_object, intent_id, record, if_match, if_none_match, self._now())
+        return self._run(
+            objects.commit_object, intent_id, record, if_match, if_none_match, self._now(), self.deletion_grace
+        )
 
     def get_object(self, bucket: str, key: str):
         return self._read(objects.get_object, bucket, key)
 
     def delete_object(self, bucket: str, key: str):
-        return self._run(objects.delete_object, bucket, key, self._now())
+        return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace)
 
     def list_objects(
         self,
@@ -316,7 +322,7 @@ class MetadataStore:
         return self._read(multipart.list_multipart, bucket, prefix, key_marker, upload_id_marker, max_uploads)
 
     def complete_multipart(self, upload_id: str, record: ObjectRecord):
-        return self._run(multipart.complete_multipart, upload_id, record, self._now())
+        return self._run(multipart.complete_multipart, upload_id, record, self._now(), self.deletion_grace)
 
     def abort_multipart(self, upload_id: str, queue_backend_abort: bool):
         return self._run(multipart.abort_multipart, upload_id, queue_backend_abort, self._now())

@@ -127,6 +127,8 @@ class QueuedDeletion:
     # When set, this is an incomplete multipart upload to abort rather than an object.
     backend_upload_id: Optional[str]
     attempts: int
+    # Why it was queued: replaced, deleted, abandoned, lease-expired, multipart-aborted.
+    reason: str = ""
 
 
 @attr.s(frozen=True, auto_attribs=True)

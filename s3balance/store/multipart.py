@@ -76,12 +76,16 @@ def list_multipart(
 
 
 def complete_multipart(
-    conn: Connection, upload_id: str, record: ObjectRecord, now: datetime.datetime
+    conn: Connection,
+    upload_id: str,
+    record: ObjectRecord,
+    now: datetime.datetime,
+    grace: datetime.timedelta = datetime.timedelta(0),
 ) -> ObjectRecord:
     result = conn.execute(delete(_mp).where(_mp.c.upload_id == upload_id))
     if result.rowcount != 1:
         raise NoSuchUploadError(upload_id)
-    return replace_object(conn, record, None, None, now)
+    return replace_object(conn, record, None, None, now, grace)
 
 
 def abort_multipart(

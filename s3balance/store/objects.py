@@ -32,6 +32,10 @@ _loc = tables.object_locations
 _wi = tables.write_intents
 _dq = tables.deletion_queue
 
+# Replaced and deleted copies wait this long (the store's deletion_grace) so
+# that reads which found them just before are not cut off.
+NO_GRACE = datetime.timedelta(0)
+
 REASON_REPLACED = "replaced"
 REASON_DELETED = "deleted"
 REASON_ABANDONED = "abandoned"
@@ -157,6 +161,7 @@ def replace_object(
     if_match: Optional[str],
     if_none_match: Optional[str],
     now: datetime.datetime,
+    grace: datetime.timedelta = NO_GRACE,
 ) -> ObjectRecord:
     """
     Insert or replace the (bucket, key) row with record and its locations;
@@ -186,7 +191,7 @@ def replace_object(
         for old in _locations_of(conn, object_id):
             # A new version written under the same real key must not be deleted.
             if old not in new_locations:
-                queue_deletion(conn, old.backend, old.real_key, REASON_REPLACED, now)
+                queue_deletion(conn, old.backend, old.real_key, REASON_REPLACED, now, grace=grace)
         conn.execute(delete(_loc).where(_loc.c.object_id == object_id))
         conn.execute(update(_o).where(_o.c.id == object_id).values(**values))
     if record.locations:
@@ -207,20 +212,34 @@ def commit_object(
     if_match: Optional[str],
     if_none_match: Optional[str],
     now: datetime.datetime,
+    grace: datetime.timedelta = NO_GRACE,
 ) -> ObjectRecord:
     if _take_intent(conn, intent_id) is None:
         raise WriteIntentExpired(intent_id)
-    return replace_object(conn, record, if_match, if_none_match, now)
+    return replace_object(conn, record, if_match, if_none_match, now, grace)
 
 
 def get_object(conn: Connection, bucket: str, key: str) -> Optional[ObjectRecord]:
-    row = conn.execute(select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key))).first()
-    if row is None:
+    # One statement, so the row and its locations come from one snapshot even
+    # at READ COMMITTED: an overwrite committing in between can't pair the old
+    # row (size, ETag) with the new version's location.
+    rows = conn.execute(
+        select(_o, _loc.c.backend.label("location_backend"), _loc.c.real_key.label("location_key"))
+        .select_from(_o.outerjoin(_loc, _loc.c.object_id == _o.c.id))
+        .where(_o.c.bucket == bucket, _o.c.key == encode_key(key))
+        .order_by(_loc.c.id)
+    ).all()
+    if not rows:
         return None
-    return object_record(row, _locations_of(conn, row.id))
+    locations = tuple(
+        Location(backend=r.location_backend, real_key=r.location_key) for r in rows if r.location_backend is not None
+    )
+    return object_record(rows[0], locations)
 
 
-def delete_object(conn: Connection, bucket: str, key: str, now: datetime.datetime) -> Optional[ObjectRecord]:
+def delete_object(
+    conn: Connection, bucket: str, key: str, now: datetime.datetime, grace: datetime.timedelta = NO_GRACE
+) -> Optional[ObjectRecord]:
     row = conn.execute(
         select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).with_for_update()
     ).first()
@@ -228,7 +247,7 @@ def delete_object(conn: Connection, bucket: str, key: str, now: datetime.datetim
         return None
     locations = _locations_of(conn, row.id)
     for loc in locations:
-        queue_deletion(conn, loc.backend, loc.real_key, REASON_DELETED, now)
+        queue_deletion(conn, loc.backend, loc.real_key, REASON_DELETED, now, grace=grace)
     conn.execute(delete(_loc).where(_loc.c.object_id == row.id))
     conn.execute(delete(_o).where(_o.c.id == row.id))
     return object_record(row, locations)
@@ -244,6 +263,7 @@ def queue_deletion(
     reason: str,
     now: datetime.datetime,
     backend_upload_id: Optional[str] = None,
+    grace: datetime.timedelta = NO_GRACE,
 ) -> None:
     conn.execute(
         insert(_dq).values(
@@ -252,7 +272,7 @@ def queue_deletion(
             backend_upload_id=backend_upload_id,
             reason=reason,
             attempts=0,
-            due=now,
+            due=now + grace,
             created=now,
         )
     )

@@ -90,4 +90,5 @@ def queued_deletion(row) -> QueuedDeletion:
         real_key=row.real_key,
         backend_upload_id=row.backend_upload_id,
         attempts=row.attempts,
+        reason=row.reason or "",
     )
