@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
+from s3balance.store.interfaces import StoreUnavailable
 
 log = Logger()
 
@@ -64,7 +65,7 @@ class _PeriodicService(Service):
             self._again = True
             return
         self._running = self.run()
-        self._running.addErrback(lambda f: log.failure("{name} failed", f, name=type(self).__name__))
+        self._running.addErrback(self._failed)
 
         def done(_):
             self._running = None
@@ -76,6 +77,13 @@ class _PeriodicService(Service):
 
     def run(self) -> Deferred:
         raise NotImplementedError
+
+    def _failed(self, failure) -> None:
+        if failure.check(StoreUnavailable, BackendError):
+            # Expected in outages; the next round tries again.
+            log.warn("{name}: {error}; will retry", name=type(self).__name__, error=failure.getErrorMessage())
+        else:
+            log.failure("{name} failed", failure, name=type(self).__name__)
 
 
 class DeletionWorker(_PeriodicService):

@@ -9,6 +9,7 @@ HTTP face translates them.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 from xml.sax.saxutils import escape
 
@@ -55,6 +56,15 @@ _DEFAULT_MESSAGES: dict[str, tuple[int, str]] = {
 }
 
 
+# Characters XML 1.0 cannot carry at all, not even as character references.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(value: str) -> str:
+    """Escape text for an XML document; characters XML cannot carry are percent-encoded."""
+    return _NOT_XML.sub(lambda m: f"%{ord(m.group()):02X}", escape(value))
+
+
 class S3Error(Exception):
     """
     An error that is answered to the client as an S3 XML error document.
@@ -82,14 +92,14 @@ class S3Error(Exception):
     def to_xml(self, resource: str = "", request_id: str = "") -> bytes:
         parts = [
             '<?xml version="1.0" encoding="UTF-8"?>\n<Error>',
-            f"<Code>{escape(self.code)}</Code>",
-            f"<Message>{escape(self.message)}</Message>",
+            f"<Code>{xml_text(self.code)}</Code>",
+            f"<Message>{xml_text(self.message)}</Message>",
         ]
         for name, value in self.extra.items():
-            parts.append(f"<{name}>{escape(str(value))}</{name}>")
+            parts.append(f"<{name}>{xml_text(str(value))}</{name}>")
         if resource:
-            parts.append(f"<Resource>{escape(resource)}</Resource>")
+            parts.append(f"<Resource>{xml_text(resource)}</Resource>")
         if request_id:
-            parts.append(f"<RequestId>{escape(request_id)}</RequestId>")
+            parts.append(f"<RequestId>{xml_text(request_id)}</RequestId>")
         parts.append("</Error>")
         return "".join(parts).encode("utf-8")

@@ -188,7 +188,8 @@ class GatewayService(MultiService):
                 child.startService()
             host = self.address
             log.info(
-                "s3balance serving {count} virtual bucket(s) on http://{host}:{port} over {backends} backend(s), strategy {strategy}",
+                "s3balance serving {count} virtual bucket(s) on {scheme}://{host}:{port} over {backends} backend(s), strategy {strategy}",
+                scheme="https" if self.config.server.tls_cert else "http",
                 count=len(self.config.virtual_buckets),
                 host=host.host if host else "?",
                 port=host.port if host else "?",

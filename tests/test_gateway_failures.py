@@ -50,7 +50,7 @@ def raw_put(endpoint: str, path: str, declared: int, body: bytes, headers: dict 
             if not data:
                 break
             answer += data
-    except socket.timeout:
+    except TimeoutError:
         pass
     sock.close()
     return answer

@@ -37,7 +37,7 @@ class ObjectRoundTripTests(SynchronousTestCase):
             ContentDisposition='attachment; filename="h.txt"',
             CacheControl="max-age=60",
             ContentLanguage="en",
-            Expires=datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc),
+            Expires=datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
             Metadata={"colour": "blue", "Mixed-Case": "x"},
         )
         got = self.s3.get_object(Bucket=self.bucket, Key="docs/hello.txt")
@@ -48,7 +48,7 @@ class ObjectRoundTripTests(SynchronousTestCase):
         self.assertEqual(got["CacheControl"], "max-age=60")
         self.assertEqual(got["ContentLanguage"], "en")
         self.assertEqual(got["Metadata"], {"colour": "blue", "mixed-case": "x"})
-        self.assertEqual(got["ETag"], '"%s"' % hashlib.md5(b"hello world").hexdigest())
+        self.assertEqual(got["ETag"], f'"{hashlib.md5(b"hello world").hexdigest()}"')
         head = self.s3.head_object(Bucket=self.bucket, Key="docs/hello.txt")
         self.assertEqual(head["ContentLength"], 11)
         self.assertEqual(head["ETag"], got["ETag"])
@@ -107,8 +107,8 @@ class ObjectRoundTripTests(SynchronousTestCase):
         with self.assertRaises(ClientError) as raised:
             self.s3.get_object(Bucket=self.bucket, Key="c", IfNoneMatch=etag)
         self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 304)
-        future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
-        past = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+        future = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        past = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
         with self.assertRaises(ClientError) as raised:
             self.s3.head_object(Bucket=self.bucket, Key="c", IfModifiedSince=future)
         self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 304)

@@ -142,7 +142,7 @@ class AwsChunkedDecoder:
         if len(out) == 1:
             only = out[0]
             # The common case on the hot path: the whole piece was payload.
-            return data if len(only) == end else bytes(only)
+            return data if isinstance(only, memoryview) and len(only) == end else bytes(only)
         return b"".join(out)
 
     def finish(self) -> dict[str, str]:

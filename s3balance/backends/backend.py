@@ -26,15 +26,17 @@ from xml.etree import ElementTree
 
 import attr
 import treq
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.python.failure import Failure
+from twisted.web._newclient import RequestGenerationFailed
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IResponse
 
 from s3balance.backends.signing import BackendSigner
-from s3balance.backends.streaming import PipeProducer
+from s3balance.backends.streaming import BodyAborted, PipeProducer
 
 log = Logger()
 
@@ -59,6 +61,17 @@ def _find_text(document: bytes, tag: str) -> str | None:
         if element.tag == tag or element.tag.endswith("}" + tag):
             return element.text
     return None
+
+
+def client_caused(result) -> bool:
+    """A failure of our own making (an upload we aborted), not the backend's."""
+    if not isinstance(result, Failure):
+        return False
+    if result.check(CancelledError, BodyAborted):
+        return True
+    if result.check(RequestGenerationFailed):
+        return any(reason.check(BodyAborted, CancelledError) for reason in result.value.reasons)
+    return False
 
 
 def operation_class(method: str) -> Optional[str]:
@@ -170,15 +183,26 @@ class Backend:
                 continue  # the Agent writes it from the body producer
             raw.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         started = time.monotonic()
-        d = self._agent.request(method.encode("ascii"), url.encode("ascii"), raw, body)
+        inner = self._agent.request(method.encode("ascii"), url.encode("ascii"), raw, body)
+        cancelled = []
+
+        def cancel(outer: Deferred) -> None:
+            # We gave up on this request (client gone, timeout): whatever
+            # failure follows says nothing about the backend's health.
+            cancelled.append(True)
+            inner.cancel()
+
+        outer: Deferred[IResponse] = Deferred(cancel)
 
         def done(result):
-            for observer in self.observers:
-                observer(self, method, result, time.monotonic() - started)
-            return result
+            if not cancelled and not client_caused(result):
+                for observer in self.observers:
+                    observer(self, method, result, time.monotonic() - started)
+            if not outer.called:
+                outer.callback(result)
 
-        d.addBoth(done)
-        return d
+        inner.addBoth(done)
+        return outer
 
     def _fail(self, response: IResponse, body: bytes) -> BackendError:
         code, message = _s3_error_code(body)
@@ -257,14 +281,12 @@ class Backend:
             return treq.content(response).addCallback(read)
 
         def failed(failure):
-            if failure.check(BackendError):
+            if failure.check(BackendError) or client_caused(failure):
                 return failure
-            if failure.check(ResponseFailed) or not body.started.called:
-                error = self._unreachable(failure)
-                if body.started.called:
-                    error.retryable = False
-                raise error
-            return failure
+            error = self._unreachable(failure)
+            if body.started.called:
+                error.retryable = False
+            raise error
 
         return d.addCallbacks(got, failed)
 

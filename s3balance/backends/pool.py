@@ -171,7 +171,7 @@ class BackendPool:
         if hasattr(result, "check"):  # a Failure
             if result.check(BackendError) and not result.value.is_outage:
                 return
-            error = result.getErrorMessage()
+            error = f"{type(result.value).__name__}: {result.getErrorMessage()}"[:300]
         elif getattr(result, "code", 200) >= 500:
             error = f"HTTP {result.code} on {method}"
         if error is not None and state.record_failure(error):

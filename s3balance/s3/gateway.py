@@ -26,6 +26,7 @@ from s3balance.auth.sigv4 import SigV4Request, authenticate
 from s3balance.errors import S3Error
 from s3balance.s3 import routing
 from s3balance.s3.routing import STREAMING_BODY, Target
+from s3balance.store.interfaces import StoreUnavailable
 
 log = Logger()
 
@@ -80,6 +81,13 @@ class S3Call:
 
 
 Handler = Callable[["Gateway", object, S3Call], Awaitable[None]]
+
+
+def _without_default_port(host: str) -> str:
+    for port in (":443", ":80"):
+        if host.endswith(port):
+            return host[: -len(port)]
+    return host
 
 
 def _request_headers(request) -> dict[str, list[str]]:
@@ -140,7 +148,15 @@ class Gateway:
             headers=headers,
             host_override=s3api.host,
         )
-        context = authenticate(sigv4, self.lookup_credential, self.clock())
+        try:
+            context = authenticate(sigv4, self.lookup_credential, self.clock())
+        except S3Error as error:
+            # Clients never write a default port in Host: a request signed for
+            # "s3.example.com" matches s3api.host "s3.example.com:443" too.
+            bare = _without_default_port(s3api.host)
+            if error.code != "SignatureDoesNotMatch" or bare == s3api.host:
+                raise
+            context = authenticate(attr.evolve(sigv4, host_override=bare), self.lookup_credential, self.clock())
         credential = context.credential if context is not None else None
         if credential is None and s3api.auth_required:
             raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
@@ -237,6 +253,9 @@ class Gateway:
             await handler(self, request, call)
         except S3Error as error:
             self.answer_error(request, error)
+        except StoreUnavailable as error:
+            log.warn("request {id}: metadata database unavailable: {error}", id=request.request_id, error=str(error))
+            self.answer_error(request, S3Error("ServiceUnavailable", "The metadata database is unavailable; try again later."))
         except Exception:
             log.failure("request {id} failed", id=request.request_id)
             self.answer_error(request, S3Error("InternalError"))

@@ -210,6 +210,10 @@ class S3Request(server.Request):
         self.setHeader(b"x-amz-request-id", self.request_id.encode("ascii"))
         if not self.body_received.called:
             self.body_received.callback(True)
+        if self.finished or self._disconnected:
+            # Answered while the body was still arriving (an upload that
+            # failed early and drained the rest).
+            return
         super().process()
 
     def connectionLost(self, reason: Failure) -> None:

@@ -28,10 +28,11 @@ import datetime
 from typing import Optional
 from urllib.parse import quote
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web._newclient import RequestGenerationFailed, ResponseFailed, ResponseNeverReceived
 
 from s3balance.auth.checksums import PayloadVerifier
 from s3balance.auth.chunked import AwsChunkedDecoder
@@ -40,7 +41,7 @@ from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3.bodies import decoded_length, trailer_names
-from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError
+from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError, StoreUnavailable
 
 log = Logger()
 
@@ -192,7 +193,11 @@ class StreamedBody:
             result = outcome["backend"]
             if isinstance(result, Failure):
                 result.raiseException()
-            raise S3Error("InternalError", "The backend answered before the body was complete.")
+            if self.size != 0:
+                raise S3Error("InternalError", "The backend answered before the body was complete.")
+            # An empty object needs no byte from the client, so the backend
+            # may answer first; the (aws-chunked) body still has to verify.
+            outcome["body"] = await self.request.body_received
         if not outcome["body"]:
             raise S3Error("RequestTimeout", "The client closed the connection.")
         if self._failed is not None:
@@ -259,8 +264,16 @@ class StreamedBody:
         """What the client hears of a failed upload; call it in the except clause (it logs)."""
         if isinstance(error, S3Error):
             return error
-        if isinstance(error, CancelledError) and self._failed is not None:
+        if self._failed is not None:
+            # A consequence of the failure already decided (e.g. the aborted
+            # backend request of a body that did not verify).
             return self._failed
+        if isinstance(error, StoreUnavailable):
+            log.warn("upload {id}: metadata database unavailable: {error}", id=self.request.request_id, error=str(error))
+            return S3Error("ServiceUnavailable", "The metadata database is unavailable; try again later.")
+        if isinstance(error, (RequestGenerationFailed, ResponseFailed, ResponseNeverReceived)):
+            log.warn("upload {id}: the backend connection failed: {error}", id=self.request.request_id, error=str(error))
+            return S3Error("ServiceUnavailable", "The storage backend failed; the object was not stored.")
         if isinstance(error, BackendError):
             log.warn(
                 "upload of {bucket}/{key} failed: {error}", bucket=self.call.bucket, key=self.call.key, error=str(error)
@@ -346,6 +359,7 @@ class PutObjectUpload(StreamedBody):
             if intent is not None:
                 try:
                     await store.abandon_write(intent.id, self.pipe.started.called)
+                    gateway.kick_deleter()
                 except Exception:
                     log.failure("could not abandon write intent {id}", id=intent.id)
             await self._answer_failure(answer)

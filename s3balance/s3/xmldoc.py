@@ -10,9 +10,8 @@ from collections.abc import Iterable
 from typing import Optional, Union
 from urllib.parse import quote
 from xml.etree import ElementTree
-from xml.sax.saxutils import escape
 
-from s3balance.errors import S3Error
+from s3balance.errors import S3Error, xml_text
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 _HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -28,7 +27,7 @@ def iso8601(when: datetime.datetime) -> str:
 def _text(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return escape(str(value))
+    return xml_text(str(value))
 
 
 def _render(node: Node, out: list[str]) -> None:
@@ -68,7 +67,8 @@ def parse(body: bytes, max_size: int = 4 * 1024 * 1024) -> ElementTree.Element:
         raise S3Error("MalformedXML")
     try:
         root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
+    except (ElementTree.ParseError, LookupError, ValueError):
+        # LookupError: an unknown encoding in the XML declaration.
         raise S3Error("MalformedXML") from None
     for element in root.iter():
         if isinstance(element.tag, str) and "}" in element.tag:

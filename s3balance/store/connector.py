@@ -18,14 +18,14 @@ from typing import Optional
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from s3balance.store import buckets, listing, migrate, multipart, objects, usage
-from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord
+from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord, StoreUnavailable
 
 # Re-exported for the admin CLI ("s3balance-admin db upgrade").
 upgrade = migrate.upgrade
@@ -197,6 +197,8 @@ class MetadataStore:
                     raise
             except DBAPIError as e:
                 if attempt == MAX_ATTEMPTS or not is_retryable(e):
+                    if e.connection_invalidated or isinstance(e, (OperationalError, InterfaceError)):
+                        raise StoreUnavailable(str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else "database error") from e
                     raise
                 self.log.debug("retrying a transaction after {error}", error=str(e.orig))
             # A short random pause (on a pool thread, not the reactor) lets the

@@ -33,6 +33,10 @@ class StoreError(Exception):
     """Base of the store's own errors."""
 
 
+class StoreUnavailable(StoreError):
+    """The database could not be reached or lost the connection; try again later."""
+
+
 class BucketExists(StoreError):
     """CreateBucket of a name that exists."""
 
