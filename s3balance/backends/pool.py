@@ -80,7 +80,10 @@ class BackendPool:
         return self._backends.get(name)
 
     def health(self, name: str) -> HealthState:
-        return self._health.setdefault(name, HealthState(self.unhealthy_threshold, self.healthy_threshold))
+        state = self._health.get(name)
+        if state is None:
+            state = self._health[name] = HealthState(self.unhealthy_threshold, self.healthy_threshold)
+        return state
 
     def is_up(self, name: str) -> bool:
         return name in self._backends and self.health(name).up

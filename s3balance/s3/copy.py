@@ -170,7 +170,7 @@ async def copy_object(gateway, request, call) -> None:
     finally:
         reservation.release()
     pool.add_usage(target.name, source.size, 1)
-    gateway.kick_deleter()
+    gateway.kick_deleter(replaced=True)
     body = document("CopyObjectResult", [("LastModified", iso8601(record.last_modified)), ("ETag", etag)])
     gateway.answer_xml(request, body)
 

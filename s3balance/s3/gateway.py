@@ -312,6 +312,14 @@ class Gateway:
             id=request.request_id,
         )
 
-    def kick_deleter(self) -> None:
-        if self.deleter is not None:
-            self.deleter.kick()
+    def kick_deleter(self, replaced: bool = False) -> None:
+        """
+        Run the deletion worker now.  Copies that a commit or delete replaced
+        wait out the store's deletion grace, so for those (C{replaced}) an
+        immediate run has nothing to do unless the grace is zero.
+        """
+        if self.deleter is None:
+            return
+        if replaced and getattr(self.store, "deletion_grace", None):
+            return
+        self.deleter.kick()

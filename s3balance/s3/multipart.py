@@ -160,7 +160,7 @@ async def complete_multipart_upload(gateway, request, call) -> None:
             gateway.kick_deleter()
             raise S3Error("NoSuchUpload", UploadId=record.upload_id) from None
         gateway.pool.add_usage(record.backend, size, 1)
-        gateway.kick_deleter()
+        gateway.kick_deleter(replaced=True)
         body = document(
             "CompleteMultipartUploadResult",
             [

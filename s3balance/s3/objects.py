@@ -213,7 +213,7 @@ async def delete_object(gateway, request, call) -> None:
     if removed is not None:
         for location in removed.locations:
             gateway.pool.add_usage(location.backend, -removed.size, -1)
-        gateway.kick_deleter()
+        gateway.kick_deleter(replaced=True)
     gateway.answer_empty(request, 204)
 
 
@@ -259,7 +259,7 @@ async def delete_objects(gateway, request, call) -> None:
         if not quiet:
             results.append(("Deleted", [("Key", key)]))
     if removed_any:
-        gateway.kick_deleter()
+        gateway.kick_deleter(replaced=True)
     gateway.answer_xml(request, document("DeleteResult", results))
 
 

@@ -251,7 +251,7 @@ class StreamedBody:
         except PreconditionFailedError:
             raise S3Error("PreconditionFailed") from None
         self.gateway.pool.add_usage(backend, self.size, 1)
-        self.gateway.kick_deleter()
+        self.gateway.kick_deleter(replaced=True)
         self._answer_stored(etag)
 
     def _answer_stored(self, etag: str) -> None:
