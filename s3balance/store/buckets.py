@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Optional
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -63,13 +63,16 @@ def create_bucket(conn: Connection, name: str, now: datetime.datetime) -> Bucket
     return BucketRecord(name=name, created=now, origin=ORIGIN_API)
 
 
+_LOCK_BUCKET_SHARED = select(_b.c.name).where(_b.c.name == bindparam("name")).with_for_update(read=True)
+
+
 def lock_bucket_shared(conn: Connection, name: str) -> None:
     """
     Hold a share lock on the bucket row until the transaction ends, so a
     concurrent delete_bucket (which takes it exclusively) can't remove the
     bucket under an object being written.  NoSuchBucketError when missing.
     """
-    found = conn.execute(select(_b.c.name).where(_b.c.name == name).with_for_update(read=True)).first()
+    found = conn.execute(_LOCK_BUCKET_SHARED, {"name": name}).first()
     if found is None:
         raise NoSuchBucketError(name)
 

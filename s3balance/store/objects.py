@@ -11,7 +11,7 @@ import datetime
 from typing import Optional
 
 import attr
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -51,6 +51,19 @@ class ConcurrentInsert(Exception):
     """
 
 
+# The statements of the write path, built once (building them cost more than
+# running them); values are bound per call.
+_INSERT_INTENT = insert(_wi)
+_SELECT_INTENT = select(_wi.c.backend, _wi.c.real_key).where(_wi.c.id == bindparam("id"))
+_DELETE_INTENT = delete(_wi).where(_wi.c.id == bindparam("id"))
+_INSERT_OBJECT = insert(_o)
+_CURRENT_FOR_UPDATE = (
+    select(_o.c.id, _o.c.etag)
+    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type))
+    .with_for_update()
+)
+
+
 def _new_id(result) -> int:
     """The generated primary key of a one-row INSERT."""
     key = result.inserted_primary_key
@@ -65,7 +78,7 @@ def begin_write(
     conn: Connection, backend: str, real_key: str, lease_until: datetime.datetime, now: datetime.datetime
 ) -> WriteIntent:
     result = conn.execute(
-        insert(_wi).values(backend=backend, real_key=real_key, lease_until=lease_until, created=now)
+        _INSERT_INTENT, {"backend": backend, "real_key": real_key, "lease_until": lease_until, "created": now}
     )
     return WriteIntent(id=_new_id(result), backend=backend, real_key=real_key)
 
@@ -84,10 +97,13 @@ def _take_intent(conn: Connection, intent_id: int, *conditions) -> Optional[tupl
     between commit, abandon and the lease-expiry sweep: exactly one of them
     sees rowcount 1.
     """
-    row = conn.execute(select(_wi.c.backend, _wi.c.real_key).where(_wi.c.id == intent_id)).first()
+    row = conn.execute(_SELECT_INTENT, {"id": intent_id}).first()
     if row is None:
         return None
-    result = conn.execute(delete(_wi).where(_wi.c.id == intent_id, *conditions))
+    if conditions:
+        result = conn.execute(delete(_wi).where(_wi.c.id == intent_id, *conditions))
+    else:
+        result = conn.execute(_DELETE_INTENT, {"id": intent_id})
     if result.rowcount != 1:
         return None
     return row.backend, row.real_key
@@ -173,17 +189,13 @@ def replace_object(
     which makes the runner retry the transaction and take the replace path.
     """
     lock_bucket_shared(conn, record.bucket)
-    current = conn.execute(
-        select(_o.c.id, _o.c.etag)
-        .where(_o.c.bucket == record.bucket, _o.c.key == encode_key(record.key))
-        .with_for_update()
-    ).first()
+    current = conn.execute(_CURRENT_FOR_UPDATE, {"bucket": record.bucket, "key": encode_key(record.key)}).first()
     check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
     values = object_values(record)
     new_locations = set(record.locations)
     if current is None:
         try:
-            object_id = _new_id(conn.execute(insert(_o).values(**values)))
+            object_id = _new_id(conn.execute(_INSERT_OBJECT, values))
         except IntegrityError as e:
             raise ConcurrentInsert(record.bucket, record.key) from e
     else:
@@ -219,16 +231,20 @@ def commit_object(
     return replace_object(conn, record, if_match, if_none_match, now, grace)
 
 
+# Built once: constructing the statement cost more than running it on the hot path.
+_GET_OBJECT = (
+    select(_o, _loc.c.backend.label("location_backend"), _loc.c.real_key.label("location_key"))
+    .select_from(_o.outerjoin(_loc, _loc.c.object_id == _o.c.id))
+    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type))
+    .order_by(_loc.c.id)
+)
+
+
 def get_object(conn: Connection, bucket: str, key: str) -> Optional[ObjectRecord]:
     # One statement, so the row and its locations come from one snapshot even
     # at READ COMMITTED: an overwrite committing in between can't pair the old
     # row (size, ETag) with the new version's location.
-    rows = conn.execute(
-        select(_o, _loc.c.backend.label("location_backend"), _loc.c.real_key.label("location_key"))
-        .select_from(_o.outerjoin(_loc, _loc.c.object_id == _o.c.id))
-        .where(_o.c.bucket == bucket, _o.c.key == encode_key(key))
-        .order_by(_loc.c.id)
-    ).all()
+    rows = conn.execute(_GET_OBJECT, {"bucket": bucket, "key": encode_key(key)}).all()
     if not rows:
         return None
     locations = tuple(
