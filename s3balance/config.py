@@ -192,6 +192,8 @@ class S3APIConfig:
     region: str = "us-east-1"
     allow_create_bucket: bool = True
     redirect_expiry: int = 900
+    # CopyObject of a larger source goes part by part (S3 allows 5 GiB per PUT).
+    multipart_copy_threshold: int = 5 * 1024**3
 
 
 @frozen
@@ -609,6 +611,13 @@ def _size(value: object) -> int | None:
     return parse_size(value)
 
 
+def _positive_size(value: object) -> int:
+    size = parse_size(value)
+    if not size:
+        raise ValueError("expected a size above zero")
+    return size
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def convert(value: object) -> str:
         text = _str(value).lower()
@@ -933,6 +942,9 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
         region=section.get("region", _str, d.region, zero_default=True),
         allow_create_bucket=section.get("allow_create_bucket", _bool, d.allow_create_bucket),
         redirect_expiry=section.get("redirect_expiry", _positive_int, d.redirect_expiry),
+        multipart_copy_threshold=section.get(
+            "multipart_copy_threshold", _positive_size, d.multipart_copy_threshold, zero_default=True
+        ),
     )
     section.check_unknown()
     if s3api.auth_required and not s3api.credentials:

@@ -428,3 +428,40 @@ def _copy_gateway() -> Gateway:
         atexit.register(daemon.stop)
         _copy.append(Gateway(daemon, [first, second], real))
     return _copy[0]
+
+
+class LargeCopyTests(SynchronousTestCase):
+    """Sources above s3api.multipart_copy_threshold (5 GiB by default) are copied part by part."""
+
+    def copy_and_check(self, daemon, bucket: str, size: int) -> None:
+        s3 = daemon.client()
+        data = os.urandom(size)
+        s3.put_object(Bucket=bucket, Key="src", Body=data)
+        result = s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src"})
+        self.assertTrue(result["CopyObjectResult"]["ETag"].endswith('-3"'), result["CopyObjectResult"])
+        self.assertEqual(s3.get_object(Bucket=bucket, Key="dst")["Body"].read(), data)
+
+    def test_large_copy_on_one_backend_goes_in_server_side_parts(self) -> None:
+        from tests.daemon import start_gateway
+
+        gateway = start_gateway("bigcopy", s3api={"multipart_copy_threshold": "6MB"})
+        self.addCleanup(gateway.daemon.stop)
+        self.copy_and_check(gateway.daemon, gateway.new_bucket(), 13 * 1024 * 1024 + 7)
+
+    def test_large_copy_across_backends_is_streamed_in_parts(self) -> None:
+        first, second = shared_seaweedfs_pair()
+        real = [unique_bucket_name("real"), unique_bucket_name("real")]
+        first.create_bucket(real[0])
+        second.create_bucket(real[1])
+        workdir = harness_dir() / unique_bucket_name("bigcopy2")
+        workdir.mkdir(parents=True)
+        # 20 MB each: the 13 MiB source leaves no room for its copy on its own backend.
+        config = base_config(
+            [backend_entry(first, real[0], max_size="20MB"), backend_entry(second, real[1], max_size="20MB")],
+            ["vb-bigcopy"],
+            workdir,
+            s3api={"multipart_copy_threshold": "6MB"},
+        )
+        daemon = Daemon(config, name="bigcopy2").start()
+        self.addCleanup(daemon.stop)
+        self.copy_and_check(daemon, "vb-bigcopy", 13 * 1024 * 1024 + 7)

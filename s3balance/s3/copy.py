@@ -39,6 +39,8 @@ from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFaile
 log = Logger()
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+COPY_PART_SIZE = 512 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024
 
 
 def parse_copy_source(value: Optional[str]) -> tuple[str, str]:
@@ -104,6 +106,35 @@ async def stream_between(gateway, location: Location, byte_range, length: int, s
     return await sending
 
 
+async def copy_in_parts(gateway, target, location: Location, real_key: str, size: int, headers, threshold: int) -> str:
+    """
+    Copy a large object as a multipart upload on the target backend: each
+    part server-side when source and target are one backend, streamed
+    otherwise.  An interrupted copy aborts its upload.
+    """
+    part_size = max(MIN_PART_SIZE, min(threshold, COPY_PART_SIZE))
+    upload_id = await target.create_multipart(real_key, headers)
+    try:
+        parts = []
+        for number, start in enumerate(range(0, size, part_size), 1):
+            end = min(start + part_size, size) - 1
+            if target.name == location.backend:
+                etag = await target.upload_part_copy(real_key, upload_id, number, location.real_key, (start, end))
+            else:
+
+                def send(pipe, number=number):
+                    return target.upload_part(real_key, upload_id, number, pipe)
+
+                etag = (await stream_between(gateway, location, (start, end), end - start + 1, send)).etag
+            parts.append((number, etag))
+        return await target.complete_multipart(real_key, upload_id, parts)
+    except BaseException:
+        target.abort_multipart(real_key, upload_id).addErrback(
+            lambda failure: log.warn("could not abort the copy's upload on {backend}", backend=target.name)
+        )
+        raise
+
+
 async def copy_object(gateway, request, call) -> None:
     await gateway.require_bucket(call.bucket)
     source = await _source(gateway, call)
@@ -120,8 +151,6 @@ async def copy_object(gateway, request, call) -> None:
         content_type, headers = source.content_type, dict(source.headers)
     else:
         content_type, headers = object_headers(call)
-    if source.size > MAX_SINGLE_PUT:
-        raise S3Error("NotImplemented", "Copying objects larger than 5 GiB is not implemented by s3balance.")
     location = _readable_location(gateway, source)
     pool = gateway.pool
     if location.backend in {view.name for view in pool.candidates(source.size)}:
@@ -137,7 +166,10 @@ async def copy_object(gateway, request, call) -> None:
         intent = await store.begin_write(target.name, real_key, INTENT_LEASE)
         outgoing = backend_headers(call.bucket, call.key, content_type, headers)
         try:
-            if target.name == location.backend:
+            threshold = min(gateway.config.s3api.multipart_copy_threshold or MAX_SINGLE_PUT, MAX_SINGLE_PUT)
+            if source.size > threshold:
+                etag = await copy_in_parts(gateway, target, location, real_key, source.size, outgoing, threshold)
+            elif target.name == location.backend:
                 etag = await target.copy_object(real_key, location.real_key, outgoing)
             else:
                 result = await stream_between(

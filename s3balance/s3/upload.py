@@ -15,7 +15,8 @@ consistency"):
   5. the backend confirms with its ETag;
   6. the store commits the row in one transaction that also queues the
      replaced version's backend copy for deletion;
-  7. the client gets 200; the deletion worker removes the old copy.
+  7. the client gets 200; the deletion worker removes the old copy once
+     the deletion grace (for reads already under way) has passed.
 
 A failure anywhere before 6 aborts the backend request (the backend never
 sees the last bytes, so it never completes the object), turns the intent
@@ -46,7 +47,6 @@ from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFaile
 log = Logger()
 
 STORED_HEADERS = ("content-disposition", "cache-control", "expires", "content-language")
-MAX_OBJECT_SIZE = 5 * 1024**4  # 5 TiB, S3's limit
 MAX_SINGLE_PUT = 5 * 1024**3  # 5 GiB, S3's limit for one PUT
 MAX_METADATA = 2048
 INTENT_LEASE = 3600.0
