@@ -237,6 +237,7 @@ class S3Request(server.Request):
 
 class S3Site(server.Site):
     requestFactory = S3Request
+    noisy = False
 
     def __init__(self, resource, gateway, timeout: float = 60.0) -> None:
         super().__init__(resource, timeout=timeout)
