@@ -125,12 +125,24 @@ def encode_signed_chunks(
     An aws-chunked body whose chunk signatures chain on C{signed.signature}
     (C{STREAMING-AWS4-HMAC-SHA256-PAYLOAD}, or C{...-TRAILER} with C{trailers}).
     """
-    previous = signed.signature
+    return encode_chunks(signed.key, signed.amz_date, signed.scope, signed.signature, chunks, trailers)
+
+
+def encode_chunks(
+    key: bytes,
+    amz_date: str,
+    scope: str,
+    seed: str,
+    chunks: Sequence[bytes],
+    trailers: Optional[Sequence[tuple[str, str]]] = None,
+) -> bytes:
+    """An aws-chunked body signed as the S3 documentation describes, chained on C{seed}."""
+    previous = seed
     out = []
     for chunk in [*chunks, b""]:
         previous = _hmac_hex(
-            signed.key,
-            f"AWS4-HMAC-SHA256-PAYLOAD\n{signed.amz_date}\n{signed.scope}\n{previous}\n"
+            key,
+            f"AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{previous}\n"
             f"{EMPTY_SHA256}\n{hashlib.sha256(chunk).hexdigest()}",
         )
         out.append(b"%x;chunk-signature=%s\r\n" % (len(chunk), previous.encode()))
@@ -140,8 +152,8 @@ def encode_signed_chunks(
         text = "".join(f"{name}:{value}\n" for name, value in trailers)
         out.extend(f"{name}:{value}\r\n".encode() for name, value in trailers)
         signature = _hmac_hex(
-            signed.key,
-            f"AWS4-HMAC-SHA256-TRAILER\n{signed.amz_date}\n{signed.scope}\n{previous}\n"
+            key,
+            f"AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{previous}\n"
             f"{hashlib.sha256(text.encode()).hexdigest()}",
         )
         out.append(f"x-amz-trailer-signature:{signature}\r\n".encode())

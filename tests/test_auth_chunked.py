@@ -31,8 +31,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.auth.checksums import PayloadVerifier, checksum_b64
 from s3balance.auth.chunked import MAX_LINE, AwsChunkedDecoder
-from s3balance.auth.sigv4 import EMPTY_SHA256, AuthContext, PayloadMode
+from s3balance.auth.sigv4 import AuthContext, PayloadMode
 from s3balance.errors import S3Error
+from tests.signing import encode_chunks, encode_unsigned_chunks
 
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 AMZ_DATE = "20130524T000000Z"
@@ -91,36 +92,10 @@ def encode_signed(
     trailers: Sequence[tuple[str, str]] | None = None,
 ) -> bytes:
     """An aws-chunked body signed as the S3 documentation describes."""
-    previous = ctx.seed_signature
-    out = []
-    for chunk in [*chunks, b""]:
-        previous = _hmac_hex(
-            ctx.signing_key,
-            f"AWS4-HMAC-SHA256-PAYLOAD\n{ctx.amz_date}\n{ctx.scope}\n{previous}\n"
-            f"{EMPTY_SHA256}\n{hashlib.sha256(chunk).hexdigest()}",
-        )
-        out.append(b"%x;chunk-signature=%s\r\n" % (len(chunk), previous.encode()))
-        if chunk:
-            out.append(chunk + b"\r\n")
-    if trailers is not None:
-        text = "".join(f"{name}:{value}\n" for name, value in trailers)
-        out.extend(f"{name}:{value}\r\n".encode() for name, value in trailers)
-        signature = _hmac_hex(
-            ctx.signing_key,
-            f"AWS4-HMAC-SHA256-TRAILER\n{ctx.amz_date}\n{ctx.scope}\n{previous}\n"
-            f"{hashlib.sha256(text.encode()).hexdigest()}",
-        )
-        out.append(f"x-amz-trailer-signature:{signature}\r\n".encode())
-    out.append(b"\r\n")
-    return b"".join(out)
+    return encode_chunks(ctx.signing_key, ctx.amz_date, ctx.scope, ctx.seed_signature, chunks, trailers)
 
 
-def encode_unsigned(chunks: Sequence[bytes], trailers: Sequence[tuple[str, str]] = ()) -> bytes:
-    out = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks if chunk]
-    out.append(b"0\r\n")
-    out.extend(f"{name}:{value}\r\n".encode() for name, value in trailers)
-    out.append(b"\r\n")
-    return b"".join(out)
+encode_unsigned = encode_unsigned_chunks
 
 
 def decode(decoder: AwsChunkedDecoder, body: bytes, sizes: Sequence[int] = ()) -> bytes:
