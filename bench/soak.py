@@ -191,6 +191,8 @@ class Soak:
         print("operations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
         print(f"RSS MiB: start {samples[0][1]:.1f}, after warm-up {first[1]:.1f}, end {last[1]:.1f}, peak {peak_rss:.1f}")
         print(f"open files: start {samples[0][2]}, after warm-up {first[2]}, end {last[2]}, max {max(s[2] for s in samples)}")
+        curve = [samples[min(len(samples) - 1, int(len(samples) * f))] for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+        print("RSS MiB over time: " + ", ".join(f"{t:.0f}s {rss:.1f}" for t, rss, _ in curve))
         checks = [
             ("no read or request failed", not self.errors),
             ("RSS after warm-up grows < 32 MiB", rss_growth < 32),
