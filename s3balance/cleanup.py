@@ -114,6 +114,10 @@ class DeletionWorker(_PeriodicService):
                 try:
                     if item.backend_upload_id:
                         yield backend.abort_multipart(item.real_key, item.backend_upload_id)
+                        # A complete that reached the backend after we gave up on
+                        # it leaves the object behind; the upload never committed
+                        # here, so nothing refers to its (unique) real key.
+                        yield backend.delete_object(item.real_key)
                     else:
                         if item.reason in UNFINISHED_WRITES:
                             # A write that never finished may have been a
