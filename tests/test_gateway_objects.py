@@ -199,3 +199,23 @@ class ErrorTests(SynchronousTestCase):
         self.assertEqual(sorted(health["backends"]), sorted(self.gateway.real_buckets))
         for state in health["backends"].values():
             self.assertTrue(state["up"])
+
+
+class MalformedRequestTests(SynchronousTestCase):
+    def test_unparseable_request_gets_an_s3_error_document(self) -> None:
+        import socket
+
+        gateway = shared_gateway()
+        for raw in (
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+            b"PUT /vb-default/x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", gateway.daemon.port), timeout=10) as sock:
+                sock.sendall(raw)
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 400"), head)
+            self.assertIn(b"x-amz-request-id:", head)
+            self.assertIn(b"<Code>BadRequest</Code>", body)

@@ -24,7 +24,7 @@ from typing import Any, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
 from s3balance.errors import S3Error
@@ -235,8 +235,32 @@ class S3Request(server.Request):
         return bool(self._disconnected or self.finished)
 
 
+class S3Channel(http.HTTPChannel):
+    """The HTTP/1.1 connection, answering requests it cannot parse with S3 XML too."""
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        error = S3Error("BadRequest", "The request line or its headers could not be parsed.", status=400)
+        request_id = new_request_id()
+        body = error.to_xml("", request_id)
+        transport: Any = self.transport
+        transport.write(
+            (
+                "HTTP/1.1 400 Bad Request\r\n"
+                "Content-Type: application/xml\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                f"x-amz-request-id: {request_id}\r\n"
+                "Server: s3balance\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode("latin-1")
+            + body
+        )
+        self.loseConnection()
+
+
 class S3Site(server.Site):
     requestFactory = S3Request
+    # Plain HTTP/1.1 channels (no HTTP/2 negotiation), with S3 error documents.
+    protocol = S3Channel  # type: ignore[assignment]
     noisy = False
 
     def __init__(self, resource, gateway, timeout: float = 60.0) -> None:
