@@ -279,3 +279,28 @@ def database_counts(daemon: Daemon, bucket: str) -> dict[str, int]:
     }
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
         return {name: connection.execute(sql, (arg,)).fetchone()[0] for name, (sql, arg) in queries.items()}
+
+
+def write_pattern_file(path, size: int, seed: int = 0) -> str:
+    """Write size bytes to path, MiB by MiB (a random MiB stamped with its index); -> sha256 hex."""
+    mib = 1024 * 1024
+    base = bytearray(os.urandom(mib))
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        written, index = 0, 0
+        while written < size:
+            base[:16] = (seed * 1_000_003 + index).to_bytes(16, "big")
+            block = bytes(base[: min(mib, size - written)])
+            out.write(block)
+            digest.update(block)
+            written += len(block)
+            index += 1
+    return digest.hexdigest()
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()

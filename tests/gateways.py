@@ -10,13 +10,11 @@ module-level lazy singletons so each test module starts each daemon once.
 from __future__ import annotations
 
 import atexit
-import os
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ from tests.daemon import (
     poll,
 )
 from tests.harness import harness_dir, shared_seaweedfs_pair, unique_bucket_name
+from tests.harness.clients import boto3_client
 from tests.tlsfixture import self_signed_certificate
 
 _T = TypeVar("_T")
@@ -222,35 +221,15 @@ def s3_client(
     (C{verify=False}) and take any C{botocore.config.Config} option (e.g.
     C{proxies}).
     """
-    import boto3
-    import botocore.config
-    import botocore.session
-
-    core = botocore.session.Session()
-    core.set_config_variable("config_file", os.devnull)
-    core.set_config_variable("credentials_file", os.devnull)
-    session = boto3.session.Session(
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-        botocore_session=core,
-    )
-    options: dict[str, Any] = {
-        "s3": {"addressing_style": addressing_style},
-        "retries": {"mode": "standard", "max_attempts": 1},
-        "signature_version": "s3v4",
-    }
-    if checksums == "when_required":
-        options["request_checksum_calculation"] = "when_required"
-        options["response_checksum_validation"] = "when_required"
-    options.update(config)
-    if not verify:
-        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-    return session.client(
-        "s3",
-        endpoint_url=endpoint,
+    return boto3_client(
+        endpoint,
+        access_key,
+        secret_key,
+        addressing_style=addressing_style,
+        region=region,
+        checksums=checksums,
         verify=verify,
-        config=botocore.config.Config(**options),
+        **config,
     )
 
 

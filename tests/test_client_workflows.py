@@ -7,7 +7,6 @@ check, delete), compared byte for byte with the local files.
 from __future__ import annotations
 
 import filecmp
-import hashlib
 import os
 import shutil
 import tempfile
@@ -16,34 +15,14 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.daemon import ACCESS_KEY, SECRET_KEY, poll, shared_gateway
+from tests.daemon import ACCESS_KEY, SECRET_KEY, file_sha256, poll, shared_gateway, write_pattern_file
 from tests.harness import run_aws, run_rclone
 
 MiB = 1024 * 1024
 
 
-def write_pattern_file(path: Path, size: int, seed: int = 0) -> str:
-    """size bytes, MiB by MiB (a random MiB stamped with its index); -> sha256 hex."""
-    base = bytearray(os.urandom(MiB))
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        written, index = 0, 0
-        while written < size:
-            base[:16] = (seed * 1_000_003 + index).to_bytes(16, "big")
-            block = bytes(base[: min(MiB, size - written)])
-            out.write(block)
-            digest.update(block)
-            written += len(block)
-            index += 1
-    return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for block in iter(lambda: source.read(MiB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_tree(root: Path, count: int = 30) -> list[str]:

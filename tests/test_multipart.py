@@ -15,7 +15,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.daemon import poll, shared_gateway, start_gateway
+from tests.daemon import file_sha256, poll, shared_gateway, start_gateway, write_pattern_file
 
 MiB = 1024 * 1024
 
@@ -38,29 +38,8 @@ def pattern(size: int, seed: int = 0) -> bytes:
     return b"".join(blocks)[:size]
 
 
-def write_pattern_file(path: str, size: int, seed: int = 0) -> str:
-    """Write size pattern bytes to path, MiB by MiB; -> the sha256 hex digest."""
-    base = bytearray(os.urandom(MiB))
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        written = 0
-        index = 0
-        while written < size:
-            base[:16] = (seed * 1_000_003 + index).to_bytes(16, "big")
-            block = bytes(base[: min(MiB, size - written)])
-            out.write(block)
-            digest.update(block)
-            written += len(block)
-            index += 1
-    return digest.hexdigest()
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for block in iter(lambda: source.read(MiB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def backend_uploads(gateway) -> dict[str, list[tuple[str, str]]]:

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -303,9 +304,12 @@ def boto3_client(
     addressing_style: AddressingStyle = "path",
     region: str = "us-east-1",
     checksums: Literal["default", "when_required"] = "default",
+    verify: bool = True,
     **config: Any,
 ) -> Any:
     """A boto3 S3 client on ``endpoint``, isolated from the user's AWS config.
+
+    ``verify=False`` skips certificate checks (a self-signed test certificate).
 
     ``checksums="default"`` keeps botocore's default (CRC checksums on every
     upload, aws-chunked trailers for streaming bodies); ``"when_required"`` sets
@@ -336,8 +340,11 @@ def boto3_client(
         options["request_checksum_calculation"] = "when_required"
         options["response_checksum_validation"] = "when_required"
     options.update(config)
+    if not verify:
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     return session.client(
         "s3",
         endpoint_url=endpoint,
+        verify=verify,
         config=botocore.config.Config(**options),
     )
