@@ -71,7 +71,7 @@ class Reloader:
         built = {
             backend.name: backend
             for backend in make_backends(
-                attrs.evolve(new, backends=tuple(changed)), service.agent, service.reactor
+                attrs.evolve(new, backends=tuple(changed)), service.http, service.reactor
             )
         }
         backends = [built.get(b.name) or running[b.name] for b in new.backends]

@@ -26,7 +26,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from s3balance.backends.backend import Backend, make_agent
+from s3balance.backends.backend import Backend, make_http_client
 from s3balance.backends.health import HealthMonitor
 from s3balance.backends.operations import OperationCounter
 from s3balance.backends.pool import BackendPool
@@ -63,8 +63,8 @@ def tls_options(server):
         return ssl.PrivateCertificate.loadPEM(cert.read() + b"\n" + key.read()).options()
 
 
-def make_backends(config: Config, agent, reactor) -> list[Backend]:
-    return [Backend(backend, agent, reactor) for backend in config.backends]
+def make_backends(config: Config, http, reactor) -> list[Backend]:
+    return [Backend(backend, http, reactor) for backend in config.backends]
 
 
 class GatewayService(MultiService):
@@ -79,10 +79,10 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.config = config
         self.store = store
-        self.agent = make_agent(reactor)
+        self.http = make_http_client(reactor)
         balancer = config.balancer
         self.pool = BackendPool(
-            make_backends(config, self.agent, reactor), balancer.unhealthy_threshold, balancer.healthy_threshold
+            make_backends(config, self.http, reactor), balancer.unhealthy_threshold, balancer.healthy_threshold
         )
         from s3balance.admin.api import AdminResource
         from s3balance.admin.target import ServiceAdminTarget
@@ -238,7 +238,7 @@ class GatewayService(MultiService):
             transport = getattr(request.channel, "transport", None)
             if transport is not None:
                 transport.abortConnection()
-        yield self.agent._pool.closeCachedConnections()
+        yield self.http.closeCachedConnections()
 
 
 def open_store(config: Config, reactor=None, migrate_schema: bool = True):

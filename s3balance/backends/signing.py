@@ -76,6 +76,11 @@ class BackendSigner:
             self._base = f"{endpoint_url}/{quote(bucket, safe='')}"
         else:
             self._base = f"{scheme}://{bucket}.{hostport}"
+        parts = urlsplit(self._base)
+        self._host = _canonical_host(parts)
+        default_port = 443 if parts.scheme == "https" else 80
+        self._endpoint = (parts.scheme, parts.hostname or "", parts.port or default_port)
+        self._path = parts.path.rstrip("/")
 
     def url(self, real_key: str | None = None, query: str = "") -> str:
         url = self._base + "/"
@@ -85,11 +90,45 @@ class BackendSigner:
             url += "?" + query
         return url
 
+    @property
+    def endpoint(self) -> tuple[str, str, int]:
+        """(scheme, host, port) requests for this bucket connect to."""
+        return self._endpoint
+
+    @property
+    def host(self) -> str:
+        """The Host header (and signed host) of requests for this bucket."""
+        return self._host
+
+    def target(self, real_key: str | None = None, query: str = "") -> tuple[str, str]:
+        """-> (path, query) of a request, as sent on the request line."""
+        path = self._path + "/"
+        if real_key:
+            path += quote_key(real_key)
+        return path, query
+
     def sign(
         self, method: str, url: str, headers: Mapping[str, str], now: Optional[float] = None
     ) -> dict[str, str]:
         """
-        Return C{headers} plus the authentication headers for this request.
+        Return C{headers} plus the authentication headers for a request to
+        C{url} (which must be this signer's, see L{url}).
+        """
+        parts = urlsplit(url)
+        return self.sign_request(method, parts.path or "/", parts.query, headers, now, _canonical_host(parts))
+
+    def sign_request(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        now: Optional[float] = None,
+        host: Optional[str] = None,
+    ) -> dict[str, str]:
+        """
+        Return C{headers} plus the authentication headers for a request of
+        C{path} and C{query} (both already encoded, see L{target}).
 
         The same SigV4 as botocore's S3 signer (every header signed, the
         payload C{UNSIGNED-PAYLOAD}), computed directly with the day's signing
@@ -101,19 +140,18 @@ class BackendSigner:
         day = stamp[:8]
         if self._key_day != day:
             self._key_day, self._key = day, _signing_key(self._credentials.secret_key, day, self._region)
-        parts = urlsplit(url)
         signed = dict(headers)
         signed["X-Amz-Date"] = stamp
         signed["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
-        canonical = {"host": _canonical_host(parts)}
+        canonical = {"host": self._host if host is None else host}
         for name, value in signed.items():
             canonical[name.lower()] = " ".join(str(value).split())
         names = sorted(canonical)
-        pairs = sorted(tuple(pair.partition("=")[::2]) for pair in parts.query.split("&")) if parts.query else []
+        pairs = sorted(tuple(pair.partition("=")[::2]) for pair in query.split("&")) if query else []
         canonical_request = "\n".join(
             (
                 method,
-                parts.path or "/",
+                path,
                 "&".join(f"{k}={v}" for k, v in pairs),
                 "".join(f"{name}:{canonical[name]}\n" for name in names),
                 ";".join(names),

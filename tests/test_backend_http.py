@@ -1,0 +1,355 @@
+"""
+The backend HTTP client (s3balance/backends/http.py) against a scripted
+HTTP server on 127.0.0.1: framing (length, chunked, close), persistent
+connections and their reuse, 1xx answers, broken answers, request bodies
+with backpressure and aborts, cancellation, and the stale-connection retry.
+The S3 behaviour through real backends is covered by the gateway suites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.error import ConnectError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web._newclient import RequestGenerationFailed, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+
+from s3balance.backends.http import BadResponse, HTTPClient, ResponseHeaders
+from s3balance.backends.streaming import BodyAborted, PipeProducer
+
+
+class _ServerConnection(Protocol):
+    """Reads requests (head + Content-Length body) and lets the test script answer."""
+
+    def __init__(self, server: ScriptedServer) -> None:
+        self.server = server
+        self.buffer = b""
+        self.requests: list[tuple[bytes, bytes]] = []
+
+    def connectionMade(self) -> None:
+        self.server.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if self.server.on_head is not None:
+                self.server.on_head(self, head)
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            self.requests.append((head, body))
+            self.server.answer(self, head, body)
+
+    def connectionLost(self, reason=None) -> None:
+        self.server.lost.append(self)
+
+
+class ScriptedServer(Factory):
+    def __init__(self, answer: Callable[[_ServerConnection, bytes, bytes], None]) -> None:
+        self.answer = answer
+        self.on_head: Optional[Callable[[_ServerConnection, bytes], None]] = None
+        self.connections: list[_ServerConnection] = []
+        self.lost: list[_ServerConnection] = []
+
+    def buildProtocol(self, addr) -> _ServerConnection:
+        return _ServerConnection(self)
+
+
+def head(method: str = "GET", path: str = "/b/k", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n".encode()
+
+
+class _Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason=None) -> None:
+        self.done.callback([reason])  # (a Failure passed to callback would become an errback)
+
+
+class HTTPClientTests(TestCase):
+    def setUp(self) -> None:
+        self.client = HTTPClient(reactor, idle_timeout=30.0, connect_timeout=5.0)
+        self.addCleanup(self.client.closeCachedConnections)
+
+    def serve(self, answer) -> ScriptedServer:
+        server = ScriptedServer(answer)
+        port = reactor.listenTCP(0, server, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: [c.transport.loseConnection() for c in server.connections])
+        self.key = ("http", "127.0.0.1", port.getHost().port)
+        return server
+
+    @inlineCallbacks
+    def fetch(self, request: bytes = b"", body=None, method_is_head: bool = False):
+        response = yield self.client.request(self.key, request or head(), body, method_is_head)
+        collect = _Collect()
+        response.deliverBody(collect)
+        (reason,) = yield collect.done
+        return response, collect.data, reason
+
+    @inlineCallbacks
+    def test_content_length_and_reuse(self) -> None:
+        server = self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nETag: \"x\"\r\nContent-Length: 5\r\n\r\nhello"))
+        for _ in range(3):
+            response, data, reason = yield self.fetch()
+            self.assertEqual((response.code, data, response.length), (200, b"hello", 5))
+            self.assertTrue(reason.check(ResponseDone))
+            self.assertEqual(response.headers.getRawHeaders(b"ETag"), [b'"x"'])
+            self.assertEqual(response.headers.getRawHeaders("etag"), ['"x"'])
+        self.assertEqual(len(server.connections), 1)
+        self.assertEqual(len(server.connections[0].requests), 3)
+        self.assertEqual(self.client.idle_connections(), 1)
+
+    @inlineCallbacks
+    def test_chunked_byte_by_byte(self) -> None:
+        answer = (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n"
+        )
+
+        def drip(c, h, b):
+            for i in range(len(answer)):
+                c.transport.write(answer[i : i + 1])
+
+        server = self.serve(drip)
+        response, data, reason = yield self.fetch()
+        self.assertEqual(data, b"hello 0123456789")
+        self.assertTrue(reason.check(ResponseDone))
+        yield self.fetch()
+        self.assertEqual(len(server.connections), 1)
+
+    @inlineCallbacks
+    def test_body_until_close(self) -> None:
+        def answer(c, h, b):
+            c.transport.write(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+            c.transport.loseConnection()
+
+        self.serve(answer)
+        response, data, reason = yield self.fetch()
+        self.assertEqual(data, b"all of it")
+        self.assertTrue(reason.check(PotentialDataLoss))
+        self.assertEqual(self.client.idle_connections(), 0)
+
+    @inlineCallbacks
+    def test_head_has_no_body_and_continue_is_skipped(self) -> None:
+        server = self.serve(
+            lambda c, h, b: c.transport.write(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+            )
+        )
+        response, data, reason = yield self.fetch(head("HEAD"), method_is_head=True)
+        self.assertEqual((response.code, data, response.length), (200, b"", 0))
+        self.assertEqual(response.headers.getRawHeaders(b"content-length"), [b"1234"])
+        yield self.fetch(head("HEAD"), method_is_head=True)
+        self.assertEqual(len(server.connections), 1)
+
+    @inlineCallbacks
+    def test_connection_close_is_honoured(self) -> None:
+        server = self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"))
+        yield self.fetch()
+        yield self.fetch()
+        self.assertEqual(len(server.connections), 2)
+
+    @inlineCallbacks
+    def test_cut_mid_body_fails_the_body(self) -> None:
+        def answer(c, h, b):
+            c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+            c.transport.loseConnection()
+
+        self.serve(answer)
+        response, data, reason = yield self.fetch()
+        self.assertEqual(data, b"partial")
+        self.assertTrue(reason.check(ResponseFailed))
+
+    @inlineCallbacks
+    def test_garbage_answer(self) -> None:
+        self.serve(lambda c, h, b: c.transport.write(b"SMTP ready\r\n\r\n"))
+        failure = yield self.assertFailure(self.client.request(self.key, head()), ResponseNeverReceived)
+        self.assertTrue(failure.reasons[0].check(BadResponse))
+
+    @inlineCallbacks
+    def test_conflicting_lengths_are_refused(self) -> None:
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx"))
+        yield self.assertFailure(self.client.request(self.key, head()), ResponseNeverReceived)
+
+    @inlineCallbacks
+    def test_body_is_delivered_when_asked_late(self) -> None:
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"))
+        response = yield self.client.request(self.key, head())
+        yield deferLater(reactor, 0.05, lambda: None)
+        collect = _Collect()
+        response.deliverBody(collect)
+        (reason,) = yield collect.done
+        self.assertEqual(collect.data, b"abc")
+        self.assertTrue(reason.check(ResponseDone))
+
+    @inlineCallbacks
+    def test_stale_connection_is_retried_without_a_body(self) -> None:
+        def answer(c, h, b):
+            if len(c.requests) == 1:
+                c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            else:
+                c.transport.loseConnection()  # the "idle timeout" of the backend
+
+        server = self.serve(answer)
+        yield self.fetch()
+        response, data, _ = yield self.fetch()
+        self.assertEqual(data, b"ok")
+        self.assertEqual(len(server.connections), 2)
+
+    @inlineCallbacks
+    def test_stale_connection_with_a_body_fails(self) -> None:
+        def answer(c, h, b):
+            if len(c.requests) == 1:
+                c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            else:
+                c.transport.loseConnection()
+
+        self.serve(answer)
+        yield self.fetch()
+        body = PipeProducer(3)
+        body.write(b"abc")
+        body.finish()
+        yield self.assertFailure(
+            self.client.request(self.key, head("PUT", extra="Content-Length: 3\r\n"), body), ResponseNeverReceived
+        )
+
+    @inlineCallbacks
+    def test_streamed_body(self) -> None:
+        server = self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n"))
+        size = 8 * 1024 * 1024
+        body = PipeProducer(size)
+        d = self.client.request(self.key, head("PUT", extra=f"Content-Length: {size}\r\n"), body)
+        chunk = b"z" * 65536
+        for _ in range(size // len(chunk)):
+            body.write(chunk)
+            yield deferLater(reactor, 0, lambda: None)
+        body.finish()
+        response = yield d
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(server.connections[0].requests[0][1]), size)
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(self.client.idle_connections(), 1)
+
+    @inlineCallbacks
+    def test_aborted_body_fails_and_drops_the_connection(self) -> None:
+        server = self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+        body = PipeProducer(100)
+        d = self.client.request(self.key, head("PUT", extra="Content-Length: 100\r\n"), body)
+        body.write(b"x" * 10)
+        yield deferLater(reactor, 0.05, lambda: None)
+        body.abort(BodyAborted("client went away"))
+        failure = yield self.assertFailure(d, RequestGenerationFailed)
+        self.assertTrue(failure.reasons[0].check(BodyAborted))
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(server.lost), 1)
+        self.assertEqual(server.connections[0].requests, [])
+
+    @inlineCallbacks
+    def test_early_error_answer_stops_the_body(self) -> None:
+        server = self.serve(lambda c, h, b: None)
+        server.on_head = lambda c, h: c.transport.write(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\n\r\nnope!!!"
+        ) if not c.requests else None
+        body = PipeProducer(1000)
+        d = self.client.request(self.key, head("PUT", extra="Content-Length: 1000\r\n"), body)
+        body.write(b"x" * 10)
+        response = yield d
+        self.assertEqual(response.code, 403)
+        collect = _Collect()
+        response.deliverBody(collect)
+        yield collect.done
+        self.assertEqual(collect.data, b"nope!!!")
+        self.assertTrue(body.stopped)
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(self.client.idle_connections(), 0)
+        self.assertEqual(len(server.lost), 1)
+
+    @inlineCallbacks
+    def test_cancel_drops_the_connection(self) -> None:
+        server = self.serve(lambda c, h, b: None)  # never answers
+        d = self.client.request(self.key, head())
+        yield deferLater(reactor, 0.05, lambda: None)
+        d.cancel()
+        yield self.assertFailure(d, CancelledError)
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(server.lost), 1)
+
+    @inlineCallbacks
+    def test_refused(self) -> None:
+        server = self.serve(lambda c, h, b: None)
+        del server
+        port = self.key[2]
+        # A port nobody listens on: the one we had, once closed.
+        listening = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        port = listening.getHost().port
+        yield listening.stopListening()
+        yield self.assertFailure(self.client.request(("http", "127.0.0.1", port), head()), ConnectError)
+
+    @inlineCallbacks
+    def test_idle_connections_expire(self) -> None:
+        self.client.idle_timeout = 0.1
+        server = self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+        yield self.fetch()
+        self.assertEqual(self.client.idle_connections(), 1)
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(self.client.idle_connections(), 0)
+        self.assertEqual(len(server.lost), 1)
+
+    @inlineCallbacks
+    def test_pausing_the_body_pauses_the_socket(self) -> None:
+        size = 4 * 1024 * 1024
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size))
+        response = yield self.client.request(self.key, head())
+
+        class Slow(_Collect):
+            def connectionMade(self) -> None:
+                self.transport.pauseProducing()
+
+        slow = Slow()
+        response.deliverBody(slow)
+        yield deferLater(reactor, 0.2, lambda: None)
+        held = len(slow.data)
+        self.assertLess(held, size)
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(len(slow.data), held)  # nothing more while paused
+        slow.transport.resumeProducing()
+        (reason,) = yield slow.done
+        self.assertEqual(len(slow.data), size)
+        self.assertTrue(reason.check(ResponseDone))
+
+
+class ResponseHeadersTests(TestCase):
+    def test_lookups(self) -> None:
+        headers = ResponseHeaders({b"etag": [b'"a"'], b"x-amz-meta-k": [b"v1", b"v2"]})
+        self.assertTrue(headers.hasHeader(b"ETag"))
+        self.assertTrue(headers.hasHeader("etag"))
+        self.assertEqual(headers.getRawHeaders(b"X-Amz-Meta-K"), [b"v1", b"v2"])
+        self.assertEqual(headers.getRawHeaders("missing", ["d"]), ["d"])
+        headers.addRawHeader("New", "x")
+        self.assertEqual(headers.getRawHeaders(b"new"), [b"x"])
+        headers.removeHeader(b"ETAG")
+        self.assertFalse(headers.hasHeader("etag"))
+        self.assertEqual(dict(headers.getAllRawHeaders())[b"new"], [b"x"])
