@@ -28,16 +28,28 @@ def current_month(now: Callable[[], float]) -> str:
     return datetime.datetime.fromtimestamp(now(), datetime.UTC).strftime("%Y-%m")
 
 
+def _next_month_start(month: str) -> float:
+    """The POSIX time at which the month after C{month} ("YYYY-MM", UTC) begins."""
+    year, number = int(month[:4]), int(month[5:7])
+    year, number = (year + 1, 1) if number == 12 else (year, number + 1)
+    return datetime.datetime(year, number, 1, tzinfo=datetime.UTC).timestamp()
+
+
 class OperationCounter:
     def __init__(self, store, now: Callable[[], float]) -> None:
         self.store = store
         self._now = now
         self.month = current_month(now)
+        self._month_ends = _next_month_start(self.month)
         self._totals: dict[str, list[int]] = {}  # this month, as last read + our own since
         self._pending: dict[str, list[int]] = {}
 
     def _roll(self) -> None:
+        # Called for every backend request: compare a number, format a date only when needed.
+        if self._now() < self._month_ends:
+            return
         month = current_month(self._now)
+        self._month_ends = _next_month_start(month)
         if month != self.month:
             self.month = month
             self._totals = {}
