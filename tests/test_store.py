@@ -470,11 +470,48 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
             self.assertEqual(conn.exec_driver_sql("PRAGMA journal_mode").scalar(), "wal")
             self.assertEqual(conn.exec_driver_sql("PRAGMA foreign_keys").scalar(), 1)
             self.assertEqual(conn.exec_driver_sql("PRAGMA busy_timeout").scalar(), 10000)
+            self.assertEqual(conn.exec_driver_sql("PRAGMA synchronous").scalar(), 2)  # FULL
         self.assertEqual(self.store._max_threads, 1)
+
+    async def test_write_intents_commit_without_fsync_and_leave_full_sync(self):
+        """begin_write runs at synchronous=NORMAL; the pooled connection is back at FULL after it."""
+        seen = []
+        original = self.store._relaxed
+
+        def spy(conn, fn, *args):
+            def probe(conn, *args):
+                seen.append(conn.exec_driver_sql("PRAGMA synchronous").scalar())
+                return fn(conn, *args)
+
+            return original(conn, probe, *args)
+
+        self.store._relaxed = spy
+        intent = await self.store.begin_write("b1", "vb/relaxed", 60)
+        await self.store.commit_object(intent.id, make_record("k", "vb/relaxed"))
+        self.assertEqual(seen, [1])  # NORMAL
+        self.assertEqual(await self.store._read(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()), 2)
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations[0].real_key, "vb/relaxed")
 
 
 class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
     kind = dbfixtures.POSTGRES
+
+    async def test_write_intents_commit_asynchronously(self):
+        """begin_write's transaction runs with synchronous_commit off; others keep the server's setting."""
+        seen = []
+        original = self.store._relaxed
+
+        def spy(conn, fn, *args):
+            def probe(conn, *args):
+                seen.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+                return fn(conn, *args)
+
+            return original(conn, probe, *args)
+
+        self.store._relaxed = spy
+        await self.store.begin_write("b1", "vb/relaxed", 60)
+        self.assertEqual(seen, ["off"])
+        self.assertEqual(await self.store._read(lambda conn: conn.exec_driver_sql("SHOW synchronous_commit").scalar()), "on")
 
 
 class MariaDBStoreTests(StoreBehaviourMixin, unittest.TestCase):

@@ -88,6 +88,7 @@ class MetadataStore:
         self.url: URL = make_url(url)
         self._reactor = reactor
         self._is_sqlite = self.url.get_backend_name() == "sqlite"
+        self._is_postgres = self.url.get_backend_name() == "postgresql"
         self._max_threads = 1 if self._is_sqlite else max(1, max_threads)
         self._auto_migrate = auto_migrate
         self._pool_recycle = pool_recycle
@@ -181,8 +182,17 @@ class MetadataStore:
 
     # -- running transactions -------------------------------------------------
 
-    def _transaction(self, fn: Callable, *args, write: bool = True):
-        """Blocking, on the pool: run fn(conn, *args) in one transaction, retrying lost races."""
+    def _transaction(self, fn: Callable, *args, write: bool = True, durable: bool = True):
+        """
+        Blocking, on the pool: run fn(conn, *args) in one transaction, retrying lost races.
+
+        C{durable=False} commits without waiting for the disk (SQLite
+        C{synchronous=NORMAL}, PostgreSQL C{synchronous_commit=off}): the
+        commit survives a crash of the daemon but not a power loss of the
+        database host until the next durable commit, which flushes it too.
+        Only write intents use it: losing one to a power cut can at worst
+        leave a stray backend object for C{fsck}, never a wrong answer.
+        """
         if self._engine is None:
             raise RuntimeError("the metadata store is not started")
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -190,8 +200,10 @@ class MetadataStore:
                 with self._engine.connect() as conn:
                     if write and self._is_sqlite:
                         conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-                    with conn.begin():
-                        return fn(conn, *args)
+                    if durable:
+                        with conn.begin():
+                            return fn(conn, *args)
+                    return self._relaxed(conn, fn, *args)
             except objects.ConcurrentInsert:
                 if attempt == MAX_ATTEMPTS:
                     raise
@@ -205,11 +217,27 @@ class MetadataStore:
             # winner of the race finish before we try again.
             time.sleep(random.uniform(0, 0.005 * attempt))
 
-    def _run(self, fn: Callable, *args, write: bool = True):
+    def _relaxed(self, conn: Connection, fn: Callable, *args):
+        """fn in a transaction whose commit does not wait for the disk."""
+        if self._is_sqlite:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            raw.execute("PRAGMA synchronous=NORMAL")  # (outside a transaction: sqlite3 autocommit)
+            try:
+                with conn.begin():
+                    return fn(conn, *args)
+            finally:
+                raw.execute("PRAGMA synchronous=FULL")
+        with conn.begin():
+            if self._is_postgres:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            return fn(conn, *args)
+
+    def _run(self, fn: Callable, *args, write: bool = True, durable: bool = True):
         if self._pool is None:
             return defer.fail(RuntimeError("the metadata store is not started"))
         return threads.deferToThreadPool(
-            self._reactor, self._pool, lambda: self._transaction(fn, *args, write=write)
+            self._reactor, self._pool, lambda: self._transaction(fn, *args, write=write, durable=durable)
         )
 
     def _read(self, fn: Callable, *args):
@@ -238,7 +266,10 @@ class MetadataStore:
     # -- writes ---------------------------------------------------------------
 
     def begin_write(self, backend: str, real_key: str, lease_seconds: float):
-        return self._run(objects.begin_write, backend, real_key, self._in(lease_seconds), self._now())
+        # Not durable: see _transaction.  The commit of the object is.
+        return self._run(
+            objects.begin_write, backend, real_key, self._in(lease_seconds), self._now(), durable=False
+        )
 
     def renew_write(self, intent_id: int, lease_seconds: float):
         return self._run(objects.renew_write, intent_id, self._in(lease_seconds))
@@ -346,6 +377,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # Every commit waits for the disk (see MetadataStore._transaction for
+        # the one kind that does not).
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
