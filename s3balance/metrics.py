@@ -25,7 +25,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
@@ -191,6 +191,17 @@ class Metrics:
             registry=r,
         )
         self._pool_collector: Optional[PoolCollector] = None
+        # Children by label values: prometheus_client's labels() validates and
+        # locks on every call, four times per request.  Labels are bounded
+        # (operations, statuses, backends), so is this.
+        self._children: dict[tuple, Any] = {}
+
+    def _child(self, metric, *values: str):
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     # -- live state -------------------------------------------------------------
 
@@ -215,12 +226,13 @@ class Metrics:
         token.finished = True
         self.in_flight.dec()
         label = operation_label(operation) if operation is not None else token.operation
-        self.requests.labels(label, status_label(status)).inc()
-        self.request_duration.labels(label).observe(max(0.0, self.clock() - token.started))
+        child = self._child
+        child(self.requests, label, status_label(status)).inc()
+        child(self.request_duration, label).observe(max(0.0, self.clock() - token.started))
         if bytes_in > 0:
-            self.received_bytes.labels(label).inc(bytes_in)
+            child(self.received_bytes, label).inc(bytes_in)
         if bytes_out > 0:
-            self.sent_bytes.labels(label).inc(bytes_out)
+            child(self.sent_bytes, label).inc(bytes_out)
 
     def track_request(self, request, operation: Optional[str]) -> None:
         """
@@ -247,9 +259,9 @@ class Metrics:
     # -- backends -------------------------------------------------------------
 
     def backend_request(self, backend: str, method: str, outcome: str, seconds: float) -> None:
-        self.backend_duration.labels(backend, method_label(method)).observe(max(0.0, seconds))
+        self._child(self.backend_duration, backend, method_label(method)).observe(max(0.0, seconds))
         if outcome != "ok":
-            self.backend_errors.labels(backend).inc()
+            self._child(self.backend_errors, backend).inc()
 
     def observe_backend(self, backend, method: str, result, elapsed: float) -> None:
         """A L{Backend.observers} callback: a Failure or a 5xx answer is an error."""
@@ -263,13 +275,14 @@ class Metrics:
 
     def forget_backend(self, name: str) -> None:
         """Drop the series of a backend removed by a reload."""
+        self._children.clear()
         for metric, position in ((self.backend_duration, 0), (self.backend_errors, 0), (self.placements, 1)):
             for labels in _label_sets(metric):
                 if labels[position] == name:
                     metric.remove(*labels)
 
     def placement(self, strategy: str, backend: str) -> None:
-        self.placements.labels(strategy, backend).inc()
+        self._child(self.placements, strategy, backend).inc()
 
     # -- database -------------------------------------------------------------
 
