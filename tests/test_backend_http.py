@@ -353,3 +353,40 @@ class ResponseHeadersTests(TestCase):
         headers.removeHeader(b"ETAG")
         self.assertFalse(headers.hasHeader("etag"))
         self.assertEqual(dict(headers.getAllRawHeaders())[b"new"], [b"x"])
+
+
+class NoCyclesTests(TestCase):
+    """
+    A finished exchange is freed by reference counting alone: a cycle would
+    keep each request's objects (response, relay, the client's request) until
+    the collector's next full pass, which costs CPU and stalls the reactor.
+    """
+
+    @inlineCallbacks
+    def test_request_and_relay_leave_no_cycles(self) -> None:
+        import gc
+        import weakref
+
+        from s3balance.backends.streaming import relay_body
+
+        client = HTTPClient(reactor, idle_timeout=30.0)
+        self.addCleanup(client.closeCachedConnections)
+        server = ScriptedServer(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndata"))
+        port = reactor.listenTCP(0, server, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: [c.transport.loseConnection() for c in server.connections])
+        key = ("http", "127.0.0.1", port.getHost().port)
+        yield client.request(key, head()).addCallback(lambda r: r.deliverBody(_Collect()))  # warm: one connection
+
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        response = yield client.request(key, head())
+        received: list[bytes] = []
+        done, _ = relay_body(response, received.append, lambda producer: None, 4, idle_timeout=5.0, clock=reactor)
+        yield done
+        watched = weakref.ref(response)
+        del response, done
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(received, [b"data"])
+        self.assertIsNone(watched(), "the response (and what it holds) outlived the exchange")

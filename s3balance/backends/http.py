@@ -572,6 +572,81 @@ class _ConnectionFactory(Factory):
         return _Connection(self.client, self.key)
 
 
+class _Exchange:
+    """
+    One request through the pool, and its retry.
+
+    Written without closures that refer to each other: a cycle would keep
+    the request's whole graph (response, relay, the client's request) alive
+    until the garbage collector's next full pass, instead of freeing it when
+    the answer is done.
+    """
+
+    def __init__(
+        self, client: HTTPClient, key: EndpointKey, head: bytes, body: Optional[IBodyProducer], method_is_head: bool
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.head = head
+        self.body = body
+        self.method_is_head = method_is_head
+        self.cancelled = False
+        self.inner: Optional[Deferred] = None
+        self.outer: Optional[Deferred[IResponse]] = Deferred(self._cancel)
+
+    def _cancel(self, _: Deferred) -> None:
+        self.cancelled = True
+        if self.inner is not None:
+            self.inner.cancel()
+
+    def start(self) -> None:
+        connection = self.client._take(self.key)
+        if connection is not None:
+            self._send(connection, reused=True)
+            return
+        self.inner = self.client._connect(self.key)
+        self.inner.addCallbacks(self._connected, self._fail)
+
+    def _connected(self, connection: _Connection) -> None:
+        if self.cancelled:
+            connection.abort()
+            return
+        self._send(connection, reused=False)
+
+    def _send(self, connection: _Connection, reused: bool) -> None:
+        self.inner = sent = connection.send(self.head, self.method_is_head, self.body)
+        sent.addCallbacks(self._deliver, self._failed, errbackArgs=(connection if reused else None,))
+
+    def _deliver(self, response: IResponse) -> None:
+        self.inner = None
+        outer, self.outer = self.outer, None
+        if outer is not None and not outer.called:
+            outer.callback(response)
+
+    def _failed(self, failure: Failure, reused: Optional[_Connection]) -> None:
+        self.inner = None
+        # A reused connection the backend had closed while idle: nothing of
+        # this request reached it.  Try again (on another idle connection or
+        # a new one); a body can't be replayed.
+        if (
+            reused is not None
+            and self.body is None
+            and not self.cancelled
+            and reused.requests > 1
+            and failure.check(ResponseNeverReceived)
+            and not reused._received_any
+        ):
+            self.start()
+            return
+        self._fail(failure)
+
+    def _fail(self, failure: Failure) -> None:
+        self.inner = None
+        outer, self.outer = self.outer, None
+        if outer is not None and not outer.called:
+            outer.errback(failure)
+
+
 class HTTPClient:
     """
     Backend requests over persistent connections, at most C{max_idle} idle
@@ -601,60 +676,10 @@ class HTTPClient:
         line, Host and Content-Length included) and C{body}; fire with the
         L{IResponse} when the answer's head arrived.
         """
-        state: dict[str, Any] = {"inner": None, "cancelled": False}
-
-        def cancel(_: Deferred) -> None:
-            state["cancelled"] = True
-            inner = state["inner"]
-            if inner is not None:
-                inner.cancel()
-
-        outer: Deferred[IResponse] = Deferred(cancel)
-
-        def attempt(reused_retry: bool) -> None:
-            connection = self._take(key)
-            if connection is not None:
-                sent = connection.send(head, method_is_head, body)
-                state["inner"] = sent
-                sent.addCallbacks(deliver, lambda failure: retry_or_fail(failure, connection))
-                return
-            connecting = self._connect(key)
-            state["inner"] = connecting
-
-            def connected(new: _Connection):
-                if state["cancelled"]:
-                    new.abort()
-                    return None
-                sent = new.send(head, method_is_head, body)
-                state["inner"] = sent
-                sent.addCallbacks(deliver, fail)
-                return None
-
-            connecting.addCallbacks(connected, fail)
-
-        def deliver(response: IResponse) -> None:
-            if not outer.called:
-                outer.callback(response)
-
-        def fail(failure: Failure) -> None:
-            if not outer.called:
-                outer.errback(failure)
-
-        def retry_or_fail(failure: Failure, connection: _Connection) -> None:
-            # A reused connection the backend had closed while idle: nothing
-            # of this request reached it.  Try once more on a new connection.
-            if (
-                body is None
-                and not state["cancelled"]
-                and connection.requests > 1
-                and failure.check(ResponseNeverReceived)
-                and not connection._received_any
-            ):
-                attempt(True)
-                return
-            fail(failure)
-
-        attempt(False)
+        exchange = _Exchange(self, key, head, body, method_is_head)
+        outer = exchange.outer
+        assert outer is not None
+        exchange.start()
         return outer
 
     def _take(self, key: EndpointKey) -> Optional[_Connection]:

@@ -216,6 +216,50 @@ class _WatchedProducer:
         self._producer.stopProducing()
 
 
+class _IdleWatch:
+    """
+    Cuts a backend that sends nothing for C{timeout} seconds while the
+    client is ready for more.  (A class, not a nested function scheduling
+    itself: that would be a reference cycle holding the whole request until
+    the garbage collector's next full pass.)
+    """
+
+    def __init__(self, relay: _Relay, watched: list, done: Deferred, stop: Callable[[], None], timeout: float, clock) -> None:
+        self.relay = relay
+        self.watched = watched
+        self.done = done
+        self.stop = stop
+        self.timeout = timeout
+        self.clock = clock
+        self.seen = -1
+        self.since = clock.seconds()
+        self.call = None
+        done.addBoth(self._finished)
+
+    def _finished(self, result):
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+        return result
+
+    def schedule(self) -> None:
+        self.call = self.clock.callLater(min(self.timeout, 1.0), self.check)
+
+    def check(self) -> None:
+        self.call = None
+        if self.done.called:
+            return
+        now = self.clock.seconds()
+        if self.relay.received != self.seen or (self.watched and self.watched[0].paused):
+            self.seen, self.since = self.relay.received, now
+        elif now - self.since >= self.timeout:
+            self.stop()
+            if not self.done.called:
+                self.done.errback(Failure(BodyAborted(f"backend sent nothing for {self.timeout:g}s")))
+            return
+        self.schedule()
+
+
 def relay_body(
     response: IResponse,
     write: Callable[[bytes], None],
@@ -251,21 +295,6 @@ def relay_body(
             transport.stopProducing()
 
     if idle_timeout and clock is not None:
-        state = {"seen": -1, "since": clock.seconds()}
-
-        def check() -> None:
-            if done.called:
-                return
-            now = clock.seconds()
-            if relay.received != state["seen"] or (watched and watched[0].paused):
-                state["seen"], state["since"] = relay.received, now
-            elif now - state["since"] >= idle_timeout:
-                stop()
-                if not done.called:
-                    done.errback(Failure(BodyAborted(f"backend sent nothing for {idle_timeout:g}s")))
-                return
-            clock.callLater(min(idle_timeout, 1.0), check)
-
-        clock.callLater(min(idle_timeout, 1.0), check)
+        _IdleWatch(relay, watched, done, stop, idle_timeout, clock).schedule()
 
     return done, stop
