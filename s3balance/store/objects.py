@@ -56,6 +56,8 @@ class ConcurrentInsert(Exception):
 _INSERT_INTENT = insert(_wi)
 _SELECT_INTENT = select(_wi.c.backend, _wi.c.real_key).where(_wi.c.id == bindparam("id"))
 _DELETE_INTENT = delete(_wi).where(_wi.c.id == bindparam("id"))
+_DELETE_INTENT_RETURNING = _DELETE_INTENT.returning(_wi.c.backend, _wi.c.real_key)
+_INSERT_LOCATION = insert(_loc)
 _INSERT_OBJECT = insert(_o)
 _CURRENT_FOR_UPDATE = (
     select(_o.c.id, _o.c.etag)
@@ -97,6 +99,10 @@ def _take_intent(conn: Connection, intent_id: int, *conditions) -> Optional[tupl
     between commit, abandon and the lease-expiry sweep: exactly one of them
     sees rowcount 1.
     """
+    if not conditions and conn.dialect.delete_returning:
+        # One statement where the database can (SQLite >= 3.35, PostgreSQL, MariaDB >= 10.5).
+        taken = conn.execute(_DELETE_INTENT_RETURNING, {"id": intent_id}).first()
+        return (taken.backend, taken.real_key) if taken is not None else None
     row = conn.execute(_SELECT_INTENT, {"id": intent_id}).first()
     if row is None:
         return None
@@ -206,14 +212,13 @@ def replace_object(
                 queue_deletion(conn, old.backend, old.real_key, REASON_REPLACED, now, grace=grace)
         conn.execute(delete(_loc).where(_loc.c.object_id == object_id))
         conn.execute(update(_o).where(_o.c.id == object_id).values(**values))
-    if record.locations:
-        conn.execute(
-            insert(_loc),
-            [
-                {"object_id": object_id, "backend": loc.backend, "real_key": loc.real_key, "created": now}
-                for loc in record.locations
-            ],
-        )
+    rows = [
+        {"object_id": object_id, "backend": loc.backend, "real_key": loc.real_key, "created": now}
+        for loc in record.locations
+    ]
+    if rows:
+        # One row (the usual case) as a plain execute: executemany is the slower path.
+        conn.execute(_INSERT_LOCATION, rows[0] if len(rows) == 1 else rows)
     return attr.evolve(record, id=object_id, last_modified=values["last_modified"])
 
 
