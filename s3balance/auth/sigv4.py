@@ -46,6 +46,8 @@ _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\Z")
 _CREDENTIAL_FORMAT = '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request"'
 
 # RFC 3986 unreserved characters, the only ones AWS leaves unencoded.
+# A path of unreserved characters and slashes only is its own canonical form.
+_PLAIN_PATH = re.compile(rb"[A-Za-z0-9\-_.~/]*\Z")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _ENCODED_BYTE = tuple(chr(b).encode("ascii") if b in _UNRESERVED else b"%%%02X" % b for b in range(256))
 
@@ -287,20 +289,20 @@ def _payload_mode(value: str) -> PayloadMode:
 
 def _request_date(headers: Mapping[str, Sequence[str]]) -> tuple[str, float]:
     """The request time from C{X-Amz-Date}, else C{Date} (RFC 1123)."""
-    invalid = S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     amz_date = _header(headers, "x-amz-date")
     if amz_date is not None:
-        parsed = _parse_amz_date(amz_date.strip())
+        amz_date = amz_date.strip()
+        parsed = _parse_amz_date(amz_date)
         if parsed is None:
-            raise invalid
-        return amz_date.strip(), parsed
+            raise _invalid_date()
+        return amz_date, parsed
     date = _header(headers, "date")
     if date is None:
-        raise invalid
+        raise _invalid_date()
     try:
         when = parsedate_to_datetime(date.strip())
     except (TypeError, ValueError, IndexError):
-        raise invalid from None
+        raise _invalid_date() from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     timestamp = when.timestamp()
@@ -478,7 +480,20 @@ def _lookup(lookup: CredentialLookup, access_key: str) -> CredentialLike:
     return credential
 
 
+_last_amz_date: tuple[str, float | None] = ("", None)
+
+
 def _parse_amz_date(value: str) -> float | None:
+    # Requests arrive many per second: remember the last second parsed.
+    global _last_amz_date
+    if value == _last_amz_date[0]:
+        return _last_amz_date[1]
+    parsed = _parse_amz_date_uncached(value)
+    _last_amz_date = (value, parsed)
+    return parsed
+
+
+def _parse_amz_date_uncached(value: str) -> float | None:
     match = _AMZ_DATE.match(value)
     if match is None:
         return None
@@ -553,6 +568,8 @@ def _canonical_uris(raw_path: bytes) -> list[bytes]:
     encoding; the path exactly as received is the fallback.
     """
     raw = raw_path or b"/"
+    if _PLAIN_PATH.match(raw):
+        return [raw]
     normalised = b"/".join(_aws_encode(unquote_to_bytes(s)) for s in raw.split(b"/"))
     if normalised == raw:
         return [raw]
@@ -611,6 +628,10 @@ def _signing_key(secret_key: str, date: str, region: str) -> bytes:
 
 
 # -- errors ------------------------------------------------------------------
+
+
+def _invalid_date() -> S3Error:
+    return S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
 
 
 def _signature_mismatch() -> S3Error:
