@@ -59,6 +59,12 @@ _DELETE_INTENT = delete(_wi).where(_wi.c.id == bindparam("id"))
 _DELETE_INTENT_RETURNING = _DELETE_INTENT.returning(_wi.c.backend, _wi.c.real_key)
 _INSERT_LOCATION = insert(_loc)
 _INSERT_OBJECT = insert(_o)
+_INSERT_DELETION = insert(_dq)
+_LOCATIONS_OF = (
+    select(_loc.c.backend, _loc.c.real_key).where(_loc.c.object_id == bindparam("object_id")).order_by(_loc.c.id)
+)
+_DELETE_LOCATIONS_OF = delete(_loc).where(_loc.c.object_id == bindparam("object_id"))
+_UPDATE_OBJECT = update(_o).where(_o.c.id == bindparam("object_id"))
 _CURRENT_FOR_UPDATE = (
     select(_o.c.id, _o.c.etag)
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type))
@@ -171,9 +177,7 @@ def check_preconditions(
 
 
 def _locations_of(conn: Connection, object_id: int) -> tuple[Location, ...]:
-    rows = conn.execute(
-        select(_loc.c.backend, _loc.c.real_key).where(_loc.c.object_id == object_id).order_by(_loc.c.id)
-    )
+    rows = conn.execute(_LOCATIONS_OF, {"object_id": object_id})
     return tuple(Location(backend=r.backend, real_key=r.real_key) for r in rows)
 
 
@@ -210,8 +214,8 @@ def replace_object(
             # A new version written under the same real key must not be deleted.
             if old not in new_locations:
                 queue_deletion(conn, old.backend, old.real_key, REASON_REPLACED, now, grace=grace)
-        conn.execute(delete(_loc).where(_loc.c.object_id == object_id))
-        conn.execute(update(_o).where(_o.c.id == object_id).values(**values))
+        conn.execute(_DELETE_LOCATIONS_OF, {"object_id": object_id})
+        conn.execute(_UPDATE_OBJECT, {"object_id": object_id, **values})
     rows = [
         {"object_id": object_id, "backend": loc.backend, "real_key": loc.real_key, "created": now}
         for loc in record.locations
@@ -287,15 +291,16 @@ def queue_deletion(
     grace: datetime.timedelta = NO_GRACE,
 ) -> None:
     conn.execute(
-        insert(_dq).values(
-            backend=backend,
-            real_key=real_key,
-            backend_upload_id=backend_upload_id,
-            reason=reason,
-            attempts=0,
-            due=now + grace,
-            created=now,
-        )
+        _INSERT_DELETION,
+        {
+            "backend": backend,
+            "real_key": real_key,
+            "backend_upload_id": backend_upload_id,
+            "reason": reason,
+            "attempts": 0,
+            "due": now + grace,
+            "created": now,
+        },
     )
 
 
