@@ -6,6 +6,7 @@ MariaDB (one mixin, three TestCase classes; each test gets a fresh database).
 from __future__ import annotations
 
 import datetime
+import sqlite3
 import threading
 
 from alembic.autogenerate import compare_metadata
@@ -15,7 +16,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from s3balance.store import migrate, tables
+from s3balance.store import migrate, objects, tables
 from s3balance.store.connector import MetadataStore
 from s3balance.store.interfaces import (
     BucketExists,
@@ -472,6 +473,36 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
             self.assertEqual(conn.exec_driver_sql("PRAGMA busy_timeout").scalar(), 10000)
             self.assertEqual(conn.exec_driver_sql("PRAGMA synchronous").scalar(), 2)  # FULL
         self.assertEqual(self.store._max_threads, 1)
+
+    async def test_raw_lookup_equals_the_sqlalchemy_one(self):
+        """GetObject's lookup on SQLite runs without SQLAlchemy (rawread.py) and gives the same records."""
+        self.assertIsNotNone(self.store._raw_get)
+        keys = ["plain", "ünïcödé/ключ", "sp ace+%2F", ""]
+        for i, key in enumerate(keys[:-1]):
+            record = make_record(
+                key, f"vb/{i}", size=10**12 + i, headers={"x-amz-meta-a": "ä", "content-encoding": "gzip"}
+            )
+            intent = await self.store.begin_write("b1", f"vb/{i}", 60)
+            await self.store.commit_object(intent.id, record)
+        for key in keys + ["missing"]:
+            raw = await self.store.get_object(BUCKET, key)
+            ordinary = await self.store._read(objects.get_object, BUCKET, key)
+            self.assertEqual(raw, ordinary, key)
+        self.assertIsNotNone(self.store._raw_connection)
+        found = await self.store.get_object(BUCKET, "ünïcödé/ключ")
+        self.assertEqual((found.size, found.last_modified.tzinfo), (10**12 + 1, datetime.UTC))
+
+    async def test_raw_lookup_falls_back_when_sqlite_fails(self):
+        record = make_record("k", "vb/1")
+        intent = await self.store.begin_write("b1", "vb/1", 60)
+        await self.store.commit_object(intent.id, record)
+
+        class Broken:
+            def run(self, connection, params):
+                raise sqlite3.OperationalError("disk I/O error")
+
+        self.store._raw_get = Broken()
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, record.locations)
 
     async def test_write_intents_commit_without_fsync_and_leave_full_sync(self):
         """begin_write runs at synchronous=NORMAL; the pooled connection is back at FULL after it."""

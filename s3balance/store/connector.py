@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -26,6 +27,8 @@ from zope.interface import implementer
 
 from s3balance.store import buckets, listing, migrate, multipart, objects, usage
 from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord, StoreUnavailable
+from s3balance.store.rawread import RawSelect
+from s3balance.store.records import encode_key
 
 # Re-exported for the admin CLI ("s3balance-admin db upgrade").
 upgrade = migrate.upgrade
@@ -97,6 +100,9 @@ class MetadataStore:
         # reads that found them just before are not cut off.
         self.deletion_grace = datetime.timedelta(seconds=deletion_grace)
         self._engine: Optional[Engine] = None
+        # SQLite: GetObject's lookup compiled once, on a connection of its own (rawread.py).
+        self._raw_get: Optional[RawSelect] = None
+        self._raw_connection: Any = None
         self._pool: Optional[ThreadPool] = None
         self._shutdown_trigger = None
 
@@ -125,6 +131,8 @@ class MetadataStore:
 
     def _start_blocking(self) -> None:
         self._engine = self._create_engine()
+        if self._is_sqlite:
+            self._raw_get = RawSelect(objects.GET_OBJECT, self._engine.dialect)
         if self._auto_migrate:
             with self._engine.begin() as conn:
                 before = migrate.current_revision_of(conn)
@@ -162,6 +170,9 @@ class MetadataStore:
         return d
 
     def _dispose(self) -> None:
+        raw, self._raw_connection = self._raw_connection, None
+        if raw is not None:
+            raw.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
@@ -298,7 +309,29 @@ class MetadataStore:
         )
 
     def get_object(self, bucket: str, key: str):
+        if self._raw_get is not None and self._pool is not None:
+            return threads.deferToThreadPool(self._reactor, self._pool, self._raw_get_object, bucket, key)
         return self._read(objects.get_object, bucket, key, single=True)
+
+    def _raw_get_object(self, bucket: str, key: str):
+        """On the pool: the lookup without SQLAlchemy; any trouble takes the ordinary path."""
+        raw_get = self._raw_get
+        if raw_get is not None and self._engine is not None:
+            try:
+                if self._raw_connection is None:
+                    self._raw_connection = self._engine.raw_connection()
+                rows = raw_get.run(self._raw_connection.dbapi_connection, {"bucket": bucket, "key": encode_key(key)})
+                return objects.object_from_rows(rows)
+            except sqlite3.Error as e:
+                # Busy, I/O error, ...: the ordinary path retries and reports.
+                self.log.debug("raw read failed ({error}); using the ordinary path", error=str(e))
+                connection, self._raw_connection = self._raw_connection, None
+                if connection is not None:
+                    try:
+                        connection.invalidate()
+                    except Exception:
+                        pass
+        return self._transaction(objects.get_object, bucket, key, write=False, single=True)
 
     def delete_object(self, bucket: str, key: str):
         return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace)
