@@ -123,6 +123,15 @@ class HTTPClientTests(TestCase):
         self.assertEqual(self.client.idle_connections(), 1)
 
     @inlineCallbacks
+    def test_empty_answer_frees_the_connection_before_it_is_delivered(self) -> None:
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n"))
+        seen = []
+        yield self.client.request(self.key, head("DELETE")).addCallback(
+            lambda response: seen.append((response.code, self.client.idle_connections()))
+        )
+        self.assertEqual(seen, [(204, 1)])
+
+    @inlineCallbacks
     def test_chunked_byte_by_byte(self) -> None:
         answer = (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

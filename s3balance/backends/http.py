@@ -423,14 +423,20 @@ class _Connection(Protocol):
         elif framing == "chunked":
             self._chunk_state = "size"
         waiting, self._waiting = self._waiting, None
+        if framing == "length" and length == 0:
+            # Complete already: give the connection back before anyone hears
+            # of the answer, so a caller that sends its next request (or
+            # closes the pool) right away finds it idle.  (Bytes after a
+            # complete answer: the connection can't be trusted.)
+            self._end_body(Failure(ResponseDone()), reusable=not rest)
+            if waiting is not None:
+                waiting.callback(response)
+            return
         if waiting is not None:
             waiting.callback(response)
         if self._state != "body" or self._response is not response:
             return  # the caller dropped the connection
-        if framing == "length" and length == 0:
-            # (bytes after a complete answer: the connection can't be trusted)
-            self._end_body(Failure(ResponseDone()), reusable=not rest)
-        elif rest:
+        if rest:
             self._read_body(rest)
 
     def _read_body(self, data: bytes) -> None:
