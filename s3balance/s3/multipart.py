@@ -57,6 +57,11 @@ def _backend_of(gateway, record: MultipartRecord):
     return backend
 
 
+# Seconds the backend may take to open an upload before the cleaner may abort it
+# (at least twice balancer.backend_timeout).
+CREATE_LEASE = 300.0
+
+
 async def create_multipart_upload(gateway, request, call) -> None:
     await gateway.require_bucket(call.bucket)
     content_type, headers = object_headers(call)
@@ -68,12 +73,21 @@ async def create_multipart_upload(gateway, request, call) -> None:
     reservation.release()
     backend = gateway.pool.get(reservation.backend)
     real_key = gateway.new_real_key(call.bucket)
+    # A write intent first: if we die between the backend opening the upload
+    # and our row for it, its lease runs out and the cleaner aborts every
+    # upload of this (unique) real key.
+    lease = max(CREATE_LEASE, 2 * gateway.config.balancer.backend_timeout)
+    intent = await gateway.store.begin_write(backend.name, real_key, lease)
     try:
         backend_upload_id = await backend.create_multipart(
             real_key, backend_headers(call.bucket, call.key, content_type, headers)
         )
     except BackendError as error:
         log.warn("CreateMultipartUpload on {backend} failed: {error}", backend=backend.name, error=str(error))
+        # The backend may have opened it and lost the answer: let the cleaner look.
+        gateway.store.abandon_write(intent.id, error.status == 0 or error.status >= 500).addErrback(
+            lambda f: log.warn("could not settle the write intent of {key}", key=real_key)
+        )
         raise backend_error_to_s3(error) from None
     record = MultipartRecord(
         upload_id=new_upload_id(),
@@ -87,9 +101,10 @@ async def create_multipart_upload(gateway, request, call) -> None:
         headers=headers,
     )
     try:
-        await gateway.store.create_multipart(record)
+        await gateway.store.create_multipart(record, intent.id)
     except Exception:
-        # Not recorded: don't leave the backend's upload open.
+        # Not recorded: don't leave the backend's upload open (and should
+        # this abort fail, the intent's expiry makes the cleaner do it).
         backend.abort_multipart(real_key, backend_upload_id).addErrback(
             lambda f: log.warn("could not abort orphan upload on {backend}", backend=backend.name)
         )

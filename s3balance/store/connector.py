@@ -380,8 +380,8 @@ class MetadataStore:
 
     # -- multipart ------------------------------------------------------------
 
-    def create_multipart(self, record: MultipartRecord):
-        return self._run(multipart.create_multipart, record)
+    def create_multipart(self, record: MultipartRecord, intent_id: Optional[int] = None):
+        return self._run(multipart.create_multipart, record, intent_id)
 
     def get_multipart(self, upload_id: str):
         return self._read(multipart.get_multipart, upload_id)

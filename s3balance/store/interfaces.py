@@ -267,8 +267,9 @@ class IMetadataStore(Interface):
         query, never a walk of a backend).  -> Deferred[list[BackendUsage]]"""
 
     # -- multipart (issue 5; schema exists from the first migration) -------
-    def create_multipart(record: MultipartRecord):
-        """-> Deferred[None]"""
+    def create_multipart(record: MultipartRecord, intent_id: int | None = None):
+        """-> Deferred[None]; with C{intent_id}, that write intent is settled
+        in the same transaction (WriteIntentExpired when it is gone)."""
 
     def get_multipart(upload_id: str):
         """-> Deferred[MultipartRecord | None]"""

@@ -9,15 +9,24 @@ from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.engine import Connection
 
 from s3balance.store import tables
-from s3balance.store.interfaces import MultipartRecord, NoSuchUploadError, ObjectRecord
+from s3balance.store.interfaces import MultipartRecord, NoSuchUploadError, ObjectRecord, WriteIntentExpired
 from s3balance.store.listing import successor
-from s3balance.store.objects import REASON_MULTIPART_ABORTED, queue_deletion, replace_object
+from s3balance.store.objects import REASON_MULTIPART_ABORTED, _take_intent, queue_deletion, replace_object
 from s3balance.store.records import dump_mapping, encode_key, multipart_record
 
 _mp = tables.multipart_uploads
 
 
-def create_multipart(conn: Connection, record: MultipartRecord) -> None:
+def create_multipart(conn: Connection, record: MultipartRecord, intent_id: Optional[int] = None) -> None:
+    """
+    Record an upload the backend opened.  With C{intent_id}, the write intent
+    taken before the backend's CreateMultipartUpload is settled in the same
+    transaction (L{WriteIntentExpired} when its lease ran out: the cleaner
+    may already be aborting that upload).
+    """
+    if intent_id is not None:
+        if _take_intent(conn, intent_id) is None:
+            raise WriteIntentExpired(intent_id)
     conn.execute(
         insert(_mp).values(
             upload_id=record.upload_id,

@@ -1,0 +1,103 @@
+"""
+A daemon that dies between a backend's CreateMultipartUpload and our record
+of it leaves an open upload on the backend.  The gateway takes a write
+intent for the upload's real key first; when that intent's lease runs out,
+the cleaner aborts every upload of the key.  Here the crash is played out
+step by step against a real SeaweedFS: intent, CreateMultipartUpload, no
+record, lease expiry, one cleaner pass.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from s3balance.backends.backend import Backend, make_http_client
+from s3balance.backends.pool import BackendPool
+from s3balance.cleanup import DeletionWorker
+from s3balance.config import BackendConfig
+from s3balance.store.connector import MetadataStore
+from s3balance.store.interfaces import MultipartRecord, WriteIntentExpired
+from tests import dbfixtures
+from tests.harness import shared_seaweedfs, unique_bucket_name
+
+T0 = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)
+
+
+class CreateMultipartCrashTests(unittest.TestCase):
+    async def setUp(self):
+        self.server = shared_seaweedfs()
+        self.bucket = self.server.create_bucket(unique_bucket_name("mprec"))
+        self.now = T0
+        self.store = MetadataStore(dbfixtures.fresh_database(self, "sqlite"), now=lambda: self.now)
+        await self.store.start()
+        self.addCleanup(self.store.stop)
+        await self.store.sync_config_buckets(["vb"])
+        self.http = make_http_client(reactor)
+        self.addCleanup(self.http.closeCachedConnections)
+        config = BackendConfig(
+            name=self.bucket,
+            endpoint=self.server.endpoint,
+            access_key_id=self.server.access_key,
+            secret_access_key=self.server.secret_key,
+            path_style=True,
+        )
+        self.backend = Backend(config, self.http, reactor)
+        self.pool = BackendPool([self.backend])
+
+    def open_uploads(self, key: str) -> list[str]:
+        listed = self.server.client().list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        return [u["UploadId"] for u in listed.get("Uploads", []) if u["Key"] == key]
+
+    async def test_upload_opened_but_never_recorded_is_aborted_after_the_lease(self):
+        real_key = "vb/crashed-create"
+        intent = await self.store.begin_write(self.bucket, real_key, 300)
+        await self.backend.create_multipart(real_key, {})
+        self.assertEqual(len(self.open_uploads(real_key)), 1)
+        # ... the daemon dies here: no record, the intent stays.
+        cleaner = DeletionWorker(self.store, self.pool, period=3600, clock=reactor)
+        cleaner.running = True
+        await cleaner.run()
+        self.assertEqual(len(self.open_uploads(real_key)), 1, "aborted while the lease still ran")
+        self.now += datetime.timedelta(seconds=301)
+        await cleaner.run()
+        self.assertEqual(self.open_uploads(real_key), [])
+        # A late record of it is refused: the intent is gone.
+        record = MultipartRecord(
+            upload_id="u1",
+            bucket="vb",
+            key="k",
+            backend=self.bucket,
+            real_key=real_key,
+            backend_upload_id="gone",
+            initiated=T0,
+            content_type="",
+            headers={},
+        )
+        await self.assertFailure(self.store.create_multipart(record, intent.id), WriteIntentExpired)
+        self.assertIsNone(await self.store.get_multipart("u1"))
+
+    async def test_recorded_upload_settles_its_intent(self):
+        real_key = "vb/recorded"
+        intent = await self.store.begin_write(self.bucket, real_key, 300)
+        upload_id = await self.backend.create_multipart(real_key, {})
+        record = MultipartRecord(
+            upload_id="u2",
+            bucket="vb",
+            key="k2",
+            backend=self.bucket,
+            real_key=real_key,
+            backend_upload_id=upload_id,
+            initiated=T0,
+            content_type="",
+            headers={},
+        )
+        await self.store.create_multipart(record, intent.id)
+        self.now += datetime.timedelta(seconds=301)
+        cleaner = DeletionWorker(self.store, self.pool, period=3600, clock=reactor)
+        cleaner.running = True
+        await cleaner.run()
+        self.assertEqual(self.open_uploads(real_key), [upload_id])  # ours: left alone
+        await self.backend.abort_multipart(real_key, upload_id)
