@@ -1,6 +1,6 @@
 """
 ListObjectsV2 page times with many keys in one virtual bucket, on SQLite and
-PostgreSQL.
+PostgreSQL (and MariaDB: C{--list-db sqlite,postgres,mariadb}).
 
 The rows are written straight into a fresh database with SQLAlchemy bulk
 inserts into the tables of C{s3balance.store.tables} (schema created by the
@@ -17,8 +17,10 @@ Pages timed (each C{--list-repeat} times; the median is reported):
 
 - first:     the first 1000 keys;
 - deep:      1000 keys after a marker 90 % into the bucket (start-after);
-- delimiter: delimiter=/ at the root: up to 1000 common prefixes;
+- delimiter: delimiter=/ at the root: up to 1000 common prefixes (the walk);
 - prefix:    prefix=dir<middle>/ with delimiter=/: the 1000 keys of one directory.
+
+(See C{s3balance/store/listing.py} for how each database reads them.)
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ from tests.harness import SeaweedFS, harness_dir
 
 DEFAULT_POSTGRES_URL = os.environ.get(
     "S3BALANCE_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+DEFAULT_MARIADB_URL = os.environ.get(
+    "S3BALANCE_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
 )
 BATCH = 10_000
 PAGE = 1000
@@ -101,34 +106,64 @@ def bulk_insert(url: str, count: int, log: Callable[[str], None] = print) -> flo
                 conn.execute(text("ANALYZE object_locations"))
             elif engine.dialect.name == "sqlite":
                 conn.execute(text("ANALYZE"))
+            elif engine.dialect.name in ("mysql", "mariadb"):
+                conn.execute(text("ANALYZE TABLE objects, object_locations"))
     finally:
         engine.dispose()
     return time.monotonic() - started
 
 
-class PostgresDatabase:
-    """A fresh database on the PostgreSQL server, dropped on close."""
+class ServerDatabase:
+    """A fresh database on a PostgreSQL or MariaDB server, dropped on close."""
 
-    def __init__(self, admin_url: str = DEFAULT_POSTGRES_URL) -> None:
+    def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
         self.name = f"s3b_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self._admin = create_engine(
             admin_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
         )
         with self._admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+            conn.execute(text(self.create_sql()))
         self.url = make_url(admin_url).set(database=self.name).render_as_string(hide_password=False)
+
+    def create_sql(self) -> str:
+        raise NotImplementedError
+
+    def drop(self, conn) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         try:
             with self._admin.connect() as conn:
-                conn.execute(
-                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-                    {"name": self.name},
-                )
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}"'))
+                self.drop(conn)
         finally:
             self._admin.dispose()
+
+
+class PostgresDatabase(ServerDatabase):
+    def __init__(self, admin_url: str = DEFAULT_POSTGRES_URL) -> None:
+        super().__init__(admin_url)
+
+    def create_sql(self) -> str:
+        return f'CREATE DATABASE "{self.name}"'
+
+    def drop(self, conn) -> None:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+            {"name": self.name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}"'))
+
+
+class MariaDBDatabase(ServerDatabase):
+    def __init__(self, admin_url: str = DEFAULT_MARIADB_URL) -> None:
+        super().__init__(admin_url)
+
+    def create_sql(self) -> str:
+        return f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4"
+
+    def drop(self, conn) -> None:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{self.name}`"))
 
 
 def deep_marker(count: int) -> str:
@@ -174,32 +209,37 @@ def run(
     twistd_args: str = "",
     daemon_overrides: Optional[list[str]] = None,
     log: Callable[[str], None] = print,
+    mariadb_url: str = DEFAULT_MARIADB_URL,
 ) -> dict:
-    """-> {"sqlite": {"10000": {"insert_s": .., "pages": {...}}, ...}, "postgres": ...}"""
+    """-> {"sqlite": {"10000": {"insert_s": .., "pages": {...}}, ...}, "postgres": ..., "mariadb": ...}"""
     results: dict = {}
     for db in databases:
         results[db] = {}
         for count in key_counts:
             workdir = Path(harness_dir()) / f"bench-list-{db}-{count}"
             workdir.mkdir(parents=True, exist_ok=True)
-            pg: Optional[PostgresDatabase] = None
+            server_db: Optional[ServerDatabase] = None
             try:
                 if db == "sqlite":
                     path = workdir / "list.db"
                     url = f"sqlite:///{path}"
                     database = {"type": "sqlite", "dsn": str(path)}
-                elif db == "postgres":
+                elif db in ("postgres", "mariadb"):
+                    server, admin_url = {
+                        "postgres": (PostgresDatabase, postgres_url),
+                        "mariadb": (MariaDBDatabase, mariadb_url),
+                    }[db]
                     try:
-                        pg = PostgresDatabase(postgres_url)
+                        server_db = server(admin_url)
                     except Exception as error:
                         reason = str(error).strip().splitlines()[0]
-                        log(f"  PostgreSQL not reachable at {postgres_url}: {reason}; skipped")
+                        log(f"  {db} not reachable at {admin_url}: {reason}; skipped")
                         results[db][str(count)] = {"skipped": reason}
                         break
-                    url = pg.url
-                    database = {"type": "postgres", "dsn": url}
+                    url = server_db.url
+                    database = {"type": "postgres" if db == "postgres" else "mysql", "dsn": url}
                 else:
-                    raise ValueError(f"unknown database {db!r} (sqlite or postgres)")
+                    raise ValueError(f"unknown database {db!r} (sqlite, postgres or mariadb)")
                 log(f"  {db}: inserting {count} objects ...")
                 took = bulk_insert(url, count, log)
                 log(f"  {db}: {count} rows in {took:.1f} s; starting a daemon on it")
@@ -217,8 +257,8 @@ def run(
                     log(f"  {db:<8} {count:>8} keys  {name:<9} {page['median_ms']:7.1f} ms  ({page['entries']} entries)")
                 results[db][str(count)] = {"insert_s": took, "pages": pages}
             finally:
-                if pg is not None:
-                    pg.close()
+                if server_db is not None:
+                    server_db.close()
                 if db == "sqlite":
                     for leftover in workdir.glob("list.db*"):
                         leftover.unlink(missing_ok=True)

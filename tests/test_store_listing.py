@@ -1,6 +1,8 @@
 """
 The listing algorithm (s3balance.store.listing) against a pure-Python model
-of S3 ListObjects, on SQLite, PostgreSQL and MariaDB.
+of S3 ListObjects, on SQLite, PostgreSQL and MariaDB, by every way of walking
+a delimiter listing that runs on each (the one a database uses by default,
+and the Python loop every database can fall back on).
 
 These call the blocking listing function on a Connection directly (Hypothesis
 drives examples synchronously); tests/test_store.py covers the Deferred API.
@@ -9,6 +11,9 @@ drives examples synchronously); tests/test_store.py covers the Deferred API.
 from __future__ import annotations
 
 import datetime
+import os
+import random
+from typing import Optional
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +26,10 @@ from tests import dbfixtures
 BUCKET = "vb"
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 ALPHABET = ["/", "a", "é", "~", "\uffff"]
+# One character per UTF-8 length (1 to 4 bytes), a delimiter or two, and
+# characters SQL string literals escape.
+WIDE_ALPHABET = ["/", "a", "b", "-", "é", "€", "\uffff", "😀", "\x7f", "'", "\\", "\x00", "\x1a", "%", ":"]
+DELIMITERS = ["", "/", "a", "é", "\uffff", "/a", "aa", "é/"]
 
 
 def utf8(text: str) -> bytes:
@@ -70,12 +79,12 @@ after_strategy = st.one_of(st.just(""), st.text(alphabet=ALPHABET, max_size=4))
 
 class ListingModelMixin:
     kind: str
+    # The ways of walking a delimiter listing tested here, the default first.
+    methods: tuple[str, ...]
 
     def setUp(self):
         if self.kind == "sqlite":
             self.url = dbfixtures.sqlite_url(self)
-            import os
-
             os.makedirs(os.path.dirname(self.url[len("sqlite:///") :]), exist_ok=True)
         else:
             self.url = dbfixtures.fresh_database(self, self.kind)
@@ -89,11 +98,13 @@ class ListingModelMixin:
             if keys:
                 conn.execute(insert(tables.objects), [row(k) for k in keys])
 
-    def list_all(self, prefix: str, delimiter: str, max_keys: int, after: str = "") -> list[str]:
+    def list_all(
+        self, prefix: str, delimiter: str, max_keys: int, after: str = "", method: Optional[str] = None
+    ) -> list[str]:
         names: list[str] = []
         with self.engine.connect() as conn:
             for _ in range(1000):
-                page = listing.list_objects(conn, BUCKET, prefix, delimiter, after, max_keys)
+                page = listing.list_objects(conn, BUCKET, prefix, delimiter, after, max_keys, method=method)
                 self.assertLessEqual(len(page.entries), max_keys)
                 names.extend(entry_name(e) for e in page.entries)
                 if not page.is_truncated:
@@ -104,11 +115,98 @@ class ListingModelMixin:
                 after = page.next_marker
         self.fail("the listing never ended")
 
-    def check_against_model(self, keys, prefix, delimiter, max_keys, after) -> None:
+    def check_against_model(self, keys, prefix, delimiter, max_keys, after, store: bool = True) -> None:
+        if store:
+            self.store_keys(keys)
+        expected = model_listing(keys, prefix, delimiter, after)
+        for method in self.methods:
+            listed = self.list_all(prefix, delimiter, max_keys, after, method)
+            self.assertEqual(len(listed), len(set(listed)), f"an entry came twice ({method})")
+            self.assertEqual(listed, expected, f"method {method}")
+
+    def test_default_method(self):
+        with self.engine.connect() as conn:
+            self.assertEqual(listing.default_method(conn), self.methods[0])
+
+    def test_random_keys(self):
+        """Longer listings than Hypothesis makes: keys of 1- to 4-byte characters."""
+        rng = random.Random(20260101)
+        keys = {"".join(rng.choices(WIDE_ALPHABET, k=rng.randint(1, 8))) for _ in range(600)}
+        self.store_keys(sorted(keys))
+        for _ in range(12):
+            prefix = "".join(rng.choices(WIDE_ALPHABET, k=rng.choice([0, 0, 1, 2])))
+            delimiter = rng.choice(DELIMITERS[1:] + ["😀", "-b"])
+            after = rng.choice(["", "", "".join(rng.choices(WIDE_ALPHABET, k=rng.randint(1, 4)))])
+            max_keys = rng.choice([1, 2, 3, 10, 100, 1000])
+            with self.subTest(prefix=prefix, delimiter=delimiter, after=after, max_keys=max_keys):
+                self.check_against_model(keys, prefix, delimiter, max_keys, after, store=False)
+
+    def test_common_prefixes_are_skipped_not_read(self):
+        # 1200 common prefixes of 4 keys each, with plain keys between them:
+        # a page of 1000 common prefixes and keys.
+        keys = [f"dir{d:04}/{n:02}" for d in range(1200) for n in range(4)]
+        keys += [f"dir{d:04}.txt" for d in range(0, 1200, 3)]
         self.store_keys(keys)
-        listed = self.list_all(prefix, delimiter, max_keys, after)
-        self.assertEqual(len(listed), len(set(listed)), "an entry came twice")
-        self.assertEqual(listed, model_listing(keys, prefix, delimiter, after))
+        for method in self.methods:
+            stats = listing.ListingStats()
+            with self.engine.connect() as conn:
+                page = listing.list_objects(
+                    conn, BUCKET, delimiter="/", max_keys=1000, method=method, stats=stats
+                )
+                rest = listing.list_objects(
+                    conn, BUCKET, delimiter="/", after=page.next_marker, method=method
+                )
+                # Longer than MariaDB's 1000 steps of recursion by default.
+                whole = listing.list_objects(conn, BUCKET, delimiter="/", max_keys=2000, method=method)
+            names = [entry_name(e) for e in page.entries + rest.entries]
+            self.assertEqual(names, model_listing(keys, "", "/"), method)
+            self.assertEqual([entry_name(e) for e in whole.entries], names, method)
+            self.assertEqual(names[:3], ["dir0000.txt", "dir0000/", "dir0001/"])
+            self.assertEqual((page.is_truncated, rest.is_truncated), (True, False))
+            if method == listing.LOOP:
+                # The first batch may read one small batch inside a prefix;
+                # after that about two rows per common prefix.
+                self.assertLess(stats.rows, 64 + 4 * 1000)
+                self.assertLess(stats.queries, 2 * 1000 + 5)
+            else:
+                # The page's keys, then one statement that reads one row per entry.
+                self.assertEqual((stats.queries, stats.rows), (2, 1001 + 1001))
+
+    def test_page_of_files_is_a_range_query(self):
+        # Under a prefix with no common prefixes below it the walk is not needed.
+        keys = [f"d/{n:05}" for n in range(1500)] + ["d/sub/x", "e/1"]
+        self.store_keys(keys)
+        for method in self.methods:
+            if method == listing.LOOP:
+                continue
+            stats = listing.ListingStats()
+            with self.engine.connect() as conn:
+                page = listing.list_objects(
+                    conn, BUCKET, "d/", "/", "d/00100", 1000, method=method, stats=stats
+                )
+            self.assertEqual((page.entries[0].key, page.next_marker), ("d/00101", "d/01100"))
+            self.assertEqual((stats.queries, stats.rows), (2, 1001 + 1001))
+
+    def test_common_prefix_written_after_the_keys_were_read(self):
+        # The page's keys (read first) showed no common prefix, but the range
+        # query then meets some: the walk does the rest of the page.
+        keys = ["a", "b/1", "b/2", "c", "d/1/2", "d/1/3", "d/2", "e"]
+        self.store_keys(keys)
+
+        def keys_without_prefixes(scan, start, inclusive, limit):
+            return [b""]
+
+        self.patch(listing._Scan, "keys", keys_without_prefixes)
+        for prefix, delimiter, after in [("", "/", ""), ("d/", "/", ""), ("", "/", "b/1"), ("", "/", "a")]:
+            for max_keys in (1, 2, 3, 1000):
+                self.check_against_model(keys, prefix, delimiter, max_keys, after, store=False)
+
+    def test_no_keys_wanted(self):
+        self.store_keys(["a", "b/c"])
+        for method in self.methods:
+            with self.engine.connect() as conn:
+                page = listing.list_objects(conn, BUCKET, delimiter="/", max_keys=0, method=method)
+            self.assertEqual((page.entries, page.is_truncated, page.next_marker), ((), False, None))
 
     def test_other_buckets_are_not_listed(self):
         with self.engine.begin() as conn:
@@ -130,7 +228,7 @@ def _property(max_examples: int):
     @given(
         keys=keys_strategy,
         prefix=prefix_strategy,
-        delimiter=st.sampled_from(["", "/", "a"]),
+        delimiter=st.sampled_from(DELIMITERS),
         max_keys=st.integers(min_value=1, max_value=7),
         after=after_strategy,
     )
@@ -142,23 +240,8 @@ def _property(max_examples: int):
 
 class SQLiteListingTests(ListingModelMixin, unittest.SynchronousTestCase):
     kind = "sqlite"
+    methods = (listing.CTE, listing.LOOP)
     test_pages_concatenate_to_the_model_listing = _property(200)
-
-    def test_common_prefixes_are_skipped_not_read(self):
-        # 50 common prefixes of 200 keys each, with plain keys between them.
-        keys = [f"dir{d:02}/{n:04}" for d in range(50) for n in range(200)]
-        keys += [f"dir{d:02}.txt" for d in range(50)]
-        with self.engine.begin() as conn:
-            conn.execute(insert(tables.objects), [row(k) for k in keys])
-        stats = listing.ListingStats()
-        with self.engine.connect() as conn:
-            page = listing.list_objects(conn, BUCKET, delimiter="/", max_keys=1000, stats=stats)
-        self.assertEqual(len(page.entries), 100)
-        self.assertEqual([entry_name(e) for e in page.entries[:3]], ["dir00.txt", "dir00/", "dir01.txt"])
-        # The first batch may read one small batch inside a prefix; after that
-        # about two rows per common prefix.
-        self.assertLess(stats.rows, 64 + 4 * 50)
-        self.assertLess(stats.queries, 2 * 50 + 5)
 
     def test_flat_page_is_one_query(self):
         keys = [f"k{n:05}" for n in range(3000)]
@@ -175,11 +258,14 @@ class SQLiteListingTests(ListingModelMixin, unittest.SynchronousTestCase):
 
 class PostgreSQLListingTests(ListingModelMixin, unittest.SynchronousTestCase):
     kind = dbfixtures.POSTGRES
+    methods = (listing.CTE, listing.LOOP)
     test_pages_concatenate_to_the_model_listing = _property(40)
 
 
 class MariaDBListingTests(ListingModelMixin, unittest.SynchronousTestCase):
     kind = dbfixtures.MYSQL
+    # The recursive CTE is correct on MariaDB too (if slow: it does not seek).
+    methods = (listing.BLOCK, listing.LOOP, listing.CTE)
     test_pages_concatenate_to_the_model_listing = _property(40)
 
 
