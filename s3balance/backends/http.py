@@ -52,6 +52,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
+# Bytes per socket read, and written-but-unsent bytes before a body producer is paused.
+STREAM_BUFFER = 256 * 1024
 # An answer's head larger than this is refused (S3 heads are a few hundred bytes).
 MAX_HEAD = 64 * 1024
 # Body bytes kept for a response nobody has asked to read yet; above this the
@@ -304,6 +306,10 @@ class _Connection(Protocol):
 
     def connectionMade(self) -> None:
         self.usable = True
+        # Bigger reads (and a bigger write buffer before pausing the
+        # producer): a quarter of the Python work per MiB streamed.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = STREAM_BUFFER
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == "idle" or self._state == "done":

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
+from s3balance.backends.http import STREAM_BUFFER
 from s3balance.errors import S3Error
 
 log = Logger()
@@ -237,6 +238,14 @@ class S3Request(server.Request):
 
 class S3Channel(http.HTTPChannel):
     """The HTTP/1.1 connection, answering requests it cannot parse with S3 XML too."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # As for backend connections (backends/http.py): 256 KiB reads, and
+        # that much unsent before the producer (a backend download) pauses.
+        transport: Any = self.transport
+        if hasattr(transport, "bufferSize"):
+            transport.bufferSize = STREAM_BUFFER
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         error = S3Error("BadRequest", "The request line or its headers could not be parsed.", status=400)
