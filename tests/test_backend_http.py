@@ -399,3 +399,33 @@ class NoCyclesTests(TestCase):
         yield deferLater(reactor, 0, lambda: None)
         self.assertEqual(received, [b"data"])
         self.assertIsNone(watched(), "the response (and what it holds) outlived the exchange")
+
+
+class RequestHeadTests(TestCase):
+    """What Backend._request hands the client: one head, no header smuggled in by a value."""
+
+    def test_line_breaks_in_values_are_folded(self) -> None:
+        from s3balance.backends.backend import Backend
+        from s3balance.config import BackendConfig
+
+        heads: list[bytes] = []
+
+        class Recorder:
+            def request(self, key, head, body, method_is_head):
+                heads.append(head)
+                return Deferred()
+
+        config = BackendConfig(
+            name="bk", endpoint="http://127.0.0.1:9", access_key_id="a", secret_access_key="s", path_style=True
+        )
+        backend = Backend(config, Recorder(), reactor)  # type: ignore[arg-type]
+        backend._request("PUT", "dir/k ey", headers={"x-amz-meta-a": "x\ry", "x-amz-meta-b": "p\nq: r"}, length=3)
+        (sent,) = heads
+        lines = sent.split(b"\r\n")
+        self.assertEqual(lines[0], b"PUT /bk/dir/k%20ey HTTP/1.1")
+        self.assertIn(b"Host: 127.0.0.1:9", lines)
+        self.assertIn(b"x-amz-meta-a: x y", lines)
+        self.assertIn(b"x-amz-meta-b: p q: r", lines)
+        self.assertIn(b"Content-Length: 3", lines)
+        self.assertTrue(sent.endswith(b"\r\n\r\n"))
+        self.assertEqual(sent.count(b"\n"), sent.count(b"\r\n"))

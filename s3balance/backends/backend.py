@@ -180,7 +180,7 @@ class Backend:
         lines = [f"{method} {target} HTTP/1.1", f"Host: {signer.host}"]
         lines.extend(f"{name}: {value}" for name, value in signed.items())
         text = "\r\n".join(lines)
-        if text.count("\n") != len(lines) - 1:
+        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
             # A line break inside a value (as Twisted's Headers does: never
             # let a value start a header line of its own).
             text = "\r\n".join(line.replace("\r\n", " ").replace("\r", " ").replace("\n", " ") for line in lines)
