@@ -8,6 +8,8 @@ The S3 behaviour through real backends is covered by the gateway suites.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Optional
 
@@ -22,7 +24,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 
 from s3balance.backends.http import BadResponse, HTTPClient, ResponseHeaders
-from s3balance.backends.streaming import BodyAborted, PipeProducer
+from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 
 
 class _ServerConnection(Protocol):
@@ -74,6 +76,14 @@ class ScriptedServer(Factory):
 
 def head(method: str = "GET", path: str = "/b/k", extra: str = "") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n".encode()
+
+
+def answer_once_then_close(connection: _ServerConnection, head: bytes, body: bytes) -> None:
+    """The first request on a connection is answered; the next finds it closed (a backend's idle timeout)."""
+    if len(connection.requests) == 1:
+        connection.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    else:
+        connection.transport.loseConnection()
 
 
 class _Collect(Protocol):
@@ -216,13 +226,7 @@ class HTTPClientTests(TestCase):
 
     @inlineCallbacks
     def test_stale_connection_is_retried_without_a_body(self) -> None:
-        def answer(c, h, b):
-            if len(c.requests) == 1:
-                c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            else:
-                c.transport.loseConnection()  # the "idle timeout" of the backend
-
-        server = self.serve(answer)
+        server = self.serve(answer_once_then_close)
         yield self.fetch()
         response, data, _ = yield self.fetch()
         self.assertEqual(data, b"ok")
@@ -230,13 +234,7 @@ class HTTPClientTests(TestCase):
 
     @inlineCallbacks
     def test_stale_connection_with_a_body_fails(self) -> None:
-        def answer(c, h, b):
-            if len(c.requests) == 1:
-                c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            else:
-                c.transport.loseConnection()
-
-        self.serve(answer)
+        self.serve(answer_once_then_close)
         yield self.fetch()
         body = PipeProducer(3)
         body.write(b"abc")
@@ -350,6 +348,30 @@ class HTTPClientTests(TestCase):
         self.assertTrue(reason.check(ResponseDone))
 
 
+    @inlineCallbacks
+    def test_request_and_relay_leave_no_cycles(self) -> None:
+        """
+        A finished exchange is freed by reference counting alone: a cycle would
+        keep each request's objects (response, relay, the client's request) until
+        the collector's next full pass, which costs CPU and stalls the reactor.
+        """
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndata"))
+        yield self.fetch()  # warm: one connection
+
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        response = yield self.client.request(self.key, head())
+        received: list[bytes] = []
+        done, _ = relay_body(response, received.append, lambda producer: None, 4, idle_timeout=5.0, clock=reactor)
+        yield done
+        watched = weakref.ref(response)
+        del response, done
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(received, [b"data"])
+        self.assertIsNone(watched(), "the response (and what it holds) outlived the exchange")
+
+
 class ResponseHeadersTests(TestCase):
     def test_lookups(self) -> None:
         headers = ResponseHeaders({b"etag": [b'"a"'], b"x-amz-meta-k": [b"v1", b"v2"]})
@@ -362,43 +384,6 @@ class ResponseHeadersTests(TestCase):
         headers.removeHeader(b"ETAG")
         self.assertFalse(headers.hasHeader("etag"))
         self.assertEqual(dict(headers.getAllRawHeaders())[b"new"], [b"x"])
-
-
-class NoCyclesTests(TestCase):
-    """
-    A finished exchange is freed by reference counting alone: a cycle would
-    keep each request's objects (response, relay, the client's request) until
-    the collector's next full pass, which costs CPU and stalls the reactor.
-    """
-
-    @inlineCallbacks
-    def test_request_and_relay_leave_no_cycles(self) -> None:
-        import gc
-        import weakref
-
-        from s3balance.backends.streaming import relay_body
-
-        client = HTTPClient(reactor, idle_timeout=30.0)
-        self.addCleanup(client.closeCachedConnections)
-        server = ScriptedServer(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndata"))
-        port = reactor.listenTCP(0, server, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.addCleanup(lambda: [c.transport.loseConnection() for c in server.connections])
-        key = ("http", "127.0.0.1", port.getHost().port)
-        yield client.request(key, head()).addCallback(lambda r: r.deliverBody(_Collect()))  # warm: one connection
-
-        gc.collect()
-        gc.disable()
-        self.addCleanup(gc.enable)
-        response = yield client.request(key, head())
-        received: list[bytes] = []
-        done, _ = relay_body(response, received.append, lambda producer: None, 4, idle_timeout=5.0, clock=reactor)
-        yield done
-        watched = weakref.ref(response)
-        del response, done
-        yield deferLater(reactor, 0, lambda: None)
-        self.assertEqual(received, [b"data"])
-        self.assertIsNone(watched(), "the response (and what it holds) outlived the exchange")
 
 
 class RequestHeadTests(TestCase):

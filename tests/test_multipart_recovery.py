@@ -47,6 +47,19 @@ class CreateMultipartCrashTests(unittest.TestCase):
         self.backend = Backend(config, self.http, reactor)
         self.pool = BackendPool([self.backend])
 
+    def record(self, upload_id: str, real_key: str, backend_upload_id: str) -> MultipartRecord:
+        return MultipartRecord(
+            upload_id=upload_id,
+            bucket="vb",
+            key=f"key-of-{upload_id}",
+            backend=self.bucket,
+            real_key=real_key,
+            backend_upload_id=backend_upload_id,
+            initiated=T0,
+            content_type="",
+            headers={},
+        )
+
     def open_uploads(self, key: str) -> list[str]:
         listed = self.server.client().list_multipart_uploads(Bucket=self.bucket, Prefix=key)
         return [u["UploadId"] for u in listed.get("Uploads", []) if u["Key"] == key]
@@ -65,17 +78,7 @@ class CreateMultipartCrashTests(unittest.TestCase):
         await cleaner.run()
         self.assertEqual(self.open_uploads(real_key), [])
         # A late record of it is refused: the intent is gone.
-        record = MultipartRecord(
-            upload_id="u1",
-            bucket="vb",
-            key="k",
-            backend=self.bucket,
-            real_key=real_key,
-            backend_upload_id="gone",
-            initiated=T0,
-            content_type="",
-            headers={},
-        )
+        record = self.record("u1", real_key, "gone")
         await self.assertFailure(self.store.create_multipart(record, intent.id), WriteIntentExpired)
         self.assertIsNone(await self.store.get_multipart("u1"))
 
@@ -83,17 +86,7 @@ class CreateMultipartCrashTests(unittest.TestCase):
         real_key = "vb/recorded"
         intent = await self.store.begin_write(self.bucket, real_key, 300)
         upload_id = await self.backend.create_multipart(real_key, {})
-        record = MultipartRecord(
-            upload_id="u2",
-            bucket="vb",
-            key="k2",
-            backend=self.bucket,
-            real_key=real_key,
-            backend_upload_id=upload_id,
-            initiated=T0,
-            content_type="",
-            headers={},
-        )
+        record = self.record("u2", real_key, upload_id)
         await self.store.create_multipart(record, intent.id)
         self.now += datetime.timedelta(seconds=301)
         cleaner = DeletionWorker(self.store, self.pool, period=3600, clock=reactor)

@@ -57,6 +57,22 @@ def make_record(
     return ObjectRecord(**values)
 
 
+def watch_relaxed_setting(store: MetadataStore, query: str) -> list:
+    """What C{query} answers inside each transaction the store runs without waiting for the disk."""
+    seen: list = []
+    original = store._relaxed
+
+    def spy(conn, fn, *args):
+        def probe(conn, *args):
+            seen.append(conn.exec_driver_sql(query).scalar())
+            return fn(conn, *args)
+
+        return original(conn, probe, *args)
+
+    store._relaxed = spy  # type: ignore[method-assign]
+    return seen
+
+
 class StoreBehaviourMixin:
     """Subclasses set C{kind} ("sqlite", dbfixtures.POSTGRES or dbfixtures.MYSQL)."""
 
@@ -506,17 +522,7 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
 
     async def test_write_intents_commit_without_fsync_and_leave_full_sync(self):
         """begin_write runs at synchronous=NORMAL; the pooled connection is back at FULL after it."""
-        seen = []
-        original = self.store._relaxed
-
-        def spy(conn, fn, *args):
-            def probe(conn, *args):
-                seen.append(conn.exec_driver_sql("PRAGMA synchronous").scalar())
-                return fn(conn, *args)
-
-            return original(conn, probe, *args)
-
-        self.store._relaxed = spy
+        seen = watch_relaxed_setting(self.store, "PRAGMA synchronous")
         intent = await self.store.begin_write("b1", "vb/relaxed", 60)
         await self.store.commit_object(intent.id, make_record("k", "vb/relaxed"))
         self.assertEqual(seen, [1])  # NORMAL
@@ -529,17 +535,7 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
 
     async def test_write_intents_commit_asynchronously(self):
         """begin_write's transaction runs with synchronous_commit off; others keep the server's setting."""
-        seen = []
-        original = self.store._relaxed
-
-        def spy(conn, fn, *args):
-            def probe(conn, *args):
-                seen.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
-                return fn(conn, *args)
-
-            return original(conn, probe, *args)
-
-        self.store._relaxed = spy
+        seen = watch_relaxed_setting(self.store, "SHOW synchronous_commit")
         await self.store.begin_write("b1", "vb/relaxed", 60)
         self.assertEqual(seen, ["off"])
         self.assertEqual(await self.store._read(lambda conn: conn.exec_driver_sql("SHOW synchronous_commit").scalar()), "on")
