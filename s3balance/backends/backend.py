@@ -186,26 +186,18 @@ class Backend:
             text = "\r\n".join(line.replace("\r\n", " ").replace("\r", " ").replace("\n", " ") for line in lines)
         head = (text + "\r\n\r\n").encode("latin-1")
         started = time.monotonic()
-        inner = self._http.request(signer.endpoint, head, body, method == "HEAD")
-        cancelled = []
+        d = self._http.request(signer.endpoint, head, body, method == "HEAD")
 
-        def cancel(outer: Deferred) -> None:
-            # We gave up on this request (client gone, timeout): whatever
-            # failure follows says nothing about the backend's health.
-            cancelled.append(True)
-            inner.cancel()
-
-        outer: Deferred[IResponse] = Deferred(cancel)
-
-        def done(result):
-            if not cancelled and not client_caused(result):
+        def observed(result):
+            # A request we gave up on (client gone, timeout: the client's
+            # cancellation fails it with CancelledError) or an upload we
+            # aborted says nothing about the backend's health.
+            if not client_caused(result):
                 for observer in self.observers:
                     observer(self, method, result, time.monotonic() - started)
-            if not outer.called:
-                outer.callback(result)
+            return result
 
-        inner.addBoth(done)
-        return outer
+        return d.addBoth(observed)
 
     def _fail(self, response: IResponse, body: bytes) -> BackendError:
         code, message = _s3_error_code(body)

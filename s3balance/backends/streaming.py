@@ -243,12 +243,13 @@ class _IdleWatch:
         return result
 
     def schedule(self) -> None:
-        self.call = self.clock.callLater(min(self.timeout, 1.0), self.check)
+        # Not once the body is done (it may be already, when deliverBody
+        # delivered it all); from then on _finished cancels a pending check.
+        if not self.done.called:
+            self.call = self.clock.callLater(min(self.timeout, 1.0), self.check)
 
     def check(self) -> None:
         self.call = None
-        if self.done.called:
-            return
         now = self.clock.seconds()
         if self.relay.received != self.seen or (self.watched and self.watched[0].paused):
             self.seen, self.since = self.relay.received, now
