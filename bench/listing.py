@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Optional
 
 from sqlalchemy import create_engine, insert, pool, text
-from sqlalchemy.engine import make_url
 
 from bench.environment import LIST_BUCKET, REAL_BUCKET, daemon_config, start_daemon
 from bench.sigv4client import S3Client
+from tests import dbfixtures
 from tests.daemon import ACCESS_KEY, SECRET_KEY
 from tests.harness import SeaweedFS, harness_dir
 
@@ -114,56 +114,14 @@ def bulk_insert(url: str, count: int, log: Callable[[str], None] = print) -> flo
 
 
 class ServerDatabase:
-    """A fresh database on a PostgreSQL or MariaDB server, dropped on close."""
+    """A fresh database on a PostgreSQL or MariaDB server, dropped on close (tests/dbfixtures.py does both)."""
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
-        self.name = f"s3b_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        self._admin = create_engine(
-            admin_url, poolclass=pool.NullPool, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-        )
-        with self._admin.connect() as conn:
-            conn.execute(text(self.create_sql()))
-        self.url = make_url(admin_url).set(database=self.name).render_as_string(hide_password=False)
-
-    def create_sql(self) -> str:
-        raise NotImplementedError
-
-    def drop(self, conn) -> None:
-        raise NotImplementedError
+        self.url = dbfixtures.create_database_on(admin_url, prefix="s3b_bench")
 
     def close(self) -> None:
-        try:
-            with self._admin.connect() as conn:
-                self.drop(conn)
-        finally:
-            self._admin.dispose()
-
-
-class PostgresDatabase(ServerDatabase):
-    def __init__(self, admin_url: str = DEFAULT_POSTGRES_URL) -> None:
-        super().__init__(admin_url)
-
-    def create_sql(self) -> str:
-        return f'CREATE DATABASE "{self.name}"'
-
-    def drop(self, conn) -> None:
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
-            {"name": self.name},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}"'))
-
-
-class MariaDBDatabase(ServerDatabase):
-    def __init__(self, admin_url: str = DEFAULT_MARIADB_URL) -> None:
-        super().__init__(admin_url)
-
-    def create_sql(self) -> str:
-        return f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4"
-
-    def drop(self, conn) -> None:
-        conn.execute(text(f"DROP DATABASE IF EXISTS `{self.name}`"))
+        dbfixtures.drop_database(self.url, self.admin_url)
 
 
 def deep_marker(count: int) -> str:
@@ -225,12 +183,9 @@ def run(
                     url = f"sqlite:///{path}"
                     database = {"type": "sqlite", "dsn": str(path)}
                 elif db in ("postgres", "mariadb"):
-                    server, admin_url = {
-                        "postgres": (PostgresDatabase, postgres_url),
-                        "mariadb": (MariaDBDatabase, mariadb_url),
-                    }[db]
+                    admin_url = postgres_url if db == "postgres" else mariadb_url
                     try:
-                        server_db = server(admin_url)
+                        server_db = ServerDatabase(admin_url)
                     except Exception as error:
                         reason = str(error).strip().splitlines()[0]
                         log(f"  {db} not reachable at {admin_url}: {reason}; skipped")

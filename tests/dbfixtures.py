@@ -39,9 +39,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
 
-def _admin_engine(kind: str):
+def _kind_of(url: str) -> str:
+    return POSTGRES if make_url(url).get_backend_name() == "postgresql" else MYSQL
+
+
+def _admin_engine(kind: str, admin_url: Optional[str] = None):
     return create_engine(
-        _ADMIN_URLS[kind],
+        admin_url or _ADMIN_URLS[kind],
         poolclass=pool.NullPool,
         connect_args=_CONNECT_ARGS[kind],
         isolation_level="AUTOCOMMIT",
@@ -73,8 +77,14 @@ def require_server(kind: str) -> None:
 def create_database(kind: str) -> str:
     """Create a uniquely named empty database; return its URL (as a string, password included)."""
     require_server(kind)
-    name = f"s3b_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    engine = _admin_engine(kind)
+    return create_database_on(_ADMIN_URLS[kind])
+
+
+def create_database_on(admin_url: str, prefix: str = "s3b_test") -> str:
+    """create_database on the server of C{admin_url} (also used by the benchmarks)."""
+    kind = _kind_of(admin_url)
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    engine = _admin_engine(kind, admin_url)
     try:
         with engine.connect() as conn:
             if kind == POSTGRES:
@@ -83,13 +93,14 @@ def create_database(kind: str) -> str:
                 conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
     finally:
         engine.dispose()
-    return make_url(_ADMIN_URLS[kind]).set(database=name).render_as_string(hide_password=False)
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
-def drop_database(url: str) -> None:
+def drop_database(url: str, admin_url: Optional[str] = None) -> None:
+    """Drop the database of C{url} (connecting as C{admin_url}, by default the test servers' admin)."""
     parsed = make_url(url)
-    kind = POSTGRES if parsed.get_backend_name() == "postgresql" else MYSQL
-    engine = _admin_engine(kind)
+    kind = _kind_of(url)
+    engine = _admin_engine(kind, admin_url)
     try:
         with engine.connect() as conn:
             if kind == POSTGRES:
