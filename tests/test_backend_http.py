@@ -133,6 +133,19 @@ class HTTPClientTests(TestCase):
         self.assertEqual(self.client.idle_connections(), 1)
 
     @inlineCallbacks
+    def test_an_address_is_connected_to_without_name_resolution(self) -> None:
+        """Seen in CI: getaddrinfo("127.0.0.1") failed under load, and a backend was marked down for it."""
+
+        class Unresolvable:
+            def resolveHostName(self, *args, **kwargs):
+                raise AssertionError("an IP address went to the resolver")
+
+        self.patch(reactor, "_nameResolver", Unresolvable())
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        response, data, _ = yield self.fetch()
+        self.assertEqual((response.code, data), (200, b"ok"))
+
+    @inlineCallbacks
     def test_empty_answer_frees_the_connection_before_it_is_delivered(self) -> None:
         self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n"))
         seen = []

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -704,7 +705,17 @@ class HTTPClient:
 
     def _connect(self, key: EndpointKey) -> Deferred[_Connection]:
         scheme, host, port = key
-        endpoint: Any = HostnameEndpoint(self._reactor, host, port, timeout=self.connect_timeout)
+        endpoint: Any
+        # An address needs no name resolution: HostnameEndpoint would still send
+        # it through getaddrinfo on the reactor's thread pool, one more hop per
+        # connection and one more way to fail ("DNS lookup failed" for 127.0.0.1
+        # when that call errs under load).
+        if isIPAddress(host):
+            endpoint = TCP4ClientEndpoint(self._reactor, host, port, timeout=self.connect_timeout)
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(self._reactor, host, port, timeout=self.connect_timeout)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host, port, timeout=self.connect_timeout)
         if scheme == "https":
             endpoint = wrapClientTLS(self._tls_policy.creatorForNetloc(host.encode("idna"), port), endpoint)
         # wrapClientTLS hands back our protocol itself (the TLS layer wraps its transport).
