@@ -46,6 +46,20 @@ class Reloader:
         self.config_path = config_path
         self._lock = DeferredLock()
 
+    def hold_until(self, started: Deferred) -> None:
+        """
+        Queue reloads until C{started} fires: a SIGHUP that arrives while the
+        service is still starting (migrating the database, say) is applied
+        once it is up, instead of racing the start or being lost.
+        """
+        self._lock.acquire()  # a new lock: taken at once
+
+        def release(result):
+            self._lock.release()
+            return result
+
+        started.addBoth(release)
+
     def reload(self) -> Deferred:
         """-> Deferred[str], a one-line summary; fails with ConfigError (one line), changing nothing."""
         return self._lock.run(lambda: ensureDeferred(self._reload()))

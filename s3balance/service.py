@@ -185,22 +185,27 @@ class GatewayService(MultiService):
     def startService(self) -> None:
         # Children (health checks, cleaners) start once the store is up.
         self.running = 1
+        self.gateway.ready = False
         d = self.store.start()
         d.addCallback(lambda _: self.store.sync_config_buckets([b.name for b in self.config.virtual_buckets]))
+        if self.reloader is not None:
+            # At once, not when started: SIGHUP's default action ends the
+            # process, and the port already listens.  A reload asked for
+            # during the start waits for it (hold_until, below).
+            from s3balance.reload import install_sighup
+
+            install_sighup(self.reloader, self.reactor)
+            if self.supervisor is not None:
+                self._forward_sighup()
 
         def started(_):
-            if self.reloader is not None:
-                from s3balance.reload import install_sighup
-
-                install_sighup(self.reloader, self.reactor)
-                if self.supervisor is not None:
-                    self._forward_sighup()
             if self.metrics is not None and getattr(self.store, "_engine", None) is not None:
                 self.metrics.watch_engine(self.store._engine)
             for child in self:
                 child.startService()
             if self.settle_heap:
                 _settle_heap()
+            self.gateway.ready = True
             host = self.address
             log.info(
                 "s3balance serving {count} virtual bucket(s) on {scheme}://{host}:{port} over {backends} backend(s), strategy {strategy}",
@@ -217,6 +222,8 @@ class GatewayService(MultiService):
             self.reactor.stop()
 
         d.addCallbacks(started, failed)
+        if self.reloader is not None:
+            self.reloader.hold_until(d)
 
     def _forward_sighup(self) -> None:
         """The workers reload their own config when the supervisor does."""

@@ -6,11 +6,12 @@ listening; the backends at 127.0.0.1:1 are never reached).
 from __future__ import annotations
 
 import copy
+import json
 import signal
 from pathlib import Path
 
 import yaml
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -336,3 +337,42 @@ class SighupTests(SynchronousTestCase):
         scheduled[0]().addBoth(results.append)
         self.assertEqual(results, [None])
         self.assertEqual(fixture.service.gateway.strategy.name, "round-robin")
+
+    def test_reload_asked_for_during_the_start_waits_for_it(self) -> None:
+        """A SIGHUP while the store is still starting is applied once the service is up."""
+        fixture = ServiceFixture(self)
+        started: Deferred = Deferred()
+        fixture.reloader.hold_until(started)
+        data = fixture.edited()
+        data["balancer"]["strategy"] = "least-space"
+        fixture.write(data)
+        results: list = []
+        fixture.reloader.reload().addBoth(results.append)
+        self.assertEqual((results, fixture.service.gateway.strategy.name), ([], "round-robin"))
+        started.callback(None)
+        self.assertEqual(fixture.service.gateway.strategy.name, "least-space")
+        self.assertEqual(len(results), 1)
+        self.assertIsInstance(results[0], str)
+
+    def test_health_says_starting_until_the_store_is_up(self) -> None:
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from s3balance.s3.resource import HealthResource
+
+        fixture = ServiceFixture(self)
+        store_up: Deferred = Deferred()
+        fixture.store.start = lambda: store_up  # type: ignore[attr-defined]
+        service = fixture.service
+        for child in list(service):  # health checks and cleaners: not what is under test
+            child.disownServiceParent()
+        service.startService()
+        health = HealthResource(service.gateway)
+
+        def status() -> tuple[int, str]:
+            request = DummyRequest([b"health"])
+            document = json.loads(health.render_GET(request))
+            return request.responseCode, document["status"]
+
+        self.assertEqual(status(), (503, "starting"))
+        store_up.callback(None)
+        self.assertNotEqual(status()[1], "starting")

@@ -116,6 +116,8 @@ class Gateway:
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
         self.in_flight: set = set()
+        # False while the service starts (store and health checks not up yet): /health says "starting".
+        self.ready = True
         from s3balance.s3 import buckets, copy, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)

@@ -40,6 +40,14 @@ class HealthResource(Resource):
         self.gateway = gateway
 
     def render_GET(self, request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if not self.gateway.ready:
+            # Requests are queued until the store is up, but a load balancer
+            # should not count this one in yet.
+            request.setResponseCode(503)
+            request.setHeader(b"retry-after", b"1")
+            return json.dumps({"status": "starting", "strategy": self.gateway.strategy.name, "backends": {}}).encode()
         pool = self.gateway.pool
         backends = {}
         for name in pool.names():
@@ -58,8 +66,6 @@ class HealthResource(Resource):
         up = sum(1 for state in backends.values() if state["up"])
         status = "ok" if up == len(backends) else ("degraded" if writable else "down")
         request.setResponseCode(200 if writable else 503)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
         return json.dumps(
             {"status": status, "strategy": self.gateway.strategy.name, "backends": backends},
             indent=1,
