@@ -32,6 +32,7 @@ from s3balance.store.interfaces import (
     PreconditionFailedError,
     WriteIntentExpired,
 )
+from s3balance.store.rawread import RawConnection
 from tests import dbfixtures
 
 UTC = datetime.UTC
@@ -521,13 +522,87 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
         self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, record.locations)
 
     async def test_write_intents_commit_without_fsync_and_leave_full_sync(self):
+        """begin_write runs at synchronous=NORMAL, commit_object at FULL; both connections are back at FULL."""
+        seen: list = []
+        original = self.store._raw_transaction
+
+        def spy(fn, args, durable):
+            def probe(conn, *args):
+                seen.append(conn.connection.execute("PRAGMA synchronous").fetchone()[0])
+                return fn(conn, *args)
+
+            return original(probe, args, durable)
+
+        self.store._raw_transaction = spy  # type: ignore[method-assign]
+        intent = await self.store.begin_write("b1", "vb/relaxed", 60)
+        await self.store.commit_object(intent.id, make_record("k", "vb/relaxed"))
+        self.assertEqual(seen, [1, 2])  # NORMAL, FULL
+        self.assertEqual(await self.store._read(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()), 2)
+        raw = self.store._raw_connection.dbapi_connection
+        self.assertEqual(raw.execute("PRAGMA synchronous").fetchone()[0], 2)
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations[0].real_key, "vb/relaxed")
+
+    async def test_a_failing_raw_write_falls_back_and_leaves_nothing_of_itself(self):
+        """A sqlite3 error inside the raw transaction rolls it back; the ordinary path then does the work once."""
+        intent = await self.store.begin_write("b1", "vb/x", 60)
+        calls: list = []
+        original = RawConnection.execute
+
+        def failing(conn, statement, params=()):
+            calls.append(statement)
+            if len(calls) == 3:  # after the intent is taken and the bucket locked
+                raise sqlite3.OperationalError("disk I/O error")
+            return original(conn, statement, params)
+
+        self.patch(RawConnection, "execute", failing)
+        await self.store.commit_object(intent.id, make_record("k", "vb/x"))
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations[0].real_key, "vb/x")
+        counts = await self.store._read(
+            lambda conn: [conn.execute(select(func.count()).select_from(t)).scalar() for t in
+                          (tables.objects, tables.object_locations, tables.write_intents)]
+        )
+        self.assertEqual(counts, [1, 1, 0])
+
+    async def test_a_committed_raw_write_is_not_run_again(self):
+        """An error after COMMIT (restoring synchronous=FULL) keeps the result: no second write intent."""
+
+        class Proxy:
+            def __init__(self, connection):
+                self.connection = connection
+
+            def execute(self, sql, *args):
+                if sql == "PRAGMA synchronous=FULL":
+                    raise sqlite3.OperationalError("disk I/O error")
+                return self.connection.execute(sql, *args)
+
+            def __getattr__(self, name):
+                return getattr(self.connection, name)
+
+        original = self.store._raw_connection_now
+        self.store._raw_connection_now = lambda: Proxy(original())  # type: ignore[method-assign]
+        intent = await self.store.begin_write("b1", "vb/once", 60)
+        rows = await self.store._read(lambda conn: conn.execute(select(tables.write_intents.c.id)).scalars().all())
+        self.assertEqual(rows, [intent.id])
+        self.assertIsNone(self.store._raw_connection)  # dropped: its setting is unknown
+
+
+class SQLiteOrdinaryPathStoreTests(StoreBehaviourMixin, unittest.TestCase):
+    """The same behaviour with the raw write path off: both paths run the same transaction functions."""
+
+    kind = "sqlite"
+
+    async def start_store(self):
+        store = await super().start_store()
+        store._raw_statements = None
+        return store
+
+    async def test_write_intents_commit_without_fsync_and_leave_full_sync(self):
         """begin_write runs at synchronous=NORMAL; the pooled connection is back at FULL after it."""
         seen = watch_relaxed_setting(self.store, "PRAGMA synchronous")
         intent = await self.store.begin_write("b1", "vb/relaxed", 60)
         await self.store.commit_object(intent.id, make_record("k", "vb/relaxed"))
         self.assertEqual(seen, [1])  # NORMAL
         self.assertEqual(await self.store._read(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()), 2)
-        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations[0].real_key, "vb/relaxed")
 
 
 class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):

@@ -1,30 +1,39 @@
 """
-The hottest read, GetObject's lookup, on SQLite without SQLAlchemy's
-per-statement machinery.
+The hot transactions on SQLite without SQLAlchemy's per-statement machinery.
 
 Under small-object load SQLAlchemy's Connection.execute (checkout, events,
 cache lookup, result wrapping) cost about ten times the query itself, on the
-database thread, holding the GIL the reactor needs.  L{RawSelect} compiles a
-SQLAlchemy statement once for the dialect and runs it straight on a DBAPI
+database thread, holding the GIL the reactor needs.  Here a SQLAlchemy
+statement is compiled once for the dialect and run straight on a DBAPI
 connection, converting parameters and columns with the types' own bind and
 result processors, so rows come out exactly as through SQLAlchemy
-(tests/test_store.py compares both).  Only SQLite uses it: a standalone
-SELECT there is a consistent snapshot by itself, and the store's single
-database thread owns the connection.
+(tests/test_store.py compares both).
+
+Two uses, both SQLite only (the store's single database thread owns the
+connection there):
+
+ - L{RawSelect}: GetObject's lookup; a standalone SELECT is a consistent
+   snapshot by itself.
+ - L{RawConnection}: stands in for a SQLAlchemy Connection inside the same
+   transaction functions (L{s3balance.store.objects}) the ordinary path runs,
+   so there is one copy of the write logic.  It knows only what those
+   functions use: C{execute(statement, params)} and C{dialect}.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+Params = Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]
 
 
-class RawSelect:
-    """A SELECT compiled once; C{run(dbapi_connection, params)} -> rows with attribute access."""
+class _Compiled:
+    """One statement compiled for a dialect: SQL text, parameter order and converters."""
 
-    def __init__(self, statement, dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement, dialect, column_keys: Optional[list[str]] = None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         if compiled.positiontup is None:
             raise ValueError(f"{dialect.name} does not use positional parameters")
         self.sql = str(compiled)
@@ -34,25 +43,107 @@ class RawSelect:
             processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self._binders[name] = processor
-        columns = list(statement.selected_columns)
-        self._row = namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
+        # The columns a SELECT or a RETURNING clause gives back (none for plain DML).
+        columns = list(statement.exported_columns)
+        self.returns_rows = bool(columns)
+        self._row = namedtuple("Row", [column.key for column in columns]) if columns else None
         self._processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
 
-    def run(self, connection, params: Mapping[str, Any]) -> list:
+    def values(self, params: Mapping[str, Any]) -> list:
         values = []
         for name in self._order:
             value = params[name]
             binder = self._binders.get(name)
             values.append(binder(value) if binder is not None else value)
-        cursor = connection.cursor()
-        try:
-            cursor.execute(self.sql, values)
-            fetched = cursor.fetchall()
-        finally:
-            cursor.close()
+        return values
+
+    def rows(self, fetched) -> list:
         processors = self._processors
-        make = self._row._make  # type: ignore[attr-defined]
+        make = self._row._make  # type: ignore[union-attr]
         return [
             make(value if processor is None else processor(value) for processor, value in zip(processors, raw, strict=True))
             for raw in fetched
         ]
+
+
+class RawSelect(_Compiled):
+    """A SELECT compiled once; C{run(dbapi_connection, params)} -> rows with attribute access."""
+
+    def run(self, connection, params: Mapping[str, Any]) -> list:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self.sql, self.values(params))
+            fetched = cursor.fetchall()
+        finally:
+            cursor.close()
+        return self.rows(fetched)
+
+
+class RawResult:
+    """What the transaction functions read off a result: rows, rowcount, the new primary key."""
+
+    def __init__(self, rows: list, rowcount: int, lastrowid: Optional[int]) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+        self.inserted_primary_key = (lastrowid,)
+
+    def first(self):
+        return self._rows[0] if self._rows else None
+
+    def all(self) -> list:
+        return self._rows
+
+    def __iter__(self):
+        return iter(self._rows)
+
+
+class RawConnection:
+    """
+    A SQLAlchemy Connection's C{execute} on a DBAPI connection, for the
+    prebuilt statements of the write path.
+
+    Compiled forms are kept per (statement, parameter names); statements
+    built per call are compiled every time rather than piling up.
+    """
+
+    CACHE_LIMIT = 64
+
+    def __init__(self, connection, dialect, cache: dict) -> None:
+        self.connection = connection
+        self.dialect = dialect
+        self._cache = cache
+
+    def _compiled(self, statement, params: Mapping[str, Any]) -> _Compiled:
+        # INSERT and UPDATE take their column list from the parameters.
+        key = (statement, tuple(params))
+        compiled = self._cache.get(key)
+        if compiled is None:
+            compiled = _Compiled(statement, self.dialect, list(params))
+            if len(self._cache) < self.CACHE_LIMIT:
+                self._cache[key] = compiled
+        return compiled
+
+    def execute(self, statement, params: Optional[Params] = None) -> RawResult:
+        first: Mapping[str, Any]
+        batch: list[Mapping[str, Any]] = []
+        many = not (params is None or isinstance(params, Mapping))
+        if params is None:
+            first = {}
+        elif isinstance(params, Mapping):
+            first = params
+        else:
+            batch = list(params)
+            if not batch:
+                raise ValueError("executemany needs at least one row of parameters")
+            first = batch[0]
+        compiled = self._compiled(statement, first)
+        cursor = self.connection.cursor()
+        try:
+            if many:
+                cursor.executemany(compiled.sql, [compiled.values(row) for row in batch])
+                return RawResult([], cursor.rowcount, None)
+            cursor.execute(compiled.sql, compiled.values(first))
+            rows = compiled.rows(cursor.fetchall()) if compiled.returns_rows else []
+            return RawResult(rows, cursor.rowcount, cursor.lastrowid)
+        finally:
+            cursor.close()
