@@ -145,6 +145,14 @@ class HTTPClientTests(TestCase):
         response, data, _ = yield self.fetch()
         self.assertEqual((response.code, data), (200, b"ok"))
 
+    def test_cancelled_while_connecting_fails_with_cancelled_error(self) -> None:
+        """Seen in CI: an upload aborted for a bad digest before its backend connection was up
+        failed with ConnectingCancelledError, which was counted against the backend."""
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        d = self.client.request(self.key, head())
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+
     @inlineCallbacks
     def test_empty_answer_frees_the_connection_before_it_is_delivered(self) -> None:
         self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n"))

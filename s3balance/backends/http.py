@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
@@ -657,6 +657,12 @@ class _Exchange:
         self.inner = None
         outer, self.outer = self.outer, None
         if outer is not None and not outer.called:
+            if self.cancelled and not failure.check(CancelledError):
+                # What the cancelled step failed with (ConnectingCancelledError
+                # while connecting) is of our own making: the caller, who
+                # cancelled, gets CancelledError, which it does not count
+                # against the backend's health.
+                failure = Failure(CancelledError(failure.getErrorMessage()))
             outer.errback(failure)
 
 
