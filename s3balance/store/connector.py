@@ -3,7 +3,7 @@ The metadata store: one SQLAlchemy engine behind a dedicated thread pool.
 
 Like buildbot's C{db/connector.py} + C{db/pool.py}: every public method hands
 a function of a Connection to L{MetadataStore._transaction} on the store's
-own L{ThreadPool} and returns a Deferred; the SQL lives in one module per
+own threads (L{DatabaseThreads}) and returns a Deferred; the SQL lives in one module per
 group of tables (buckets, objects, listing, multipart, usage).
 """
 
@@ -22,10 +22,10 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from twisted.internet import defer, threads
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from s3balance.store import buckets, listing, migrate, multipart, objects, usage
+from s3balance.store.dbthreads import DatabaseThreads
 from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord, StoreUnavailable
 from s3balance.store.rawread import RawConnection, RawSelect
 from s3balance.store.records import encode_key
@@ -108,7 +108,7 @@ class MetadataStore:
         # SQLite: the write path's statements, compiled once (RawConnection's cache).
         self._raw_statements: Optional[dict] = None
         self._raw_connection: Any = None
-        self._pool: Optional[ThreadPool] = None
+        self._pool: Optional[DatabaseThreads] = None
         self._shutdown_trigger = None
 
     def __repr__(self) -> str:
@@ -119,13 +119,13 @@ class MetadataStore:
     def start(self):
         if self._pool is not None:
             return defer.succeed(None)
-        self._pool = ThreadPool(minthreads=1, maxthreads=self._max_threads, name="s3balance-db")
+        self._pool = DatabaseThreads(self._reactor, self._max_threads, "s3balance-db")
         self._pool.start()
         # Without stop() (a crash of the service tree) the pool's threads would
         # keep the process alive.
         self._shutdown_trigger = self._reactor.addSystemEventTrigger("during", "shutdown", self._stop_pool)
         self.log.info("starting metadata store {url}", url=self.url.render_as_string(hide_password=True))
-        d = threads.deferToThreadPool(self._reactor, self._pool, self._start_blocking)
+        d = self._pool.submit(self._start_blocking)
 
         def failed(failure):
             self._stop_pool()
@@ -170,7 +170,7 @@ class MetadataStore:
     def stop(self):
         if self._pool is None:
             return defer.succeed(None)
-        d = threads.deferToThreadPool(self._reactor, self._pool, self._dispose)
+        d = self._pool.submit(self._dispose)
         # Joining the pool's threads blocks; do it off the reactor thread.
         d.addBoth(lambda _: threads.deferToThread(self._stop_pool))
         return d
@@ -322,10 +322,8 @@ class MetadataStore:
     ):
         if self._pool is None:
             return defer.fail(RuntimeError("the metadata store is not started"))
-        return threads.deferToThreadPool(
-            self._reactor,
-            self._pool,
-            lambda: self._transaction(fn, *args, write=write, durable=durable, single=single, raw=raw),
+        return self._pool.submit(
+            lambda: self._transaction(fn, *args, write=write, durable=durable, single=single, raw=raw)
         )
 
     def _read(self, fn: Callable, *args, single: bool = False):
@@ -378,7 +376,7 @@ class MetadataStore:
 
     def get_object(self, bucket: str, key: str):
         if self._raw_get is not None and self._pool is not None:
-            return threads.deferToThreadPool(self._reactor, self._pool, self._raw_get_object, bucket, key)
+            return self._pool.submit(self._raw_get_object, bucket, key)
         return self._read(objects.get_object, bucket, key, single=True)
 
     def _raw_get_object(self, bucket: str, key: str):
