@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true", help="run py-spy on the daemon under 4 KiB PUT/GET load")
     p.add_argument("--profile-seconds", type=float, default=None, help="seconds of each profiled load (default 10; quick 3)")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    p.add_argument("--profile-gil", action="store_true",
+                   help="sample only the thread holding the GIL (py-spy --gil): Python CPU, without GIL waits")
     p.add_argument("--profile-nonblocking", action="store_true",
                    help="py-spy samples without pausing the daemon (less overhead, stacks may be torn)")
     p.add_argument("--profile-dir", default=None, help="where py-spy's raw stacks go (default: build/bench-profile, git-ignored)")
@@ -216,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             outdir = Path(args.profile_dir or ROOT / "build" / "bench-profile").resolve()
             results["profile"] = profiling.run(
                 pool, balancer, args.profile_seconds, outdir, args.small_size, 8,
-                rate=args.profile_rate, nonblocking=args.profile_nonblocking, log=log
+                rate=args.profile_rate, nonblocking=args.profile_nonblocking, gil=args.profile_gil, log=log
             )
         if "rss" in sections:
             log("daemon memory under big streams ...")

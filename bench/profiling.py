@@ -211,6 +211,7 @@ def run(
     clients: int = 8,
     rate: int = 100,
     nonblocking: bool = False,
+    gil: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     py_spy = find_py_spy()
@@ -230,6 +231,10 @@ def run(
                    "--format", "raw", "--output", str(raw), "--threads"]
         if nonblocking:
             command.append("--nonblocking")
+        if gil:
+            # Only the thread holding the GIL: a thread waiting to take it back
+            # (after a syscall) is not charged for the other thread's work.
+            command.append("--gil")
         spy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         time.sleep(0.5)  # py-spy attaches
         cpu_before = task_cpu(pid)
