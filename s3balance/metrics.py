@@ -289,22 +289,9 @@ class Metrics:
     def db_query(self, seconds: float) -> None:
         self.db_duration.observe(max(0.0, seconds))
 
-    def watch_engine(self, engine) -> None:
-        """Time every statement run on a SQLAlchemy C{engine} (runs on the store's threads)."""
-        from sqlalchemy import event
-
-        clock = self.clock
-
-        def before(conn, cursor, statement, parameters, context, executemany):
-            conn.info.setdefault("s3balance_started", []).append(clock())
-
-        def after(conn, cursor, statement, parameters, context, executemany):
-            started = conn.info.get("s3balance_started")
-            if started:
-                self.db_query(clock() - started.pop())
-
-        event.listen(engine, "before_cursor_execute", before)
-        event.listen(engine, "after_cursor_execute", after)
+    def watch_store(self, store) -> None:
+        """Time every statement the metadata store runs (on its threads)."""
+        store.watch_statements(self.db_query)
 
     # -- exposition -------------------------------------------------------------
 

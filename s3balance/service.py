@@ -199,8 +199,8 @@ class GatewayService(MultiService):
                 self._forward_sighup()
 
         def started(_):
-            if self.metrics is not None and getattr(self.store, "_engine", None) is not None:
-                self.metrics.watch_engine(self.store._engine)
+            if self.metrics is not None and hasattr(self.store, "watch_statements"):
+                self.metrics.watch_store(self.store)
             for child in self:
                 child.startService()
             if self.settle_heap:

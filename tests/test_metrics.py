@@ -205,16 +205,30 @@ class BackendMetricsTests(SynchronousTestCase):
         self.assertNotIn("gone", backends)
         self.assertIn("kept", backends)
 
-    def test_engine_statements_are_timed(self) -> None:
-        from sqlalchemy import create_engine, text
+    def test_store_statements_are_timed_on_both_paths(self) -> None:
+        """SQLAlchemy's statements through its events; the raw SQLite paths, which bypass them, directly."""
+        from s3balance.store import buckets, objects
+        from s3balance.store.connector import MetadataStore
 
-        engine = create_engine("sqlite://")
-        self.metrics.watch_engine(engine)
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-            conn.execute(text("select 2"))
-        engine.dispose()
-        self.assertEqual(value(scrape(self.metrics), "s3balance_db_query_duration_seconds_count"), 2.0)
+        directory = self.mktemp()
+        store = MetadataStore(f"sqlite:///{directory}/m.db")
+        store._start_blocking()  # (on this thread: the test plays the store's thread)
+        self.addCleanup(store._dispose)
+        self.metrics.watch_store(store)
+
+        def counted() -> float:
+            return value(scrape(self.metrics), "s3balance_db_query_duration_seconds_count") or 0.0
+
+        store._transaction(buckets.sync_config_buckets, ["vb"], store._now())
+        ordinary = counted()
+        self.assertGreater(ordinary, 0)
+        intent = store._transaction(
+            objects.begin_write, "b1", "vb/1", store._in(60), store._now(), durable=False, raw=True
+        )
+        self.assertEqual(counted(), ordinary + 1)  # the INSERT
+        self.assertIsNone(store._raw_get_object("vb", "missing"))
+        self.assertEqual(counted(), ordinary + 2)
+        self.assertIsNotNone(intent)
 
 
 class PoolCollectorTests(SynchronousTestCase):

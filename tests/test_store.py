@@ -515,7 +515,7 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
         await self.store.commit_object(intent.id, record)
 
         class Broken:
-            def run(self, connection, params):
+            def run(self, connection, params, observe=None):
                 raise sqlite3.OperationalError("disk I/O error")
 
         self.store._raw_get = Broken()

@@ -8,6 +8,7 @@ and the bytes are streamed from the backend that holds them.
 from __future__ import annotations
 
 import email.utils
+import functools
 from typing import Optional
 from urllib.parse import quote
 
@@ -33,7 +34,9 @@ RESPONSE_OVERRIDES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def http_date(when) -> str:
+    """An RFC 7231 date; remembered, as objects read often are read again (email.utils is slow)."""
     return email.utils.format_datetime(when, usegmt=True)
 
 

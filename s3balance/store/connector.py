@@ -107,6 +107,8 @@ class MetadataStore:
         self._raw_get: Optional[RawSelect] = None
         # SQLite: the write path's statements, compiled once (RawConnection's cache).
         self._raw_statements: Optional[dict] = None
+        # Told the duration of each statement the raw paths run (see watch_statements).
+        self._statement_observer: Optional[Callable[[float], None]] = None
         self._raw_connection: Any = None
         self._pool: Optional[DatabaseThreads] = None
         self._shutdown_trigger = None
@@ -250,6 +252,29 @@ class MetadataStore:
             # winner of the race finish before we try again.
             time.sleep(random.uniform(0, 0.005 * attempt))
 
+    def watch_statements(self, observe: Callable[[float], None]) -> None:
+        """
+        Tell C{observe} (on the store's threads) how long each statement
+        took, in seconds: through SQLAlchemy's events for the ordinary path,
+        directly for the raw ones, which those events don't see.
+        """
+        from sqlalchemy import event
+
+        if self._engine is None:
+            raise RuntimeError("the metadata store is not started")
+        self._statement_observer = observe
+
+        def before(conn, cursor, statement, parameters, context, executemany):
+            conn.info.setdefault("s3balance_started", []).append(time.perf_counter())
+
+        def after(conn, cursor, statement, parameters, context, executemany):
+            started = conn.info.get("s3balance_started")
+            if started:
+                observe(time.perf_counter() - started.pop())
+
+        event.listen(self._engine, "before_cursor_execute", before)
+        event.listen(self._engine, "after_cursor_execute", after)
+
     def _raw_connection_now(self):
         """On the pool, SQLite: the DBAPI connection the raw paths share (opened on first use)."""
         if self._raw_connection is None:
@@ -282,7 +307,7 @@ class MetadataStore:
         try:
             raw = self._raw_connection_now()
             assert self._engine is not None and self._raw_statements is not None
-            conn = RawConnection(raw, self._engine.dialect, self._raw_statements)
+            conn = RawConnection(raw, self._engine.dialect, self._raw_statements, self._statement_observer)
             if not durable:
                 raw.execute("PRAGMA synchronous=NORMAL")  # see _relaxed
             try:
@@ -384,7 +409,9 @@ class MetadataStore:
         raw_get = self._raw_get
         if raw_get is not None and self._engine is not None:
             try:
-                rows = raw_get.run(self._raw_connection_now(), {"bucket": bucket, "key": encode_key(key)})
+                rows = raw_get.run(
+                    self._raw_connection_now(), {"bucket": bucket, "key": encode_key(key)}, self._statement_observer
+                )
                 return objects.object_from_rows(rows)
             except sqlite3.Error as e:
                 # Busy, I/O error, ...: the ordinary path retries and reports.
