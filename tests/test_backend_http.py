@@ -145,6 +145,36 @@ class HTTPClientTests(TestCase):
         response, data, _ = yield self.fetch()
         self.assertEqual((response.code, data), (200, b"ok"))
 
+    @inlineCallbacks
+    def test_connections_send_without_waiting_for_acks(self) -> None:
+        """TCP_NODELAY both ways: a body written after its head must not wait for the peer's delayed ACK (40 ms)."""
+        import socket
+
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        from s3balance.s3.request import S3Channel
+
+        self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        yield self.fetch()
+        (backend,) = self.client._idle[self.key]
+        self.assertEqual(backend.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+
+        accepted: list = []
+
+        class Channel(S3Channel):
+            def connectionMade(self) -> None:
+                super().connectionMade()
+                accepted.append(self.transport)
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Channel), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Protocol())
+        self.addCleanup(client.transport.loseConnection)
+        while not accepted:
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.addCleanup(accepted[0].loseConnection)
+        self.assertEqual(accepted[0].getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1)
+
     def test_cancelled_while_connecting_fails_with_cancelled_error(self) -> None:
         """Seen in CI: an upload aborted for a bad digest before its backend connection was up
         failed with ConnectingCancelledError, which was counted against the backend."""

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
-from s3balance.backends.http import STREAM_BUFFER
+from s3balance.backends.http import STREAM_BUFFER, set_no_delay
 from s3balance.errors import S3Error
 
 log = Logger()
@@ -246,6 +246,7 @@ class S3Channel(http.HTTPChannel):
         transport: Any = self.transport
         if hasattr(transport, "bufferSize"):
             transport.bufferSize = STREAM_BUFFER
+        set_no_delay(transport)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         error = S3Error("BadRequest", "The request line or its headers could not be parsed.", status=400)
