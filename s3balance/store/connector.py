@@ -1,5 +1,5 @@
 """
-The metadata store: one SQLAlchemy engine behind a dedicated thread pool.
+The metadata store: one SQLAlchemy engine behind the store's own threads.
 
 Like buildbot's C{db/connector.py} + C{db/pool.py}: every public method hands
 a function of a Connection to L{MetadataStore._transaction} on the store's
