@@ -192,6 +192,23 @@ class FaultTestMixin:
         with open(os.path.join("faults-logs", self.id().rsplit(".", 2)[-2] + "." + self.id().rsplit(".", 1)[-1] + ".log"), "w") as out:  # type: ignore[attr-defined]
             out.write(self.daemon.log())
 
+    def restart_backend(self) -> None:
+        """Start the killed SeaweedFS again and wait until it takes writes, not only answers."""
+        self.server.start()
+
+        def writable() -> bool:
+            # A restarted weed answers HEAD before it can place a new volume;
+            # the daemon's short backend_timeout would turn that wait into a 503.
+            try:
+                self.server.client().put_object(Bucket=self.real, Key="restart-probe", Body=b"x")
+                self.server.client().delete_object(Bucket=self.real, Key="restart-probe")
+            except Exception:
+                return False
+            return True
+
+        poll(writable, timeout=30, message="the restarted SeaweedFS does not take writes")
+        poll(lambda: self.daemon.health()["status"] == "ok", timeout=20)
+
     def backend_keys(self) -> list[str]:
         listing = self.server.client().list_objects_v2(Bucket=self.real)
         return sorted(item["Key"] for item in listing.get("Contents", []))
@@ -273,8 +290,7 @@ class KilledBackendTests(FaultTestMixin, SynchronousTestCase):
         result = upload.wait(KILL_BOUND + 30)
         self.assertLess(upload.finished_at - killed, KILL_BOUND, "no bounded answer after the backend died")
         self.assertS3ErrorOrCut(result)
-        self.server.start()
-        poll(lambda: self.daemon.health()["status"] == "ok", timeout=20)
+        self.restart_backend()
         self.assertEqual(self.assertReadsOneOf("obj", [old, new]), old)
         self.assertConsistent()
         self.assertStillServes()
@@ -294,8 +310,7 @@ class KilledBackendTests(FaultTestMixin, SynchronousTestCase):
             self.assertEqual(got, data)  # the daemon had it all buffered before the kill
         else:
             self.assertLess(len(got), len(data))
-        self.server.start()
-        poll(lambda: self.daemon.health()["status"] == "ok", timeout=20)
+        self.restart_backend()
         self.assertEqual(self.assertReadsOneOf("big", [data]), data)
         self.assertConsistent()
         self.assertStillServes()
@@ -311,8 +326,7 @@ class KilledBackendTests(FaultTestMixin, SynchronousTestCase):
         result = part.wait(KILL_BOUND + 30)
         self.assertLess(part.finished_at - killed, KILL_BOUND)
         self.assertS3ErrorOrCut(result)
-        self.server.start()
-        poll(lambda: self.daemon.health()["status"] == "ok", timeout=20)
+        self.restart_backend()
         s3.abort_multipart_upload(Bucket=VB, Key="mpu", UploadId=upload_id)
         self.assertIsNone(self.assertReadsOneOf("mpu", []))
         self.assertConsistent()
