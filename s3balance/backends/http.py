@@ -80,17 +80,13 @@ def set_no_delay(transport) -> None:
     until the backend acknowledged the head, which a delayed ACK postpones by
     40 ms: boto3's 4 KiB PUTs took ~50 ms each through the daemon.
     """
-    for _ in range(3):  # the TCP transport, or the one under a TLS layer
-        setter = getattr(transport, "setTcpNoDelay", None)
-        if setter is not None:
-            try:
-                setter(True)
-            except OSError:
-                pass  # not TCP after all
-            return
-        transport = getattr(transport, "transport", None)
-        if transport is None:
-            return
+    # A TLS layer (a ProtocolWrapper) hands attribute lookups to the TCP transport under it.
+    setter = getattr(transport, "setTcpNoDelay", None)
+    if setter is not None:
+        try:
+            setter(True)
+        except OSError:
+            pass  # not TCP after all
 
 
 def _lower(name: str | bytes) -> bytes:
