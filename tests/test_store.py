@@ -493,7 +493,7 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
 
     async def test_raw_lookup_equals_the_sqlalchemy_one(self):
         """GetObject's lookup on SQLite runs without SQLAlchemy (rawread.py) and gives the same records."""
-        self.assertIsNotNone(self.store._raw_get)
+        self.assertIsNotNone(self.store._raw_statements)
         keys = ["plain", "ünïcödé/ключ", "sp ace+%2F", ""]
         for i, key in enumerate(keys[:-1]):
             record = make_record(
@@ -514,11 +514,10 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
         intent = await self.store.begin_write("b1", "vb/1", 60)
         await self.store.commit_object(intent.id, record)
 
-        class Broken:
-            def run(self, connection, params, observe=None):
-                raise sqlite3.OperationalError("disk I/O error")
+        def broken(conn, statement, params=None):
+            raise sqlite3.OperationalError("disk I/O error")
 
-        self.store._raw_get = Broken()
+        self.patch(RawConnection, "execute", broken)
         self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, record.locations)
 
     async def test_write_intents_commit_without_fsync_and_leave_full_sync(self):

@@ -27,8 +27,7 @@ from zope.interface import implementer
 from s3balance.store import buckets, listing, migrate, multipart, objects, usage
 from s3balance.store.dbthreads import DatabaseThreads
 from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord, StoreUnavailable
-from s3balance.store.rawread import RawConnection, RawSelect
-from s3balance.store.records import encode_key
+from s3balance.store.rawread import RawConnection
 
 # Re-exported for the admin CLI ("s3balance-admin db upgrade").
 upgrade = migrate.upgrade
@@ -103,9 +102,8 @@ class MetadataStore:
         # reads that found them just before are not cut off.
         self.deletion_grace = datetime.timedelta(seconds=deletion_grace)
         self._engine: Optional[Engine] = None
-        # SQLite: GetObject's lookup compiled once, on a connection of its own (rawread.py).
-        self._raw_get: Optional[RawSelect] = None
-        # SQLite: the write path's statements, compiled once (RawConnection's cache).
+        # SQLite: the hot statements compiled once (RawConnection's cache), run
+        # on a connection of their own (rawread.py).  None: no raw paths.
         self._raw_statements: Optional[dict] = None
         # Told the duration of each statement the raw paths run (see watch_statements).
         self._statement_observer: Optional[Callable[[float], None]] = None
@@ -139,7 +137,6 @@ class MetadataStore:
     def _start_blocking(self) -> None:
         self._engine = self._create_engine()
         if self._is_sqlite:
-            self._raw_get = RawSelect(objects.GET_OBJECT, self._engine.dialect)
             self._raw_statements = {}
         if self._auto_migrate:
             with self._engine.begin() as conn:
@@ -282,6 +279,13 @@ class MetadataStore:
             self._raw_connection = self._engine.raw_connection()
         return self._raw_connection.dbapi_connection
 
+    def _raw_conn(self) -> RawConnection:
+        """On the pool, SQLite: that connection, as the transaction functions take one."""
+        assert self._engine is not None and self._raw_statements is not None
+        return RawConnection(
+            self._raw_connection_now(), self._engine.dialect, self._raw_statements, self._statement_observer
+        )
+
     def _drop_raw_connection(self) -> None:
         connection, self._raw_connection = self._raw_connection, None
         if connection is not None:
@@ -305,9 +309,8 @@ class MetadataStore:
         committed = False
         result: Any = _FALL_BACK
         try:
-            raw = self._raw_connection_now()
-            assert self._engine is not None and self._raw_statements is not None
-            conn = RawConnection(raw, self._engine.dialect, self._raw_statements, self._statement_observer)
+            conn = self._raw_conn()
+            raw = conn.connection
             if not durable:
                 raw.execute("PRAGMA synchronous=NORMAL")  # see _relaxed
             try:
@@ -400,23 +403,19 @@ class MetadataStore:
         )
 
     def get_object(self, bucket: str, key: str):
-        if self._raw_get is not None and self._pool is not None:
+        if self._raw_statements is not None and self._pool is not None:
             return self._pool.submit(self._raw_get_object, bucket, key)
         return self._read(objects.get_object, bucket, key, single=True)
 
     def _raw_get_object(self, bucket: str, key: str):
-        """On the pool: the lookup without SQLAlchemy; any trouble takes the ordinary path."""
-        raw_get = self._raw_get
-        if raw_get is not None and self._engine is not None:
-            try:
-                rows = raw_get.run(
-                    self._raw_connection_now(), {"bucket": bucket, "key": encode_key(key)}, self._statement_observer
-                )
-                return objects.object_from_rows(rows)
-            except sqlite3.Error as e:
-                # Busy, I/O error, ...: the ordinary path retries and reports.
-                self.log.debug("raw read failed ({error}); using the ordinary path", error=str(e))
-                self._drop_raw_connection()
+        """On the pool: the lookup without SQLAlchemy (no BEGIN: one SELECT); any trouble takes the ordinary path."""
+        try:
+            conn: Any = self._raw_conn()  # stands in for a Connection (rawread.py)
+            return objects.get_object(conn, bucket, key)
+        except sqlite3.Error as e:
+            # Busy, I/O error, ...: the ordinary path retries and reports.
+            self.log.debug("raw read failed ({error}); using the ordinary path", error=str(e))
+            self._drop_raw_connection()
         return self._transaction(objects.get_object, bucket, key, write=False, single=True)
 
     def delete_object(self, bucket: str, key: str):

@@ -241,7 +241,7 @@ def commit_object(
 
 
 # Built once: constructing the statement cost more than running it on the hot path.
-GET_OBJECT = (
+_GET_OBJECT = (
     select(_o, _loc.c.backend.label("location_backend"), _loc.c.real_key.label("location_key"))
     .select_from(_o.outerjoin(_loc, _loc.c.object_id == _o.c.id))
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type))
@@ -253,11 +253,7 @@ def get_object(conn: Connection, bucket: str, key: str) -> Optional[ObjectRecord
     # One statement, so the row and its locations come from one snapshot even
     # at READ COMMITTED: an overwrite committing in between can't pair the old
     # row (size, ETag) with the new version's location.
-    return object_from_rows(conn.execute(GET_OBJECT, {"bucket": bucket, "key": encode_key(key)}).all())
-
-
-def object_from_rows(rows) -> Optional[ObjectRecord]:
-    """The record of L{GET_OBJECT}'s rows (one per location)."""
+    rows = conn.execute(_GET_OBJECT, {"bucket": bucket, "key": encode_key(key)}).all()
     if not rows:
         return None
     locations = tuple(

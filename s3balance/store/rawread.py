@@ -9,15 +9,13 @@ connection, converting parameters and columns with the types' own bind and
 result processors, so rows come out exactly as through SQLAlchemy
 (tests/test_store.py compares both).
 
-Two uses, both SQLite only (the store's single database thread owns the
-connection there):
-
- - L{RawSelect}: GetObject's lookup; a standalone SELECT is a consistent
-   snapshot by itself.
- - L{RawConnection}: stands in for a SQLAlchemy Connection inside the same
-   transaction functions (L{s3balance.store.objects}) the ordinary path runs,
-   so there is one copy of the write logic.  It knows only what those
-   functions use: C{execute(statement, params)} and C{dialect}.
+L{RawConnection} stands in for a SQLAlchemy Connection inside the same
+transaction functions (L{s3balance.store.objects}) the ordinary path runs, so
+there is one copy of the logic.  It knows only what those functions use:
+C{execute(statement, params)} and C{dialect}.  SQLite only: the store's single
+database thread owns the connection there.  It serves GetObject's lookup (a
+standalone SELECT is a consistent snapshot by itself) and the PUT path's
+write transactions (L{MetadataStore._raw_transaction} wraps them).
 """
 
 from __future__ import annotations
@@ -68,22 +66,6 @@ class _Compiled:
             make(value if processor is None else processor(value) for processor, value in zip(processors, raw, strict=True))
             for raw in fetched
         ]
-
-
-class RawSelect(_Compiled):
-    """A SELECT compiled once; C{run(dbapi_connection, params)} -> rows with attribute access."""
-
-    def run(self, connection, params: Mapping[str, Any], observe: Observer = None) -> list:
-        started = time.perf_counter()
-        cursor = connection.cursor()
-        try:
-            cursor.execute(self.sql, self.values(params))
-            fetched = cursor.fetchall()
-        finally:
-            cursor.close()
-        if observe is not None:
-            observe(time.perf_counter() - started)
-        return self.rows(fetched)
 
 
 class RawResult:
