@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from s3balance.store import tables
 from s3balance.store.interfaces import MultipartRecord, NoSuchUploadError, ObjectRecord, WriteIntentExpired
 from s3balance.store.listing import successor
-from s3balance.store.objects import REASON_MULTIPART_ABORTED, _take_intent, queue_deletion, replace_object
+from s3balance.store.objects import REASON_MULTIPART_ABORTED, queue_deletion, replace_object, take_intent
 from s3balance.store.records import dump_mapping, encode_key, multipart_record
 
 _mp = tables.multipart_uploads
@@ -25,7 +25,7 @@ def create_multipart(conn: Connection, record: MultipartRecord, intent_id: Optio
     may already be aborting that upload).
     """
     if intent_id is not None:
-        if _take_intent(conn, intent_id) is None:
+        if take_intent(conn, intent_id) is None:
             raise WriteIntentExpired(intent_id)
     conn.execute(
         insert(_mp).values(

@@ -97,7 +97,7 @@ def renew_write(conn: Connection, intent_id: int, lease_until: datetime.datetime
         raise WriteIntentExpired(intent_id)
 
 
-def _take_intent(conn: Connection, intent_id: int, *conditions) -> Optional[tuple[str, str]]:
+def take_intent(conn: Connection, intent_id: int, *conditions) -> Optional[tuple[str, str]]:
     """
     Delete the intent row and say what it was, or None when it is gone.
 
@@ -124,7 +124,7 @@ def _take_intent(conn: Connection, intent_id: int, *conditions) -> Optional[tupl
 def abandon_write(
     conn: Connection, intent_id: int, backend_object_may_exist: bool, now: datetime.datetime
 ) -> None:
-    taken = _take_intent(conn, intent_id)
+    taken = take_intent(conn, intent_id)
     if taken is not None and backend_object_may_exist:
         queue_deletion(conn, taken[0], taken[1], REASON_ABANDONED, now)
 
@@ -144,7 +144,7 @@ def expired_writes(conn: Connection, now: datetime.datetime, limit: int) -> int:
     for intent_id in candidates:
         # The lease is checked again under the row lock: a renewal or a commit
         # that won the race keeps its intent.
-        taken = _take_intent(conn, intent_id, _wi.c.lease_until <= now)
+        taken = take_intent(conn, intent_id, _wi.c.lease_until <= now)
         if taken is not None:
             queue_deletion(conn, taken[0], taken[1], REASON_LEASE_EXPIRED, now)
             moved += 1
@@ -235,7 +235,7 @@ def commit_object(
     now: datetime.datetime,
     grace: datetime.timedelta = NO_GRACE,
 ) -> ObjectRecord:
-    if _take_intent(conn, intent_id) is None:
+    if take_intent(conn, intent_id) is None:
         raise WriteIntentExpired(intent_id)
     return replace_object(conn, record, if_match, if_none_match, now, grace)
 
