@@ -70,21 +70,28 @@ class BadResponse(Exception):
 EndpointKey = tuple[str, str, int]  # scheme, host, port
 
 
-def set_no_delay(transport) -> None:
+def tune_connection(transport) -> None:
     """
-    TCP_NODELAY on a connection (TLS-wrapped too), as nginx's C{tcp_nodelay}.
+    Settings for a client or backend connection of ours.
 
-    We write whole messages or big pieces of a stream, never a byte at a time.
-    With Nagle's algorithm on, a body written after its head (a PUT whose
-    client waited for C{100 Continue}, every SDK's default) sat in the kernel
-    until the backend acknowledged the head, which a delayed ACK postpones by
-    40 ms: boto3's 4 KiB PUTs took ~50 ms each through the daemon.
+     - 256 KiB socket reads, and that much written but unsent before a body
+       producer is paused: a quarter of the Python work per MiB streamed.
+     - TCP_NODELAY, as nginx's C{tcp_nodelay}.  We write whole messages or big
+       pieces of a stream, never a byte at a time.  With Nagle's algorithm
+       on, a body written after its head (a PUT whose client waited for
+       C{100 Continue}, every SDK's default) sat in the kernel until the
+       backend acknowledged the head, which a delayed ACK postpones by 40 ms:
+       boto3's 4 KiB PUTs took ~50 ms each through the daemon.
+
+    A TLS layer (a ProtocolWrapper) hands attribute lookups to the TCP
+    transport under it.
     """
-    # A TLS layer (a ProtocolWrapper) hands attribute lookups to the TCP transport under it.
-    setter = getattr(transport, "setTcpNoDelay", None)
-    if setter is not None:
+    if hasattr(transport, "bufferSize"):
+        transport.bufferSize = STREAM_BUFFER
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
         try:
-            setter(True)
+            set_no_delay(True)
         except OSError:
             pass  # not TCP after all
 
@@ -326,11 +333,7 @@ class _Connection(Protocol):
 
     def connectionMade(self) -> None:
         self.usable = True
-        # Bigger reads (and a bigger write buffer before pausing the
-        # producer): a quarter of the Python work per MiB streamed.
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = STREAM_BUFFER
-        set_no_delay(self.transport)
+        tune_connection(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == "idle" or self._state == "done":
@@ -778,4 +781,4 @@ class HTTPClient:
         return DeferredList(waits, consumeErrors=True)
 
 
-__all__ = ["HTTPClient", "Response", "BadResponse", "EndpointKey", "set_no_delay"]
+__all__ = ["HTTPClient", "Response", "BadResponse", "EndpointKey", "tune_connection"]

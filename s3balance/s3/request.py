@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
-from s3balance.backends.http import STREAM_BUFFER, set_no_delay
+from s3balance.backends.http import tune_connection
 from s3balance.errors import S3Error
 
 log = Logger()
@@ -241,12 +241,9 @@ class S3Channel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        # As for backend connections (backends/http.py): 256 KiB reads, and
-        # that much unsent before the producer (a backend download) pauses.
-        transport: Any = self.transport
-        if hasattr(transport, "bufferSize"):
-            transport.bufferSize = STREAM_BUFFER
-        set_no_delay(transport)
+        # As for backend connections: 256 KiB reads and buffer (a backend
+        # download pauses past it), TCP_NODELAY.
+        tune_connection(self.transport)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         error = S3Error("BadRequest", "The request line or its headers could not be parsed.", status=400)
