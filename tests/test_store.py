@@ -523,16 +523,19 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
     async def test_write_intents_commit_without_fsync_and_leave_full_sync(self):
         """begin_write runs at synchronous=NORMAL, commit_object at FULL; both connections are back at FULL."""
         seen: list = []
-        original = self.store._raw_transaction
+        original = self.store._raw_group
 
-        def spy(fn, args, durable):
-            def probe(conn, *args):
-                seen.append(conn.connection.execute("PRAGMA synchronous").fetchone()[0])
-                return fn(conn, *args)
+        def spy(items):
+            def probing(fn):
+                def probe(conn, *args):
+                    seen.append(conn.connection.execute("PRAGMA synchronous").fetchone()[0])
+                    return fn(conn, *args)
 
-            return original(probe, args, durable)
+                return probe
 
-        self.store._raw_transaction = spy  # type: ignore[method-assign]
+            return original([(probing(fn), args, durable) for fn, args, durable in items])
+
+        self.store._raw_group = spy  # type: ignore[method-assign]
         intent = await self.store.begin_write("b1", "vb/relaxed", 60)
         await self.store.commit_object(intent.id, make_record("k", "vb/relaxed"))
         self.assertEqual(seen, [1, 2])  # NORMAL, FULL
@@ -585,6 +588,89 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
         self.assertIsNone(self.store._raw_connection)  # dropped: its setting is unknown
 
 
+    async def _counts(self) -> list:
+        return await self.store._read(
+            lambda conn: [conn.execute(select(func.count()).select_from(t)).scalar() for t in
+                          (tables.objects, tables.object_locations, tables.write_intents)]
+        )
+
+    def _record_groups(self) -> list:
+        """The size of every group the raw path commits from now on."""
+        sizes: list = []
+        original = self.store._raw_group
+
+        def spy(items):
+            sizes.append(len(items))
+            return original(items)
+
+        self.store._raw_group = spy  # type: ignore[method-assign]
+        return sizes
+
+    async def test_concurrent_commits_share_one_transaction(self):
+        """Commits made while the database thread is busy go to one group commit; each lands."""
+        intents = [await self.store.begin_write("b1", f"vb/g{i}", 60) for i in range(6)]
+        sizes = self._record_groups()
+        gate = threading.Event()
+        busy = self.store._pool.submit(gate.wait, 10)  # hold the database thread
+        commits = [self.store.commit_object(i.id, make_record(f"k{n}", f"vb/g{n}")) for n, i in enumerate(intents)]
+        gate.set()
+        await busy
+        stored = await defer.gatherResults(commits)
+        self.assertEqual(sizes, [6])
+        self.assertEqual([r.key for r in stored], [f"k{n}" for n in range(6)])
+        for n in range(6):
+            self.assertEqual((await self.store.get_object(BUCKET, f"k{n}")).locations[0].real_key, f"vb/g{n}")
+        self.assertEqual(await self._counts(), [6, 6, 0])
+
+    async def test_a_failing_member_of_a_group_is_undone_alone(self):
+        """One commit's failed precondition is its own answer; its intent stays; the rest of the group commits."""
+        first = await self.store.begin_write("b1", "vb/first", 60)
+        await self.store.commit_object(first.id, make_record("taken", "vb/first"))
+        intents = [await self.store.begin_write("b1", f"vb/m{i}", 60) for i in range(3)]
+        sizes = self._record_groups()
+        gate = threading.Event()
+        busy = self.store._pool.submit(gate.wait, 10)
+        commits = [
+            self.store.commit_object(intents[0].id, make_record("a", "vb/m0")),
+            self.store.commit_object(intents[1].id, make_record("taken", "vb/m1"), if_none_match="*"),
+            self.store.commit_object(intents[2].id, make_record("b", "vb/m2")),
+        ]
+        gate.set()
+        await busy
+        await commits[0]
+        await self.assertFailure(commits[1], PreconditionFailedError)
+        await commits[2]
+        self.assertEqual(sizes, [3])
+        self.assertEqual((await self.store.get_object(BUCKET, "taken")).locations[0].real_key, "vb/first")
+        self.assertEqual(await self._counts(), [3, 3, 1])  # the refused commit's intent is still there
+        await self.store.abandon_write(intents[1].id, True)
+        self.assertEqual(await self._counts(), [3, 3, 0])
+
+    async def test_a_group_that_fails_runs_each_member_alone(self):
+        """A sqlite3 error inside a group rolls all of it back; each member then runs once on the ordinary path."""
+        intents = [await self.store.begin_write("b1", f"vb/f{i}", 60) for i in range(3)]
+        calls: list = []
+        original = RawConnection.execute
+
+        def failing(conn, statement, params=()):
+            calls.append(statement)
+            if len(calls) == 5:  # inside the group's second member
+                raise sqlite3.OperationalError("disk I/O error")
+            return original(conn, statement, params)
+
+        self.patch(RawConnection, "execute", failing)
+        gate = threading.Event()
+        busy = self.store._pool.submit(gate.wait, 10)
+        commits = [self.store.commit_object(i.id, make_record(f"f{n}", f"vb/f{n}")) for n, i in enumerate(intents)]
+        gate.set()
+        await busy
+        await defer.gatherResults(commits)
+        self.assertGreaterEqual(len(calls), 5)
+        for n in range(3):
+            self.assertEqual((await self.store.get_object(BUCKET, f"f{n}")).locations[0].real_key, f"vb/f{n}")
+        self.assertEqual(await self._counts(), [3, 3, 0])
+
+
 class SQLiteOrdinaryPathStoreTests(StoreBehaviourMixin, unittest.TestCase):
     """The same behaviour with the raw write path off: both paths run the same transaction functions."""
 
@@ -617,6 +703,34 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
 
 class MariaDBStoreTests(StoreBehaviourMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL
+
+
+class RawDateTimeTests(unittest.SynchronousTestCase):
+    """rawread's own UTCDateTime converters for SQLite give exactly what SQLAlchemy's do."""
+
+    def test_same_text_and_same_datetimes_as_sqlalchemy(self):
+        from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+        from s3balance.store.rawread import _bind_utc, _result_utc
+
+        dialect = sqlite_dialect.dialect()
+        impl = tables.UTCDateTime().dialect_impl(dialect)
+        bind, result = impl.bind_processor(dialect), impl.result_processor(dialect, None)
+        plus_two = datetime.timezone(datetime.timedelta(hours=2))
+        for moment in [
+            datetime.datetime(2026, 11, 25, 19, 9, 39, tzinfo=datetime.UTC),
+            datetime.datetime(2026, 11, 25, 19, 9, 39, 123456, tzinfo=datetime.UTC),
+            datetime.datetime(1999, 1, 2, 3, 4, 5, 6, tzinfo=plus_two),
+            datetime.datetime(1, 1, 1, 0, 0, tzinfo=datetime.UTC),
+        ]:
+            text = bind(moment)
+            self.assertEqual(_bind_utc(moment), text)
+            self.assertEqual(_result_utc(text), result(text))
+            self.assertEqual(_result_utc(text), moment)
+        self.assertEqual(_result_utc("2026-11-25 19:09:39"), result("2026-11-25 19:09:39"))
+        self.assertIsNone(_bind_utc(None))
+        self.assertIsNone(_result_utc(None))
+        self.assertRaises(ValueError, _bind_utc, datetime.datetime(2026, 1, 1))
 
 
 class StoreURLTests(unittest.SynchronousTestCase):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3balance.store import buckets, listing, migrate, multipart, objects, usage
@@ -35,8 +38,10 @@ current_revision = migrate.current_revision
 
 UTC = datetime.UTC
 
-# _raw_transaction's answer when the ordinary path must run the transaction.
+# _raw_group's answer when the ordinary path must run the transactions.
 _FALL_BACK = object()
+# What _raw_group says of one transaction the ordinary path must run alone.
+_RUN_ALONE = None
 
 # How often a transaction that lost a race (deadlock, serialization failure,
 # concurrent insert of the same key, SQLite busy) is run again.
@@ -110,6 +115,11 @@ class MetadataStore:
         self._raw_connection: Any = None
         self._pool: Optional[DatabaseThreads] = None
         self._shutdown_trigger = None
+        # SQLite: the PUT path's write transactions waiting to be committed
+        # together (see _grouped); (fn, args, durable, Deferred).
+        self._group: list[tuple[Callable, tuple, bool, Deferred]] = []
+        self._group_lock = threading.Lock()
+        self._group_scheduled = False
 
     def __repr__(self) -> str:
         return f"<MetadataStore {self.url.render_as_string(hide_password=True)}>"
@@ -214,14 +224,17 @@ class MetadataStore:
         C{single=True} (reads of one statement): SQLite runs it without BEGIN.
 
         C{raw=True} (the PUT path's writes, whose statements are prebuilt): on
-        SQLite, first try L{_raw_transaction}.
+        SQLite, first try L{_raw_group}.
         """
         if self._engine is None:
             raise RuntimeError("the metadata store is not started")
         if raw and self._raw_statements is not None:
-            result = self._raw_transaction(fn, args, durable)
-            if result is not _FALL_BACK:
-                return result
+            outcomes = self._raw_group([(fn, args, durable)])
+            if outcomes is not _FALL_BACK and outcomes[0] is not _RUN_ALONE:
+                ok, value = outcomes[0]
+                if not ok:
+                    value.raiseException()
+                return value
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 with self._engine.connect() as conn:
@@ -294,20 +307,32 @@ class MetadataStore:
             except Exception:
                 pass
 
-    def _raw_transaction(self, fn: Callable, args: tuple, durable: bool):
+    def _raw_group(self, items: Sequence[tuple[Callable, tuple, bool]]):
         """
-        On the pool, SQLite: C{fn} on a L{RawConnection} between BEGIN IMMEDIATE
-        and COMMIT, without SQLAlchemy (a third of a small PUT's database time).
+        On the pool, SQLite: each C{fn(conn, *args)} of C{items} on a
+        L{RawConnection}, all between one BEGIN IMMEDIATE and one COMMIT,
+        without SQLAlchemy (a third of a small PUT's database time).
 
-        Any sqlite3 error before the commit rolls back and returns
-        C{_FALL_BACK}: the ordinary path then runs the same function from the
-        start, with its retries and error reporting.  Once COMMIT has
-        returned, the result stands whatever follows: running a committed
-        transaction again would take a second write intent, or find its own
-        intent gone.
+        One COMMIT for several transactions is group commit: the fsync of a
+        durable commit (about 0.9 ms of waiting and 0.1 ms of CPU here) is
+        shared.  Each function runs inside a SAVEPOINT, so one that raises
+        (a failed precondition, an expired intent) is undone alone and its
+        exception is its answer, as if it had run in a transaction of its
+        own; the others still commit.  The commit waits for the disk when any
+        item is durable.
+
+        Returns one outcome per item: C{(True, value)}, C{(False, Failure)},
+        or C{_RUN_ALONE} for a lost race (L{objects.ConcurrentInsert}) that
+        the ordinary path must retry.  Any sqlite3 error before the commit
+        rolls everything back and returns C{_FALL_BACK}: the ordinary path
+        then runs each function from the start, alone, with its retries and
+        error reporting.  Once COMMIT has returned, the outcomes stand
+        whatever follows: running a committed transaction again would take a
+        second write intent, or find its own intent gone.
         """
         committed = False
-        result: Any = _FALL_BACK
+        outcomes: Any = _FALL_BACK
+        durable = any(item[2] for item in items)
         try:
             conn = self._raw_conn()
             raw = conn.connection
@@ -315,9 +340,22 @@ class MetadataStore:
                 raw.execute("PRAGMA synchronous=NORMAL")  # see _relaxed
             try:
                 raw.execute("BEGIN IMMEDIATE")
-                value = fn(conn, *args)
+                results: list = []
+                for fn, args, _ in items:
+                    raw.execute("SAVEPOINT item")
+                    try:
+                        results.append((True, fn(conn, *args)))
+                    except sqlite3.Error:
+                        raise
+                    except objects.ConcurrentInsert:
+                        raw.execute("ROLLBACK TO item")
+                        results.append(_RUN_ALONE)
+                    except Exception:
+                        results.append((False, Failure()))
+                        raw.execute("ROLLBACK TO item")
+                    raw.execute("RELEASE item")
                 raw.execute("COMMIT")
-                committed, result = True, value
+                committed, outcomes = True, results
             finally:
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
@@ -327,7 +365,57 @@ class MetadataStore:
             self.log.debug("raw transaction: {error}; {what}", error=str(e),
                            what="committed already" if committed else "using the ordinary path")
             self._drop_raw_connection()
-        return result
+        return outcomes
+
+    def _grouped(self, fn: Callable, args: tuple, durable: bool) -> Deferred:
+        """
+        SQLite: run C{fn} in the next group commit (L{_raw_group}).
+
+        A group is every such call made until the database thread takes it:
+        one alone when the thread is idle, several when commits queue behind
+        an fsync under load, so the wait for the disk is shared instead of
+        serialised.  The Deferred fires with the function's own result or
+        exception, as from L{_run}.
+        """
+        assert self._pool is not None
+        d: Deferred = Deferred()
+        with self._group_lock:
+            self._group.append((fn, args, durable, d))
+            if self._group_scheduled:
+                return d
+            self._group_scheduled = True
+        self._pool.submit(self._run_group).addCallback(self._deliver_group)
+        return d
+
+    def _run_group(self) -> list:
+        """On the pool: commit the waiting group; (Deferred, ok, value) for each call, never an exception."""
+        with self._group_lock:
+            items, self._group = self._group, []
+            self._group_scheduled = False
+        try:
+            outcomes = self._raw_group([(fn, args, durable) for fn, args, durable, _ in items])
+            if outcomes is _FALL_BACK:
+                outcomes = [_RUN_ALONE] * len(items)
+            delivered = []
+            for (fn, args, durable, d), outcome in zip(items, outcomes, strict=True):
+                if outcome is _RUN_ALONE:
+                    try:
+                        outcome = (True, self._transaction(fn, *args, durable=durable))
+                    except BaseException:
+                        outcome = (False, Failure())
+                delivered.append((d, *outcome))
+            return delivered
+        except BaseException:
+            failure = Failure()
+            return [(d, False, failure) for _, _, _, d in items]
+
+    @staticmethod
+    def _deliver_group(delivered: list) -> None:
+        for d, ok, value in delivered:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
 
     def _relaxed(self, conn: Connection, fn: Callable, *args):
         """fn in a transaction whose commit does not wait for the disk."""
@@ -350,6 +438,8 @@ class MetadataStore:
     ):
         if self._pool is None:
             return defer.fail(RuntimeError("the metadata store is not started"))
+        if raw and self._raw_statements is not None:
+            return self._grouped(fn, args, durable)
         return self._pool.submit(
             lambda: self._transaction(fn, *args, write=write, durable=durable, single=single, raw=raw)
         )
