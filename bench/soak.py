@@ -36,6 +36,19 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _disk_gib(paths: list[Path]) -> float:
+    """Bytes under the backends' data directories (their volumes), in GiB."""
+    total = 0
+    for path in paths:
+        for root, _, files in os.walk(path):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_blocks * 512
+                except OSError:
+                    pass  # a volume compacted away meanwhile
+    return total / 2**30
+
+
 def _rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -65,6 +78,7 @@ class Soak:
         self.counts: dict[str, int] = {}
         self.errors: list[str] = []
         self.samples: list[tuple[float, float, int]] = []
+        self.disk: list[float] = []  # backend data on disk, GiB, one sample a minute
         self.version = 0
 
     def count(self, name: str) -> None:
@@ -140,9 +154,14 @@ class Soak:
 
     def sampler(self, deadline: float, interval: float) -> None:
         pid = self.gateway.daemon.process.pid
+        data_dirs = [server.data_dir for server in self.gateway.backends]
         start = time.monotonic()
+        next_disk = start
         while time.monotonic() < deadline:
             self.samples.append((time.monotonic() - start, _rss_mib(pid), _fds(pid)))
+            if time.monotonic() >= next_disk:
+                self.disk.append(_disk_gib(data_dirs))
+                next_disk += 60
             time.sleep(interval)
 
     def run(self, interval: float) -> int:
@@ -191,6 +210,8 @@ class Soak:
         print("operations: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
         print(f"RSS MiB: start {samples[0][1]:.1f}, after warm-up {first[1]:.1f}, end {last[1]:.1f}, peak {peak_rss:.1f}")
         print(f"open files: start {samples[0][2]}, after warm-up {first[2]}, end {last[2]}, max {max(s[2] for s in samples)}")
+        if self.disk:
+            print(f"backend data on disk GiB (a minute apart): {', '.join(f'{g:.1f}' for g in self.disk)}")
         curve = [samples[min(len(samples) - 1, int(len(samples) * f))] for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
         print("RSS MiB over time: " + ", ".join(f"{t:.0f}s {rss:.1f}" for t, rss, _ in curve))
         checks = [
@@ -214,7 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     from tests.daemon import start_gateway
+    from tests.harness.seaweedfs import set_shared_extra_args
 
+    # Overwritten and deleted objects are garbage in SeaweedFS's volumes until
+    # a vacuum compacts them (by default every 14 minutes, and only volumes
+    # 30 % garbage): at ~100 MB/s of writes that filled the disk after 17
+    # minutes ("No writable volumes").  Vacuum every minute instead.
+    set_shared_extra_args("-master.vacuumIntervalSeconds=60", "-master.garbageThreshold=0.1")
     gateway = start_gateway("soak", balancer={"deletion_grace": "5s"})
     try:
         return Soak(gateway, args.duration, args.clients, args.keys, args.seed).run(args.interval)

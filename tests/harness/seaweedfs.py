@@ -290,12 +290,24 @@ class SeaweedFS:
 
 _shared: list[SeaweedFS] = []
 _shared_lock = threading.Lock()
+_shared_extra_args: tuple[str, ...] = ()
+
+
+def set_shared_extra_args(*args: str) -> None:
+    """Extra ``weed mini`` arguments for the shared servers; call before their first use."""
+    global _shared_extra_args
+    with _shared_lock:
+        if _shared:
+            raise HarnessError("the shared SeaweedFS servers exist already")
+        _shared_extra_args = tuple(args)
 
 
 def _shared_servers(count: int) -> list[SeaweedFS]:
     with _shared_lock:
         while len(_shared) < count:
-            _shared.append(SeaweedFS(name=f"shared-seaweedfs-{len(_shared) + 1}"))
+            _shared.append(
+                SeaweedFS(name=f"shared-seaweedfs-{len(_shared) + 1}", extra_args=_shared_extra_args)
+            )
         servers = _shared[:count]
         # Start the missing (or crashed) ones together: start-ups overlap.
         pending = [s for s in servers if not s.running]
