@@ -135,9 +135,35 @@ def _version(args: list[str]) -> str:
     return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "?"
 
 
+def durable_commit_ms(directory: str, count: int = 200) -> float:
+    """
+    p50 of one small durable SQLite commit (WAL, synchronous=FULL) in
+    C{directory}: the fsync every acknowledged PUT waits for, a floor under
+    the added PUT latency at one client that no proxy without a database has.
+    """
+    import sqlite3
+    import statistics
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=directory) as where:
+        db = sqlite3.connect(os.path.join(where, "probe.db"), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (v) VALUES (?)", ("x" * 200,))
+            db.execute("COMMIT")
+            times.append(time.perf_counter() - started)
+        db.close()
+    return round(statistics.median(times) * 1000, 3)
+
+
 def meta(args: argparse.Namespace) -> dict:
     from bench.nginx import find_nginx
-    from tests.harness.process import venv_bin
+    from tests.harness.process import harness_dir, venv_bin
 
     commit = _version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     dirty = _version(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
@@ -152,6 +178,7 @@ def meta(args: argparse.Namespace) -> dict:
         "python": sys.version.split()[0],
         "nginx": _version([nginx, "-v"]) if nginx else None,
         "weed": _version([venv_bin("weed"), "version"]),
+        "durable_commit_ms": durable_commit_ms(str(harness_dir())),
         "client_mode": args.client_mode,
         "nginx_buffer": args.nginx_buffer or "default",
         "rounds": args.rounds,

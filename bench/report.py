@@ -162,6 +162,8 @@ def print_report(results: dict, out: Callable[[str], None] = print) -> None:
         f"{meta.get('cores', '?')} cores  load avg {meta.get('loadavg_start', '?')} -> {meta.get('loadavg_end', '?')}")
     out(f"clients: {meta.get('client_mode')} workers; rounds {meta.get('rounds')}; "
         f"{'QUICK (smoke) run: not a measurement' if meta.get('quick') else 'full run'}")
+    if meta.get("durable_commit_ms") is not None:
+        out(f"disk: one durable SQLite commit (the fsync each PUT waits for) takes {meta['durable_commit_ms']} ms (p50)")
     for note in meta.get("notes", []):
         out("NOTE: " + note)
     throughput = results.get("throughput")
