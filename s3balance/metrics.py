@@ -98,6 +98,11 @@ class PoolCollector:
         up = GaugeMetricFamily(
             "s3balance_backend_up", "1 when the backend passes its health checks.", labels=["backend"]
         )
+        writable = GaugeMetricFamily(
+            "s3balance_backend_writable",
+            "0 when the backend is read-only after write errors (it still serves reads).",
+            labels=["backend"],
+        )
         used = GaugeMetricFamily(
             "s3balance_backend_used_bytes", "Bytes of objects stored on the backend.", labels=["backend"]
         )
@@ -124,7 +129,9 @@ class PoolCollector:
                 continue
             config = backend.config
             used_bytes, object_count = pool.usage(name)
-            up.add_metric([name], 1.0 if pool.health(name).up else 0.0)
+            state = pool.health(name)
+            up.add_metric([name], 1.0 if state.up else 0.0)
+            writable.add_metric([name], 1.0 if getattr(state, "writable", True) else 0.0)
             used.add_metric([name], float(used_bytes))
             if config.max_size is not None:
                 capacity.add_metric([name], float(config.max_size))
@@ -135,7 +142,7 @@ class PoolCollector:
             "s3balance_strategy", "The active placement strategy.", labels=["strategy"]
         )
         strategy.add_metric([self.strategy_name()], {})
-        return [up, used, capacity, objects, reserved, enabled, strategy]
+        return [up, writable, used, capacity, objects, reserved, enabled, strategy]
 
 
 class Metrics:

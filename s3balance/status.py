@@ -100,6 +100,8 @@ def status_document(gateway, now: Callable[[], float] = time.time) -> dict[str, 
                 "up": bool(health.up),
                 "enabled": bool(config.enabled and name not in disabled),
                 "writable": bool(pool.writable(name)) if hasattr(pool, "writable") else None,
+                # Up, but refusing new objects after write errors (its objects still read).
+                "read_only": bool(health.up and not getattr(health, "writable", True)),
                 "last_error": health.last_error,
                 "used_bytes": used,
                 "reserved_bytes": pool.reserved(name),
@@ -114,7 +116,11 @@ def status_document(gateway, now: Callable[[], float] = time.time) -> dict[str, 
     writable = bool(pool.candidates(0))
     return {
         "time": now(),
-        "status": "ok" if up == len(backends) else ("degraded" if writable else "down"),
+        "status": (
+            "ok"
+            if up == len(backends) and not any(entry["read_only"] for entry in backends)
+            else ("degraded" if writable else "down")
+        ),
         "strategy": gateway.strategy.name,
         "backends": backends,
         "requests": requests,
@@ -137,6 +143,8 @@ def _row(entry: dict) -> str:
     state = "up" if entry["up"] else "down"
     if entry["up"] and not entry["enabled"]:
         state = "disabled"
+    elif entry.get("read_only"):
+        state = "read-only"
     capacity = entry["max_size"]
     percent = min(100.0, 100.0 * entry["used_bytes"] / capacity) if capacity else 0.0
     usage = f"{_size(entry['used_bytes'])} / {_size(capacity)}"
@@ -164,7 +172,7 @@ th {{ background: #eee; }}
 .num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .state {{ padding: .1em .6em; border-radius: .8em; color: #fff; }}
 .up, .ok {{ background: #2e7d32; }} .down {{ background: #c62828; }}
-.disabled, .degraded {{ background: #ef6c00; }}
+.disabled, .degraded, .read-only {{ background: #ef6c00; }}
 .bar {{ width: 14em; height: .8em; background: #e0e0e0; border-radius: .4em; overflow: hidden; }}
 .bar div {{ height: 100%; background: #1565c0; }}
 .small {{ font-size: 12px; color: #555; }}
@@ -217,7 +225,7 @@ function render(doc, old) {{
   for (const b of doc.backends) {{
     const row = document.createElement("tr"); const o = before[b.name] || {{}};
     cell(row, b.name, "name");
-    const state = !b.up ? "down" : (b.enabled ? "up" : "disabled");
+    const state = !b.up ? "down" : (!b.enabled ? "disabled" : (b.read_only ? "read-only" : "up"));
     const badge = document.createElement("span"); badge.className = "state " + state;
     badge.textContent = state; badge.title = b.last_error || "";
     row.appendChild(document.createElement("td")).appendChild(badge);

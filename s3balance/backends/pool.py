@@ -18,6 +18,10 @@ from s3balance.placement.interfaces import BackendView, PlacementContext
 
 log = Logger()
 
+# Requests that store bytes: PUT object, UploadPart, CopyObject and
+# UploadPartCopy, CreateMultipartUpload and CompleteMultipartUpload.
+_WRITE_METHODS = frozenset({"PUT", "POST"})
+
 
 class Reservation:
     """Bytes promised to an upload in flight; released when it ends either way."""
@@ -95,9 +99,15 @@ class BackendPool:
         return self.counter is None or not self.counter.over_limit(self._backends[name].config, "B")
 
     def writable(self, name: str) -> bool:
-        """Enabled (in config and at run time), up, and under its monthly class A limit."""
+        """
+        Enabled (in config and at run time), up, not read-only after write
+        errors, and under its monthly class A limit.
+        """
         backend = self._backends.get(name)
-        if backend is None or not backend.config.enabled or name in self.disabled or not self.health(name).up:
+        if backend is None or not backend.config.enabled or name in self.disabled:
+            return False
+        state = self.health(name)
+        if not state.up or not state.writable:
             return False
         return self.counter is None or not self.counter.over_limit(backend.config, "A")
 
@@ -167,6 +177,15 @@ class BackendPool:
     # -- passive health -----------------------------------------------------
 
     def _observe(self, backend: Backend, method: str, result, elapsed: float) -> None:
+        """
+        Called with every backend request's outcome: the response (its head;
+        the body is not read yet) or the Failure of the connection.
+
+        A failed connection says the backend is down, whatever the request.
+        A 5xx answer to a read says so too; a 5xx answer to a write does not
+        (see L{_observe_write}): the server answered, and may well still
+        serve the objects it holds.
+        """
         state = self._health.get(backend.name)
         if state is None:
             return
@@ -175,7 +194,30 @@ class BackendPool:
             if result.check(BackendError) and not result.value.is_outage:
                 return
             error = f"{type(result.value).__name__}: {result.getErrorMessage()}"[:300]
+        elif method in _WRITE_METHODS:
+            self._observe_write(backend.name, state, method, getattr(result, "code", 200))
+            return
         elif getattr(result, "code", 200) >= 500:
             error = f"HTTP {result.code} on {method}"
         if error is not None and state.record_failure(error):
             log.warn("backend {backend} marked down after request errors: {error}", backend=backend.name, error=error)
+
+    def _observe_write(self, name: str, state: HealthState, method: str, code: int) -> None:
+        """
+        Writes feed the read-only state, not up/down.  A 503 is throttling
+        (S3's SlowDown and ServiceUnavailable both mean "reduce your request
+        rate"), not a broken backend: it counts neither way.  4xx answers are
+        the request's fault.  While the backend is read-only only the health
+        monitor's write probe judges its writes: the probe's own requests come
+        through here too and would be counted twice, and a real write that
+        still reaches it (a part of an upload it already holds) proves little
+        either way.
+        """
+        if not state.writable or code == 503:
+            return
+        if code >= 500:
+            error = f"HTTP {code} on {method}"
+            if state.record_write_failure(error):
+                log.warn("backend {backend} is read-only after write errors: {error}", backend=name, error=error)
+        elif code < 400:
+            state.record_write_success()

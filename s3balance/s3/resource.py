@@ -64,7 +64,8 @@ class HealthResource(Resource):
             backends[name] = state
         writable = bool(pool.candidates(0))
         up = sum(1 for state in backends.values() if state["up"])
-        status = "ok" if up == len(backends) else ("degraded" if writable else "down")
+        read_only = any(state["up"] and not state["writable"] for state in backends.values())
+        status = "ok" if up == len(backends) and not read_only else ("degraded" if writable else "down")
         request.setResponseCode(200 if writable else 503)
         return json.dumps(
             {"status": status, "strategy": self.gateway.strategy.name, "backends": backends},
