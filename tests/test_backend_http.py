@@ -22,6 +22,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web._newclient import RequestGenerationFailed, ResponseFailed, ResponseNeverReceived
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
+from zope.interface import implementer
 
 from s3balance.backends.http import BadResponse, HTTPClient, ResponseHeaders
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
@@ -421,6 +422,78 @@ class HTTPClientTests(TestCase):
         yield deferLater(reactor, 0, lambda: None)
         self.assertEqual(received, [b"data"])
         self.assertIsNone(watched(), "the response (and what it holds) outlived the exchange")
+
+
+class EagerWriteTests(TestCase):
+    """tune_connection's eager writes: straight to the socket when nothing is queued, else Twisted's queue."""
+
+    @inlineCallbacks
+    def connected_pair(self):
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        from s3balance.backends.http import tune_connection
+
+        received: list[bytes] = []
+        done: Deferred = Deferred()
+
+        class Sink(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+            def connectionLost(self, reason) -> None:
+                done.callback(b"".join(received))
+
+        port = reactor.listenTCP(0, Factory.forProtocol(Sink), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        sender = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Protocol())
+        tune_connection(sender.transport)
+        return sender.transport, done
+
+    @inlineCallbacks
+    def test_a_small_write_goes_out_without_the_reactor(self) -> None:
+        transport, done = yield self.connected_pair()
+        transport.write(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertNotIn(transport, reactor.getWriters())  # sent, nothing queued
+        transport.writeSequence([b"a", b"b", b"c"])
+        self.assertNotIn(transport, reactor.getWriters())
+        transport.loseConnection()
+        self.assertEqual((yield done), b"GET / HTTP/1.1\r\n\r\nabc")
+
+    @inlineCallbacks
+    def test_what_the_kernel_does_not_take_is_queued_in_order(self) -> None:
+        transport, done = yield self.connected_pair()
+        transport.getHandle().setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_SNDBUF, 4096)
+        pieces = [bytes([65 + i % 26]) * 300_000 for i in range(8)]
+        for piece in pieces:
+            transport.write(piece)
+        self.assertIn(transport, reactor.getWriters())  # the rest waits for the socket
+        transport.write(b"end")
+        transport.loseConnection()
+        self.assertEqual((yield done), b"".join(pieces) + b"end")
+
+    @inlineCallbacks
+    def test_a_pull_producer_is_still_resumed(self) -> None:
+        """A pull producer is asked for more only when a queued write drains: no eager writes for it."""
+        from twisted.internet.interfaces import IPullProducer
+
+        transport, done = yield self.connected_pair()
+
+        @implementer(IPullProducer)
+        class Counter:
+            sent = 0
+
+            def resumeProducing(self) -> None:
+                self.sent += 1
+                transport.write(b"x" * 1000)
+                if self.sent == 5:
+                    transport.unregisterProducer()
+                    transport.loseConnection()
+
+            def stopProducing(self) -> None:
+                pass
+
+        transport.registerProducer(Counter(), False)
+        self.assertEqual((yield done), b"x" * 5000)
 
 
 class ResponseHeadersTests(TestCase):
