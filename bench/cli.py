@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample only the thread holding the GIL (py-spy --gil): Python CPU, without GIL waits")
     p.add_argument("--profile-nonblocking", action="store_true",
                    help="py-spy samples without pausing the daemon (less overhead, stacks may be torn)")
+    p.add_argument("--profile-syscalls", action="store_true",
+                   help="with --profile: also count the daemon's system calls per 4 KiB request (strace -c)")
     p.add_argument("--profile-dir", default=None, help="where py-spy's raw stacks go (default: build/bench-profile, git-ignored)")
     p.add_argument("--daemon-args", default="", help="extra twistd options, e.g. '--reactor=poll'")
     p.add_argument("--daemon-config", action="append", default=[], metavar="KEY=YAML",
@@ -247,6 +249,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 pool, balancer, args.profile_seconds, outdir, args.small_size, 8,
                 rate=args.profile_rate, nonblocking=args.profile_nonblocking, gil=args.profile_gil, log=log
             )
+            if args.profile_syscalls:
+                results["syscalls"] = profiling.syscalls(
+                    pool, balancer, args.profile_seconds, outdir, args.small_size, 8, log=log
+                )
         if "rss" in sections:
             log("daemon memory under big streams ...")
             results["rss"] = rss.run(pool, balancer, args.rss_clients, args.rss_size, log=log)
@@ -290,6 +296,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for label, analysis in profile.items():
             if "samples" in analysis:
                 profiling.print_profile(f"{label} @8 clients", analysis)
+    if results.get("syscalls"):
+        profiling.print_syscalls(results["syscalls"])
     log(f"total {results['meta']['seconds']:.0f} s")
     if args.json:
         report.write_json(args.json, results)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -265,3 +266,64 @@ def run(
         log(f"  profiled {op}4k@{clients} for {seconds:.0f} s at {measured['ops_per_s']:.0f} ops/s "
             f"({'non-blocking' if nonblocking else 'blocking'} py-spy, {rate} Hz) -> {raw}")
     return results
+
+
+def syscalls(
+    pool: WorkerPool,
+    target: Target,
+    seconds: float,
+    outdir: Path,
+    size: int = 4096,
+    clients: int = 8,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """
+    System calls per request of the daemon (all threads) under 4 KiB PUT
+    and GET load, counted by C{strace -c -f}.  strace slows every call, so
+    the rate under it means nothing; the counts per request do.
+    """
+    strace = shutil.which("strace")
+    if strace is None:
+        log("  strace is not installed (apt-get install strace)")
+        return {"skipped": "strace is not installed"}
+    pid = target.proxy_pids()[0]
+    outdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    for op in ("put", "get"):
+        scenario = Scenario(f"{op}4k", op, size, clients, seconds)
+        if op == "get":
+            prepare_gets(pool, [target], scenario, 50)
+        table = outdir / f"syscalls-{op}4k.txt"
+        tracer = subprocess.Popen([strace, "-c", "-f", "-o", str(table), "-p", str(pid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # strace attaches to every thread
+        measured = measure_round(pool, target, scenario, 0, 50)
+        tracer.send_signal(signal.SIGINT)
+        try:
+            tracer.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            tracer.kill()
+            tracer.wait()
+        ops = max(1, measured["ops"])
+        counts = {}
+        for line in table.read_text().splitlines() if table.exists() else []:
+            fields = line.split()
+            # % time, seconds, usecs/call, calls, [errors,] syscall
+            if len(fields) >= 5 and fields[0].replace(".", "").isdigit() and fields[-1] != "total":
+                counts[fields[-1]] = int(fields[3])
+        results[f"{op}4k"] = {
+            "ops": measured["ops"],
+            "per_op": sorted(((name, calls / ops) for name, calls in counts.items()), key=lambda item: -item[1]),
+        }
+        log(f"  counted system calls of {measured['ops']} {op}4k requests -> {table}")
+    return results
+
+
+def print_syscalls(results: dict, out: Callable[[str], None] = print, top: int = 14) -> None:
+    for label, counted in results.items():
+        if "per_op" not in counted:
+            continue
+        total = sum(per_op for _, per_op in counted["per_op"])
+        out(f"\n--- system calls per {label} request @8 clients ({counted['ops']} requests; strace -c -f): "
+            f"{total:.1f} in all ---")
+        out("  " + ", ".join(f"{name} {per_op:.2f}" for name, per_op in counted["per_op"][:top]))
