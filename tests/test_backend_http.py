@@ -472,6 +472,23 @@ class EagerWriteTests(TestCase):
         self.assertEqual((yield done), b"".join(pieces) + b"end")
 
     @inlineCallbacks
+    def test_corked_writes_go_out_together_and_before_a_close(self) -> None:
+        transport, done = yield self.connected_pair()
+        sends: list = []
+        original = transport.writeSomeData
+        transport.writeSomeData = lambda data: sends.append(bytes(data)) or original(data)
+        transport.cork()
+        transport.write(b"head;")
+        transport.writeSequence([b"body", b";"])
+        self.assertEqual(sends, [])
+        transport.uncork()
+        self.assertEqual(sends, [b"head;body;"])
+        transport.cork()
+        transport.write(b"last")
+        transport.loseConnection()  # uncorks first
+        self.assertEqual((yield done), b"head;body;last")
+
+    @inlineCallbacks
     def test_a_pull_producer_is_still_resumed(self) -> None:
         """A pull producer is asked for more only when a queued write drains: no eager writes for it."""
         from twisted.internet.interfaces import IPullProducer

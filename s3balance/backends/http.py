@@ -113,9 +113,43 @@ class _EagerWrites:
     way, so ordering, producer pausing and connection loss behave as before.
     Never with a pull producer (it is resumed only when a queued write
     drains) or once the connection is closing.
+
+    Twisted's queue also joined a message's pieces (a response's head and
+    body, written one after the other) into one send.  L{cork} keeps that:
+    writes between C{cork()} and C{uncork()} are held and go out as one.
     """
 
+    _corked: Optional[list] = None
+
+    def cork(self) -> None:
+        """Hold writes until L{uncork} (use try/finally: nothing may stay held)."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        held, self._corked = self._corked, None
+        if held:
+            self._write_all(held)
+
+    def _write_all(self, chunks: list) -> None:
+        """Small pieces joined into one send; big ones (a body) not copied."""
+        if len(chunks) == 1:
+            self.write(chunks[0])
+        elif sum(len(chunk) for chunk in chunks) <= _JOIN_LIMIT:
+            self.write(b"".join(chunks))
+        else:
+            for chunk in chunks:
+                self.write(chunk)
+
+    def loseConnection(self, *args, **kwargs) -> None:
+        self.uncork()  # what was written before closing is sent before closing
+        super().loseConnection(*args, **kwargs)  # type: ignore[misc]
+
     def write(self, data: bytes) -> None:
+        if self._corked is not None and type(data) is bytes:
+            if data and self.connected and not self._writeDisconnected:  # type: ignore[attr-defined]
+                self._corked.append(data)
+            return
         if (
             type(data) is bytes
             and data
@@ -135,13 +169,16 @@ class _EagerWrites:
         super().write(data)  # type: ignore[misc]
 
     def writeSequence(self, iovec) -> None:
-        if len(iovec) == 1:
-            self.write(iovec[0])
-        elif all(type(chunk) is bytes for chunk in iovec):
-            self.write(b"".join(iovec))
+        if not iovec:
+            return
+        if all(type(chunk) is bytes for chunk in iovec):
+            self._write_all(list(iovec))
         else:
             super().writeSequence(iovec)  # type: ignore[misc]
 
+
+# Pieces up to this much in all are joined into one send.
+_JOIN_LIMIT = 64 * 1024
 
 _eager_classes: dict[type, type] = {}
 
@@ -446,8 +483,16 @@ class _Connection(Protocol):
         waiting: Deferred = Deferred(lambda _: self.abort())
         self._waiting = waiting
         transport = self.transport
-        transport.write(head)
-        if body is not None:
+        if body is None:
+            transport.write(head)
+            return waiting
+        # The head and what of the body is at hand already (all of a small
+        # object's) go out in one send (see _EagerWrites).
+        cork = getattr(transport, "cork", None)
+        if cork is not None:
+            cork()
+        try:
+            transport.write(head)
             self._body, self._body_done = body, False
             transport.registerProducer(body, True)
             try:
@@ -455,7 +500,10 @@ class _Connection(Protocol):
             except BaseException:
                 produced = Deferred()
                 produced.errback()
-            produced.addCallbacks(self._body_sent, self._body_failed, callbackArgs=(body,), errbackArgs=(body,))
+        finally:
+            if cork is not None:
+                transport.uncork()
+        produced.addCallbacks(self._body_sent, self._body_failed, callbackArgs=(body,), errbackArgs=(body,))
         return waiting
 
     def _body_sent(self, _, body: IBodyProducer) -> None:

@@ -34,8 +34,7 @@ class BodyAborted(Exception):
 
 
 # Bytes written before the backend connection is open are kept here; above
-# this the client is paused.  One TCP read is at most 64 KiB, so this is
-# normally never reached.
+# this (by default; see PipeProducer.pending_limit) the client is paused.
 _PENDING_LIMIT = 1 << 20
 
 
@@ -66,6 +65,8 @@ class PipeProducer:
         self._finished = False
         self._paused_upstream = False
         self.stopped = False
+        # Bytes held before the backend is ready; beyond them the client is paused.
+        self.pending_limit = _PENDING_LIMIT
 
     @property
     def written(self) -> int:
@@ -94,7 +95,7 @@ class PipeProducer:
         if self._consumer is None:
             self._pending.append(data)
             self._pending_size += len(data)
-            if self._pending_size > _PENDING_LIMIT:
+            if self._pending_size > self.pending_limit:
                 self._pause_upstream()
         else:
             self._consumer.write(data)

@@ -85,6 +85,7 @@ class S3Request(server.Request):
         self._small_body_size = 0
         # Fires True when the whole body is in, False when the client left first.
         self.body_received: Deferred[bool] = Deferred()
+        self.whole_body = False  # True once body_received fired True
 
     # -- headers complete ---------------------------------------------------
 
@@ -210,6 +211,7 @@ class S3Request(server.Request):
             return
         self.setHeader(b"x-amz-request-id", self.request_id.encode("ascii"))
         if not self.body_received.called:
+            self.whole_body = True
             self.body_received.callback(True)
         if self.finished or self._disconnected:
             # Answered while the body was still arriving (an upload that
@@ -223,6 +225,26 @@ class S3Request(server.Request):
             self.body_received.callback(False)
         if self.body_sink is not None:
             self.body_sink.client_gone(reason)
+
+    def write(self, data: bytes) -> None:
+        """
+        The first write sends the head and this data in one piece: Twisted
+        writes them one after the other, and our transports send at once
+        (L{s3balance.backends.http._EagerWrites}).
+        """
+        if self.startedWriting or not data or self.channel is None:
+            super().write(data)
+            return
+        transport: Any = self.channel.transport
+        cork = getattr(transport, "cork", None)
+        if cork is None:
+            super().write(data)
+            return
+        cork()
+        try:
+            super().write(data)
+        finally:
+            transport.uncork()
 
     def setHeader(self, name, value) -> None:
         # Twisted stamps its own name and version on every response.

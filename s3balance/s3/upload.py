@@ -50,6 +50,7 @@ STORED_HEADERS = ("content-disposition", "cache-control", "expires", "content-la
 MAX_SINGLE_PUT = 5 * 1024**3  # 5 GiB, S3's limit for one PUT
 MAX_METADATA = 2048
 INTENT_LEASE = 3600.0
+PENDING_BEFORE_BACKEND = 64 * 1024
 
 
 def object_headers(call) -> tuple[Optional[str], dict[str, str]]:
@@ -114,6 +115,7 @@ class StreamedBody:
             S3Error("ServiceUnavailable", "The storage backend stopped taking data; the object was not stored.")
         )
         self._held = b""
+        self._body_complete = False
         self._received = 0
         self._failed: Optional[S3Error] = None
         self._checksums: dict[str, str] = {}
@@ -121,8 +123,11 @@ class StreamedBody:
         self.finished: Deferred[None] = Deferred()
 
     def start(self) -> None:
-        # Hold the client until a backend is ready for the body.
-        self.pipe.pauseProducing()
+        # Until a backend is ready for the body, hold at most this much of it
+        # (plus the one read held back for verification), then pause the
+        # client.  Not pausing it at once spares a small object's upload
+        # two epoll_ctl calls: its body is in before the backend is ready.
+        self.pipe.pending_limit = PENDING_BEFORE_BACKEND
         ensureDeferred(self._run()).chainDeferred(self.finished)
 
     # -- body events, from S3Request ------------------------------------------
@@ -162,6 +167,25 @@ class StreamedBody:
     async def _run(self) -> None:
         raise NotImplementedError
 
+    def _complete_body(self) -> None:
+        """
+        The whole body is in: check its length and digests, then release the
+        held-back bytes so the backend can complete the object.  Once only.
+        """
+        if self._body_complete:
+            return
+        if self._failed is not None:
+            raise self._failed
+        trailers = self.decoder.finish() if self.decoder is not None else {}
+        if self._received != self.size:
+            raise S3Error("IncompleteBody")
+        self._checksums = self.verifier.finish(trailers)
+        self._body_complete = True
+        if self._held:
+            self.pipe.write(self._held)
+            self._held = b""
+        self.pipe.finish()
+
     async def _await_body_and_backend(self):
         """
         Wait for the whole body, verify it, release the held-back bytes and
@@ -200,16 +224,7 @@ class StreamedBody:
             outcome["body"] = await self.request.body_received
         if not outcome["body"]:
             raise S3Error("RequestTimeout", "The client closed the connection.")
-        if self._failed is not None:
-            raise self._failed
-        trailers = self.decoder.finish() if self.decoder is not None else {}
-        if self._received != self.size:
-            raise S3Error("IncompleteBody")
-        self._checksums = self.verifier.finish(trailers)
-        if self._held:
-            self.pipe.write(self._held)
-            self._held = b""
-        self.pipe.finish()
+        self._complete_body()
         # The backend has every byte; a backend that never answers is cut off.
         timer = self.gateway.reactor.callLater(
             self.gateway.config.balancer.backend_timeout, backend_request.cancel
@@ -323,6 +338,10 @@ class PutObjectUpload(StreamedBody):
                 real_key = gateway.new_real_key(call.bucket)
                 intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
                 lease = self._renew_lease(intent.id)
+                if request.whole_body and attempt == 0:
+                    # A small body is all in by now: checked first, it goes
+                    # out with the request's head in one send.
+                    self._complete_body()
                 self._backend_request = backend.put_object(
                     real_key, self.pipe, backend_headers(call.bucket, call.key, self.content_type, self.headers)
                 )
