@@ -267,6 +267,15 @@ class S3Channel(http.HTTPChannel):
         # download pauses past it), TCP_NODELAY.
         tune_connection(self.transport)
 
+    _host = None
+
+    def getHost(self):
+        # Every request asks; a connection's local address never changes, and
+        # asking the kernel each time was a getsockname call per request.
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
+
     def _respondToBadRequestAndDisconnect(self) -> None:
         error = S3Error("BadRequest", "The request line or its headers could not be parsed.", status=400)
         request_id = new_request_id()
