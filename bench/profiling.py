@@ -203,6 +203,15 @@ def thread_names(stacks: list[tuple[list[str], int]]) -> dict[int, str]:
     return names
 
 
+def _loads(pool: WorkerPool, target: Target, size: int, clients: int, seconds: float):
+    """The 4 KiB PUT and GET loads, in turn: (op, scenario), the GET's objects written first."""
+    for op in ("put", "get"):
+        scenario = Scenario(f"{op}4k", op, size, clients, seconds)
+        if op == "get":
+            prepare_gets(pool, [target], scenario, 50)
+        yield op, scenario
+
+
 def run(
     pool: WorkerPool,
     target: Target,
@@ -222,10 +231,7 @@ def run(
     pid = target.proxy_pids()[0]
     outdir.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    for op in ("put", "get"):
-        scenario = Scenario(f"{op}4k", op, size, clients, seconds)
-        if op == "get":
-            prepare_gets(pool, [target], scenario, 50)
+    for op, scenario in _loads(pool, target, size, clients, seconds):
         raw = outdir / f"profile-{op}4k.txt"
         raw.unlink(missing_ok=True)
         command = [py_spy, "record", "--pid", str(pid), "--rate", str(rate), "--duration", str(int(seconds + 1)),
@@ -289,10 +295,7 @@ def syscalls(
     pid = target.proxy_pids()[0]
     outdir.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    for op in ("put", "get"):
-        scenario = Scenario(f"{op}4k", op, size, clients, seconds)
-        if op == "get":
-            prepare_gets(pool, [target], scenario, 50)
+    for op, scenario in _loads(pool, target, size, clients, seconds):
         table = outdir / f"syscalls-{op}4k.txt"
         tracer = subprocess.Popen([strace, "-c", "-f", "-o", str(table), "-p", str(pid)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
