@@ -489,6 +489,18 @@ class EagerWriteTests(TestCase):
         self.assertEqual((yield done), b"head;body;last")
 
     @inlineCallbacks
+    def test_nothing_written_after_an_abort_is_sent(self) -> None:
+        """An aborted upload's remaining bytes must never reach the backend (it would complete the object)."""
+        transport, done = yield self.connected_pair()
+        transport.write(b"before")
+        transport.abortConnection()
+        transport.write(b"after")
+        transport.cork()
+        transport.write(b"corked")
+        transport.uncork()
+        self.assertEqual((yield done), b"before")
+
+    @inlineCallbacks
     def test_a_pull_producer_is_still_resumed(self) -> None:
         """A pull producer is asked for more only when a queued write drains: no eager writes for it."""
         from twisted.internet.interfaces import IPullProducer

@@ -112,7 +112,9 @@ class _EagerWrites:
     transports do); only what the kernel does not take is queued the usual
     way, so ordering, producer pausing and connection loss behave as before.
     Never with a pull producer (it is resumed only when a queued write
-    drains) or once the connection is closing.
+    drains) or once the connection is closing or aborted: nothing written
+    after C{abortConnection()} may reach the peer (an aborted upload's last
+    bytes would let the backend complete the object).
 
     Twisted's queue also joined a message's pieces (a response's head and
     body, written one after the other) into one send.  L{cork} keeps that:
@@ -155,6 +157,7 @@ class _EagerWrites:
             and data
             and self.connected  # type: ignore[attr-defined]
             and not self.disconnecting  # type: ignore[attr-defined]
+            and not self._aborting  # type: ignore[attr-defined]
             and not self._writeDisconnected  # type: ignore[attr-defined]
             and not self.TLS  # type: ignore[attr-defined]
             and not self.dataBuffer  # type: ignore[attr-defined]
