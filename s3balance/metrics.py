@@ -131,7 +131,7 @@ class PoolCollector:
             used_bytes, object_count = pool.usage(name)
             state = pool.health(name)
             up.add_metric([name], 1.0 if state.up else 0.0)
-            writable.add_metric([name], 1.0 if getattr(state, "writable", True) else 0.0)
+            writable.add_metric([name], 1.0 if state.writable else 0.0)
             used.add_metric([name], float(used_bytes))
             if config.max_size is not None:
                 capacity.add_metric([name], float(config.max_size))

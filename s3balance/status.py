@@ -101,7 +101,7 @@ def status_document(gateway, now: Callable[[], float] = time.time) -> dict[str, 
                 "enabled": bool(config.enabled and name not in disabled),
                 "writable": bool(pool.writable(name)) if hasattr(pool, "writable") else None,
                 # Up, but refusing new objects after write errors (its objects still read).
-                "read_only": bool(health.up and not getattr(health, "writable", True)),
+                "read_only": bool(health.up and not health.writable),
                 "last_error": health.last_error,
                 "used_bytes": used,
                 "reserved_bytes": pool.reserved(name),

@@ -222,8 +222,8 @@ class BackendMetricsTests(SynchronousTestCase):
         store._transaction(buckets.sync_config_buckets, ["vb"], store._now())
         ordinary = counted()
         self.assertGreater(ordinary, 0)
-        intent = store._transaction(
-            objects.begin_write, "b1", "vb/1", store._in(60), store._now(), durable=False, raw=True
+        ((_, intent),) = store._raw_group(
+            [(objects.begin_write, ("b1", "vb/1", store._in(60), store._now()), False)]
         )
         self.assertEqual(counted(), ordinary + 1)  # the INSERT
         self.assertIsNone(store._raw_get_object("vb", "missing"))

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from s3balance.store import buckets, listing, migrate, multipart, objects, usage
-from s3balance.store.dbthreads import DatabaseThreads
+from s3balance.store.dbthreads import DatabaseThreads, fire_all, run_call
 from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord, StoreUnavailable
 from s3balance.store.rawread import RawConnection
 
@@ -208,9 +208,7 @@ class MetadataStore:
 
     # -- running transactions -------------------------------------------------
 
-    def _transaction(
-        self, fn: Callable, *args, write: bool = True, durable: bool = True, single: bool = False, raw: bool = False
-    ):
+    def _transaction(self, fn: Callable, *args, write: bool = True, durable: bool = True, single: bool = False):
         """
         Blocking, on the pool: run fn(conn, *args) in one transaction, retrying lost races.
 
@@ -223,18 +221,11 @@ class MetadataStore:
 
         C{single=True} (reads of one statement): SQLite runs it without BEGIN.
 
-        C{raw=True} (the PUT path's writes, whose statements are prebuilt): on
-        SQLite, first try L{_raw_group}.
+        (On SQLite the PUT path's writes take L{_grouped} instead, and come
+        here only when that fails.)
         """
         if self._engine is None:
             raise RuntimeError("the metadata store is not started")
-        if raw and self._raw_statements is not None:
-            outcomes = self._raw_group([(fn, args, durable)])
-            if outcomes is not _FALL_BACK and outcomes[0] is not _RUN_ALONE:
-                ok, value = outcomes[0]
-                if not ok:
-                    value.raiseException()
-                return value
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 with self._engine.connect() as conn:
@@ -268,8 +259,6 @@ class MetadataStore:
         took, in seconds: through SQLAlchemy's events for the ordinary path,
         directly for the raw ones, which those events don't see.
         """
-        from sqlalchemy import event
-
         if self._engine is None:
             raise RuntimeError("the metadata store is not started")
         self._statement_observer = observe
@@ -384,7 +373,7 @@ class MetadataStore:
             if self._group_scheduled:
                 return d
             self._group_scheduled = True
-        self._pool.submit(self._run_group).addCallback(self._deliver_group)
+        self._pool.submit(self._run_group).addCallback(fire_all)
         return d
 
     def _run_group(self) -> list:
@@ -399,23 +388,12 @@ class MetadataStore:
             delivered = []
             for (fn, args, durable, d), outcome in zip(items, outcomes, strict=True):
                 if outcome is _RUN_ALONE:
-                    try:
-                        outcome = (True, self._transaction(fn, *args, durable=durable))
-                    except BaseException:
-                        outcome = (False, Failure())
+                    outcome = run_call(self._transaction, fn, *args, durable=durable)
                 delivered.append((d, *outcome))
             return delivered
         except BaseException:
             failure = Failure()
             return [(d, False, failure) for _, _, _, d in items]
-
-    @staticmethod
-    def _deliver_group(delivered: list) -> None:
-        for d, ok, value in delivered:
-            if ok:
-                d.callback(value)
-            else:
-                d.errback(value)
 
     def _relaxed(self, conn: Connection, fn: Callable, *args):
         """fn in a transaction whose commit does not wait for the disk."""
@@ -436,12 +414,17 @@ class MetadataStore:
     def _run(
         self, fn: Callable, *args, write: bool = True, durable: bool = True, single: bool = False, raw: bool = False
     ):
+        """
+        C{fn} in a transaction on the store's threads.  C{raw=True} (the PUT
+        path's writes, whose statements are prebuilt): on SQLite, in the next
+        group commit (L{_grouped}).
+        """
         if self._pool is None:
             return defer.fail(RuntimeError("the metadata store is not started"))
         if raw and self._raw_statements is not None:
             return self._grouped(fn, args, durable)
         return self._pool.submit(
-            lambda: self._transaction(fn, *args, write=write, durable=durable, single=single, raw=raw)
+            lambda: self._transaction(fn, *args, write=write, durable=durable, single=single)
         )
 
     def _read(self, fn: Callable, *args, single: bool = False):

@@ -35,6 +35,23 @@ from twisted.python.failure import Failure
 _STOP = None
 
 
+def run_call(f: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    """C{(True, f(...))}, or C{(False, Failure)} when it raised."""
+    try:
+        return True, f(*args, **kwargs)
+    except BaseException:
+        return False, Failure()
+
+
+def fire_all(outcomes) -> None:
+    """On the reactor: fire each C{(Deferred, ok, value)}."""
+    for d, ok, value in outcomes:
+        if ok:
+            d.callback(value)
+        else:
+            d.errback(value)
+
+
 class DatabaseThreads:
     """
     C{size} threads running blocking calls for the reactor.
@@ -91,10 +108,7 @@ class DatabaseThreads:
             if call is _STOP:
                 return
             d, f, args = call
-            try:
-                outcome: tuple[Deferred, bool, Any] = (d, True, f(*args))
-            except BaseException:
-                outcome = (d, False, Failure())
+            outcome = (d, *run_call(f, *args))
             with self._lock:
                 self._finished.append(outcome)
                 wake = not self._delivery_scheduled
@@ -108,11 +122,7 @@ class DatabaseThreads:
         with self._lock:
             finished, self._finished = self._finished, []
             self._delivery_scheduled = False
-        for d, ok, result in finished:
-            if ok:
-                d.callback(result)
-            else:
-                d.errback(result)
+        fire_all(finished)
 
 
-__all__ = ["DatabaseThreads"]
+__all__ = ["DatabaseThreads", "fire_all", "run_call"]
