@@ -33,6 +33,7 @@ is sent once more on a new connection; a body can't be replayed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Optional
 
 from twisted.internet import tcp
@@ -178,6 +179,21 @@ class _EagerWrites:
             self._write_all(list(iovec))
         else:
             super().writeSequence(iovec)  # type: ignore[misc]
+
+
+def send_together(transport, write: Callable[[], Any]) -> Any:
+    """
+    Call C{write()}, which writes to C{transport}, holding what it writes
+    until it returns (L{_EagerWrites.cork}): one send for a message's pieces.
+    """
+    cork = getattr(transport, "cork", None)
+    if cork is None:
+        return write()
+    cork()
+    try:
+        return write()
+    finally:
+        transport.uncork()
 
 
 # Pieces up to this much in all are joined into one send.
@@ -489,23 +505,21 @@ class _Connection(Protocol):
         if body is None:
             transport.write(head)
             return waiting
-        # The head and what of the body is at hand already (all of a small
-        # object's) go out in one send (see _EagerWrites).
-        cork = getattr(transport, "cork", None)
-        if cork is not None:
-            cork()
-        try:
+
+        def write_head_and_start_body() -> Deferred:
             transport.write(head)
             self._body, self._body_done = body, False
             transport.registerProducer(body, True)
             try:
-                produced = body.startProducing(transport)
+                return body.startProducing(transport)
             except BaseException:
-                produced = Deferred()
-                produced.errback()
-        finally:
-            if cork is not None:
-                transport.uncork()
+                failed: Deferred = Deferred()
+                failed.errback()
+                return failed
+
+        # The head and what of the body is at hand already (all of a small
+        # object's) go out in one send.
+        produced = send_together(transport, write_head_and_start_body)
         produced.addCallbacks(self._body_sent, self._body_failed, callbackArgs=(body,), errbackArgs=(body,))
         return waiting
 

@@ -16,6 +16,7 @@ otherwise after the body was read and dropped.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from http import HTTPStatus
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http_headers import Headers
 
-from s3balance.backends.http import tune_connection
+from s3balance.backends.http import send_together, tune_connection
 from s3balance.errors import S3Error
 
 log = Logger()
@@ -235,16 +236,7 @@ class S3Request(server.Request):
         if self.startedWriting or not data or self.channel is None:
             super().write(data)
             return
-        transport: Any = self.channel.transport
-        cork = getattr(transport, "cork", None)
-        if cork is None:
-            super().write(data)
-            return
-        cork()
-        try:
-            super().write(data)
-        finally:
-            transport.uncork()
+        send_together(self.channel.transport, functools.partial(server.Request.write, self, data))
 
     def setHeader(self, name, value) -> None:
         # Twisted stamps its own name and version on every response.

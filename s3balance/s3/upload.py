@@ -338,7 +338,7 @@ class PutObjectUpload(StreamedBody):
                 real_key = gateway.new_real_key(call.bucket)
                 intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
                 lease = self._renew_lease(intent.id)
-                if request.whole_body and attempt == 0:
+                if request.whole_body:
                     # A small body is all in by now: checked first, it goes
                     # out with the request's head in one send.
                     self._complete_body()
