@@ -711,11 +711,12 @@ class RawDateTimeTests(unittest.SynchronousTestCase):
     def test_same_text_and_same_datetimes_as_sqlalchemy(self):
         from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-        from s3balance.store.rawread import _bind_utc, _result_utc
+        from s3balance.store.rawread import _processors
 
         dialect = sqlite_dialect.dialect()
         impl = tables.UTCDateTime().dialect_impl(dialect)
         bind, result = impl.bind_processor(dialect), impl.result_processor(dialect, None)
+        _bind_utc, _result_utc = _processors(tables.UTCDateTime(), dialect)
         plus_two = datetime.timezone(datetime.timedelta(hours=2))
         for moment in [
             datetime.datetime(2026, 11, 25, 19, 9, 39, tzinfo=datetime.UTC),
