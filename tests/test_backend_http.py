@@ -462,7 +462,9 @@ class EagerWriteTests(TestCase):
     @inlineCallbacks
     def test_what_the_kernel_does_not_take_is_queued_in_order(self) -> None:
         transport, done = yield self.connected_pair()
-        transport.getHandle().setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_SNDBUF, 4096)
+        import socket
+
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         pieces = [bytes([65 + i % 26]) * 300_000 for i in range(8)]
         for piece in pieces:
             transport.write(piece)
