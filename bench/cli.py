@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nginx-workers", default="auto", help="nginx worker_processes")
     p.add_argument("--nginx-buffer", default="",
                    help="nginx proxy_buffer_size, e.g. 64k (default: nginx's own, one memory page)")
+    p.add_argument("--floor", action="store_true",
+                   help="also measure a bare Twisted proxy (bench/floor.py) as the target 'twisted': "
+                   "the least a Python/Twisted proxy costs here")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary directories (logs, data)")
     return p
@@ -224,6 +227,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             use_nginx=not args.no_nginx,
             nginx_workers=args.nginx_workers,
             nginx_buffer=args.nginx_buffer,
+            floor=args.floor,
             log=log,
         )
         results["meta"]["notes"].extend(env.notes)

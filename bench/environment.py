@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +25,14 @@ import yaml
 from bench.nginx import Nginx, find_nginx
 from bench.sigv4client import S3Client
 from tests.daemon import ACCESS_KEY, SECRET_KEY, Daemon, backend_entry, base_config
-from tests.harness import SeaweedFS, harness_dir
+from tests.harness import ManagedProcess, SeaweedFS, free_port, harness_dir, wait_for_port
 
 REAL_BUCKET = "bench-real"  # the daemon's backend bucket
 PLAIN_BUCKET = "bench-plain"  # what direct and nginx clients use
 VIRTUAL_BUCKET = "bench"  # what s3balance clients use
 LIST_BUCKET = "bench-list"
 
+ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -136,9 +138,13 @@ class Environment:
     def target(self, name: str) -> Optional[Target]:
         return next((t for t in self.targets if t.name == name), None)
 
+    floor: Optional[ManagedProcess] = None
+
     def close(self, keep: bool = False) -> None:
         if self.nginx is not None:
             self.nginx.stop()
+        if self.floor is not None:
+            self.floor.stop(timeout=5.0)
         try:
             self.daemon.stop()
         finally:
@@ -153,6 +159,7 @@ def start_environment(
     use_nginx: bool = True,
     nginx_workers: str = "auto",
     nginx_buffer: str = "",
+    floor: bool = False,
     log: Callable[[str], None] = print,
 ) -> Environment:
     seaweed = SeaweedFS(name="bench-seaweedfs")
@@ -160,6 +167,7 @@ def start_environment(
     seaweed.start()
     daemon: Optional[Daemon] = None
     nginx: Optional[Nginx] = None
+    floor_process: Optional[ManagedProcess] = None
     notes: list[str] = []
     try:
         seaweed.create_bucket(REAL_BUCKET)
@@ -179,7 +187,14 @@ def start_environment(
                 nginx = Nginx(f"127.0.0.1:{seaweed.port}", workers=nginx_workers, buffer=nginx_buffer).start()
                 log(f"started nginx on 127.0.0.1:{nginx.port} (workers: {nginx_workers}, "
                     f"proxy_buffer_size: {nginx_buffer or 'default'})")
+        if floor:
+            floor_process, floor_port = start_floor(seaweed, workdir)
+            log(f"started the bare Twisted proxy (bench/floor.py) on 127.0.0.1:{floor_port}")
     except BaseException:
+        if floor_process is not None:
+            floor_process.stop(timeout=5.0)
+        if nginx is not None:
+            nginx.stop()
         if daemon is not None:
             daemon.stop()
         seaweed.close()
@@ -204,8 +219,34 @@ def start_environment(
         targets.append(
             Target("nginx", nginx.endpoint, seaweed.access_key, seaweed.secret_key, PLAIN_BUCKET, nginx.pids, weed_pids)
         )
+    if floor_process is not None:
+        targets.append(
+            Target(
+                "twisted",
+                f"http://127.0.0.1:{floor_port}",
+                seaweed.access_key,
+                seaweed.secret_key,
+                PLAIN_BUCKET,
+                pids_of(floor_process),
+                weed_pids,
+            )
+        )
     warm(targets, log)
-    return Environment(seaweed, daemon, nginx, targets, notes)
+    return Environment(seaweed, daemon, nginx, targets, notes, floor_process)
+
+
+def start_floor(seaweed: SeaweedFS, workdir: Path) -> tuple[ManagedProcess, int]:
+    """The bare Twisted proxy of bench/floor.py in front of C{seaweed}, with s3balance's Python."""
+    port = free_port()
+    process = ManagedProcess(
+        "bench-floor",
+        [sys.executable, "-m", "bench.floor", str(port), f"127.0.0.1:{seaweed.port}"],
+        log_path=workdir / "floor.log",
+        cwd=str(ROOT),
+    )
+    process.start()
+    wait_for_port("127.0.0.1", port, timeout=15.0, process=process)
+    return process, port
 
 
 def warm(targets: list[Target], log: Callable[[str], None] = print) -> None:

@@ -77,6 +77,36 @@ def throughput_rows(results: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
+FLOOR = "twisted"
+
+
+def floor_rows(results: dict[str, dict]) -> list[list[str]]:
+    """The bare Twisted proxy (bench/floor.py) beside nginx and s3balance, where it was measured."""
+    rows = []
+    for scenario_id, data in results.items():
+        targets = data["targets"]
+        if FLOOR not in targets:
+            continue
+        field = "mb_per_s" if data["scenario"]["large"] else "ops_per_s"
+        rate = {name: targets.get(name, {}).get(field) for name in ("nginx", FLOOR, "s3balance")}
+        cpu = {name: targets.get(name, {}).get("proxy_cpu_us_per_op") for name in ("nginx", FLOOR, "s3balance")}
+        rows.append(
+            [
+                scenario_id,
+                "MB/s" if data["scenario"]["large"] else "ops/s",
+                _fmt(rate["nginx"], 0),
+                _fmt(rate[FLOOR], 0),
+                _fmt(rate["s3balance"], 0),
+                _fmt(_ratio(rate[FLOOR], rate["nginx"]), 2),
+                _fmt(_ratio(rate["s3balance"], rate[FLOOR]), 2),
+                _cpu(cpu["nginx"]),
+                _cpu(cpu[FLOOR]),
+                _cpu(cpu["s3balance"]),
+            ]
+        )
+    return rows
+
+
 def table(rows: list[list[str]], header: list[str], right_from: int = 3, right_to: int = 99) -> str:
     """Columns right_from..right_to-1 (the numbers) are right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -178,6 +208,12 @@ def print_report(results: dict, out: Callable[[str], None] = print) -> None:
         if meta.get("client_mode") == "thread" and cores > 0.8:
             out("WARNING: the threaded client is near its one-core GIL limit: the client may be the bottleneck; "
                 "compare with --client-mode process")
+        floor = floor_rows(throughput)
+        if floor:
+            out("\nThe floor: a bare Twisted proxy (bench/floor.py: twisted.web + s3balance's HTTP client, "
+                "no auth, no database)")
+            out(table(floor, ["scenario", "rate", "nginx", FLOOR, "s3balance", "twisted/nginx", "s3b/twisted",
+                              "cpu/op nginx", f"cpu/op {FLOOR}", "cpu/op s3b"], right_from=2))
     sdk = results.get("sdk")
     if sdk:
         out("\nReal SDK: boto3, 1 client, default settings (includes boto3's own overhead)")
