@@ -245,7 +245,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             results["throughput"] = throughput.run(pool, targets, chosen, args.rounds, args.get_keys, log=log)
         if "sdk" in sections:
             log("real SDK (boto3, 1 client) ...")
-            results["sdk"] = sdk.run(targets, args.rounds, args.small_size, args.large_size, args.sdk_duration, log=log)
+            whole = [t for t in targets if not t.small_only]  # its big objects too
+            results["sdk"] = sdk.run(whole, args.rounds, args.small_size, args.large_size, args.sdk_duration, log=log)
         if "profile" in sections:
             log("profiling the daemon with py-spy ...")
             outdir = Path(args.profile_dir or ROOT / "build" / "bench-profile").resolve()

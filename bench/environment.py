@@ -72,6 +72,7 @@ class Target:
     bucket: str
     proxy_pids: Callable[[], list[int]]  # the proxy's processes ([] for direct)
     backend_pids: Callable[[], list[int]]  # SeaweedFS
+    small_only: bool = False  # the floor proxy buffers request bodies: 4 KiB scenarios only
 
     def client(self) -> S3Client:
         return S3Client(self.endpoint, self.access_key, self.secret_key)
@@ -229,6 +230,7 @@ def start_environment(
                 PLAIN_BUCKET,
                 pids_of(floor_process),
                 weed_pids,
+                small_only=True,
             )
         )
     warm(targets, log)

@@ -200,7 +200,9 @@ def run(
     """-> {scenario id: {"scenario": ..., "targets": {name: summary}}}."""
     results: dict[str, dict] = {}
     prepared: set[tuple[str, int]] = set()
+    everyone = targets
     for scenario in selected:
+        targets = [t for t in everyone if not (scenario.large and t.small_only)]
         if scenario.op == "get" and (scenario.name, scenario.size) not in prepared:
             log(f"  preparing objects for {scenario.name} ...")
             prepare_gets(pool, targets, scenario, per_worker)
