@@ -135,11 +135,10 @@ class Environment:
     nginx: Optional[Nginx]
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    floor: Optional[ManagedProcess] = None  # bench/floor.py, with --floor
 
     def target(self, name: str) -> Optional[Target]:
         return next((t for t in self.targets if t.name == name), None)
-
-    floor: Optional[ManagedProcess] = None
 
     def close(self, keep: bool = False) -> None:
         if self.nginx is not None:

@@ -29,6 +29,8 @@ epollreactor.install()
 
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.defer import succeed  # noqa: E402
+from twisted.web.client import ResponseDone  # noqa: E402
+from twisted.web.http import PotentialDataLoss  # noqa: E402
 from twisted.web.resource import Resource  # noqa: E402
 from twisted.web.server import NOT_DONE_YET, Site  # noqa: E402
 
@@ -78,8 +80,13 @@ class _Relay:
             self._request.write(data)
 
     def connectionLost(self, reason) -> None:
-        if not self._request.finished and not self._request._disconnected:
-            self._request.finish()
+        request = self._request
+        if request.finished or request._disconnected:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            request.finish()
+        else:
+            request.channel.transport.abortConnection()  # a cut-off body is not passed off as whole
 
 
 class Forward(Resource):

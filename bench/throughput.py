@@ -200,17 +200,16 @@ def run(
     """-> {scenario id: {"scenario": ..., "targets": {name: summary}}}."""
     results: dict[str, dict] = {}
     prepared: set[tuple[str, int]] = set()
-    everyone = targets
     for scenario in selected:
-        targets = [t for t in everyone if not (scenario.large and t.small_only)]
+        present = [t for t in targets if not (scenario.large and t.small_only)]
         if scenario.op == "get" and (scenario.name, scenario.size) not in prepared:
             log(f"  preparing objects for {scenario.name} ...")
-            prepare_gets(pool, targets, scenario, per_worker)
+            prepare_gets(pool, present, scenario, per_worker)
             prepared.add((scenario.name, scenario.size))
-        by_target: dict[str, list[dict]] = {t.name: [] for t in targets}
+        by_target: dict[str, list[dict]] = {t.name: [] for t in present}
         for round_no in range(rounds):
-            shift = round_no % len(targets)
-            for target in targets[shift:] + targets[:shift]:
+            shift = round_no % len(present)
+            for target in present[shift:] + present[:shift]:
                 measured = measure_round(pool, target, scenario, round_no, per_worker)
                 by_target[target.name].append(measured)
                 unit = (
