@@ -28,37 +28,24 @@ from twisted.internet import epollreactor
 epollreactor.install()
 
 from twisted.internet import reactor  # noqa: E402
-from twisted.internet.defer import succeed  # noqa: E402
 from twisted.web.client import ResponseDone  # noqa: E402
 from twisted.web.http import PotentialDataLoss  # noqa: E402
 from twisted.web.resource import Resource  # noqa: E402
 from twisted.web.server import NOT_DONE_YET, Site  # noqa: E402
 
 from s3balance.backends.http import HTTPClient, send_together  # noqa: E402
+from s3balance.backends.streaming import PipeProducer  # noqa: E402
 from s3balance.s3.request import S3Channel  # noqa: E402
 
-HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"expect", b"content-length"}
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"expect"}
 
 
-class _Bytes:
-    """A body producer for a body already in memory."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer):
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
+def _in_memory(data: bytes) -> PipeProducer:
+    """A body already in memory, sent the way s3balance sends small bodies (Backend._simple)."""
+    body = PipeProducer(len(data))
+    body.write(data)
+    body.finish()
+    return body
 
 
 class _Relay:
@@ -101,19 +88,19 @@ class Forward(Resource):
         body = request.content.read() if request.content is not None else b""
         lines = [request.method + b" " + request.uri + b" HTTP/1.1"]
         for name, values in request.requestHeaders.getAllRawHeaders():
-            if name.lower() not in HOP_BY_HOP:
+            if name.lower() not in HOP_BY_HOP and name.lower() != b"content-length":  # set below
                 lines.extend(name + b": " + value for value in values)
         if body or request.method in (b"PUT", b"POST"):
             lines.append(b"Content-Length: " + str(len(body)).encode())
         head = b"\r\n".join(lines) + b"\r\n\r\n"
-        d = self._client.request(self._upstream, head, _Bytes(body) if body else None, request.method == b"HEAD")
+        d = self._client.request(self._upstream, head, _in_memory(body) if body else None, request.method == b"HEAD")
         d.addCallbacks(self._answer, self._failed, callbackArgs=(request,), errbackArgs=(request,))
         return NOT_DONE_YET
 
     def _answer(self, response, request) -> None:
         request.setResponseCode(response.code)
         for name, values in response.headers.getAllRawHeaders():
-            if name.lower() not in HOP_BY_HOP or name.lower() == b"content-length":
+            if name.lower() not in HOP_BY_HOP:
                 request.responseHeaders.setRawHeaders(name, values)
         response.deliverBody(_Relay(request))
 

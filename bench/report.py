@@ -81,27 +81,22 @@ FLOOR = "twisted"
 
 
 def floor_rows(results: dict[str, dict]) -> list[list[str]]:
-    """The bare Twisted proxy (bench/floor.py) beside nginx and s3balance, where it was measured."""
+    """The bare Twisted proxy (bench/floor.py, 4 KiB scenarios only) beside nginx and s3balance."""
+    names = ("nginx", FLOOR, "s3balance")
     rows = []
     for scenario_id, data in results.items():
         targets = data["targets"]
         if FLOOR not in targets:
             continue
-        field = "mb_per_s" if data["scenario"]["large"] else "ops_per_s"
-        rate = {name: targets.get(name, {}).get(field) for name in ("nginx", FLOOR, "s3balance")}
-        cpu = {name: targets.get(name, {}).get("proxy_cpu_us_per_op") for name in ("nginx", FLOOR, "s3balance")}
+        rate = [targets.get(name, {}).get("ops_per_s") for name in names]
+        cpu = [targets.get(name, {}).get("proxy_cpu_us_per_op") for name in names]
         rows.append(
             [
                 scenario_id,
-                "MB/s" if data["scenario"]["large"] else "ops/s",
-                _fmt(rate["nginx"], 0),
-                _fmt(rate[FLOOR], 0),
-                _fmt(rate["s3balance"], 0),
-                _fmt(_ratio(rate[FLOOR], rate["nginx"]), 2),
-                _fmt(_ratio(rate["s3balance"], rate[FLOOR]), 2),
-                _cpu(cpu["nginx"]),
-                _cpu(cpu[FLOOR]),
-                _cpu(cpu["s3balance"]),
+                *[_fmt(r, 0) for r in rate],
+                _fmt(_ratio(rate[1], rate[0]), 2),
+                _fmt(_ratio(rate[2], rate[1]), 2),
+                *[_cpu(c) for c in cpu],
             ]
         )
     return rows
@@ -212,8 +207,8 @@ def print_report(results: dict, out: Callable[[str], None] = print) -> None:
         if floor:
             out("\nThe floor: a bare Twisted proxy (bench/floor.py: twisted.web + s3balance's HTTP client, "
                 "no auth, no database)")
-            out(table(floor, ["scenario", "rate", "nginx", FLOOR, "s3balance", "twisted/nginx", "s3b/twisted",
-                              "cpu/op nginx", f"cpu/op {FLOOR}", "cpu/op s3b"], right_from=2))
+            out(table(floor, ["scenario", "nginx ops/s", f"{FLOOR} ops/s", "s3balance ops/s", "twisted/nginx",
+                              "s3b/twisted", "cpu/op nginx", f"cpu/op {FLOOR}", "cpu/op s3b"], right_from=1))
     sdk = results.get("sdk")
     if sdk:
         out("\nReal SDK: boto3, 1 client, default settings (includes boto3's own overhead)")
