@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import yaml
 
-from bench.nginx import Nginx, find_nginx
+from bench.nginx import Nginx, children, find_nginx
 from bench.sigv4client import S3Client
 from tests.daemon import ACCESS_KEY, SECRET_KEY, Daemon, backend_entry, base_config
 from tests.harness import ManagedProcess, SeaweedFS, free_port, harness_dir, wait_for_port
@@ -202,6 +202,10 @@ def start_environment(
     def pids_of(process) -> Callable[[], list[int]]:
         return lambda: [pid for pid in [process.pid if process is not None else None] if pid is not None]
 
+    def with_workers(process) -> Callable[[], list[int]]:
+        # The daemon and, in multi-process mode (server.workers), its worker processes.
+        return lambda: [pid for pid in pids_of(process)() for pid in (pid, *children(pid))]
+
     weed_pids = pids_of(seaweed.process())
     targets = [
         Target("direct", seaweed.endpoint, seaweed.access_key, seaweed.secret_key, PLAIN_BUCKET, list, weed_pids),
@@ -211,7 +215,7 @@ def start_environment(
             ACCESS_KEY,
             SECRET_KEY,
             VIRTUAL_BUCKET,
-            pids_of(daemon.process),
+            with_workers(daemon.process),
             weed_pids,
         ),
     ]

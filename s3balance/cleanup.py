@@ -111,13 +111,24 @@ class DeletionWorker(_PeriodicService):
                     # Removed from the config: keep the row until it comes back.
                     yield self.store.retry_deletion_later(item.id, self.MAX_BACKOFF)
                     continue
+                # Never delete what a live record refers to (see
+                # objects.is_referenced): the queued entry is simply dropped.
+                referenced = yield self.store.is_referenced(item.backend, item.real_key)
                 try:
                     if item.backend_upload_id:
                         yield backend.abort_multipart(item.real_key, item.backend_upload_id)
                         # A complete that reached the backend after we gave up on
                         # it leaves the object behind; the upload never committed
                         # here, so nothing refers to its (unique) real key.
-                        yield backend.delete_object(item.real_key)
+                        if not referenced:
+                            yield backend.delete_object(item.real_key)
+                    elif referenced:
+                        log.warn(
+                            "kept {backend}/{key}, queued for deletion ({reason}): a live record refers to it",
+                            backend=item.backend,
+                            key=item.real_key,
+                            reason=item.reason,
+                        )
                     else:
                         if item.reason in UNFINISHED_WRITES:
                             # A write that never finished may have been a

@@ -447,9 +447,12 @@ def dsn_to_url(db_type: str, dsn: str) -> str:
     """
     scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
     if scheme:
-        if scheme == "mysql":
-            return "mysql+pymysql://" + dsn.split("://", 1)[1]
-        if scheme == "postgres":
+        # A URL without a driver gets the one s3balance installs: SQLAlchemy's
+        # own default for postgresql:// is psycopg 3 since 2.1, and for
+        # mysql:// and mariadb:// mysqlclient, neither of which is installed.
+        if scheme in ("mysql", "mariadb"):
+            return f"{scheme}+pymysql://" + dsn.split("://", 1)[1]
+        if scheme in ("postgres", "postgresql"):
             return "postgresql+psycopg2://" + dsn.split("://", 1)[1]
         if scheme.startswith(("mysql", "postgresql", "sqlite", "mariadb")):
             try:

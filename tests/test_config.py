@@ -523,13 +523,18 @@ class DatabaseURLTests(SynchronousTestCase):
         self.assertEqual(parsed.password, "a b'c")
 
     def test_urls_pass_through(self) -> None:
-        self.assertEqual(self.url("postgres", "postgresql://u:p@h:5432/db"), "postgresql://u:p@h:5432/db")
+        self.assertEqual(
+            self.url("postgres", "postgresql+psycopg://u:p@h:5432/db"), "postgresql+psycopg://u:p@h:5432/db"
+        )
         self.assertEqual(self.url("mysql", "mysql+pymysql://u:p@h/db"), "mysql+pymysql://u:p@h/db")
         self.assertEqual(self.url("sqlite", "sqlite:////tmp/x.db"), "sqlite:////tmp/x.db")
 
     def test_url_drivers_are_filled_in(self) -> None:
         self.assertEqual(self.url("mysql", "mysql://u:p@h/db"), "mysql+pymysql://u:p@h/db")
         self.assertEqual(self.url("postgres", "postgres://u:p@h/db"), "postgresql+psycopg2://u:p@h/db")
+        # SQLAlchemy 2.1 would take psycopg 3 for these, which is not installed.
+        self.assertEqual(self.url("postgres", "postgresql://u:p@h:5432/db"), "postgresql+psycopg2://u:p@h:5432/db")
+        self.assertEqual(self.url("mysql", "mariadb://u:p@h/db"), "mariadb+pymysql://u:p@h/db")
 
     def test_repr_hides_dsn_password(self) -> None:
         for db_type, dsn in [

@@ -29,7 +29,9 @@ from tests.harness import shared_seaweedfs, unique_bucket_name
 T0 = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
-class CreateMultipartCrashTests(unittest.TestCase):
+class _CleanerCase(unittest.TestCase):
+    """A store on SQLite and one real SeaweedFS backend, for the cleaner to work on."""
+
     async def setUp(self):
         self.server = shared_seaweedfs()
         self.bucket = self.server.create_bucket(unique_bucket_name("mprec"))
@@ -50,6 +52,8 @@ class CreateMultipartCrashTests(unittest.TestCase):
         self.backend = Backend(config, self.http, reactor)
         self.pool = BackendPool([self.backend])
 
+
+class CreateMultipartCrashTests(_CleanerCase):
     def record(self, upload_id: str, real_key: str, backend_upload_id: str) -> MultipartRecord:
         return MultipartRecord(
             upload_id=upload_id,
@@ -97,3 +101,42 @@ class CreateMultipartCrashTests(unittest.TestCase):
         await cleaner.run()
         self.assertEqual(self.open_uploads(real_key), [upload_id])  # ours: left alone
         await self.backend.abort_multipart(real_key, upload_id)
+
+
+class TwinIntentTests(_CleanerCase):
+    """
+    A write intent whose COMMIT was lost with the database connection may
+    have been committed anyway; the retried transaction then takes a second
+    intent for the same real key.  The upload commits under the second; the
+    first expires and queues the key for deletion.  The cleaner must keep
+    the bytes: a stored object refers to them.
+    """
+
+    async def test_cleaner_keeps_the_object_a_twin_intent_committed(self):
+        from s3balance.store.interfaces import Location, ObjectRecord
+
+        real_key = "vb/twin"
+        await self.store.begin_write(self.bucket, real_key, 300)  # the lost COMMIT
+        twin = await self.store.begin_write(self.bucket, real_key, 300)  # its retry
+        client = self.server.client()
+        etag = client.put_object(Bucket=self.bucket, Key=real_key, Body=b"kept")["ETag"]
+        record = ObjectRecord(
+            bucket="vb",
+            key="k",
+            size=4,
+            etag=etag,
+            last_modified=T0,
+            content_type="",
+            headers={},
+            checksums={},
+            locations=(Location(self.bucket, real_key),),
+        )
+        await self.store.commit_object(twin.id, record)
+        self.now += datetime.timedelta(seconds=301)
+        cleaner = DeletionWorker(self.store, self.pool, period=3600, clock=reactor)
+        cleaner.running = True
+        await cleaner.run()
+        self.assertEqual(client.get_object(Bucket=self.bucket, Key=real_key)["Body"].read(), b"kept")
+        self.assertEqual(await self.store.queued_deletions(), [])  # dropped, not retried forever
+        stored = await self.store.get_object("vb", "k")
+        self.assertEqual(stored.locations, (Location(self.bucket, real_key),))

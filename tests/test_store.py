@@ -220,6 +220,41 @@ class StoreBehaviourMixin:
             self.store.commit_object(intent.id, make_record("k", "vb/1")), WriteIntentExpired
         )
 
+    async def test_a_twin_intent_leaves_its_committed_key_referenced(self):
+        # A begin_write whose COMMIT was lost with its connection may have
+        # committed after all; its retry takes a second intent for the same
+        # real key, and that upload commits.  The first intent expires later.
+        first = await self.store.begin_write("b1", "vb/twin", 30)
+        second = await self.store.begin_write("b1", "vb/twin", 30)
+        self.assertNotEqual(first.id, second.id)
+        self.assertTrue(await self.store.is_referenced("b1", "vb/twin"))  # live intents
+        await self.store.commit_object(second.id, make_record("k", "vb/twin"))
+        self.now += datetime.timedelta(seconds=60)
+        self.assertEqual(await self.store.expired_writes(), 1)
+        self.assertEqual(await self.queued(), [("b1", "vb/twin")])
+        # Queued, yet the stored object's location refers to it.
+        self.assertTrue(await self.store.is_referenced("b1", "vb/twin"))
+        self.assertFalse(await self.store.is_referenced("b2", "vb/twin"))
+        self.assertFalse(await self.store.is_referenced("b1", "vb/other"))
+        await self.store.delete_object(BUCKET, "k")
+        self.assertFalse(await self.store.is_referenced("b1", "vb/twin"))
+
+    async def test_an_open_multipart_upload_refers_to_its_key(self):
+        intent = await self.store.begin_write("b1", "vb/mpu", 60)
+        record = MultipartRecord(
+            upload_id="u-ref",
+            bucket=BUCKET,
+            key="big",
+            backend="b1",
+            real_key="vb/mpu",
+            backend_upload_id="backend-u",
+            initiated=T0,
+            content_type="",
+            headers={},
+        )
+        await self.store.create_multipart(record, intent.id)
+        self.assertTrue(await self.store.is_referenced("b1", "vb/mpu"))
+
     # -- deletion queue -----------------------------------------------------------
 
     async def test_retry_deletion_later_and_finish(self):
@@ -747,7 +782,7 @@ class StoreURLTests(unittest.SynchronousTestCase):
 
         location = migrate.script_location()
         self.assertTrue(os.path.exists(os.path.join(location, "env.py")))
-        self.assertEqual(migrate.head_revision(), "0001")
+        self.assertEqual(migrate.head_revision(), "0002")
 
 
 class DatabaseFixtureTests(unittest.SynchronousTestCase):

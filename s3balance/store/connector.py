@@ -515,6 +515,9 @@ class MetadataStore:
     def finish_deletion(self, deletion_id: int):
         return self._run(objects.finish_deletion, deletion_id)
 
+    def is_referenced(self, backend: str, real_key: str):
+        return self._read(objects.is_referenced, backend, real_key)
+
     def retry_deletion_later(self, deletion_id: int, delay_seconds: float):
         return self._run(objects.retry_deletion_later, deletion_id, self._in(delay_seconds))
 

@@ -258,6 +258,13 @@ class IMetadataStore(Interface):
     def finish_deletion(deletion_id: int):
         """-> Deferred[None]"""
 
+    def is_referenced(backend: str, real_key: str):
+        """
+        Whether a live record (an object's location, a write intent, a
+        multipart upload) refers to this backend object, which must then not
+        be deleted.  -> Deferred[bool]
+        """
+
     def retry_deletion_later(deletion_id: int, delay_seconds: float):
         """Bump attempts and push the due time. -> Deferred[None]"""
 

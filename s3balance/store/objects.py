@@ -309,6 +309,27 @@ def queued_deletions(conn: Connection, now: datetime.datetime, limit: int) -> li
     return [queued_deletion(row) for row in rows]
 
 
+def is_referenced(conn: Connection, backend: str, real_key: str) -> bool:
+    """
+    Whether a live record refers to the backend object C{real_key} on
+    C{backend}: an object's location, a write intent (an upload in flight)
+    or a multipart upload in progress.
+
+    Real keys are fresh for every write, so a queued deletion's key is
+    normally referred to by nothing.  One case makes it live again: a
+    write intent whose COMMIT failed on a lost connection may have been
+    committed after all, and the transaction's retry took a second intent
+    for the same real key, whose upload then committed.  The first intent
+    expires later and queues its key for deletion, which would delete the
+    bytes of a stored object.  The deletion worker asks here first.
+    """
+    for table in (_loc, _wi, tables.multipart_uploads):
+        query = select(table.c.real_key).where(table.c.real_key == real_key, table.c.backend == backend).limit(1)
+        if conn.execute(query).first() is not None:
+            return True
+    return False
+
+
 def finish_deletion(conn: Connection, deletion_id: int) -> None:
     conn.execute(delete(_dq).where(_dq.c.id == deletion_id))
 

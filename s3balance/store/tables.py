@@ -123,6 +123,10 @@ object_locations = Table(
     Index(None, "object_id"),
     # Draining a backend and the usage aggregate select by backend.
     Index(None, "backend"),
+    # The deletion worker asks whether a backend object is still referred
+    # to before it deletes it.  (A prefix on MySQL/MariaDB, whose index keys
+    # are at most 3072 bytes; real keys are a bucket name and 32 hex digits.)
+    Index(None, "real_key", mysql_length=255),
 )
 
 write_intents = Table(
