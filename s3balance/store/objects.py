@@ -11,7 +11,7 @@ import datetime
 from typing import Optional
 
 import attr
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -309,6 +309,17 @@ def queued_deletions(conn: Connection, now: datetime.datetime, limit: int) -> li
     return [queued_deletion(row) for row in rows]
 
 
+# One statement for the three tables (it runs for every queued deletion).
+_IS_REFERENCED = select(
+    or_(
+        *(
+            exists().where(table.c.real_key == bindparam("real_key"), table.c.backend == bindparam("backend"))
+            for table in (_loc, _wi, tables.multipart_uploads)
+        )
+    )
+)
+
+
 def is_referenced(conn: Connection, backend: str, real_key: str) -> bool:
     """
     Whether a live record refers to the backend object C{real_key} on
@@ -323,11 +334,7 @@ def is_referenced(conn: Connection, backend: str, real_key: str) -> bool:
     expires later and queues its key for deletion, which would delete the
     bytes of a stored object.  The deletion worker asks here first.
     """
-    for table in (_loc, _wi, tables.multipart_uploads):
-        query = select(table.c.real_key).where(table.c.real_key == real_key, table.c.backend == backend).limit(1)
-        if conn.execute(query).first() is not None:
-            return True
-    return False
+    return bool(conn.execute(_IS_REFERENCED, {"backend": backend, "real_key": real_key}).scalar())
 
 
 def finish_deletion(conn: Connection, deletion_id: int) -> None:
