@@ -86,8 +86,23 @@ def run_database(kind: str, url: str, count: int) -> list[dict]:
         def raw() -> object:
             return objects.get_object(RawConnection(dbapi, raw_engine.dialect, cache), "vb", "k")
 
-        assert ordinary() == raw(), "the two paths disagree"
-        rows = [measure("ordinary", ordinary, count), measure("raw", raw, count)]
+        def raw_pooled() -> object:
+            # The raw statement on a connection of the ordinary pool, checked out per lookup.
+            fairy = engine.raw_connection()
+            try:
+                connection = fairy.dbapi_connection
+                if kind == dbfixtures.POSTGRES:
+                    connection.autocommit = True
+                try:
+                    return objects.get_object(RawConnection(connection, raw_engine.dialect, cache), "vb", "k")
+                finally:
+                    if kind == dbfixtures.POSTGRES:
+                        connection.autocommit = False
+            finally:
+                fairy.close()
+
+        assert ordinary() == raw() == raw_pooled(), "the paths disagree"
+        rows = [measure("ordinary", ordinary, count), measure("raw", raw, count), measure("pooled", raw_pooled, count)]
         held.close()
         if raw_engine is not engine:
             raw_engine.dispose()

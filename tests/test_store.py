@@ -735,6 +735,51 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
         self.assertEqual(seen, ["off"])
         self.assertEqual(await self.store._read(lambda conn: conn.exec_driver_sql("SHOW synchronous_commit").scalar()), "on")
 
+    async def test_pooled_lookup_equals_the_sqlalchemy_one(self):
+        """GetObject's lookup runs its SELECT on a pooled connection in autocommit and gives the same records."""
+        self.assertIsNotNone(self.store._pg_lookup_dialect)
+        keys = ["plain", "ünïcödé/ключ", "sp ace+%2F", ""]
+        for i, key in enumerate(keys[:-1]):
+            record = make_record(
+                key, f"vb/{i}", size=10**12 + i, headers={"x-amz-meta-a": "ä", "content-encoding": "gzip"}
+            )
+            intent = await self.store.begin_write("b1", f"vb/{i}", 60)
+            await self.store.commit_object(intent.id, record)
+        for key in keys + ["missing"]:
+            pooled = await self.store.get_object(BUCKET, key)
+            ordinary = await self.store._read(objects.get_object, BUCKET, key)
+            self.assertEqual(pooled, ordinary, key)
+        self.assertTrue(self.store._pg_lookup_statements, "the pooled path did not run")
+        found = await self.store.get_object(BUCKET, "ünïcödé/ключ")
+        self.assertEqual((found.size, found.last_modified.tzinfo), (10**12 + 1, datetime.UTC))
+        # The connection goes back to the pool out of autocommit, as the ordinary path needs it.
+        used: list = []
+        original = RawConnection.__init__
+
+        def spy(raw, connection, *args):
+            used.append((connection, connection.autocommit))
+            original(raw, connection, *args)
+
+        self.patch(RawConnection, "__init__", spy)
+        await self.store.get_object(BUCKET, "plain")
+        [(connection, during)] = used
+        self.assertEqual((during, connection.autocommit), (True, False))
+
+    async def test_pooled_lookup_falls_back_when_the_driver_fails(self):
+        record = make_record("k", "vb/1")
+        intent = await self.store.begin_write("b1", "vb/1", 60)
+        await self.store.commit_object(intent.id, record)
+
+        def broken(conn, statement, params=None):
+            import psycopg2
+
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+        self.patch(RawConnection, "execute", broken)
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, record.locations)
+        self.patch(RawConnection, "execute", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("pool")))
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, record.locations)
+
 
 class MariaDBStoreTests(StoreBehaviourMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL

@@ -21,6 +21,7 @@ from typing import Any, Optional
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.pool import NullPool
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -49,6 +50,16 @@ MAX_ATTEMPTS = 8
 
 _PG_RETRY_CODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 _MYSQL_RETRY_CODES = {1205, 1213}  # lock wait timeout, deadlock
+
+
+def _positional_dialect(url: URL):
+    """
+    The dialect of C{url} with a positional parameter style ("format", %s),
+    for statements compiled once and run on a DBAPI connection
+    (L{RawConnection} needs the parameters' order).  Not connected: what it
+    compiles must not depend on the server's version.
+    """
+    return create_engine(url, poolclass=NullPool, paramstyle="format").dialect
 
 
 def is_retryable(error: DBAPIError) -> bool:
@@ -113,6 +124,10 @@ class MetadataStore:
         # Told the duration of each statement the raw paths run (see watch_statements).
         self._statement_observer: Optional[Callable[[float], None]] = None
         self._raw_connection: Any = None
+        # PostgreSQL: GetObject's lookup compiled once, for a positional
+        # parameter style (see _pooled_get_object); None until started.
+        self._pg_lookup_dialect: Any = None
+        self._pg_lookup_statements: dict = {}
         self._pool: Optional[DatabaseThreads] = None
         self._shutdown_trigger = None
         # SQLite: the PUT path's write transactions waiting to be committed
@@ -148,6 +163,8 @@ class MetadataStore:
         self._engine = self._create_engine()
         if self._is_sqlite:
             self._raw_statements = {}
+        elif self._is_postgres:
+            self._pg_lookup_dialect = _positional_dialect(self.url)
         if self._auto_migrate:
             with self._engine.begin() as conn:
                 before = migrate.current_revision_of(conn)
@@ -478,7 +495,40 @@ class MetadataStore:
     def get_object(self, bucket: str, key: str):
         if self._raw_statements is not None and self._pool is not None:
             return self._pool.submit(self._raw_get_object, bucket, key)
+        if self._pg_lookup_dialect is not None and self._pool is not None:
+            return self._pool.submit(self._pooled_get_object, bucket, key)
         return self._read(objects.get_object, bucket, key, single=True)
+
+    def _pooled_get_object(self, bucket: str, key: str):
+        """
+        On the pool, PostgreSQL: the lookup's one SELECT on a connection of
+        the engine's pool, in autocommit (one round trip, no BEGIN and
+        COMMIT), without SQLAlchemy's statement machinery: about half the
+        CPU of the ordinary path (python -m bench.dbpaths).  Any trouble
+        takes the ordinary path, which retries and reports.
+        """
+        assert self._engine is not None
+        fairy: Any = None
+        try:
+            fairy = self._engine.raw_connection()
+            connection = fairy.dbapi_connection
+            connection.autocommit = True  # psycopg2: a client-side switch, no round trip
+            try:
+                conn: Any = RawConnection(
+                    connection, self._pg_lookup_dialect, self._pg_lookup_statements, self._statement_observer
+                )
+                return objects.get_object(conn, bucket, key)
+            finally:
+                connection.autocommit = False
+        except Exception as e:  # the driver's errors, or the pool's
+            self.log.debug("pooled lookup failed ({error}); using the ordinary path", error=str(e))
+            if fairy is not None:
+                fairy.invalidate()  # discards the connection and checks the fairy in
+                fairy = None
+        finally:
+            if fairy is not None:
+                fairy.close()
+        return self._transaction(objects.get_object, bucket, key, write=False, single=True)
 
     def _raw_get_object(self, bucket: str, key: str):
         """On the pool: the lookup without SQLAlchemy (no BEGIN: one SELECT); any trouble takes the ordinary path."""
