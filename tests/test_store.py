@@ -11,7 +11,7 @@ import threading
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, literal_column, select
 from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -728,12 +728,66 @@ class SQLiteOrdinaryPathStoreTests(StoreBehaviourMixin, unittest.TestCase):
 class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
     kind = dbfixtures.POSTGRES
 
+    def watch_synchronous_commit(self, name: str) -> list:
+        """What synchronous_commit is inside each run of objects.<name> (on either path)."""
+        seen: list = []
+        original = getattr(objects, name)
+        # No bound parameter: the raw path takes only those it is given.
+        query = select(literal_column("current_setting('synchronous_commit')").label("value"))
+
+        def spy(conn, *args):
+            seen.append(conn.execute(query).first().value)
+            return original(conn, *args)
+
+        self.patch(objects, name, spy)
+        return seen
+
     async def test_write_intents_commit_asynchronously(self):
-        """begin_write's transaction runs with synchronous_commit off; others keep the server's setting."""
-        seen = watch_relaxed_setting(self.store, "SHOW synchronous_commit")
-        await self.store.begin_write("b1", "vb/relaxed", 60)
-        self.assertEqual(seen, ["off"])
+        """begin_write's transaction runs with synchronous_commit off; the object's commit keeps the server's setting."""
+        relaxed = self.watch_synchronous_commit("begin_write")
+        durable = self.watch_synchronous_commit("commit_object")
+        intent = await self.store.begin_write("b1", "vb/relaxed", 60)
+        await self.store.commit_object(intent.id, make_record("k", "vb/relaxed"))
+        self.assertEqual((relaxed, durable), (["off"], ["on"]))
         self.assertEqual(await self.store._read(lambda conn: conn.exec_driver_sql("SHOW synchronous_commit").scalar()), "on")
+
+    async def test_the_put_path_writes_without_sqlalchemy(self):
+        """begin_write and commit_object run on pooled connections (rawread), with the ids PostgreSQL returns."""
+        first = await self.store.begin_write("b1", "vb/a", 60)
+        second = await self.store.begin_write("b1", "vb/b", 60)
+        self.assertEqual(second.id, first.id + 1)
+        stored = await self.store.commit_object(second.id, make_record("k", "vb/b"))
+        statements = [str(key[0]) for key in self.store._pg_lookup_statements]
+        self.assertTrue(any(sql.startswith("INSERT INTO write_intents") for sql in statements), statements)
+        self.assertTrue(any(sql.startswith("INSERT INTO objects") for sql in statements), statements)
+        found = await self.store.get_object(BUCKET, "k")
+        self.assertEqual((found.id, found.locations), (stored.id, (Location("b1", "vb/b"),)))
+        ids = await self.store._read(lambda conn: conn.exec_driver_sql("SELECT id FROM objects").scalars().all())
+        self.assertEqual(ids, [stored.id])
+
+    async def test_a_failing_pooled_write_falls_back_and_leaves_nothing_of_itself(self):
+        import psycopg2
+
+        original = RawConnection.execute
+        calls: list = []
+
+        def flaky(conn, statement, params=None):
+            calls.append(statement)
+            if len(calls) == 2:  # the second statement of commit_object
+                raise psycopg2.OperationalError("server closed the connection unexpectedly")
+            return original(conn, statement, params)
+
+        intent = await self.store.begin_write("b1", "vb/1", 60)
+        self.patch(RawConnection, "execute", flaky)
+        await self.store.commit_object(intent.id, make_record("k", "vb/1"))
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, (Location("b1", "vb/1"),))
+        counts = await self.store._read(
+            lambda conn: [
+                conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+                for table in ("objects", "object_locations", "write_intents")
+            ]
+        )
+        self.assertEqual(counts, [1, 1, 0])
 
     async def test_pooled_lookup_equals_the_sqlalchemy_one(self):
         """GetObject's lookup runs its SELECT on a pooled connection in autocommit and gives the same records."""

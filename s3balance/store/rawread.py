@@ -1,5 +1,6 @@
 """
-The hot transactions on SQLite without SQLAlchemy's per-statement machinery.
+The hot transactions on SQLite and PostgreSQL without SQLAlchemy's
+per-statement machinery.
 
 Under small-object load SQLAlchemy's Connection.execute (checkout, events,
 cache lookup, result wrapping) cost about ten times the query itself, on the
@@ -12,11 +13,12 @@ result processors, so rows come out exactly as through SQLAlchemy
 L{RawConnection} stands in for a SQLAlchemy Connection inside the same
 transaction functions (L{s3balance.store.objects}) the ordinary path runs, so
 there is one copy of the logic.  It knows only what those functions use:
-C{execute(statement, params)} and C{dialect}.  SQLite only: the store's single
-database thread owns the connection there.  It serves GetObject's lookup (a
-standalone SELECT is a consistent snapshot by itself) and the PUT path's
-write transactions (L{MetadataStore._raw_group} wraps them, several to one
-commit).
+C{execute(statement, params)} and C{dialect}.  It serves GetObject's lookup
+(a standalone SELECT is a consistent snapshot by itself) and the PUT path's
+write transactions.  On SQLite the store's single database thread owns the
+connection, and L{MetadataStore._raw_group} wraps the writes, several to one
+commit; on PostgreSQL they run on connections of the engine's pool
+(L{MetadataStore._pooled_get_object}, L{MetadataStore._pooled_transaction}).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class _Compiled:
         # The columns a SELECT or a RETURNING clause gives back (none for plain DML).
         columns = list(statement.exported_columns)
         self.returns_rows = bool(columns)
+        # PostgreSQL compiles an INSERT with RETURNING of the generated key
+        # (implicit returning), where the cursor's lastrowid means nothing.
+        self.returns_key = not columns and bool(getattr(compiled, "effective_returning", None))
         self._row = namedtuple("Row", [column.key for column in columns]) if columns else None
         self._processors = [_processors(column.type, dialect)[1] for column in columns]
 
@@ -162,8 +167,12 @@ class RawConnection:
                 result = RawResult([], cursor.rowcount, None)
             else:
                 cursor.execute(compiled.sql, compiled.values(first))
-                fetched = cursor.fetchall() if compiled.returns_rows else []
-                result = RawResult(compiled.rows(fetched) if fetched else [], cursor.rowcount, cursor.lastrowid)
+                if compiled.returns_key:
+                    key = cursor.fetchone()
+                    result = RawResult([], cursor.rowcount, key[0] if key is not None else None)
+                else:
+                    fetched = cursor.fetchall() if compiled.returns_rows else []
+                    result = RawResult(compiled.rows(fetched) if fetched else [], cursor.rowcount, cursor.lastrowid)
         finally:
             cursor.close()
         if self._observe is not None:
