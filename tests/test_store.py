@@ -757,7 +757,7 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
         second = await self.store.begin_write("b1", "vb/b", 60)
         self.assertEqual(second.id, first.id + 1)
         stored = await self.store.commit_object(second.id, make_record("k", "vb/b"))
-        statements = [str(key[0]) for key in self.store._pg_lookup_statements]
+        statements = [str(key[0]) for key in self.store._pg_raw_statements]
         self.assertTrue(any(sql.startswith("INSERT INTO write_intents") for sql in statements), statements)
         self.assertTrue(any(sql.startswith("INSERT INTO objects") for sql in statements), statements)
         found = await self.store.get_object(BUCKET, "k")
@@ -791,7 +791,7 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
 
     async def test_pooled_lookup_equals_the_sqlalchemy_one(self):
         """GetObject's lookup runs its SELECT on a pooled connection in autocommit and gives the same records."""
-        self.assertIsNotNone(self.store._pg_lookup_dialect)
+        self.assertIsNotNone(self.store._pg_raw_dialect)
         keys = ["plain", "ünïcödé/ключ", "sp ace+%2F", ""]
         for i, key in enumerate(keys[:-1]):
             record = make_record(
@@ -803,7 +803,7 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
             pooled = await self.store.get_object(BUCKET, key)
             ordinary = await self.store._read(objects.get_object, BUCKET, key)
             self.assertEqual(pooled, ordinary, key)
-        self.assertTrue(self.store._pg_lookup_statements, "the pooled path did not run")
+        self.assertTrue(self.store._pg_raw_statements, "the pooled path did not run")
         found = await self.store.get_object(BUCKET, "ünïcödé/ключ")
         self.assertEqual((found.size, found.last_modified.tzinfo), (10**12 + 1, datetime.UTC))
         # The connection goes back to the pool out of autocommit, as the ordinary path needs it.

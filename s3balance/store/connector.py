@@ -124,10 +124,11 @@ class MetadataStore:
         # Told the duration of each statement the raw paths run (see watch_statements).
         self._statement_observer: Optional[Callable[[float], None]] = None
         self._raw_connection: Any = None
-        # PostgreSQL: GetObject's lookup compiled once, for a positional
-        # parameter style (see _pooled_get_object); None until started.
-        self._pg_lookup_dialect: Any = None
-        self._pg_lookup_statements: dict = {}
+        # PostgreSQL: the raw paths' statements compiled once, for a positional
+        # parameter style (_pooled_get_object, _pooled_transaction); None
+        # until started, and on SQLite, MariaDB and MySQL.
+        self._pg_raw_dialect: Any = None
+        self._pg_raw_statements: dict = {}
         self._driver_errors: tuple = ()
         self._pool: Optional[DatabaseThreads] = None
         self._shutdown_trigger = None
@@ -165,7 +166,7 @@ class MetadataStore:
         if self._is_sqlite:
             self._raw_statements = {}
         elif self._is_postgres:
-            self._pg_lookup_dialect = _positional_dialect(self.url)
+            self._pg_raw_dialect = _positional_dialect(self.url)
             # What the pooled paths hand to the ordinary path: the driver's
             # errors, and the pool's own (a failed checkout).
             self._driver_errors = (self._engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
@@ -444,7 +445,7 @@ class MetadataStore:
             return defer.fail(RuntimeError("the metadata store is not started"))
         if raw and self._raw_statements is not None:
             return self._grouped(fn, args, durable)
-        if raw and self._pg_lookup_dialect is not None:
+        if raw and self._pg_raw_dialect is not None:
             return self._pool.submit(self._pooled_transaction, fn, args, durable)
         return self._pool.submit(
             lambda: self._transaction(fn, *args, write=write, durable=durable, single=single)
@@ -471,7 +472,7 @@ class MetadataStore:
             fairy = self._engine.raw_connection()
             connection = fairy.dbapi_connection
             conn: Any = RawConnection(
-                connection, self._pg_lookup_dialect, self._pg_lookup_statements, self._statement_observer
+                connection, self._pg_raw_dialect, self._pg_raw_statements, self._statement_observer
             )
             try:
                 if not durable:
@@ -548,7 +549,7 @@ class MetadataStore:
     def get_object(self, bucket: str, key: str):
         if self._raw_statements is not None and self._pool is not None:
             return self._pool.submit(self._raw_get_object, bucket, key)
-        if self._pg_lookup_dialect is not None and self._pool is not None:
+        if self._pg_raw_dialect is not None and self._pool is not None:
             return self._pool.submit(self._pooled_get_object, bucket, key)
         return self._read(objects.get_object, bucket, key, single=True)
 
@@ -568,7 +569,7 @@ class MetadataStore:
             connection.autocommit = True  # psycopg2: a client-side switch, no round trip
             try:
                 conn: Any = RawConnection(
-                    connection, self._pg_lookup_dialect, self._pg_lookup_statements, self._statement_observer
+                    connection, self._pg_raw_dialect, self._pg_raw_statements, self._statement_observer
                 )
                 return objects.get_object(conn, bucket, key)
             finally:
