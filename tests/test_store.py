@@ -99,6 +99,22 @@ class StoreBehaviourMixin:
         intent = await store.begin_write(location.backend, location.real_key, 60)
         return await store.commit_object(intent.id, record)
 
+    async def assertLookupsAsOnTheOrdinaryPath(self) -> None:
+        """GetObject's lookup (whatever path the store takes) gives what the ordinary path's gives."""
+        keys = ["plain", "ünïcödé/ключ", "sp ace+%2F", ""]
+        for i, key in enumerate(keys[:-1]):
+            record = make_record(
+                key, f"vb/{i}", size=10**12 + i, headers={"x-amz-meta-a": "ä", "content-encoding": "gzip"}
+            )
+            intent = await self.store.begin_write("b1", f"vb/{i}", 60)
+            await self.store.commit_object(intent.id, record)
+        for key in keys + ["missing"]:
+            looked_up = await self.store.get_object(BUCKET, key)
+            ordinary = await self.store._read(objects.get_object, BUCKET, key)
+            self.assertEqual(looked_up, ordinary, key)
+        found = await self.store.get_object(BUCKET, "ünïcödé/ключ")
+        self.assertEqual((found.size, found.last_modified.tzinfo), (10**12 + 1, datetime.UTC))
+
     async def queued(self) -> list[tuple[str, str]]:
         return sorted((q.backend, q.real_key) for q in await self.store.queued_deletions(limit=10000))
 
@@ -529,20 +545,8 @@ class SQLiteStoreTests(StoreBehaviourMixin, unittest.TestCase):
     async def test_raw_lookup_equals_the_sqlalchemy_one(self):
         """GetObject's lookup on SQLite runs without SQLAlchemy (rawread.py) and gives the same records."""
         self.assertIsNotNone(self.store._raw_statements)
-        keys = ["plain", "ünïcödé/ключ", "sp ace+%2F", ""]
-        for i, key in enumerate(keys[:-1]):
-            record = make_record(
-                key, f"vb/{i}", size=10**12 + i, headers={"x-amz-meta-a": "ä", "content-encoding": "gzip"}
-            )
-            intent = await self.store.begin_write("b1", f"vb/{i}", 60)
-            await self.store.commit_object(intent.id, record)
-        for key in keys + ["missing"]:
-            raw = await self.store.get_object(BUCKET, key)
-            ordinary = await self.store._read(objects.get_object, BUCKET, key)
-            self.assertEqual(raw, ordinary, key)
+        await self.assertLookupsAsOnTheOrdinaryPath()
         self.assertIsNotNone(self.store._raw_connection)
-        found = await self.store.get_object(BUCKET, "ünïcödé/ключ")
-        self.assertEqual((found.size, found.last_modified.tzinfo), (10**12 + 1, datetime.UTC))
 
     async def test_raw_lookup_falls_back_when_sqlite_fails(self):
         record = make_record("k", "vb/1")
@@ -792,20 +796,8 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
     async def test_pooled_lookup_equals_the_sqlalchemy_one(self):
         """GetObject's lookup runs its SELECT on a pooled connection in autocommit and gives the same records."""
         self.assertIsNotNone(self.store._pg_raw_dialect)
-        keys = ["plain", "ünïcödé/ключ", "sp ace+%2F", ""]
-        for i, key in enumerate(keys[:-1]):
-            record = make_record(
-                key, f"vb/{i}", size=10**12 + i, headers={"x-amz-meta-a": "ä", "content-encoding": "gzip"}
-            )
-            intent = await self.store.begin_write("b1", f"vb/{i}", 60)
-            await self.store.commit_object(intent.id, record)
-        for key in keys + ["missing"]:
-            pooled = await self.store.get_object(BUCKET, key)
-            ordinary = await self.store._read(objects.get_object, BUCKET, key)
-            self.assertEqual(pooled, ordinary, key)
+        await self.assertLookupsAsOnTheOrdinaryPath()
         self.assertTrue(self.store._pg_raw_statements, "the pooled path did not run")
-        found = await self.store.get_object(BUCKET, "ünïcödé/ключ")
-        self.assertEqual((found.size, found.last_modified.tzinfo), (10**12 + 1, datetime.UTC))
         # The connection goes back to the pool out of autocommit, as the ordinary path needs it.
         used: list = []
         original = RawConnection.__init__
