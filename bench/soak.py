@@ -4,9 +4,10 @@ open files stay flat and that every object reads back as written.
 
     make soak                          # 10 minutes (the proof)
     .venv/bin/python -m bench.soak --duration 60 --clients 8
+    make soak ARGS="--duration 300 --database postgres"   # the daemon on PostgreSQL (or mariadb)
 
-It starts two SeaweedFS servers and the daemon in front of them (SQLite,
-round-robin), then runs N client threads doing a mix of PUT (1 KiB to 8 MiB,
+It starts two SeaweedFS servers and the daemon in front of them (SQLite by
+default, round-robin), then runs N client threads doing a mix of PUT (1 KiB to 8 MiB,
 some overwrites), GET (whole and ranged), HEAD, DELETE, ListObjectsV2, copy
 and multipart uploads over a fixed key space, sampling the daemon's RSS and
 open file descriptors every few seconds.  At the end it checks every key
@@ -233,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=64)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgres", "mariadb"],
+        default="sqlite",
+        help="the daemon's metadata database (postgres, mariadb: a fresh database on the test suite's servers)",
+    )
     args = parser.parse_args(argv)
     from tests.daemon import start_gateway
     from tests.harness.seaweedfs import set_shared_extra_args
@@ -243,11 +250,23 @@ def main(argv: list[str] | None = None) -> int:
     # minutes ("No writable volumes").  Ask for one every minute (under this
     # load SeaweedFS still reclaims little: the report shows the data on disk).
     set_shared_extra_args("-master.vacuumIntervalSeconds=60", "-master.garbageThreshold=0.1")
-    gateway = start_gateway("soak", balancer={"deletion_grace": "5s"})
+    sections: dict = {"balancer": {"deletion_grace": "5s"}}
+    url = None
+    if args.database != "sqlite":
+        from tests import dbfixtures
+
+        kind = dbfixtures.POSTGRES if args.database == "postgres" else dbfixtures.MYSQL
+        url = dbfixtures.create_database(kind)
+        sections["database"] = {"type": "postgres" if kind == dbfixtures.POSTGRES else "mysql", "dsn": url}
     try:
-        return Soak(gateway, args.duration, args.clients, args.keys, args.seed).run(args.interval)
+        gateway = start_gateway("soak", **sections)
+        try:
+            return Soak(gateway, args.duration, args.clients, args.keys, args.seed).run(args.interval)
+        finally:
+            gateway.daemon.stop()
     finally:
-        gateway.daemon.stop()
+        if url is not None:
+            dbfixtures.drop_database(url)
 
 
 if __name__ == "__main__":

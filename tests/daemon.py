@@ -271,18 +271,30 @@ def sign(method: str, url: str, headers: Optional[dict] = None, payload: str = "
 
 
 def database_counts(daemon: Daemon, bucket: str) -> dict[str, int]:
-    """Rows of the daemon's SQLite store that concern one virtual bucket (read-only)."""
-    import sqlite3
-
-    path = daemon.config["database"]["dsn"]
+    """Rows of the daemon's store that concern one virtual bucket (SQLite read-only, or a server)."""
+    database = daemon.config["database"]
     like = bucket + "/%"
     queries = {
-        "objects": ("SELECT COUNT(*) FROM objects WHERE bucket = ?", bucket),
-        "write_intents": ("SELECT COUNT(*) FROM write_intents WHERE real_key LIKE ?", like),
-        "deletion_queue": ("SELECT COUNT(*) FROM deletion_queue WHERE real_key LIKE ?", like),
+        "objects": ("SELECT COUNT(*) FROM objects WHERE bucket = :arg", bucket),
+        "write_intents": ("SELECT COUNT(*) FROM write_intents WHERE real_key LIKE :arg", like),
+        "deletion_queue": ("SELECT COUNT(*) FROM deletion_queue WHERE real_key LIKE :arg", like),
     }
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
-        return {name: connection.execute(sql, (arg,)).fetchone()[0] for name, (sql, arg) in queries.items()}
+    if database.get("type", "sqlite") == "sqlite":
+        import sqlite3
+
+        path = database["dsn"]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+            return {name: connection.execute(sql, {"arg": arg}).fetchone()[0] for name, (sql, arg) in queries.items()}
+    from sqlalchemy import create_engine, text
+
+    from s3balance.config import dsn_to_url
+
+    engine = create_engine(dsn_to_url(database["type"], database["dsn"]))
+    try:
+        with engine.connect() as connection:
+            return {name: connection.execute(text(sql), {"arg": arg}).scalar() for name, (sql, arg) in queries.items()}
+    finally:
+        engine.dispose()
 
 
 def write_pattern_file(path, size: int, seed: int = 0) -> str:
