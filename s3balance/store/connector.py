@@ -125,7 +125,7 @@ class MetadataStore:
         self._statement_observer: Optional[Callable[[float], None]] = None
         self._raw_connection: Any = None
         # PostgreSQL: the raw paths' statements compiled once, for a positional
-        # parameter style (_pooled_get_object, _pooled_transaction); None
+        # parameter style (_pooled_transaction); None
         # until started, and on SQLite, MariaDB and MySQL.
         self._pg_raw_dialect: Any = None
         self._pg_raw_statements: dict = {}
@@ -451,29 +451,45 @@ class MetadataStore:
             lambda: self._transaction(fn, *args, write=write, durable=durable, single=single)
         )
 
-    def _pooled_transaction(self, fn: Callable, args: tuple, durable: bool):
+    def _pooled_transaction(self, fn: Callable, args: tuple, durable: bool = True, read_one: bool = False):
         """
-        On the pool, PostgreSQL: C{fn(conn, *args)} in one transaction on a
-        connection of the engine's pool, its statements run as in
-        L{_pooled_get_object} (the PUT path's writes: a third of the
-        ordinary path's CPU per statement).  The function's own exceptions
-        (a failed precondition, an expired intent) are its answer, after a
-        rollback.  A database error, a lost race on the unique key
-        included, rolls back and hands the transaction to the ordinary
-        path, which runs it from the start with its retries and reporting.
-        As there, a COMMIT lost with its connection may have committed;
-        running the transaction again is what the ordinary path's retry
-        would do too (objects.is_referenced covers the one case it matters).
+        On the pool, PostgreSQL: C{fn(conn, *args)} on a connection of the
+        engine's pool through L{RawConnection}, without SQLAlchemy's
+        statement machinery (about a third of the ordinary path's CPU per
+        statement: python -m bench.dbpaths).  C{read_one}: a single SELECT,
+        run in autocommit (one round trip, no BEGIN and COMMIT; psycopg2's
+        switch is client-side).  Otherwise one transaction, committed, or
+        rolled back when C{fn} raises: its own exceptions (a failed
+        precondition, an expired intent) are its answer.
+
+        A database error, a lost race on the unique key included, rolls back
+        and hands the call to the ordinary path, which runs it from the
+        start with its retries and reporting.  As there, a COMMIT lost with
+        its connection may have committed; running the transaction again is
+        what the ordinary path's retry does too (objects.is_referenced covers
+        the one case where that matters).
         """
         assert self._engine is not None
+        # A read may always run again on the ordinary path; a write's own
+        # exceptions are its answer, only the database's take the other path.
+        fall_back_on = Exception if read_one else self._driver_errors
         fairy: Any = None
         broken = False
         try:
             fairy = self._engine.raw_connection()
             connection = fairy.dbapi_connection
+            if read_one:
+                connection.autocommit = True
+                broken = True  # until autocommit is off again: the pool must not get it back like this
             conn: Any = RawConnection(
                 connection, self._pg_raw_dialect, self._pg_raw_statements, self._statement_observer
             )
+            if read_one:
+                try:
+                    return fn(conn, *args)
+                finally:
+                    connection.autocommit = False
+                    broken = False
             try:
                 if not durable:
                     cursor = connection.cursor()
@@ -488,15 +504,15 @@ class MetadataStore:
                 except self._driver_errors:
                     broken = True  # the connection is gone; so is its transaction
                 raise
-        except self._driver_errors as e:
-            self.log.debug("pooled transaction failed ({error}); using the ordinary path", error=str(e))
+        except fall_back_on as e:
+            self.log.debug("pooled call failed ({error}); using the ordinary path", error=str(e))
         finally:
             if fairy is not None:
                 if broken or fairy.dbapi_connection is None or fairy.dbapi_connection.closed:
                     fairy.invalidate()  # discards the connection and checks the fairy in
                 else:
                     fairy.close()
-        return self._transaction(fn, *args, durable=durable)
+        return self._transaction(fn, *args, write=not read_one, durable=durable, single=read_one)
 
     def _read(self, fn: Callable, *args, single: bool = False):
         return self._run(fn, *args, write=False, single=single)
@@ -550,39 +566,8 @@ class MetadataStore:
         if self._raw_statements is not None and self._pool is not None:
             return self._pool.submit(self._raw_get_object, bucket, key)
         if self._pg_raw_dialect is not None and self._pool is not None:
-            return self._pool.submit(self._pooled_get_object, bucket, key)
+            return self._pool.submit(self._pooled_transaction, objects.get_object, (bucket, key), True, True)
         return self._read(objects.get_object, bucket, key, single=True)
-
-    def _pooled_get_object(self, bucket: str, key: str):
-        """
-        On the pool, PostgreSQL: the lookup's one SELECT on a connection of
-        the engine's pool, in autocommit (one round trip, no BEGIN and
-        COMMIT), without SQLAlchemy's statement machinery: about half the
-        CPU of the ordinary path (python -m bench.dbpaths).  Any trouble
-        takes the ordinary path, which retries and reports.
-        """
-        assert self._engine is not None
-        fairy: Any = None
-        try:
-            fairy = self._engine.raw_connection()
-            connection = fairy.dbapi_connection
-            connection.autocommit = True  # psycopg2: a client-side switch, no round trip
-            try:
-                conn: Any = RawConnection(
-                    connection, self._pg_raw_dialect, self._pg_raw_statements, self._statement_observer
-                )
-                return objects.get_object(conn, bucket, key)
-            finally:
-                connection.autocommit = False
-        except Exception as e:  # the driver's errors, or the pool's
-            self.log.debug("pooled lookup failed ({error}); using the ordinary path", error=str(e))
-            if fairy is not None:
-                fairy.invalidate()  # discards the connection and checks the fairy in
-                fairy = None
-        finally:
-            if fairy is not None:
-                fairy.close()
-        return self._transaction(objects.get_object, bucket, key, write=False, single=True)
 
     def _raw_get_object(self, bucket: str, key: str):
         """On the pool: the lookup without SQLAlchemy (no BEGIN: one SELECT); any trouble takes the ordinary path."""

@@ -18,7 +18,7 @@ C{execute(statement, params)} and C{dialect}.  It serves GetObject's lookup
 write transactions.  On SQLite the store's single database thread owns the
 connection, and L{MetadataStore._raw_group} wraps the writes, several to one
 commit; on PostgreSQL they run on connections of the engine's pool
-(L{MetadataStore._pooled_get_object}, L{MetadataStore._pooled_transaction}).
+(L{MetadataStore._pooled_transaction}).
 """
 
 from __future__ import annotations
