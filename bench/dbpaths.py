@@ -1,15 +1,13 @@
 """
 C{python -m bench.dbpaths}: what GetObject's database lookup costs on each
-database, through the store's ordinary path (SQLAlchemy: pool checkout with
-its pre-ping, BEGIN, the statement, COMMIT) and through the raw path
-(L{s3balance.store.rawread}: the statement compiled once, run on a DBAPI
-connection held open, autocommit).  One thread, no load; CPU time of this
-process per lookup (the database server's own CPU is not counted) and wall
-time.
-
-The daemon takes the raw path on SQLite only.  On PostgreSQL and MariaDB
-every request goes the ordinary way; this measures what a raw path would
-save there (docs/benchmarks.md, sixth session).
+database, through the store's own code, blocking, on one thread with no load:
+the ordinary path (SQLAlchemy: pool checkout with its pre-ping, BEGIN, the
+statement, COMMIT) and the path the daemon takes (SQLite: the raw connection
+of L{s3balance.store.rawread}; PostgreSQL: the statement on a pooled
+connection in autocommit; MariaDB/MySQL: the ordinary path), plus, as a
+what-if, the raw statement on a DBAPI connection held open in autocommit.
+CPU time of this process per lookup (the database server's own CPU is not
+counted) and wall time.
 
 Needs the servers of the test suite (PostgreSQL on 127.0.0.1:5432, MariaDB
 on 127.0.0.1:3306); a database that does not answer is skipped.
@@ -26,7 +24,7 @@ from collections.abc import Callable
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from s3balance.store import buckets, migrate, objects
+from s3balance.store import buckets, objects
 from s3balance.store.connector import MetadataStore
 from s3balance.store.interfaces import Location, ObjectRecord
 from s3balance.store.rawread import RawConnection
@@ -39,20 +37,20 @@ def measure(label: str, fn: Callable[[], object], count: int) -> dict:
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(count):
         fn()
-    result = {
+    return {
         "path": label,
         "cpu_us": 1e6 * (time.process_time() - cpu) / count,
         "wall_us": 1e6 * (time.perf_counter() - wall) / count,
     }
-    return result
 
 
 def run_database(kind: str, url: str, count: int) -> list[dict]:
     store = MetadataStore(url)
-    engine = store._create_engine()  # as the daemon configures it
+    store._start_blocking()  # engine, raw-path state and migrations, as the daemon's start does
+    engine = store._engine
+    assert engine is not None
+    held = None
     try:
-        with engine.begin() as conn:
-            migrate.upgrade_connection(conn)
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         with engine.begin() as conn:
             buckets.sync_config_buckets(conn, ["vb"], now)
@@ -64,17 +62,15 @@ def run_database(kind: str, url: str, count: int) -> list[dict]:
             objects.commit_object(conn, intent.id, record, None, None, now)
 
         def ordinary() -> object:
-            with engine.connect() as conn:
-                if kind == "sqlite":
-                    conn = conn.execution_options(sqlite_begin="")  # as the store's single reads
-                with conn.begin():
-                    return objects.get_object(conn, "vb", "k")
+            return store._transaction(objects.get_object, "vb", "k", write=False, single=True)
 
+        paths: list[tuple[str, Callable[[], object]]] = [("ordinary", ordinary)]
         if kind == "sqlite":
-            raw_engine = engine
-        else:
-            # A positional parameter style, which the raw path's compiled statements use.
-            raw_engine = create_engine(url, poolclass=NullPool, paramstyle="format")
+            paths.append(("daemon", lambda: store._raw_get_object("vb", "k")))
+        elif kind == dbfixtures.POSTGRES:
+            paths.append(("daemon", lambda: store._pooled_transaction(objects.get_object, ("vb", "k"), True, True)))
+        # What-if: the raw statement on a connection held open, in autocommit.
+        raw_engine = create_engine(url, poolclass=NullPool, paramstyle="format") if kind != "sqlite" else engine
         held = raw_engine.raw_connection()
         dbapi = held.dbapi_connection
         if kind == dbfixtures.POSTGRES:
@@ -82,33 +78,15 @@ def run_database(kind: str, url: str, count: int) -> list[dict]:
         elif kind == dbfixtures.MYSQL:
             dbapi.autocommit(True)
         cache: dict = {}
+        paths.append(("held", lambda: objects.get_object(RawConnection(dbapi, raw_engine.dialect, cache), "vb", "k")))
 
-        def raw() -> object:
-            return objects.get_object(RawConnection(dbapi, raw_engine.dialect, cache), "vb", "k")
-
-        def raw_pooled() -> object:
-            # The raw statement on a connection of the ordinary pool, checked out per lookup.
-            fairy = engine.raw_connection()
-            try:
-                connection = fairy.dbapi_connection
-                if kind == dbfixtures.POSTGRES:
-                    connection.autocommit = True
-                try:
-                    return objects.get_object(RawConnection(connection, raw_engine.dialect, cache), "vb", "k")
-                finally:
-                    if kind == dbfixtures.POSTGRES:
-                        connection.autocommit = False
-            finally:
-                fairy.close()
-
-        assert ordinary() == raw() == raw_pooled(), "the paths disagree"
-        rows = [measure("ordinary", ordinary, count), measure("raw", raw, count), measure("pooled", raw_pooled, count)]
-        held.close()
-        if raw_engine is not engine:
-            raw_engine.dispose()
-        return [dict(row, database=kind) for row in rows]
+        results = [fn() for _, fn in paths]
+        assert all(result == results[0] for result in results), "the paths disagree"
+        return [dict(measure(label, fn, count), database=kind) for label, fn in paths]
     finally:
-        engine.dispose()
+        if held is not None:
+            held.close()
+        store._dispose()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,9 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'database':<12}{'path':<10}{'cpu us':>10}{'wall us':>10}")
     for row in rows:
         print(f"{row['database']:<12}{row['path']:<10}{row['cpu_us']:>10.1f}{row['wall_us']:>10.1f}")
-    for kind in dict.fromkeys(row["database"] for row in rows):
-        ordinary, raw = (next(r for r in rows if r["database"] == kind and r["path"] == p) for p in ("ordinary", "raw"))
-        print(f"{kind}: the raw path takes {raw['cpu_us'] / ordinary['cpu_us']:.2f} of the ordinary path's CPU")
+    for row in rows:
+        if row["path"] != "ordinary":
+            ordinary = next(r for r in rows if r["database"] == row["database"] and r["path"] == "ordinary")
+            print(f"{row['database']}: {row['path']} takes {row['cpu_us'] / ordinary['cpu_us']:.2f} of the ordinary path's CPU")
 
 
 if __name__ == "__main__":
