@@ -17,8 +17,8 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 THROUGHPUT = ("put4k", "get4k", "put64m", "get64m")
-SECTIONS = ("sdk", "rss", "list", "profile")
-DEFAULT_SECTIONS = THROUGHPUT + ("sdk", "rss", "list")
+SECTIONS = ("latency", "sdk", "rss", "list", "profile")
+DEFAULT_SECTIONS = THROUGHPUT + ("latency", "sdk", "rss", "list")
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--small-size", type=parse_size, default=4 * KIB)
     p.add_argument("--large-size", type=parse_size, default=None, help="the big objects (default 64MiB; quick 16MiB)")
     p.add_argument("--get-keys", type=int, default=50, help="4 KiB objects per client that GETs cycle through")
+    p.add_argument("--latency-requests", type=int, default=None,
+                   help="requests per phase and round of the latency breakdown (default 500; quick 50)")
     p.add_argument("--sdk-duration", type=float, default=None, help="seconds per boto3 4 KiB phase (default 3)")
     p.add_argument("--rss-size", type=parse_size, default=None, help="bytes each RSS client streams (default 1GiB; quick 64MiB)")
     p.add_argument("--rss-clients", type=int, default=8)
@@ -107,6 +109,7 @@ def settle(args: argparse.Namespace) -> None:
         "list_keys": ([10_000], [10_000]),
         "list_repeat": (3, 9),
         "profile_seconds": (3.0, 10.0),
+        "latency_requests": (50, 500),
     }
     for name, (small, full) in defaults.items():
         if getattr(args, name) is None:
@@ -202,7 +205,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
 
-    from bench import listing, profiling, report, rss, sdk, throughput
+    from bench import latency, listing, profiling, report, rss, sdk, throughput
     from bench.environment import start_environment
     from bench.workers import WorkerPool
     from tests.harness import harness_dir
@@ -243,6 +246,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             )
             log(f"throughput: {len(chosen)} scenarios x {args.rounds} rounds x {len(targets)} targets")
             results["throughput"] = throughput.run(pool, targets, chosen, args.rounds, args.get_keys, log=log)
+        if "latency" in sections:
+            log("where a 1-client request's added latency goes ...")
+            direct = env.target("direct")
+            assert direct is not None
+            results["latency"] = latency.run(direct, balancer, args.small_size, args.latency_requests, log=log)
         if "sdk" in sections:
             log("real SDK (boto3, 1 client) ...")
             whole = [t for t in targets if not t.small_only]  # its big objects too
@@ -301,6 +309,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for label, analysis in profile.items():
             if "samples" in analysis:
                 profiling.print_profile(f"{label} @8 clients", analysis)
+    if results.get("latency"):
+        latency.print_latency(results["latency"], args.small_size)
     if results.get("syscalls"):
         profiling.print_syscalls(results["syscalls"])
     log(f"total {results['meta']['seconds']:.0f} s")

@@ -25,7 +25,7 @@ class BenchSmokeTests(SynchronousTestCase):
         with tempfile.TemporaryDirectory() as scratch:
             output = Path(scratch) / "bench.json"
             run = subprocess.run(
-                [sys.executable, "-m", "bench", "--quick", "--only", "put4k@1,get4k@1", "--floor",
+                [sys.executable, "-m", "bench", "--quick", "--only", "put4k@1,get4k@1,latency", "--floor",
                  "--json", str(output)],
                 cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -41,6 +41,13 @@ class BenchSmokeTests(SynchronousTestCase):
             for name in ("direct", "s3balance", "twisted"):
                 self.assertGreater(targets[name]["ops_per_s"], 0, (scenario, name, targets[name]))
                 self.assertEqual(targets[name].get("error_count", 0), 0, (scenario, name, targets[name]))
+        self.assertIn("Where a 1-client request's added latency goes", run.stdout)
+        for op in ("put", "get"):
+            figures = results["latency"][op]
+            self.assertGreater(figures["request_ms"], 0, figures)
+            self.assertGreater(figures["backend_ms"], 0, figures)
+            # The parts add up to the added latency.
+            self.assertAlmostEqual(sum(figures["parts_ms"].values()), figures["added_ms"], places=6)
 
 
 class FloorTableTests(SynchronousTestCase):
