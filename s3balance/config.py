@@ -179,6 +179,43 @@ class Credential:
     read_only: bool = False
 
 
+CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
+# Response headers a browser script may read besides the CORS-safelisted ones:
+# what S3 clients in browsers (multipart uploaders need ETag) look at.
+CORS_EXPOSE_HEADERS = (
+    "ETag",
+    "x-amz-request-id",
+    "x-amz-version-id",
+    "x-amz-delete-marker",
+    "Content-Range",
+    "Accept-Ranges",
+    "x-amz-checksum-crc32",
+    "x-amz-checksum-crc32c",
+    "x-amz-checksum-crc64nvme",
+    "x-amz-checksum-sha1",
+    "x-amz-checksum-sha256",
+)
+
+
+@frozen
+class CORSConfig:
+    """
+    Cross-origin access for browsers (``s3api.cors``), one policy for every
+    bucket.  No ``allowed_origins``: CORS is off (preflights are refused and
+    no Access-Control-* header is sent), as on S3 until a bucket has a rule.
+    """
+
+    allowed_origins: tuple[str, ...] = ()
+    allowed_methods: tuple[str, ...] = CORS_METHODS
+    allowed_headers: tuple[str, ...] = ("*",)
+    expose_headers: tuple[str, ...] = CORS_EXPOSE_HEADERS
+    max_age: int = 3600
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+
 @frozen
 class S3APIConfig:
     access_key: str = ""
@@ -194,6 +231,7 @@ class S3APIConfig:
     redirect_expiry: int = 900
     # CopyObject of a larger source goes part by part (S3 allows 5 GiB per PUT).
     multipart_copy_threshold: int = 5 * 1024**3
+    cors: CORSConfig = CORSConfig()
 
 
 @frozen
@@ -913,6 +951,47 @@ def _parse_credentials(value: object, path: str, bucket_names: set[str]) -> list
     return credentials
 
 
+def _cors_origins(value: object) -> tuple[str, ...]:
+    origins = _str_list(value)
+    for index, origin in enumerate(origins):
+        if origin != "*" and ("://" not in origin or origin.count("*") > 1):
+            raise ValueError(
+                f"item {index}: {origin!r} is not an origin (scheme://host[:port], at most one '*', or '*' alone)"
+            )
+    return origins
+
+
+def _cors_methods(value: object) -> tuple[str, ...]:
+    methods = tuple(method.upper() for method in _str_list(value))
+    for index, method in enumerate(methods):
+        if method not in CORS_METHODS:
+            raise ValueError(f"item {index}: {method!r} is not one of {', '.join(CORS_METHODS)}")
+    return methods
+
+
+def _header_names(value: object) -> tuple[str, ...]:
+    names = _str_list(value)
+    for index, name in enumerate(names):
+        if not name or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise ValueError(f"item {index}: {name!r} is not a header name")
+    return names
+
+
+def _parse_cors(section: _Section) -> CORSConfig:
+    d = CORSConfig()
+    cors = CORSConfig(
+        allowed_origins=section.get("allowed_origins", _cors_origins, d.allowed_origins),
+        allowed_methods=section.get("allowed_methods", _cors_methods, d.allowed_methods),
+        allowed_headers=section.get("allowed_headers", _header_names, d.allowed_headers),
+        expose_headers=section.get("expose_headers", _header_names, d.expose_headers),
+        max_age=section.get("max_age", _non_negative_int, d.max_age),
+    )
+    section.check_unknown()
+    if "*" in "".join(cors.expose_headers):
+        raise ConfigError(f"{section.key_path('expose_headers')}: names only, no '*'")
+    return cors
+
+
 def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
     d = S3APIConfig()
     access_key = section.get("access_key", _str, "")
@@ -948,6 +1027,7 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
         multipart_copy_threshold=section.get(
             "multipart_copy_threshold", _positive_size, d.multipart_copy_threshold, zero_default=True
         ),
+        cors=_parse_cors(_Section(section.raw("cors"), section.key_path("cors"))),
     )
     section.check_unknown()
     if s3api.auth_required and not s3api.credentials:

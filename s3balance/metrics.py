@@ -39,7 +39,7 @@ __all__ = ["OPERATIONS", "Metrics", "MetricsResource", "PoolCollector", "bearer_
 
 log = Logger()
 
-OPERATIONS = frozenset(ROUTES.values()) | {"ListObjectsV2", "CopyObject", "UploadPartCopy", "Other"}
+OPERATIONS = frozenset(ROUTES.values()) | {"ListObjectsV2", "CopyObject", "UploadPartCopy", "PreflightCORS", "Other"}
 
 BACKEND_METHODS = frozenset({"GET", "PUT", "POST", "HEAD", "DELETE"})
 

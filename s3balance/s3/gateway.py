@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from s3balance.auth.sigv4 import SigV4Request, authenticate
 from s3balance.errors import S3Error
-from s3balance.s3 import routing
+from s3balance.s3 import cors, routing
 from s3balance.s3.routing import STREAMING_BODY, Target
 from s3balance.store.interfaces import StoreUnavailable
 
@@ -124,6 +124,7 @@ class Gateway:
         self.handlers.update(objects.HANDLERS)
         self.handlers.update(multipart.HANDLERS)
         self.handlers.update(copy.HANDLERS)
+        self.handlers["PreflightCORS"] = _preflight_cors
 
     # -- step 1 and 2: route and authenticate --------------------------------
 
@@ -136,6 +137,12 @@ class Gateway:
         domains = s3api.virtual_host_domains
         target = routing.resolve_target(raw_path, host, domains)
         query = routing.parse_query(raw_query)
+        if method == "OPTIONS":
+            # A browser's CORS preflight: never signed (browsers send no
+            # credentials with it), answered from s3api.cors alone.
+            if self.metrics is not None:
+                self.metrics.track_request(request, "PreflightCORS")
+            return S3Call(method, target, "PreflightCORS", query, headers, None, None, raw_path)
         operation = routing.route(method, target, query)
         if operation == "PutObject" and "x-amz-copy-source" in headers:
             operation = "CopyObject"
@@ -325,3 +332,12 @@ class Gateway:
         if replaced and getattr(self.store, "deletion_grace", None):
             return
         self.deleter.kick()
+
+
+async def _preflight_cors(gateway: Gateway, request, call: S3Call) -> None:
+    first = lambda name: (call.headers.get(name) or [None])[0]  # noqa: E731
+    requested = ",".join(call.headers.get("access-control-request-headers") or [])
+    answer = cors.preflight(
+        gateway.config.s3api.cors, first("origin"), first("access-control-request-method"), requested
+    )
+    gateway.answer_empty(request, 200, answer)

@@ -30,6 +30,7 @@ from twisted.web.http_headers import Headers
 
 from s3balance.backends.http import send_together, tune_connection
 from s3balance.errors import S3Error
+from s3balance.s3 import cors
 
 log = Logger()
 
@@ -105,6 +106,12 @@ class S3Request(server.Request):
         site = self._site
         gateway = site.gateway
         gateway.track(self)
+        policy = gateway.config.s3api.cors
+        if policy.allowed_origins:
+            origin = self.requestHeaders.getRawHeaders(b"origin")
+            if origin:
+                for name, value in cors.answer_headers(policy, origin[0].decode("latin-1")):
+                    self.responseHeaders.setRawHeaders(name, [value])
         try:
             if site.resource.fixed_resource(self) is not None:
                 if length is not None and length > MAX_SMALL_BODY:
