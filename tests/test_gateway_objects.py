@@ -138,6 +138,29 @@ class ObjectRoundTripTests(SynchronousTestCase):
         # Deleting a missing key is not an error in S3.
         self.s3.delete_object(Bucket=self.bucket, Key="d")
 
+    def test_a_delete_of_another_version_leaves_the_object(self) -> None:
+        """The only version is "null": deleting any other id must not remove the object."""
+        self.s3.put_object(Bucket=self.bucket, Key="v", Body=b"keep me")
+        with self.assertRaises(ClientError) as raised:
+            self.s3.delete_object(Bucket=self.bucket, Key="v", VersionId="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH")
+        self.assertEqual(error_code(raised.exception), "InvalidArgument")
+        answer = self.s3.delete_objects(
+            Bucket=self.bucket,
+            Delete={"Objects": [{"Key": "v", "VersionId": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"}, {"Key": "gone"}]},
+        )
+        self.assertEqual([(e["Key"], e["Code"]) for e in answer["Errors"]], [("v", "NoSuchVersion")])
+        self.assertEqual([d["Key"] for d in answer["Deleted"]], ["gone"])
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key="v")["Body"].read(), b"keep me")
+        # The "null" version is the object itself (what version-aware tools send).
+        answer = self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": "v", "VersionId": "null"}]})
+        self.assertEqual(answer["Deleted"], [{"Key": "v", "VersionId": "null"}])
+        with self.assertRaises(ClientError) as raised:
+            self.s3.get_object(Bucket=self.bucket, Key="v")
+        self.assertEqual(error_code(raised.exception), "NoSuchKey")
+        self.s3.put_object(Bucket=self.bucket, Key="w", Body=b"x")
+        self.s3.delete_object(Bucket=self.bucket, Key="w", VersionId="null")
+        poll(lambda: not any(self.gateway.backend_keys(f"{self.bucket}/").values()))
+
     def test_same_key_in_two_buckets_does_not_collide(self) -> None:
         other = self.gateway.new_bucket(self.s3)
         self.s3.put_object(Bucket=self.bucket, Key="same", Body=b"first")

@@ -210,7 +210,20 @@ def redirect(gateway, request, call, backend, real_key: str) -> None:
     request.finish()
 
 
+def _other_version(version: Optional[str]) -> bool:
+    """
+    Versioning is never enabled, so an object's only version is "null"; any
+    other version id names nothing, and a delete of it must not remove the
+    object (a tool replaying version-aware deletes would lose data).
+    """
+    return version is not None and version != "null"
+
+
 async def delete_object(gateway, request, call) -> None:
+    version = call.query.get("versionId")
+    if _other_version(version):
+        raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
+                      ArgumentValue=version or "")
     await gateway.require_bucket(call.bucket)
     removed = await gateway.store.delete_object(call.bucket, call.key)
     if removed is not None:
@@ -223,7 +236,8 @@ async def delete_object(gateway, request, call) -> None:
 MAX_DELETE_KEYS = 1000
 
 
-def _delete_request(body: bytes) -> tuple[bool, list[str]]:
+def _delete_request(body: bytes) -> tuple[bool, list[tuple[str, Optional[str]]]]:
+    """-> (quiet, [(key, version id or None)])."""
     root = parse(body)
     if root.tag != "Delete":
         raise S3Error("MalformedXML")
@@ -233,7 +247,7 @@ def _delete_request(body: bytes) -> tuple[bool, list[str]]:
         key = child_text(element, "Key")
         if not key:
             raise S3Error("MalformedXML", "Every Object needs a Key.")
-        keys.append(key)
+        keys.append((key, child_text(element, "VersionId")))
     if not keys or len(keys) > MAX_DELETE_KEYS:
         raise S3Error("MalformedXML", f"A DeleteObjects request names 1 to {MAX_DELETE_KEYS} keys.")
     return quiet, keys
@@ -248,7 +262,12 @@ async def delete_objects(gateway, request, call) -> None:
     await gateway.require_bucket(call.bucket)
     results: list = []
     removed_any = False
-    for key in keys:
+    for key, version in keys:
+        named = [("VersionId", version)] if version is not None else []
+        if _other_version(version):
+            results.append(("Error", [("Key", key), *named, ("Code", "NoSuchVersion"),
+                                      ("Message", "The specified version does not exist.")]))
+            continue
         try:
             removed = await gateway.store.delete_object(call.bucket, key)
         except Exception:
@@ -260,7 +279,7 @@ async def delete_objects(gateway, request, call) -> None:
             for location in removed.locations:
                 gateway.pool.add_usage(location.backend, -removed.size, -1)
         if not quiet:
-            results.append(("Deleted", [("Key", key)]))
+            results.append(("Deleted", [("Key", key), *named]))
     if removed_any:
         gateway.kick_deleter(replaced=True)
     gateway.answer_xml(request, document("DeleteResult", results))
