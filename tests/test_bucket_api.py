@@ -339,3 +339,69 @@ def _no_create_gateway():
         atexit.register(gateway.daemon.stop)
         _no_create.append(gateway)
     return _no_create[0]
+
+
+class ListObjectVersionsTests(BucketTestCase):
+    """GET /bucket?versions: every object is its own "null" version (versioning is never on)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.bucket = self.gateway.new_bucket(self.s3)
+        self.keys = ["a", "b/c", "b/d", "e f", "z"]
+        for key in self.keys:
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=key.encode())
+
+    def test_every_object_is_its_latest_null_version(self) -> None:
+        answer = self.s3.list_object_versions(Bucket=self.bucket)
+        self.assertEqual([v["Key"] for v in answer["Versions"]], self.keys)
+        for version in answer["Versions"]:
+            self.assertEqual((version["VersionId"], version["IsLatest"]), ("null", True))
+            self.assertEqual(version["Size"], len(version["Key"]))
+        self.assertNotIn("DeleteMarkers", answer)
+        self.assertFalse(answer["IsTruncated"])
+        grouped = self.s3.list_object_versions(Bucket=self.bucket, Delimiter="/")
+        self.assertEqual([v["Key"] for v in grouped["Versions"]], ["a", "e f", "z"])
+        self.assertEqual([p["Prefix"] for p in grouped["CommonPrefixes"]], ["b/"])
+        encoded = self.s3.list_object_versions(Bucket=self.bucket, Prefix="e", EncodingType="url")
+        # Asked for explicitly, the encoding reaches the caller as it is.
+        self.assertEqual([v["Key"] for v in encoded["Versions"]], ["e%20f"])
+
+    def test_pages_follow_the_markers(self) -> None:
+        seen = []
+        for page in self.s3.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, PaginationConfig={"PageSize": 2}
+        ):
+            seen.extend(v["Key"] for v in page.get("Versions", []))
+            if page["IsTruncated"]:
+                self.assertEqual(page["NextVersionIdMarker"], "null")
+        self.assertEqual(seen, self.keys)
+        after = self.s3.list_object_versions(Bucket=self.bucket, KeyMarker="b/d", VersionIdMarker="null")
+        self.assertEqual([v["Key"] for v in after["Versions"]], ["e f", "z"])
+
+    def test_bad_markers_are_invalid_argument(self) -> None:
+        for params in ({"VersionIdMarker": "null"}, {"KeyMarker": "a", "VersionIdMarker": "3HL4kqtJlcpXroDTDmJ"}):
+            with self.assertRaises(ClientError) as raised:
+                self.s3.list_object_versions(Bucket=self.bucket, **params)
+            self.assertEqual(error_code(raised.exception), "InvalidArgument", params)
+
+    def test_emptying_a_bucket_by_its_versions_then_deleting_it(self) -> None:
+        """What boto3's bucket.object_versions.delete() and Terraform's force_destroy do."""
+        import boto3
+
+        resource = boto3.resource(
+            "s3",
+            endpoint_url=self.gateway.daemon.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )
+        resource.Bucket(self.bucket).object_versions.delete()
+        self.assertEqual(self.s3.list_objects_v2(Bucket=self.bucket)["KeyCount"], 0)
+        self.s3.delete_bucket(Bucket=self.bucket)
+        self.assertNoSuchBucket(self.bucket)
+        poll(lambda: not any(self.gateway.backend_keys(f"{self.bucket}/").values()))
+
+    def test_a_missing_bucket_is_no_such_bucket(self) -> None:
+        with self.assertRaises(ClientError) as raised:
+            self.s3.list_object_versions(Bucket=unique_bucket_name("gone"))
+        self.assertEqual(error_code(raised.exception), "NoSuchBucket")

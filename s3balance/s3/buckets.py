@@ -10,6 +10,10 @@ import base64
 import binascii
 import datetime
 import re
+from collections.abc import Callable
+from typing import Optional
+
+import attr
 
 from s3balance.errors import S3Error
 from s3balance.s3.xmldoc import document, encode_key, iso8601
@@ -130,36 +134,72 @@ def decode_token(token: str) -> str:
     return raw[2:]
 
 
-async def list_objects(gateway, request, call) -> None:
-    v2 = call.operation == "ListObjectsV2"
+@attr.s(frozen=True, auto_attribs=True)
+class _Listing:
+    """The parameters every listing shares, and one page of the store's answer."""
+
+    prefix: str
+    delimiter: str
+    url: bool  # encoding-type=url
+    max_keys: int
+    entries: tuple
+    truncated: bool
+    next_marker: Optional[str]
+
+    def prefixes(self) -> list:
+        return [
+            ("CommonPrefixes", [("Prefix", encode_key(entry, self.url))])
+            for entry in self.entries
+            if isinstance(entry, str)
+        ]
+
+    def tail(self) -> list:
+        """MaxKeys, Delimiter, EncodingType and IsTruncated, in S3's order."""
+        children: list = [("MaxKeys", self.max_keys)]
+        if self.delimiter:
+            children.append(("Delimiter", encode_key(self.delimiter, self.url)))
+        if self.url:
+            children.append(("EncodingType", "url"))
+        children.append(("IsTruncated", self.truncated))
+        return children
+
+
+async def _list_page(gateway, call, after_of: Callable[[dict], str]) -> _Listing:
     await gateway.require_bucket(call.bucket)
     query = call.query
-    prefix = query.get("prefix", "")
-    delimiter = query.get("delimiter", "")
     encoding = query.get("encoding-type")
     if encoding is not None and encoding != "url":
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
-    url = encoding == "url"
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter", "")
     max_keys = _max_keys(call)
-    if v2:
-        token = query.get("continuation-token")
-        start_after = query.get("start-after", "")
-        after = decode_token(token) if token is not None else start_after
-        if token is not None and start_after > after:
-            after = start_after
-    else:
-        after = query.get("marker", "")
+    after = after_of(query)
     entries: tuple = ()
     truncated, next_marker = False, None
     if max_keys > 0:
         page = await gateway.store.list_objects(call.bucket, prefix, delimiter, after, max_keys)
         entries, truncated, next_marker = page.entries, page.is_truncated, page.next_marker
+    return _Listing(prefix, delimiter, encoding == "url", max_keys, entries, truncated, next_marker)
+
+
+def _v2_after(query: dict) -> str:
+    token = query.get("continuation-token")
+    start_after = query.get("start-after", "")
+    after = decode_token(token) if token is not None else start_after
+    if token is not None and start_after > after:
+        after = start_after
+    return after
+
+
+async def list_objects(gateway, request, call) -> None:
+    v2 = call.operation == "ListObjectsV2"
+    query = call.query
+    page = await _list_page(gateway, call, _v2_after if v2 else (lambda q: q.get("marker", "")))
+    url = page.url
     fetch_owner = not v2 or query.get("fetch-owner") == "true"
     contents: list = []
-    prefixes: list = []
-    for entry in entries:
+    for entry in page.entries:
         if isinstance(entry, str):
-            prefixes.append(("CommonPrefixes", [("Prefix", encode_key(entry, url))]))
             continue
         item = [
             ("Key", encode_key(entry.key, url)),
@@ -171,28 +211,77 @@ async def list_objects(gateway, request, call) -> None:
         if fetch_owner:
             item.append(("Owner", _owner()))
         contents.append(("Contents", item))
-    children: list = [("Name", call.bucket), ("Prefix", encode_key(prefix, url))]
+    children: list = [("Name", call.bucket), ("Prefix", encode_key(page.prefix, url))]
     if v2:
         if "continuation-token" in query:
             children.append(("ContinuationToken", query["continuation-token"]))
         if "start-after" in query:
             children.append(("StartAfter", encode_key(query["start-after"], url)))
-        children.append(("KeyCount", len(entries)))
-        if truncated and next_marker is not None:
-            children.append(("NextContinuationToken", encode_token(next_marker)))
+        children.append(("KeyCount", len(page.entries)))
+        if page.truncated and page.next_marker is not None:
+            children.append(("NextContinuationToken", encode_token(page.next_marker)))
     else:
-        children.append(("Marker", encode_key(after, url)))
-        if truncated and next_marker is not None:
-            children.append(("NextMarker", encode_key(next_marker, url)))
-    children.append(("MaxKeys", max_keys))
-    if delimiter:
-        children.append(("Delimiter", encode_key(delimiter, url)))
-    if url:
-        children.append(("EncodingType", "url"))
-    children.append(("IsTruncated", truncated))
+        children.append(("Marker", encode_key(query.get("marker", ""), url)))
+        if page.truncated and page.next_marker is not None:
+            children.append(("NextMarker", encode_key(page.next_marker, url)))
+    children.extend(page.tail())
     children.extend(contents)
-    children.extend(prefixes)
+    children.extend(page.prefixes())
     gateway.answer_xml(request, document("ListBucketResult", children))
+
+
+def _versions_after(query: dict) -> str:
+    key_marker = query.get("key-marker", "")
+    version_marker = query.get("version-id-marker")
+    if version_marker is not None:
+        if not key_marker:
+            raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.",
+                          ArgumentName="version-id-marker", ArgumentValue=version_marker)
+        if version_marker != "null":
+            raise S3Error("InvalidArgument", "Invalid version id specified",
+                          ArgumentName="version-id-marker", ArgumentValue=version_marker)
+    # A key's only version is "null": what follows it, with or without the
+    # version marker, is the next key.
+    return key_marker
+
+
+async def list_object_versions(gateway, request, call) -> None:
+    """
+    ListObjectVersions (C{GET /bucket?versions}).  Versioning is never
+    enabled, so every object is its own "null" version, the latest, and there
+    are no delete markers.  Terraform's C{force_destroy}, boto3's
+    C{bucket.object_versions} and scripts that empty a bucket read this.
+    """
+    query = call.query
+    page = await _list_page(gateway, call, _versions_after)
+    url = page.url
+    versions: list = []
+    for entry in page.entries:
+        if isinstance(entry, str):
+            continue
+        versions.append(("Version", [
+            ("Key", encode_key(entry.key, url)),
+            ("VersionId", "null"),
+            ("IsLatest", True),
+            ("LastModified", iso8601(entry.last_modified)),
+            ("ETag", entry.etag),
+            ("Size", entry.size),
+            ("Owner", _owner()),
+            ("StorageClass", "STANDARD"),
+        ]))
+    children: list = [
+        ("Name", call.bucket),
+        ("Prefix", encode_key(page.prefix, url)),
+        ("KeyMarker", encode_key(query.get("key-marker", ""), url)),
+        ("VersionIdMarker", query.get("version-id-marker", "")),
+    ]
+    if page.truncated and page.next_marker is not None:
+        children.append(("NextKeyMarker", encode_key(page.next_marker, url)))
+        children.append(("NextVersionIdMarker", "null"))
+    children.extend(page.tail())
+    children.extend(versions)
+    children.extend(page.prefixes())
+    gateway.answer_xml(request, document("ListVersionsResult", children))
 
 
 async def create_bucket(gateway, request, call) -> None:
@@ -234,6 +323,7 @@ HANDLERS = {
     "GetObjectAcl": get_acl,
     "ListObjects": list_objects,
     "ListObjectsV2": list_objects,
+    "ListObjectVersions": list_object_versions,
     "CreateBucket": create_bucket,
     "DeleteBucket": delete_bucket,
 }

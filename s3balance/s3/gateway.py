@@ -36,6 +36,7 @@ READ_OPERATIONS = frozenset(
         "HeadBucket",
         "ListObjects",
         "ListObjectsV2",
+        "ListObjectVersions",
         "GetBucketLocation",
         "GetBucketVersioning",
         "GetBucketAcl",

@@ -113,6 +113,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("versioning",)): "GetBucketVersioning",
     ("GET", BUCKET, ("acl",)): "GetBucketAcl",
     ("GET", BUCKET, ("uploads",)): "ListMultipartUploads",
+    ("GET", BUCKET, ("versions",)): "ListObjectVersions",
     ("POST", BUCKET, ("delete",)): "DeleteObjects",
     ("PUT", OBJECT, ()): "PutObject",  # CopyObject with x-amz-copy-source
     ("GET", OBJECT, ()): "GetObject",
