@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         default="",
-        help="comma list of: put4k,get4k,put64m,get64m (or e.g. put4k@8), throughput, sdk, rss, list, profile "
+        help="comma list of: put4k,get4k,put64m,get64m (or e.g. put4k@8), throughput, latency, sdk, rss, list, profile "
         f"(default: {','.join(DEFAULT_SECTIONS)}, plus profile with --profile)",
     )
     p.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3; quick 1)")
