@@ -208,6 +208,17 @@ class ReloadTests(SynchronousTestCase):
         for secret in ALL_SECRETS:
             self.assertNotIn(secret, summary)
 
+    def test_cors_policy_changes(self) -> None:
+        self.assertFalse(self.gateway.config.s3api.cors.enabled)
+        data = self.fixture.edited()
+        data["s3api"] = dict(data["s3api"], cors={"allowed_origins": ["https://app.example.com"]})
+        self.assertEqual(self.reload_ok(data), "s3api changed")
+        self.assertEqual(self.gateway.config.s3api.cors.allowed_origins, ("https://app.example.com",))
+        data["s3api"]["cors"] = {"allowed_origins": "https://app.example.com"}
+        failure = self.fixture.reload(data)
+        self.assertIn("s3api.cors.allowed_origins", failure.getErrorMessage())
+        self.assertTrue(self.gateway.config.s3api.cors.enabled)  # the old policy is kept
+
     def test_new_virtual_bucket_gets_its_row(self) -> None:
         data = self.fixture.edited()
         data["buckets"].append({"name": "photos", "virtual": True})
