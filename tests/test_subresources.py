@@ -183,3 +183,21 @@ class ImplementedSubresourceTests(SubresourceTestCase):
         got = self.s3.get_object(Bucket=self.bucket, Key="obj")
         self.assertEqual(got["Body"].read(), OBJECT_BODY)
         self.assertEqual(got["ETag"], self.etag)
+
+    def test_get_tagging_answers_an_empty_tag_set(self) -> None:
+        """Tags are not kept: an object's set is empty, a bucket has none; copy tools read this."""
+        from botocore.exceptions import ClientError
+
+        self.assertEqual(self.s3.get_object_tagging(Bucket=self.bucket, Key="obj")["TagSet"], [])
+        self.assertEqual(self.s3.get_object_tagging(Bucket=self.bucket, Key="obj", VersionId="null")["TagSet"], [])
+        for params, code in (
+            ({"Key": "missing"}, "NoSuchKey"),
+            ({"Key": "obj", "VersionId": "3HL4kqtJlcpXroDTDmJ"}, "NoSuchVersion"),
+        ):
+            with self.assertRaises(ClientError) as raised:
+                self.s3.get_object_tagging(Bucket=self.bucket, **params)
+            self.assertEqual(raised.exception.response["Error"]["Code"], code, params)
+        with self.assertRaises(ClientError) as raised:
+            self.s3.get_bucket_tagging(Bucket=self.bucket)
+        self.assertEqual(raised.exception.response["Error"]["Code"], "NoSuchTagSet")
+        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 404)

@@ -40,6 +40,8 @@ READ_OPERATIONS = frozenset(
         "GetBucketLocation",
         "GetBucketVersioning",
         "GetBucketAcl",
+        "GetBucketTagging",
+        "GetObjectTagging",
         "ListMultipartUploads",
         "GetObject",
         "HeadObject",

@@ -112,6 +112,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("location",)): "GetBucketLocation",
     ("GET", BUCKET, ("versioning",)): "GetBucketVersioning",
     ("GET", BUCKET, ("acl",)): "GetBucketAcl",
+    ("GET", BUCKET, ("tagging",)): "GetBucketTagging",
     ("GET", BUCKET, ("uploads",)): "ListMultipartUploads",
     ("GET", BUCKET, ("versions",)): "ListObjectVersions",
     ("POST", BUCKET, ("delete",)): "DeleteObjects",
@@ -120,6 +121,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("HEAD", OBJECT, ()): "HeadObject",
     ("DELETE", OBJECT, ()): "DeleteObject",
     ("GET", OBJECT, ("acl",)): "GetObjectAcl",
+    ("GET", OBJECT, ("tagging",)): "GetObjectTagging",
     ("POST", OBJECT, ("uploads",)): "CreateMultipartUpload",
     ("PUT", OBJECT, ("partNumber", "uploadId")): "UploadPart",  # UploadPartCopy with x-amz-copy-source
     ("POST", OBJECT, ("uploadId",)): "CompleteMultipartUpload",
