@@ -93,22 +93,10 @@ async def get_acl(gateway, request, call) -> None:
     gateway.answer_xml(request, _CANNED_ACL)
 
 
-async def get_tagging(gateway, request, call) -> None:
-    """
-    Tags are not kept (PutObjectTagging answers NotImplemented and a PUT's
-    C{x-amz-tagging} header is dropped): an object's tag set is empty, and a
-    bucket has none (C{NoSuchTagSet}, S3's answer for a bucket without tags).
-    Copy tools read an object's tags before they copy it (aws cli v2).
-    """
+async def get_bucket_tagging(gateway, request, call) -> None:
+    """Tags are not kept (see objects.get_object_tagging): S3's answer for a bucket without them."""
     await gateway.require_bucket(call.bucket)
-    if call.target.key is None:
-        raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404, BucketName=call.bucket)
-    version = call.query.get("versionId")
-    if version is not None and version != "null":
-        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
-    if await gateway.store.get_object(call.bucket, call.key) is None:
-        raise S3Error("NoSuchKey", Key=call.key)
-    gateway.answer_xml(request, document("Tagging", [("TagSet", [])]))
+    raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404, BucketName=call.bucket)
 
 
 # A canned full-control ACL: ACLs are not implemented, clients only read this.
@@ -339,8 +327,7 @@ HANDLERS = {
     "GetBucketVersioning": get_bucket_versioning,
     "GetBucketAcl": get_acl,
     "GetObjectAcl": get_acl,
-    "GetBucketTagging": get_tagging,
-    "GetObjectTagging": get_tagging,
+    "GetBucketTagging": get_bucket_tagging,
     "ListObjects": list_objects,
     "ListObjectsV2": list_objects,
     "ListObjectVersions": list_object_versions,

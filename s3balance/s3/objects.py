@@ -40,10 +40,18 @@ def http_date(when) -> str:
     return email.utils.format_datetime(when, usegmt=True)
 
 
+def _other_version(version: Optional[str]) -> bool:
+    """
+    Versioning is never enabled, so an object's only version is "null"; any
+    other version id names nothing, and a delete of it must not remove the
+    object (a tool replaying version-aware deletes would lose data).
+    """
+    return version is not None and version != "null"
+
+
 async def _lookup(gateway, call):
     await gateway.require_bucket(call.bucket)
-    version = call.query.get("versionId")
-    if version is not None and version != "null":
+    if _other_version(call.query.get("versionId")):
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
     record = await gateway.store.get_object(call.bucket, call.key)
     if record is None:
@@ -210,15 +218,6 @@ def redirect(gateway, request, call, backend, real_key: str) -> None:
     request.finish()
 
 
-def _other_version(version: Optional[str]) -> bool:
-    """
-    Versioning is never enabled, so an object's only version is "null"; any
-    other version id names nothing, and a delete of it must not remove the
-    object (a tool replaying version-aware deletes would lose data).
-    """
-    return version is not None and version != "null"
-
-
 async def delete_object(gateway, request, call) -> None:
     version = call.query.get("versionId")
     if _other_version(version):
@@ -298,8 +297,19 @@ class _Discard:
         pass
 
 
+async def get_object_tagging(gateway, request, call) -> None:
+    """
+    Tags are not kept (PutObjectTagging answers NotImplemented and a PUT's
+    C{x-amz-tagging} header is dropped), so an object's tag set is empty.
+    Copy tools read it before they copy (aws cli v2).
+    """
+    await _lookup(gateway, call)
+    gateway.answer_xml(request, document("Tagging", [("TagSet", [])]))
+
+
 HANDLERS = {
     "GetObject": get_object,
+    "GetObjectTagging": get_object_tagging,
     "HeadObject": head_object,
     "DeleteObject": delete_object,
     "DeleteObjects": delete_objects,

@@ -107,7 +107,7 @@ class S3Request(server.Request):
         gateway = site.gateway
         gateway.track(self)
         policy = gateway.config.s3api.cors
-        if policy.allowed_origins:
+        if policy.enabled:
             origin = self.requestHeaders.getRawHeaders(b"origin")
             if origin:
                 for name, value in cors.answer_headers(policy, origin[0].decode("latin-1")):
