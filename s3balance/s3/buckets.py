@@ -189,12 +189,16 @@ async def _list_page(gateway, call, after_of: Callable[[dict], str]) -> _Listing
 
 
 def _v2_after(query: dict) -> str:
+    """
+    Where a v2 page starts: after the continuation token's key, or, without a
+    token, after C{start-after}.  S3 ignores C{start-after} once a token is
+    given (minio-py sends both on every continued page), and takes an empty
+    token as none.
+    """
     token = query.get("continuation-token")
-    start_after = query.get("start-after", "")
-    after = decode_token(token) if token is not None else start_after
-    if token is not None and start_after > after:
-        after = start_after
-    return after
+    if token:
+        return decode_token(token)
+    return query.get("start-after", "")
 
 
 async def list_objects(gateway, request, call) -> None:
@@ -217,7 +221,9 @@ async def list_objects(gateway, request, call) -> None:
         if fetch_owner:
             item.append(("Owner", _owner()))
         contents.append(("Contents", item))
-    children: list = [("Name", call.bucket), ("Prefix", encode_key(page.prefix, url))]
+    # ListObjects v1 answers its Prefix as given, encoding-type or not (as S3
+    # does: SDKs decode Marker, NextMarker, Delimiter and keys in v1, never Prefix).
+    children: list = [("Name", call.bucket), ("Prefix", encode_key(page.prefix, url and v2))]
     if v2:
         if "continuation-token" in query:
             children.append(("ContinuationToken", query["continuation-token"]))
