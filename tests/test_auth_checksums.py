@@ -183,10 +183,10 @@ class FlexibleChecksumTests(SynchronousTestCase):
     def test_malformed_value(self) -> None:
         for value in ("!!!", b64(b"12345"), ""):
             error = self.assertRaises(S3Error, PayloadVerifier, {"x-amz-checksum-crc32": [value]}, None)
-            self.assertEqual(error.code, "InvalidRequest", value)
+            self.assertEqual((error.code, error.status), ("BadDigest", 400), value)
         verifier = PayloadVerifier({"x-amz-trailer": ["x-amz-checksum-crc32"]}, None)
         error = self.assertRaises(S3Error, verifier.finish, {"x-amz-checksum-crc32": "zzz"})
-        self.assertEqual(error.code, "InvalidRequest")
+        self.assertEqual(error.code, "BadDigest")
 
     def test_multiple_algorithms_refused(self) -> None:
         headers = {

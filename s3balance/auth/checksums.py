@@ -181,7 +181,8 @@ class PayloadVerifier:
     @param ctx: the L{AuthContext} of the request (its C{content_sha256} is the
         signed hex digest), or C{None} for an anonymous request.
     @raise S3Error: C{InvalidDigest} for a malformed C{Content-MD5},
-        C{InvalidRequest} for an unknown or malformed checksum header.
+        C{InvalidRequest} for an unknown checksum algorithm, C{BadDigest} for
+        a checksum value that is not a digest of its algorithm.
     """
 
     def __init__(self, headers: Mapping[str, Sequence[str]], ctx: AuthContext | None) -> None:
@@ -254,8 +255,9 @@ class PayloadVerifier:
         @param trailers: the trailers of an aws-chunked body (lower-case names).
         @return: the verified flexible checksums the client supplied,
             C{{algorithm: base64}}.
-        @raise S3Error: C{BadDigest}, C{XAmzContentSHA256Mismatch} or
-            C{InvalidRequest} (an announced trailer is missing or malformed).
+        @raise S3Error: C{BadDigest} (also for a malformed trailer),
+            C{XAmzContentSHA256Mismatch} or C{InvalidRequest} (an announced
+            trailer is missing).
         """
         expected = dict(self._expected)
         for algorithm in self._trailers:
@@ -306,8 +308,10 @@ def _validated(algorithm: str, value: str) -> str:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != ALGORITHMS[algorithm][1]:
+        # What S3's conformance suite and the backends answer: a value that
+        # cannot be the algorithm's digest does not match the data.
         raise S3Error(
-            "InvalidRequest",
+            "BadDigest",
             f"Value for {CHECKSUM_HEADER_PREFIX}{algorithm} header is invalid.",
         )
     return base64.b64encode(raw).decode("ascii")

@@ -1,0 +1,31 @@
+"""
+S3 behaviours that clients notice, checked against a running daemon with the
+answers SeaweedFS (S3's behaviour in each case) gives to the same requests.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.daemon import shared_gateway
+from tests.test_bucket_api import signed_request
+
+
+class ChecksumValueTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.gateway = shared_gateway()
+        self.s3 = self.gateway.client()
+        self.bucket = self.gateway.new_bucket(self.s3, "ck")
+
+    def test_malformed_checksum_value_is_bad_digest(self) -> None:
+        url = f"{self.gateway.daemon.endpoint}/{self.bucket}/k"
+        for name, value in (
+            ("x-amz-checksum-crc32", "notbase64!!"),
+            ("x-amz-checksum-crc32", "AAAAAAAA"),
+            ("x-amz-checksum-sha256", "AAAA"),
+        ):
+            status, body, _ = signed_request("PUT", url, b"hello", {name: value})
+            self.assertEqual(status, 400, (name, value, body))
+            self.assertIn(b"<Code>BadDigest</Code>", body)
+        listed = self.s3.list_objects_v2(Bucket=self.bucket)
+        self.assertEqual(listed["KeyCount"], 0)
