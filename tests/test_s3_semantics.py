@@ -29,3 +29,21 @@ class ChecksumValueTests(SynchronousTestCase):
             self.assertIn(b"<Code>BadDigest</Code>", body)
         listed = self.s3.list_objects_v2(Bucket=self.bucket)
         self.assertEqual(listed["KeyCount"], 0)
+
+
+class ClientGoneTests(SynchronousTestCase):
+    def test_finish_after_the_client_left_is_quiet(self) -> None:
+        # Redirects, HEAD, empty GETs and 304s finish without writing a body:
+        # a client that left meanwhile must not turn that into an error.
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+        from twisted.web.test.requesthelper import DummyChannel
+
+        from s3balance.s3.request import S3Request
+
+        request = S3Request(DummyChannel())
+        request.method = b"HEAD"
+        request.connectionLost(Failure(ConnectionDone()))
+        request.setResponseCode(200)
+        request.finish()
+        self.assertTrue(request.gone)
