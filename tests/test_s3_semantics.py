@@ -47,3 +47,43 @@ class ClientGoneTests(SynchronousTestCase):
         request.setResponseCode(200)
         request.finish()
         self.assertTrue(request.gone)
+
+
+class DeleteBucketTests(SynchronousTestCase):
+    def test_bucket_with_only_open_uploads_is_deleted_and_uploads_aborted(self) -> None:
+        from botocore.exceptions import ClientError
+
+        from tests.daemon import poll
+
+        gateway = shared_gateway()
+        s3 = gateway.client()
+        bucket = gateway.new_bucket(s3, "mpdel")
+        upload = s3.create_multipart_upload(Bucket=bucket, Key="big")
+        s3.upload_part(Bucket=bucket, Key="big", UploadId=upload["UploadId"], PartNumber=1, Body=b"p" * 1024)
+        answer = s3.delete_bucket(Bucket=bucket)
+        self.assertEqual(answer["ResponseMetadata"]["HTTPStatusCode"], 204)
+        with self.assertRaises(ClientError) as raised:
+            s3.head_bucket(Bucket=bucket)
+        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 404)
+
+        def backend_uploads() -> list:
+            found = []
+            for server, real in zip(gateway.backends, gateway.real_buckets, strict=True):
+                listed = server.client().list_multipart_uploads(Bucket=real, Prefix=f"{bucket}/")
+                found += listed.get("Uploads", [])
+            return found
+
+        poll(lambda: not backend_uploads(), message="the backend upload was not aborted")
+
+    def test_bucket_with_objects_is_not_empty(self) -> None:
+        from botocore.exceptions import ClientError
+
+        gateway = shared_gateway()
+        s3 = gateway.client()
+        bucket = gateway.new_bucket(s3, "full")
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+        s3.create_multipart_upload(Bucket=bucket, Key="big")
+        with self.assertRaises(ClientError) as raised:
+            s3.delete_bucket(Bucket=bucket)
+        self.assertEqual(raised.exception.response["Error"]["Code"], "BucketNotEmpty")
+        self.assertEqual(len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])), 1)

@@ -318,11 +318,13 @@ async def delete_bucket(gateway, request, call) -> None:
             "AccessDenied", "Buckets defined in the configuration cannot be deleted through the API."
         )
     try:
-        await gateway.store.delete_bucket(name)
+        aborted = await gateway.store.delete_bucket(name)
     except NoSuchBucketError:
         raise S3Error("NoSuchBucket", BucketName=name) from None
     except BucketNotEmpty:
         raise S3Error("BucketNotEmpty", BucketName=name) from None
+    if aborted:
+        gateway.kick_deleter()
     gateway.answer_empty(request, 204)
 
 

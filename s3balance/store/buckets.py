@@ -77,14 +77,28 @@ def lock_bucket_shared(conn: Connection, name: str) -> None:
         raise NoSuchBucketError(name)
 
 
-def delete_bucket(conn: Connection, name: str) -> None:
+def delete_bucket(conn: Connection, name: str, now: datetime.datetime) -> int:
+    """
+    Delete an empty bucket.  Open multipart uploads do not keep it (as on S3):
+    they are aborted in the same transaction, their backend uploads queued
+    for the deletion worker to abort.  -> how many uploads were aborted.
+
+    The exclusive lock on the bucket row keeps a concurrent write or
+    CreateMultipartUpload (which take it shared) from slipping in.
+    """
+    from s3balance.store.multipart import abort_multipart
+
     row = conn.execute(select(_b.c.origin).where(_b.c.name == name).with_for_update()).first()
     if row is None:
         raise NoSuchBucketError(name)
     if row.origin != ORIGIN_API:
         raise ConfigBucketError(name)
     has_objects = conn.execute(select(exists().where(tables.objects.c.bucket == name))).scalar()
-    has_uploads = conn.execute(select(exists().where(tables.multipart_uploads.c.bucket == name))).scalar()
-    if has_objects or has_uploads:
+    if has_objects:
         raise BucketNotEmpty(name)
+    _mp = tables.multipart_uploads
+    uploads = conn.execute(select(_mp.c.upload_id).where(_mp.c.bucket == name)).scalars().all()
+    for upload_id in uploads:
+        abort_multipart(conn, upload_id, True, now)
     conn.execute(_b.delete().where(_b.c.name == name))
+    return len(uploads)

@@ -188,9 +188,11 @@ class IMetadataStore(Interface):
         """origin 'api'.  -> Deferred[BucketRecord]; fails with BucketExists."""
 
     def delete_bucket(name: str):
-        """Only origin 'api' and only if empty (objects and multipart uploads).
-        -> Deferred[None]; fails with BucketNotEmpty / NoSuchBucketError, and
-        with ConfigBucketError for a bucket of origin 'config'."""
+        """Only origin 'api' and only without objects; its open multipart
+        uploads are aborted (backend aborts queued) in the same transaction.
+        -> Deferred[int] (uploads aborted); fails with BucketNotEmpty /
+        NoSuchBucketError, and with ConfigBucketError for a bucket of origin
+        'config'."""
 
     # -- writes -----------------------------------------------------------
     def begin_write(backend: str, real_key: str, lease_seconds: float):
