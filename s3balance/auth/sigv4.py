@@ -595,7 +595,9 @@ def _canonical_headers(req: SigV4Request, signed_headers: list[str]) -> bytes:
         else:
             values = req.headers.get(name, ())
         value = ",".join(" ".join(v.split()) for v in values)
-        lines.append(f"{name}:{value}\n".encode("utf-8", "surrogateescape"))
+        # Header values are str of the received bytes as latin-1: sign those
+        # bytes (UTF-8 metadata arrives, and is signed, as UTF-8 bytes).
+        lines.append(f"{name}:{value}\n".encode("latin-1", "replace"))
     return b"".join(lines)
 
 

@@ -135,6 +135,10 @@ class BackendSigner:
         key cached: botocore builds several objects per request, which cost
         ten times more on the hot path.  tests/test_backend_signing.py checks
         that both produce the same signature.
+
+        Header values are signed as the bytes that go out: a value is a
+        C{str} of the client's header bytes as latin-1 (how they were
+        decoded), and the request head is encoded back to latin-1.
         """
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
         day = stamp[:8]
@@ -160,7 +164,7 @@ class BackendSigner:
         )
         scope = f"{day}/{self._region}/s3/aws4_request"
         string_to_sign = (
-            f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
+            f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical_request.encode('latin-1')).hexdigest()}"
         )
         signature = hmac.new(self._key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         signed["Authorization"] = (

@@ -66,7 +66,9 @@ def _object_headers(request, call, record, byte_range: Optional[tuple[int, int]]
     set_header = request.setHeader
     set_header(b"content-type", (record.content_type or "binary/octet-stream").encode("latin-1"))
     for name, value in record.headers.items():
-        set_header(name.encode("latin-1"), value.encode("utf-8"))
+        # Stored as received (a str of the header's bytes as latin-1): the
+        # client gets back the bytes it sent, UTF-8 or not.
+        set_header(name.encode("latin-1"), value.encode("latin-1"))
     for parameter, header in RESPONSE_OVERRIDES.items():
         value = call.query.get(parameter)
         if value is not None:
