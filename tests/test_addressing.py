@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import ACCESS_KEY, SECRET_KEY
-from tests.gateways import error_code, lazy_gateway, s3_client, s3_error
+from tests.gateways import Lazy, error_code, launch, lazy_gateway, s3_client, s3_error
 from tests.harness import harness_dir, run_aws, run_rclone, run_s3cmd, unique_bucket_name
 from tests.signing import send, sign_request
 
@@ -280,3 +280,82 @@ class PublicHostTests(SynchronousTestCase):
         status, _headers, answer = send("PUT", url, signed.headers, b"x")
         self.assertEqual(status, 403)
         self.assertEqual(s3_error(answer)[0], "SignatureDoesNotMatch")
+
+
+def readme_example_sections() -> dict:
+    """The README's "config for real clouds", less what needs real clouds (backends, database)."""
+    import yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("A config for real clouds:")
+    block = readme[readme.index("```yaml\n", start) + len("```yaml\n") : readme.index("```", readme.index("```yaml\n", start) + 7)]
+    example = yaml.safe_load(block)
+    return {
+        "s3api": example["s3api"],
+        "metrics": example["metrics"],
+        "api": example["api"],
+        "virtual": [b["name"] for b in example["buckets"] if b.get("virtual")],
+    }
+
+
+def _readme_gateway():
+    sections = readme_example_sections()
+    virtual = sections.pop("virtual")
+    # Plain http on port 80 of the example's domain, reached through the
+    # daemon as the clients' proxy (no DNS for s3.example.com here).
+    return launch("readme-example", virtual, **sections)
+
+
+readme_gateway = Lazy(_readme_gateway, stop=lambda gateway: gateway.daemon.stop())
+
+
+def client_error(call) -> str:
+    with_error = None
+    try:
+        call()
+    except ClientError as error:
+        with_error = error_code(error)
+    return with_error or "no error"
+
+
+class ReadmeExampleConfigTests(SynchronousTestCase):
+    """The README's example s3api section, end to end: virtual host and path style."""
+
+    def setUp(self) -> None:
+        self.sections = readme_example_sections()
+        self.s3api = self.sections["s3api"]
+        self.gateway = readme_gateway()
+        self.domain = self.s3api["virtual_host"][0]
+
+    def client(self, addressing_style: str, access_key: str, secret_key: str):
+        return s3_client(
+            f"http://{self.domain}",
+            access_key,
+            secret_key,
+            addressing_style=addressing_style,
+            proxies={"http": f"http://127.0.0.1:{self.gateway.port}"},
+        )
+
+    def test_virtual_host_and_path_style_with_the_public_host(self) -> None:
+        self.assertEqual(self.s3api["host"], self.domain)
+        owner = (self.s3api["access_key"], self.s3api["secret_key"])
+        virtual = self.client("virtual", *owner)
+        hosts: list[str] = []
+        virtual.meta.events.register("before-send.s3", lambda request, **kw: hosts.append(urlsplit(request.url).netloc))
+        virtual.put_object(Bucket="media", Key="cat.jpg", Body=b"meow")
+        self.assertEqual(hosts, [f"media.{self.domain}"])
+        path = self.client("path", *owner)
+        self.assertEqual(path.get_object(Bucket="media", Key="cat.jpg")["Body"].read(), b"meow")
+        listed = virtual.list_objects_v2(Bucket="media", Prefix="cat")["Contents"]
+        self.assertEqual([o["Key"] for o in listed], ["cat.jpg"])
+
+    def test_limited_credentials_of_the_example(self) -> None:
+        owner = self.client("virtual", self.s3api["access_key"], self.s3api["secret_key"])
+        owner.put_object(Bucket="backups", Key="b", Body=b"1")
+        reader, media = self.s3api["credentials"]
+        read_only = self.client("virtual", reader["access_key"], reader["secret_key"])
+        self.assertEqual(read_only.get_object(Bucket="backups", Key="b")["Body"].read(), b"1")
+        self.assertEqual(client_error(lambda: read_only.put_object(Bucket="backups", Key="c", Body=b"")), "AccessDenied")
+        limited = self.client("virtual", media["access_key"], media["secret_key"])
+        limited.put_object(Bucket="media", Key="m", Body=b"2")
+        self.assertEqual(client_error(lambda: limited.get_object(Bucket="backups", Key="b")), "AccessDenied")

@@ -136,9 +136,16 @@ class Gateway:
         headers = _request_headers(request)
         method = request.method.decode("latin-1").upper()
         s3api = self.config.s3api
-        host = s3api.host or (headers.get("host") or [""])[0]
+        # A virtual-host request is routed and verified on the Host it came
+        # with (the client signed "<bucket>.<domain>"); s3api.host, the name
+        # clients sign behind a proxy that rewrites Host, stands in for the
+        # received Host of path-style requests only.
+        received_host = (headers.get("host") or [""])[0]
         domains = s3api.virtual_host_domains
-        target = routing.resolve_target(raw_path, host, domains)
+        target = routing.resolve_target(raw_path, received_host, domains)
+        if s3api.host and not target.virtual_host:
+            target = routing.resolve_target(raw_path, s3api.host, domains)
+        public_host = "" if target.virtual_host else s3api.host
         query = routing.parse_query(raw_query)
         if method == "OPTIONS":
             # A browser's CORS preflight: never signed (browsers send no
@@ -158,15 +165,15 @@ class Gateway:
             raw_path=raw_path,
             raw_query=raw_query,
             headers=headers,
-            host_override=s3api.host,
+            host_override=public_host,
         )
         try:
             context = authenticate(sigv4, self.lookup_credential, self.clock())
         except S3Error as error:
             # Clients never write a default port in Host: a request signed for
             # "s3.example.com" matches s3api.host "s3.example.com:443" too.
-            bare = _without_default_port(s3api.host)
-            if error.code != "SignatureDoesNotMatch" or bare == s3api.host:
+            bare = _without_default_port(public_host)
+            if error.code != "SignatureDoesNotMatch" or bare == public_host:
                 raise
             context = authenticate(attr.evolve(sigv4, host_override=bare), self.lookup_credential, self.clock())
         credential = context.credential if context is not None else None
