@@ -1,4 +1,13 @@
+from pathlib import Path
+
 from setuptools import setup
+
+
+def runtime_requirements() -> list[str]:
+    """requirements/runtime.txt: the one list of what the daemon needs."""
+    text = (Path(__file__).resolve().parent / "requirements" / "runtime.txt").read_text()
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
 
 setup(
     name="s3balance",
@@ -20,22 +29,8 @@ setup(
     # The Alembic folder lives at the top of the tree (migrations/) and is
     # installed as s3balance.migrations so the daemon finds it when installed.
     package_dir={"s3balance.migrations": "migrations"},
-    package_data={"s3balance.migrations": ["script.py.mako"]},
-    install_requires=[
-        "twisted[tls]>=24.7",
-        "treq>=24.9",
-        "attrs",
-        "zope.interface",
-        "sqlalchemy>=2.0",
-        "alembic>=1.13",
-        "pyyaml",
-        "prometheus-client",
-        "botocore",
-    ],
-    extras_require={
-        "postgres": ["psycopg2-binary"],
-        "mysql": ["pymysql"],
-    },
+    package_data={"s3balance": ["py.typed"], "s3balance.migrations": ["script.py.mako"]},
+    install_requires=runtime_requirements(),
     entry_points={
         "console_scripts": [
             "s3balance-admin = s3balance.cli:main",
