@@ -77,17 +77,15 @@ def lock_bucket_shared(conn: Connection, name: str) -> None:
         raise NoSuchBucketError(name)
 
 
-def delete_bucket(conn: Connection, name: str, now: datetime.datetime) -> int:
+def delete_bucket(conn: Connection, name: str) -> list[str]:
     """
-    Delete an empty bucket.  Open multipart uploads do not keep it (as on S3):
-    they are aborted in the same transaction, their backend uploads queued
-    for the deletion worker to abort.  -> how many uploads were aborted.
+    Delete a bucket without objects.  -> the ids of its open multipart
+    uploads, which do not keep it (as on S3): the caller aborts them in the
+    same transaction (L{s3balance.store.multipart.delete_bucket}).
 
     The exclusive lock on the bucket row keeps a concurrent write or
     CreateMultipartUpload (which take it shared) from slipping in.
     """
-    from s3balance.store.multipart import abort_multipart
-
     row = conn.execute(select(_b.c.origin).where(_b.c.name == name).with_for_update()).first()
     if row is None:
         raise NoSuchBucketError(name)
@@ -97,8 +95,6 @@ def delete_bucket(conn: Connection, name: str, now: datetime.datetime) -> int:
     if has_objects:
         raise BucketNotEmpty(name)
     _mp = tables.multipart_uploads
-    uploads = conn.execute(select(_mp.c.upload_id).where(_mp.c.bucket == name)).scalars().all()
-    for upload_id in uploads:
-        abort_multipart(conn, upload_id, True, now)
+    uploads = list(conn.execute(select(_mp.c.upload_id).where(_mp.c.bucket == name)).scalars())
     conn.execute(_b.delete().where(_b.c.name == name))
-    return len(uploads)
+    return uploads

@@ -535,7 +535,7 @@ class MetadataStore:
         return self._run(buckets.create_bucket, name, self._now())
 
     def delete_bucket(self, name: str):
-        return self._run(buckets.delete_bucket, name, self._now())
+        return self._run(multipart.delete_bucket, name, self._now())
 
     # -- writes ---------------------------------------------------------------
 

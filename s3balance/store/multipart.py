@@ -8,7 +8,7 @@ from typing import Optional
 from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.engine import Connection
 
-from s3balance.store import tables
+from s3balance.store import buckets, tables
 from s3balance.store.interfaces import MultipartRecord, NoSuchUploadError, ObjectRecord, WriteIntentExpired
 from s3balance.store.listing import successor
 from s3balance.store.objects import REASON_MULTIPART_ABORTED, queue_deletion, replace_object, take_intent
@@ -124,3 +124,14 @@ def stale_multipart(conn: Connection, older_than: datetime.datetime, limit: int)
         .limit(limit)
     )
     return [multipart_record(row) for row in rows]
+
+def delete_bucket(conn: Connection, name: str, now: datetime.datetime) -> int:
+    """
+    Delete a bucket without objects and abort its open multipart uploads
+    (their backend uploads queued for the deletion worker), in one
+    transaction.  -> how many uploads were aborted.
+    """
+    upload_ids = buckets.delete_bucket(conn, name)
+    for upload_id in upload_ids:
+        abort_multipart(conn, upload_id, True, now)
+    return len(upload_ids)
