@@ -154,3 +154,60 @@ class NonASCIIHeaderTests(SynchronousTestCase):
         s3.put_object(Bucket=bucket, Key="doc", Body=b"cv", ContentDisposition=disposition)
         head = s3.head_object(Bucket=bucket, Key="doc")
         self.assertEqual(head["ContentDisposition"].encode("latin-1"), disposition.encode())
+
+
+class StorageClassTests(SynchronousTestCase):
+    """x-amz-storage-class is kept with the object (a label: backends get STANDARD)."""
+
+    def setUp(self) -> None:
+        self.gateway = shared_gateway()
+        self.s3 = self.gateway.client()
+        self.bucket = self.gateway.new_bucket(self.s3, "sc")
+
+    def listed_classes(self) -> dict[str, str]:
+        v2 = {o["Key"]: o["StorageClass"] for o in self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])}
+        v1 = {o["Key"]: o["StorageClass"] for o in self.s3.list_objects(Bucket=self.bucket).get("Contents", [])}
+        self.assertEqual(v1, v2)
+        return v2
+
+    def test_put_keeps_the_class(self) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key="ia", Body=b"x", StorageClass="STANDARD_IA")
+        self.s3.put_object(Bucket=self.bucket, Key="std", Body=b"x", StorageClass="STANDARD")
+        self.s3.put_object(Bucket=self.bucket, Key="none", Body=b"x")
+        self.assertEqual(self.s3.head_object(Bucket=self.bucket, Key="ia")["StorageClass"], "STANDARD_IA")
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key="ia")["StorageClass"], "STANDARD_IA")
+        self.assertNotIn("StorageClass", self.s3.head_object(Bucket=self.bucket, Key="std"))
+        self.assertEqual(self.listed_classes(), {"ia": "STANDARD_IA", "none": "STANDARD", "std": "STANDARD"})
+
+    def test_unknown_class_is_refused(self) -> None:
+        from botocore.exceptions import ClientError
+
+        with self.assertRaises(ClientError) as raised:
+            self.s3.put_object(Bucket=self.bucket, Key="k", Body=b"x", StorageClass="PAPER")
+        self.assertEqual(raised.exception.response["Error"]["Code"], "InvalidStorageClass")
+        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 400)
+        self.assertEqual(self.listed_classes(), {})
+
+    def test_copy_takes_the_class_it_names(self) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key="src", Body=b"x", StorageClass="GLACIER_IR")
+        source = {"Bucket": self.bucket, "Key": "src"}
+        self.s3.copy_object(Bucket=self.bucket, Key="plain", CopySource=source)
+        self.s3.copy_object(Bucket=self.bucket, Key="onezone", CopySource=source, StorageClass="ONEZONE_IA")
+        # Changing the class is a reason to copy an object onto itself.
+        self.s3.copy_object(Bucket=self.bucket, Key="src", CopySource=source, StorageClass="DEEP_ARCHIVE")
+        self.assertEqual(
+            self.listed_classes(), {"onezone": "ONEZONE_IA", "plain": "STANDARD", "src": "DEEP_ARCHIVE"}
+        )
+
+    def test_multipart_upload_keeps_the_class(self) -> None:
+        upload = self.s3.create_multipart_upload(Bucket=self.bucket, Key="mp", StorageClass="INTELLIGENT_TIERING")
+        listed = self.s3.list_multipart_uploads(Bucket=self.bucket)["Uploads"]
+        self.assertEqual([u["StorageClass"] for u in listed], ["INTELLIGENT_TIERING"])
+        part = self.s3.upload_part(Bucket=self.bucket, Key="mp", UploadId=upload["UploadId"], PartNumber=1, Body=b"p")
+        parts = self.s3.list_parts(Bucket=self.bucket, Key="mp", UploadId=upload["UploadId"])
+        self.assertEqual(parts["StorageClass"], "INTELLIGENT_TIERING")
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket, Key="mp", UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+        )
+        self.assertEqual(self.s3.head_object(Bucket=self.bucket, Key="mp")["StorageClass"], "INTELLIGENT_TIERING")

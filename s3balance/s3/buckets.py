@@ -16,6 +16,7 @@ from typing import Optional
 import attr
 
 from s3balance.errors import S3Error
+from s3balance.s3 import storage_class
 from s3balance.s3.xmldoc import document, encode_key, iso8601
 from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
 
@@ -216,7 +217,7 @@ async def list_objects(gateway, request, call) -> None:
             ("LastModified", iso8601(entry.last_modified)),
             ("ETag", entry.etag),
             ("Size", entry.size),
-            ("StorageClass", "STANDARD"),
+            ("StorageClass", storage_class.of(entry.headers)),
         ]
         if fetch_owner:
             item.append(("Owner", _owner()))
@@ -279,7 +280,7 @@ async def list_object_versions(gateway, request, call) -> None:
             ("ETag", entry.etag),
             ("Size", entry.size),
             ("Owner", _owner()),
-            ("StorageClass", "STANDARD"),
+            ("StorageClass", storage_class.of(entry.headers)),
         ]))
     children: list = [
         ("Name", call.bucket),

@@ -24,6 +24,7 @@ from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
+from s3balance.s3 import storage_class
 from s3balance.s3.conditional import check_preconditions
 from s3balance.s3.upload import (
     INTENT_LEASE,
@@ -142,13 +143,17 @@ async def copy_object(gateway, request, call) -> None:
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive")
     if directive == "COPY":
-        if (source.bucket, source.key) == (call.bucket, call.key):
+        # The storage class is not metadata: a copy has the class it asks
+        # for, STANDARD when it names none (as on S3).
+        new_class = storage_class.requested(call)
+        if (source.bucket, source.key) == (call.bucket, call.key) and new_class is None:
             raise S3Error(
                 "InvalidRequest",
                 "This copy request is illegal because it is trying to copy an object to itself without "
                 "changing the object's metadata, storage class, website redirect location or encryption attributes.",
             )
         content_type, headers = source.content_type, dict(source.headers)
+        storage_class.apply(headers, new_class or storage_class.STANDARD)
     else:
         content_type, headers = object_headers(call)
     location = _readable_location(gateway, source)

@@ -41,6 +41,7 @@ from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
+from s3balance.s3 import storage_class
 from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError, StoreUnavailable
 
@@ -73,6 +74,7 @@ def object_headers(call) -> tuple[Optional[str], dict[str, str]]:
             metadata_size += len(name) - len("x-amz-meta-") + len(headers[name])
     if metadata_size > MAX_METADATA:
         raise S3Error("MetadataTooLarge")
+    storage_class.apply(headers, storage_class.requested(call))
     return content_type, headers
 
 
@@ -80,6 +82,7 @@ def backend_headers(bucket: str, key: str, content_type: Optional[str], headers:
     """What the backend receives with the bytes (see s3balance.backends.backend)."""
     out = {"Content-Type": content_type or "binary/octet-stream"}
     out.update(headers)
+    out.pop(storage_class.HEADER, None)  # a label of ours, not the backend's
     quoted = quote(key, safe="/")
     out["x-amz-meta-s3balance-bucket"] = bucket
     if len(quoted) <= 512:
