@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
+from s3balance.s3 import storage_class
 from s3balance.s3.bodies import small_body
 from s3balance.s3.upload import backend_error_to_s3, backend_headers, object_headers
 from s3balance.s3.xmldoc import child_text, document, encode_key, iso8601, parse
@@ -289,7 +290,7 @@ async def list_parts(gateway, request, call) -> None:
         ("UploadId", record.upload_id),
         ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
         ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-        ("StorageClass", "STANDARD"),
+        ("StorageClass", storage_class.of(record.headers)),
         ("PartNumberMarker", marker),
         ("NextPartNumberMarker", root.findtext(f"{ns}NextPartNumberMarker") or (parts[-1][1][0][1] if parts else 0)),
         ("MaxParts", max_parts),
@@ -346,7 +347,7 @@ async def list_multipart_uploads(gateway, request, call) -> None:
                         ("UploadId", record.upload_id),
                         ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
                         ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-                        ("StorageClass", "STANDARD"),
+                        ("StorageClass", storage_class.of(record.headers)),
                         ("Initiated", iso8601(record.initiated)),
                     ],
                 )
