@@ -9,29 +9,14 @@ C{s3balance-admin}: operator commands that run outside the daemon.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from s3balance.config import ConfigError, load_config
-
-
-def _config(path: str):
-    try:
-        config = load_config(path)
-        from s3balance.placement.registry import make_strategy
-        from s3balance.service import check_config
-
-        check_config(config)
-        make_strategy(config.balancer.strategy)
-        return config
-    except ConfigError as error:
-        sys.stderr.write(f"s3balance-admin: {error}\n")
-        raise SystemExit(2) from None
+from s3balance.operator_config import load_checked_config
 
 
 def check_config_command(args) -> int:
-    config = _config(args.config)
+    config = load_checked_config(args.config)
     print(
         f"ok: {len(config.backends)} backend(s), {len(config.virtual_buckets)} virtual bucket(s), "
         f"strategy {config.balancer.strategy}, database {config.database.type}"
@@ -42,7 +27,7 @@ def check_config_command(args) -> int:
 def migrate_command(args) -> int:
     from s3balance.store import migrate
 
-    config = _config(args.config)
+    config = load_checked_config(args.config)
     before = migrate.current_revision(config.database.url)
     migrate.upgrade(config.database.url)
     after = migrate.current_revision(config.database.url)
@@ -53,7 +38,7 @@ def migrate_command(args) -> int:
 def revision_command(args) -> int:
     from s3balance.store import migrate
 
-    config = _config(args.config)
+    config = load_checked_config(args.config)
     print(f"current: {migrate.current_revision(config.database.url) or 'empty'}; head: {migrate.head_revision()}")
     return 0
 
