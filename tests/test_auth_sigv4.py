@@ -868,3 +868,119 @@ class AwsCrtTests(SynchronousTestCase):
         self.assertEqual(ctx.payload_mode, PayloadMode.PRESIGNED)
         error = self.assertRaises(S3Error, authenticate, request, lookup, SIGNING_NOW + 601)
         self.assertEqual(error.message, "Request has expired")
+
+
+NOT_SIGNED = "There were headers present in the request which were not signed"
+
+
+def with_headers(request: SigV4Request, **added: str) -> SigV4Request:
+    """C{request} with headers added after it was signed (names: C{_} for C{-})."""
+    extra = {name.replace("_", "-"): [value] for name, value in added.items()}
+    return attrs.evolve(request, headers={**request.headers, **extra})
+
+
+class UnsignedHeaderTests(BotocoreMixin, SynchronousTestCase):
+    """
+    Every C{x-amz-*} header must be in SignedHeaders, as S3 requires: one
+    added to a signed request would change what the signer authorised (a
+    PUT into a copy, the stored metadata and tags, the trailer checked).
+    """
+
+    def assert_not_signed(self, request: SigV4Request, names: str) -> None:
+        error = self.assertRaises(S3Error, authenticate, request, lookup, SIGNING_NOW)
+        self.assertEqual((error.code, error.status, error.message), ("AccessDenied", 403, NOT_SIGNED))
+        self.assertEqual(error.extra, {"HeadersNotSigned": names})
+        self.assertIn(f"<HeadersNotSigned>{names}</HeadersNotSigned>".encode(), error.to_xml())
+
+    def test_presigned_put_with_copy_source_refused(self) -> None:
+        request = self.presigned("PUT", "http://localhost/bucket/key")
+        self.assert_not_signed(with_headers(request, x_amz_copy_source="/bucket/secret"), "x-amz-copy-source")
+
+    def test_presigned_put_with_injected_headers_refused(self) -> None:
+        request = self.presigned("PUT", "http://localhost/bucket/key")
+        for name in (
+            "x-amz-meta-owner",
+            "x-amz-tagging",
+            "x-amz-metadata-directive",
+            "x-amz-trailer",
+            "x-amz-decoded-content-length",
+            "x-amz-date",
+            "x-amz-security-token",
+            "x-amz-server-side-encryption",
+        ):
+            self.assert_not_signed(with_headers(request, **{name.replace("-", "_"): "1"}), name)
+
+    def test_presigned_names_every_unsigned_header_in_request_order(self) -> None:
+        request = self.presigned("PUT", "http://localhost/bucket/key")
+        self.assert_not_signed(
+            with_headers(request, x_amz_tagging="a=b", x_amz_copy_source="/b/k", x_amz_meta_a="1"),
+            "x-amz-tagging, x-amz-copy-source, x-amz-meta-a",
+        )
+
+    def test_presigned_with_signed_amz_headers_accepted(self) -> None:
+        request = self.presigned(
+            "PUT",
+            "http://localhost/bucket/key",
+            extra={"x-amz-meta-owner": "me", "x-amz-tagging": "a=b", "X-Amz-Copy-Source": "/b/k"},
+        )
+        self.assertIsNotNone(authenticate(request, lookup, SIGNING_NOW))
+
+    def test_presigned_with_other_unsigned_headers_accepted(self) -> None:
+        """S3 requires only x-amz-* to be signed; x-amzn-trace-id is not one."""
+        request = self.presigned("PUT", "http://localhost/bucket/key")
+        added = with_headers(
+            request,
+            content_type="text/plain",
+            content_md5="XUFAKrxLKna5cZ2REBfFkg==",
+            range="bytes=0-1",
+            x_amzn_trace_id="Root=1-abc",
+            x_amz="bare",
+        )
+        self.assertIsNotNone(authenticate(added, lookup, SIGNING_NOW))
+
+    def test_presigned_unsigned_content_sha256_is_bound_by_the_signature(self) -> None:
+        """
+        x-amz-content-sha256 is the payload hash line of the canonical request:
+        a value the signer did not sign breaks the signature, so the header
+        itself needs no place in SignedHeaders.
+        """
+        request = self.presigned("PUT", "http://localhost/bucket/key")
+        added = with_headers(request, x_amz_content_sha256="UNSIGNED-PAYLOAD")
+        self.assertIsNotNone(authenticate(added, lookup, SIGNING_NOW))
+        streaming = with_headers(request, x_amz_content_sha256="STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+        error = self.assertRaises(S3Error, authenticate, streaming, lookup, SIGNING_NOW)
+        self.assertEqual(error.code, "SignatureDoesNotMatch")
+
+    def test_header_auth_with_unsigned_meta_refused(self) -> None:
+        request = self.signed("PUT", "http://localhost/bucket/key", body=b"hello")
+        self.assertIsNotNone(authenticate(request, lookup, SIGNING_NOW))
+        self.assert_not_signed(with_headers(request, x_amz_meta_owner="mallory"), "x-amz-meta-owner")
+
+    def test_header_auth_with_unsigned_copy_source_refused(self) -> None:
+        request = self.signed("PUT", "http://localhost/bucket/key", payload="UNSIGNED-PAYLOAD")
+        self.assert_not_signed(
+            with_headers(request, x_amz_copy_source="/bucket/secret", x_amz_metadata_directive="REPLACE"),
+            "x-amz-copy-source, x-amz-metadata-directive",
+        )
+
+    def test_header_auth_unsigned_content_sha256_accepted(self) -> None:
+        """S3's one exception: x-amz-content-sha256 need not be signed with the Authorization header."""
+        request = self.signed("GET", "http://localhost/bucket/key")
+        received = {k: v for k, v in request.headers.items() if k != "x-amz-content-sha256"}
+        unsigned = attrs.evolve(request, headers={**received, "x-amz-content-sha256": [EMPTY_SHA256]})
+        ctx = _sign_by_hand(unsigned, "")
+        assert ctx is not None
+        self.assertEqual(ctx.content_sha256, EMPTY_SHA256)
+
+    def test_bad_signature_reported_before_unsigned_headers(self) -> None:
+        request = self.presigned("PUT", "http://localhost/bucket/key")
+        query = tampered(request.raw_query, len(request.raw_query) - 1, hex_only=True)
+        bad = with_headers(attrs.evolve(request, raw_query=query), x_amz_meta_a="1")
+        error = self.assertRaises(S3Error, authenticate, bad, lookup, SIGNING_NOW)
+        self.assertEqual(error.code, "SignatureDoesNotMatch")
+
+    def test_anonymous_request_not_checked(self) -> None:
+        """Nothing is signed, so nothing is borrowed: the caller decides whether anonymous is allowed."""
+        received = headers(host="localhost", x_amz_copy_source="/b/k")
+        request = SigV4Request("PUT", b"/bucket/key", b"", received)
+        self.assertIsNone(authenticate(request, lookup, SIGNING_NOW))

@@ -7,6 +7,12 @@ looks only at the L{SigV4Request} it is given, the credential lookup and the
 current time, and either returns an L{AuthContext}, returns C{None} (the
 request carries no authentication at all), or raises L{S3Error}.
 
+A signature vouches only for what it covers, so, as in S3, every C{x-amz-*}
+header must be among the signed headers (C{x-amz-content-sha256} aside): one
+added by whoever holds a presigned URL or a captured request is refused with
+C{AccessDenied} naming it in C{HeadersNotSigned}.  The query is always
+covered whole.
+
 The body is not looked at here.  The L{AuthContext} says how the payload is
 protected (C{payload_mode}) and carries what L{s3balance.auth.chunked} and
 L{s3balance.auth.checksums} need to verify it while it streams.
@@ -256,6 +262,7 @@ def _authenticate_header(
             break
     else:
         raise _signature_mismatch()
+    _require_signed_amz_headers(req.headers, signed_headers)
     return AuthContext(
         credential=credential,
         payload_mode=mode,
@@ -409,6 +416,7 @@ def _authenticate_presigned(
     )
     if signature is None:
         raise _signature_mismatch()
+    _require_signed_amz_headers(req.headers, signed_headers)
     return AuthContext(
         credential=credential,
         payload_mode=mode,
@@ -471,6 +479,38 @@ def _parse_signed_headers(value: str, code: str, prefix: str) -> list[str]:
     if "host" not in names:
         raise S3Error(code, f"{prefix}; SignedHeaders must include host.")
     return names
+
+
+# Not required in SignedHeaders although it is an x-amz-* header: its value is
+# the payload hash line of the canonical request, so a value the signer did not
+# sign fails the signature anyway.  S3 makes the same exception for header auth.
+_AMZ_SIGNING_EXEMPT = frozenset({"x-amz-content-sha256"})
+
+
+def _require_signed_amz_headers(headers: Mapping[str, Sequence[str]], signed_headers: list[str]) -> None:
+    """
+    Refuse a request with an C{x-amz-*} header outside C{SignedHeaders}, as S3
+    does, for header and presigned authentication alike.
+
+    Such a header would change what the signer authorised without breaking
+    the signature: C{x-amz-copy-source} added to a presigned PUT makes it a
+    copy of any object the signer may read; C{x-amz-meta-*},
+    C{x-amz-tagging}, C{x-amz-metadata-directive} or C{x-amz-trailer} change
+    what is stored or checked.  Other headers (Content-Type, Content-MD5,
+    Range, ...) need not be signed, in S3 as here.
+    """
+    signed = set(signed_headers)
+    unsigned = [
+        name
+        for name in headers
+        if name.startswith("x-amz-") and name not in signed and name not in _AMZ_SIGNING_EXEMPT
+    ]
+    if unsigned:
+        raise S3Error(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            HeadersNotSigned=", ".join(unsigned),
+        )
 
 
 def _lookup(lookup: CredentialLookup, access_key: str) -> CredentialLike:

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from s3balance.auth.sigv4 import SigV4Request, authenticate
 from s3balance.errors import S3Error
-from s3balance.s3 import cors, routing
+from s3balance.s3 import cors, routing, sse
 from s3balance.s3.routing import STREAMING_BODY, Target
 from s3balance.store.interfaces import StoreUnavailable
 
@@ -41,6 +41,7 @@ READ_OPERATIONS = frozenset(
         "GetBucketVersioning",
         "GetBucketAcl",
         "GetBucketTagging",
+        "GetBucketEncryption",
         "GetObjectTagging",
         "ListMultipartUploads",
         "GetObject",
@@ -127,6 +128,7 @@ class Gateway:
         self.handlers.update(objects.HANDLERS)
         self.handlers.update(multipart.HANDLERS)
         self.handlers.update(copy.HANDLERS)
+        self.handlers.update(sse.HANDLERS)
         self.handlers["PreflightCORS"] = _preflight_cors
 
     # -- step 1 and 2: route and authenticate --------------------------------
@@ -190,6 +192,8 @@ class Gateway:
             raw_path=raw_path,
         )
         self.authorize(call)
+        # Nothing is encrypted here: a request asking for it is refused, not stored in plaintext.
+        sse.refuse_encryption(headers, query)
         return call
 
     def lookup_credential(self, access_key: str):

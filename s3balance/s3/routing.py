@@ -113,6 +113,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("versioning",)): "GetBucketVersioning",
     ("GET", BUCKET, ("acl",)): "GetBucketAcl",
     ("GET", BUCKET, ("tagging",)): "GetBucketTagging",
+    ("GET", BUCKET, ("encryption",)): "GetBucketEncryption",  # s3.sse: never configured
     ("GET", BUCKET, ("uploads",)): "ListMultipartUploads",
     ("GET", BUCKET, ("versions",)): "ListObjectVersions",
     ("POST", BUCKET, ("delete",)): "DeleteObjects",
