@@ -211,3 +211,60 @@ class StorageClassTests(SynchronousTestCase):
             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
         )
         self.assertEqual(self.s3.head_object(Bucket=self.bucket, Key="mp")["StorageClass"], "INTELLIGENT_TIERING")
+
+
+class UnkeptFeatureTests(SynchronousTestCase):
+    """ACLs, tags, retention and website redirects are refused on a write, never accepted and dropped."""
+
+    def setUp(self) -> None:
+        self.gateway = shared_gateway()
+        self.s3 = self.gateway.client()
+        self.bucket = self.gateway.new_bucket(self.s3, "unkept")
+
+    def refused(self, call, code: str, status: int) -> None:
+        from botocore.exceptions import ClientError
+
+        with self.assertRaises(ClientError) as raised:
+            call()
+        self.assertEqual(raised.exception.response["Error"]["Code"], code)
+        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], status)
+
+    def test_writes_asking_for_unkept_features_are_refused_and_store_nothing(self) -> None:
+        put = self.s3.put_object
+        b = self.bucket
+        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", ACL="public-read"), "NotImplemented", 501)
+        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", GrantRead='uri="x"'), "NotImplemented", 501)
+        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", Tagging="a=b"), "NotImplemented", 501)
+        self.refused(
+            lambda: put(Bucket=b, Key="k", Body=b"x", WebsiteRedirectLocation="/other"), "NotImplemented", 501
+        )
+        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", ObjectLockLegalHoldStatus="ON"), "InvalidRequest", 400)
+        self.refused(
+            lambda: self.s3.create_multipart_upload(Bucket=b, Key="k", Tagging="a=b"), "NotImplemented", 501
+        )
+        self.assertEqual(self.s3.list_objects_v2(Bucket=b)["KeyCount"], 0)
+        self.assertEqual(self.s3.list_multipart_uploads(Bucket=b).get("Uploads", []), [])
+
+    def test_owner_only_acls_are_what_every_object_has(self) -> None:
+        for acl in ("private", "bucket-owner-read", "bucket-owner-full-control"):
+            self.s3.put_object(Bucket=self.bucket, Key=acl, Body=b"x", ACL=acl)
+        self.assertEqual(self.s3.list_objects_v2(Bucket=self.bucket)["KeyCount"], 3)
+
+    def test_copy_with_new_tags_is_refused(self) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key="src", Body=b"x")
+        self.refused(
+            lambda: self.s3.copy_object(
+                Bucket=self.bucket, Key="dst", CopySource={"Bucket": self.bucket, "Key": "src"},
+                TaggingDirective="REPLACE", Tagging="a=b",
+            ),
+            "NotImplemented", 501,
+        )
+
+    def test_bucket_with_object_lock_is_refused(self) -> None:
+        from tests.harness import unique_bucket_name
+
+        name = unique_bucket_name("lock")
+        self.refused(
+            lambda: self.s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True), "NotImplemented", 501
+        )
+        self.refused(lambda: self.s3.head_bucket(Bucket=name), "404", 404)

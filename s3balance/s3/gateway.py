@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from s3balance.auth.sigv4 import SigV4Request, authenticate
 from s3balance.errors import S3Error
-from s3balance.s3 import cors, routing, sse
+from s3balance.s3 import cors, routing, sse, unkept
 from s3balance.s3.routing import STREAMING_BODY, Target
 from s3balance.store.interfaces import StoreUnavailable
 
@@ -194,6 +194,8 @@ class Gateway:
         self.authorize(call)
         # Nothing is encrypted here: a request asking for it is refused, not stored in plaintext.
         sse.refuse_encryption(headers, query)
+        # Nor are ACL grants, tags or retention kept: refused, not dropped.
+        unkept.refuse_unkept(call)
         return call
 
     def lookup_credential(self, access_key: str):
