@@ -114,15 +114,21 @@ def status_document(gateway, now: Callable[[], float] = time.time) -> dict[str, 
         )
     up = sum(1 for entry in backends if entry["up"])
     writable = bool(pool.candidates(0))
+    # As /health: the metadata database answers, or nothing works (store/probe.py).
+    probe = getattr(getattr(gateway, "store", None), "probe", None)
+    database = probe.state() if probe is not None else {"up": True, "error": None}
     return {
         "time": now(),
         "status": (
-            "ok"
+            "down"
+            if not database["up"]
+            else "ok"
             if up == len(backends) and not any(entry["read_only"] for entry in backends)
             else ("degraded" if writable else "down")
         ),
         "strategy": gateway.strategy.name,
         "backends": backends,
+        "database": database,
         "requests": requests,
     }
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, delete, insert
 from twisted.trial import unittest
 
-from s3balance.store import listing, migrate, tables
+from s3balance.store import listing, migrate, multipart, tables
 from tests import dbfixtures
 
 BUCKET = "vb"
@@ -285,3 +285,111 @@ class SuccessorTests(unittest.SynchronousTestCase):
         self.assertEqual(model_listing(keys, "", "/"), ["a/", "b", "c/"])
         self.assertEqual(model_listing(keys, "c/", "/"), ["c/d/", "c/x"])
         self.assertEqual(model_listing(keys, "", "/", after="a/1"), ["b", "c/"])
+
+
+class MultipartListingMixin:
+    """ListMultipartUploads folds keys on their UTF-8 bytes (store.multipart.list_multipart_page)."""
+
+    kind: str
+    setUp = ListingModelMixin.setUp
+
+    def start_uploads(self, keys) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(tables.multipart_uploads),
+                [
+                    {
+                        "upload_id": f"u{n:04}",
+                        "bucket": BUCKET,
+                        "key": utf8(key),
+                        "backend": "b1",
+                        "real_key": f"vb/{n}",
+                        "backend_upload_id": f"bu{n}",
+                        "initiated": T0,
+                        "content_type": None,
+                        "headers": "{}",
+                    }
+                    for n, key in enumerate(keys)
+                ],
+            )
+
+    def list_all(self, prefix: str = "", delimiter: str = "", max_uploads: int = 1000) -> list[str]:
+        names: list[str] = []
+        key_marker, id_marker = "", ""
+        with self.engine.connect() as conn:
+            for _ in range(1000):
+                page = multipart.list_multipart_page(
+                    conn, BUCKET, prefix, delimiter, key_marker, id_marker, max_uploads
+                )
+                self.assertLessEqual(len(page.entries), max_uploads)
+                names.extend(entry_name(e) for e in page.entries)
+                if not page.is_truncated:
+                    return names
+                last = page.entries[-1]
+                key_marker, id_marker = (last, "") if isinstance(last, str) else (last.key, last.upload_id)
+                self.assertEqual(page.next_marker, key_marker)
+        self.fail("the listing never ended")
+
+    def test_key_with_u10ffff_after_a_common_prefix_is_folded_once(self):
+        keys = ["a/\U0010ffff", "a/\U0010ffffx", "a/\U0010ffff/y", "a/b/c", "b", "c/\U0010ffff"]
+        self.start_uploads(keys)
+        for max_uploads in (1, 2, 1000):
+            self.assertEqual(self.list_all(delimiter="/", max_uploads=max_uploads), ["a/", "b", "c/"])
+            self.assertEqual(
+                self.list_all(prefix="a/", delimiter="/", max_uploads=max_uploads),
+                ["a/b/", "a/\U0010ffff", "a/\U0010ffff/", "a/\U0010ffffx"],
+            )
+
+    def test_pages_of_uploads_match_the_model(self):
+        rng = random.Random(20261203)
+        keys = sorted({"".join(rng.choices(WIDE_ALPHABET + ["\U0010ffff"], k=rng.randint(1, 6))) for _ in range(300)})
+        self.start_uploads(keys + keys[:20])  # some keys with two uploads
+        for prefix, delimiter in [("", ""), ("", "/"), ("a", "/"), ("", "\U0010ffff"), ("/", "é")]:
+            # The model: a key with two uploads is listed twice, a common prefix once.
+            expected: list[str] = []
+            for key in sorted(keys + keys[:20], key=utf8):
+                if key.startswith(prefix):
+                    folded = model_listing([key], prefix, delimiter)[0]
+                    is_prefix = bool(delimiter) and delimiter in key[len(prefix) :]
+                    if not is_prefix or not expected or expected[-1] != folded:
+                        expected.append(folded)
+            for max_uploads in (1, 3, 1000):
+                listed = self.list_all(prefix, delimiter, max_uploads)
+                self.assertEqual(listed, expected, (prefix, delimiter, max_uploads))
+
+    def test_a_loop_that_makes_no_progress_is_an_error_not_a_hang(self):
+        self.start_uploads(["a/1", "b/1"])
+        # A successor that goes nowhere (as "a/" + U+10FFFF did): the scan
+        # would read "a/1" forever.
+        self.patch(multipart, "successor", lambda prefix: prefix or None)
+        with self.engine.connect() as conn:
+            self.assertRaises(
+                listing.RunawayListing, multipart.list_multipart_page, conn, BUCKET, "", "/", "", "", 1000
+            )
+
+
+class SQLiteMultipartListingTests(MultipartListingMixin, unittest.SynchronousTestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLMultipartListingTests(MultipartListingMixin, unittest.SynchronousTestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBMultipartListingTests(MultipartListingMixin, unittest.SynchronousTestCase):
+    kind = dbfixtures.MYSQL
+
+
+class MultipartListingThroughTheDaemonTests(unittest.SynchronousTestCase):
+    def test_list_uploads_answers_with_u10ffff_after_a_common_prefix(self):
+        from tests.daemon import shared_gateway
+
+        gateway = shared_gateway()
+        s3 = gateway.client(read_timeout=20, connect_timeout=5)
+        bucket = gateway.new_bucket(s3)
+        for key in ("a/\U0010ffff", "a/\U0010ffffx", "b"):
+            s3.create_multipart_upload(Bucket=bucket, Key=key)
+        answer = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/")
+        self.assertEqual([p["Prefix"] for p in answer.get("CommonPrefixes", [])], ["a/"])
+        self.assertEqual([u["Key"] for u in answer.get("Uploads", [])], ["b"])
+        self.assertFalse(answer["IsTruncated"])

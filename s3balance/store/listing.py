@@ -85,6 +85,21 @@ _DEPTH_INFO = "s3balance.listing.recursion_depth"
 _MIN_DEPTH = 10_000
 
 
+class RunawayListing(RuntimeError):
+    """
+    A listing loop ran more steps than a page can take: a bug, answered as
+    InternalError instead of spinning on the database thread forever.
+    """
+
+
+def step_limit(wanted: int) -> int:
+    """
+    The most steps a loop building a page of C{wanted} entries may take:
+    every step but the last adds at least one entry.
+    """
+    return wanted + 2
+
+
 def successor(prefix: bytes) -> Optional[bytes]:
     """
     The smallest byte string greater than every string starting with prefix,
@@ -269,7 +284,9 @@ def _skip_scan(scan: _Scan, start: bytes, inclusive: bool, wanted: int) -> list:
     """Up to wanted entries from start, with a Python loop of range queries."""
     entries: list = []
     batch = _FIRST_BATCH
-    while len(entries) < wanted:
+    for _ in range(step_limit(wanted)):
+        if len(entries) >= wanted:
+            break
         limit = min(batch, wanted - len(entries))
         got, resume, in_prefix = scan.batch(start, inclusive, limit)
         entries.extend(got)
@@ -280,6 +297,8 @@ def _skip_scan(scan: _Scan, start: bytes, inclusive: bool, wanted: int) -> list:
         # inside a common prefix shrinks to about what it emitted, so a run
         # of big common prefixes costs about one two-row query each.
         batch = max(2, 2 * len(got)) if in_prefix else 2 * limit
+    else:
+        raise RunawayListing(f"the skip-scan made no page of {wanted} in {step_limit(wanted)} steps")
     return entries
 
 
