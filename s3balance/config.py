@@ -65,10 +65,18 @@ def _hide(value: object) -> str:
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
+    # A request's line and headers must arrive within read_timeout of its
+    # first byte; a body that moves no byte for read_timeout (while we are
+    # reading it) is answered RequestTimeout.
     read_timeout: float = 30.0
-    write_timeout: float = 30.0
-    # Connection inactivity timeout, never a whole-transfer timeout.
+    # An answer the client takes no byte of for write_timeout is cut off.
+    # Both are no-progress timeouts, never a whole-transfer limit.
+    write_timeout: float = 60.0
+    # Connection inactivity timeout (between requests), never a whole-transfer timeout.
     idle_timeout: float = 60.0
+    # Open client connections, in all and from one address; more are refused.
+    max_connections: int = 4096
+    max_connections_per_ip: int = 1024
     data_dir: str = "data"
     # Seconds in-flight transfers get to finish when the service stops.
     shutdown_grace: float = 30.0
@@ -88,6 +96,13 @@ class DatabaseConfig:
     conn_max_lifetime: int = 300
     log_level: str = "warn"
     auto_migrate: bool = True
+    # Seconds; 0 = none.  The server ends a statement that runs longer
+    # (PostgreSQL statement_timeout, MariaDB max_statement_time; on SQLite
+    # the wait for a lock); connecting gives up after connect_timeout; a
+    # request that waits longer for one answer of the store gets 503.
+    statement_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
 
     @property
     def url(self) -> str:
@@ -177,6 +192,8 @@ class Credential:
     secret_key: str = field(repr=_hide)
     buckets: tuple[str, ...] | None = None
     read_only: bool = False
+    # Redirect mode: the client behind this key follows a GET's 302 to the backend.
+    follows_redirects: bool = False
 
 
 CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
@@ -229,6 +246,9 @@ class S3APIConfig:
     region: str = "us-east-1"
     allow_create_bucket: bool = True
     redirect_expiry: int = 900
+    # Redirect mode: header-signed GETs whose User-Agent has a product token
+    # starting with one of these (case-insensitive) are redirected, not proxied.
+    redirect_user_agents: tuple[str, ...] = ()
     # CopyObject of a larger source goes part by part (S3 allows 5 GiB per PUT).
     multipart_copy_threshold: int = 5 * 1024**3
     cors: CORSConfig = CORSConfig()
@@ -713,6 +733,10 @@ def _parse_server(section: _Section) -> ServerConfig:
         read_timeout=section.get("read_timeout", parse_duration, d.read_timeout, zero_default=True),
         write_timeout=section.get("write_timeout", parse_duration, d.write_timeout, zero_default=True),
         idle_timeout=section.get("idle_timeout", parse_duration, d.idle_timeout, zero_default=True),
+        max_connections=section.get("max_connections", _non_negative_int, d.max_connections, zero_default=True),
+        max_connections_per_ip=section.get(
+            "max_connections_per_ip", _non_negative_int, d.max_connections_per_ip, zero_default=True
+        ),
         data_dir=section.get("data_dir", _str, d.data_dir, zero_default=True),
         shutdown_grace=section.get("shutdown_grace", parse_duration, d.shutdown_grace),
         tls_cert=section.get("tls_cert", _str, d.tls_cert, zero_default=True),
@@ -754,6 +778,9 @@ def _parse_database(section: _Section) -> DatabaseConfig:
             "log_level", _choice("silent", "error", "warn", "info"), d.log_level, zero_default=True
         ),
         auto_migrate=section.get("auto_migrate", _bool, d.auto_migrate),
+        statement_timeout=section.get("statement_timeout", parse_duration, d.statement_timeout),
+        connect_timeout=section.get("connect_timeout", parse_duration, d.connect_timeout),
+        request_timeout=section.get("request_timeout", parse_duration, d.request_timeout),
     )
     section.check_unknown()
     try:
@@ -945,6 +972,7 @@ def _parse_credentials(value: object, path: str, bucket_names: set[str]) -> list
                 secret_key=secret_key,
                 buckets=buckets,
                 read_only=section.get("read_only", _bool, False),
+                follows_redirects=section.get("follows_redirects", _bool, False),
             )
         )
         section.check_unknown()
@@ -992,6 +1020,14 @@ def _parse_cors(section: _Section) -> CORSConfig:
     return cors
 
 
+def _user_agent_products(value: object) -> tuple[str, ...]:
+    products = _str_list(value)
+    for index, product in enumerate(products):
+        if not product or any(character.isspace() for character in product):
+            raise ValueError(f"item {index}: {product!r} is not a User-Agent product (e.g. 'rclone/')")
+    return products
+
+
 def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
     d = S3APIConfig()
     access_key = section.get("access_key", _str, "")
@@ -1024,6 +1060,7 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
         region=section.get("region", _str, d.region, zero_default=True),
         allow_create_bucket=section.get("allow_create_bucket", _bool, d.allow_create_bucket),
         redirect_expiry=section.get("redirect_expiry", _positive_int, d.redirect_expiry),
+        redirect_user_agents=section.get("redirect_user_agents", _user_agent_products, d.redirect_user_agents),
         multipart_copy_threshold=section.get(
             "multipart_copy_threshold", _positive_size, d.multipart_copy_threshold, zero_default=True
         ),

@@ -197,6 +197,24 @@ class Metrics:
             buckets=DB_BUCKETS,
             registry=r,
         )
+        self.connections_refused = Counter(
+            "s3balance_connections_refused",
+            "Client connections refused at a connection cap (server.max_connections: total, "
+            "server.max_connections_per_ip: per_ip).",
+            ["limit"],
+            registry=r,
+        )
+        self.client_timeouts = Counter(
+            "s3balance_client_timeouts",
+            "Client connections cut off by a timeout: headers (read_timeout), body (read_timeout), "
+            "write (write_timeout).",
+            ["phase"],
+            registry=r,
+        )
+        for limit in ("total", "per_ip"):
+            self.connections_refused.labels(limit)
+        for phase in ("headers", "body", "write"):
+            self.client_timeouts.labels(phase)
         self._pool_collector: Optional[PoolCollector] = None
         # Children by label values: prometheus_client's labels() validates and
         # locks on every call, four times per request.  Labels are bounded
@@ -262,6 +280,16 @@ class Metrics:
             )
 
         request.notifyFinish().addBoth(finished)
+
+    # -- client connections -------------------------------------------------------
+
+    def connection_refused(self, limit: str) -> None:
+        """A connection closed at once: C{limit} is C{"total"} or C{"per_ip"}."""
+        self._child(self.connections_refused, limit).inc()
+
+    def client_timeout(self, phase: str) -> None:
+        """A connection cut off: C{phase} is C{"headers"}, C{"body"} or C{"write"}."""
+        self._child(self.client_timeouts, phase).inc()
 
     # -- backends -------------------------------------------------------------
 
@@ -354,16 +382,26 @@ class MetricsResource(Resource):
         self.metrics = metrics
         self.token = token
 
+    def refuse_before_body(self, request) -> Optional[bytes]:
+        """
+        The 401 answer (code and headers set on C{request}) for a request
+        without the token, or None: checked on the headers alone, so a
+        refused request's body is never read.
+        """
+        token = self.token() if callable(self.token) else self.token
+        if not token or bearer_token_matches(request, token):
+            return None
+        request.setResponseCode(401)
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"www-authenticate", b'Bearer realm="s3balance metrics"')
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"error": "unauthorized", "message": "a valid bearer token is required"}).encode()
+
     def render_GET(self, request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
-        token = self.token() if callable(self.token) else self.token
-        if token and not bearer_token_matches(request, token):
-            request.setResponseCode(401)
-            request.setHeader(b"www-authenticate", b'Bearer realm="s3balance metrics"')
-            request.setHeader(b"content-type", b"application/json")
-            return json.dumps(
-                {"error": "unauthorized", "message": "a valid bearer token is required"}
-            ).encode()
+        refusal = self.refuse_before_body(request)
+        if refusal is not None:
+            return refusal
         accept = (request.getHeader(b"accept") or b"").decode("latin-1")
         body, content_type = self.metrics.render(accept)
         request.setHeader(b"content-type", content_type.encode("latin-1"))

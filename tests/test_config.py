@@ -736,3 +736,48 @@ class ExampleFileTests(SynchronousTestCase):
         before = copy.deepcopy(mapping)
         parse_config(mapping)
         self.assertEqual(mapping, before)
+
+
+class ServerLimitTests(SynchronousTestCase):
+    """server.read_timeout / write_timeout / max_connections / max_connections_per_ip."""
+
+    def server(self, **keys: Any):
+        mapping = minimal()
+        mapping["server"] = keys
+        return parse_config(mapping).server
+
+    def test_defaults(self) -> None:
+        server = self.server()
+        self.assertEqual(
+            (server.read_timeout, server.write_timeout, server.idle_timeout), (30.0, 60.0, 60.0)
+        )
+        self.assertEqual((server.max_connections, server.max_connections_per_ip), (4096, 1024))
+
+    def test_set(self) -> None:
+        server = self.server(read_timeout="5s", write_timeout="2m", max_connections=100, max_connections_per_ip=10)
+        self.assertEqual((server.read_timeout, server.write_timeout), (5.0, 120.0))
+        self.assertEqual((server.max_connections, server.max_connections_per_ip), (100, 10))
+
+    def test_zero_takes_the_default(self) -> None:
+        server = self.server(write_timeout=0, max_connections=0, max_connections_per_ip=0)
+        self.assertEqual(
+            (server.write_timeout, server.max_connections, server.max_connections_per_ip), (60.0, 4096, 1024)
+        )
+
+    def test_errors_name_the_key(self) -> None:
+        cases = [
+            ({"max_connections": -1}, "server.max_connections: expected a non-negative integer, got -1"),
+            ({"max_connections_per_ip": "many"}, "server.max_connections_per_ip: expected an integer, got 'many'"),
+            ({"write_timeout": "soon"}, "server.write_timeout: cannot parse 'soon' as a duration"),
+            ({"read_timeout": "-1s"}, "server.read_timeout: '-1s' is not a non-negative duration"),
+        ]
+        for keys, message in cases:
+            with self.assertRaises(ConfigError) as caught:
+                self.server(**keys)
+            self.assertEqual(str(caught.exception), message)
+
+    def test_example_file_sets_them(self) -> None:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        server = load_config(os.path.join(here, "etc", "s3balance.example.yaml")).server
+        self.assertEqual((server.read_timeout, server.write_timeout), (30.0, 60.0))
+        self.assertEqual((server.max_connections, server.max_connections_per_ip), (4096, 1024))

@@ -114,6 +114,9 @@ class AdminResource(Resource):
     """
 
     isLeaf = True
+    # The largest request body read (the server answers 413 past it); JSON
+    # documents here are a few bytes.
+    max_body = MAX_BODY
 
     def __init__(self, target, token: Token, now: Callable[[], datetime.datetime] = _utcnow) -> None:
         super().__init__()
@@ -210,16 +213,25 @@ class AdminResource(Resource):
 
     # -- HTTP ---------------------------------------------------------------------
 
+    def refuse_before_body(self, request) -> Optional[bytes]:
+        """
+        The 401 answer (code and headers set on C{request}) for a request
+        without a valid token, or None.  The server asks as soon as the
+        headers are in, so a refused request's body is never read.
+        """
+        if bearer_token_matches(request, self.token):
+            return None
+        log.warn(
+            "admin: refused a request without a valid token from {client}",
+            client=getattr(request.getClientAddress(), "host", "?"),
+        )
+        request.setHeader(b"www-authenticate", b'Bearer realm="s3balance admin"')
+        return self._error_body(request, AdminError(401, "unauthorized", "a valid bearer token is required"))
+
     def render(self, request):
-        if not bearer_token_matches(request, self.token):
-            log.warn(
-                "admin: refused a request without a valid token from {client}",
-                client=getattr(request.getClientAddress(), "host", "?"),
-            )
-            request.setHeader(b"www-authenticate", b'Bearer realm="s3balance admin"')
-            return self._error_body(
-                request, AdminError(401, "unauthorized", "a valid bearer token is required")
-            )
+        refusal = self.refuse_before_body(request)
+        if refusal is not None:
+            return refusal
         method = request.method.decode("ascii", "replace").upper()
         segments = [unquote(segment.decode("utf-8", "replace")) for segment in request.postpath]
         while segments and segments[-1] == "":

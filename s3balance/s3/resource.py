@@ -2,8 +2,15 @@
 The resource tree of the daemon's one HTTP port.
 
 Everything is S3 except a few fixed paths of our own (C{/health}, the
-metrics path, and later the admin API).  Those are matched exactly, and
-never for a virtual-host style request, whose whole path is an object key.
+metrics path, C{/status} and the admin API under C{/admin/}).  Those are
+matched exactly, and never for a virtual-host style request, whose whole
+path is an object key.
+
+Our own paths are open to anyone who reaches the port, so their request
+bodies are bounded before anything is read: a resource's C{max_body}
+(L{MAX_FIXED_BODY} when it has none), and a resource with a token may
+define C{refuse_before_body(request) -> bytes | None}, which the server
+calls as soon as the headers are in (L{Root.answer_before_body}).
 """
 
 from __future__ import annotations
@@ -14,6 +21,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from s3balance.s3.routing import bucket_from_host
+
+# The largest request body our own paths read, unless their resource says
+# otherwise (the admin API takes small JSON documents): none of them needs one.
+MAX_FIXED_BODY = 4 * 1024
 
 
 class S3Resource(Resource):
@@ -66,9 +77,14 @@ class HealthResource(Resource):
         up = sum(1 for state in backends.values() if state["up"])
         read_only = any(state["up"] and not state["writable"] for state in backends.values())
         status = "ok" if up == len(backends) and not read_only else ("degraded" if writable else "down")
+        # The metadata database: nothing is stored or read without it (store/probe.py).
+        probe = getattr(self.gateway.store, "probe", None)
+        database = probe.state() if probe is not None else {"up": True, "error": None}
+        if not database["up"]:
+            status, writable = "down", False
         request.setResponseCode(200 if writable else 503)
         return json.dumps(
-            {"status": status, "strategy": self.gateway.strategy.name, "backends": backends},
+            {"status": status, "strategy": self.gateway.strategy.name, "backends": backends, "database": database},
             indent=1,
             sort_keys=True,
         ).encode()
@@ -100,8 +116,37 @@ class Root(Resource):
             return None
         return resource
 
+    def answer_before_body(self, resource, request, length: int | None) -> bytes | None:
+        """
+        For a request to our own C{resource} whose headers announce a body
+        (C{length} None: chunked): the answer to send without reading it
+        (the response code and headers set on C{request}), or None to read
+        it.  A refusal (a missing token) comes first, then a body over the
+        resource's limit.
+        """
+        refuse = getattr(resource, "refuse_before_body", None)
+        if refuse is not None:
+            answer = refuse(request)
+            if answer is not None:
+                return answer
+        if length is not None and length > body_limit(resource):
+            return self.too_large(request)
+        return None
+
+    def too_large(self, request) -> bytes:
+        """413 for a body over one of our own resources' limit."""
+        request.setResponseCode(413)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps({"error": "too_large", "message": "the request body is too large"}).encode()
+
     def getChildWithDefault(self, path, request):
         return self.fixed_resource(request) or self.s3
 
     def render(self, request):
         return self.s3.render(request)
+
+
+def body_limit(resource) -> int:
+    """The largest request body one of our own resources reads."""
+    return getattr(resource, "max_body", MAX_FIXED_BODY)
