@@ -176,12 +176,24 @@ class SignedStreamTests(SynchronousTestCase):
         self.assertEqual(decoder.finish(), {})
         self.assertEqual(decoder.decoded_bytes, len(payload))
 
-    def test_payload_held_until_verified(self) -> None:
+    def test_payload_streams_before_its_chunk_is_verified(self) -> None:
+        """A signed chunk's bytes are released as they arrive: no whole chunk is held in memory."""
         body = encode_signed(self.ctx, [b"x" * 1000, b"y" * 10])
         decoder = AwsChunkedDecoder(self.ctx)
         header_end = body.index(b"\r\n") + 2
-        self.assertEqual(decoder.feed(body[: header_end + 999]), b"")
-        self.assertEqual(decoder.feed(body[header_end + 999 : header_end + 1000]), b"x" * 1000)
+        self.assertEqual(decoder.feed(body[: header_end + 999]), b"x" * 999)
+        self.assertEqual(decoder.feed(body[header_end + 999 : header_end + 1000]), b"x")
+        self.assertEqual(decode(decoder, body[header_end + 1000 :]), b"y" * 10)
+
+    def test_feed_completing_a_bad_chunk_raises(self) -> None:
+        """The last byte of a chunk that does not verify is never released."""
+        body = encode_signed(self.ctx, [b"x" * 1000, b"y" * 10])
+        tampered = body.replace(b"x" * 1000, b"x" * 999 + b"X")
+        decoder = AwsChunkedDecoder(self.ctx)
+        header_end = body.index(b"\r\n") + 2
+        self.assertEqual(decoder.feed(tampered[: header_end + 999]), b"x" * 999)
+        error = self.assertRaises(S3Error, decoder.feed, tampered[header_end + 999 : header_end + 1000])
+        self.assertEqual(error.code, "SignatureDoesNotMatch")
 
     def test_broken_chunk_signature(self) -> None:
         body = bytearray(encode_signed(self.ctx, [b"x" * 100, b"y" * 100]))

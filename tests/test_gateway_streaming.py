@@ -134,3 +134,93 @@ class StreamingTests(SynchronousTestCase):
         held = self.gateway.daemon.rss_kib()[0] - before
         conn.close()
         self.assertLess(held, 32 * 1024, f"daemon RSS grew {held} KiB for a stalled reader")
+
+
+def _tampered_middle_chunk(signed, chunks: list[bytes]) -> bytes:
+    """The signed aws-chunked body of C{chunks} with one byte of the middle chunk's data changed."""
+    from tests.signing import encode_signed_chunks
+
+    body = bytearray(encode_signed_chunks(signed, chunks))
+    first = sum(len(chunk) for chunk in chunks[:1])
+    # Past the first chunk's data and CRLF and the second chunk's header line.
+    at = body.index(b"\r\n", body.index(b"\r\n") + 2 + first + 2) + 2 + len(chunks[1]) // 2
+    body[at] ^= 0x01
+    return bytes(body)
+
+
+class BadChunkNeverCompletesTests(SynchronousTestCase):
+    """
+    Signed chunk bytes stream onward before their chunk is verified; the
+    held-back tail keeps the guarantee that a body with a chunk that does not
+    verify never reaches its backend whole.
+    """
+
+    def test_backend_never_gets_the_whole_body_of_a_bad_middle_chunk(self) -> None:
+        """With fakes: the backend connection sees part of the body, never all of it, and no finish."""
+        from types import SimpleNamespace
+
+        from s3balance.auth.sigv4 import AuthContext, PayloadMode
+        from s3balance.s3.gateway import S3Call
+        from s3balance.s3.routing import Target
+        from s3balance.s3.upload import PutObjectUpload
+        from s3balance.store.interfaces import WriteIntent
+        from tests.signing import sign_request
+        from tests.test_cancellation import FakeRequest, make_gateway
+
+        gateway, store, pool, backend, clock = make_gateway()
+        chunks = [bytes([n]) * (64 * 1024) for n in (1, 2, 3)]
+        size = sum(map(len, chunks))
+        signed = sign_request("PUT", "http://h/vb/key", payload="STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+        ctx = AuthContext(
+            credential=None,
+            payload_mode=PayloadMode.STREAMING_SIGNED,
+            content_sha256="STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            signing_key=signed.key,
+            seed_signature=signed.signature,
+            scope=signed.scope,
+            amz_date=signed.amz_date,
+            region="us-east-1",
+        )
+        body = _tampered_middle_chunk(signed, chunks)
+        request = FakeRequest()
+        call = S3Call("PUT", Target("vb", "key"), "PutObject", {},
+                      {"content-encoding": ["aws-chunked"], "x-amz-decoded-content-length": [str(size)]},
+                      None, ctx, b"/vb/key")
+        request.call = call
+        upload = PutObjectUpload(gateway, request, call, len(body))
+        request.body_sink = upload
+        upload.start()
+        store.pending["get_bucket"].callback(SimpleNamespace(name="vb"))
+        store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
+        self.assertEqual(len(backend.requests), 1)
+        for start in range(0, len(body), 1000):
+            upload.data_received(body[start : start + 1000])
+        # Most of the body streamed on (no chunk is held whole) ...
+        self.assertGreater(backend.received, len(chunks[0]))
+        # ... but never all of it: the backend cannot complete the object.
+        self.assertLess(backend.received, size)
+        self.assertTrue(backend.requests[0].called)
+        request.body_in()
+        self.assertNotIn("commit_object", store.names())
+        self.assertEqual(store.calls[-1], ("abandon_write", 7, True))
+        self.assertEqual(request.answers, [403])
+
+    def test_bad_middle_chunk_stores_nothing(self) -> None:
+        """Against the daemon: 403 SignatureDoesNotMatch, no object, nothing left on the backends."""
+        from tests.gateways import assert_nothing_left
+        from tests.signing import STREAMING_SIGNED, send, sign_request
+
+        gateway = shared_gateway()
+        bucket = gateway.new_bucket()
+        endpoint = gateway.daemon.endpoint
+        chunks = [bytes([n]) * (2 * MIB) for n in (1, 2, 3)]
+        size = sum(map(len, chunks))
+        url = f"{endpoint}/{bucket}/bad-middle"
+        headers = {"content-encoding": "aws-chunked", "x-amz-decoded-content-length": str(size)}
+        signed = sign_request("PUT", url, headers, STREAMING_SIGNED)
+        status, _, answer = send("PUT", url, signed.headers, _tampered_middle_chunk(signed, chunks))
+        self.assertEqual(status, 403, answer)
+        self.assertIn(b"<Code>SignatureDoesNotMatch</Code>", answer)
+        s3 = gateway.client()
+        self.assertEqual(s3.list_objects_v2(Bucket=bucket).get("Contents", []), [])
+        assert_nothing_left(gateway, bucket)

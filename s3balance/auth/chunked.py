@@ -12,8 +12,14 @@ The framing is::
 
 For signed streams (C{STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]}) each
 chunk signature chains on the previous one, starting from the request's seed
-signature, so a chunk is held back until it is complete and its signature
-verified.  Unsigned streams release payload bytes as soon as they arrive.
+signature.  Payload bytes are released as soon as they arrive, signed or not,
+while the chunk's hash is computed incrementally; a chunk whose signature does
+not match fails the C{feed} that completes it.  Holding a whole chunk (up to
+16 MiB) until it verified would cost that much memory per upload, so the
+guarantee is the caller's: bytes released by C{feed} are I{unverified} until
+C{finish} returned, and a caller that forwards them must hold back the last
+bytes it received until then (L{s3balance.s3.upload} does), so that nothing
+downstream completes from a body that does not verify.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class AwsChunkedDecoder:
         trailer is refused.
     @ivar decoded_bytes: how many payload bytes were released so far (compare
         with C{x-amz-decoded-content-length}).
+
+    Memory: one line buffer (at most L{MAX_LINE}) and the running hash of the
+    current chunk; payload bytes are never held.
     """
 
     def __init__(self, ctx: AuthContext | None, trailer_names: Sequence[str] = ()) -> None:
@@ -69,7 +78,6 @@ class AwsChunkedDecoder:
         self._state = _HEADER
         self._line = bytearray()
         self._remaining = 0
-        self._chunk: list[memoryview] = []
         self._chunk_hash = hashlib.sha256()
         self._chunk_signature = b""
         self._trailers: dict[str, str] = {}
@@ -86,7 +94,8 @@ class AwsChunkedDecoder:
         """
         Decode the next piece of the encoded body.
 
-        @return: the payload bytes that became available (possibly empty).
+        @return: the payload bytes that became available (possibly empty),
+            not verified yet (see the module docstring).
         @raise S3Error: on bad framing or a chunk signature that does not match.
         """
         if not isinstance(data, bytes):
@@ -101,28 +110,16 @@ class AwsChunkedDecoder:
                 piece = view[pos : pos + take]
                 pos += take
                 self._remaining -= take
-                if not self._signed:
-                    out.append(piece)
-                    self.decoded_bytes += take
+                if self._signed:
+                    self._chunk_hash.update(piece)
                     if not self._remaining:
-                        self._state = _DATA_END
-                    continue
-                self._chunk_hash.update(piece)
-                if self._remaining:
-                    # Views of immutable input: held without copying, joined once.
-                    self._chunk.append(piece)
-                    continue
-                if self._chunk:
-                    self._chunk.append(piece)
-                    payload: bytes | memoryview = b"".join(self._chunk)
-                    self._chunk.clear()
-                else:
-                    # The whole chunk arrived in this piece: no copy needed.
-                    payload = piece
-                self._verify_chunk()
-                out.append(payload)
-                self.decoded_bytes += len(payload)
-                self._state = _DATA_END
+                        # Raises before this piece is released: the bytes of
+                        # a chunk that does not verify never all get out.
+                        self._verify_chunk()
+                out.append(piece)
+                self.decoded_bytes += take
+                if not self._remaining:
+                    self._state = _DATA_END
             elif self._state == _DONE:
                 raise S3Error("InvalidRequest", "Unexpected data after the end of the aws-chunked body.")
             else:

@@ -12,11 +12,13 @@ import functools
 from typing import Optional
 from urllib.parse import quote
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import relay_body
 from s3balance.errors import S3Error
+from s3balance.s3 import redirects
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_preconditions, parse_range
 from s3balance.s3.xmldoc import child_text, document, parse
@@ -140,6 +142,10 @@ async def _get_object(gateway, request, call, record) -> None:
     try:
         response = await backend.get_object(location.real_key, byte_range)
     except BackendError as error:
+        if request.gone:
+            # The client left and cancelled the request (see Gateway.handle):
+            # no backend failure, nobody to answer.
+            raise CancelledError() from None
         log.error(
             "GET {bucket}/{key} from {backend} failed: {error}",
             bucket=call.bucket,
@@ -175,6 +181,10 @@ async def _get_object(gateway, request, call, record) -> None:
     request.notifyFinish().addErrback(lambda _: stop())
     try:
         await done
+    except CancelledError:
+        # The client left (Gateway.handle cancelled us): let go of the backend.
+        stop()
+        raise
     except Exception as error:
         log.warn(
             "GET {bucket}/{key} cut short: {error}", bucket=call.bucket, key=call.key, error=str(error)
@@ -190,14 +200,16 @@ async def _get_object(gateway, request, call, record) -> None:
 
 def wants_redirect(gateway, call) -> bool:
     """
-    Redirect mode (C{s3api.proxy_mode: false}) sends GETs to the backend.
-    A client that cannot follow redirects asks for the bytes through us with
-    the header C{x-s3balance-proxy: true} or the query C{s3balance-proxy=true}.
+    Redirect mode (C{s3api.proxy_mode: false}) sends a GET to the backend
+    when its client follows redirects (L{redirects.follows_redirects}:
+    presigned, anonymous, or configured as able to); the rest are proxied.
+    Any client may still ask for the bytes through us with the header
+    C{x-s3balance-proxy: true} or the query C{s3balance-proxy=true}.
     """
-    if gateway.config.s3api.proxy_mode:
+    s3api = gateway.config.s3api
+    if s3api.proxy_mode or redirects.proxy_forced(call):
         return False
-    forced = call.header("x-s3balance-proxy") or call.query.get("s3balance-proxy")
-    return (forced or "").lower() not in ("1", "true", "yes")
+    return redirects.follows_redirects(s3api, call)
 
 
 def redirect(gateway, request, call, backend, real_key: str) -> None:
@@ -212,7 +224,9 @@ def redirect(gateway, request, call, backend, real_key: str) -> None:
         path = quote(real_key, safe="/~") if config.remove_bucket else f"{quote(backend.name, safe='')}/{quote(real_key, safe='/~')}"
         url = f"{base}/{path}" + (f"?{query}" if query else "")
     else:
-        url = backend.presign_get(real_key, gateway.config.s3api.redirect_expiry, query)
+        url = backend.presign_get(
+            real_key, gateway.config.s3api.redirect_expiry, query, redirects.signed_headers(call)
+        )
     request.setResponseCode(302)
     request.setHeader(b"location", url.encode("ascii"))
     request.setHeader(b"cache-control", b"no-store")
@@ -261,27 +275,23 @@ async def delete_objects(gateway, request, call) -> None:
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*")
     quiet, keys = _delete_request(small_body(request, call))
     await gateway.require_bucket(call.bucket)
+    # Every key in one transaction (one commit, not one per key).
+    removed = await gateway.store.delete_objects(
+        call.bucket, [key for key, version in keys if not _other_version(version)]
+    )
     results: list = []
-    removed_any = False
     for key, version in keys:
         named = [("VersionId", version)] if version is not None else []
         if _other_version(version):
             results.append(("Error", [("Key", key), *named, ("Code", "NoSuchVersion"),
                                       ("Message", "The specified version does not exist.")]))
-            continue
-        try:
-            removed = await gateway.store.delete_object(call.bucket, key)
-        except Exception:
-            log.failure("DeleteObjects of {bucket}/{key} failed", bucket=call.bucket, key=key)
-            results.append(("Error", [("Key", key), ("Code", "InternalError"), ("Message", "We encountered an internal error.")]))
-            continue
-        if removed is not None:
-            removed_any = True
-            for location in removed.locations:
-                gateway.pool.add_usage(location.backend, -removed.size, -1)
-        if not quiet:
+        elif not quiet:
             results.append(("Deleted", [("Key", key), *named]))
-    if removed_any:
+    for record in removed.values():
+        if record is not None:
+            for location in record.locations:
+                gateway.pool.add_usage(location.backend, -record.size, -1)
+    if any(record is not None for record in removed.values()):
         gateway.kick_deleter(replaced=True)
     gateway.answer_xml(request, document("DeleteResult", results))
 
