@@ -54,7 +54,7 @@ def run_database(kind: str, url: str, count: int) -> list[dict]:
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         with engine.begin() as conn:
             buckets.sync_config_buckets(conn, ["vb"], now)
-            intent = objects.begin_write(conn, "b1", "vb/real", now + datetime.timedelta(hours=1), now)
+            intent = objects.begin_write(conn, "b1", "vb/real", 3600, now)
             record = ObjectRecord(
                 bucket="vb", key="k", size=3, etag='"e"', last_modified=now, content_type="",
                 headers={}, checksums={}, locations=(Location("b1", "vb/real"),),

@@ -244,7 +244,9 @@ class FaultTestMixin:
                 return False
             return True
 
-        poll(settled, timeout=20, message=(
+        # Deletions on a backend that was down wait up to 5 cleanup periods
+        # (at least 25s) after it is back (cleanup.DeletionWorker).
+        poll(settled, timeout=45, message=(
             f"not settled: rows {database_counts(self.daemon, VB) if sqlite else '-'}, "
             f"backend keys {self.backend_keys()}, open uploads {self.backend_uploads()}"
         ))
@@ -589,3 +591,164 @@ class ClientGoneMidDownloadTests(FaultTestMixin, SynchronousTestCase):
         self.assertEqual(self.assertReadsOneOf("big", [data]), data)
         self.assertConsistent()
         self.assertStillServes()
+
+
+class DirectionalFaultProxy(FaultProxy):
+    """
+    A FaultProxy that can also stall after some bytes *from* the target
+    (a backend that stops sending mid-body) and hold the target's answers
+    while requests still pass (a backend that took a whole request and
+    does not answer).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._downstream_limit: Optional[int] = None
+        self._answers = threading.Event()
+        self._answers.set()
+
+    def stall_after_downstream(self, downstream_bytes: int) -> None:
+        """Let `downstream_bytes` more bytes go target->client, then stall both ways."""
+        with self._lock:
+            self._downstream_limit = self.downstream_bytes + downstream_bytes
+
+    def hold_answers(self) -> None:
+        self._answers.clear()
+
+    def release_answers(self) -> None:
+        self._answers.set()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._downstream_limit = None
+        super().resume()
+
+    def close(self) -> None:
+        self._answers.set()
+        super().close()
+
+    def _count_downstream(self, n: int) -> None:
+        super()._count_downstream(n)
+        with self._lock:
+            if self._downstream_limit is not None and self.downstream_bytes >= self._downstream_limit:
+                self._flowing.clear()
+        # On the link's target->client thread: what was read waits here.
+        self._answers.wait()
+
+
+def metric_sum(daemon: Daemon, name: str) -> float:
+    """The sum of every sample of one series on the daemon's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{daemon.endpoint}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = [float(line.rpartition(" ")[2]) for line in text.splitlines() if line.split("{", 1)[0] == name]
+    assert samples, f"no {name} on /metrics"
+    return sum(samples)
+
+
+class TwoBackendFaultMixin(FaultTestMixin):
+    """A daemon over two buckets of the shared SeaweedFS: `first` through a proxy, `second` direct."""
+
+    proxy: DirectionalFaultProxy
+
+    def start_two(self, first_max_size: Optional[str] = None, **balancer) -> None:
+        server = shared_seaweedfs()
+        self.server = server
+        # Round-robin places in name order: the first object goes to `first`.
+        self.first, self.second = unique_bucket_name("a-first"), unique_bucket_name("b-second")
+        for bucket in (self.first, self.second):
+            server.create_bucket(bucket)
+        self.proxy = DirectionalFaultProxy("127.0.0.1", server.port).start()
+        self.addCleanup(self.proxy.close)  # type: ignore[attr-defined]
+        first = backend_entry(server, self.first, endpoint=f"http://{self.proxy.address}")
+        if first_max_size is not None:
+            first["max_size"] = first_max_size
+        workdir = harness_dir() / unique_bucket_name("faults")
+        workdir.mkdir(parents=True)
+        settings = {"backend_timeout": f"{BACKEND_TIMEOUT}s", "cleanup_period": "1s", "health_check_period": "1s",
+                    "retry_attempts": 1}
+        settings.update(balancer)
+        config = base_config([first, backend_entry(server, self.second)], [VB], workdir, balancer=settings)
+        self.daemon = Daemon(config, name="faults").start()
+        self.addCleanup(self.daemon.stop)  # type: ignore[attr-defined]
+        self.addCleanup(self.keep_log)  # type: ignore[attr-defined]
+
+    def keys_of(self, bucket: str) -> list[str]:
+        listing = self.server.client().list_objects_v2(Bucket=bucket)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def open_fds(self) -> int:
+        import os
+
+        return len(os.listdir(f"/proc/{self.daemon.process.pid}/fd"))
+
+    def settled(self) -> bool:
+        counts = database_counts(self.daemon, VB)
+        return not counts["write_intents"] and not counts["deletion_queue"]
+
+
+class StalledCopySourceTests(TwoBackendFaultMixin, SynchronousTestCase):
+    """A streamed CopyObject whose source backend stops sending mid-body."""
+
+    def setUp(self) -> None:
+        # The source's backend has no room for a second copy: the copy goes
+        # to the other backend, streamed through the daemon.
+        self.start_two(first_max_size=f"{12 * MIB}")
+
+    def tearDown(self) -> None:
+        self.proxy.resume()
+
+    def test_stalled_source_answers_service_unavailable_and_lets_go(self) -> None:
+        data = pattern(8 * MIB, 21)
+        status, _, body = signed_request(self.daemon, "PUT", f"/{VB}/source", data)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(self.keys_of(self.first)), 1)
+        baseline = self.open_fds()
+        self.proxy.stall_after_downstream(1 * MIB)
+        started = time.monotonic()
+        status, _, body = signed_request(self.daemon, "PUT", f"/{VB}/copy", headers={"x-amz-copy-source": f"/{VB}/source"},
+                                         timeout=STALL_BOUND + 30)
+        self.assertLess(time.monotonic() - started, STALL_BOUND, "a stalled source held the copy")
+        self.assertEqual(status, 503, body)
+        self.assertIn(b"<Code>ServiceUnavailable</Code>", body)
+        # The copy's reservation is released and its backend connections closed
+        # while the source is still stalled.
+        self.assertEqual(metric_sum(self.daemon, "s3balance_backend_reserved_bytes"), 0.0)
+        poll(lambda: self.open_fds() <= baseline + 2, timeout=10,
+             message=f"fds: {self.open_fds()} (baseline {baseline})")
+        self.proxy.resume()
+        poll(self.settled, timeout=20, message=f"not settled: {database_counts(self.daemon, VB)}")
+        self.assertEqual(self.keys_of(self.second), [])
+        self.assertIsNone(self.assertReadsOneOf("copy", []))
+        self.assertEqual(self.assertReadsOneOf("source", [data]), data)
+
+
+class AnswerlessBackendTests(TwoBackendFaultMixin, SynchronousTestCase):
+    """A backend that takes a whole small PUT and does not answer."""
+
+    def setUp(self) -> None:
+        self.start_two(retry_attempts=2)
+
+    def tearDown(self) -> None:
+        self.proxy.release_answers()
+
+    def test_small_put_is_retried_elsewhere_and_the_late_object_deleted(self) -> None:
+        data = pattern(20_000, 22)
+        self.proxy.hold_answers()
+        started = time.monotonic()
+        status, _, body = signed_request(self.daemon, "PUT", f"/{VB}/small", data, timeout=STALL_BOUND + 30)
+        self.assertLess(time.monotonic() - started, STALL_BOUND)
+        self.assertEqual(status, 200, body)
+        # The first backend stored it all the same: a late completion, as far
+        # as the daemon knows.
+        self.assertEqual(len(self.keys_of(self.first)), 1)
+        self.assertEqual(len(self.keys_of(self.second)), 1)
+        self.proxy.release_answers()
+        self.assertEqual(self.assertReadsOneOf("small", [data]), data)
+        poll(lambda: not self.keys_of(self.first), timeout=60,
+             message=f"the late object is still on {self.first}: {self.keys_of(self.first)}")
+        poll(self.settled, timeout=20, message=f"not settled: {database_counts(self.daemon, VB)}")
+        self.assertEqual(len(self.keys_of(self.second)), 1)
+        self.assertEqual(database_counts(self.daemon, VB)["objects"], 1)
+        self.assertEqual(self.assertReadsOneOf("small", [data]), data)

@@ -223,7 +223,7 @@ class BackendMetricsTests(SynchronousTestCase):
         ordinary = counted()
         self.assertGreater(ordinary, 0)
         ((_, intent),) = store._raw_group(
-            [(objects.begin_write, ("b1", "vb/1", store._in(60), store._now()), False)]
+            [(objects.begin_write, ("b1", "vb/1", 60, store._now()), False)]
         )
         self.assertEqual(counted(), ordinary + 1)  # the INSERT
         self.assertIsNone(store._raw_get_object("vb", "missing"))

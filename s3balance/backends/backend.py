@@ -6,8 +6,9 @@ client on persistent connections (C{twisted.web.client.Agent} cost a third
 of the daemon's CPU per small GET; see that module).  We never use
 C{treq.request} for object traffic: treq wraps every agent in a gzip
 C{ContentDecoderAgent}, which would silently decompress objects stored with
-C{Content-Encoding: gzip} and change their bytes.  treq's body helpers
-(C{treq.content}) read small control responses.
+C{Content-Encoding: gzip} and change their bytes.  Small answers (control
+requests, a PUT's answer, an error document) are read by L{_AnswerBody},
+which cuts a backend that stops sending one for C{timeout} seconds.
 
 What we send a backend (and nothing else): the method and real key, our own
 SigV4 signature (UNSIGNED-PAYLOAD), Content-Length, and for writes the
@@ -22,17 +23,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Optional
+from typing import Optional, cast
 from urllib.parse import quote
 from xml.etree import ElementTree
 
 import attr
-import treq
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._newclient import RequestGenerationFailed
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer, IResponse
 
 from s3balance.backends.http import HTTPClient
@@ -84,6 +88,10 @@ def operation_class(method: str) -> Optional[str]:
     return None
 
 
+# The code of a BackendError for a backend that did not answer in time.
+TIMEOUT = "Timeout"
+
+
 class BackendError(Exception):
     """
     A backend answered with an error or could not be reached.
@@ -106,6 +114,14 @@ class BackendError(Exception):
         """A failure that says something about the backend's health."""
         return self.status == 0 or self.status >= 500
 
+    @property
+    def timed_out(self) -> bool:
+        """
+        The backend had the whole body and gave no answer in time: it may
+        have stored the object, or may yet store it (a late completion).
+        """
+        return self.status == 0 and self.code == TIMEOUT
+
 
 @attr.s(frozen=True, auto_attribs=True)
 class PutResult:
@@ -118,6 +134,84 @@ def _s3_error_code(body: bytes) -> tuple[str, str]:
     except ElementTree.ParseError:
         return "", body[:200].decode("utf-8", "replace")
     return root.findtext("Code") or "", root.findtext("Message") or ""
+
+
+class _AnswerBody(Protocol):
+    """
+    Collects an answer's body into C{done}; once L{watch}ed, a backend that
+    sends nothing for C{timeout} seconds is cut off (C{expired}).
+    """
+
+    def __init__(self, done: Deferred) -> None:
+        self.done = done
+        self.chunks: list[bytes] = []
+        self.expired = False
+        self._clock = None
+        self._timeout = 0.0
+        self._call = None
+
+    def watch(self, clock, timeout: float) -> None:
+        self._clock, self._timeout = clock, timeout
+        self._call = clock.callLater(timeout, self._expire)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self._call is not None and self._call.active():
+            self._call.reset(self._timeout)
+
+    def _expire(self) -> None:
+        self._call = None
+        if not self.done.called:
+            self.expired = True
+            producer = cast(Optional[IPushProducer], self.transport)
+            if producer is not None:
+                producer.stopProducing()  # drops the connection
+            if not self.done.called:
+                self.done.errback(Failure(TimeoutError("no answer bytes")))
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        if self.done.called:
+            return
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
+class _AnswerDeadline:
+    """
+    Cancels (and so cuts the connection of) a request whose answer has not
+    begun C{timeout} seconds after L{arm}; C{expired} then says why it failed.
+    """
+
+    def __init__(self, clock, timeout: float, request: Deferred) -> None:
+        self.clock = clock
+        self.timeout = timeout
+        self.request: Optional[Deferred] = request
+        self.expired = False
+        self._call = None
+        request.addBoth(self._answered)
+
+    def arm(self, _: object = None) -> None:
+        if self.request is not None and self._call is None:
+            self._call = self.clock.callLater(self.timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._call = None
+        request, self.request = self.request, None
+        if request is not None:
+            self.expired = True
+            request.cancel()
+
+    def _answered(self, result):
+        self.request = None
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        return result
 
 
 def make_http_client(reactor, max_idle: int = 64, connect_timeout: float = 10.0) -> HTTPClient:
@@ -234,10 +328,32 @@ class Backend:
             raise BackendError(
                 self.name, 0, "Unreachable", str(e), retryable=isinstance(e, _NOT_CONNECTED)
             ) from e
-        content = yield treq.content(response)
+        content = yield self._content(response)
         if response.code not in ok:
             raise self._fail(response, content)
         return response, content
+
+    def _content(self, response: IResponse) -> Deferred[bytes]:
+        """
+        The whole (small) body of an answer.  A backend that sends none of
+        it for C{timeout} seconds is cut off: L{BackendError} C{Timeout};
+        a body cut short is a L{BackendError} too.
+        """
+        done: Deferred[bytes] = Deferred()
+        reader = _AnswerBody(done)
+        response.deliverBody(reader)
+        if not done.called:
+            # Most answers are complete with their head: no timer for those.
+            reader.watch(self._reactor, self.timeout)
+
+        def failed(failure):
+            if failure.check(BackendError):
+                return failure
+            if reader.expired:
+                raise BackendError(self.name, 0, TIMEOUT, f"the answer stopped for {self.timeout:g}s")
+            raise BackendError(self.name, 0, "Unreachable", f"answer cut short: {failure.getErrorMessage()}")
+
+        return done.addErrback(failed)
 
     def _answer_within(self, d: Deferred, factor: float = 1.0) -> Deferred:
         """Cancel (and so cut the connection of) a request not answered in time."""
@@ -262,7 +378,15 @@ class Backend:
     def _put_body(
         self, real_key: str, body: PipeProducer, headers: Mapping[str, str], query: str = ""
     ) -> Deferred[PutResult]:
+        """
+        PUT C{body}.  Once its last byte is handed over, the backend has
+        C{timeout} seconds to answer; then the request is cut and fails with
+        a L{BackendError} C{Timeout} (status 0): the backend may still have
+        stored the object, and may yet store it.
+        """
         d = self._request("PUT", real_key, query=query, headers=headers, body=body, length=body.length)
+        deadline = _AnswerDeadline(self._reactor, self.timeout, d)
+        body.delivered.addCallback(deadline.arm)
 
         def got(response: IResponse):
             def read(content: bytes) -> PutResult:
@@ -273,9 +397,13 @@ class Backend:
                     raise BackendError(self.name, response.code, "NoETag", "no ETag in PUT response")
                 return PutResult(etag=quoted(etag))
 
-            return treq.content(response).addCallback(read)
+            return self._content(response).addCallback(read)
 
         def failed(failure):
+            if deadline.expired:
+                raise BackendError(
+                    self.name, 0, TIMEOUT, f"no answer within {self.timeout:g}s of the body's end"
+                )
             if failure.check(BackendError) or client_caused(failure):
                 return failure
             error = self._unreachable(failure)
@@ -303,7 +431,7 @@ class Backend:
         def got(response: IResponse):
             if response.code in (200, 206):
                 return response
-            return treq.content(response).addCallback(lambda body: (_ for _ in ()).throw(self._fail(response, body)))
+            return self._content(response).addCallback(lambda body: (_ for _ in ()).throw(self._fail(response, body)))
 
         def failed(failure):
             if failure.check(BackendError):
@@ -364,8 +492,11 @@ class Backend:
         """The health probe; not counted against operation limits."""
         return self._simple("HEAD", None, ok=(200,), counted=False)
 
-    def presign_get(self, real_key: str, expires: int, query: str = "") -> str:
-        return self.signer.presign("GET", real_key, expires, query)
+    def presign_get(
+        self, real_key: str, expires: int, query: str = "", headers: Mapping[str, str] | None = None
+    ) -> str:
+        """A presigned GET URL; C{headers} are signed into it (the client must send them)."""
+        return self.signer.presign("GET", real_key, expires, query, headers)
 
     # -- multipart ------------------------------------------------------------
 

@@ -57,6 +57,9 @@ class PipeProducer:
         self.clock = None
         self._stall_call = None
         self.started: Deferred[None] = Deferred()
+        # Fires once the last byte was handed to the backend connection: from
+        # then on the backend owes an answer (Backend's answer timeout).
+        self.delivered: Deferred[None] = Deferred()
         self._consumer: Optional[IConsumer] = None
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -72,6 +75,28 @@ class PipeProducer:
     def written(self) -> int:
         return self._written
 
+    @property
+    def replayable(self) -> bool:
+        """All bytes are written and none handed to a backend yet: L{replica} can copy them."""
+        return self._finished and self._consumer is None and not self.stopped
+
+    def replica(self) -> PipeProducer:
+        """
+        A new finished pipe with this one's bytes (the same objects, not
+        copies) and stall settings, for sending the same body to another
+        backend.  Only while L{replayable}: a small body that was all in
+        before the backend request opened.  No upstream: the client has
+        nothing more to send, and must not be paused by a spare copy.
+        """
+        if not self.replayable:
+            raise RuntimeError("only a finished body not yet handed to a backend can be replayed")
+        copy = PipeProducer(self.length)
+        copy.stall_timeout, copy.on_stall, copy.clock = self.stall_timeout, self.on_stall, self.clock
+        for data in self._pending:
+            copy.write(data)
+        copy.finish()
+        return copy
+
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
         self._done = Deferred()
@@ -79,11 +104,14 @@ class PipeProducer:
         for data in pending:
             consumer.write(data)
         self._resume_upstream()
+        done = self._done
         if self._finished:
-            self._done.callback(None)
+            done.callback(None)
         started, self.started = self.started, succeed(None)
         started.callback(None)
-        return self._done
+        if self._finished:
+            self._delivered()
+        return done
 
     def write(self, data: bytes) -> None:
         if self.stopped or not data:
@@ -108,6 +136,11 @@ class PipeProducer:
         self._finished = True
         if self._done is not None and not self._done.called:
             self._done.callback(None)
+            self._delivered()
+
+    def _delivered(self) -> None:
+        if not self.delivered.called and not self.stopped:
+            self.delivered.callback(None)
 
     def abort(self, reason: Exception) -> None:
         """Fail the backend request so the backend never completes the object."""

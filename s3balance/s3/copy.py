@@ -21,11 +21,12 @@ from urllib.parse import unquote
 from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
-from s3balance.backends.streaming import PipeProducer, relay_body
+from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import storage_class
 from s3balance.s3.conditional import check_preconditions
+from s3balance.s3.intent_lease import IntentLease, give_up_write
 from s3balance.s3.upload import (
     INTENT_LEASE,
     MAX_SINGLE_PUT,
@@ -33,6 +34,7 @@ from s3balance.s3.upload import (
     backend_headers,
     object_headers,
     part_number,
+    uncancelled,
 )
 from s3balance.s3.xmldoc import document, iso8601
 from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError
@@ -82,29 +84,68 @@ async def stream_between(gateway, location: Location, byte_range, length: int, s
     """
     Stream C{length} bytes of C{location} (optionally a range) into the
     request that C{send(pipe)} starts on another backend.  -> its result.
+
+    Every wait is bounded by C{balancer.backend_timeout}, as for a GetObject
+    and a PutObject: the source's answer (L{Backend.get_object}), a silent
+    source body (the relay's idle timeout), a destination that stops taking
+    bytes (the pipe's stall timeout) and the destination's answer once it
+    has every byte (L{Backend.put_object}).  A source or destination that
+    fails or stalls ends the copy with 503 ServiceUnavailable (clients retry
+    it; SlowDown would say "you are sending too fast", which is not what
+    happened), both backend connections cut.
     """
+    timeout = gateway.config.balancer.backend_timeout
     source = gateway.pool.get(location.backend)
     response = await source.get_object(location.real_key, byte_range)
     pipe = PipeProducer(length)
+    pipe.stall_timeout = timeout
+    pipe.clock = gateway.reactor
+    stalled: list[bool] = []
+
+    def destination_stalled() -> None:
+        stalled.append(True)
+        pipe.abort(BodyAborted(f"the destination took no data for {timeout:g}s"))
+
+    pipe.on_stall = destination_stalled
     sending = send(pipe)
 
     def register(producer) -> None:
         pipe.upstream = producer
 
-    received, stop = relay_body(response, pipe.write, register, length)
+    received, stop = relay_body(response, pipe.write, register, length, idle_timeout=timeout, clock=gateway.reactor)
+
+    def destination_failed(failure):
+        # Nothing more to read for: drop the source's connection too.
+        stop()
+        return failure
+
+    sending.addErrback(destination_failed)
     try:
         await received
     except Exception as error:
-        pipe.abort(error)
+        pipe.abort(error if isinstance(error, BodyAborted) else BodyAborted(str(error)))
         stop()
         sending.cancel()
         try:
             await sending
+        except BackendError:
+            raise
         except Exception:
             pass
+        if stalled:
+            raise S3Error("ServiceUnavailable", "The destination backend stopped taking data; nothing was stored.") from None
+        log.warn("copy: reading {backend}/{key} failed: {error}", backend=location.backend, key=location.real_key,
+                 error=str(error))
         raise S3Error("ServiceUnavailable", "Reading the source object failed; nothing was stored.") from None
     pipe.finish()
-    return await sending
+    try:
+        return await sending
+    except BackendError:
+        raise
+    except Exception:
+        if stalled:
+            raise S3Error("ServiceUnavailable", "The destination backend stopped taking data; nothing was stored.") from None
+        raise
 
 
 async def copy_in_parts(gateway, target, location: Location, real_key: str, size: int, headers, threshold: int) -> str:
@@ -170,6 +211,8 @@ async def copy_object(gateway, request, call) -> None:
         real_key = gateway.new_real_key(call.bucket)
         intent = await store.begin_write(target.name, real_key, INTENT_LEASE)
         outgoing = backend_headers(call.bucket, call.key, content_type, headers)
+        # A copy may run for long (gigabytes streamed between backends).
+        lease = IntentLease(store, intent.id, INTENT_LEASE, gateway.reactor).start()
         try:
             threshold = min(gateway.config.s3api.multipart_copy_threshold or MAX_SINGLE_PUT, MAX_SINGLE_PUT)
             if source.size > threshold:
@@ -181,6 +224,7 @@ async def copy_object(gateway, request, call) -> None:
                     gateway, location, None, source.size, lambda pipe: target.put_object(real_key, pipe, outgoing)
                 )
                 etag = result.etag
+            lease.stop()
             record = ObjectRecord(
                 bucket=call.bucket,
                 key=call.key,
@@ -192,12 +236,13 @@ async def copy_object(gateway, request, call) -> None:
                 checksums=dict(source.checksums),
                 locations=(Location(target.name, real_key),),
             )
-            await store.commit_object(
+            # Not cut short when the client leaves: see upload.uncancelled.
+            await uncancelled(store.commit_object(
                 intent.id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
-            )
+            ))
         except Exception as error:
-            await store.abandon_write(intent.id, True)
-            gateway.kick_deleter()
+            lease.stop()
+            await give_up_write(gateway, intent.id, error, True)
             if isinstance(error, BackendError):
                 log.warn("copy to {backend} failed: {error}", backend=target.name, error=str(error))
                 raise backend_error_to_s3(error) from None

@@ -29,8 +29,7 @@ import datetime
 from typing import Optional
 from urllib.parse import quote
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._newclient import RequestGenerationFailed, ResponseFailed, ResponseNeverReceived
@@ -41,9 +40,16 @@ from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import storage_class
+from s3balance.s3 import checksum_parts, storage_class
 from s3balance.s3.bodies import decoded_length, trailer_names
-from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError, StoreUnavailable
+from s3balance.s3.intent_lease import IntentLease, give_up_write
+from s3balance.store.interfaces import (
+    BackendFull,
+    Location,
+    ObjectRecord,
+    PreconditionFailedError,
+    StoreUnavailable,
+)
 
 log = Logger()
 
@@ -90,6 +96,43 @@ def backend_headers(bucket: str, key: str, content_type: Optional[str], headers:
     return out
 
 
+async def place_write(gateway, context: PlacementContext, size: int, lease: float, exclude=()) -> tuple:
+    """
+    Place a new object: a backend chosen by the strategy among those with
+    room by this process's view (the pool's pre-filter), and a write intent
+    for a fresh real key there reserving C{size} bytes, which the store
+    grants only when they fit with every daemon's reservations.  A backend
+    the store finds full is skipped for the next candidate.
+
+    -> (local reservation, backend, real key, intent).  Raises
+    InsufficientStorage (507) when no usable backend has room,
+    ServiceUnavailable when none is usable.
+    """
+    pool = gateway.pool
+    skipped = list(exclude)
+    refused = False
+    while True:
+        reservation = pool.place(gateway.strategy, context, skipped, reserve=size)
+        if reservation is None:
+            if refused or pool.all_full(context.size, skipped):
+                raise S3Error("InsufficientStorage", "No backend has room for this object.", status=507)
+            raise S3Error("ServiceUnavailable", "No storage backend is available; try again later.")
+        backend = pool.get(reservation.backend)
+        real_key = gateway.new_real_key(context.bucket)
+        try:
+            intent = await gateway.store.begin_write(backend.name, real_key, lease, size, backend.config.max_size)
+        except BackendFull as full:
+            reservation.release()
+            log.info("backend {backend} is full ({error}); placing elsewhere", backend=backend.name, error=str(full))
+            skipped.append(backend.name)
+            refused = True
+            continue
+        except BaseException:
+            reservation.release()
+            raise
+        return reservation, backend, real_key, intent
+
+
 class StreamedBody:
     """
     The body sink of one request whose body is object data, and the
@@ -123,6 +166,10 @@ class StreamedBody:
         self._failed: Optional[S3Error] = None
         self._checksums: dict[str, str] = {}
         self._backend_request: Optional[Deferred] = None
+        # Fires when the upload is over.  Its waiter (Gateway.handle) stops
+        # the upload with cancel(), never by cancelling the coroutine: a
+        # store write under way always finishes, and the cleanup knows its
+        # outcome.
         self.finished: Deferred[None] = Deferred()
 
     def start(self) -> None:
@@ -131,7 +178,36 @@ class StreamedBody:
         # client.  Not pausing it at once spares a small object's upload
         # two epoll_ctl calls: its body is in before the backend is ready.
         self.pipe.pending_limit = PENDING_BEFORE_BACKEND
-        ensureDeferred(self._run()).chainDeferred(self.finished)
+        ensureDeferred(self._run()).addBoth(self._ended).chainDeferred(self.finished)
+
+    def _ended(self, result):
+        """
+        The coroutine is over: let go of the body and of the links back to
+        this upload (the pipe's stall callback, the client transport), so a
+        dropped upload is freed by reference counting at once, not at the
+        cycle collector's next full pass.
+        """
+        self._held = b""
+        self._backend_request = None
+        self.pipe.on_stall = None
+        self.pipe.upstream = None
+        if not self.pipe.started.called:
+            # Never started, never will: its callbacks (100 Continue to the
+            # request) would keep request, upload and pipe in a cycle.
+            self.pipe.started = Deferred()
+        self.decoder = None
+        # The request holds this upload (body_sink) until it is freed itself;
+        # nothing here needs the request any more (late body bytes and
+        # client_gone only see that the upload is over).
+        self.request = None
+        return result
+
+    def cancel(self) -> None:
+        """
+        The client is gone: stop the upload as a client that left does (see
+        L{_fail}).  The coroutine goes on to its cleanup on its own.
+        """
+        self._fail(S3Error("RequestTimeout", "The client closed the connection."))
 
     # -- body events, from S3Request ------------------------------------------
 
@@ -162,8 +238,11 @@ class StreamedBody:
         if self._failed is None:
             self._failed = error
             self.pipe.abort(BodyAborted(error.code))
-            if self._backend_request is not None and not self._backend_request.called:
-                self._backend_request.cancel()
+            self._held = b""
+        # Also on a second call: a backend request opened after the first
+        # failure (it raced with a store call) is cut here, in the cleanup.
+        if self._backend_request is not None and not self._backend_request.called:
+            self._backend_request.cancel()
 
     # -- the coroutine ----------------------------------------------------------
 
@@ -197,6 +276,11 @@ class StreamedBody:
         """
         backend_request = self._backend_request
         assert backend_request is not None
+        if self._failed is not None:
+            # Failed (or cancelled) while the store was asked: the pipe is
+            # aborted, and the backend request just opened is cut by the cleanup.
+            backend_request.addErrback(_ignore)
+            raise self._failed
         outcome: dict = {}
         wake: Deferred[str] = Deferred()
         backend_done: Deferred[None] = Deferred()
@@ -217,35 +301,26 @@ class StreamedBody:
         self.request.body_received.addCallback(on_body)
         await wake
         if "body" not in outcome:
-            result = outcome["backend"]
-            if isinstance(result, Failure):
-                result.raiseException()
+            if isinstance(outcome["backend"], Failure):
+                _raise(outcome.pop("backend"))
             if self.size != 0:
                 raise S3Error("InternalError", "The backend answered before the body was complete.")
             # An empty object needs no byte from the client, so the backend
             # may answer first; the (aws-chunked) body still has to verify.
-            outcome["body"] = await self.request.body_received
+            outcome["body"] = await _observe(self.request.body_received)
         if not outcome["body"]:
             raise S3Error("RequestTimeout", "The client closed the connection.")
         self._complete_body()
-        # The backend has every byte; a backend that never answers is cut off.
-        timer = self.gateway.reactor.callLater(
-            self.gateway.config.balancer.backend_timeout, backend_request.cancel
-        )
+        # The backend has every byte; one that never answers is cut off after
+        # balancer.backend_timeout (Backend._put_body: a BackendError "Timeout").
         await backend_done
-        if timer.active():
-            timer.cancel()
-        result = outcome["backend"]
-        if isinstance(result, Failure):
-            result.raiseException()
-        return result
+        if isinstance(outcome["backend"], Failure):
+            _raise(outcome.pop("backend"))
+        return outcome["backend"]
 
-    def _renew_lease(self, intent_id: int) -> LoopingCall:
+    def _renew_lease(self, intent_id: int) -> IntentLease:
         """Keep a write intent alive while its upload runs (the cleaner takes expired ones)."""
-        lease = LoopingCall(self.gateway.store.renew_write, intent_id, INTENT_LEASE)
-        lease.clock = self.gateway.reactor
-        lease.start(INTENT_LEASE / 3, now=False)
-        return lease
+        return IntentLease(self.gateway.store, intent_id, INTENT_LEASE, self.gateway.reactor).start()
 
     async def _commit(self, intent_id: int, backend: str, real_key: str, etag: str) -> None:
         """Record the object the backend confirmed (replacing any previous version) and answer."""
@@ -280,8 +355,21 @@ class StreamedBody:
 
     def _client_error(self, error: Exception) -> S3Error:
         """What the client hears of a failed upload; call it in the except clause (it logs)."""
+        answer = self._answer_for(error)
+        # Kept (in _failed, in the caller's frame) beyond the except clause,
+        # a raised error's traceback (or that of the error it was raised
+        # while handling) would tie those frames, and this upload with them,
+        # into a reference cycle.
+        answer.__traceback__ = answer.__context__ = answer.__cause__ = None
+        return answer
+
+    def _answer_for(self, error: Exception) -> S3Error:
         if isinstance(error, S3Error):
             return error
+        if isinstance(error, CancelledError):
+            # Our own doing (a backend request cut because the upload failed
+            # or its client left): not a fault to log.
+            return self._failed or S3Error("RequestTimeout", "The client closed the connection.")
         if self._failed is not None:
             # A consequence of the failure already decided (e.g. the aborted
             # backend request of a body that did not verify).
@@ -310,7 +398,7 @@ class StreamedBody:
                 return
             # Drain the rest of the body, then answer.
             request.discard_body()
-            if not await request.body_received:
+            if not await _observe(request.body_received):
                 return
         self.gateway.answer_error(request, error)
 
@@ -320,7 +408,6 @@ class PutObjectUpload(StreamedBody):
 
     async def _run(self) -> None:
         gateway, call, request = self.gateway, self.call, self.request
-        store = gateway.store
         reservation = None
         intent = None
         lease = None
@@ -329,22 +416,22 @@ class PutObjectUpload(StreamedBody):
             exclude: list[str] = []
             balancer = gateway.config.balancer
             attempts = max(1, balancer.retry_attempts)
+            # A small body all in before the backend request (request.whole_body)
+            # is replayable: its bytes are still in memory, so a backend that
+            # fails or stalls after taking it can be replaced by another.
+            spare: Optional[PipeProducer] = None
             for attempt in range(attempts):
-                reservation = gateway.pool.place(
-                    gateway.strategy, PlacementContext(call.bucket, call.key, self.size), exclude
+                assert self.size is not None
+                reservation, backend, real_key, intent = await place_write(
+                    gateway, PlacementContext(call.bucket, call.key, self.size), self.size, INTENT_LEASE, exclude
                 )
-                if reservation is None:
-                    if gateway.pool.all_full(self.size, exclude):
-                        raise S3Error("InsufficientStorage", "No backend has room for this object.", status=507)
-                    raise S3Error("ServiceUnavailable", "No storage backend is available; try again later.")
-                backend = gateway.pool.get(reservation.backend)
-                real_key = gateway.new_real_key(call.bucket)
-                intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
                 lease = self._renew_lease(intent.id)
                 if request.whole_body:
                     # A small body is all in by now: checked first, it goes
                     # out with the request's head in one send.
                     self._complete_body()
+                    if self.pipe.replayable and attempt + 1 < attempts:
+                        spare = self.pipe.replica()
                 self._backend_request = backend.put_object(
                     real_key, self.pipe, backend_headers(call.bucket, call.key, self.content_type, self.headers)
                 )
@@ -353,20 +440,27 @@ class PutObjectUpload(StreamedBody):
                     result = await self._await_body_and_backend()
                     break
                 except BackendError as error:
-                    if not error.retryable or self.pipe.started.called or attempt + 1 == attempts:
+                    replay = spare is not None and error.is_outage
+                    untouched = error.retryable and not self.pipe.started.called
+                    if attempt + 1 == attempts or not (replay or untouched):
                         raise
                     log.warn(
-                        "backend {backend} refused the upload ({error}); trying another",
+                        "backend {backend} failed the upload ({error}); trying another",
                         backend=backend.name,
                         error=str(error),
                     )
                     lease.stop()
                     lease = None
-                    await store.abandon_write(intent.id, False)
+                    await self._give_up_intent(intent.id, error)
                     intent = None
                     reservation.release()
                     reservation = None
                     exclude.append(backend.name)
+                    if self.pipe.started.called and spare is not None:
+                        # This pipe's bytes went to the failed backend; an
+                        # unstarted one is sent again as is (it may still
+                        # hold the client paused until it starts).
+                        self.pipe, spare = spare, None
                     await _sleep(gateway.reactor, balancer.retry_delay)
             assert self.size is not None and lease is not None and intent is not None
             lease.stop()
@@ -380,8 +474,7 @@ class PutObjectUpload(StreamedBody):
             self._fail(answer)
             if intent is not None:
                 try:
-                    await store.abandon_write(intent.id, self.pipe.started.called)
-                    gateway.kick_deleter()
+                    await self._give_up_intent(intent.id, error)
                 except Exception:
                     log.failure("could not abandon write intent {id}", id=intent.id)
             await self._answer_failure(answer)
@@ -389,6 +482,9 @@ class PutObjectUpload(StreamedBody):
             if reservation is not None:
                 reservation.release()
 
+    async def _give_up_intent(self, intent_id: int, error: Exception) -> None:
+        """Abandon the write intent of an attempt that failed with C{error} (see L{give_up_write})."""
+        await give_up_write(self.gateway, intent_id, error, self.pipe.started.called)
 
 
 class PartUpload(StreamedBody):
@@ -396,22 +492,56 @@ class PartUpload(StreamedBody):
 
     async def _run(self) -> None:
         gateway, call, request = self.gateway, self.call, self.request
+        store = gateway.store
+        reservation = intent = lease = None
         try:
             number = part_number(call)
-            upload = await gateway.store.get_multipart(call.query.get("uploadId", ""))
+            upload = await store.get_multipart(call.query.get("uploadId", ""))
             if upload is None or upload.bucket != call.bucket or upload.key != call.key:
                 raise S3Error("NoSuchUpload", UploadId=call.query.get("uploadId", ""))
             backend = gateway.pool.get(upload.backend)
             if backend is None or not gateway.pool.is_up(upload.backend):
                 raise S3Error("ServiceUnavailable", "The backend holding this upload is unavailable; try again later.")
+            checksum_parts.check_part(upload.headers, call)
+            # The part's bytes are reserved on the upload's backend (an intent
+            # now; the upload's row once the part is stored, until the upload
+            # is completed or aborted).
+            assert self.size is not None
+            reservation = gateway.pool.reserve(upload.backend, self.size)
+            try:
+                intent = await store.begin_write(
+                    upload.backend, upload.real_key, INTENT_LEASE, self.size, backend.config.max_size
+                )
+            except BackendFull:
+                raise S3Error(
+                    "InsufficientStorage", "The backend holding this upload has no room for this part.", status=507
+                ) from None
+            lease = self._renew_lease(intent.id)
             self._backend_request = backend.upload_part(upload.real_key, upload.backend_upload_id, number, self.pipe)
             self.pipe.started.addCallback(lambda _: request.send_continue())
             result = await self._await_body_and_backend()
+            lease.stop()
+            lease = None
+            await store.record_part(intent.id, upload.upload_id, self.size)
+            intent = None
+            await store.record_part_checksums(upload.upload_id, number, self.size, result.etag, self._checksums)
             self._answer_stored(result.etag)
         except Exception as error:
             answer = self._client_error(error)
+            if lease is not None and lease.running:
+                lease.stop()
             self._fail(answer)
+            if intent is not None:
+                # A part cut short is no object of its own: the upload's abort
+                # (or the backend) discards it; only the reservation goes.
+                try:
+                    await store.abandon_write(intent.id, False)
+                except Exception:
+                    log.failure("could not abandon write intent {id}", id=intent.id)
             await self._answer_failure(answer)
+        finally:
+            if reservation is not None:
+                reservation.release()
 
 
 class UnknownLengthUpload(PutObjectUpload):
@@ -440,6 +570,12 @@ class UnknownLengthUpload(PutObjectUpload):
         self._paused = False
         self._placed: Optional[tuple] = None  # (backend, real_key, headers) once placed
         self._upload_id: Optional[str] = None
+        # The reservation grows part by part (the intent's, checked by the
+        # store): (local reservation, intent id) once placed, and the bytes
+        # it covers (the first part's at first) and those given to parts.
+        self._reserving: Optional[tuple] = None
+        self._covered = self.PART_SIZE
+        self._assigned = 0
 
     def data_received(self, data: bytes) -> None:
         if self._failed is not None:
@@ -471,6 +607,11 @@ class UnknownLengthUpload(PutObjectUpload):
             return
         self._parts.append((number, ""))
         self._queued += len(data)
+        self._assigned += len(data)
+        more = self._assigned - self._covered
+        if more > 0:
+            self._covered += more
+            self._sending.addCallback(lambda _: self._grow_reservation(more))
 
         def create(_):
             if self._upload_id is not None:
@@ -490,29 +631,38 @@ class UnknownLengthUpload(PutObjectUpload):
             self._queued -= len(data)
             if self._paused and len(self._buffer) + self._queued < 2 * self.PART_SIZE:
                 self._paused = False
-                self.request.channel.transport.resumeProducing()
+                if self.request is not None:  # None once the upload is over (_ended)
+                    self.request.channel.transport.resumeProducing()
 
         def failed(failure):
-            self._fail(S3Error("ServiceUnavailable", "The storage backend failed; the object was not stored."))
+            if failure.check(BackendFull):
+                self._fail(S3Error("InsufficientStorage", "The backend has no room for the rest of this object.", status=507))
+            else:
+                self._fail(S3Error("ServiceUnavailable", "The storage backend failed; the object was not stored."))
             return failure
 
         self._sending.addCallback(create).addCallback(send).addCallbacks(sent, failed)
 
+    def _grow_reservation(self, size: int) -> Deferred:
+        """Reserve C{size} more bytes for the parts to come (BackendFull when they don't fit)."""
+        assert self._placed is not None and self._reserving is not None
+        backend = self._placed[0]
+        reservation, intent_id = self._reserving
+        reservation.grow(size)
+        return self.gateway.store.grow_write(intent_id, backend.name, size, backend.config.max_size)
+
     async def _run(self) -> None:
         gateway, call, request = self.gateway, self.call, self.request
-        store = gateway.store
         reservation = intent = None
         lease = None
         try:
             await gateway.require_bucket(call.bucket)
-            reservation = gateway.pool.place(gateway.strategy, PlacementContext(call.bucket, call.key, None))
-            if reservation is None:
-                raise S3Error("ServiceUnavailable", "No storage backend is available; try again later.")
-            backend = gateway.pool.get(reservation.backend)
-            real_key = gateway.new_real_key(call.bucket)
-            intent = await store.begin_write(backend.name, real_key, INTENT_LEASE)
+            reservation, backend, real_key, intent = await place_write(
+                gateway, PlacementContext(call.bucket, call.key, None), self.PART_SIZE, INTENT_LEASE
+            )
             lease = self._renew_lease(intent.id)
             headers = backend_headers(call.bucket, call.key, self.content_type, self.headers)
+            self._reserving = (reservation, intent.id)
             self._placed = (backend, real_key, headers)
             self._queue_full_parts()
             self.pipe.resumeProducing()
@@ -549,12 +699,76 @@ class UnknownLengthUpload(PutObjectUpload):
                     lambda f: log.warn("could not abort upload on {backend}", backend=backend.name)
                 )
             if intent is not None:
-                await store.abandon_write(intent.id, True)
-                gateway.kick_deleter()
+                await give_up_write(gateway, intent.id, error, True)
             await self._answer_failure(answer)
         finally:
             if reservation is not None:
                 reservation.release()
+
+
+async def uncancelled(work: Deferred):
+    """
+    The result of C{work}, awaited to its end.  A handler cancelled meanwhile
+    (its client left, see L{s3balance.s3.gateway.Gateway.handle}) goes on
+    waiting instead of cancelling C{work}: a transaction handed to the
+    store's threads runs on whatever happens here, and its caller must know
+    whether it committed (a commit that succeeded must not be cleaned up as
+    a failed write).  The cancellation is absorbed.
+    """
+    outcome: list = []
+    waiter: list[Deferred] = []
+
+    def done(result) -> None:
+        outcome.append(result)
+        if waiter and not waiter[0].called:
+            waiter[0].callback(None)
+
+    work.addBoth(done)
+    while not outcome:
+        waiter[:] = [Deferred()]
+        try:
+            await waiter[0]
+        except CancelledError:
+            continue
+    result = outcome.pop()
+    if isinstance(result, Failure):
+        _raise(result)
+    return result
+
+
+def _raise(failure: Failure) -> None:
+    """
+    Raise C{failure}'s exception.  Not with C{failure.raiseException()}: its
+    frame, in the exception's traceback, holds the failure, which holds the
+    exception (a reference cycle through every frame of the upload).
+    """
+    error = failure.value
+    del failure
+    try:
+        raise error
+    finally:
+        del error
+
+
+def _ignore(failure: Failure) -> None:
+    """The outcome of a backend request the upload gave up on."""
+
+
+def _observe(shared: Deferred) -> Deferred:
+    """
+    A Deferred with C{shared}'s result that leaves C{shared} alone: awaiting
+    a Deferred directly would take its result from later callbacks, and
+    cancelling the wait would fail it for everybody.
+    """
+    copy: Deferred = Deferred()
+
+    def forward(result):
+        if not copy.called:
+            copy.callback(result)
+        return result
+
+    shared.addBoth(forward)
+    return copy
 
 
 def part_number(call) -> int:
