@@ -1,26 +1,36 @@
 """
-Background work that keeps backends in line with the store:
+Background work that keeps backends in line with the store, as
+L{s3balance.background} repeaters.
 
-  - L{DeletionWorker} removes backend copies the store has queued for
-    deletion (replaced or deleted objects, abandoned writes, aborted
-    multipart uploads) and turns write intents whose lease ran out (the
-    daemon died mid-upload) into queued deletions.
-  - L{UsageRefresher} recomputes per-backend usage from the store.
+Once per cluster (L{ElectedRepeater}: the daemon holding the job's lease):
 
-Both are services owning a LoopingCall, so they never overlap themselves and
-stop with the daemon.
+  - L{DeletionWorker} ("deleter") turns write intents whose lease ran out
+    (the daemon died mid-upload) into queued deletions, then removes the
+    backend copies the store has queued for deletion (replaced or deleted
+    objects, abandoned writes, aborted multipart uploads): several at once,
+    each within a time limit, skipping backends the health checks mark down.
+  - L{StaleUploadCleaner} ("stale-uploads") aborts multipart uploads idle past
+    C{balancer.multipart_max_age}.
+  - L{UsageReconciler} ("usage-reconcile") replaces the stored per-backend
+    usage with the aggregate of the locations, now and then.
+
+In every daemon (L{Repeater}):
+
+  - L{UsageRefresher} adds what this daemon's writes and deletes changed to
+    the stored usage and reads back the cluster's totals (a few rows).
+  - L{OperationSync} adds this daemon's operation counts to the store.
 """
 
 from __future__ import annotations
 
 import datetime
+from typing import Optional
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.task import LoopingCall
+from twisted.internet.defer import DeferredList, DeferredSemaphore, inlineCallbacks
 from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
+from s3balance.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, Repeater, holder_id
 from s3balance.store.interfaces import StoreUnavailable
 
 log = Logger()
@@ -28,171 +38,267 @@ log = Logger()
 # Deletion reasons of writes that did not complete (see s3balance.store.objects).
 UNFINISHED_WRITES = frozenset({"abandoned", "lease-expired"})
 
-
-class _PeriodicService(Service):
-    """A service that runs C{run()} every C{period} seconds and on demand, never twice at once."""
-
-    def __init__(self, period: float, clock=None) -> None:
-        self.period = period
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock = clock
-        self._loop: LoopingCall | None = None
-        self._running: Deferred | None = None
-        self._again = False
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop = LoopingCall(self.kick)
-        self._loop.clock = self.clock
-        self._loop.start(self.period, now=True)
-
-    def stopService(self) -> Deferred | None:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        if self._running is not None:
-            waiting: Deferred = Deferred()
-            self._running.addBoth(lambda _: waiting.callback(None))
-            return waiting
-        return None
-
-    def kick(self) -> None:
-        """Run now, or once more right after the run in progress."""
-        if not self.running:
-            return
-        if self._running is not None:
-            self._again = True
-            return
-        self._running = self.run()
-        self._running.addErrback(self._failed)
-
-        def done(_):
-            self._running = None
-            if self._again and self.running:
-                self._again = False
-                self.kick()
-
-        self._running.addBoth(done)
-
-    def run(self) -> Deferred:
-        raise NotImplementedError
-
-    def _failed(self, failure) -> None:
-        if failure.check(StoreUnavailable, BackendError):
-            # Expected in outages; the next round tries again.
-            log.warn("{name}: {error}; will retry", name=type(self).__name__, error=failure.getErrorMessage())
-        else:
-            log.failure("{name} failed", failure, name=type(self).__name__)
+# Expected in outages; the next run tries again.
+OUTAGES = (StoreUnavailable, BackendError)
 
 
-class DeletionWorker(_PeriodicService):
+class DeletionWorker(ElectedRepeater):
     BATCH = 100
     MAX_BACKOFF = 3600.0
+    # Backend deletions in flight at once.
+    CONCURRENCY = 8
 
-    def __init__(self, store, pool, period: float, clock=None, multipart_max_age: float = 86400.0) -> None:
-        super().__init__(period, clock)
-        self.store = store
+    def __init__(
+        self,
+        store,
+        pool,
+        period: float,
+        clock=None,
+        metrics: Optional[BackgroundMetrics] = None,
+        holder: Optional[str] = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        super().__init__(
+            "deleter",
+            period,
+            clock=clock,
+            metrics=metrics,
+            quiet_errors=OUTAGES,
+            store=store,
+            holder=holder or holder_id(),
+            lease_seconds=lease_seconds,
+        )
         self.pool = pool
-        self.multipart_max_age = multipart_max_age
+
+    def item_timeout(self) -> float:
+        """Seconds one queued deletion may take (a few backend requests, each bounded by the backend's timeout)."""
+        timeouts = [getattr(self.pool.get(name), "timeout", 60.0) for name in self.pool.names()]
+        return 3 * max(timeouts, default=60.0)
 
     @inlineCallbacks
     def run(self):
         yield self.store.expired_writes(self.BATCH)
-        yield self._abort_stale_multipart()
-        while self.running:
+        for name in self.pool.names():
+            if not self.pool.is_up(name):
+                # Its queue waits (attempts unchanged) instead of filling every batch.
+                postponed = yield self.store.postpone_deletions(name, max(self.period, 5.0) * 5)
+                if postponed:
+                    log.info("{count} deletion(s) on {backend} wait: the backend is down", count=postponed, backend=name)
+        limit = DeferredSemaphore(self.CONCURRENCY)
+        while self.keep_going():
             due = yield self.store.queued_deletions(self.BATCH)
             if not due:
                 return
-            progressed = False
-            for item in due:
-                backend = self.pool.get(item.backend)
-                if backend is None:
-                    # Removed from the config: keep the row until it comes back.
-                    yield self.store.retry_deletion_later(item.id, self.MAX_BACKOFF)
-                    continue
-                # Never delete what a live record refers to (see
-                # objects.is_referenced): the queued entry is simply dropped.
-                referenced = yield self.store.is_referenced(item.backend, item.real_key)
-                try:
-                    if item.backend_upload_id:
-                        yield backend.abort_multipart(item.real_key, item.backend_upload_id)
-                        # A complete that reached the backend after we gave up on
-                        # it leaves the object behind; the upload never committed
-                        # here, so nothing refers to its (unique) real key.
-                        if not referenced:
-                            yield backend.delete_object(item.real_key)
-                    elif referenced:
-                        log.warn(
-                            "kept {backend}/{key}, queued for deletion ({reason}): a live record refers to it",
-                            backend=item.backend,
-                            key=item.real_key,
-                            reason=item.reason,
-                        )
-                    else:
-                        if item.reason in UNFINISHED_WRITES:
-                            # A write that never finished may have been a
-                            # multipart upload (PUT of unknown length).
-                            for upload_id in (yield backend.multipart_uploads_of(item.real_key)):
-                                yield backend.abort_multipart(item.real_key, upload_id)
-                        yield backend.delete_object(item.real_key)
-                except BackendError as error:
-                    delay = min(self.MAX_BACKOFF, 5.0 * 2 ** min(item.attempts, 10))
-                    log.warn(
-                        "deleting {backend}/{key} failed ({error}); retry in {delay}s",
-                        backend=item.backend,
-                        key=item.real_key,
-                        error=str(error),
-                        delay=delay,
-                    )
-                    yield self.store.retry_deletion_later(item.id, delay)
-                    continue
-                yield self.store.finish_deletion(item.id)
-                progressed = True
-            if not progressed or len(due) < self.BATCH:
+            # Every deletion of the batch settles before the run goes on or
+            # ends (a run never overlaps the next one); the first error (the
+            # store's: StoreUnavailable ...) is then the run's.
+            outcomes = yield DeferredList(
+                [limit.run(self._delete_one, item) for item in due], consumeErrors=True
+            )
+            for ok, result in outcomes:
+                if not ok:
+                    result.raiseException()
+            done = [result for _, result in outcomes]
+            if not any(done) or len(due) < self.BATCH:
                 return
 
+    @inlineCallbacks
+    def _delete_one(self, item):
+        """Carry out one queued deletion; True when it left the queue."""
+        if not self.keep_going():
+            return False
+        backend = self.pool.get(item.backend)
+        if backend is None:
+            # Removed from the config: keep the row until it comes back.
+            yield self.store.retry_deletion_later(item.id, self.MAX_BACKOFF)
+            return False
+        if not self.pool.is_up(item.backend):
+            return False  # postponed at the next run
+        # Never delete what a live record refers to (see
+        # objects.is_referenced): the queued entry is simply dropped.
+        referenced = yield self.store.is_referenced(item.backend, item.real_key)
+        try:
+            yield self._on_backend(backend, item, referenced).addTimeout(self.item_timeout(), self.clock)
+        except BackendError as error:
+            yield self._retry_later(item, str(error))
+            return False
+        except Exception as error:
+            if not self.keep_going():
+                return False
+            # The time limit (TimeoutError) or the connection cut under it.
+            yield self._retry_later(item, f"{type(error).__name__}: {error}")
+            return False
+        yield self.store.finish_deletion(item.id)
+        return True
 
     @inlineCallbacks
-    def _abort_stale_multipart(self):
-        """Multipart uploads idle past their age are aborted on their backend and forgotten."""
-        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
-        older_than = now - datetime.timedelta(seconds=self.multipart_max_age)
-        stale = yield self.store.stale_multipart(older_than, self.BATCH)
-        for upload in stale:
-            log.info(
-                "aborting multipart upload {id} of {bucket}/{key}, idle since {initiated}",
-                id=upload.upload_id,
-                bucket=upload.bucket,
-                key=upload.key,
-                initiated=upload.initiated.isoformat(),
+    def _on_backend(self, backend, item, referenced: bool):
+        if item.backend_upload_id:
+            yield backend.abort_multipart(item.real_key, item.backend_upload_id)
+            # A complete that reached the backend after we gave up on
+            # it leaves the object behind; the upload never committed
+            # here, so nothing refers to its (unique) real key.
+            if not referenced:
+                yield backend.delete_object(item.real_key)
+        elif referenced:
+            log.warn(
+                "kept {backend}/{key}, queued for deletion ({reason}): a live record refers to it",
+                backend=item.backend,
+                key=item.real_key,
+                reason=item.reason,
             )
-            yield self.store.abort_multipart(upload.upload_id, True)
+        else:
+            if item.reason in UNFINISHED_WRITES:
+                # A write that never finished may have been a multipart
+                # upload (PUT of unknown length).  The listing is of one
+                # real key's uploads: one page, at most 1000 entries.
+                for upload_id in (yield backend.multipart_uploads_of(item.real_key)):
+                    yield backend.abort_multipart(item.real_key, upload_id)
+            yield backend.delete_object(item.real_key)
+
+    def _retry_later(self, item, error: str):
+        delay = min(self.MAX_BACKOFF, 5.0 * 2 ** min(item.attempts, 10))
+        log.warn(
+            "deleting {backend}/{key} failed ({error}); retry in {delay}s",
+            backend=item.backend,
+            key=item.real_key,
+            error=error,
+            delay=delay,
+        )
+        return self.store.retry_deletion_later(item.id, delay)
 
 
-class UsageRefresher(_PeriodicService):
-    def __init__(self, store, pool, period: float, clock=None) -> None:
-        super().__init__(period, clock)
-        self.store = store
-        self.pool = pool
+class StaleUploadCleaner(ElectedRepeater):
+    """Multipart uploads idle past their age are aborted on their backend and forgotten."""
+
+    BATCH = 100
+
+    def __init__(
+        self,
+        store,
+        period: float,
+        multipart_max_age: float,
+        clock=None,
+        metrics: Optional[BackgroundMetrics] = None,
+        holder: Optional[str] = None,
+        lease_seconds: float = LEASE_SECONDS,
+        deleter=None,
+    ) -> None:
+        super().__init__(
+            "stale-uploads",
+            period,
+            clock=clock,
+            metrics=metrics,
+            quiet_errors=OUTAGES,
+            store=store,
+            holder=holder or holder_id(),
+            lease_seconds=lease_seconds,
+        )
+        self.multipart_max_age = multipart_max_age
+        self.deleter = deleter
 
     @inlineCallbacks
     def run(self):
-        usage = yield self.store.backend_usage()
-        seen = set()
-        for row in usage:
-            self.pool.set_usage(row.backend, row.used_bytes, row.object_count)
-            seen.add(row.backend)
+        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        older_than = now - datetime.timedelta(seconds=self.multipart_max_age)
+        aborted = 0
+        while self.keep_going():
+            stale = yield self.store.stale_multipart(older_than, self.BATCH)
+            for upload in stale:
+                log.info(
+                    "aborting multipart upload {id} of {bucket}/{key}, idle since {initiated}",
+                    id=upload.upload_id,
+                    bucket=upload.bucket,
+                    key=upload.key,
+                    initiated=upload.initiated.isoformat(),
+                )
+                yield self.store.abort_multipart(upload.upload_id, True)
+                aborted += 1
+            if len(stale) < self.BATCH:
+                break
+        if aborted and self.deleter is not None:
+            # Their backend aborts are queued deletions.
+            self.deleter.kick()
+
+
+class UsageRefresher(Repeater):
+    """
+    Per-backend usage in the pool, cluster-wide, without aggregating the
+    locations: every C{period} this daemon adds what its own writes and
+    deletes changed since the last time (the pool's usage moved by the
+    request path, minus what it was set to) to the stored usage and sets the
+    pool to the totals that come back, plus whatever changed meanwhile.
+    """
+
+    def __init__(self, store, pool, period: float, clock=None, metrics: Optional[BackgroundMetrics] = None) -> None:
+        super().__init__("usage", period, clock=clock, metrics=metrics, quiet_errors=OUTAGES)
+        self.store = store
+        self.pool = pool
+        # What the pool was set to from the store, per backend.
+        self._set: dict[str, tuple[int, int]] = {}
+
+    def _local_changes(self) -> dict[str, tuple[int, int]]:
+        changes = {}
         for name in self.pool.names():
-            if name not in seen:
-                self.pool.set_usage(name, 0, 0)
+            used, count = self.pool.usage(name)
+            was_used, was_count = self._set.get(name, (0, 0))
+            if (used, count) != (was_used, was_count):
+                changes[name] = (used - was_used, count - was_count)
+        return changes
+
+    @inlineCallbacks
+    def run(self):
+        before = {name: self.pool.usage(name) for name in self.pool.names()}
+        totals = yield self.store.add_backend_usage(self._local_changes())
+        stored = {row.backend: (row.used_bytes, row.object_count) for row in totals}
+        self._set = {}
+        for name in self.pool.names():
+            used, count = stored.get(name, (0, 0))
+            self._set[name] = (used, count)
+            # Requests that changed the pool while the store answered: kept
+            # for the next run (the difference to what it is set to).
+            now_used, now_count = self.pool.usage(name)
+            then_used, then_count = before.get(name, (0, 0))
+            self.pool.set_usage(name, used + now_used - then_used, count + now_count - then_count)
 
 
-class OperationSync(_PeriodicService):
+class UsageReconciler(ElectedRepeater):
+    """The stored usage replaced by the aggregate of the locations (a full join: rare, one daemon)."""
+
+    def __init__(
+        self,
+        store,
+        period: float,
+        clock=None,
+        metrics: Optional[BackgroundMetrics] = None,
+        holder: Optional[str] = None,
+        lease_seconds: float = LEASE_SECONDS,
+        refresher: Optional[UsageRefresher] = None,
+    ) -> None:
+        super().__init__(
+            "usage-reconcile",
+            period,
+            clock=clock,
+            metrics=metrics,
+            quiet_errors=OUTAGES,
+            store=store,
+            holder=holder or holder_id(),
+            lease_seconds=lease_seconds,
+        )
+        self.refresher = refresher
+
+    @inlineCallbacks
+    def run(self):
+        yield self.store.reconcile_backend_usage()
+        if self.refresher is not None:
+            self.refresher.kick()
+
+
+class OperationSync(Repeater):
     """Adds this daemon's operation counts to the store and reads back the month's totals."""
 
-    def __init__(self, counter, period: float = 5.0, clock=None) -> None:
-        super().__init__(period, clock)
+    def __init__(self, counter, period: float = 5.0, clock=None, metrics: Optional[BackgroundMetrics] = None) -> None:
+        super().__init__("operation-counts", period, clock=clock, metrics=metrics, quiet_errors=OUTAGES)
         self.counter = counter
 
     def run(self):
@@ -200,7 +306,4 @@ class OperationSync(_PeriodicService):
 
     def stopService(self):
         # One last write so a restart does not lose the counts.
-        waiting = super().stopService()
-        if waiting is None:
-            return self.counter.sync()
-        return waiting.addCallback(lambda _: self.counter.sync())
+        return super().stopService().addCallback(lambda _: self.counter.sync())

@@ -65,8 +65,9 @@ class Reloader:
         return self._lock.run(lambda: ensureDeferred(self._reload()))
 
     async def _reload(self) -> str:
+        from s3balance.backends.pool import make_backends
+        from s3balance.config_checks import check_config
         from s3balance.placement.registry import make_strategy
-        from s3balance.service import check_config, make_backends
 
         service = self.service
         gateway = service.gateway

@@ -3,8 +3,11 @@ The daemon as a Twisted service tree.
 
     GatewayService (MultiService)
       |- HealthMonitor      LoopingCall per backend
-      |- DeletionWorker     removes replaced/deleted backend copies, expired intents
-      |- UsageRefresher     per-backend usage from the store
+      |- DeletionWorker     removes replaced/deleted backend copies, expired intents  } once per
+      |- StaleUploadCleaner aborts multipart uploads idle too long                    } cluster (a
+      |- UsageReconciler    stored usage := aggregate of the locations (hourly)        } lease each)
+      |- UsageRefresher     this daemon's usage changes to the store, totals back
+      |- OperationSync      this daemon's operation counts to the store
       +- the listening port (opened in privilegedStartService)
 
 Start-up checks that can fail (config, strategy name, database reachable and
@@ -27,34 +30,26 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from s3balance.backends.backend import Backend, make_http_client
+from s3balance.backends.backend import make_http_client
 from s3balance.backends.health import HealthMonitor
 from s3balance.backends.operations import OperationCounter
-from s3balance.backends.pool import BackendPool
+from s3balance.backends.pool import BackendPool, make_backends
 from s3balance.cleanup import DeletionWorker, OperationSync, UsageRefresher
 from s3balance.config import Config, ConfigError, load_config
+from s3balance.config_checks import check_config
 from s3balance.s3.gateway import Gateway
 from s3balance.s3.request import S3Site
 from s3balance.s3.resource import Root
 
 log = Logger()
 
-RESERVED_BUCKET_NAMES = frozenset({"health", "status"})
+
+# Seconds between two full aggregates of the usage (one daemon of the cluster).
+USAGE_RECONCILE_PERIOD = 3600.0
 
 
 class StartupError(Exception):
     """A problem found before serving; its message is one line for the operator."""
-
-
-def check_config(config: Config) -> None:
-    for bucket in config.virtual_buckets:
-        if bucket.name in RESERVED_BUCKET_NAMES:
-            raise ConfigError(f"buckets: virtual bucket name '{bucket.name}' is reserved for the daemon's own endpoint")
-    if config.api.enabled and config.virtual_bucket("admin") is not None:
-        raise ConfigError("buckets: virtual bucket name 'admin' is reserved for the admin API (api.enabled)")
-    metrics_path = config.metrics.path.strip("/")
-    if config.metrics.enabled and config.virtual_bucket(metrics_path) is not None:
-        raise ConfigError(f"metrics.path: '{config.metrics.path}' shadows the virtual bucket '{metrics_path}'")
 
 
 def tls_options(server):
@@ -75,8 +70,18 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-def make_backends(config: Config, http, reactor) -> list[Backend]:
-    return [Backend(backend, http, reactor) for backend in config.backends]
+def make_site(root, gateway, server, reactor) -> S3Site:
+    """The HTTP site with C{server}'s timeouts and connection caps."""
+    return S3Site(
+        root,
+        gateway,
+        timeout=server.idle_timeout,
+        read_timeout=server.read_timeout,
+        write_timeout=server.write_timeout,
+        max_connections=server.max_connections,
+        max_connections_per_ip=server.max_connections_per_ip,
+        reactor=reactor,
+    )
 
 
 class GatewayService(MultiService):
@@ -121,19 +126,12 @@ class GatewayService(MultiService):
         self.root.fixed[b"/status"] = StatusResource(
             self.gateway, lambda: self.gateway.config.api.token if self.gateway.config.api.enabled else ""
         )
-        self.site = S3Site(self.root, self.gateway, timeout=config.server.idle_timeout)
+        self.site = make_site(self.root, self.gateway, config.server, reactor)
         self.health = HealthMonitor(self.pool, balancer.health_check_period, balancer.health_timeout, reactor)
-        self.deleter = DeletionWorker(
-            store, self.pool, balancer.cleanup_period, reactor, multipart_max_age=balancer.multipart_max_age
-        )
-        self.gateway.deleter = self.deleter
-        self.usage = UsageRefresher(store, self.pool, balancer.update_stats_period, reactor)
         self.pool.set_backend_timeout(balancer.backend_timeout)
         self.operations = OperationCounter(store, reactor.seconds)
         self.pool.set_counter(self.operations)
-        self.operation_sync = OperationSync(self.operations, 5.0, reactor)
-        for child in (self.health, self.deleter, self.usage, self.operation_sync):
-            child.setServiceParent(self)
+        self._add_background_jobs(config, store, reactor, worker_index)
         self.supervisor: Any = None
         if config.server.workers > 1 and worker_index == 0:
             from s3balance.workers import WorkerSupervisor
@@ -141,6 +139,33 @@ class GatewayService(MultiService):
             self.supervisor = WorkerSupervisor(config_path, config.server.workers, config.server.shutdown_grace, reactor)
             self.supervisor.setServiceParent(self)
         self.port = None
+
+    def _add_background_jobs(self, config: Config, store, reactor, worker_index: int) -> None:
+        """The periodic jobs (s3balance.cleanup): cluster-wide ones elected by a lease, the rest per process."""
+        from s3balance.background import BackgroundMetrics, holder_id
+        from s3balance.cleanup import StaleUploadCleaner, UsageReconciler
+
+        balancer = config.balancer
+        jobs = BackgroundMetrics(self.metrics.registry) if self.metrics is not None else None
+        # The same seat after a restart takes its leases back at once (holder_id).
+        seat = f"{config.server.host}:{config.server.port}/{worker_index}" if config.server.port else None
+        self.holder = holder_id(seat)
+        self.deleter = DeletionWorker(
+            store, self.pool, balancer.cleanup_period, reactor, metrics=jobs, holder=self.holder
+        )
+        self.gateway.deleter = self.deleter
+        self.stale_uploads = StaleUploadCleaner(
+            store, balancer.cleanup_period, balancer.multipart_max_age, reactor, jobs, self.holder, deleter=self.deleter
+        )
+        self.usage = UsageRefresher(store, self.pool, balancer.update_stats_period, reactor, jobs)
+        self.usage_reconcile = UsageReconciler(
+            store, USAGE_RECONCILE_PERIOD, reactor, jobs, self.holder, refresher=self.usage
+        )
+        self.operation_sync = OperationSync(self.operations, 5.0, reactor, jobs)
+        for child in (
+            self.health, self.deleter, self.stale_uploads, self.usage, self.usage_reconcile, self.operation_sync
+        ):
+            child.setServiceParent(self)
 
     @property
     def address(self):
@@ -288,6 +313,9 @@ def open_store(config: Config, reactor=None, migrate_schema: bool = True):
         max_threads=config.database.max_open_conns,
         auto_migrate=False,
         deletion_grace=config.balancer.deletion_grace,
+        statement_timeout=config.database.statement_timeout,
+        connect_timeout=config.database.connect_timeout,
+        request_timeout=config.database.request_timeout,
     )
 
 

@@ -6,9 +6,11 @@ workers the daemon (the twistd process) and N-1 worker processes each open
 their own listening socket on the same address with C{SO_REUSEPORT}; the
 kernel spreads connections over them.  They share the one metadata database
 (PostgreSQL or MariaDB for real deployments; SQLite works too, in WAL mode,
-with its writers serialized), and everything they do in the background is
-safe to run several times: deleting a queued copy twice is harmless, usage
-and operation counts are read from and added to the database.
+with its writers serialized).  Work the cluster needs once (deletions, the
+stale-upload cleaner, the usage reconcile) runs in the one process holding
+the job's lease in the database (s3balance.background.ElectedRepeater; each
+worker is a holder of its own); what each process counts itself (usage
+changes, operation counts) it adds to the database.
 
 The twistd process is the supervisor: it starts the workers, restarts one
 that dies, forwards SIGHUP to them, and stops them (they drain like it does)
@@ -27,8 +29,10 @@ from typing import Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
+
+from s3balance.background import Repeater
 
 log = Logger()
 
@@ -51,7 +55,7 @@ def _die_with_parent() -> None:
 
 
 class WorkerSupervisor(Service):
-    """Keeps C{count} worker processes running C{python -m s3balance.workers CONFIG INDEX}."""
+    """Keeps C{count} worker processes running C{python -m s3balance.worker_process CONFIG INDEX}."""
 
     def __init__(self, config_path: str, count: int, grace: float, reactor, cwd: Optional[str] = None) -> None:
         self.config_path = os.path.abspath(config_path)
@@ -60,14 +64,13 @@ class WorkerSupervisor(Service):
         self.reactor = reactor
         self.cwd = cwd or os.getcwd()
         self.children: dict[int, subprocess.Popen] = {}
-        self._watch = LoopingCall(self._check)
-        self._watch.clock = reactor
+        self._watch = Repeater("worker-watch", 1.0, self._check, reactor)
 
     def _spawn(self, index: int) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.children[index] = subprocess.Popen(
-            [sys.executable, "-m", "s3balance.workers", self.config_path, str(index)],
+            [sys.executable, "-m", "s3balance.worker_process", self.config_path, str(index)],
             cwd=self.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -79,7 +82,7 @@ class WorkerSupervisor(Service):
         super().startService()
         for index in range(1, self.count):
             self._spawn(index)
-        self._watch.start(1.0, now=False)
+        self._watch.startService()
 
     def _check(self) -> None:
         for index, child in list(self.children.items()):
@@ -96,32 +99,10 @@ class WorkerSupervisor(Service):
     @inlineCallbacks
     def stopService(self):
         super().stopService()
-        if self._watch.running:
-            self._watch.stop()
+        yield self._watch.stopService()
         self.signal_all(signal.SIGTERM)
         waited = 0.0
         while any(child.poll() is None for child in self.children.values()) and waited < self.grace + 5:
             yield deferLater(self.reactor, 0.1, lambda: None)
             waited += 0.1
         self.signal_all(signal.SIGKILL)
-
-
-def main(argv: list[str]) -> int:
-    """A worker: the same service as the daemon, on its own SO_REUSEPORT socket."""
-    config_path, index = argv[0], int(argv[1])
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
-    from s3balance.service import makeService
-
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
-    service = makeService(config_path, reactor, worker_index=index)
-    service.privilegedStartService()
-    reactor.callWhenRunning(service.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

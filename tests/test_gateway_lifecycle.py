@@ -2,13 +2,16 @@
 The daemon's life: graceful stop lets a transfer in flight finish; a daemon
 killed with SIGKILL mid-upload leaves no row, and after a restart the cleaner
 removes what the backend may hold of the unfinished upload; a bad config stops
-the start with one line.
+the start with one line; two daemons on one database run the cluster-wide
+jobs in one of them only, and the other takes over when it stops.
 """
 
 from __future__ import annotations
 
+import copy
 import http.client
 import os
+import re
 import subprocess
 import threading
 import time
@@ -26,7 +29,7 @@ from tests.daemon import (
     poll,
     sign,
 )
-from tests.harness import harness_dir, shared_seaweedfs, unique_bucket_name
+from tests.harness import free_port, harness_dir, shared_seaweedfs, unique_bucket_name
 from tests.harness.process import venv_bin
 
 MIB = 1024**2
@@ -198,3 +201,70 @@ class WorkerModeTests(SynchronousTestCase):
         for pid in children() + workers[1:]:
             self.assertFalse(os.path.exists(f"/proc/{pid}/status") and "zombie" not in open(f"/proc/{pid}/status").read().lower(),
                              f"worker {pid} outlived the daemon")
+
+
+def background_runs(daemon: Daemon, job: str) -> float:
+    """s3balance_background_runs_total{job=...} on the daemon's /metrics (0 before its first run)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{daemon.endpoint}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r'^s3balance_background_runs_total\{job="' + re.escape(job) + r'"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+class ClusterJobsTests(SynchronousTestCase):
+    """Two daemons on one database (SQLite, WAL) in front of one backend."""
+
+    JOBS = ("deleter", "stale-uploads", "usage-reconcile")
+
+    def setUp(self) -> None:
+        self.server = shared_seaweedfs()
+        self.real = unique_bucket_name("real")
+        self.server.create_bucket(self.real)
+        workdir = harness_dir() / unique_bucket_name("cluster")
+        workdir.mkdir(parents=True)
+        config = base_config([backend_entry(self.server, self.real)], ["vb-life"], workdir)
+        self.daemons = []
+        for name in ("first", "second"):
+            config = copy.deepcopy(config)
+            config["server"]["port"] = free_port()
+            daemon = Daemon(config, name=f"cluster-{name}").start()
+            self.addCleanup(daemon.stop)
+            self.daemons.append(daemon)
+
+    def backend_keys(self) -> list[str]:
+        listing = self.server.client().list_objects_v2(Bucket=self.real)
+        return [item["Key"] for item in listing.get("Contents", [])]
+
+    def leader(self, daemons: list[Daemon], job: str) -> Daemon:
+        return poll(
+            lambda: [d for d in daemons if background_runs(d, job) > 0] and
+            [d for d in daemons if background_runs(d, job) > 0][0],
+            timeout=20, message=f"no daemon runs {job}",
+        )
+
+    def test_cluster_jobs_run_in_one_daemon_only_and_move_when_it_stops(self) -> None:
+        leaders = {job: self.leader(self.daemons, job) for job in self.JOBS}
+        # A few periods (cleanup_period 1s) later, still only there.
+        first_runs = background_runs(leaders["deleter"], "deleter")
+        poll(lambda: background_runs(leaders["deleter"], "deleter") >= first_runs + 3, timeout=20,
+             message="the deleter stopped running")
+        for job, leader in leaders.items():
+            other = self.daemons[1 - self.daemons.index(leader)]
+            self.assertEqual(background_runs(other, job), 0, f"{job} ran in both daemons")
+        # Objects deleted through either daemon leave their backend (the leader deletes them).
+        for daemon in self.daemons:
+            s3 = daemon.client()
+            s3.put_object(Bucket="vb-life", Key=f"gone-{daemon.port}", Body=b"x")
+            s3.delete_object(Bucket="vb-life", Key=f"gone-{daemon.port}")
+        poll(lambda: self.backend_keys() == [], timeout=20, message="the deletions were not carried out")
+        # The deleter's daemon stops: it gives its leases up, the other takes them at its next try.
+        leader = leaders["deleter"]
+        other = self.daemons[1 - self.daemons.index(leader)]
+        leader.stop()
+        self.leader([other], "deleter")
+        s3 = other.client()
+        s3.put_object(Bucket="vb-life", Key="after", Body=b"x")
+        s3.delete_object(Bucket="vb-life", Key="after")
+        poll(lambda: self.backend_keys() == [], timeout=20, message="the new leader did not delete")
