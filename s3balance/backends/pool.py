@@ -3,6 +3,13 @@ The set of backends the gateway may use, with their health, usage and
 in-flight reservations, and placement of new objects on them.
 
 Mutation of this state lives here and nowhere else.
+
+The reservations here are this process's only: placement's quick
+pre-filter.  What decides is the store: a write's intent reserves its bytes
+in the database, checked against max_size with every daemon's reservations
+in the same transaction (L{s3balance.store.objects.check_capacity}), and a
+refusal (BackendFull) sends placement on to the next backend
+(L{s3balance.s3.upload.place_write}).
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ class Reservation:
         self.backend = backend
         self.size = size
         self._released = False
+
+    def grow(self, size: int) -> None:
+        """Reserve C{size} more bytes (an upload of unknown length, part by part)."""
+        if not self._released:
+            self.size += size
+            self._pool._reserved[self.backend] = self._pool._reserved.get(self.backend, 0) + size
 
     def release(self) -> None:
         if not self._released:
@@ -162,8 +175,13 @@ class BackendPool:
         self._reserved[name] = self._reserved.get(name, 0) + size
         return Reservation(self, name, size)
 
-    def place(self, strategy, context: PlacementContext, exclude: Iterable[str] = ()) -> Optional[Reservation]:
-        """Choose a backend for a new object and reserve its size there."""
+    def place(
+        self, strategy, context: PlacementContext, exclude: Iterable[str] = (), reserve: Optional[int] = None
+    ) -> Optional[Reservation]:
+        """
+        Choose a backend for a new object and reserve its size there (or
+        C{reserve} bytes: an upload of unknown length reserves its first part).
+        """
         candidates = self.candidates(context.size, exclude)
         if not candidates:
             return None
@@ -172,7 +190,7 @@ class BackendPool:
             return None
         if self.metrics is not None:
             self.metrics.placement(strategy.name, chosen.name)
-        return self.reserve(chosen.name, context.size or 0)
+        return self.reserve(chosen.name, (context.size or 0) if reserve is None else reserve)
 
     # -- passive health -----------------------------------------------------
 
@@ -221,3 +239,8 @@ class BackendPool:
                 log.warn("backend {backend} is read-only after write errors: {error}", backend=name, error=error)
         elif code < 400:
             state.record_write_success()
+
+
+def make_backends(config, http, reactor) -> list[Backend]:
+    """One L{Backend} for each real bucket of C{config} (a L{s3balance.config.Config})."""
+    return [Backend(backend, http, reactor) for backend in config.backends]

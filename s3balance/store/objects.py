@@ -11,13 +11,28 @@ import datetime
 from typing import Optional
 
 import attr
-from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
-from s3balance.store import tables
+from s3balance.store import parts, tables
 from s3balance.store.buckets import lock_bucket_shared
 from s3balance.store.interfaces import (
+    BackendFull,
     Location,
     ObjectRecord,
     PreconditionFailedError,
@@ -51,9 +66,69 @@ class ConcurrentInsert(Exception):
     """
 
 
+# -- the database's clock ------------------------------------------------------
+
+
+class database_time(FunctionElement):
+    """
+    The database server's current UTC time, or that plus a number of
+    milliseconds (an SQL expression, normally a bound parameter):
+    C{database_time()}, C{database_time(bindparam("lease_ms"))}.
+
+    Write-intent leases are set and judged by this clock, never by a
+    daemon's: daemons whose clocks disagree (or one whose clock jumps) still
+    agree on when an upload's lease runs out.  Comparable with, and storable
+    in, a L{tables.UTCDateTime} column on every engine.
+    """
+
+    type = tables.UTCDateTime()
+    inherit_cache = True
+    name = "database_time"
+
+
+def _offset_ms(element, compiler, **kw) -> str | None:
+    clauses = list(element.clauses)
+    return compiler.process(clauses[0], **kw) if clauses else None
+
+
+@compiles(database_time, "sqlite")
+def _sqlite_time(element, compiler, **kw) -> str:
+    # The text SQLAlchemy stores a naive UTC datetime as (six fractional
+    # digits), so stored and computed times compare as strings in time order.
+    # 'now' is the same throughout one statement.
+    offset = _offset_ms(element, compiler, **kw)
+    modifier = f", printf('%+.3f seconds', {offset} / 1000.0)" if offset is not None else ""
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now'{modifier})"
+
+
+@compiles(database_time)  # also str(statement), as in logs and tests
+@compiles(database_time, "postgresql")
+def _postgresql_time(element, compiler, **kw) -> str:
+    # now(): the transaction's start, a moment earlier than the statement.
+    offset = _offset_ms(element, compiler, **kw)
+    return "now()" if offset is None else f"(now() + make_interval(secs => {offset} / 1000.0))"
+
+
+@compiles(database_time, "mysql")
+@compiles(database_time, "mariadb")
+def _mysql_time(element, compiler, **kw) -> str:
+    # DATETIME columns hold naive UTC here (tables.UTCDateTime); UTC_TIMESTAMP
+    # does not depend on the session's time zone.
+    offset = _offset_ms(element, compiler, **kw)
+    now = "UTC_TIMESTAMP(6)"
+    return now if offset is None else f"TIMESTAMPADD(MICROSECOND, {offset} * 1000, {now})"
+
+
+def lease_ms(seconds: float) -> int:
+    """A lease length as the whole milliseconds L{database_time} adds."""
+    return int(round(seconds * 1000))
+
+
 # The statements of the write path, built once (building them cost more than
 # running them); values are bound per call.
-_INSERT_INTENT = insert(_wi)
+_LEASE_UNTIL = database_time(bindparam("lease_ms", type_=BigInteger()))
+_INSERT_INTENT = insert(_wi).values(lease_until=_LEASE_UNTIL)
+_RENEW_INTENT = update(_wi).where(_wi.c.id == bindparam("intent_id")).values(lease_until=_LEASE_UNTIL)
 _SELECT_INTENT = select(_wi.c.backend, _wi.c.real_key).where(_wi.c.id == bindparam("id"))
 _DELETE_INTENT = delete(_wi).where(_wi.c.id == bindparam("id"))
 _DELETE_INTENT_RETURNING = _DELETE_INTENT.returning(_wi.c.backend, _wi.c.real_key)
@@ -83,16 +158,107 @@ def _new_id(result) -> int:
 
 
 def begin_write(
-    conn: Connection, backend: str, real_key: str, lease_until: datetime.datetime, now: datetime.datetime
+    conn: Connection,
+    backend: str,
+    real_key: str,
+    lease_seconds: float,
+    now: datetime.datetime,
+    size: int = 0,
+    max_size: Optional[int] = None,
 ) -> WriteIntent:
+    """
+    An intent whose lease ends C{lease_seconds} after the database's now
+    (L{database_time}).  It reserves C{size} bytes on C{backend} until it is
+    taken; with C{max_size}, only when they fit (L{check_capacity}, in this
+    transaction: L{BackendFull} otherwise, and nothing is recorded).
+    """
+    if max_size is not None:
+        check_capacity(conn, backend, size, max_size)
     result = conn.execute(
-        _INSERT_INTENT, {"backend": backend, "real_key": real_key, "lease_until": lease_until, "created": now}
+        _INSERT_INTENT,
+        {
+            "backend": backend,
+            "real_key": real_key,
+            "lease_ms": lease_ms(lease_seconds),
+            "created": now,
+            "size": size,
+        },
     )
     return WriteIntent(id=_new_id(result), backend=backend, real_key=real_key)
 
 
-def renew_write(conn: Connection, intent_id: int, lease_until: datetime.datetime) -> None:
-    result = conn.execute(update(_wi).where(_wi.c.id == intent_id).values(lease_until=lease_until))
+def grow_write(conn: Connection, intent_id: int, backend: str, size: int, max_size: Optional[int] = None) -> None:
+    """Reserve C{size} more bytes under a running write's intent (checked like L{begin_write}'s)."""
+    if max_size is not None:
+        check_capacity(conn, backend, size, max_size)
+    if conn.execute(_GROW_INTENT, {"intent_id": intent_id, "delta": size}).rowcount != 1:
+        raise WriteIntentExpired(intent_id)
+
+
+# -- capacity ------------------------------------------------------------------
+#
+# What a backend holds, as far as the store knows: the used bytes of the
+# usage counters (the backend_usage table of store/usage.py), the bytes
+# reserved by every daemon's writes in flight (their intents' size) and by
+# the parts of open multipart uploads (their row's reserved).  A reservation
+# is taken only while the sum stays within max_size, under a lock on the
+# backend's capacity_locks row, so two daemons can't both take the last room
+# (SQLite serializes writers anyway: BEGIN IMMEDIATE).  At READ COMMITTED
+# every statement reads the latest commits, so the sums read after the lock
+# see every reservation taken before it.
+
+_cl = tables.capacity_locks
+_usage = tables.backend_usage
+_mp = tables.multipart_uploads
+_LOCK_CAPACITY = select(_cl.c.backend).where(_cl.c.backend == bindparam("backend")).with_for_update()
+_INSERT_CAPACITY_LOCK = insert(_cl)
+_ZERO: ColumnElement[int] = literal_column("0")  # not a bound parameter: the raw paths bind only the caller's
+_HELD = select(
+    select(func.coalesce(func.sum(_usage.c.used_bytes), _ZERO))
+    .where(_usage.c.backend == bindparam("backend"))
+    .scalar_subquery()
+    .label("used"),
+    select(func.coalesce(func.sum(_wi.c.size), _ZERO))
+    .where(_wi.c.backend == bindparam("backend"))
+    .scalar_subquery()
+    .label("writes"),
+    select(func.coalesce(func.sum(_mp.c.reserved), _ZERO))
+    .where(_mp.c.backend == bindparam("backend"))
+    .scalar_subquery()
+    .label("parts"),
+)
+_GROW_INTENT = (
+    update(_wi)
+    .where(_wi.c.id == bindparam("intent_id"))
+    .values(size=_wi.c.size + bindparam("delta", type_=BigInteger()))
+)
+
+
+def check_capacity(conn: Connection, backend: str, size: int, max_size: int) -> None:
+    """
+    Raise L{BackendFull} unless C{size} more bytes fit on C{backend}.  The
+    caller's transaction records them (an intent's size) before it commits,
+    which releases the lock.
+    """
+    if conn.dialect.name != "sqlite":
+        if conn.execute(_LOCK_CAPACITY, {"backend": backend}).first() is None:
+            # The backend's first checked write.  Two daemons inserting at
+            # once: the second waits for the first's commit, fails on the
+            # key, and its transaction runs again, locking the row this time.
+            try:
+                conn.execute(_INSERT_CAPACITY_LOCK, {"backend": backend})
+            except IntegrityError as e:
+                raise ConcurrentInsert(backend) from e
+    held = conn.execute(_HELD, {"backend": backend}).first()
+    assert held is not None  # (one row of sums, always)
+    used, reserved = int(held.used), int(held.writes) + int(held.parts)
+    if used + reserved + size > max_size:
+        raise BackendFull(backend, used, reserved, size, max_size)
+
+
+def renew_write(conn: Connection, intent_id: int, lease_seconds: float) -> None:
+    """Extend the lease to C{lease_seconds} after the database's now; L{WriteIntentExpired} when it is gone."""
+    result = conn.execute(_RENEW_INTENT, {"intent_id": intent_id, "lease_ms": lease_ms(lease_seconds)})
     if result.rowcount != 1:
         raise WriteIntentExpired(intent_id)
 
@@ -130,10 +296,16 @@ def abandon_write(
 
 
 def expired_writes(conn: Connection, now: datetime.datetime, limit: int) -> int:
+    """
+    Move up to C{limit} intents whose lease ran out by the database's clock
+    (never the daemon's: C{now} only stamps the queued deletions) to the
+    deletion queue.  -> how many.
+    """
+    expired = _wi.c.lease_until <= database_time()
     candidates = (
         conn.execute(
             select(_wi.c.id)
-            .where(_wi.c.lease_until <= now)
+            .where(expired)
             .order_by(_wi.c.lease_until, _wi.c.id)
             .limit(limit)
         )
@@ -144,7 +316,7 @@ def expired_writes(conn: Connection, now: datetime.datetime, limit: int) -> int:
     for intent_id in candidates:
         # The lease is checked again under the row lock: a renewal or a commit
         # that won the race keeps its intent.
-        taken = take_intent(conn, intent_id, _wi.c.lease_until <= now)
+        taken = take_intent(conn, intent_id, expired)
         if taken is not None:
             queue_deletion(conn, taken[0], taken[1], REASON_LEASE_EXPIRED, now)
             moved += 1
@@ -338,8 +510,32 @@ def is_referenced(conn: Connection, backend: str, real_key: str) -> bool:
 
 
 def finish_deletion(conn: Connection, deletion_id: int) -> None:
+    parts.forget_object_parts(conn, deletion_id)
     conn.execute(delete(_dq).where(_dq.c.id == deletion_id))
 
 
 def retry_deletion_later(conn: Connection, deletion_id: int, due: datetime.datetime) -> None:
     conn.execute(update(_dq).where(_dq.c.id == deletion_id).values(attempts=_dq.c.attempts + 1, due=due))
+
+
+def postpone_deletions(conn: Connection, backend: str, now: datetime.datetime, due: datetime.datetime) -> int:
+    """
+    Push the due deletions of C{backend} (down: the deletion worker skips
+    it) to C{due}, attempts unchanged, so they don't hold up the rest of
+    the queue.  -> how many.
+    """
+    return conn.execute(
+        update(_dq).where(_dq.c.backend == backend, _dq.c.due <= now).values(due=due)
+    ).rowcount
+
+
+def delete_objects(
+    conn: Connection, bucket: str, keys: list[str], now: datetime.datetime, grace: datetime.timedelta = NO_GRACE
+) -> dict[str, Optional[ObjectRecord]]:
+    """
+    L{delete_object} for each of C{keys}, in one transaction (DeleteObjects:
+    one commit for up to 1000 keys).  Rows are locked in key order, so two
+    such transactions on overlapping keys wait for each other instead of
+    deadlocking.  -> the removed record (or None) of each distinct key.
+    """
+    return {key: delete_object(conn, bucket, key, now, grace) for key in sorted(set(keys), key=encode_key)}
