@@ -9,9 +9,12 @@ import datetime
 import sqlite3
 import threading
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, literal_column, select
+from sqlalchemy import create_engine, func, inspect, literal_column, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from twisted.internet import defer
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -118,6 +121,36 @@ class StoreBehaviourMixin:
     async def queued(self) -> list[tuple[str, str]]:
         return sorted((q.backend, q.real_key) for q in await self.store.queued_deletions(limit=10000))
 
+    async def test_migration_0003_indexes_real_keys_and_downgrades(self):
+        # Down to 0002 and up again, with rows in the tables, on the store's database.
+        intent = await self.store.begin_write("b1", "vb/kept", 60)
+        await self.store.stop()
+        indexed = {"write_intents", "multipart_uploads", "deletion_queue"}
+
+        def real_key_indexes(conn) -> set[str]:
+            found = set()
+            for table in indexed:
+                for index in inspect(conn).get_indexes(table):
+                    if index["column_names"] == ["real_key"]:
+                        found.add(table)
+            return found
+
+        engine = create_engine(self.url)
+        try:
+            with engine.begin() as conn:
+                command.downgrade(migrate.alembic_config(connection=conn), "0002")
+            with engine.connect() as conn:
+                self.assertEqual(real_key_indexes(conn), set())
+            with engine.begin() as conn:
+                migrate.upgrade_connection(conn)
+            with engine.connect() as conn:
+                self.assertEqual(migrate.current_revision_of(conn), migrate.head_revision())
+                self.assertEqual(real_key_indexes(conn), indexed)
+        finally:
+            engine.dispose()
+        store = await self.start_store()
+        await store.abandon_write(intent.id, backend_object_may_exist=False)
+
     # -- the store as a whole ---------------------------------------------------
 
     def test_provides_the_interface(self):
@@ -209,12 +242,11 @@ class StoreBehaviourMixin:
         self.assertEqual(await self.queued(), [])
 
     async def test_expired_lease_moves_intent_to_deletion_queue(self):
-        stale = await self.store.begin_write("b1", "vb/stale", 30)
-        fresh = await self.store.begin_write("b1", "vb/fresh", 30)
-        self.now += datetime.timedelta(seconds=20)
+        # Leases follow the database's clock (the daemon's, self.now, is
+        # years off): one that ended 10 seconds ago by it has expired.
+        stale = await self.store.begin_write("b1", "vb/stale", -10)
+        fresh = await self.store.begin_write("b1", "vb/fresh", -10)
         await self.store.renew_write(fresh.id, 60)
-        self.assertEqual(await self.store.expired_writes(), 0)
-        self.now += datetime.timedelta(seconds=15)
         self.assertEqual(await self.store.expired_writes(), 1)
         self.assertEqual(await self.queued(), [("b1", "vb/stale")])
         # The write that lost its lease may neither renew nor commit.
@@ -240,12 +272,11 @@ class StoreBehaviourMixin:
         # A begin_write whose COMMIT was lost with its connection may have
         # committed after all; its retry takes a second intent for the same
         # real key, and that upload commits.  The first intent expires later.
-        first = await self.store.begin_write("b1", "vb/twin", 30)
+        first = await self.store.begin_write("b1", "vb/twin", -10)  # expired by the database's clock
         second = await self.store.begin_write("b1", "vb/twin", 30)
         self.assertNotEqual(first.id, second.id)
         self.assertTrue(await self.store.is_referenced("b1", "vb/twin"))  # live intents
         await self.store.commit_object(second.id, make_record("k", "vb/twin"))
-        self.now += datetime.timedelta(seconds=60)
         self.assertEqual(await self.store.expired_writes(), 1)
         self.assertEqual(await self.queued(), [("b1", "vb/twin")])
         # Queued, yet the stored object's location refers to it.
@@ -377,6 +408,25 @@ class StoreBehaviourMixin:
         self.assertIsNone(await self.store.get_bucket("uploads"))
         added = sorted(set(await self.queued()) - set(before))
         self.assertEqual(added, [("b1", "uploads/u1"), ("b1", "uploads/u2")])
+
+    async def test_delete_objects_runs_one_transaction(self):
+        a = await self.put("a", "vb/a")
+        b = await self.put("b", "vb/b")
+        before = await self.queued()
+        runs = []
+        run = self.store._run
+
+        def counted(fn, *args, **kwargs):
+            runs.append(fn.__name__)
+            return run(fn, *args, **kwargs)
+
+        self.store._run = counted
+        removed = await self.store.delete_objects(BUCKET, ["b", "a", "missing", "a"])
+        self.store._run = run
+        self.assertEqual(runs, ["delete_objects"])
+        self.assertEqual({k: v.etag if v else None for k, v in removed.items()}, {"a": a.etag, "b": b.etag, "missing": None})
+        self.assertIsNone(await self.store.get_object(BUCKET, "a"))
+        self.assertEqual(sorted(set(await self.queued()) - set(before)), [("b1", "vb/a"), ("b1", "vb/b")])
 
     # -- multipart ----------------------------------------------------------------
 
@@ -843,6 +893,25 @@ class PostgreSQLStoreTests(StoreBehaviourMixin, unittest.TestCase):
 class MariaDBStoreTests(StoreBehaviourMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL
 
+    async def test_a_key_the_column_cannot_hold_is_refused_not_cut_short(self):
+        # A server whose default sql_mode is not strict (init_command runs
+        # before the store sets up the session).
+        url = make_url(self.url).update_query_dict({"init_command": "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'"})
+        store = MetadataStore(url, max_threads=2, now=lambda: self.now)
+        await store.start()
+        self.addCleanup(store.stop)
+        mode = await store._read(lambda conn: conn.exec_driver_sql("SELECT @@SESSION.sql_mode").scalar())
+        self.assertIn("STRICT_ALL_TABLES", mode.split(","))
+        self.assertIn("NO_ENGINE_SUBSTITUTION", mode.split(","))
+        intent = await store.begin_write("b1", "vb/long", 60)
+        long_key = "k" * 1025
+        with self.assertRaises(DBAPIError):
+            await store.commit_object(intent.id, make_record(long_key, "vb/long"))
+        self.assertIsNone(await store.get_object(BUCKET, long_key[:1024]))
+        with self.assertRaises(DBAPIError):
+            await store.commit_object(intent.id, make_record("k", "vb/long", content_type="t/" + "x" * 300))
+        self.assertIsNone(await store.get_object(BUCKET, "k"))
+
 
 class RawDateTimeTests(unittest.SynchronousTestCase):
     """rawread's own UTCDateTime converters for SQLite give exactly what SQLAlchemy's do."""
@@ -886,7 +955,9 @@ class StoreURLTests(unittest.SynchronousTestCase):
 
         location = migrate.script_location()
         self.assertTrue(os.path.exists(os.path.join(location, "env.py")))
-        self.assertEqual(migrate.head_revision(), "0002")
+        # The head is the newest numbered migration (each revises the one before).
+        numbered = sorted(name for name in os.listdir(os.path.join(location, "versions")) if name[:4].isdigit())
+        self.assertEqual(migrate.head_revision(), numbered[-1][:4])
 
 
 class DatabaseFixtureTests(unittest.SynchronousTestCase):

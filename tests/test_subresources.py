@@ -42,6 +42,9 @@ SUBRESOURCES = (
 )
 
 ALLOWED_STATUSES = {200, 204, 404, 405, 501}
+# Implemented operations that refuse these bare requests as S3 does: GET
+# ?attributes (GetObjectAttributes) without its x-amz-object-attributes header.
+REFUSED_AS_S3_DOES = {("attributes", "GET", "object"): 400}
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 # A small, plausible body for each PUT; the exact shape does not matter to a
@@ -96,7 +99,7 @@ class SubresourceMatrixTests(SubresourceTestCase):
                 url = self.url(level, name)
                 code, body = request(method, url, PUT_BODY if method == "PUT" else b"")
                 where = f"{method} {level} ?{name} -> {code} {body[:200]!r}"
-                if code not in ALLOWED_STATUSES:
+                if code not in ALLOWED_STATUSES and code != REFUSED_AS_S3_DOES.get((name, method, level)):
                     problems.append(where)
                     continue
                 if code >= 400:

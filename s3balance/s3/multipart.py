@@ -19,16 +19,23 @@ import datetime
 import os
 from xml.etree import ElementTree
 
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import storage_class
-from s3balance.s3.bodies import small_body
-from s3balance.s3.upload import backend_error_to_s3, backend_headers, object_headers
+from s3balance.s3 import checksum_parts, storage_class
+from s3balance.s3.upload import backend_error_to_s3, backend_headers, object_headers, place_write
 from s3balance.s3.xmldoc import child_text, document, encode_key, iso8601, parse
-from s3balance.store.interfaces import Location, MultipartRecord, NoSuchUploadError, ObjectRecord
+from s3balance.store.interfaces import (
+    Location,
+    MultipartRecord,
+    NoSuchUploadError,
+    ObjectRecord,
+    PreconditionFailedError,
+)
+from s3balance.store.objects import check_preconditions
 
 log = Logger()
 
@@ -66,19 +73,16 @@ CREATE_LEASE = 300.0
 async def create_multipart_upload(gateway, request, call) -> None:
     await gateway.require_bucket(call.bucket)
     content_type, headers = object_headers(call)
-    reservation = gateway.pool.place(gateway.strategy, PlacementContext(call.bucket, call.key, None))
-    if reservation is None:
-        if gateway.pool.all_full(0):
-            raise S3Error("InsufficientStorage", "No backend has room for this object.", status=507)
-        raise S3Error("ServiceUnavailable", "No storage backend is available; try again later.")
-    reservation.release()
-    backend = gateway.pool.get(reservation.backend)
-    real_key = gateway.new_real_key(call.bucket)
+    checksum_algorithm, checksum_type = checksum_parts.requested(call)
     # A write intent first: if we die between the backend opening the upload
     # and our row for it, its lease runs out and the cleaner aborts every
-    # upload of this (unique) real key.
+    # upload of this (unique) real key.  It reserves nothing (each part
+    # reserves its own bytes), but a backend already full is passed over.
     lease = max(CREATE_LEASE, 2 * gateway.config.balancer.backend_timeout)
-    intent = await gateway.store.begin_write(backend.name, real_key, lease)
+    reservation, backend, real_key, intent = await place_write(
+        gateway, PlacementContext(call.bucket, call.key, None), 0, lease
+    )
+    reservation.release()
     try:
         backend_upload_id = await backend.create_multipart(
             real_key, backend_headers(call.bucket, call.key, content_type, headers)
@@ -90,6 +94,8 @@ async def create_multipart_upload(gateway, request, call) -> None:
             lambda f: log.warn("could not settle the write intent of {key}", key=real_key)
         )
         raise backend_error_to_s3(error) from None
+    # Kept with the upload only (the backend had its headers; the object's drop them).
+    checksum_parts.remember(headers, checksum_algorithm, checksum_type)
     record = MultipartRecord(
         upload_id=new_upload_id(),
         bucket=call.bucket,
@@ -114,6 +120,8 @@ async def create_multipart_upload(gateway, request, call) -> None:
         "InitiateMultipartUploadResult",
         [("Bucket", call.bucket), ("Key", call.key), ("UploadId", record.upload_id)],
     )
+    for name, value in checksum_parts.create_answer_headers(headers).items():
+        request.setHeader(name.encode("ascii"), value.encode("ascii"))
     gateway.answer_xml(request, body)
 
 
@@ -144,14 +152,49 @@ def _parse_parts(body: bytes) -> list[tuple[int, str]]:
 
 
 async def complete_multipart_upload(gateway, request, call) -> None:
-    record = await _upload_of(gateway, call)
-    parts = _parse_parts(small_body(request, call))
+    upload_id = call.query.get("uploadId", "")
+    await gateway.require_bucket(call.bucket)
+    record = await gateway.store.get_multipart(upload_id) if upload_id else None
+    if record is None or record.bucket != call.bucket or record.key != call.key:
+        # A Complete sent again after its answer was lost: the same answer.
+        done = await _completed(gateway, upload_id, call.bucket, call.key)
+        if done is None:
+            raise S3Error("NoSuchUpload", UploadId=upload_id)
+        gateway.answer_xml(request, _complete_result(done.bucket, done.key, done.etag, done.checksums))
+        return
+    body = checksum_parts.complete_body(request, call)
+    parts = _parse_parts(body)
+    if_match, if_none_match = call.header("if-match"), call.header("if-none-match")
+    if if_match is not None or if_none_match is not None:
+        # Checked before the backend assembles anything; again at the commit.
+        current = await gateway.store.get_object(record.bucket, record.key)
+        try:
+            check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
+        except PreconditionFailedError:
+            raise S3Error("PreconditionFailed") from None
+    received = {part.number: part for part in await gateway.store.multipart_parts(record.upload_id)}
+    checksum_args = (
+        call,
+        record.headers,
+        parts,
+        checksum_parts.listed_checksums(body),
+        {number: (part.size, part.etag, part.checksums) for number, part in received.items()},
+    )
+    checksum_parts.check_object_size(call, parts, checksum_args[4])
+    if len(parts) > checksum_parts.INLINE_PARTS:
+        reactor = gateway.reactor
+        checksums = await deferToThreadPool(
+            reactor, reactor.getThreadPool(), checksum_parts.object_checksums, *checksum_args
+        )
+    else:
+        checksums = checksum_parts.object_checksums(*checksum_args)
+    # An object with checksums keeps its parts' (GetObjectAttributes).
+    object_parts = [received[number] for number, _ in parts] if checksums else []
     backend = _backend_of(gateway, record)
     keepalive = _Keepalive(gateway, request)
     try:
         try:
-            etag = await backend.complete_multipart(record.real_key, record.backend_upload_id, parts)
-            size, _ = await backend.head_object(record.real_key)
+            etag, size = await _complete_on_backend(backend, record, parts)
         except BackendError as error:
             log.warn("CompleteMultipartUpload on {backend} failed: {error}", backend=backend.name, error=str(error))
             raise backend_error_to_s3(error) from None
@@ -162,36 +205,82 @@ async def complete_multipart_upload(gateway, request, call) -> None:
             etag=etag,
             last_modified=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
             content_type=record.content_type,
-            headers=record.headers,
-            checksums={},
+            headers=checksum_parts.object_headers(record.headers),
+            checksums=checksums,
             locations=(Location(record.backend, record.real_key),),
         )
         try:
-            await gateway.store.complete_multipart(record.upload_id, obj)
+            await gateway.store.complete_multipart(record.upload_id, obj, if_match, if_none_match, object_parts)
         except NoSuchUploadError:
+            done = await _completed(gateway, record.upload_id, record.bucket, record.key)
+            if done is not None:
+                # A concurrent Complete of the same upload committed it: this
+                # is the same object (one real key per upload), not an orphan.
+                keepalive.finish(_complete_result(done.bucket, done.key, done.etag, done.checksums))
+                return
             # Aborted while we completed: the object on the backend is an orphan.
-            await gateway.store.abandon_write(
-                (await gateway.store.begin_write(record.backend, record.real_key, 60)).id, True
-            )
-            gateway.kick_deleter()
+            await _discard_backend_object(gateway, record)
             raise S3Error("NoSuchUpload", UploadId=record.upload_id) from None
+        except PreconditionFailedError:
+            # Another write took the key since the check above: the
+            # assembled object is not wanted, and the upload is spent.
+            await gateway.store.abort_multipart(record.upload_id, False)
+            await _discard_backend_object(gateway, record)
+            raise S3Error("PreconditionFailed") from None
         gateway.pool.add_usage(record.backend, size, 1)
         gateway.kick_deleter(replaced=True)
-        body = document(
-            "CompleteMultipartUploadResult",
-            [
-                ("Location", f"/{record.bucket}/{record.key}"),
-                ("Bucket", record.bucket),
-                ("Key", record.key),
-                ("ETag", etag),
-            ],
-        )
-        keepalive.finish(body)
+        keepalive.finish(_complete_result(record.bucket, record.key, etag, checksums))
     except S3Error as error:
         if not keepalive.started:
             keepalive.cancel()
             raise
         keepalive.finish(error.to_xml(f"/{record.bucket}/{record.key}", request.request_id))
+
+
+async def _completed(gateway, upload_id: str, bucket: str, key: str):
+    """The lately completed upload C{upload_id} of bucket/key, or None."""
+    if not upload_id:
+        return None
+    done = await gateway.store.completed_upload(upload_id)
+    if done is None or done.bucket != bucket or done.key != key:
+        return None
+    return done
+
+
+async def _complete_on_backend(backend, record: MultipartRecord, parts: list[tuple[int, str]]) -> tuple[str, int]:
+    """
+    Complete the upload on its backend. -> (ETag, size).  An upload the
+    backend no longer knows whose real key holds an object was completed by
+    an earlier attempt whose answer or follow-up (the HEAD) failed: the real
+    key is this upload's alone, so that object is its outcome.
+    """
+    try:
+        etag = await backend.complete_multipart(record.real_key, record.backend_upload_id, parts)
+    except BackendError as error:
+        if error.code != "NoSuchUpload":
+            raise
+        try:
+            size, etag = await backend.head_object(record.real_key)
+        except BackendError:
+            raise error from None
+        log.info("upload {id} was already complete on {backend}", id=record.upload_id, backend=backend.name)
+        return etag, size
+    size, _ = await backend.head_object(record.real_key)
+    return etag, size
+
+
+async def _discard_backend_object(gateway, record: MultipartRecord) -> None:
+    """Queue the deletion of an assembled object nothing refers to."""
+    await gateway.store.abandon_write((await gateway.store.begin_write(record.backend, record.real_key, 60)).id, True)
+    gateway.kick_deleter()
+
+
+def _complete_result(bucket: str, key: str, etag: str, checksums) -> bytes:
+    return document(
+        "CompleteMultipartUploadResult",
+        [("Location", f"/{bucket}/{key}"), ("Bucket", bucket), ("Key", key), ("ETag", etag)]
+        + checksum_parts.result_elements(checksums),
+    )
 
 
 class _Keepalive:
@@ -270,19 +359,21 @@ async def list_parts(gateway, request, call) -> None:
     except ElementTree.ParseError:
         raise S3Error("InternalError", "The backend's part list could not be read.") from None
     ns = root.tag.split("}", 1)[0] + "}" if root.tag.startswith("{") else ""
+    received = {part.number: part for part in await gateway.store.multipart_parts(record.upload_id)}
     parts = []
-    for part in root.findall(f"{ns}Part"):
-        parts.append(
-            (
-                "Part",
-                [
-                    ("PartNumber", part.findtext(f"{ns}PartNumber")),
-                    ("LastModified", part.findtext(f"{ns}LastModified")),
-                    ("ETag", part.findtext(f"{ns}ETag")),
-                    ("Size", part.findtext(f"{ns}Size")),
-                ],
-            )
-        )
+    for element in checksum_parts.latest_parts(root.findall(f"{ns}Part"), ns, received):
+        number = element.findtext(f"{ns}PartNumber")
+        etag = element.findtext(f"{ns}ETag")
+        children_of_part = [
+            ("PartNumber", number),
+            ("LastModified", element.findtext(f"{ns}LastModified")),
+            ("ETag", etag),
+            ("Size", element.findtext(f"{ns}Size")),
+        ]
+        mine = received.get(int(number or 0))
+        if mine is not None and mine.etag == etag:
+            children_of_part += checksum_parts.result_elements(mine.checksums)
+        parts.append(("Part", children_of_part))
     truncated = (root.findtext(f"{ns}IsTruncated") or "false").lower() == "true"
     children: list = [
         ("Bucket", record.bucket),
@@ -291,6 +382,7 @@ async def list_parts(gateway, request, call) -> None:
         ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
         ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
         ("StorageClass", storage_class.of(record.headers)),
+        *checksum_parts.upload_elements(record.headers),
         ("PartNumberMarker", marker),
         ("NextPartNumberMarker", root.findtext(f"{ns}NextPartNumberMarker") or (parts[-1][1][0][1] if parts else 0)),
         ("MaxParts", max_parts),
@@ -308,51 +400,33 @@ async def list_multipart_uploads(gateway, request, call) -> None:
     upload_id_marker = query.get("upload-id-marker", "") if key_marker else ""
     max_uploads = _int_query(call, "max-uploads", 1000, 0, 1000)
     url = query.get("encoding-type") == "url"
-    # Walk the uploads in key order, folding keys into common prefixes and
-    # skipping past a prefix once it is listed, until the page is full.
+    # The store folds keys into common prefixes on their UTF-8 bytes.
+    page = await gateway.store.list_multipart_page(
+        call.bucket, prefix, delimiter, key_marker, upload_id_marker, max_uploads
+    )
     uploads: list = []
     prefixes: list[str] = []
-    truncated = False
     last_marker: tuple[str, str] = (key_marker, upload_id_marker)
-    marker, id_marker = key_marker, upload_id_marker
-    done = False
-    while not done and not truncated:
-        batch = await gateway.store.list_multipart(call.bucket, prefix, marker, id_marker, 1000)
-        done = len(batch) < 1000
-        for record in batch:
-            marker, id_marker = record.key, record.upload_id
-            common = None
-            if delimiter:
-                cut = record.key.find(delimiter, len(prefix))
-                if cut >= 0:
-                    common = record.key[: cut + len(delimiter)]
-            if common is not None and (common in prefixes or common == key_marker):
-                marker, id_marker, done = common + "\U0010ffff", "", False
-                break
-            if len(uploads) + len(prefixes) >= max_uploads:
-                truncated = True
-                break
-            if common is not None:
-                prefixes.append(common)
-                last_marker = (common, "")
-                # Everything else under this prefix folds into it: skip past it.
-                marker, id_marker = common + "\U0010ffff", ""
-                done = False
-                break
-            uploads.append(
-                (
-                    "Upload",
-                    [
-                        ("Key", encode_key(record.key, url)),
-                        ("UploadId", record.upload_id),
-                        ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-                        ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-                        ("StorageClass", storage_class.of(record.headers)),
-                        ("Initiated", iso8601(record.initiated)),
-                    ],
-                )
+    for entry in page.entries:
+        if isinstance(entry, str):
+            prefixes.append(entry)
+            last_marker = (entry, "")
+            continue
+        uploads.append(
+            (
+                "Upload",
+                [
+                    ("Key", encode_key(entry.key, url)),
+                    ("UploadId", entry.upload_id),
+                    ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
+                    ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
+                    ("StorageClass", storage_class.of(entry.headers)),
+                    ("Initiated", iso8601(entry.initiated)),
+                ],
             )
-            last_marker = (record.key, record.upload_id)
+        )
+        last_marker = (entry.key, entry.upload_id)
+    truncated = page.is_truncated
     children: list = [
         ("Bucket", call.bucket),
         ("KeyMarker", encode_key(key_marker, url)),

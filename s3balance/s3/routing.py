@@ -123,6 +123,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("DELETE", OBJECT, ()): "DeleteObject",
     ("GET", OBJECT, ("acl",)): "GetObjectAcl",
     ("GET", OBJECT, ("tagging",)): "GetObjectTagging",
+    ("GET", OBJECT, ("attributes",)): "GetObjectAttributes",
     ("POST", OBJECT, ("uploads",)): "CreateMultipartUpload",
     ("PUT", OBJECT, ("partNumber", "uploadId")): "UploadPart",  # UploadPartCopy with x-amz-copy-source
     ("POST", OBJECT, ("uploadId",)): "CompleteMultipartUpload",

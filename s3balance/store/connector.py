@@ -10,11 +10,12 @@ group of tables (buckets, objects, listing, multipart, usage).
 from __future__ import annotations
 
 import datetime
+import math
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,9 +29,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from s3balance.store import buckets, listing, migrate, multipart, objects, usage
-from s3balance.store.dbthreads import DatabaseThreads, fire_all, run_call
+from s3balance.store import buckets, leases, listing, migrate, multipart, objects, parts, usage
+from s3balance.store.dbthreads import DatabaseThreads, Deadlines, fire_all, run_call
 from s3balance.store.interfaces import IMetadataStore, MultipartRecord, ObjectRecord, StoreUnavailable
+from s3balance.store.probe import DatabaseProbe
 from s3balance.store.rawread import RawConnection
 
 # Re-exported for the admin CLI ("s3balance-admin db upgrade").
@@ -90,6 +92,14 @@ class MetadataStore:
     @param auto_migrate: run C{alembic upgrade head} in L{start}.
     @param pool_recycle: seconds after which a pooled server connection is replaced.
     @param now: the clock (tests), returning timezone-aware UTC datetimes.
+    @param statement_timeout: seconds the server lets one statement run
+        (PostgreSQL C{statement_timeout}, MariaDB C{max_statement_time},
+        the SQLite busy timeout), and the most a transaction spends on its
+        retries; 0: no limit.
+    @param connect_timeout: seconds connecting to a server may take; 0: the driver's default.
+    @param request_timeout: seconds a caller waits for one answer before its
+        Deferred fails with L{StoreUnavailable}; a call still queued then is
+        never run.  0: no limit.
     """
 
     log = Logger()
@@ -103,10 +113,25 @@ class MetadataStore:
         pool_recycle: float = 300,
         now: Callable[[], datetime.datetime] = _utcnow,
         deletion_grace: float = 0.0,
+        statement_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.url: URL = make_url(url)
+        self._statement_timeout = statement_timeout
+        self._connect_timeout = connect_timeout
+        self._request_timeout = request_timeout
+        self._deadlines: Optional[Deadlines] = None
+        if request_timeout:
+            self._deadlines = Deadlines(
+                reactor,
+                request_timeout,
+                lambda: StoreUnavailable(f"the database did not answer within {request_timeout:g} s"),
+            )
+        # /health's view of the database (s3balance.s3.resource).
+        self.probe = DatabaseProbe(self.ping)
         self._reactor = reactor
         self._is_sqlite = self.url.get_backend_name() == "sqlite"
         self._is_postgres = self.url.get_backend_name() == "postgresql"
@@ -172,19 +197,26 @@ class MetadataStore:
             self._driver_errors = (self._engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
         if self._auto_migrate:
             with self._engine.begin() as conn:
+                # An index built on a big table may take longer than a statement may.
+                _lift_statement_timeout(conn)
                 before = migrate.current_revision_of(conn)
                 migrate.upgrade_connection(conn)
                 after = migrate.current_revision_of(conn)
             if before != after:
                 self.log.info("migrated the database from {before} to {after}", before=before, after=after)
+            if not self._is_sqlite and not self._is_postgres:
+                self._engine.dispose()  # that session's statement timeout was lifted (MariaDB/MySQL)
 
     def _create_engine(self) -> Engine:
         if self._is_sqlite:
             database = self.url.database
             if database and database != ":memory:" and not database.startswith("file:"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 10})
-            _configure_sqlite(engine)
+            # SQLite has no statement timeout: the wait for another
+            # process's lock is what it bounds (10 s when none is set).
+            busy = self._statement_timeout or 10.0
+            engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": busy})
+            _configure_sqlite(engine, busy)
             return engine
         options: dict[str, object] = {
             "pool_pre_ping": True,
@@ -192,13 +224,32 @@ class MetadataStore:
             "pool_size": self._max_threads,
             "max_overflow": 2,
         }
+        connect_args: dict[str, object] = {}
+        if self._connect_timeout and "connect_timeout" not in self.url.query:
+            # Whole seconds; libpq takes less than 2 as 2.
+            connect_args["connect_timeout"] = max(2 if self._is_postgres else 1, math.ceil(self._connect_timeout))
         if self.url.get_backend_name() in ("mysql", "mariadb"):
             # READ COMMITTED: no gap locks, so two daemons inserting the same
             # new key wait on the unique index instead of deadlocking.
             options["isolation_level"] = "READ COMMITTED"
-        return create_engine(self.url, **options)
+            if self._statement_timeout:
+                # A server that stopped answering (a network black hole)
+                # fails the socket read a little after the server would
+                # have ended the statement itself.
+                io_timeout = math.ceil(self._statement_timeout) + 5
+                connect_args.setdefault("read_timeout", io_timeout)
+                connect_args.setdefault("write_timeout", io_timeout)
+            engine = create_engine(self.url, connect_args=connect_args, **options)
+            _configure_mysql(engine, self._statement_timeout)
+            return engine
+        engine = create_engine(self.url, connect_args=connect_args, **options)
+        if self._is_postgres:
+            _configure_postgres(engine, self._statement_timeout)
+        return engine
 
     def stop(self):
+        if self._deadlines is not None:
+            self._deadlines.stop()
         if self._pool is None:
             return defer.succeed(None)
         d = self._pool.submit(self._dispose)
@@ -248,6 +299,9 @@ class MetadataStore:
         """
         if self._engine is None:
             raise RuntimeError("the metadata store is not started")
+        # Retries end with the statement timeout too: a database busy for
+        # longer is unavailable, not worth another round.
+        give_up = time.monotonic() + self._statement_timeout if self._statement_timeout else math.inf
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 with self._engine.connect() as conn:
@@ -263,11 +317,11 @@ class MetadataStore:
                             return fn(conn, *args)
                     return self._relaxed(conn, fn, *args)
             except objects.ConcurrentInsert:
-                if attempt == MAX_ATTEMPTS:
+                if attempt == MAX_ATTEMPTS or time.monotonic() >= give_up:
                     raise
             except DBAPIError as e:
-                if attempt == MAX_ATTEMPTS or not is_retryable(e):
-                    if e.connection_invalidated or isinstance(e, (OperationalError, InterfaceError)):
+                if attempt == MAX_ATTEMPTS or time.monotonic() >= give_up or not is_retryable(e):
+                    if e.connection_invalidated or isinstance(e, (OperationalError, InterfaceError)) or _is_timeout(e):
                         raise StoreUnavailable(str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else "database error") from e
                     raise
                 self.log.debug("retrying a transaction after {error}", error=str(e.orig))
@@ -389,7 +443,8 @@ class MetadataStore:
         exception, as from L{_run}.
         """
         assert self._pool is not None
-        d: Deferred = Deferred()
+        # Failed (past the request timeout) or cancelled before its group runs: left out of it.
+        d: Deferred = Deferred(lambda d: None)
         with self._group_lock:
             self._group.append((fn, args, durable, d))
             if self._group_scheduled:
@@ -403,6 +458,9 @@ class MetadataStore:
         with self._group_lock:
             items, self._group = self._group, []
             self._group_scheduled = False
+        items = [item for item in items if not item[3].called]  # (see _grouped)
+        if not items:
+            return []
         try:
             outcomes = self._raw_group([(fn, args, durable) for fn, args, durable, _ in items])
             if outcomes is _FALL_BACK:
@@ -444,12 +502,38 @@ class MetadataStore:
         if self._pool is None:
             return defer.fail(RuntimeError("the metadata store is not started"))
         if raw and self._raw_statements is not None:
-            return self._grouped(fn, args, durable)
+            return self._bounded(self._grouped(fn, args, durable))
         if raw and self._pg_raw_dialect is not None:
-            return self._pool.submit(self._pooled_transaction, fn, args, durable)
-        return self._pool.submit(
-            lambda: self._transaction(fn, *args, write=write, durable=durable, single=single)
+            return self._bounded(self._pool.submit(self._pooled_transaction, fn, args, durable))
+        return self._bounded(
+            self._pool.submit(lambda: self._transaction(fn, *args, write=write, durable=durable, single=single))
         )
+
+    def _bounded(self, d: Deferred) -> Deferred:
+        """
+        C{d}, failed with L{StoreUnavailable} when it has not fired within
+        the request timeout (never run when still queued then, see
+        L{Deadlines}).  A request waiting on a database that does not answer
+        gets 503 instead of waiting with it.
+        """
+        if self._deadlines is None:
+            return d
+        return self._deadlines.add(d)
+
+    def ping(self) -> Deferred:
+        """One statement on the store's threads, bounded as every call (for /health)."""
+        if self._pool is None:
+            return defer.fail(StoreUnavailable("the metadata store is not started"))
+        return self._bounded(self._pool.submit(self._ping_blocking))
+
+    def _ping_blocking(self) -> None:
+        assert self._engine is not None
+        # A table, not just "SELECT 1": SQLite must open the database file.
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1 FROM buckets WHERE 1 = 0").all()
+        except DBAPIError as e:
+            raise StoreUnavailable(str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else "database error") from e
 
     def _pooled_transaction(self, fn: Callable, args: tuple, durable: bool = True, read_one: bool = False):
         """
@@ -539,14 +623,31 @@ class MetadataStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def begin_write(self, backend: str, real_key: str, lease_seconds: float):
-        # Not durable: see _transaction.  The commit of the object is.
+    def begin_write(
+        self, backend: str, real_key: str, lease_seconds: float, size: int = 0, max_size: Optional[int] = None
+    ):
+        # Not durable: see _transaction.  The commit of the object is.  The
+        # lease is counted from the database's clock (objects.database_time).
         return self._run(
-            objects.begin_write, backend, real_key, self._in(lease_seconds), self._now(), durable=False, raw=True
+            objects.begin_write,
+            backend,
+            real_key,
+            lease_seconds,
+            self._now(),
+            size,
+            max_size,
+            durable=False,
+            raw=True,
         )
 
+    def grow_write(self, intent_id: int, backend: str, size: int, max_size: Optional[int] = None):
+        return self._run(objects.grow_write, intent_id, backend, size, max_size)
+
+    def record_part(self, intent_id: int, upload_id: str, size: int):
+        return self._run(multipart.record_part, intent_id, upload_id, size)
+
     def renew_write(self, intent_id: int, lease_seconds: float):
-        return self._run(objects.renew_write, intent_id, self._in(lease_seconds))
+        return self._run(objects.renew_write, intent_id, lease_seconds)
 
     def abandon_write(self, intent_id: int, backend_object_may_exist: bool):
         return self._run(objects.abandon_write, intent_id, backend_object_may_exist, self._now(), raw=True)
@@ -564,9 +665,11 @@ class MetadataStore:
 
     def get_object(self, bucket: str, key: str):
         if self._raw_statements is not None and self._pool is not None:
-            return self._pool.submit(self._raw_get_object, bucket, key)
+            return self._bounded(self._pool.submit(self._raw_get_object, bucket, key))
         if self._pg_raw_dialect is not None and self._pool is not None:
-            return self._pool.submit(self._pooled_transaction, objects.get_object, (bucket, key), True, True)
+            return self._bounded(
+                self._pool.submit(self._pooled_transaction, objects.get_object, (bucket, key), True, True)
+            )
         return self._read(objects.get_object, bucket, key, single=True)
 
     def _raw_get_object(self, bucket: str, key: str):
@@ -582,6 +685,9 @@ class MetadataStore:
 
     def delete_object(self, bucket: str, key: str):
         return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace)
+
+    def delete_objects(self, bucket: str, keys: list[str]):
+        return self._run(objects.delete_objects, bucket, keys, self._now(), self.deletion_grace)
 
     def list_objects(
         self,
@@ -646,8 +752,51 @@ class MetadataStore:
     ):
         return self._read(multipart.list_multipart, bucket, prefix, key_marker, upload_id_marker, max_uploads)
 
-    def complete_multipart(self, upload_id: str, record: ObjectRecord):
-        return self._run(multipart.complete_multipart, upload_id, record, self._now(), self.deletion_grace)
+    def list_multipart_page(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ):
+        return self._read(
+            multipart.list_multipart_page, bucket, prefix, delimiter, key_marker, upload_id_marker, max_uploads
+        )
+
+    def complete_multipart(
+        self,
+        upload_id: str,
+        record: ObjectRecord,
+        if_match: Optional[str] = None,
+        if_none_match: Optional[str] = None,
+        object_parts: Sequence[parts.PartRecord] = (),
+    ):
+        return self._run(
+            multipart.complete_multipart,
+            upload_id,
+            record,
+            self._now(),
+            self.deletion_grace,
+            if_match,
+            if_none_match,
+            object_parts,
+        )
+
+    def record_part_checksums(
+        self, upload_id: str, number: int, size: int, etag: str, checksums: Mapping[str, str]
+    ):
+        return self._run(parts.record_part, upload_id, number, size, etag, checksums)
+
+    def multipart_parts(self, upload_id: str):
+        return self._read(parts.parts_of, upload_id)
+
+    def completed_upload(self, upload_id: str):
+        return self._read(parts.completed_upload, upload_id, self._now())
+
+    def object_parts_page(self, real_key: str, marker: int, max_parts: int):
+        return self._read(parts.object_parts_page, real_key, marker, max_parts)
 
     def abort_multipart(self, upload_id: str, queue_backend_abort: bool):
         return self._run(multipart.abort_multipart, upload_id, queue_backend_abort, self._now())
@@ -655,8 +804,94 @@ class MetadataStore:
     def stale_multipart(self, older_than: datetime.datetime, limit: int = 100):
         return self._read(multipart.stale_multipart, older_than, limit)
 
+    # -- cluster-wide background jobs (s3balance.background) -----------------
 
-def _configure_sqlite(engine: Engine) -> None:
+    def acquire_lease(self, job: str, holder: str, seconds: float):
+        return self._run(leases.acquire_lease, job, holder, seconds)
+
+    def release_lease(self, job: str, holder: str):
+        return self._run(leases.release_lease, job, holder)
+
+    def lease_state(self, job: str):
+        return self._read(leases.lease_state, job)
+
+    def postpone_deletions(self, backend: str, delay_seconds: float):
+        return self._run(objects.postpone_deletions, backend, self._now(), self._in(delay_seconds))
+
+    def add_backend_usage(self, deltas: dict[str, tuple[int, int]]):
+        return self._run(usage.add_backend_usage, dict(deltas))
+
+    def stored_backend_usage(self):
+        return self._read(usage.stored_backend_usage)
+
+    def reconcile_backend_usage(self):
+        return self._run(usage.reconcile_backend_usage)
+
+
+def _configure_mysql(engine: Engine, statement_timeout: float) -> None:
+    """
+    Strict mode on every MariaDB/MySQL session, whatever the server's
+    default: a value a column cannot hold (a key over 1024 bytes, a long
+    Content-Type) is an error, never cut short and acknowledged
+    (s3balance.s3.limits refuses those before the upload; this is the
+    backstop).  The server's other sql_mode flags are kept.  And the
+    statement timeout: MariaDB's max_statement_time (seconds), MySQL's
+    max_execution_time (milliseconds, SELECTs only); lock waits end then too.
+    """
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, connection_record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')")
+        if statement_timeout:
+            cursor.execute("SELECT VERSION()")
+            version = str(cursor.fetchone()[0])
+            if "mariadb" in version.lower():
+                cursor.execute(f"SET SESSION max_statement_time = {float(statement_timeout):.3f}")
+            else:
+                cursor.execute(f"SET SESSION max_execution_time = {round(statement_timeout * 1000)}")
+            # Row locks, and table (metadata) locks, which max_statement_time does not end.
+            lock_wait = max(1, math.ceil(statement_timeout))
+            cursor.execute(f"SET SESSION innodb_lock_wait_timeout = {lock_wait}, lock_wait_timeout = {lock_wait}")
+        cursor.close()
+
+
+def _configure_postgres(engine: Engine, statement_timeout: float) -> None:
+    """The statement timeout on every PostgreSQL session (it bounds lock waits too)."""
+    if not statement_timeout:
+        return
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, connection_record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET statement_timeout = {max(1, round(statement_timeout * 1000))}")
+        cursor.close()
+        dbapi_connection.commit()
+
+
+def _lift_statement_timeout(conn: Connection) -> None:
+    """No statement timeout for the rest of this transaction (PostgreSQL) or session (MariaDB/MySQL: migrations)."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    elif name in ("mysql", "mariadb"):
+        if getattr(conn.dialect, "is_mariadb", False):
+            conn.exec_driver_sql("SET SESSION max_statement_time = 0")
+        else:
+            conn.exec_driver_sql("SET SESSION max_execution_time = 0")
+
+
+def _is_timeout(error: DBAPIError) -> bool:
+    """The server ended the statement for its time (or a lock wait's)."""
+    orig = error.orig
+    if getattr(orig, "pgcode", None) in ("57014", "55P03"):  # query_canceled, lock_not_available
+        return True
+    args: tuple = tuple(getattr(orig, "args", ()))
+    # MariaDB max_statement_time, MySQL max_execution_time, a table lock's lock_wait_timeout.
+    return bool(args) and args[0] in (1969, 3024, 1205)
+
+
+def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     """
     WAL, a busy timeout and foreign keys on every connection; and transactions
     begun explicitly, so writes take the write lock up front (BEGIN IMMEDIATE)
@@ -672,7 +907,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # Every commit waits for the disk (see MetadataStore._transaction for
         # the one kind that does not).
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -69,6 +69,23 @@ class NoSuchUploadError(StoreError):
     """A multipart upload id that is not (or no longer) known to the store."""
 
 
+class BackendFull(StoreError):
+    """
+    A write's reservation does not fit its backend's max_size: the bytes the
+    store knows as used, plus those reserved by writes in flight and by the
+    parts of open multipart uploads (every daemon's), plus this one, would
+    exceed it.  Nothing was written; placement tries another backend.
+    """
+
+    def __init__(self, backend: str, used: int, reserved: int, size: int, max_size: int) -> None:
+        super().__init__(f"{backend}: {used} used + {reserved} reserved + {size} > max_size {max_size}")
+        self.backend = backend
+        self.used = used
+        self.reserved = reserved
+        self.size = size
+        self.max_size = max_size
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class Location:
     """Where one copy of an object lives: a backend (real bucket) name and the key there."""
@@ -195,13 +212,30 @@ class IMetadataStore(Interface):
         'config'."""
 
     # -- writes -----------------------------------------------------------
-    def begin_write(backend: str, real_key: str, lease_seconds: float):
+    def begin_write(backend: str, real_key: str, lease_seconds: float, size: int = 0,
+                    max_size: Optional[int] = None):
         """Record the intent to write real_key on backend. -> Deferred[WriteIntent]
 
         real_key must be new for every write (e.g. carry a random part): a
         reused real key may still have a queued deletion from an earlier
         version (delete or replace) that the worker can carry out after the
-        new data landed, and no database check can close that race."""
+        new data landed, and no database check can close that race.
+
+        The intent reserves C{size} bytes on backend until it is taken.  With
+        C{max_size} the reservation is checked against it in the same
+        transaction, race-free across daemons: fails with BackendFull (and
+        records nothing) when it does not fit."""
+
+    def grow_write(intent_id: int, backend: str, size: int, max_size: Optional[int] = None):
+        """Reserve C{size} more bytes under a running write's intent (an upload
+        of unknown length, part by part), checked like begin_write's.
+        -> Deferred[None]; fails with BackendFull or WriteIntentExpired."""
+
+    def record_part(intent_id: int, upload_id: str, size: int):
+        """An UploadPart whose intent reserved C{size} bytes succeeded: take the
+        intent and keep the bytes reserved in the multipart upload's row until
+        it is completed or aborted. -> Deferred[None]; WriteIntentExpired when
+        the intent is gone."""
 
     def renew_write(intent_id: int, lease_seconds: float):
         """Extend the lease of a running write. -> Deferred[None]; fails with
@@ -234,6 +268,10 @@ class IMetadataStore(Interface):
     def delete_object(bucket: str, key: str):
         """Remove the row, queue its locations for deletion.
         -> Deferred[ObjectRecord | None] (the removed record)."""
+
+    def delete_objects(bucket: str, keys: list[str]):
+        """delete_object for many keys in one transaction.
+        -> Deferred[dict[key, ObjectRecord | None]]."""
 
     def list_objects(
         bucket: str,
@@ -287,10 +325,35 @@ class IMetadataStore(Interface):
                        upload_id_marker: str = "", max_uploads: int = 1000):
         """-> Deferred[list[MultipartRecord]] ordered by (key, initiated, upload_id)."""
 
-    def complete_multipart(upload_id: str, record: ObjectRecord):
-        """One transaction: delete the multipart row, insert/replace the object
-        (queueing the old version's locations). -> Deferred[ObjectRecord];
-        fails with NoSuchUploadError when the upload row is gone (aborted)."""
+    def list_multipart_page(bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
+                            upload_id_marker: str = "", max_uploads: int = 1000):
+        """-> Deferred[ListPage] of ListMultipartUploads: MultipartRecords and
+        common prefixes (str), folded on UTF-8 bytes; see store.multipart."""
+
+    def complete_multipart(upload_id: str, record: ObjectRecord, if_match: Optional[str] = None,
+                           if_none_match: Optional[str] = None, object_parts=()):
+        """One transaction: delete the multipart row and its parts' records,
+        insert/replace the object (queueing the old version's locations),
+        remember the outcome for a retried Complete (completed_upload).
+        -> Deferred[ObjectRecord]; fails with NoSuchUploadError when the
+        upload row is gone (aborted), PreconditionFailedError as commit_object.
+        C{object_parts} (store.parts.PartRecord) are kept as the object's parts
+        (object_parts_page) until its backend copy is deleted."""
+
+    def record_part_checksums(upload_id: str, number: int, size: int, etag: str, checksums: Mapping[str, str]):
+        """Record (or replace) part C{number} of an upload as received: its
+        size, ETag and verified checksums. -> Deferred[None]"""
+
+    def multipart_parts(upload_id: str):
+        """-> Deferred[list[store.parts.PartRecord]] in part number order."""
+
+    def completed_upload(upload_id: str):
+        """-> Deferred[store.parts.CompletedUpload | None]: an upload completed
+        lately (store.parts.COMPLETED_KEPT) and what its Complete made."""
+
+    def object_parts_page(real_key: str, marker: int, max_parts: int):
+        """-> Deferred[(list[store.parts.PartRecord], truncated)]: the parts of
+        the multipart object at C{real_key} numbered above C{marker}."""
 
     def abort_multipart(upload_id: str, queue_backend_abort: bool):
         """Delete the multipart row; when queue_backend_abort, queue a
@@ -310,3 +373,33 @@ class IMetadataStore(Interface):
 
     def operation_counts(month: str):
         """month 'YYYY-MM' -> Deferred[list[OperationCounts]] sorted by backend."""
+
+    # -- cluster-wide background jobs (s3balance.background) ---------------
+    def acquire_lease(job: str, holder: str, seconds: float):
+        """Take or renew C{job}'s lease for C{holder} until the database's
+        now plus C{seconds}: only when it is expired, missing or already
+        C{holder}'s.  -> Deferred[bool] (whether C{holder} holds it now)."""
+
+    def release_lease(job: str, holder: str):
+        """Give up C{job}'s lease if C{holder} holds it. -> Deferred[bool]"""
+
+    def lease_state(job: str):
+        """-> Deferred[store.leases.LeaseState | None]: holder and whether
+        the lease is live by the database's clock."""
+
+    def postpone_deletions(backend: str, delay_seconds: float):
+        """Push the due queued deletions of C{backend} (down) C{delay_seconds}
+        later, attempts unchanged. -> Deferred[int] (how many)."""
+
+    def add_backend_usage(deltas: dict[str, tuple[int, int]]):
+        """Add (bytes, objects) deltas per backend to the stored usage, safe
+        with several daemons (upserts). -> Deferred[list[BackendUsage]] (all
+        rows afterwards)."""
+
+    def stored_backend_usage():
+        """The stored usage rows (cheap: one row per backend).
+        -> Deferred[list[BackendUsage]]"""
+
+    def reconcile_backend_usage():
+        """Replace the stored usage with L{backend_usage}'s aggregate (a join
+        over every location: rare, one daemon). -> Deferred[list[BackendUsage]]"""

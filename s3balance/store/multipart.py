@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Optional
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from s3balance.store import buckets, tables
-from s3balance.store.interfaces import MultipartRecord, NoSuchUploadError, ObjectRecord, WriteIntentExpired
-from s3balance.store.listing import successor
+from s3balance.store import buckets, parts, tables
+from s3balance.store.interfaces import (
+    ListPage,
+    MultipartRecord,
+    NoSuchUploadError,
+    ObjectRecord,
+    WriteIntentExpired,
+)
+from s3balance.store.listing import RunawayListing, common_prefix, step_limit, successor
 from s3balance.store.objects import REASON_MULTIPART_ABORTED, queue_deletion, replace_object, take_intent
-from s3balance.store.records import dump_mapping, encode_key, multipart_record
+from s3balance.store.records import decode_key, dump_mapping, encode_key, multipart_record
 
 _mp = tables.multipart_uploads
 
@@ -84,17 +91,135 @@ def list_multipart(
     return [multipart_record(row) for row in conn.execute(query)]
 
 
+def list_multipart_page(
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    upload_id_marker: str,
+    max_uploads: int,
+) -> ListPage:
+    """
+    One page of ListMultipartUploads: uploads (L{MultipartRecord}) and
+    common prefixes (C{str}) in (key, initiated, upload_id) order, keys
+    folded on their UTF-8 bytes as L{listing.list_objects} folds them.
+
+    After a common prefix CP the scan goes on at C{successor(CP)}, the first
+    byte string above every key starting with CP (a key may contain
+    U+10FFFF, so no character appended to CP is a bound).  A key marker
+    inside a common prefix, or equal to it, means that prefix was listed
+    already.  C{next_marker} is the last entry's key or common prefix;
+    the caller takes the next upload id marker from the last entry.
+    """
+    prefix_b = encode_key(prefix)
+    delimiter_b = encode_key(delimiter)
+    upper = successor(prefix_b)
+    in_range = [_mp.c.bucket == bucket, _mp.c.key >= prefix_b]
+    if upper is not None:
+        in_range.append(_mp.c.key < upper)
+
+    # Where the scan goes on: a condition on (key, initiated, upload_id).
+    position = None
+    if key_marker:
+        marker_b = encode_key(key_marker)
+        position = _mp.c.key > marker_b
+        folded = common_prefix(marker_b, prefix_b, delimiter_b) if marker_b.startswith(prefix_b) else None
+        if folded is not None:
+            beyond = successor(folded)
+            if beyond is None:
+                return ListPage(entries=(), is_truncated=False, next_marker=None)
+            position = _mp.c.key >= beyond
+        else:
+            marker = get_multipart(conn, upload_id_marker) if upload_id_marker else None
+            if marker is not None and marker.key == key_marker:
+                position = _after_upload(marker)
+
+    wanted = max_uploads + 1  # one more than a page tells whether it is truncated
+    entries: list = []
+    batch = 64
+    for _ in range(step_limit(wanted)):
+        if len(entries) >= wanted:
+            break
+        limit = min(batch, wanted - len(entries))
+        query = select(_mp).where(*in_range)
+        if position is not None:
+            query = query.where(position)
+        rows = conn.execute(query.order_by(_mp.c.key, _mp.c.initiated, _mp.c.upload_id).limit(limit)).all()
+        folded = None
+        folded_key = b""
+        for row in rows:
+            record = multipart_record(row)
+            folded_key = bytes(row.key)
+            folded = common_prefix(folded_key, prefix_b, delimiter_b)
+            if folded is not None:
+                entries.append(decode_key(folded))
+                break
+            entries.append(record)
+            position = _after_upload(record)
+        if folded is not None:
+            beyond = successor(folded)
+            if beyond is None or (upper is not None and beyond >= upper):
+                break
+            if beyond <= folded_key:
+                raise RunawayListing(f"ListMultipartUploads would read {entries[-1]!r} again")
+            position = _mp.c.key >= beyond
+            batch = 2  # the next common prefix may well come right after
+        elif len(rows) < limit:
+            break  # the range holds nothing more
+        else:
+            batch = 2 * limit
+    else:
+        raise RunawayListing(f"ListMultipartUploads made no page of {wanted} in {step_limit(wanted)} steps")
+
+    truncated = len(entries) > max_uploads
+    entries = entries[:max_uploads]
+    next_marker = None
+    if truncated and entries:
+        last = entries[-1]
+        next_marker = last if isinstance(last, str) else last.key
+    return ListPage(entries=tuple(entries), is_truncated=truncated, next_marker=next_marker)
+
+
+def _after_upload(record: MultipartRecord):
+    """The uploads after C{record} in (key, initiated, upload_id) order."""
+    key_b = encode_key(record.key)
+    return or_(
+        _mp.c.key > key_b,
+        and_(
+            _mp.c.key == key_b,
+            or_(
+                _mp.c.initiated > record.initiated,
+                and_(_mp.c.initiated == record.initiated, _mp.c.upload_id > record.upload_id),
+            ),
+        ),
+    )
+
+
 def complete_multipart(
     conn: Connection,
     upload_id: str,
     record: ObjectRecord,
     now: datetime.datetime,
     grace: datetime.timedelta = datetime.timedelta(0),
+    if_match: Optional[str] = None,
+    if_none_match: Optional[str] = None,
+    object_parts: Sequence[parts.PartRecord] = (),
 ) -> ObjectRecord:
+    """
+    The upload becomes the object (preconditions as PutObject's,
+    L{PreconditionFailedError} with nothing changed), its parts' records go
+    (C{object_parts}, those of the object, are kept by its real key) and its
+    outcome is remembered for a retried Complete (store.parts).
+    """
     result = conn.execute(delete(_mp).where(_mp.c.upload_id == upload_id))
     if result.rowcount != 1:
         raise NoSuchUploadError(upload_id)
-    return replace_object(conn, record, None, None, now, grace)
+    stored = replace_object(conn, record, if_match, if_none_match, now, grace)
+    parts.drop_parts(conn, upload_id)
+    parts.keep_object_parts(conn, record.locations[0].real_key, object_parts)
+    parts.remember_completion(conn, upload_id, record, now)
+    return stored
 
 
 def abort_multipart(
@@ -104,6 +229,7 @@ def abort_multipart(
     if record is None:
         return None
     conn.execute(delete(_mp).where(_mp.c.upload_id == upload_id))
+    parts.drop_parts(conn, upload_id)
     if queue_backend_abort:
         queue_deletion(
             conn,
@@ -124,6 +250,23 @@ def stale_multipart(conn: Connection, older_than: datetime.datetime, limit: int)
         .limit(limit)
     )
     return [multipart_record(row) for row in rows]
+
+
+# -- parts ---------------------------------------------------------------------
+
+
+def record_part(conn: Connection, intent_id: int, upload_id: str, size: int) -> None:
+    """
+    An UploadPart succeeded: its write intent (which reserved C{size} bytes,
+    objects.begin_write) is taken and the bytes stay reserved in the upload's
+    row until it is completed or aborted, which deletes the row.  A part sent
+    again counts again until then.  An upload aborted meanwhile has no row:
+    nothing to keep.
+    """
+    if take_intent(conn, intent_id) is None:
+        raise WriteIntentExpired(intent_id)
+    conn.execute(update(_mp).where(_mp.c.upload_id == upload_id).values(reserved=_mp.c.reserved + size))
+
 
 def delete_bucket(conn: Connection, name: str, now: datetime.datetime) -> int:
     """

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.mysql import VARBINARY
 from sqlalchemy.types import TypeDecorator
@@ -137,7 +138,14 @@ write_intents = Table(
     Column("real_key", REAL_KEY, nullable=False),
     Column("lease_until", UTCDateTime(), nullable=False),
     Column("created", UTCDateTime(), nullable=False),
+    # Bytes the write reserves on its backend until the intent is taken
+    # (committed, abandoned, expired); see objects.check_capacity.  Migration 0005.
+    Column("size", BigInteger, nullable=False, server_default=text("0")),
     Index(None, "lease_until"),
+    Index(None, "backend"),  # the capacity check sums by backend (0005)
+    # is_referenced looks real keys up here too (migration 0003; a prefix on
+    # MySQL/MariaDB as for object_locations).
+    Index(None, "real_key", mysql_length=255),
 )
 
 deletion_queue = Table(
@@ -153,6 +161,7 @@ deletion_queue = Table(
     Column("due", UTCDateTime(), nullable=False),
     Column("created", UTCDateTime(), nullable=False),
     Index(None, "due"),
+    Index(None, "real_key", mysql_length=255),  # migration 0003
 )
 
 multipart_uploads = Table(
@@ -167,8 +176,13 @@ multipart_uploads = Table(
     Column("initiated", UTCDateTime(), nullable=False),
     Column("content_type", String(255), nullable=True),
     Column("headers", Text, nullable=False),  # JSON object
+    # Bytes of the parts uploaded so far, reserved on the backend until the
+    # upload is completed or aborted (a part sent twice counts twice).  0005.
+    Column("reserved", BigInteger, nullable=False, server_default=text("0")),
     Index(None, "bucket", "key"),
     Index(None, "initiated"),
+    Index(None, "backend"),  # the capacity check sums by backend (0005)
+    Index(None, "real_key", mysql_length=255),  # migration 0003
 )
 
 backend_operations = Table(
@@ -179,4 +193,79 @@ backend_operations = Table(
     Column("type_a", BigInteger, nullable=False),
     Column("type_b", BigInteger, nullable=False),
     PrimaryKeyConstraint("backend", "month"),
+)
+
+# Cluster-wide background jobs (s3balance.background.ElectedRepeater): one row
+# per job names the daemon that runs it until expires_at, by the database's
+# clock (store/leases.py), so exactly one daemon of a cluster runs each job.
+job_leases = Table(
+    "job_leases",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# Bytes and objects per backend: the daemons add what their writes and
+# deletes changed (store/usage.py add_usage), one elected daemon now and then
+# replaces them with the aggregate of the locations (reconcile_usage).
+backend_usage = Table(
+    "backend_usage",
+    metadata,
+    Column("backend", BACKEND_NAME, primary_key=True),
+    Column("used_bytes", BigInteger, nullable=False),
+    Column("object_count", BigInteger, nullable=False),
+)
+
+# One row per backend with a max_size, locked (SELECT ... FOR UPDATE) by the
+# capacity check of a write (objects.check_capacity), so the checks of all
+# daemons on one backend take turns.  Migration 0005.
+capacity_locks = Table(
+    "capacity_locks",
+    metadata,
+    Column("backend", BACKEND_NAME, primary_key=True),
+)
+
+# The parts of open multipart uploads as this daemon received them: their
+# size, ETag and verified checksums (store/parts.py), for ListParts' checksums
+# and the upload's composite or full-object checksum at CompleteMultipartUpload.
+# Deleted with the upload (completed or aborted).  Migration 0006.
+multipart_parts = Table(
+    "multipart_parts",
+    metadata,
+    Column("upload_id", String(64), nullable=False),
+    Column("part_number", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("etag", String(80), nullable=False),
+    Column("checksums", Text, nullable=False),  # JSON object {algorithm: base64}
+    PrimaryKeyConstraint("upload_id", "part_number"),
+)
+
+# Uploads completed lately and what CompleteMultipartUpload answered, so that
+# a retried Complete (its first answer lost) answers the same instead of
+# NoSuchUpload (store/parts.py; kept COMPLETED_KEPT).  Migration 0006.
+completed_uploads = Table(
+    "completed_uploads",
+    metadata,
+    Column("upload_id", String(64), primary_key=True),
+    Column("bucket", BUCKET_NAME, nullable=False),
+    Column("key", KeyBytes, nullable=False),
+    Column("etag", String(80), nullable=False),
+    Column("checksums", Text, nullable=False),  # JSON object, as the object's
+    Column("completed", UTCDateTime(), nullable=False),
+    Index(None, "completed"),
+)
+
+# The parts of a completed multipart object that has checksums (size and
+# checksums of each), by the real key of its copy: GetObjectAttributes'
+# ObjectParts (store/parts.py).  Written by the Complete, deleted with the
+# backend object (objects.finish_deletion).  Migration 0006.
+object_parts = Table(
+    "object_parts",
+    metadata,
+    Column("real_key", REAL_KEY, nullable=False),
+    Column("part_number", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("checksums", Text, nullable=False),  # JSON object {algorithm: base64}
+    Index(None, "real_key", "part_number", mysql_length={"real_key": 255}),
 )
