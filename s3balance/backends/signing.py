@@ -179,9 +179,14 @@ class BackendSigner:
         real_key: str,
         expires: int,
         query: str = "",
+        headers: Optional[Mapping[str, str]] = None,
     ) -> str:
-        """A presigned URL for C{real_key}; C{query} (already encoded) is signed too."""
-        request = AWSRequest(method=method, url=self.url(real_key, query))
+        """
+        A presigned URL for C{real_key}; C{query} (already encoded) is signed
+        too, and so are C{headers} (in C{X-Amz-SignedHeaders}): whoever uses
+        the URL must send exactly those headers with those values.
+        """
+        request = AWSRequest(method=method, url=self.url(real_key, query), headers=dict(headers or {}))
         S3SigV4QueryAuth(
             self._credentials, "s3", self._region, expires=expires
         ).add_auth(request)

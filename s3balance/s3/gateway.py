@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Optional
 
 import attr
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.logger import Logger
 
 from s3balance.auth.sigv4 import SigV4Request, authenticate
 from s3balance.errors import S3Error
-from s3balance.s3 import cors, routing, sse, unkept
+from s3balance.s3 import cors, limits, routing, sse, unkept
 from s3balance.s3.routing import STREAMING_BODY, Target
 from s3balance.store.interfaces import StoreUnavailable
 
@@ -47,6 +47,7 @@ READ_OPERATIONS = frozenset(
         "GetObject",
         "HeadObject",
         "GetObjectAcl",
+        "GetObjectAttributes",
         "ListParts",
     }
 )
@@ -101,6 +102,56 @@ def _request_headers(request) -> dict[str, list[str]]:
     return headers
 
 
+# The query parameters of presigned authentication itself (compared lower-case).
+_PRESIGN_PARAMETERS = frozenset(
+    {
+        "x-amz-algorithm",
+        "x-amz-credential",
+        "x-amz-date",
+        "x-amz-expires",
+        "x-amz-signedheaders",
+        "x-amz-signature",
+        "x-amz-security-token",
+        # The payload hash is the header's alone: authentication has already
+        # chosen the payload mode from it.
+        "x-amz-content-sha256",
+    }
+)
+
+
+def with_presigned_headers(headers: dict[str, list[str]], query: dict[str, str]) -> dict[str, list[str]]:
+    """
+    C{headers} plus the C{x-amz-*} query parameters of a presigned request,
+    as S3 treats them: SDK presigners hoist C{x-amz-meta-*},
+    C{x-amz-checksum-*}, C{x-amz-storage-class}, C{x-amz-acl}, ... into the
+    URL, and the signature covers every query parameter, so they are as much
+    the signer's as its signed headers.  Call it only after the signature was
+    verified.
+
+    A parameter also sent as a header (or twice in the query, in different
+    cases) with another value is refused: which one the signer meant is not
+    ours to guess.  Values are kept as header values are (the str of the
+    bytes as latin-1), so C{x-amz-meta-*} in UTF-8 is stored as a header
+    with the same bytes would be.
+    """
+    merged = dict(headers)
+    for name, value in query.items():
+        lower = name.lower()
+        if not lower.startswith("x-amz-") or lower in _PRESIGN_PARAMETERS:
+            continue
+        raw = value.encode("utf-8").decode("latin-1")
+        present = merged.get(lower)
+        if present is not None and present != [raw]:
+            raise S3Error(
+                "InvalidArgument",
+                f"{name} is given both as a header (or query parameter) and as a query parameter, with different values.",
+                ArgumentName=name,
+                ArgumentValue=value,
+            )
+        merged[lower] = [raw]
+    return merged
+
+
 class Gateway:
     """
     Shared state of the S3 face: config, store, backends, strategy.
@@ -122,13 +173,14 @@ class Gateway:
         self.in_flight: set = set()
         # False while the service starts (store and health checks not up yet): /health says "starting".
         self.ready = True
-        from s3balance.s3 import buckets, copy, multipart, objects
+        from s3balance.s3 import attributes, buckets, copy, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)
         self.handlers.update(objects.HANDLERS)
         self.handlers.update(multipart.HANDLERS)
         self.handlers.update(copy.HANDLERS)
         self.handlers.update(sse.HANDLERS)
+        self.handlers.update(attributes.HANDLERS)
         self.handlers["PreflightCORS"] = _preflight_cors
 
     # -- step 1 and 2: route and authenticate --------------------------------
@@ -181,6 +233,12 @@ class Gateway:
         credential = context.credential if context is not None else None
         if credential is None and s3api.auth_required:
             raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
+        if context is not None and "X-Amz-Signature" in query:
+            # Only now: the signature was verified over the whole query (and
+            # the headers it checked were the ones received).
+            headers = with_presigned_headers(headers, query)
+            if operation in ("PutObject", "UploadPart") and "x-amz-copy-source" in headers:
+                operation = "CopyObject" if operation == "PutObject" else "UploadPartCopy"
         call = S3Call(
             method=method,
             target=target,
@@ -196,6 +254,8 @@ class Gateway:
         sse.refuse_encryption(headers, query)
         # Nor are ACL grants, tags or retention kept: refused, not dropped.
         unkept.refuse_unkept(call)
+        # A key or header the store cannot hold is refused before any upload.
+        limits.check_request(call)
         return call
 
     def lookup_credential(self, access_key: str):
@@ -259,8 +319,19 @@ class Gateway:
             self.metrics.track_request(request, None)
 
     def handle(self, request) -> None:
-        """Called from the resource tree when the request is processed."""
-        ensureDeferred(self._handle(request))
+        """
+        Called from the resource tree when the request is processed.
+
+        The handler's work belongs to its client: when the connection is
+        lost before the answer is complete, the handler's Deferred is
+        cancelled (as klein does), so a handler waiting on a stalled backend
+        or database stops there instead of running on for nobody.  Handlers
+        keep what they write safe across cancellation (see
+        L{s3balance.s3.upload}).
+        """
+        work = ensureDeferred(self._handle(request))
+        if not work.called:
+            request.notifyFinish().addErrback(_cancel_on_disconnect, work)
 
     async def _handle(self, request) -> None:
         try:
@@ -269,13 +340,22 @@ class Gateway:
             call = request.call
             if call is None:
                 raise S3Error("InternalError")
-            if request.body_sink is not None:
-                await request.body_sink.finished
+            upload = request.body_sink
+            if upload is not None:
+                try:
+                    await upload.finished
+                except CancelledError:
+                    # Stopped, not interrupted: the upload cleans up itself.
+                    upload.cancel()
+                    raise
                 return
             handler = self.handlers.get(call.operation)
             if handler is None:
                 raise S3Error("NotImplemented", f"{call.operation} is not implemented by s3balance.")
             await handler(self, request, call)
+        except CancelledError:
+            # The client left and the handler was stopped: nobody to answer.
+            log.debug("request {id}: cancelled, the client is gone", id=request.request_id)
         except S3Error as error:
             self.answer_error(request, error)
         except StoreUnavailable as error:
@@ -348,6 +428,11 @@ class Gateway:
         if replaced and getattr(self.store, "deletion_grace", None):
             return
         self.deleter.kick()
+
+
+def _cancel_on_disconnect(failure, work) -> None:
+    """notifyFinish failed (the connection was lost before the answer was complete): stop the handler."""
+    work.cancel()
 
 
 async def _preflight_cors(gateway: Gateway, request, call: S3Call) -> None:
