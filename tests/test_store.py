@@ -430,6 +430,21 @@ class StoreBehaviourMixin:
 
     # -- multipart ----------------------------------------------------------------
 
+    async def test_stale_uploads_are_idle_ones_not_old_ones(self):
+        # multipart_max_age counts from the last part (UploadPart or
+        # UploadPartCopy), from initiation only before the first.
+        day = datetime.timedelta(days=1)
+        for upload_id in ("idle", "parted", "copied"):
+            await self.store.create_multipart(self.upload(upload_id, upload_id))
+        self.now = T0 + 2 * day
+        intent = await self.store.begin_write("b1", f"{BUCKET}/parted", 60, 5)
+        await self.store.record_part(intent.id, "parted", 5)
+        await self.store.touch_multipart("copied")
+        stale = await self.store.stale_multipart(T0 + day)
+        self.assertEqual([r.upload_id for r in stale], ["idle"])
+        later = await self.store.stale_multipart(T0 + 3 * day)
+        self.assertEqual(sorted(r.upload_id for r in later), ["copied", "idle", "parted"])
+
     def upload(self, upload_id: str, key: str, initiated=T0, bucket=BUCKET) -> MultipartRecord:
         return MultipartRecord(
             upload_id=upload_id,

@@ -304,6 +304,8 @@ async def upload_part_copy(gateway, request, call) -> None:
     except BackendError as error:
         log.warn("UploadPartCopy to {backend} failed: {error}", backend=target.name, error=str(error))
         raise backend_error_to_s3(error) from None
+    # The upload is not idle: balancer.multipart_max_age counts from its last part.
+    await gateway.store.touch_multipart(upload.upload_id)
     now = datetime.datetime.now(datetime.UTC)
     gateway.answer_xml(request, document("CopyPartResult", [("LastModified", iso8601(now)), ("ETag", etag)]))
 

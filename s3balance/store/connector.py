@@ -644,7 +644,10 @@ class MetadataStore:
         return self._run(objects.grow_write, intent_id, backend, size, max_size)
 
     def record_part(self, intent_id: int, upload_id: str, size: int):
-        return self._run(multipart.record_part, intent_id, upload_id, size)
+        return self._run(multipart.record_part, intent_id, upload_id, size, self._now())
+
+    def touch_multipart(self, upload_id: str):
+        return self._run(multipart.touch_multipart, upload_id, self._now())
 
     def renew_write(self, intent_id: int, lease_seconds: float):
         return self._run(objects.renew_write, intent_id, lease_seconds)

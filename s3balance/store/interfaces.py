@@ -237,6 +237,9 @@ class IMetadataStore(Interface):
         it is completed or aborted. -> Deferred[None]; WriteIntentExpired when
         the intent is gone."""
 
+    def touch_multipart(upload_id: str):
+        """An upload received a part by UploadPartCopy (its idle time starts again). -> Deferred[None]"""
+
     def renew_write(intent_id: int, lease_seconds: float):
         """Extend the lease of a running write. -> Deferred[None]; fails with
         WriteIntentExpired when the intent is gone (the write must stop)."""

@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Optional
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from s3balance.store import buckets, parts, tables
@@ -243,19 +243,25 @@ def abort_multipart(
 
 
 def stale_multipart(conn: Connection, older_than: datetime.datetime, limit: int) -> list[MultipartRecord]:
+    """Uploads idle since before C{older_than}: no part since then (nor, without parts, initiated since)."""
     rows = conn.execute(
         select(_mp)
-        .where(_mp.c.initiated < older_than)
+        .where(_mp.c.initiated < older_than, func.coalesce(_mp.c.last_part, _mp.c.initiated) < older_than)
         .order_by(_mp.c.initiated, _mp.c.upload_id)
         .limit(limit)
     )
     return [multipart_record(row) for row in rows]
 
 
+def touch_multipart(conn: Connection, upload_id: str, now: datetime.datetime) -> None:
+    """The upload received a part (UploadPartCopy: UploadPart goes through L{record_part})."""
+    conn.execute(update(_mp).where(_mp.c.upload_id == upload_id).values(last_part=now))
+
+
 # -- parts ---------------------------------------------------------------------
 
 
-def record_part(conn: Connection, intent_id: int, upload_id: str, size: int) -> None:
+def record_part(conn: Connection, intent_id: int, upload_id: str, size: int, now: datetime.datetime) -> None:
     """
     An UploadPart succeeded: its write intent (which reserved C{size} bytes,
     objects.begin_write) is taken and the bytes stay reserved in the upload's
@@ -265,7 +271,9 @@ def record_part(conn: Connection, intent_id: int, upload_id: str, size: int) -> 
     """
     if take_intent(conn, intent_id) is None:
         raise WriteIntentExpired(intent_id)
-    conn.execute(update(_mp).where(_mp.c.upload_id == upload_id).values(reserved=_mp.c.reserved + size))
+    conn.execute(
+        update(_mp).where(_mp.c.upload_id == upload_id).values(reserved=_mp.c.reserved + size, last_part=now)
+    )
 
 
 def delete_bucket(conn: Connection, name: str, now: datetime.datetime) -> int:

@@ -179,6 +179,9 @@ multipart_uploads = Table(
     # Bytes of the parts uploaded so far, reserved on the backend until the
     # upload is completed or aborted (a part sent twice counts twice).  0005.
     Column("reserved", BigInteger, nullable=False, server_default=text("0")),
+    # When the last part arrived (NULL before the first): multipart_max_age
+    # counts idleness from it, not age.  0007.
+    Column("last_part", UTCDateTime(), nullable=True),
     Index(None, "bucket", "key"),
     Index(None, "initiated"),
     Index(None, "backend"),  # the capacity check sums by backend (0005)
