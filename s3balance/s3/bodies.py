@@ -42,10 +42,18 @@ def decoded_length(call, length: Optional[int]) -> tuple[Optional[int], bool]:
 
 
 
-def small_body(request, call) -> bytes:
+CHECKSUM_PREFIX = "x-amz-checksum-"
+
+
+def small_body(request, call, object_checksums: bool = False) -> bytes:
     """
     The whole (small, already buffered) body of a request, aws-chunked
     framing removed, every digest and checksum the client sent verified.
+
+    @param object_checksums: the request's C{x-amz-checksum-*} headers and
+        trailers are the object's, not this body's (CompleteMultipartUpload:
+        L{s3balance.s3.checksum_parts.object_checksums} checks them), so
+        they are left out here; Content-MD5 and the SHA-256 still apply.
     """
     raw = request.content.getvalue() if request.content is not None else b""
     length, chunked = decoded_length(call, len(raw))
@@ -58,7 +66,12 @@ def small_body(request, call) -> bytes:
             raise S3Error("IncompleteBody")
     else:
         data = raw
-    verifier = PayloadVerifier(call.headers, call.auth)
+    headers = call.headers
+    if object_checksums:
+        trailers = {name: value for name, value in trailers.items() if not name.startswith(CHECKSUM_PREFIX)}
+        headers = {name: values for name, values in headers.items() if not name.startswith(CHECKSUM_PREFIX)}
+        headers.pop("x-amz-trailer", None)
+    verifier = PayloadVerifier(headers, call.auth)
     verifier.update(data)
     verifier.finish(trailers)
     return data

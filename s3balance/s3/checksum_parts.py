@@ -27,10 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 from xml.etree import ElementTree
 
-from s3balance.auth.checksums import ALGORITHMS, PayloadVerifier, new_checksum
-from s3balance.auth.chunked import AwsChunkedDecoder
+from s3balance.auth.checksums import ALGORITHMS, new_checksum
 from s3balance.errors import S3Error
-from s3balance.s3.bodies import decoded_length, trailer_names
+from s3balance.s3.bodies import trailer_names
 
 ALGORITHM_KEY = "x-amz-checksum-algorithm"
 TYPE_KEY = "x-amz-checksum-type"
@@ -234,31 +233,6 @@ def composite(algorithm: str, values: Sequence[str]) -> str:
 
 
 # -- CompleteMultipartUpload ---------------------------------------------------------
-
-
-def complete_body(request, call) -> bytes:
-    """
-    The body of a CompleteMultipartUpload, aws-chunked framing removed and
-    its Content-MD5 and SHA-256 verified.  Its x-amz-checksum-* headers are
-    not checked against this XML: they are the object's (L{object_checksums}).
-    """
-    raw = request.content.getvalue() if request.content is not None else b""
-    length, chunked = decoded_length(call, len(raw))
-    trailers: dict[str, str] = {}
-    if chunked:
-        decoder = AwsChunkedDecoder(call.auth, trailer_names(call))
-        data = decoder.feed(raw)
-        trailers = {name: value for name, value in decoder.finish().items() if not _is_checksum(name)}
-        if len(data) != length:
-            raise S3Error("IncompleteBody")
-    else:
-        data = raw
-    headers = {name: values for name, values in call.headers.items() if not _is_checksum(name)}
-    headers.pop("x-amz-trailer", None)
-    verifier = PayloadVerifier(headers, call.auth)
-    verifier.update(data)
-    verifier.finish(trailers)
-    return data
 
 
 _SETTINGS = frozenset({"x-amz-checksum-type", "x-amz-checksum-algorithm", "x-amz-checksum-mode"})

@@ -26,6 +26,7 @@ from s3balance.backends.backend import BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import checksum_parts, storage_class
+from s3balance.s3.bodies import small_body
 from s3balance.s3.upload import backend_error_to_s3, backend_headers, object_headers, place_write
 from s3balance.s3.xmldoc import child_text, document, encode_key, iso8601, parse
 from s3balance.store.interfaces import (
@@ -162,7 +163,8 @@ async def complete_multipart_upload(gateway, request, call) -> None:
             raise S3Error("NoSuchUpload", UploadId=upload_id)
         gateway.answer_xml(request, _complete_result(done.bucket, done.key, done.etag, done.checksums))
         return
-    body = checksum_parts.complete_body(request, call)
+    # Its checksum headers are the object's (checksum_parts.object_checksums).
+    body = small_body(request, call, object_checksums=True)
     parts = _parse_parts(body)
     if_match, if_none_match = call.header("if-match"), call.header("if-none-match")
     if if_match is not None or if_none_match is not None:
