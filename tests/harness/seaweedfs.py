@@ -170,6 +170,11 @@ class SeaweedFS:
             f"-volume.port.grpc={p['volume_grpc']}",
             # Stop in ~1 s instead of waiting for heartbeats to drain.
             "-volume.preStopSeconds=0",
+            # Every bucket with data takes several volumes; left to itself weed
+            # allows free disk / 128 MB of them, which a whole test run (a few
+            # hundred buckets on one server) used up ("No writable volumes").
+            # Volumes are not preallocated: a high cap costs no disk.
+            "-volume.max=5000",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer_grpc']}",
             f"-admin.port={p['admin']}",
