@@ -57,6 +57,15 @@ class ConfigBucketError(StoreError):
     """DeleteBucket of a bucket that the configuration defines (origin 'config')."""
 
 
+class ConcurrentInsert(Exception):
+    """
+    (Inside the store.)  Another transaction inserted the same row (an
+    object's bucket and key, a part's upload and number, a backend's capacity
+    lock) between our check and our insert.  The transaction runner retries
+    the whole transaction, which then finds (and locks) that row.
+    """
+
+
 class WriteIntentExpired(StoreError):
     """
     The write intent is gone: its lease ran out and the cleaner queued its real

@@ -33,6 +33,7 @@ from s3balance.store import parts, tables
 from s3balance.store.buckets import lock_bucket_shared
 from s3balance.store.interfaces import (
     BackendFull,
+    ConcurrentInsert,
     Location,
     ObjectRecord,
     PreconditionFailedError,
@@ -56,14 +57,6 @@ REASON_DELETED = "deleted"
 REASON_ABANDONED = "abandoned"
 REASON_LEASE_EXPIRED = "lease-expired"
 REASON_MULTIPART_ABORTED = "multipart-aborted"
-
-
-class ConcurrentInsert(Exception):
-    """
-    Another transaction inserted the same (bucket, key) between our check and
-    our insert.  The transaction runner retries the whole transaction, which
-    then finds (and locks) that row and replaces it.
-    """
 
 
 # -- the database's clock ------------------------------------------------------

@@ -21,8 +21,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from s3balance.store import objects, tables  # objects imports this module too: names used at call time
-from s3balance.store.interfaces import ObjectRecord
+from s3balance.store import tables
+from s3balance.store.interfaces import ConcurrentInsert, ObjectRecord
 from s3balance.store.records import decode_key, dump_mapping, encode_key, load_mapping
 
 _parts = tables.multipart_parts
@@ -67,7 +67,7 @@ def record_part(
         except IntegrityError as e:
             # The same part's other upload recorded it meanwhile: the
             # transaction runs again and replaces that record.
-            raise objects.ConcurrentInsert(upload_id, number) from e
+            raise ConcurrentInsert(upload_id, number) from e
 
 
 def parts_of(conn: Connection, upload_id: str) -> list[PartRecord]:
