@@ -112,6 +112,18 @@ class WhoIsRedirectedTests(_RedirectModeCase):
         self.assertFalse(headers["location"].startswith(self.gateway.endpoint))
         self.assertEqual(fetch(url)[2], BODY)
 
+    def test_redirect_of_a_presigned_get_expires_no_later_than_it(self) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        url = self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": "obj"}, ExpiresIn=60
+        )
+        status, headers, _ = fetch(url, follow=False)
+        self.assertEqual(status, 302)
+        expires = int(parse_qs(urlsplit(headers["location"]).query)["X-Amz-Expires"][0])
+        self.assertLessEqual(expires, 60)
+        self.assertGreater(expires, 30)
+
     def test_header_signed_get_is_proxied(self) -> None:
         status, _, body = fetch(self.url, header_signed(self.url), follow=False)
         self.assertEqual(status, 200)

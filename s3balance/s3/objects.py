@@ -224,9 +224,8 @@ def redirect(gateway, request, call, backend, real_key: str) -> None:
         path = quote(real_key, safe="/~") if config.remove_bucket else f"{quote(backend.name, safe='')}/{quote(real_key, safe='/~')}"
         url = f"{base}/{path}" + (f"?{query}" if query else "")
     else:
-        url = backend.presign_get(
-            real_key, gateway.config.s3api.redirect_expiry, query, redirects.signed_headers(call)
-        )
+        expires = redirects.expiry(gateway.config.s3api.redirect_expiry, call, gateway.clock())
+        url = backend.presign_get(real_key, expires, query, redirects.signed_headers(call))
     request.setResponseCode(302)
     request.setHeader(b"location", url.encode("ascii"))
     request.setHeader(b"cache-control", b"no-store")

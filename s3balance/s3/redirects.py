@@ -28,6 +28,9 @@ URL (see L{signed_headers}).
 
 from __future__ import annotations
 
+import calendar
+import time
+
 _FORCE_PROXY = ("1", "true", "yes")
 
 # Not signed into the redirect URL: both describe the client's own signature
@@ -77,3 +80,20 @@ def signed_headers(call) -> dict[str, str]:
         for name, values in call.headers.items()
         if name.startswith("x-amz-") and name not in _UNSIGNED and name not in hoisted
     }
+
+
+def expiry(redirect_expiry: int, call, now: float) -> int:
+    """
+    Seconds the redirect URL stays valid: C{s3api.redirect_expiry}, but never
+    beyond the presigned URL the client came with (its X-Amz-Date plus
+    X-Amz-Expires, both verified by then): a link that expires must not buy
+    a longer-lived one on the backend.
+    """
+    if "X-Amz-Signature" not in call.query:
+        return redirect_expiry
+    try:
+        start = calendar.timegm(time.strptime(call.query["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+        left = start + int(call.query["X-Amz-Expires"]) - now
+    except (KeyError, ValueError):
+        return redirect_expiry
+    return max(1, min(redirect_expiry, int(left)))
