@@ -8,7 +8,7 @@ import os
 
 from twisted.application import service
 
-from s3balance.service import makeService
+from s3balance.daemon.service import makeService
 
 application = service.Application("s3balance")
 makeService(os.environ.get("S3BALANCE_CONFIG", "etc/s3balance.example.yaml")).setServiceParent(application)

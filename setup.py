@@ -22,6 +22,10 @@ setup(
         "s3balance.placement",
         "s3balance.backends",
         "s3balance.store",
+        "s3balance.config",
+        "s3balance.daemon",
+        "s3balance.http",
+        "s3balance.ops",
         "s3balance.migrations",
         "s3balance.migrations.versions",
         "twisted.plugins",
@@ -33,8 +37,8 @@ setup(
     install_requires=runtime_requirements(),
     entry_points={
         "console_scripts": [
-            "s3balance-admin = s3balance.cli:main",
-            "s3balance-check = s3balance.check:main",
+            "s3balance-admin = s3balance.ops.cli:main",
+            "s3balance-check = s3balance.ops.check:main",
         ],
     },
 )

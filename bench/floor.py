@@ -2,7 +2,7 @@
 The floor: what the least Python/Twisted S3 proxy costs on this machine.
 
 s3balance is a twisted.web server that forwards to backends over its own
-HTTP client (s3balance.backends.http).  This module is the same two pieces
+HTTP client (s3balance.backends.client).  This module is the same two pieces
 with everything else taken out: one leaf resource on a twisted.web C{Site}
 that sends each request on to SeaweedFS as it came (method, path, query and
 headers, Host included, like nginx's C{proxy_pass}: the client signs for the
@@ -33,9 +33,10 @@ from twisted.web.http import PotentialDataLoss  # noqa: E402
 from twisted.web.resource import Resource  # noqa: E402
 from twisted.web.server import NOT_DONE_YET, Site  # noqa: E402
 
-from s3balance.backends.http import HTTPClient, send_together  # noqa: E402
+from s3balance.backends.client import HTTPClient  # noqa: E402
 from s3balance.backends.streaming import PipeProducer  # noqa: E402
-from s3balance.s3.request import S3Channel  # noqa: E402
+from s3balance.http.channel import S3Channel  # noqa: E402
+from s3balance.http.transport import send_together  # noqa: E402
 
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"expect"}
 

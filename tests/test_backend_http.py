@@ -1,5 +1,5 @@
 """
-The backend HTTP client (s3balance/backends/http.py) against a scripted
+The backend HTTP client (s3balance/backends/client.py) against a scripted
 HTTP server on 127.0.0.1: framing (length, chunked, close), persistent
 connections and their reuse, 1xx answers, broken answers, request bodies
 with backpressure and aborts, cancellation, and the stale-connection retry.
@@ -24,7 +24,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
-from s3balance.backends.http import BadResponse, HTTPClient, ResponseHeaders
+from s3balance.backends.client import BadResponse, HTTPClient, ResponseHeaders
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 
 
@@ -153,7 +153,7 @@ class HTTPClientTests(TestCase):
 
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-        from s3balance.s3.request import S3Channel
+        from s3balance.http.channel import S3Channel
 
         self.serve(lambda c, h, b: c.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
         yield self.fetch()
@@ -431,7 +431,7 @@ class EagerWriteTests(TestCase):
     def connected_pair(self):
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-        from s3balance.backends.http import tune_connection
+        from s3balance.http.transport import tune_connection
 
         received: list[bytes] = []
         done: Deferred = Deferred()

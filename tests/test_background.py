@@ -1,5 +1,5 @@
 """
-The background services (s3balance.background, s3balance.cleanup): the
+The background services (s3balance.ops.background, s3balance.ops.cleanup): the
 repeater and the elected repeater on a controlled clock with an in-memory
 lease store, the same lease contract checked against that fake and the real
 store on SQLite, PostgreSQL and MariaDB, and the cleaners' bounded work.
@@ -17,8 +17,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial import unittest
 
 from s3balance.backends.backend import BackendError
-from s3balance.background import BackgroundMetrics, ElectedRepeater, Repeater, holder_id
-from s3balance.cleanup import DeletionWorker, StaleUploadCleaner, UsageReconciler, UsageRefresher
+from s3balance.ops.background import BackgroundMetrics, ElectedRepeater, Repeater, holder_id
+from s3balance.ops.cleanup import DeletionWorker, StaleUploadCleaner, UsageReconciler, UsageRefresher
 from s3balance.store.connector import MetadataStore
 from s3balance.store.interfaces import BackendUsage, QueuedDeletion, StoreUnavailable
 from s3balance.store.leases import LeaseState

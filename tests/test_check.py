@@ -6,7 +6,7 @@ import io
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from s3balance.check import main
+from s3balance.ops.check import main
 from tests.daemon import ACCESS_KEY, SECRET_KEY, poll, shared_gateway, start_gateway
 
 

@@ -243,8 +243,8 @@ class TwoDaemonsOneDatabase:
         # fsck agrees.
         import io
 
-        from s3balance import fsck
         from s3balance.config import load_config
+        from s3balance.ops import fsck
 
         out = io.StringIO()
         status = fsck.run(load_config(str(self.daemons[0].config_path)), fsck.Options(older_than=0), out=out)

@@ -32,7 +32,7 @@ def run_fsck(gateway, *args: str, admin: bool = False, config_path: Optional[Pat
     if admin:
         command = [venv_bin("s3balance-admin"), "fsck"]
     else:
-        command = [sys.executable, "-m", "s3balance.fsck"]
+        command = [sys.executable, "-m", "s3balance.ops.fsck"]
     command += ["--config", str(config_path or gateway.daemon.config_path), *args]
     result = subprocess.run(
         command,
@@ -509,8 +509,8 @@ class SharedRealBucketTests(SynchronousTestCase):
         """Run the checker in this process; (report, output)."""
         import datetime
 
-        from s3balance import fsck
         from s3balance.config import load_config
+        from s3balance.ops import fsck
 
         config = load_config(str(self.gateway.daemon.config_path))
         out = io.StringIO()
@@ -582,7 +582,7 @@ class SharedRealBucketTests(SynchronousTestCase):
             self.assertEqual(body, b"k" * number)
 
     def test_progress_goes_to_stderr(self) -> None:
-        from s3balance import fsck
+        from s3balance.ops import fsck
 
         self.patch(fsck, "PROGRESS_EVERY", 0.0)
         stderr = io.StringIO()
@@ -597,8 +597,8 @@ class SharedRealBucketTests(SynchronousTestCase):
 
         from sqlalchemy import create_engine, insert
 
-        from s3balance import fsck
         from s3balance.config import load_config
+        from s3balance.ops import fsck
         from s3balance.store import tables
 
         config = load_config(str(self.gateway.daemon.config_path))

@@ -16,8 +16,8 @@ from twisted.trial import unittest
 
 from s3balance.backends.backend import Backend, make_http_client
 from s3balance.backends.pool import BackendPool
-from s3balance.cleanup import DeletionWorker
 from s3balance.config import BackendConfig
+from s3balance.ops.cleanup import DeletionWorker
 from s3balance.store.connector import MetadataStore
 from s3balance.store.interfaces import MultipartRecord, WriteIntentExpired
 from tests import dbfixtures

@@ -16,9 +16,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.config import ConfigError, load_config
+from s3balance.daemon.reload import Reloader, install_sighup
+from s3balance.daemon.service import GatewayService
 from s3balance.metrics import Metrics
-from s3balance.reload import Reloader, install_sighup
-from s3balance.service import GatewayService
 from s3balance.store.interfaces import OperationCounts
 
 BACKEND_SECRETS = ("backend-secret-one", "backend-secret-two", "backend-secret-three")

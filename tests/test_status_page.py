@@ -1,5 +1,5 @@
 """
-The status page (s3balance.status): who may see it, what it shows, and the
+The status page (s3balance.daemon.status): who may see it, what it shows, and the
 page itself rendered by a real headless Chromium against a real daemon.
 """
 
@@ -23,8 +23,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from s3balance.backends.pool import BackendPool
 from s3balance.config import BackendConfig
+from s3balance.daemon.status import COOKIE_NAME, StatusResource, cookie_value, status_document
 from s3balance.metrics import Metrics
-from s3balance.status import COOKIE_NAME, StatusResource, cookie_value, status_document
 
 TOKEN = "admin-token-for-status"
 
@@ -189,8 +189,8 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 STATUS_TAC = """
 from twisted.application.service import Application
 
-from s3balance.service import makeService
-from s3balance.status import StatusResource
+from s3balance.daemon.service import makeService
+from s3balance.daemon.status import StatusResource
 
 service = makeService({config!r})
 if b"/status" not in service.root.fixed:

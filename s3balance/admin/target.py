@@ -1,5 +1,5 @@
 """
-L{IAdminTarget} for the running L{s3balance.service.GatewayService}.
+L{IAdminTarget} for the running L{s3balance.daemon.service.GatewayService}.
 
 It works on the service's own objects: C{service.pool} (backends, health,
 usage, and the runtime C{disabled} set the pool consults when placing),
@@ -38,7 +38,7 @@ def _utcnow() -> datetime.datetime:
 @implementer(IAdminTarget)
 class ServiceAdminTarget:
     """
-    @param reloader: a L{s3balance.reload.Reloader}, or None when the service
+    @param reloader: a L{s3balance.daemon.reload.Reloader}, or None when the service
         was not started from a file (reload is then refused).
     """
 

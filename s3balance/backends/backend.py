@@ -1,7 +1,7 @@
 """
 One real bucket on one S3 backend, as a client.
 
-Requests go through L{s3balance.backends.http.HTTPClient}, a lean HTTP/1.1
+Requests go through L{s3balance.backends.client.HTTPClient}, a lean HTTP/1.1
 client on persistent connections (C{twisted.web.client.Agent} cost a third
 of the daemon's CPU per small GET; see that module).  We never use
 C{treq.request} for object traffic: treq wraps every agent in a gzip
@@ -39,7 +39,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer, IResponse
 
-from s3balance.backends.http import HTTPClient
+from s3balance.backends.client import HTTPClient
 from s3balance.backends.signing import BackendSigner
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 

@@ -386,7 +386,7 @@ class IMetadataStore(Interface):
     def operation_counts(month: str):
         """month 'YYYY-MM' -> Deferred[list[OperationCounts]] sorted by backend."""
 
-    # -- cluster-wide background jobs (s3balance.background) ---------------
+    # -- cluster-wide background jobs (s3balance.ops.background) ---------------
     def acquire_lease(job: str, holder: str, seconds: float):
         """Take or renew C{job}'s lease for C{holder} until the database's
         now plus C{seconds}: only when it is expired, missing or already

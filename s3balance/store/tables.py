@@ -198,7 +198,7 @@ backend_operations = Table(
     PrimaryKeyConstraint("backend", "month"),
 )
 
-# Cluster-wide background jobs (s3balance.background.ElectedRepeater): one row
+# Cluster-wide background jobs (s3balance.ops.background.ElectedRepeater): one row
 # per job names the daemon that runs it until expires_at, by the database's
 # clock (store/leases.py), so exactly one daemon of a cluster runs each job.
 job_leases = Table(

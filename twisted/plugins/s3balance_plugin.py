@@ -24,7 +24,7 @@ class S3BalanceServiceMaker:
     options = Options
 
     def makeService(self, options):
-        from s3balance.service import makeService
+        from s3balance.daemon.service import makeService
 
         return makeService(options["config"])
 

@@ -34,11 +34,11 @@ from s3balance.backends.backend import make_http_client
 from s3balance.backends.health import HealthMonitor
 from s3balance.backends.operations import OperationCounter
 from s3balance.backends.pool import BackendPool, make_backends
-from s3balance.cleanup import DeletionWorker, OperationSync, UsageRefresher
 from s3balance.config import Config, ConfigError, load_config
-from s3balance.config_checks import check_config
+from s3balance.config.checks import check_config
+from s3balance.http.channel import S3Site
+from s3balance.ops.cleanup import DeletionWorker, OperationSync, UsageRefresher
 from s3balance.s3.gateway import Gateway
-from s3balance.s3.request import S3Site
 from s3balance.s3.resource import Root
 
 log = Logger()
@@ -121,7 +121,7 @@ class GatewayService(MultiService):
         self.admin_target = ServiceAdminTarget(self)
         if config.api.enabled:
             self.root.admin = AdminResource(self.admin_target, lambda: self.gateway.config.api.token)
-        from s3balance.status import StatusResource
+        from s3balance.daemon.status import StatusResource
 
         self.root.fixed[b"/status"] = StatusResource(
             self.gateway, lambda: self.gateway.config.api.token if self.gateway.config.api.enabled else ""
@@ -134,16 +134,16 @@ class GatewayService(MultiService):
         self._add_background_jobs(config, store, reactor, worker_index)
         self.supervisor: Any = None
         if config.server.workers > 1 and worker_index == 0:
-            from s3balance.workers import WorkerSupervisor
+            from s3balance.daemon.workers import WorkerSupervisor
 
             self.supervisor = WorkerSupervisor(config_path, config.server.workers, config.server.shutdown_grace, reactor)
             self.supervisor.setServiceParent(self)
         self.port = None
 
     def _add_background_jobs(self, config: Config, store, reactor, worker_index: int) -> None:
-        """The periodic jobs (s3balance.cleanup): cluster-wide ones elected by a lease, the rest per process."""
-        from s3balance.background import BackgroundMetrics, holder_id
-        from s3balance.cleanup import StaleUploadCleaner, UsageReconciler
+        """The periodic jobs (s3balance.ops.cleanup): cluster-wide ones elected by a lease, the rest per process."""
+        from s3balance.ops.background import BackgroundMetrics, holder_id
+        from s3balance.ops.cleanup import StaleUploadCleaner, UsageReconciler
 
         balancer = config.balancer
         jobs = BackgroundMetrics(self.metrics.registry) if self.metrics is not None else None
@@ -188,10 +188,10 @@ class GatewayService(MultiService):
         super().privilegedStartService()
 
     def _listen_shared(self, server):
-        """A SO_REUSEPORT socket, one per worker process (see s3balance.workers)."""
+        """A SO_REUSEPORT socket, one per worker process (see s3balance.daemon.workers)."""
         from twisted.internet.error import CannotListenError
 
-        from s3balance.workers import reuseport_socket
+        from s3balance.daemon.workers import reuseport_socket
 
         try:
             sock = reuseport_socket(server.host, server.port)
@@ -217,7 +217,7 @@ class GatewayService(MultiService):
             # At once, not when started: SIGHUP's default action ends the
             # process, and the port already listens.  A reload asked for
             # during the start waits for it (hold_until, below).
-            from s3balance.reload import install_sighup
+            from s3balance.daemon.reload import install_sighup
 
             install_sighup(self.reloader, self.reactor)
             if self.supervisor is not None:
@@ -327,7 +327,7 @@ def build(config_path: str, reactor=None, worker_index: int = 0) -> GatewayServi
     check_config(config)
     make_strategy(config.balancer.strategy)  # an unknown name is a config error, now
     store = open_store(config, reactor, migrate_schema=worker_index == 0)
-    from s3balance.reload import Reloader
+    from s3balance.daemon.reload import Reloader
 
     service = GatewayService(config, store, reactor, config_path, worker_index)
     service.settle_heap = True  # a daemon of its own (not a test's in-process service)

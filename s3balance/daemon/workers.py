@@ -8,7 +8,7 @@ kernel spreads connections over them.  They share the one metadata database
 (PostgreSQL or MariaDB for real deployments; SQLite works too, in WAL mode,
 with its writers serialized).  Work the cluster needs once (deletions, the
 stale-upload cleaner, the usage reconcile) runs in the one process holding
-the job's lease in the database (s3balance.background.ElectedRepeater; each
+the job's lease in the database (s3balance.ops.background.ElectedRepeater; each
 worker is a holder of its own); what each process counts itself (usage
 changes, operation counts) it adds to the database.
 
@@ -32,7 +32,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from s3balance.background import Repeater
+from s3balance.ops.background import Repeater
 
 log = Logger()
 
@@ -55,7 +55,7 @@ def _die_with_parent() -> None:
 
 
 class WorkerSupervisor(Service):
-    """Keeps C{count} worker processes running C{python -m s3balance.worker_process CONFIG INDEX}."""
+    """Keeps C{count} worker processes running C{python -m s3balance.daemon.worker_process CONFIG INDEX}."""
 
     def __init__(self, config_path: str, count: int, grace: float, reactor, cwd: Optional[str] = None) -> None:
         self.config_path = os.path.abspath(config_path)
@@ -70,7 +70,7 @@ class WorkerSupervisor(Service):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.children[index] = subprocess.Popen(
-            [sys.executable, "-m", "s3balance.worker_process", self.config_path, str(index)],
+            [sys.executable, "-m", "s3balance.daemon.worker_process", self.config_path, str(index)],
             cwd=self.cwd,
             env=env,
             stdin=subprocess.DEVNULL,

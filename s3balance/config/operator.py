@@ -14,7 +14,7 @@ from s3balance.config import Config, ConfigError, load_config
 def load_checked_config(path: str) -> Config:
     try:
         config = load_config(path)
-        from s3balance.config_checks import check_config
+        from s3balance.config.checks import check_config
         from s3balance.placement.registry import make_strategy
 
         check_config(config)

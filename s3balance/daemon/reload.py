@@ -37,7 +37,7 @@ log = Logger()
 
 class Reloader:
     """
-    @param service: the running L{s3balance.service.GatewayService}.
+    @param service: the running L{s3balance.daemon.service.GatewayService}.
     @param config_path: the file the service was started from.
     """
 
@@ -66,7 +66,7 @@ class Reloader:
 
     async def _reload(self) -> str:
         from s3balance.backends.pool import make_backends
-        from s3balance.config_checks import check_config
+        from s3balance.config.checks import check_config
         from s3balance.placement.registry import make_strategy
 
         service = self.service

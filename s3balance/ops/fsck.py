@@ -5,7 +5,7 @@ C{s3balance-admin fsck}: compare the metadata store with the backends.
                          [--max-drop-fraction 0.01] [--force]
                          [--backend NAME ...] [--older-than 1h] [--concurrency 8]
 
-(also C{python -m s3balance.fsck ...} with the same arguments).
+(also C{python -m s3balance.ops.fsck ...} with the same arguments).
 
 Checks, each streamed page by page (nothing is loaded whole):
 
@@ -931,7 +931,7 @@ def run(config, options: Options, out: TextIO = sys.stdout) -> int:
 
 def command(args: argparse.Namespace) -> int:
     """Entry point of C{s3balance-admin fsck} (args from L{add_arguments})."""
-    from s3balance.operator_config import load_checked_config
+    from s3balance.config.operator import load_checked_config
 
     config = load_checked_config(args.config)
     try:

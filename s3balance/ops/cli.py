@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Optional
 
-from s3balance.operator_config import load_checked_config
+from s3balance.config.operator import load_checked_config
 
 
 def check_config_command(args) -> int:
@@ -44,7 +44,7 @@ def revision_command(args) -> int:
 
 
 def fsck_command(args) -> int:
-    from s3balance import fsck
+    from s3balance.ops import fsck
 
     return fsck.command(args)
 
@@ -56,12 +56,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ("check-config", check_config_command, "validate a configuration file"),
         ("migrate", migrate_command, "apply the database migrations"),
         ("db-revision", revision_command, "show the database schema revision"),
-        ("fsck", fsck_command, "compare the store with the backends (s3balance.fsck)"),
+        ("fsck", fsck_command, "compare the store with the backends (s3balance.ops.fsck)"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", "-c", required=True, help="path of the YAML configuration")
         if name == "fsck":
-            from s3balance.fsck import add_arguments
+            from s3balance.ops.fsck import add_arguments
 
             add_arguments(command, with_config=False)
         command.set_defaults(function=function)

@@ -1,8 +1,8 @@
 """
 One worker process of the multi-process mode (C{server.workers}): the same
 service as the daemon, on its own C{SO_REUSEPORT} socket, started by
-L{s3balance.workers.WorkerSupervisor} as
-C{python -m s3balance.worker_process CONFIG INDEX}.
+L{s3balance.daemon.workers.WorkerSupervisor} as
+C{python -m s3balance.daemon.worker_process CONFIG INDEX}.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from s3balance.service import makeService
+    from s3balance.daemon.service import makeService
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     service = makeService(config_path, reactor, worker_index=index)

@@ -1,6 +1,6 @@
 """
 Background work that keeps backends in line with the store, as
-L{s3balance.background} repeaters.
+L{s3balance.ops.background} repeaters.
 
 Once per cluster (L{ElectedRepeater}: the daemon holding the job's lease):
 
@@ -30,7 +30,7 @@ from twisted.internet.defer import DeferredList, DeferredSemaphore, inlineCallba
 from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
-from s3balance.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, Repeater, holder_id
+from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, Repeater, holder_id
 from s3balance.store.interfaces import StoreUnavailable
 
 log = Logger()

@@ -1,0 +1,239 @@
+"""The configuration's value objects: frozen, validated, secrets hidden in their repr."""
+
+from __future__ import annotations
+
+from attrs import field, frozen
+
+from s3balance.config.dsn import _mask_dsn, dsn_to_url
+
+
+def _hide(value: object) -> str:
+    return "'***'" if value else "''"
+
+
+# ---------------------------------------------------------------------------
+# Value classes
+# ---------------------------------------------------------------------------
+
+
+@frozen
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    # A request's line and headers must arrive within read_timeout of its
+    # first byte; a body that moves no byte for read_timeout (while we are
+    # reading it) is answered RequestTimeout.
+    read_timeout: float = 30.0
+    # An answer the client takes no byte of for write_timeout is cut off.
+    # Both are no-progress timeouts, never a whole-transfer limit.
+    write_timeout: float = 60.0
+    # Connection inactivity timeout (between requests), never a whole-transfer timeout.
+    idle_timeout: float = 60.0
+    # Open client connections, in all and from one address; more are refused.
+    max_connections: int = 4096
+    max_connections_per_ip: int = 1024
+    data_dir: str = "data"
+    # Seconds in-flight transfers get to finish when the service stops.
+    shutdown_grace: float = 30.0
+    # PEM files; when both are set the port speaks HTTPS.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Processes serving the port (SO_REUSEPORT), all on one database.
+    workers: int = 1
+
+
+@frozen
+class DatabaseConfig:
+    type: str = "sqlite"
+    dsn: str = field(default="data/s3-balance.db", repr=lambda dsn: repr(_mask_dsn(dsn)))
+    max_open_conns: int = 25
+    max_idle_conns: int = 5
+    conn_max_lifetime: int = 300
+    log_level: str = "warn"
+    auto_migrate: bool = True
+    # Seconds; 0 = none.  The server ends a statement that runs longer
+    # (PostgreSQL statement_timeout, MariaDB max_statement_time; on SQLite
+    # the wait for a lock); connecting gives up after connect_timeout; a
+    # request that waits longer for one answer of the store gets 503.
+    statement_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL for ``dsn`` (password included: never log it)."""
+        return dsn_to_url(self.type, self.dsn)
+
+
+@frozen
+class OperationLimits:
+    """Per-backend caps on S3 operations of class A (writes) and B (reads); 0 = none."""
+
+    type_a: int = 0
+    type_b: int = 0
+
+
+@frozen
+class BackendConfig:
+    """One real bucket on a backend (``virtual: false`` in the ``buckets`` list)."""
+
+    name: str
+    endpoint: str = ""
+    region: str = "us-east-1"
+    access_key_id: str = ""
+    secret_access_key: str = field(default="", repr=_hide)
+    max_size: int | None = None
+    weight: int = 1
+    enabled: bool = True
+    path_style: bool = False
+    use_ssl: bool = True
+    operation_limits: OperationLimits = OperationLimits()
+    custom_host: str = ""
+    remove_bucket: bool = False
+
+    @property
+    def endpoint_url(self) -> str:
+        """Full endpoint URL: AWS's regional endpoint when ``endpoint`` is empty."""
+        scheme = "https" if self.use_ssl else "http"
+        if not self.endpoint:
+            return f"https://s3.{self.region}.amazonaws.com"
+        if "://" in self.endpoint:
+            return self.endpoint.rstrip("/")
+        return f"{scheme}://{self.endpoint.rstrip('/')}"
+
+
+@frozen
+class VirtualBucketConfig:
+    """A bucket clients see (``virtual: true``); ``max_size`` is what it reports."""
+
+    name: str
+    max_size: int | None = None
+
+
+@frozen
+class BalancerConfig:
+    strategy: str = "least-space"
+    health_check_period: float = 30.0
+    update_stats_period: float = 60.0
+    retry_attempts: int = 3
+    retry_delay: float = 1.0
+    health_timeout: float = 5.0
+    # A backend that moves no byte for this long while we wait on it is cut
+    # off (stalled uploads, downloads and answers); never a whole-transfer limit.
+    backend_timeout: float = 60.0
+    # Replaced and deleted objects stay on their backend this long, so reads
+    # that started before the change are not cut off.
+    deletion_grace: float = 30.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+    multipart_max_age: float = 86400.0
+    cleanup_period: float = 60.0
+
+
+@frozen
+class MetricsConfig:
+    enabled: bool = True
+    path: str = "/metrics"
+    token: str = field(default="", repr=_hide)
+    # Accepted for Go compatibility; metrics are served on the main port.
+    port: int | None = None
+
+
+@frozen
+class Credential:
+    """A client key pair; ``buckets`` None means every virtual bucket."""
+
+    access_key: str
+    secret_key: str = field(repr=_hide)
+    buckets: tuple[str, ...] | None = None
+    read_only: bool = False
+    # Redirect mode: the client behind this key follows a GET's 302 to the backend.
+    follows_redirects: bool = False
+
+
+CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
+# Response headers a browser script may read besides the CORS-safelisted ones:
+# what S3 clients in browsers (multipart uploaders need ETag) look at.
+CORS_EXPOSE_HEADERS = (
+    "ETag",
+    "x-amz-request-id",
+    "x-amz-version-id",
+    "x-amz-delete-marker",
+    "Content-Range",
+    "Accept-Ranges",
+    "x-amz-checksum-crc32",
+    "x-amz-checksum-crc32c",
+    "x-amz-checksum-crc64nvme",
+    "x-amz-checksum-sha1",
+    "x-amz-checksum-sha256",
+)
+
+
+@frozen
+class CORSConfig:
+    """
+    Cross-origin access for browsers (``s3api.cors``), one policy for every
+    bucket.  No ``allowed_origins``: CORS is off (preflights are refused and
+    no Access-Control-* header is sent), as on S3 until a bucket has a rule.
+    """
+
+    allowed_origins: tuple[str, ...] = ()
+    allowed_methods: tuple[str, ...] = CORS_METHODS
+    allowed_headers: tuple[str, ...] = ("*",)
+    expose_headers: tuple[str, ...] = CORS_EXPOSE_HEADERS
+    max_age: int = 3600
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+
+@frozen
+class S3APIConfig:
+    access_key: str = ""
+    secret_key: str = field(default="", repr=_hide)
+    credentials: tuple[Credential, ...] = ()
+    virtual_host: bool = False
+    virtual_host_domains: tuple[str, ...] = ()
+    proxy_mode: bool = True
+    auth_required: bool = True
+    host: str = ""
+    region: str = "us-east-1"
+    allow_create_bucket: bool = True
+    redirect_expiry: int = 900
+    # Redirect mode: header-signed GETs whose User-Agent has a product token
+    # starting with one of these (case-insensitive) are redirected, not proxied.
+    redirect_user_agents: tuple[str, ...] = ()
+    # CopyObject of a larger source goes part by part (S3 allows 5 GiB per PUT).
+    multipart_copy_threshold: int = 5 * 1024**3
+    cors: CORSConfig = CORSConfig()
+
+
+@frozen
+class APIConfig:
+    enabled: bool = False
+    token: str = field(default="", repr=_hide)
+
+
+@frozen
+class Config:
+    server: ServerConfig
+    database: DatabaseConfig
+    backends: tuple[BackendConfig, ...]
+    virtual_buckets: tuple[VirtualBucketConfig, ...]
+    balancer: BalancerConfig
+    metrics: MetricsConfig
+    s3api: S3APIConfig
+    api: APIConfig
+
+    def backend(self, name: str) -> BackendConfig | None:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        return None
+
+    def virtual_bucket(self, name: str) -> VirtualBucketConfig | None:
+        for bucket in self.virtual_buckets:
+            if bucket.name == name:
+                return bucket
+        return None
