@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, delete, insert
 from twisted.trial import unittest
 
 from s3balance.store import listing, migrate, multipart, tables
+from s3balance.store.interfaces import ListPage
 from tests import dbfixtures
 
 BUCKET = "vb"
@@ -98,13 +99,26 @@ class ListingModelMixin:
             if keys:
                 conn.execute(insert(tables.objects), [row(k) for k in keys])
 
+    def insert_rows(self, rows: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(tables.objects), rows)
+
+    def connect(self):
+        """What list_page lists on (tests/test_store_contract.py's fake store needs nothing)."""
+        return self.engine.connect()
+
+    def list_page(
+        self, conn, prefix: str, delimiter: str, after: str, max_keys: int, method: Optional[str] = None
+    ) -> ListPage:
+        return listing.list_objects(conn, BUCKET, prefix, delimiter, after, max_keys, method=method)
+
     def list_all(
         self, prefix: str, delimiter: str, max_keys: int, after: str = "", method: Optional[str] = None
     ) -> list[str]:
         names: list[str] = []
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             for _ in range(1000):
-                page = listing.list_objects(conn, BUCKET, prefix, delimiter, after, max_keys, method=method)
+                page = self.list_page(conn, prefix, delimiter, after, max_keys, method)
                 self.assertLessEqual(len(page.entries), max_keys)
                 names.extend(entry_name(e) for e in page.entries)
                 if not page.is_truncated:
@@ -204,17 +218,14 @@ class ListingModelMixin:
     def test_no_keys_wanted(self):
         self.store_keys(["a", "b/c"])
         for method in self.methods:
-            with self.engine.connect() as conn:
-                page = listing.list_objects(conn, BUCKET, delimiter="/", max_keys=0, method=method)
+            with self.connect() as conn:
+                page = self.list_page(conn, "", "/", "", 0, method)
             self.assertEqual((page.entries, page.is_truncated, page.next_marker), ((), False, None))
 
     def test_other_buckets_are_not_listed(self):
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(tables.objects), [row("a"), dict(row("a"), bucket="va"), dict(row("b"), bucket="vc")]
-            )
-        with self.engine.connect() as conn:
-            page = listing.list_objects(conn, BUCKET)
+        self.insert_rows([row("a"), dict(row("a"), bucket="va"), dict(row("b"), bucket="vc")])
+        with self.connect() as conn:
+            page = self.list_page(conn, "", "", "", 1000)
         self.assertEqual([e.key for e in page.entries], ["a"])
 
 
@@ -292,6 +303,12 @@ class MultipartListingMixin:
 
     kind: str
     setUp = ListingModelMixin.setUp
+    connect = ListingModelMixin.connect
+
+    def list_uploads_page(
+        self, conn, prefix: str, delimiter: str, key_marker: str, id_marker: str, max_uploads: int
+    ) -> ListPage:
+        return multipart.list_multipart_page(conn, BUCKET, prefix, delimiter, key_marker, id_marker, max_uploads)
 
     def start_uploads(self, keys) -> None:
         with self.engine.begin() as conn:
@@ -316,11 +333,9 @@ class MultipartListingMixin:
     def list_all(self, prefix: str = "", delimiter: str = "", max_uploads: int = 1000) -> list[str]:
         names: list[str] = []
         key_marker, id_marker = "", ""
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             for _ in range(1000):
-                page = multipart.list_multipart_page(
-                    conn, BUCKET, prefix, delimiter, key_marker, id_marker, max_uploads
-                )
+                page = self.list_uploads_page(conn, prefix, delimiter, key_marker, id_marker, max_uploads)
                 self.assertLessEqual(len(page.entries), max_uploads)
                 names.extend(entry_name(e) for e in page.entries)
                 if not page.is_truncated:

@@ -1,0 +1,719 @@
+"""
+L{MemoryStore}: the metadata store in memory, for tests.
+
+An L{IMetadataStore} on plain dicts and lists: no SQL, no threads.  Every
+method answers with a Deferred that has already fired, with the records and
+the exceptions of the real store (L{s3balance.store.connector.MetadataStore}),
+whose behaviour tests run on this one too (tests/test_store_contract.py).
+Each call is one atomic step: one that fails has changed nothing.  Like the
+real store it answers only between C{start()} and C{stop()} (RuntimeError
+otherwise).
+
+Two clocks, as with a database:
+
+  - C{clock} (an IReactorTime: a L{twisted.internet.task.Clock} in tests, the
+    reactor by default) stands in for the database's own clock
+    (L{s3balance.store.objects.database_time}): write-intent and job leases
+    are set and judged by its C{seconds()};
+  - C{now}, the daemon's clock (when buckets, deletions and completions were
+    made, when a queued deletion is due, the month of operation counters), by
+    default C{clock}'s time as a UTC datetime.
+
+Stores made on one L{MemoryTables} (C{tables=}) are daemons sharing one
+database.  Not modelled: column limits (MariaDB's 1024-byte keys),
+StoreUnavailable and request timeouts, races between transactions.  The ETag
+preconditions are the real store's own (pure) function.
+
+Over 500 lines (about 700): the interface has 44 methods, each written out
+with the real store's signature and defaults (callers rely on both), in one
+class over one set of tables; splitting it would scatter a model that is
+read as a whole, and squeezing it would make the listings (folding, markers)
+harder to check against the real store's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, Optional, ParamSpec, TypeVar, cast
+
+import attr
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG
+from s3balance.store.interfaces import (
+    BackendFull,
+    BackendUsage,
+    BucketExists,
+    BucketNotEmpty,
+    BucketRecord,
+    ConfigBucketError,
+    IMetadataStore,
+    ListPage,
+    Location,
+    MultipartRecord,
+    NoSuchBucketError,
+    NoSuchUploadError,
+    ObjectRecord,
+    OperationCounts,
+    QueuedDeletion,
+    WriteIntent,
+    WriteIntentExpired,
+)
+from s3balance.store.leases import LeaseState
+from s3balance.store.objects import (
+    REASON_ABANDONED,
+    REASON_DELETED,
+    REASON_LEASE_EXPIRED,
+    REASON_MULTIPART_ABORTED,
+    REASON_REPLACED,
+    check_preconditions,
+    lease_ms,
+)
+from s3balance.store.parts import COMPLETED_KEPT, CompletedUpload, PartRecord
+from s3balance.store.records import encode_key, whole_seconds
+
+UTC = datetime.UTC
+P = ParamSpec("P")
+T = TypeVar("T")
+R = TypeVar("R", ObjectRecord, MultipartRecord)
+
+
+@dataclass
+class _Intent:
+    backend: str
+    real_key: str
+    lease_until: float  # by the database's clock
+    size: int  # bytes reserved on the backend
+
+
+@dataclass
+class _Deletion:
+    backend: str
+    real_key: str
+    backend_upload_id: Optional[str]
+    reason: str
+    due: datetime.datetime  # by the daemon's clock
+    attempts: int = 0
+
+
+@dataclass
+class _Upload:
+    record: MultipartRecord
+    reserved: int = 0  # bytes of the parts received, reserved on the backend
+    last_part: Optional[datetime.datetime] = None
+
+
+@dataclass
+class MemoryTables:
+    """The rows of one database; stores made on the same tables are daemons sharing it."""
+
+    buckets: dict[str, BucketRecord] = field(default_factory=dict)
+    # (bucket, key) -> the record, with its id and locations
+    objects: dict[tuple[str, str], ObjectRecord] = field(default_factory=dict)
+    intents: dict[int, _Intent] = field(default_factory=dict)
+    deletions: dict[int, _Deletion] = field(default_factory=dict)
+    uploads: dict[str, _Upload] = field(default_factory=dict)
+    parts: dict[str, dict[int, PartRecord]] = field(default_factory=dict)  # upload id -> number -> part
+    completed: dict[str, CompletedUpload] = field(default_factory=dict)
+    object_parts: dict[str, list[PartRecord]] = field(default_factory=dict)  # by real key
+    operations: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (backend, month)
+    usage: dict[str, tuple[int, int]] = field(default_factory=dict)  # backend -> (bytes, objects)
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # job -> (holder, expires)
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # every table's ids
+
+
+def _answers(
+    method: Callable[Concatenate[MemoryStore, P], T],
+) -> Callable[Concatenate[MemoryStore, P], Deferred[T]]:
+    """
+    C{method} as the store answers: a Deferred already fired with its result,
+    or failed with what it raised (having changed nothing: every method checks
+    before it writes), or with RuntimeError when the store is not started.
+    """
+
+    @functools.wraps(method)
+    def answer(self: MemoryStore, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        if not self._started:
+            return defer.fail(RuntimeError("the metadata store is not started"))
+        try:
+            return defer.succeed(method(self, *args, **kwargs))
+        except Exception:
+            return defer.fail()
+
+    return answer
+
+
+def _first(row: tuple[bytes, Any]) -> bytes:
+    return row[0]
+
+
+def _common_prefix(key: bytes, prefix: bytes, delimiter: bytes) -> Optional[bytes]:
+    """The common prefix C{key} (which starts with C{prefix}) folds into, or None."""
+    at = key.find(delimiter, len(prefix)) if delimiter else -1
+    return key[: at + len(delimiter)] if at >= 0 else None
+
+
+def _page(
+    rows: Iterable[tuple[bytes, R]],
+    prefix: str,
+    delimiter: str,
+    limit: int,
+    keep: Callable[[bytes, Optional[bytes], R], bool],
+    entry: Callable[[R], R],
+) -> ListPage:
+    """
+    A page of the listing of C{rows} ((UTF-8 key, record) in listing order):
+    the records whose key starts with C{prefix}, each as C{entry(record)} or
+    as the common prefix (str) it folds into, listed once; only those that
+    C{keep(key, common prefix or None, record)}; at most C{limit}.
+    """
+    prefix_b, delimiter_b = encode_key(prefix), encode_key(delimiter)
+    entries: list[Any] = []
+    for key, record in rows:
+        if len(entries) > limit:  # one more than a page tells whether it is truncated
+            break
+        if not key.startswith(prefix_b):
+            continue
+        folded = _common_prefix(key, prefix_b, delimiter_b)
+        if not keep(key, folded, record):
+            continue
+        if folded is None:
+            entries.append(entry(record))
+        elif not entries or entries[-1] != folded.decode("utf-8"):
+            entries.append(folded.decode("utf-8"))
+    truncated = len(entries) > limit
+    entries = entries[:limit]
+    marker = None
+    if truncated and entries:
+        marker = entries[-1] if isinstance(entries[-1], str) else entries[-1].key
+    return ListPage(entries=tuple(entries), is_truncated=truncated, next_marker=marker)
+
+
+@implementer(IMetadataStore)
+class MemoryStore:
+    """
+    The methods are written as they compute; C{@_answers} makes each return a
+    Deferred of that, as the interface says.
+
+    @param clock: the database's clock (leases); by default the reactor.
+    @param now: the daemon's clock, returning timezone-aware UTC datetimes;
+        by default C{clock}'s time.
+    @param tables: the database; by default a new, empty one.
+    @param deletion_grace: seconds replaced and deleted copies wait in the
+        deletion queue (as the real store's parameter).
+    """
+
+    url = "memory:"
+
+    def __init__(
+        self,
+        clock: Optional[IReactorTime] = None,
+        now: Optional[Callable[[], datetime.datetime]] = None,
+        tables: Optional[MemoryTables] = None,
+        deletion_grace: float = 0.0,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self.clock: IReactorTime = clock
+        self._now = now or (lambda: datetime.datetime.fromtimestamp(self.clock.seconds(), UTC))
+        self.tables = tables if tables is not None else MemoryTables()
+        self.deletion_grace = datetime.timedelta(seconds=deletion_grace)
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore on tables {id(self.tables):#x}>"
+
+    def _lease_end(self, seconds: float) -> float:
+        """The database's now plus C{seconds}, in whole milliseconds as database_time adds them."""
+        return self.clock.seconds() + lease_ms(seconds) / 1000
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        self._started = True
+        return defer.succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        self._started = False
+        return defer.succeed(None)
+
+    # -- buckets --------------------------------------------------------------
+
+    @_answers
+    def sync_config_buckets(self, names: Sequence[str]) -> None:
+        buckets, wanted, now = self.tables.buckets, set(names), self._now()
+        for name in sorted(wanted - buckets.keys()):
+            buckets[name] = BucketRecord(name=name, created=now, origin=ORIGIN_CONFIG)
+        for name, bucket in list(buckets.items()):
+            origin = ORIGIN_CONFIG if name in wanted else ORIGIN_API
+            if bucket.origin != origin:
+                buckets[name] = attr.evolve(bucket, origin=origin)
+
+    @_answers
+    def list_buckets(self) -> list[BucketRecord]:
+        return sorted(self.tables.buckets.values(), key=lambda bucket: bucket.name)
+
+    @_answers
+    def get_bucket(self, name: str) -> Optional[BucketRecord]:
+        return self.tables.buckets.get(name)
+
+    @_answers
+    def create_bucket(self, name: str) -> BucketRecord:
+        if name in self.tables.buckets:
+            raise BucketExists(name)
+        bucket = self.tables.buckets[name] = BucketRecord(name=name, created=self._now(), origin=ORIGIN_API)
+        return bucket
+
+    @_answers
+    def delete_bucket(self, name: str) -> int:
+        bucket = self.tables.buckets.get(name)
+        if bucket is None:
+            raise NoSuchBucketError(name)
+        if bucket.origin != ORIGIN_API:
+            raise ConfigBucketError(name)
+        if any(in_bucket == name for in_bucket, _ in self.tables.objects):
+            raise BucketNotEmpty(name)
+        # Open multipart uploads do not keep a bucket: they are aborted with it.
+        uploads = [u for u, upload in self.tables.uploads.items() if upload.record.bucket == name]
+        del self.tables.buckets[name]
+        for upload_id in uploads:
+            self._abort(upload_id, True)
+        return len(uploads)
+
+    # -- writes ---------------------------------------------------------------
+
+    @_answers
+    def begin_write(
+        self, backend: str, real_key: str, lease_seconds: float, size: int = 0, max_size: Optional[int] = None
+    ) -> WriteIntent:
+        if max_size is not None:
+            self._check_capacity(backend, size, max_size)
+        intent_id = next(self.tables.ids)
+        self.tables.intents[intent_id] = _Intent(backend, real_key, self._lease_end(lease_seconds), size)
+        return WriteIntent(id=intent_id, backend=backend, real_key=real_key)
+
+    def _check_capacity(self, backend: str, size: int, max_size: int) -> None:
+        """BackendFull unless C{size} more bytes fit: stored usage + every intent's and upload's reservation."""
+        used = self.tables.usage.get(backend, (0, 0))[0]
+        reserved = sum(i.size for i in self.tables.intents.values() if i.backend == backend)
+        reserved += sum(u.reserved for u in self.tables.uploads.values() if u.record.backend == backend)
+        if used + reserved + size > max_size:
+            raise BackendFull(backend, used, reserved, size, max_size)
+
+    def _intent(self, intent_id: int) -> _Intent:
+        """The intent; WriteIntentExpired when it is gone (taken, or swept after its lease)."""
+        intent = self.tables.intents.get(intent_id)
+        if intent is None:
+            raise WriteIntentExpired(intent_id)
+        return intent
+
+    @_answers
+    def grow_write(self, intent_id: int, backend: str, size: int, max_size: Optional[int] = None) -> None:
+        if max_size is not None:
+            self._check_capacity(backend, size, max_size)
+        self._intent(intent_id).size += size
+
+    @_answers
+    def record_part(self, intent_id: int, upload_id: str, size: int) -> None:
+        self._intent(intent_id)
+        del self.tables.intents[intent_id]
+        upload = self.tables.uploads.get(upload_id)
+        if upload is not None:  # (aborted meanwhile: nothing to keep)
+            upload.reserved += size
+            upload.last_part = self._now()
+
+    @_answers
+    def touch_multipart(self, upload_id: str) -> None:
+        upload = self.tables.uploads.get(upload_id)
+        if upload is not None:
+            upload.last_part = self._now()
+
+    @_answers
+    def renew_write(self, intent_id: int, lease_seconds: float) -> None:
+        self._intent(intent_id).lease_until = self._lease_end(lease_seconds)
+
+    @_answers
+    def abandon_write(self, intent_id: int, backend_object_may_exist: bool) -> None:
+        intent = self.tables.intents.pop(intent_id, None)
+        if intent is not None and backend_object_may_exist:
+            self._queue(intent.backend, intent.real_key, REASON_ABANDONED)
+
+    @_answers
+    def commit_object(
+        self,
+        intent_id: int,
+        record: ObjectRecord,
+        if_match: Optional[str] = None,
+        if_none_match: Optional[str] = None,
+    ) -> ObjectRecord:
+        self._intent(intent_id)
+        self._check_put(record, if_match, if_none_match)
+        del self.tables.intents[intent_id]
+        return self._put(record)
+
+    def _check_put(self, record: ObjectRecord, if_match: Optional[str], if_none_match: Optional[str]) -> None:
+        """What may refuse a write of C{record}: a missing bucket, a precondition."""
+        encode_key(record.key)  # (a key that is no UTF-8 fails here as in the database's)
+        if record.bucket not in self.tables.buckets:
+            raise NoSuchBucketError(record.bucket)
+        current = self.tables.objects.get((record.bucket, record.key))
+        check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
+
+    def _put(self, record: ObjectRecord) -> ObjectRecord:
+        """Insert or replace C{record}'s row; the replaced version's locations (not the new ones) are queued."""
+        current = self.tables.objects.get((record.bucket, record.key))
+        if current is None:
+            object_id = next(self.tables.ids)
+        else:
+            object_id = current.id
+            for old in current.locations:
+                if old not in record.locations:
+                    self._queue(old.backend, old.real_key, REASON_REPLACED, grace=True)
+        stored = attr.evolve(
+            record,
+            id=object_id,
+            last_modified=whole_seconds(record.last_modified),
+            headers=dict(record.headers),
+            checksums=dict(record.checksums),
+            locations=tuple(record.locations),
+        )
+        self.tables.objects[(record.bucket, record.key)] = stored
+        return stored
+
+    @_answers
+    def get_object(self, bucket: str, key: str) -> Optional[ObjectRecord]:
+        return self.tables.objects.get((bucket, key))
+
+    @_answers
+    def delete_object(self, bucket: str, key: str) -> Optional[ObjectRecord]:
+        return self._delete(bucket, key)
+
+    def _delete(self, bucket: str, key: str) -> Optional[ObjectRecord]:
+        record = self.tables.objects.pop((bucket, key), None)
+        for location in record.locations if record is not None else ():
+            self._queue(location.backend, location.real_key, REASON_DELETED, grace=True)
+        return record
+
+    @_answers
+    def delete_objects(self, bucket: str, keys: list[str]) -> dict[str, Optional[ObjectRecord]]:
+        return {key: self._delete(bucket, key) for key in sorted(set(keys), key=encode_key)}
+
+    @_answers
+    def list_objects(
+        self, bucket: str, prefix: str = "", delimiter: str = "", after: str = "", max_keys: int = 1000
+    ) -> ListPage:
+        if max_keys <= 0:
+            return ListPage(entries=(), is_truncated=False, next_marker=None)
+        after_b = encode_key(after)
+        objects = self.tables.objects.items()
+        rows = sorted(
+            ((encode_key(key), record) for (of, key), record in objects if of == bucket), key=_first
+        )
+        return _page(
+            rows,
+            prefix,
+            delimiter,
+            max_keys,
+            # An entry (key or common prefix) up to the marker was listed already.
+            lambda key, folded, record: (folded or key) > after_b,
+            lambda record: attr.evolve(record, locations=()),  # as the listing's rows: no locations
+        )
+
+    # -- cleanup --------------------------------------------------------------
+
+    def _queue(
+        self, backend: str, real_key: str, reason: str, upload_id: Optional[str] = None, grace: bool = False
+    ) -> None:
+        due = self._now() + (self.deletion_grace if grace else datetime.timedelta(0))
+        self.tables.deletions[next(self.tables.ids)] = _Deletion(backend, real_key, upload_id, reason, due)
+
+    @_answers
+    def expired_writes(self, limit: int = 100) -> int:
+        now = self.clock.seconds()
+        intents = self.tables.intents
+        expired = sorted((i.lease_until, i_id) for i_id, i in intents.items() if i.lease_until <= now)[:limit]
+        for _, intent_id in expired:
+            intent = intents.pop(intent_id)
+            self._queue(intent.backend, intent.real_key, REASON_LEASE_EXPIRED)
+        return len(expired)
+
+    @_answers
+    def queued_deletions(self, limit: int = 100) -> list[QueuedDeletion]:
+        now, deletions = self._now(), self.tables.deletions
+        due = sorted((d.due, d_id) for d_id, d in deletions.items() if d.due <= now)[:limit]
+        return [
+            QueuedDeletion(
+                id=d_id,
+                backend=deletions[d_id].backend,
+                real_key=deletions[d_id].real_key,
+                backend_upload_id=deletions[d_id].backend_upload_id,
+                attempts=deletions[d_id].attempts,
+                reason=deletions[d_id].reason,
+            )
+            for _, d_id in due
+        ]
+
+    @_answers
+    def finish_deletion(self, deletion_id: int) -> None:
+        deletion = self.tables.deletions.pop(deletion_id, None)
+        if deletion is None:
+            return
+        # Its real key's part records go too, unless an object's location (any backend's) refers to it.
+        located = (loc.real_key for record in self.tables.objects.values() for loc in record.locations)
+        if deletion.real_key not in located:
+            self.tables.object_parts.pop(deletion.real_key, None)
+
+    @_answers
+    def is_referenced(self, backend: str, real_key: str) -> bool:
+        t, wanted = self.tables, (backend, real_key)
+        return (
+            any(Location(backend, real_key) in record.locations for record in t.objects.values())
+            or any((i.backend, i.real_key) == wanted for i in t.intents.values())
+            or any((u.record.backend, u.record.real_key) == wanted for u in t.uploads.values())
+        )
+
+    @_answers
+    def retry_deletion_later(self, deletion_id: int, delay_seconds: float) -> None:
+        deletion = self.tables.deletions.get(deletion_id)
+        if deletion is not None:
+            deletion.attempts += 1
+            deletion.due = self._now() + datetime.timedelta(seconds=delay_seconds)
+
+    @_answers
+    def postpone_deletions(self, backend: str, delay_seconds: float) -> int:
+        now = self._now()
+        due = [d for d in self.tables.deletions.values() if d.backend == backend and d.due <= now]
+        for deletion in due:
+            deletion.due = now + datetime.timedelta(seconds=delay_seconds)
+        return len(due)
+
+    # -- usage and operation counters -----------------------------------------
+
+    @_answers
+    def backend_usage(self) -> list[BackendUsage]:
+        return self._aggregate_usage()
+
+    def _aggregate_usage(self) -> list[BackendUsage]:
+        """Bytes and location rows per backend (an object stored twice on one backend counts twice)."""
+        totals: dict[str, tuple[int, int]] = {}
+        for record in self.tables.objects.values():
+            for location in record.locations:
+                used, count = totals.get(location.backend, (0, 0))
+                totals[location.backend] = (used + record.size, count + 1)
+        return [BackendUsage(backend, used, count) for backend, (used, count) in sorted(totals.items())]
+
+    @_answers
+    def count_operations(
+        self, backend: str, type_a_delta: int, type_b_delta: int, when: Optional[datetime.datetime] = None
+    ) -> None:
+        row = (backend, (when or self._now()).astimezone(UTC).strftime("%Y-%m"))
+        type_a, type_b = self.tables.operations.get(row, (0, 0))
+        self.tables.operations[row] = (type_a + type_a_delta, type_b + type_b_delta)
+
+    @_answers
+    def operation_counts(self, month: str) -> list[OperationCounts]:
+        rows = sorted(self.tables.operations.items())
+        return [OperationCounts(backend, of, a, b) for (backend, of), (a, b) in rows if of == month]
+
+    @_answers
+    def add_backend_usage(self, deltas: dict[str, tuple[int, int]]) -> list[BackendUsage]:
+        for backend, (delta_bytes, delta_objects) in sorted(deltas.items()):
+            if delta_bytes or delta_objects:
+                used, count = self.tables.usage.get(backend, (0, 0))
+                self.tables.usage[backend] = (used + delta_bytes, count + delta_objects)
+        return self._stored_usage()
+
+    @_answers
+    def stored_backend_usage(self) -> list[BackendUsage]:
+        return self._stored_usage()
+
+    def _stored_usage(self) -> list[BackendUsage]:
+        return [
+            BackendUsage(backend, used, count) for backend, (used, count) in sorted(self.tables.usage.items())
+        ]
+
+    @_answers
+    def reconcile_backend_usage(self) -> list[BackendUsage]:
+        truth = self._aggregate_usage()
+        self.tables.usage.clear()
+        self.tables.usage.update((u.backend, (u.used_bytes, u.object_count)) for u in truth)
+        return truth
+
+    # -- multipart ------------------------------------------------------------
+
+    @_answers
+    def create_multipart(self, record: MultipartRecord, intent_id: Optional[int] = None) -> None:
+        encode_key(record.key)
+        if intent_id is not None:
+            self._intent(intent_id)
+        if record.upload_id in self.tables.uploads:  # (the database's primary key refuses it)
+            raise ValueError(f"upload id {record.upload_id!r} exists")
+        if intent_id is not None:
+            del self.tables.intents[intent_id]
+        self.tables.uploads[record.upload_id] = _Upload(attr.evolve(record, headers=dict(record.headers)))
+
+    @_answers
+    def get_multipart(self, upload_id: str) -> Optional[MultipartRecord]:
+        upload = self.tables.uploads.get(upload_id)
+        return upload.record if upload is not None else None
+
+    def _uploads(self, bucket: str) -> list[tuple[bytes, MultipartRecord]]:
+        """The uploads of C{bucket}, (UTF-8 key, record) in (key, initiated, upload id) order."""
+        uploads = [u.record for u in self.tables.uploads.values() if u.record.bucket == bucket]
+        rows = [(encode_key(record.key), record) for record in uploads]
+        return sorted(rows, key=lambda row: (row[0], row[1].initiated, row[1].upload_id))
+
+    def _after(self, key_marker: str, upload_id_marker: str) -> Callable[[bytes, MultipartRecord], bool]:
+        """Whether an upload comes after the marker upload (while it exists with that key), else after the key."""
+        marker_b = encode_key(key_marker)
+        marker = self.tables.uploads.get(upload_id_marker) if upload_id_marker else None
+        if marker is not None and marker.record.key == key_marker:
+            last = (marker_b, marker.record.initiated, marker.record.upload_id)
+            return lambda key, record: (key, record.initiated, record.upload_id) > last
+        return lambda key, record: key > marker_b
+
+    @_answers
+    def list_multipart(
+        self,
+        bucket: str,
+        prefix: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> list[MultipartRecord]:
+        prefix_b = encode_key(prefix)
+        after = self._after(key_marker, upload_id_marker) if key_marker else (lambda key, record: True)
+        rows = self._uploads(bucket)
+        found = [record for key, record in rows if key.startswith(prefix_b) and after(key, record)]
+        return found[: max(0, max_uploads)]
+
+    @_answers
+    def list_multipart_page(
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> ListPage:
+        marker_b, prefix_b = encode_key(key_marker), encode_key(prefix)
+        listed = None  # a marker inside a common prefix (or equal to it): that prefix was listed
+        if key_marker and marker_b.startswith(prefix_b):
+            listed = _common_prefix(marker_b, prefix_b, encode_key(delimiter))
+        after = self._after(key_marker, upload_id_marker) if key_marker else None
+
+        def keep(key: bytes, folded: Optional[bytes], record: MultipartRecord) -> bool:
+            if listed is not None:
+                return key > listed and not key.startswith(listed)
+            return after is None or after(key, record)
+
+        return _page(self._uploads(bucket), prefix, delimiter, max_uploads, keep, lambda record: record)
+
+    @_answers
+    def complete_multipart(
+        self,
+        upload_id: str,
+        record: ObjectRecord,
+        if_match: Optional[str] = None,
+        if_none_match: Optional[str] = None,
+        object_parts: Sequence[PartRecord] = (),
+    ) -> ObjectRecord:
+        if upload_id not in self.tables.uploads:
+            raise NoSuchUploadError(upload_id)
+        self._check_put(record, if_match, if_none_match)
+        real_key = record.locations[0].real_key
+        del self.tables.uploads[upload_id]
+        stored = self._put(record)
+        self.tables.parts.pop(upload_id, None)
+        kept = [PartRecord(p.number, p.size, "", dict(p.checksums)) for p in object_parts]  # (no ETags)
+        if kept:
+            self.tables.object_parts.setdefault(real_key, []).extend(kept)
+        # Remembered for a retried Complete; those older than COMPLETED_KEPT go now.
+        now, completed = self._now(), self.tables.completed
+        for old in [u for u, done in completed.items() if done.completed < now - COMPLETED_KEPT]:
+            del completed[old]
+        completed[upload_id] = CompletedUpload(
+            upload_id, record.bucket, record.key, record.etag, dict(record.checksums), now
+        )
+        return stored
+
+    @_answers
+    def record_part_checksums(
+        self, upload_id: str, number: int, size: int, etag: str, checksums: Mapping[str, str]
+    ) -> None:
+        self.tables.parts.setdefault(upload_id, {})[number] = PartRecord(number, size, etag, dict(checksums))
+
+    @_answers
+    def multipart_parts(self, upload_id: str) -> list[PartRecord]:
+        return [part for _, part in sorted(self.tables.parts.get(upload_id, {}).items())]
+
+    @_answers
+    def completed_upload(self, upload_id: str) -> Optional[CompletedUpload]:
+        done = self.tables.completed.get(upload_id)
+        return None if done is None or done.completed < self._now() - COMPLETED_KEPT else done
+
+    @_answers
+    def object_parts_page(self, real_key: str, marker: int, max_parts: int) -> tuple[list[PartRecord], bool]:
+        found = [part for part in self.tables.object_parts.get(real_key, []) if part.number > marker]
+        found.sort(key=lambda part: part.number)
+        return found[:max_parts], len(found) > max_parts
+
+    @_answers
+    def abort_multipart(self, upload_id: str, queue_backend_abort: bool) -> Optional[MultipartRecord]:
+        return self._abort(upload_id, queue_backend_abort)
+
+    def _abort(self, upload_id: str, queue_backend_abort: bool) -> Optional[MultipartRecord]:
+        upload = self.tables.uploads.pop(upload_id, None)
+        if upload is None:
+            return None
+        self.tables.parts.pop(upload_id, None)
+        record = upload.record
+        if queue_backend_abort:
+            self._queue(record.backend, record.real_key, REASON_MULTIPART_ABORTED, record.backend_upload_id)
+        return record
+
+    @_answers
+    def stale_multipart(self, older_than: datetime.datetime, limit: int = 100) -> list[MultipartRecord]:
+        """Uploads idle since before C{older_than}: no part since (nor, without parts, initiated since)."""
+        uploads = self.tables.uploads.values()
+        idle = [
+            u.record
+            for u in uploads
+            if max(u.record.initiated, u.last_part or u.record.initiated) < older_than
+        ]
+        return sorted(idle, key=lambda r: (r.initiated, r.upload_id))[:limit]
+
+    # -- cluster-wide background jobs -------------------------------------------
+
+    @_answers
+    def acquire_lease(self, job: str, holder: str, seconds: float) -> bool:
+        current = self.tables.leases.get(job)
+        if current is not None and current[0] != holder and current[1] >= self.clock.seconds():
+            return False  # another holder's, not expired
+        self.tables.leases[job] = (holder, self._lease_end(seconds))
+        return True
+
+    @_answers
+    def release_lease(self, job: str, holder: str) -> bool:
+        current = self.tables.leases.get(job)
+        if current is None or current[0] != holder:
+            return False
+        del self.tables.leases[job]
+        return True
+
+    @_answers
+    def lease_state(self, job: str) -> Optional[LeaseState]:
+        current = self.tables.leases.get(job)
+        if current is None:
+            return None
+        return LeaseState(job=job, holder=current[0], live=current[1] > self.clock.seconds())
