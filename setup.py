@@ -26,6 +26,7 @@ setup(
         "s3balance.daemon",
         "s3balance.http",
         "s3balance.ops",
+        "s3balance.ops.fsck",
         "s3balance.migrations",
         "s3balance.migrations.versions",
         "twisted.plugins",

@@ -582,9 +582,9 @@ class SharedRealBucketTests(SynchronousTestCase):
             self.assertEqual(body, b"k" * number)
 
     def test_progress_goes_to_stderr(self) -> None:
-        from s3balance.ops import fsck
+        from s3balance.ops.fsck import state
 
-        self.patch(fsck, "PROGRESS_EVERY", 0.0)
+        self.patch(state, "PROGRESS_EVERY", 0.0)
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
         self.fsck(older_than=0.0)

@@ -26,13 +26,16 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from s3balance.store.interfaces import IMetadataStore
 
 log = Logger()
 
@@ -101,7 +104,7 @@ class Repeater(Service):
         name: str,
         period: float,
         work: Optional[Callable[[], Any]] = None,
-        clock=None,
+        clock: Any = None,  # IReactorTime (default: the global reactor)
         metrics: Optional[BackgroundMetrics] = None,
         quiet_errors: tuple[type[BaseException], ...] = (),
         stop_timeout: float = 30.0,
@@ -251,12 +254,12 @@ class ElectedRepeater(Repeater):
         name: str,
         period: float,
         work: Optional[Callable[[], Any]] = None,
-        clock=None,
+        clock: Any = None,
         metrics: Optional[BackgroundMetrics] = None,
         quiet_errors: tuple[type[BaseException], ...] = (),
         stop_timeout: float = 30.0,
         *,
-        store,
+        store: IMetadataStore,
         holder: str,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:

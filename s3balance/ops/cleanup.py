@@ -24,14 +24,21 @@ In every daemon (L{Repeater}):
 from __future__ import annotations
 
 import datetime
-from typing import Optional
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.internet.defer import DeferredList, DeferredSemaphore, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, inlineCallbacks
 from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
 from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, Repeater, holder_id
 from s3balance.store.interfaces import StoreUnavailable
+
+if TYPE_CHECKING:
+    from s3balance.backends.backend import Backend
+    from s3balance.backends.operations import OperationCounter
+    from s3balance.backends.pool import BackendPool
+    from s3balance.store.interfaces import IMetadataStore, QueuedDeletion
 
 log = Logger()
 
@@ -50,10 +57,10 @@ class DeletionWorker(ElectedRepeater):
 
     def __init__(
         self,
-        store,
-        pool,
+        store: IMetadataStore,
+        pool: BackendPool,
         period: float,
-        clock=None,
+        clock: Any = None,
         metrics: Optional[BackgroundMetrics] = None,
         holder: Optional[str] = None,
         lease_seconds: float = LEASE_SECONDS,
@@ -76,7 +83,7 @@ class DeletionWorker(ElectedRepeater):
         return 3 * max(timeouts, default=60.0)
 
     @inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Deferred[Any], Any, None]:
         yield self.store.expired_writes(self.BATCH)
         for name in self.pool.names():
             if not self.pool.is_up(name):
@@ -103,7 +110,7 @@ class DeletionWorker(ElectedRepeater):
                 return
 
     @inlineCallbacks
-    def _delete_one(self, item):
+    def _delete_one(self, item: QueuedDeletion) -> Generator[Deferred[Any], Any, bool]:
         """Carry out one queued deletion; True when it left the queue."""
         if not self.keep_going():
             return False
@@ -132,7 +139,9 @@ class DeletionWorker(ElectedRepeater):
         return True
 
     @inlineCallbacks
-    def _on_backend(self, backend, item, referenced: bool):
+    def _on_backend(
+        self, backend: Backend, item: QueuedDeletion, referenced: bool
+    ) -> Generator[Deferred[Any], Any, None]:
         if item.backend_upload_id:
             yield backend.abort_multipart(item.real_key, item.backend_upload_id)
             # A complete that reached the backend after we gave up on
@@ -156,7 +165,7 @@ class DeletionWorker(ElectedRepeater):
                     yield backend.abort_multipart(item.real_key, upload_id)
             yield backend.delete_object(item.real_key)
 
-    def _retry_later(self, item, error: str):
+    def _retry_later(self, item: QueuedDeletion, error: str) -> Deferred[None]:
         delay = min(self.MAX_BACKOFF, 5.0 * 2 ** min(item.attempts, 10))
         log.warn(
             "deleting {backend}/{key} failed ({error}); retry in {delay}s",
@@ -175,14 +184,14 @@ class StaleUploadCleaner(ElectedRepeater):
 
     def __init__(
         self,
-        store,
+        store: IMetadataStore,
         period: float,
         multipart_max_age: float,
-        clock=None,
+        clock: Any = None,
         metrics: Optional[BackgroundMetrics] = None,
         holder: Optional[str] = None,
         lease_seconds: float = LEASE_SECONDS,
-        deleter=None,
+        deleter: Optional[DeletionWorker] = None,
     ) -> None:
         super().__init__(
             "stale-uploads",
@@ -198,7 +207,7 @@ class StaleUploadCleaner(ElectedRepeater):
         self.deleter = deleter
 
     @inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Deferred[Any], Any, None]:
         now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
         older_than = now - datetime.timedelta(seconds=self.multipart_max_age)
         aborted = 0
@@ -230,7 +239,14 @@ class UsageRefresher(Repeater):
     pool to the totals that come back, plus whatever changed meanwhile.
     """
 
-    def __init__(self, store, pool, period: float, clock=None, metrics: Optional[BackgroundMetrics] = None) -> None:
+    def __init__(
+        self,
+        store: IMetadataStore,
+        pool: BackendPool,
+        period: float,
+        clock: Any = None,
+        metrics: Optional[BackgroundMetrics] = None,
+    ) -> None:
         super().__init__("usage", period, clock=clock, metrics=metrics, quiet_errors=OUTAGES)
         self.store = store
         self.pool = pool
@@ -247,7 +263,7 @@ class UsageRefresher(Repeater):
         return changes
 
     @inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Deferred[Any], Any, None]:
         before = {name: self.pool.usage(name) for name in self.pool.names()}
         totals = yield self.store.add_backend_usage(self._local_changes())
         stored = {row.backend: (row.used_bytes, row.object_count) for row in totals}
@@ -267,9 +283,9 @@ class UsageReconciler(ElectedRepeater):
 
     def __init__(
         self,
-        store,
+        store: IMetadataStore,
         period: float,
-        clock=None,
+        clock: Any = None,
         metrics: Optional[BackgroundMetrics] = None,
         holder: Optional[str] = None,
         lease_seconds: float = LEASE_SECONDS,
@@ -288,7 +304,7 @@ class UsageReconciler(ElectedRepeater):
         self.refresher = refresher
 
     @inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Deferred[Any], Any, None]:
         yield self.store.reconcile_backend_usage()
         if self.refresher is not None:
             self.refresher.kick()
@@ -297,13 +313,19 @@ class UsageReconciler(ElectedRepeater):
 class OperationSync(Repeater):
     """Adds this daemon's operation counts to the store and reads back the month's totals."""
 
-    def __init__(self, counter, period: float = 5.0, clock=None, metrics: Optional[BackgroundMetrics] = None) -> None:
+    def __init__(
+        self,
+        counter: OperationCounter,
+        period: float = 5.0,
+        clock: Any = None,
+        metrics: Optional[BackgroundMetrics] = None,
+    ) -> None:
         super().__init__("operation-counts", period, clock=clock, metrics=metrics, quiet_errors=OUTAGES)
         self.counter = counter
 
-    def run(self):
+    def run(self) -> Deferred[None]:
         return self.counter.sync()
 
-    def stopService(self):
+    def stopService(self) -> Deferred:
         # One last write so a restart does not lose the counts.
         return super().stopService().addCallback(lambda _: self.counter.sync())

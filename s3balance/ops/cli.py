@@ -15,7 +15,7 @@ from typing import Optional
 from s3balance.config.operator import load_checked_config
 
 
-def check_config_command(args) -> int:
+def check_config_command(args: argparse.Namespace) -> int:
     config = load_checked_config(args.config)
     print(
         f"ok: {len(config.backends)} backend(s), {len(config.virtual_buckets)} virtual bucket(s), "
@@ -24,7 +24,7 @@ def check_config_command(args) -> int:
     return 0
 
 
-def migrate_command(args) -> int:
+def migrate_command(args: argparse.Namespace) -> int:
     from s3balance.store import migrate
 
     config = load_checked_config(args.config)
@@ -35,7 +35,7 @@ def migrate_command(args) -> int:
     return 0
 
 
-def revision_command(args) -> int:
+def revision_command(args: argparse.Namespace) -> int:
     from s3balance.store import migrate
 
     config = load_checked_config(args.config)
@@ -43,7 +43,7 @@ def revision_command(args) -> int:
     return 0
 
 
-def fsck_command(args) -> int:
+def fsck_command(args: argparse.Namespace) -> int:
     from s3balance.ops import fsck
 
     return fsck.command(args)

@@ -1,0 +1,67 @@
+"""
+Talking to the backends: a botocore client for each, and what their errors say.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from s3balance.config import BackendConfig
+
+# What the metadata check of a listed key says when the key is gone meanwhile.
+GONE = "gone meanwhile"
+
+
+class Unreadable(Exception):
+    """A backend object's metadata could not be read (the message says why)."""
+
+
+def backend_client(config: BackendConfig, concurrency: int = 8) -> Any:
+    """A botocore S3 client for one configured backend (thread-safe)."""
+    import botocore.config
+    import botocore.session
+
+    session = botocore.session.Session()
+    # Only the configured keys count, never ~/.aws of whoever runs the command.
+    session.set_config_variable("config_file", "/dev/null")
+    session.set_config_variable("credentials_file", "/dev/null")
+    client_config = botocore.config.Config(
+        s3={"addressing_style": "path" if config.path_style else "virtual"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=max(10, concurrency),
+        connect_timeout=10,
+        read_timeout=60,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return session.create_client(
+        "s3",
+        region_name=config.region or "us-east-1",
+        endpoint_url=config.endpoint_url,
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        config=client_config,
+    )
+
+
+def error_status(error: Exception) -> tuple[int, str]:
+    """The HTTP status (0 without an answer) and S3 error code of a failed request."""
+    response = getattr(error, "response", None) or {}
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    code = str(response.get("Error", {}).get("Code", "")) or type(error).__name__
+    return status, code
+
+
+def bare_etag(etag: Optional[str]) -> str:
+    etag = (etag or "").strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+def probe_key() -> str:
+    """The key the daemon's health probe writes (never an orphan)."""
+    from s3balance.backends.health import PROBE_KEY
+
+    return PROBE_KEY
