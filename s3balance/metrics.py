@@ -24,16 +24,23 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Callable
-from typing import Any, Optional, Union
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 
 from s3balance.s3.routing import ROUTES
+
+if TYPE_CHECKING:
+    from s3balance.backends.backend import Backend
+    from s3balance.backends.pool import BackendPool
 
 __all__ = ["OPERATIONS", "Metrics", "MetricsResource", "PoolCollector", "bearer_token_matches"]
 
@@ -48,6 +55,7 @@ REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 Token = Union[str, Callable[[], str]]
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 
 def operation_label(operation: Optional[str]) -> str:
@@ -86,14 +94,14 @@ class PoolCollector:
     @param strategy_name: returns the active strategy's name (it changes on reload).
     """
 
-    def __init__(self, pool, strategy_name: Callable[[], str]) -> None:
+    def __init__(self, pool: BackendPool, strategy_name: Callable[[], str]) -> None:
         self.pool = pool
         self.strategy_name = strategy_name
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> list[Metric]:
         pool = self.pool
         up = GaugeMetricFamily(
             "s3balance_backend_up", "1 when the backend passes its health checks.", labels=["backend"]
@@ -221,7 +229,7 @@ class Metrics:
         # (operations, statuses, backends), so is this.
         self._children: dict[tuple, Any] = {}
 
-    def _child(self, metric, *values: str):
+    def _child(self, metric: _Metric, *values: str) -> _Metric:
         key = (metric, values)
         child = self._children.get(key)
         if child is None:
@@ -230,7 +238,7 @@ class Metrics:
 
     # -- live state -------------------------------------------------------------
 
-    def watch_pool(self, pool, strategy_name: Callable[[], str]) -> None:
+    def watch_pool(self, pool: BackendPool, strategy_name: Callable[[], str]) -> None:
         """Report C{pool}'s backends and the strategy named by C{strategy_name()} at each scrape."""
         if self._pool_collector is not None:
             self.registry.unregister(self._pool_collector)
@@ -259,7 +267,7 @@ class Metrics:
         if bytes_out > 0:
             child(self.sent_bytes, label).inc(bytes_out)
 
-    def track_request(self, request, operation: Optional[str]) -> None:
+    def track_request(self, request: Any, operation: Optional[str]) -> None:
         """
         Count a twisted.web request from now until it finishes (or its client
         leaves).  Calling it again for the same request only updates the
@@ -274,7 +282,7 @@ class Metrics:
         token = self.request_started(operation)
         request._s3balance_metrics = token
 
-        def finished(_):
+        def finished(_: object) -> None:
             self.request_finished(
                 token, None, _status(request), _content_length(request), getattr(request, "sentLength", 0)
             )
@@ -298,12 +306,12 @@ class Metrics:
         if outcome != "ok":
             self._child(self.backend_errors, backend).inc()
 
-    def observe_backend(self, backend, method: str, result, elapsed: float) -> None:
+    def observe_backend(self, backend: Backend, method: str, result: Any, elapsed: float) -> None:
         """A L{Backend.observers} callback: a Failure or a 5xx answer is an error."""
         failed = hasattr(result, "check") or getattr(result, "code", 200) >= 500
         self.backend_request(backend.name, method, "error" if failed else "ok", elapsed)
 
-    def watch_backend(self, backend) -> None:
+    def watch_backend(self, backend: Backend) -> None:
         """Observe C{backend}'s requests (once, however often it is called)."""
         if self.observe_backend not in backend.observers:
             backend.observers.append(self.observe_backend)
@@ -324,7 +332,7 @@ class Metrics:
     def db_query(self, seconds: float) -> None:
         self.db_duration.observe(max(0.0, seconds))
 
-    def watch_store(self, store) -> None:
+    def watch_store(self, store: Any) -> None:
         """Time every statement the metadata store runs (on its threads)."""
         store.watch_statements(self.db_query)
 
@@ -336,18 +344,18 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-def _label_sets(metric) -> list[tuple[str, ...]]:
+def _label_sets(metric: MetricWrapperBase) -> list[Sequence[str]]:
     # prometheus-client keeps its children by label tuple; there is no public accessor.
     with metric._lock:
         return list(metric._metrics)
 
 
-def _status(request) -> object:
+def _status(request: Request) -> object:
     # twisted.web.server.Request has .code; its test double has .responseCode.
     return getattr(request, "code", None) or getattr(request, "responseCode", None) or 200
 
 
-def _content_length(request) -> int:
+def _content_length(request: Request) -> int:
     values = request.requestHeaders.getRawHeaders(b"content-length")
     try:
         return max(0, int(values[0])) if values else 0
@@ -355,7 +363,7 @@ def _content_length(request) -> int:
         return 0
 
 
-def bearer_token_matches(request, token: Token) -> bool:
+def bearer_token_matches(request: Request, token: Token) -> bool:
     """True when C{request} carries C{Authorization: Bearer <token>}; an empty token never matches."""
     expected = token() if callable(token) else token
     if not expected:
@@ -382,7 +390,7 @@ class MetricsResource(Resource):
         self.metrics = metrics
         self.token = token
 
-    def refuse_before_body(self, request) -> Optional[bytes]:
+    def refuse_before_body(self, request: Request) -> Optional[bytes]:
         """
         The 401 answer (code and headers set on C{request}) for a request
         without the token, or None: checked on the headers alone, so a
@@ -397,7 +405,7 @@ class MetricsResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"error": "unauthorized", "message": "a valid bearer token is required"}).encode()
 
-    def render_GET(self, request) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
         refusal = self.refuse_before_body(request)
         if refusal is not None:
@@ -407,5 +415,5 @@ class MetricsResource(Resource):
         request.setHeader(b"content-type", content_type.encode("latin-1"))
         return body
 
-    def render_HEAD(self, request) -> bytes:
+    def render_HEAD(self, request: Request) -> bytes:
         return self.render_GET(request)

@@ -24,7 +24,8 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
-from s3balance.backends.client import BadResponse, HTTPClient, ResponseHeaders
+from s3balance.backends.client import HTTPClient
+from s3balance.backends.response import BadResponse, ResponseHeaders
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 
 

@@ -127,7 +127,7 @@ class StallingAnswer:
     code = 200
 
     def __init__(self) -> None:
-        from s3balance.backends.client import ResponseHeaders
+        from s3balance.backends.response import ResponseHeaders
 
         self.headers = ResponseHeaders({})
         self.producer = TricklingProducer()

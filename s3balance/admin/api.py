@@ -21,14 +21,15 @@ from __future__ import annotations
 import datetime
 import json
 import re
-from collections.abc import Awaitable, Callable
-from typing import Optional, Union
+from collections.abc import Callable, Coroutine
+from typing import Any, Optional, Union, cast
 from urllib.parse import unquote
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import Interface
 
 from s3balance.config import ConfigError
@@ -59,30 +60,30 @@ class AdminError(Exception):
 class IAdminTarget(Interface):
     """What the admin API may read from and do to the running service."""
 
-    def backends_report():
+    def backends_report() -> Deferred[list[dict[str, Any]]]:
         """-> Deferred[list[dict]], one JSON-able dict per backend in name
         order, never carrying a secret."""
 
-    def set_backend_enabled(name: str, enabled: bool):
+    def set_backend_enabled(name: str, enabled: bool) -> None:
         """Runtime override: a disabled backend gets no new objects (its
         objects stay readable); kept across reloads until changed.  Raises
         L{UnknownBackend}.  -> None"""
 
-    def strategy_name():
+    def strategy_name() -> str:
         """-> str, the active placement strategy."""
 
-    def strategy_names():
+    def strategy_names() -> list[str]:
         """-> list[str], the installed strategies."""
 
-    def set_strategy(name: str):
+    def set_strategy(name: str) -> None:
         """Switch the placement strategy for the next placements.  Raises
         ConfigError (UnknownStrategy) naming the installed ones. -> None"""
 
-    def reload():
+    def reload() -> Deferred[str]:
         """Re-read the configuration file. -> Deferred[str] (a one-line
         summary); fails with ConfigError (one line) and then changes nothing."""
 
-    def operation_counts(month: str):
+    def operation_counts(month: str) -> Deferred[dict[str, Any]]:
         """month 'YYYY-MM' -> Deferred[dict] {"month": .., "backends": {name:
         {"type_a": int, "type_b": int, ...}}}"""
 
@@ -100,7 +101,8 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-Handler = Callable[["AdminResource", object, dict, dict], Awaitable[tuple[int, object]]]
+# (resource, request, route parameters, JSON body) -> (status, JSON document)
+Handler = Callable[["AdminResource", Any, dict[str, str], Any], Coroutine[Any, Any, tuple[int, object]]]
 
 
 class AdminResource(Resource):
@@ -118,7 +120,7 @@ class AdminResource(Resource):
     # documents here are a few bytes.
     max_body = MAX_BODY
 
-    def __init__(self, target, token: Token, now: Callable[[], datetime.datetime] = _utcnow) -> None:
+    def __init__(self, target: IAdminTarget, token: Token, now: Callable[[], datetime.datetime] = _utcnow) -> None:
         super().__init__()
         self.target = target
         self.token = token
@@ -126,22 +128,22 @@ class AdminResource(Resource):
 
     # -- routing: (method, path segments, handler); "{name}" matches one segment
 
-    async def list_backends(self, request, params, body):
+    async def list_backends(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         return 200, {"backends": await self.target.backends_report()}
 
-    async def get_backend(self, request, params, body):
+    async def get_backend(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         return 200, await self._one_backend(params["name"])
 
-    async def disable_backend(self, request, params, body):
+    async def disable_backend(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         return await self._set_enabled(params["name"], False)
 
-    async def enable_backend(self, request, params, body):
+    async def enable_backend(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         return await self._set_enabled(params["name"], True)
 
-    async def get_strategy(self, request, params, body):
+    async def get_strategy(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         return 200, {"strategy": self.target.strategy_name(), "available": self.target.strategy_names()}
 
-    async def put_strategy(self, request, params, body):
+    async def put_strategy(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         name = body.get("strategy") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name.strip():
             raise AdminError(400, "invalid_request", 'expected {"strategy": "<name>"}')
@@ -152,14 +154,14 @@ class AdminResource(Resource):
         log.info("admin: placement strategy set to {strategy}", strategy=self.target.strategy_name())
         return 200, {"strategy": self.target.strategy_name(), "available": self.target.strategy_names()}
 
-    async def reload(self, request, params, body):
+    async def reload(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         try:
             summary = await self.target.reload()
         except ConfigError as error:
             raise AdminError(400, "invalid_config", str(error)) from None
         return 200, {"reloaded": True, "summary": summary}
 
-    async def operation_stats(self, request, params, body):
+    async def operation_stats(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         month = parse_month(_query_arg(request, b"month"), self.now)
         return 200, await self.target.operation_counts(month)
 
@@ -180,7 +182,7 @@ class AdminResource(Resource):
                 return report
         raise AdminError(404, "no_such_backend", f"no backend named {name!r}")
 
-    async def _set_enabled(self, name: str, enabled: bool):
+    async def _set_enabled(self, name: str, enabled: bool) -> tuple[int, object]:
         try:
             self.target.set_backend_enabled(name, enabled)
         except UnknownBackend:
@@ -213,7 +215,7 @@ class AdminResource(Resource):
 
     # -- HTTP ---------------------------------------------------------------------
 
-    def refuse_before_body(self, request) -> Optional[bytes]:
+    def refuse_before_body(self, request: Request) -> Optional[bytes]:
         """
         The 401 answer (code and headers set on C{request}) for a request
         without a valid token, or None.  The server asks as soon as the
@@ -228,7 +230,7 @@ class AdminResource(Resource):
         request.setHeader(b"www-authenticate", b'Bearer realm="s3balance admin"')
         return self._error_body(request, AdminError(401, "unauthorized", "a valid bearer token is required"))
 
-    def render(self, request):
+    def render(self, request: Any) -> bytes | int:  # Twisted types Request.postpath as optional
         refusal = self.refuse_before_body(request)
         if refusal is not None:
             return refusal
@@ -241,19 +243,19 @@ class AdminResource(Resource):
             body = self._json_body(request) if method in ("PUT", "POST") else {}
         except AdminError as error:
             return self._error_body(request, error)
-        gone = []
+        gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         d = ensureDeferred(handler(self, request, params, body))
 
-        def answer(result):
+        def answer(result: tuple[int, object]) -> None:
             status, document = result
             if not gone:
                 request.write(self._body(request, status, document))
                 request.finish()
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             if failure.check(AdminError):
-                error = failure.value
+                error = cast(AdminError, failure.value)
             else:
                 log.failure("admin: {method} {path} failed", failure, method=method, path="/".join(segments))
                 error = AdminError(500, "internal_error", "the request failed; see the daemon's log")
@@ -264,7 +266,7 @@ class AdminResource(Resource):
         d.addCallbacks(answer, failed)
         return NOT_DONE_YET
 
-    def _json_body(self, request):
+    def _json_body(self, request: Any) -> Any:  # Twisted types Request.content as None
         content = request.content
         raw = b""
         if content is not None:
@@ -279,7 +281,7 @@ class AdminResource(Resource):
         except (ValueError, UnicodeDecodeError):
             raise AdminError(400, "invalid_json", "the request body is not JSON") from None
 
-    def _body(self, request, status: int, document) -> bytes:
+    def _body(self, request: Request, status: int, document: object) -> bytes:
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -287,10 +289,10 @@ class AdminResource(Resource):
         request.setHeader(b"content-length", str(len(body)).encode())
         return body
 
-    def _error_body(self, request, error: AdminError) -> bytes:
+    def _error_body(self, request: Request, error: AdminError) -> bytes:
         return self._body(request, error.status, {"error": error.code, "message": error.message})
 
 
-def _query_arg(request, name: bytes) -> Optional[str]:
+def _query_arg(request: Any, name: bytes) -> Optional[str]:  # Twisted types Request.args as None
     values = (request.args or {}).get(name)
     return values[0].decode("utf-8", "replace") if values else None

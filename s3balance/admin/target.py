@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred, fail
@@ -19,6 +19,9 @@ from zope.interface import implementer
 
 from s3balance.admin.api import IAdminTarget, UnknownBackend
 from s3balance.config import ConfigError
+
+if TYPE_CHECKING:
+    from s3balance.daemon.reload import Reloader
 
 __all__ = ["ServiceAdminTarget", "public_endpoint"]
 
@@ -42,7 +45,7 @@ class ServiceAdminTarget:
         was not started from a file (reload is then refused).
     """
 
-    def __init__(self, service, reloader=None, now: Callable[[], datetime.datetime] = _utcnow) -> None:
+    def __init__(self, service: Any, reloader: Optional[Reloader] = None, now: Callable[[], datetime.datetime] = _utcnow) -> None:
         self.service = service
         self.reloader = reloader
         self.now = now

@@ -16,28 +16,44 @@ covered whole.
 The body is not looked at here.  The L{AuthContext} says how the payload is
 protected (C{payload_mode}) and carries what L{s3balance.auth.chunked} and
 L{s3balance.auth.checksums} need to verify it while it streams.
+
+The canonical forms and the signing key are in L{s3balance.auth.canonical};
+the credential scope, signed headers and request time are read by
+L{s3balance.auth.fields}.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Protocol
-from urllib.parse import unquote_to_bytes
 
 import attrs
 
+from s3balance.auth.canonical import (
+    canonical_headers,
+    canonical_query,
+    canonical_uris,
+    parse_query,
+    percent_decode,
+    signing_key,
+)
+from s3balance.auth.fields import (
+    format_amz_date,
+    format_iso,
+    header_value,
+    parse_amz_date,
+    parse_credential,
+    parse_signed_headers,
+    request_date,
+    require_signed_amz_headers,
+)
 from s3balance.errors import S3Error
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-SERVICE = "s3"
-TERMINATOR = "aws4_request"
 MAX_SKEW = 15 * 60
 MAX_PRESIGN_EXPIRES = 7 * 24 * 3600
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -48,14 +64,6 @@ STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}\Z")
-_AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\Z")
-_CREDENTIAL_FORMAT = '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request"'
-
-# RFC 3986 unreserved characters, the only ones AWS leaves unencoded.
-# A path of unreserved characters and slashes only is its own canonical form.
-_PLAIN_PATH = re.compile(rb"[A-Za-z0-9\-_.~/]*\Z")
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
-_ENCODED_BYTE = tuple(chr(b).encode("ascii") if b in _UNRESERVED else b"%%%02X" % b for b in range(256))
 
 
 class PayloadMode(enum.StrEnum):
@@ -159,9 +167,9 @@ def authenticate(
         authentication at all (the caller decides about anonymous access).
     @raise S3Error: the request carries authentication that is not valid.
     """
-    query = _parse_query(req.raw_query)
-    names = {_decode(name) for name, _ in query}
-    authorization = _header(req.headers, "authorization")
+    query = parse_query(req.raw_query)
+    names = {percent_decode(name) for name, _ in query}
+    authorization = header_value(req.headers, "authorization")
     presigned = "X-Amz-Signature" in names or "X-Amz-Credential" in names
     if authorization is not None and presigned:
         raise S3Error(
@@ -204,34 +212,34 @@ def _authenticate_header(
         if required not in fields:
             raise _header_malformed(f"missing {required}")
 
-    amz_date, request_time = _request_date(req.headers)
+    amz_date, request_time = request_date(req.headers)
     if abs(now - request_time) > MAX_SKEW:
         raise S3Error(
             "RequestTimeTooSkewed",
             RequestTime=amz_date,
-            ServerTime=_format_amz_date(now),
+            ServerTime=format_amz_date(now),
             MaxAllowedSkewMilliseconds=str(MAX_SKEW * 1000),
         )
-    access_key, scope, signed_region = _parse_credential(
+    access_key, scope, signed_region = parse_credential(
         fields["Credential"],
         amz_date,
         region,
         "AuthorizationHeaderMalformed",
         "The authorization header is malformed",
     )
-    signed_headers = _parse_signed_headers(
+    signed_headers = parse_signed_headers(
         fields["SignedHeaders"],
         "AuthorizationHeaderMalformed",
         "The authorization header is malformed",
     )
 
-    content_sha256 = _header(req.headers, "x-amz-content-sha256")
+    content_sha256 = header_value(req.headers, "x-amz-content-sha256")
     if content_sha256 is None:
         # S3 insists on the header; we accept a client that left it out and
         # signed either UNSIGNED-PAYLOAD or (for an empty body) the empty hash.
         mode = PayloadMode.UNSIGNED
         payload_hashes = [UNSIGNED_PAYLOAD]
-        if _header(req.headers, "content-length") in (None, "0"):
+        if header_value(req.headers, "content-length") in (None, "0"):
             payload_hashes.append(EMPTY_SHA256)
     else:
         content_sha256 = content_sha256.strip()
@@ -242,7 +250,7 @@ def _authenticate_header(
             content_sha256 = content_sha256.lower()
 
     credential = _lookup(lookup, access_key)
-    key = _signing_key(credential.secret_key, scope.split("/", 1)[0], signed_region)
+    key = signing_key(credential.secret_key, scope.split("/", 1)[0], signed_region)
     provided = fields["Signature"]
     for payload_hash in payload_hashes:
         signature = _verify(
@@ -262,7 +270,7 @@ def _authenticate_header(
             break
     else:
         raise _signature_mismatch()
-    _require_signed_amz_headers(req.headers, signed_headers)
+    require_signed_amz_headers(req.headers, signed_headers)
     return AuthContext(
         credential=credential,
         payload_mode=mode,
@@ -294,28 +302,6 @@ def _payload_mode(value: str) -> PayloadMode:
     )
 
 
-def _request_date(headers: Mapping[str, Sequence[str]]) -> tuple[str, float]:
-    """The request time from C{X-Amz-Date}, else C{Date} (RFC 1123)."""
-    amz_date = _header(headers, "x-amz-date")
-    if amz_date is not None:
-        amz_date = amz_date.strip()
-        parsed = _parse_amz_date(amz_date)
-        if parsed is None:
-            raise _invalid_date()
-        return amz_date, parsed
-    date = _header(headers, "date")
-    if date is None:
-        raise _invalid_date()
-    try:
-        when = parsedate_to_datetime(date.strip())
-    except (TypeError, ValueError, IndexError):
-        raise _invalid_date() from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    timestamp = when.timestamp()
-    return _format_amz_date(timestamp), timestamp
-
-
 # -- presigned query authentication ------------------------------------------
 
 _PRESIGN_REQUIRED = (
@@ -337,9 +323,9 @@ def _authenticate_presigned(
 ) -> AuthContext:
     params: dict[str, str] = {}
     for raw_name, raw_value in query:
-        name = _decode(raw_name)
+        name = percent_decode(raw_name)
         if name in _PRESIGN_REQUIRED and name not in params:
-            params[name] = _decode(raw_value)
+            params[name] = percent_decode(raw_value)
     if any(name not in params for name in _PRESIGN_REQUIRED):
         raise _query_error(
             "Query-string authentication version 4 requires the X-Amz-Algorithm, "
@@ -349,7 +335,7 @@ def _authenticate_presigned(
     if params["X-Amz-Algorithm"] != ALGORITHM:
         raise _query_error('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')
     amz_date = params["X-Amz-Date"]
-    request_time = _parse_amz_date(amz_date)
+    request_time = parse_amz_date(amz_date)
     if request_time is None:
         raise _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     expires_text = params["X-Amz-Expires"]
@@ -360,14 +346,14 @@ def _authenticate_presigned(
         raise _query_error("X-Amz-Expires must be non-negative")
     if expires > MAX_PRESIGN_EXPIRES:
         raise _query_error("X-Amz-Expires must be less than a week (in seconds) that is 604800")
-    access_key, scope, signed_region = _parse_credential(
+    access_key, scope, signed_region = parse_credential(
         params["X-Amz-Credential"],
         amz_date,
         region,
         "AuthorizationQueryParametersError",
         "Error parsing the X-Amz-Credential parameter",
     )
-    signed_headers = _parse_signed_headers(
+    signed_headers = parse_signed_headers(
         params["X-Amz-SignedHeaders"],
         "AuthorizationQueryParametersError",
         "Error parsing the X-Amz-SignedHeaders parameter",
@@ -381,13 +367,13 @@ def _authenticate_presigned(
         expired.extra.update(
             {
                 "X-Amz-Expires": expires_text,
-                "Expires": _format_iso(request_time + expires),
-                "ServerTime": _format_iso(now),
+                "Expires": format_iso(request_time + expires),
+                "ServerTime": format_iso(now),
             }
         )
         raise expired
 
-    content_sha256 = _header(req.headers, "x-amz-content-sha256")
+    content_sha256 = header_value(req.headers, "x-amz-content-sha256")
     mode = PayloadMode.PRESIGNED
     if content_sha256 is None:
         payload_hash = UNSIGNED_PAYLOAD
@@ -402,7 +388,7 @@ def _authenticate_presigned(
             content_sha256 = None
 
     credential = _lookup(lookup, access_key)
-    key = _signing_key(credential.secret_key, scope.split("/", 1)[0], signed_region)
+    key = signing_key(credential.secret_key, scope.split("/", 1)[0], signed_region)
     signature = _verify(
         req,
         query,
@@ -416,7 +402,7 @@ def _authenticate_presigned(
     )
     if signature is None:
         raise _signature_mismatch()
-    _require_signed_amz_headers(req.headers, signed_headers)
+    require_signed_amz_headers(req.headers, signed_headers)
     return AuthContext(
         credential=credential,
         payload_mode=mode,
@@ -429,88 +415,7 @@ def _authenticate_presigned(
     )
 
 
-# -- shared parsing ----------------------------------------------------------
-
-
-def _parse_credential(
-    value: str,
-    amz_date: str,
-    region: str | None,
-    code: str,
-    prefix: str,
-) -> tuple[str, str, str]:
-    """Split C{AKID/yyyymmdd/region/s3/aws4_request}; returns (key, scope, region)."""
-    parts = value.split("/")
-    if len(parts) != 5 or not all(parts):
-        raise S3Error(
-            code,
-            f"{prefix}; the Credential is mal-formed; expecting {_CREDENTIAL_FORMAT}.",
-        )
-    access_key, date, signed_region, service, terminator = parts
-    if date != amz_date[:8]:
-        raise S3Error(
-            code,
-            f'{prefix}; Invalid credential date "{date}". '
-            'This date is not the same as X-Amz-Date: "' + amz_date[:8] + '".',
-        )
-    if region is not None and signed_region != region:
-        raise S3Error(
-            code,
-            f"{prefix}; the region '{signed_region}' is wrong; expecting '{region}'",
-            Region=region,
-        )
-    if service != SERVICE:
-        raise S3Error(
-            code,
-            f"{prefix}; incorrect service '{service}'. This endpoint belongs to 's3'.",
-        )
-    if terminator != TERMINATOR:
-        raise S3Error(
-            code,
-            f"{prefix}; incorrect terminal '{terminator}'. This endpoint uses 'aws4_request'.",
-        )
-    return access_key, "/".join(parts[1:]), signed_region
-
-
-def _parse_signed_headers(value: str, code: str, prefix: str) -> list[str]:
-    names = value.split(";")
-    if not all(names) or any(name != name.strip().lower() for name in names):
-        raise S3Error(code, f"{prefix}; SignedHeaders is malformed.")
-    if "host" not in names:
-        raise S3Error(code, f"{prefix}; SignedHeaders must include host.")
-    return names
-
-
-# Not required in SignedHeaders although it is an x-amz-* header: its value is
-# the payload hash line of the canonical request, so a value the signer did not
-# sign fails the signature anyway.  S3 makes the same exception for header auth.
-_AMZ_SIGNING_EXEMPT = frozenset({"x-amz-content-sha256"})
-
-
-def _require_signed_amz_headers(headers: Mapping[str, Sequence[str]], signed_headers: list[str]) -> None:
-    """
-    Refuse a request with an C{x-amz-*} header outside C{SignedHeaders}, as S3
-    does, for header and presigned authentication alike.
-
-    Such a header would change what the signer authorised without breaking
-    the signature: C{x-amz-copy-source} added to a presigned PUT makes it a
-    copy of any object the signer may read; C{x-amz-meta-*},
-    C{x-amz-tagging}, C{x-amz-metadata-directive} or C{x-amz-trailer} change
-    what is stored or checked.  Other headers (Content-Type, Content-MD5,
-    Range, ...) need not be signed, in S3 as here.
-    """
-    signed = set(signed_headers)
-    unsigned = [
-        name
-        for name in headers
-        if name.startswith("x-amz-") and name not in signed and name not in _AMZ_SIGNING_EXEMPT
-    ]
-    if unsigned:
-        raise S3Error(
-            "AccessDenied",
-            "There were headers present in the request which were not signed",
-            HeadersNotSigned=", ".join(unsigned),
-        )
+# -- verification ------------------------------------------------------------
 
 
 def _lookup(lookup: CredentialLookup, access_key: str) -> CredentialLike:
@@ -518,49 +423,6 @@ def _lookup(lookup: CredentialLookup, access_key: str) -> CredentialLike:
     if credential is None:
         raise S3Error("InvalidAccessKeyId", AWSAccessKeyId=access_key)
     return credential
-
-
-_last_amz_date: tuple[str, float | None] = ("", None)
-
-
-def _parse_amz_date(value: str) -> float | None:
-    # Requests arrive many per second: remember the last second parsed.
-    global _last_amz_date
-    if value == _last_amz_date[0]:
-        return _last_amz_date[1]
-    parsed = _parse_amz_date_uncached(value)
-    _last_amz_date = (value, parsed)
-    return parsed
-
-
-def _parse_amz_date_uncached(value: str) -> float | None:
-    match = _AMZ_DATE.match(value)
-    if match is None:
-        return None
-    try:
-        year, month, day, hour, minute, second = map(int, match.groups())
-        when = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError:
-        return None
-    return when.timestamp()
-
-
-def _format_amz_date(timestamp: float) -> str:
-    return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _format_iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _header(headers: Mapping[str, Sequence[str]], name: str) -> str | None:
-    values = headers.get(name)
-    if not values:
-        return None
-    return values[0]
-
-
-# -- canonical request -------------------------------------------------------
 
 
 def _verify(
@@ -582,15 +444,15 @@ def _verify(
     provided_bytes = provided.strip().lower().encode("utf-8", "replace")
     tail = b"\n".join(
         [
-            _canonical_query(query, exclude_signature),
-            _canonical_headers(req, signed_headers),
+            canonical_query(query, exclude_signature),
+            canonical_headers(req.headers, req.host_override, signed_headers),
             ";".join(signed_headers).encode("ascii"),
             payload_hash.encode("ascii", "replace"),
         ]
     )
     head = req.method.upper().encode("ascii", "replace")
     sts_prefix = f"{ALGORITHM}\n{amz_date}\n{scope}\n".encode("ascii", "replace")
-    for uri in _canonical_uris(req.raw_path):
+    for uri in canonical_uris(req.raw_path):
         canonical_request = b"%s\n%s\n%s" % (head, uri, tail)
         string_to_sign = sts_prefix + hashlib.sha256(canonical_request).hexdigest().encode("ascii")
         signature = hmac.new(key, string_to_sign, hashlib.sha256).hexdigest()
@@ -599,81 +461,7 @@ def _verify(
     return None
 
 
-def _canonical_uris(raw_path: bytes) -> list[bytes]:
-    """
-    The canonical URIs to try, most likely first.
-
-    Clients sign the already-encoded path, but encode different characters
-    (C{!'()*}, space, ...), so the path is first normalised to the AWS
-    encoding; the path exactly as received is the fallback.
-    """
-    raw = raw_path or b"/"
-    if _PLAIN_PATH.match(raw):
-        return [raw]
-    normalised = b"/".join(_aws_encode(unquote_to_bytes(s)) for s in raw.split(b"/"))
-    if normalised == raw:
-        return [raw]
-    return [normalised, raw]
-
-
-def _canonical_query(query: list[tuple[bytes, bytes]], exclude_signature: bool) -> bytes:
-    pairs = []
-    for name, value in query:
-        encoded_name = _aws_encode(unquote_to_bytes(name))
-        if exclude_signature and encoded_name == b"X-Amz-Signature":
-            continue
-        pairs.append((encoded_name, _aws_encode(unquote_to_bytes(value))))
-    pairs.sort()
-    return b"&".join(b"%s=%s" % pair for pair in pairs)
-
-
-def _canonical_headers(req: SigV4Request, signed_headers: list[str]) -> bytes:
-    lines = []
-    for name in signed_headers:
-        if name == "host" and req.host_override:
-            values: Sequence[str] = [req.host_override]
-        else:
-            values = req.headers.get(name, ())
-        value = ",".join(" ".join(v.split()) for v in values)
-        # Header values are str of the received bytes as latin-1: sign those
-        # bytes (UTF-8 metadata arrives, and is signed, as UTF-8 bytes).
-        lines.append(f"{name}:{value}\n".encode("latin-1", "replace"))
-    return b"".join(lines)
-
-
-def _parse_query(raw_query: bytes) -> list[tuple[bytes, bytes]]:
-    """Split on C{&} and the first C{=}; names and values stay encoded."""
-    pairs = []
-    for piece in raw_query.split(b"&"):
-        if piece:
-            name, _, value = piece.partition(b"=")
-            pairs.append((name, value))
-    return pairs
-
-
-def _aws_encode(data: bytes) -> bytes:
-    """Percent-encode everything but the RFC 3986 unreserved characters."""
-    encoded = _ENCODED_BYTE
-    return b"".join([encoded[b] for b in data])
-
-
-def _decode(value: bytes) -> str:
-    return unquote_to_bytes(value).decode("utf-8", "replace")
-
-
-@functools.lru_cache(maxsize=256)
-def _signing_key(secret_key: str, date: str, region: str) -> bytes:
-    key = ("AWS4" + secret_key).encode("utf-8")
-    for part in (date, region, SERVICE, TERMINATOR):
-        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
-    return key
-
-
 # -- errors ------------------------------------------------------------------
-
-
-def _invalid_date() -> S3Error:
-    return S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
 
 
 def _signature_mismatch() -> S3Error:

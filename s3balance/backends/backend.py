@@ -7,7 +7,7 @@ of the daemon's CPU per small GET; see that module).  We never use
 C{treq.request} for object traffic: treq wraps every agent in a gzip
 C{ContentDecoderAgent}, which would silently decompress objects stored with
 C{Content-Encoding: gzip} and change their bytes.  Small answers (control
-requests, a PUT's answer, an error document) are read by L{_AnswerBody},
+requests, a PUT's answer, an error document) are read by L{s3balance.backends.answers.AnswerBody},
 which cuts a backend that stops sending one for C{timeout} seconds.
 
 What we send a backend (and nothing else): the method and real key, our own
@@ -22,26 +22,25 @@ forwarded: the gateway verifies them itself and sends plain bytes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Optional, cast
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any, Optional
 from urllib.parse import quote
 from xml.etree import ElementTree
 
 import attr
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._newclient import RequestGenerationFailed
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer, IResponse
 
+from s3balance.backends.answers import AnswerBody, AnswerDeadline, find_text, quoted, s3_error_code
 from s3balance.backends.client import HTTPClient
+from s3balance.backends.operations import OperationCounter
 from s3balance.backends.signing import BackendSigner
 from s3balance.backends.streaming import BodyAborted, PipeProducer
+from s3balance.config.schema import BackendConfig
 
 log = Logger()
 
@@ -49,26 +48,7 @@ log = Logger()
 _NOT_CONNECTED = (ConnectError, DNSLookupError, TimeoutError)
 
 
-
-def quoted(etag: str) -> str:
-    """ETags are quoted in S3 answers; some backends leave the quotes out in XML documents."""
-    etag = etag.strip()
-    return etag if etag.startswith('"') else f'"{etag}"'
-
-
-def _find_text(document: bytes, tag: str) -> str | None:
-    """The text of the first element named C{tag} (any namespace) in an XML answer."""
-    try:
-        root = ElementTree.fromstring(document)
-    except ElementTree.ParseError:
-        return None
-    for element in root.iter():
-        if element.tag == tag or element.tag.endswith("}" + tag):
-            return element.text
-    return None
-
-
-def client_caused(result) -> bool:
+def client_caused(result: object) -> bool:
     """A failure of our own making (an upload we aborted), not the backend's."""
     if not isinstance(result, Failure):
         return False
@@ -128,93 +108,7 @@ class PutResult:
     etag: str
 
 
-def _s3_error_code(body: bytes) -> tuple[str, str]:
-    try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError:
-        return "", body[:200].decode("utf-8", "replace")
-    return root.findtext("Code") or "", root.findtext("Message") or ""
-
-
-class _AnswerBody(Protocol):
-    """
-    Collects an answer's body into C{done}; once L{watch}ed, a backend that
-    sends nothing for C{timeout} seconds is cut off (C{expired}).
-    """
-
-    def __init__(self, done: Deferred) -> None:
-        self.done = done
-        self.chunks: list[bytes] = []
-        self.expired = False
-        self._clock = None
-        self._timeout = 0.0
-        self._call = None
-
-    def watch(self, clock, timeout: float) -> None:
-        self._clock, self._timeout = clock, timeout
-        self._call = clock.callLater(timeout, self._expire)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-        if self._call is not None and self._call.active():
-            self._call.reset(self._timeout)
-
-    def _expire(self) -> None:
-        self._call = None
-        if not self.done.called:
-            self.expired = True
-            producer = cast(Optional[IPushProducer], self.transport)
-            if producer is not None:
-                producer.stopProducing()  # drops the connection
-            if not self.done.called:
-                self.done.errback(Failure(TimeoutError("no answer bytes")))
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        if self.done.called:
-            return
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
-
-
-class _AnswerDeadline:
-    """
-    Cancels (and so cuts the connection of) a request whose answer has not
-    begun C{timeout} seconds after L{arm}; C{expired} then says why it failed.
-    """
-
-    def __init__(self, clock, timeout: float, request: Deferred) -> None:
-        self.clock = clock
-        self.timeout = timeout
-        self.request: Optional[Deferred] = request
-        self.expired = False
-        self._call = None
-        request.addBoth(self._answered)
-
-    def arm(self, _: object = None) -> None:
-        if self.request is not None and self._call is None:
-            self._call = self.clock.callLater(self.timeout, self._expire)
-
-    def _expire(self) -> None:
-        self._call = None
-        request, self.request = self.request, None
-        if request is not None:
-            self.expired = True
-            request.cancel()
-
-    def _answered(self, result):
-        self.request = None
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        return result
-
-
-def make_http_client(reactor, max_idle: int = 64, connect_timeout: float = 10.0) -> HTTPClient:
+def make_http_client(reactor: Any, max_idle: int = 64, connect_timeout: float = 10.0) -> HTTPClient:
     # No automatic retry of requests with a body: a PUT body can't be replayed.
     return HTTPClient(reactor, max_idle=max_idle, idle_timeout=60.0, connect_timeout=connect_timeout)
 
@@ -226,7 +120,7 @@ class Backend:
     @ivar name: the configured real bucket name (also the backend's identity).
     """
 
-    def __init__(self, config, http: HTTPClient, reactor) -> None:
+    def __init__(self, config: BackendConfig, http: HTTPClient, reactor: Any) -> None:
         self.config = config
         self.name: str = config.name
         self._http = http
@@ -241,9 +135,9 @@ class Backend:
         )
         # Passive health: callers report outcomes here; backends/health.py reads it.
         self.last_error: Optional[str] = None
-        self.observers: list = []
+        self.observers: list[Callable[[Backend, str, Any, float], object]] = []
         # Monthly operation counting (backends/operations.py), set by the pool.
-        self.counter = None
+        self.counter: Optional[OperationCounter] = None
         # Seconds a backend may keep us waiting for an answer (balancer.backend_timeout).
         self.timeout = 60.0
 
@@ -282,7 +176,7 @@ class Backend:
         started = time.monotonic()
         d = self._http.request(signer.endpoint, head, body, method == "HEAD")
 
-        def observed(result):
+        def observed(result: Any) -> Any:
             # A request we gave up on (client gone, timeout: the client's
             # cancellation fails it with CancelledError) or an upload we
             # aborted says nothing about the backend's health.
@@ -294,10 +188,10 @@ class Backend:
         return d.addBoth(observed)
 
     def _fail(self, response: IResponse, body: bytes) -> BackendError:
-        code, message = _s3_error_code(body)
+        code, message = s3_error_code(body)
         return BackendError(self.name, response.code, code, message)
 
-    def _unreachable(self, failure) -> BackendError:
+    def _unreachable(self, failure: Failure) -> BackendError:
         retryable = bool(failure.check(*_NOT_CONNECTED))
         return BackendError(self.name, 0, "Unreachable", failure.getErrorMessage(), retryable=retryable)
 
@@ -312,7 +206,7 @@ class Backend:
         ok: Sequence[int] = (200,),
         counted: bool = True,
         timeout_factor: float = 1.0,
-    ):
+    ) -> Generator[Deferred[Any], Any, tuple[IResponse, bytes]]:
         """A request with a small or empty body whose whole response we read."""
         body = None
         if data is not None:
@@ -340,13 +234,13 @@ class Backend:
         a body cut short is a L{BackendError} too.
         """
         done: Deferred[bytes] = Deferred()
-        reader = _AnswerBody(done)
+        reader = AnswerBody(done)
         response.deliverBody(reader)
         if not done.called:
             # Most answers are complete with their head: no timer for those.
             reader.watch(self._reactor, self.timeout)
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             if failure.check(BackendError):
                 return failure
             if reader.expired:
@@ -385,10 +279,10 @@ class Backend:
         stored the object, and may yet store it.
         """
         d = self._request("PUT", real_key, query=query, headers=headers, body=body, length=body.length)
-        deadline = _AnswerDeadline(self._reactor, self.timeout, d)
+        deadline = AnswerDeadline(self._reactor, self.timeout, d)
         body.delivered.addCallback(deadline.arm)
 
-        def got(response: IResponse):
+        def got(response: IResponse) -> Deferred[PutResult]:
             def read(content: bytes) -> PutResult:
                 if response.code != 200:
                     raise self._fail(response, content)
@@ -399,7 +293,7 @@ class Backend:
 
             return self._content(response).addCallback(read)
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             if deadline.expired:
                 raise BackendError(
                     self.name, 0, TIMEOUT, f"no answer within {self.timeout:g}s of the body's end"
@@ -428,12 +322,12 @@ class Backend:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         d = self._answer_within(self._request("GET", real_key, headers=headers))
 
-        def got(response: IResponse):
+        def got(response: IResponse) -> IResponse | Deferred[IResponse]:
             if response.code in (200, 206):
                 return response
             return self._content(response).addCallback(lambda body: (_ for _ in ()).throw(self._fail(response, body)))
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             if failure.check(BackendError):
                 return failure
             raise self._unreachable(failure)
@@ -445,7 +339,7 @@ class Backend:
         return self._simple("DELETE", real_key, ok=(200, 204, 404))
 
     @inlineCallbacks
-    def head_object(self, real_key: str):
+    def head_object(self, real_key: str) -> Generator[Deferred[Any], Any, tuple[int, str]]:
         """-> (size, etag) of an object on the backend."""
         response, _ = yield self._simple("HEAD", real_key)
         length = response.headers.getRawHeaders(b"content-length", [b"0"])[0]
@@ -458,15 +352,15 @@ class Backend:
         return self._simple("GET", real_key, query).addCallback(lambda result: result[1])
 
     @inlineCallbacks
-    def copy_object(self, real_key: str, source_key: str, headers: Mapping[str, str]):
+    def copy_object(self, real_key: str, source_key: str, headers: Mapping[str, str]) -> Generator[Deferred[Any], Any, str]:
         """Server-side copy of C{source_key} of this real bucket to C{real_key}. -> ETag"""
         copy_headers = dict(headers)
         copy_headers["x-amz-copy-source"] = f"/{quote(self.name, safe='')}/{quote(source_key, safe='/~')}"
         copy_headers["x-amz-metadata-directive"] = "REPLACE"
         _, content = yield self._simple("PUT", real_key, headers=copy_headers)
         if b"<Error>" in content[:512]:
-            raise BackendError(self.name, 200, *_s3_error_code(content))
-        etag = _find_text(content, "ETag")
+            raise BackendError(self.name, 200, *s3_error_code(content))
+        etag = find_text(content, "ETag")
         if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in CopyObject answer")
         return quoted(etag)
@@ -474,7 +368,7 @@ class Backend:
     @inlineCallbacks
     def upload_part_copy(
         self, real_key: str, upload_id: str, part_number: int, source_key: str, byte_range: tuple[int, int] | None
-    ):
+    ) -> Generator[Deferred[Any], Any, str]:
         """Server-side UploadPartCopy from C{source_key} of this real bucket. -> ETag"""
         headers = {"x-amz-copy-source": f"/{quote(self.name, safe='')}/{quote(source_key, safe='/~')}"}
         if byte_range is not None:
@@ -482,8 +376,8 @@ class Backend:
         query = f"partNumber={part_number}&uploadId={quote(upload_id, safe='')}"
         _, content = yield self._simple("PUT", real_key, query, headers=headers)
         if b"<Error>" in content[:512]:
-            raise BackendError(self.name, 200, *_s3_error_code(content))
-        etag = _find_text(content, "ETag")
+            raise BackendError(self.name, 200, *s3_error_code(content))
+        etag = find_text(content, "ETag")
         if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in UploadPartCopy answer")
         return quoted(etag)
@@ -501,9 +395,9 @@ class Backend:
     # -- multipart ------------------------------------------------------------
 
     @inlineCallbacks
-    def create_multipart(self, real_key: str, headers: Mapping[str, str]):
+    def create_multipart(self, real_key: str, headers: Mapping[str, str]) -> Generator[Deferred[Any], Any, str]:
         _, content = yield self._simple("POST", real_key, "uploads=", headers, data=b"")
-        upload_id = _find_text(content, "UploadId")
+        upload_id = find_text(content, "UploadId")
         if not upload_id:
             raise BackendError(self.name, 200, "BadResponse", "no UploadId")
         return upload_id
@@ -513,7 +407,7 @@ class Backend:
         return self._put_body(real_key, body, {}, query)
 
     @inlineCallbacks
-    def complete_multipart(self, real_key: str, upload_id: str, parts: Sequence[tuple[int, str]]):
+    def complete_multipart(self, real_key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> Generator[Deferred[Any], Any, str]:
         xml = "".join(
             f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in parts
         )
@@ -526,13 +420,13 @@ class Backend:
         # A 200 can still carry an error document (S3's long-running complete).
         if b"<Error>" in content[:512]:
             raise self._fail(response, content)
-        etag = _find_text(content, "ETag")
+        etag = find_text(content, "ETag")
         if not etag:
             raise BackendError(self.name, 200, "BadResponse", "no ETag in CompleteMultipartUpload answer")
         return quoted(etag)
 
     @inlineCallbacks
-    def multipart_uploads_of(self, real_key: str):
+    def multipart_uploads_of(self, real_key: str) -> Generator[Deferred[Any], Any, list[str]]:
         """The backend ids of the open multipart uploads of exactly C{real_key}."""
         query = f"prefix={quote(real_key, safe='')}&uploads="
         response, content = yield self._simple("GET", None, query, ok=(200, 404))
@@ -542,13 +436,14 @@ class Backend:
             root = ElementTree.fromstring(content)
         except ElementTree.ParseError:
             return []
-        found = []
+        found: list[str] = []
         for upload in root.iter():
             if upload.tag.split("}")[-1] != "Upload":
                 continue
             values = {child.tag.split("}")[-1]: child.text for child in upload}
-            if values.get("Key") == real_key and values.get("UploadId"):
-                found.append(values["UploadId"])
+            upload_id = values.get("UploadId")
+            if values.get("Key") == real_key and upload_id:
+                found.append(upload_id)
         return found
 
     def abort_multipart(self, real_key: str, upload_id: str) -> Deferred:

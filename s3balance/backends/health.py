@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Protocol, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from s3balance.backends.streaming import PipeProducer
+
+if TYPE_CHECKING:
+    from s3balance.backends.backend import Backend
 
 log = Logger()
 
@@ -124,6 +129,16 @@ class HealthState:
         }
 
 
+class ProbedPool(Protocol):
+    """What the monitor needs of its L{s3balance.backends.pool.BackendPool}."""
+
+    def names(self) -> list[str]: ...
+
+    def get(self, name: str) -> Optional[Backend]: ...
+
+    def health(self, name: str) -> HealthState: ...
+
+
 class HealthMonitor(Service):
     """
     Probes every backend of a pool every C{period} seconds with HEAD bucket,
@@ -133,12 +148,14 @@ class HealthMonitor(Service):
     of L{PROBE_KEY}).
     """
 
-    def __init__(self, pool, period: float, timeout: float, clock=None) -> None:
+    def __init__(self, pool: ProbedPool, period: float, timeout: float, clock: Optional[IReactorTime] = None) -> None:
         self.pool = pool
         self.period = period
         self.timeout = timeout
         if clock is None:
-            from twisted.internet import reactor as clock
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.clock = clock
         self._loops: dict[str, LoopingCall] = {}
 
@@ -163,7 +180,7 @@ class HealthMonitor(Service):
                 self._loops[name] = loop
                 loop.start(self.period, now=True).addErrback(self._loop_died, name)
 
-    def _loop_died(self, failure, name: str) -> None:
+    def _loop_died(self, failure: Failure, name: str) -> None:
         log.failure("health loop of {backend} died", failure, backend=name)
 
     def stopService(self) -> Deferred:
@@ -182,14 +199,14 @@ class HealthMonitor(Service):
         d = backend.head_bucket()
         d.addTimeout(self.timeout, self.clock)
 
-        def ok(_):
+        def ok(_: object) -> Optional[Deferred]:
             if state.record_success():
                 log.info("backend {backend} is up again", backend=name)
             if not state.writable:
                 return self._probe_write(name, backend, state)
             return None
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             if state.record_failure(failure.getErrorMessage()):
                 log.warn(
                     "backend {backend} is down: {error}", backend=name, error=failure.getErrorMessage()
@@ -197,7 +214,7 @@ class HealthMonitor(Service):
 
         return d.addCallbacks(ok, failed)
 
-    def _probe_write(self, name: str, backend, state: HealthState) -> Deferred:
+    def _probe_write(self, name: str, backend: Backend, state: HealthState) -> Deferred:
         """
         PUT a few bytes to L{PROBE_KEY} and DELETE them again; never fails
         (the LoopingCall would stop).  The pool's passive observer leaves
@@ -211,7 +228,7 @@ class HealthMonitor(Service):
         d = maybeDeferred(backend.put_object, PROBE_KEY, body, {"Content-Type": "text/plain"})
         d.addTimeout(self.timeout, self.clock)
 
-        def written(_):
+        def written(_: object) -> Deferred:
             if state.record_write_success():
                 log.info("backend {backend} takes writes again", backend=name)
             removed = maybeDeferred(backend.delete_object, PROBE_KEY)
@@ -226,7 +243,7 @@ class HealthMonitor(Service):
                 )
             )
 
-        def refused(failure):
+        def refused(failure: Failure) -> None:
             # Already read-only: a failure only breaks the streak of successes.
             state.record_write_failure(failure.getErrorMessage()[:300])
 

@@ -13,11 +13,14 @@ objects; at its class B limit its reads answer 503.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
-from typing import Optional
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from s3balance.config.schema import BackendConfig
 
 log = Logger()
 
@@ -36,7 +39,7 @@ def _next_month_start(month: str) -> float:
 
 
 class OperationCounter:
-    def __init__(self, store, now: Callable[[], float]) -> None:
+    def __init__(self, store: Any, now: Callable[[], float]) -> None:
         self.store = store
         self._now = now
         self.month = current_month(now)
@@ -68,7 +71,7 @@ class OperationCounter:
         a, b = self._totals.get(backend, (0, 0))
         return a, b
 
-    def over_limit(self, config, operation_class: str) -> bool:
+    def over_limit(self, config: BackendConfig, operation_class: str) -> bool:
         """Whether one more operation of this class would exceed the backend's monthly limit."""
         limits = config.operation_limits
         limit = limits.type_a if operation_class == CLASS_A else limits.type_b
@@ -78,7 +81,7 @@ class OperationCounter:
         return (a if operation_class == CLASS_A else b) >= limit
 
     @inlineCallbacks
-    def sync(self):
+    def sync(self) -> Generator[Deferred[Any], Any, None]:
         """Write our deltas to the store, then read the month's totals of every daemon."""
         self._roll()
         month = self.month

@@ -20,8 +20,11 @@ from typing import Any, Optional
 from twisted.logger import Logger
 
 from s3balance.backends.backend import Backend, BackendError
+from s3balance.backends.client import HTTPClient
 from s3balance.backends.health import HealthState
-from s3balance.placement.interfaces import BackendView, PlacementContext
+from s3balance.backends.operations import OperationCounter
+from s3balance.config.schema import Config
+from s3balance.placement.interfaces import BackendView, IStrategy, PlacementContext
 
 log = Logger()
 
@@ -59,7 +62,7 @@ class BackendPool:
         self._reserved: dict[str, int] = {}
         self.unhealthy_threshold = unhealthy_threshold
         self.healthy_threshold = healthy_threshold
-        self.counter = None  # an OperationCounter, when operation limits are tracked
+        self.counter: Optional[OperationCounter] = None  # when operation limits are tracked
         self.metrics: Any = None
         self.backend_timeout = 60.0
         # Backends an operator disabled at run time (admin API): no new objects.
@@ -85,7 +88,7 @@ class BackendPool:
         for backend in self._backends.values():
             backend.timeout = seconds
 
-    def set_counter(self, counter) -> None:
+    def set_counter(self, counter: Optional[OperationCounter]) -> None:
         self.counter = counter
         for backend in self._backends.values():
             backend.counter = counter
@@ -176,7 +179,7 @@ class BackendPool:
         return Reservation(self, name, size)
 
     def place(
-        self, strategy, context: PlacementContext, exclude: Iterable[str] = (), reserve: Optional[int] = None
+        self, strategy: IStrategy, context: PlacementContext, exclude: Iterable[str] = (), reserve: Optional[int] = None
     ) -> Optional[Reservation]:
         """
         Choose a backend for a new object and reserve its size there (or
@@ -194,7 +197,7 @@ class BackendPool:
 
     # -- passive health -----------------------------------------------------
 
-    def _observe(self, backend: Backend, method: str, result, elapsed: float) -> None:
+    def _observe(self, backend: Backend, method: str, result: Any, elapsed: float) -> None:
         """
         Called with every backend request's outcome: the response (its head;
         the body is not read yet) or the Failure of the connection.
@@ -241,6 +244,6 @@ class BackendPool:
             state.record_write_success()
 
 
-def make_backends(config, http, reactor) -> list[Backend]:
+def make_backends(config: Config, http: HTTPClient, reactor: Any) -> list[Backend]:
     """One L{Backend} for each real bucket of C{config} (a L{s3balance.config.Config})."""
     return [Backend(backend, http, reactor) for backend in config.backends]

@@ -21,7 +21,7 @@ import hmac
 import time
 from collections.abc import Mapping
 from typing import Optional
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
@@ -37,7 +37,7 @@ def _signing_key(secret: str, day: str, region: str) -> bytes:
     return key
 
 
-def _canonical_host(parts) -> str:
+def _canonical_host(parts: SplitResult) -> str:
     """The Host as clients send it: without the scheme's default port."""
     host = parts.hostname or ""
     if ":" in host:

@@ -17,10 +17,10 @@ Both directions are push streams with backpressure:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional, cast
+from typing import Any, Optional, cast
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -258,7 +258,15 @@ class _IdleWatch:
     the garbage collector's next full pass.)
     """
 
-    def __init__(self, relay: _Relay, watched: list, done: Deferred, stop: Callable[[], None], timeout: float, clock) -> None:
+    def __init__(
+        self,
+        relay: _Relay,
+        watched: list[_WatchedProducer],
+        done: Deferred,
+        stop: Callable[[], None],
+        timeout: float,
+        clock: IReactorTime,
+    ) -> None:
         self.relay = relay
         self.watched = watched
         self.done = done
@@ -267,10 +275,10 @@ class _IdleWatch:
         self.clock = clock
         self.seen = -1
         self.since = clock.seconds()
-        self.call = None
+        self.call: Optional[IDelayedCall] = None
         done.addBoth(self._finished)
 
-    def _finished(self, result):
+    def _finished(self, result: Any) -> Any:
         if self.call is not None and self.call.active():
             self.call.cancel()
         self.call = None
@@ -301,7 +309,7 @@ def relay_body(
     register: Callable[[IPushProducer], None],
     expected: Optional[int],
     idle_timeout: Optional[float] = None,
-    clock=None,
+    clock: Optional[IReactorTime] = None,
 ) -> tuple[Deferred[int], Callable[[], None]]:
     """
     Stream C{response}'s body into C{write}.

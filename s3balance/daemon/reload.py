@@ -22,13 +22,14 @@ Runtime overrides made through the admin API (disabled backends) are kept.
 from __future__ import annotations
 
 import signal
-from typing import Optional
+from types import FrameType
+from typing import Any, Optional
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
-from s3balance.config import Config, load_config
+from s3balance.config import BalancerConfig, Config, load_config
 
 __all__ = ["Reloader", "install_sighup"]
 
@@ -41,7 +42,7 @@ class Reloader:
     @param config_path: the file the service was started from.
     """
 
-    def __init__(self, service, config_path: str) -> None:
+    def __init__(self, service: Any, config_path: str) -> None:
         self.service = service
         self.config_path = config_path
         self._lock = DeferredLock()
@@ -54,7 +55,7 @@ class Reloader:
         """
         self._lock.acquire()  # a new lock: taken at once
 
-        def release(result):
+        def release(result: Any) -> Any:
             self._lock.release()
             return result
 
@@ -142,7 +143,7 @@ def _keep_fixed_sections(old: Config, new: Config) -> tuple[Config, list[str]]:
     return kept, warnings
 
 
-def _apply_balancer(service, old, new) -> None:
+def _apply_balancer(service: Any, old: BalancerConfig, new: BalancerConfig) -> None:
     """Periods and thresholds; a running loop picks up its new period after its next run."""
     if new == old:
         return
@@ -194,7 +195,7 @@ def _only_strategy(old: Config, new: Config) -> bool:
     return attrs.evolve(old.balancer, strategy=new.balancer.strategy) == new.balancer
 
 
-def install_sighup(reloader: Reloader, reactor=None) -> Optional[object]:
+def install_sighup(reloader: Reloader, reactor: Any = None) -> Optional[object]:
     """
     Reload on SIGHUP.  The handler only schedules the work on the reactor
     thread (a signal may arrive at any point of running code).  Returns the
@@ -213,7 +214,7 @@ def install_sighup(reloader: Reloader, reactor=None) -> Optional[object]:
         )
         return d
 
-    def handler(signum, frame) -> None:
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
         reactor.callFromThread(run)
 
     return signal.signal(signal.SIGHUP, handler)

@@ -22,24 +22,33 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Any
+from collections.abc import Generator
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from s3balance.backends.backend import make_http_client
+from s3balance.backends.backend import Backend, make_http_client
 from s3balance.backends.health import HealthMonitor
 from s3balance.backends.operations import OperationCounter
 from s3balance.backends.pool import BackendPool, make_backends
-from s3balance.config import Config, ConfigError, load_config
+from s3balance.config import Config, ConfigError, ServerConfig, load_config
 from s3balance.config.checks import check_config
 from s3balance.http.channel import S3Site
 from s3balance.ops.cleanup import DeletionWorker, OperationSync, UsageRefresher
 from s3balance.s3.gateway import Gateway
 from s3balance.s3.resource import Root
+
+if TYPE_CHECKING:
+    from twisted.internet.ssl import CertificateOptions
+
+    from s3balance.store.connector import MetadataStore
 
 log = Logger()
 
@@ -52,7 +61,7 @@ class StartupError(Exception):
     """A problem found before serving; its message is one line for the operator."""
 
 
-def tls_options(server):
+def tls_options(server: ServerConfig) -> CertificateOptions:
     from twisted.internet import ssl
 
     with open(server.tls_cert, "rb") as cert, open(server.tls_key, "rb") as key:
@@ -70,7 +79,7 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
-def make_site(root, gateway, server, reactor) -> S3Site:
+def make_site(root: Root, gateway: Gateway, server: ServerConfig, reactor: Any) -> S3Site:
     """The HTTP site with C{server}'s timeouts and connection caps."""
     return S3Site(
         root,
@@ -85,7 +94,9 @@ def make_site(root, gateway, server, reactor) -> S3Site:
 
 
 class GatewayService(MultiService):
-    def __init__(self, config: Config, store, reactor=None, config_path: str = "", worker_index: int = 0) -> None:
+    def __init__(
+        self, config: Config, store: Any, reactor: Any = None, config_path: str = "", worker_index: int = 0
+    ) -> None:
         super().__init__()
         self.config_path = config_path
         self.worker_index = worker_index
@@ -113,7 +124,7 @@ class GatewayService(MultiService):
         if self.metrics is not None:
             self.metrics.watch_pool(self.pool, lambda: self.gateway.strategy.name)
             for name in self.pool.names():
-                self.metrics.watch_backend(self.pool.get(name))
+                self.metrics.watch_backend(cast(Backend, self.pool.get(name)))  # a name of the pool's
             self.root.fixed[config.metrics.path.encode()] = MetricsResource(
                 self.metrics, lambda: self.gateway.config.metrics.token
             )
@@ -138,9 +149,9 @@ class GatewayService(MultiService):
 
             self.supervisor = WorkerSupervisor(config_path, config.server.workers, config.server.shutdown_grace, reactor)
             self.supervisor.setServiceParent(self)
-        self.port = None
+        self.port: Optional[IListeningPort] = None
 
-    def _add_background_jobs(self, config: Config, store, reactor, worker_index: int) -> None:
+    def _add_background_jobs(self, config: Config, store: Any, reactor: Any, worker_index: int) -> None:
         """The periodic jobs (s3balance.ops.cleanup): cluster-wide ones elected by a lease, the rest per process."""
         from s3balance.ops.background import BackgroundMetrics, holder_id
         from s3balance.ops.cleanup import StaleUploadCleaner, UsageReconciler
@@ -168,7 +179,7 @@ class GatewayService(MultiService):
             child.setServiceParent(self)
 
     @property
-    def address(self):
+    def address(self) -> Any:
         return self.port.getHost() if self.port is not None else None
 
     def privilegedStartService(self) -> None:
@@ -187,7 +198,7 @@ class GatewayService(MultiService):
             raise SystemExit(2) from None
         super().privilegedStartService()
 
-    def _listen_shared(self, server):
+    def _listen_shared(self, server: ServerConfig) -> IListeningPort:
         """A SO_REUSEPORT socket, one per worker process (see s3balance.daemon.workers)."""
         from twisted.internet.error import CannotListenError
 
@@ -197,7 +208,7 @@ class GatewayService(MultiService):
             sock = reuseport_socket(server.host, server.port)
         except OSError as error:
             raise CannotListenError(server.host, server.port, error) from None
-        factory = self.site
+        factory: IProtocolFactory = self.site
         if server.tls_cert:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -223,7 +234,7 @@ class GatewayService(MultiService):
             if self.supervisor is not None:
                 self._forward_sighup()
 
-        def started(_):
+        def started(_: object) -> None:
             if self.metrics is not None and hasattr(self.store, "watch_statements"):
                 self.metrics.watch_store(self.store)
             for child in self:
@@ -242,7 +253,7 @@ class GatewayService(MultiService):
                 strategy=self.gateway.strategy.name,
             )
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             log.failure("the metadata store did not start", failure)
             self.reactor.stop()
 
@@ -257,7 +268,7 @@ class GatewayService(MultiService):
         reload_here = signal.getsignal(signal.SIGHUP)
         supervisor = self.supervisor
 
-        def forward(signum, frame) -> None:
+        def forward(signum: int, frame: Optional[FrameType]) -> None:
             if callable(reload_here):
                 reload_here(signum, frame)
             supervisor.signal_all(signal.SIGHUP)
@@ -265,7 +276,7 @@ class GatewayService(MultiService):
         signal.signal(signal.SIGHUP, forward)
 
     @inlineCallbacks
-    def stopService(self):
+    def stopService(self) -> Generator[Any, Any, None]:  # stopListening may give None
         if self.port is not None:
             yield self.port.stopListening()
         yield self._drain(self.config.server.shutdown_grace)
@@ -273,7 +284,7 @@ class GatewayService(MultiService):
         yield self.store.stop()
 
     @inlineCallbacks
-    def _drain(self, grace: float):
+    def _drain(self, grace: float) -> Generator[Deferred[Any], Any, None]:
         """Let in-flight requests finish for up to C{grace} seconds, then cut them."""
         waited = 0.0
         step = 0.1
@@ -288,7 +299,7 @@ class GatewayService(MultiService):
         yield self.http.closeCachedConnections()
 
 
-def open_store(config: Config, reactor=None, migrate_schema: bool = True):
+def open_store(config: Config, reactor: Any = None, migrate_schema: bool = True) -> MetadataStore:
     """
     Build the metadata store and bring its schema up to date, blocking (this
     runs before the reactor starts).  Raises StartupError with one line.
@@ -319,7 +330,7 @@ def open_store(config: Config, reactor=None, migrate_schema: bool = True):
     )
 
 
-def build(config_path: str, reactor=None, worker_index: int = 0) -> GatewayService:
+def build(config_path: str, reactor: Any = None, worker_index: int = 0) -> GatewayService:
     """Everything makeService does, raising ConfigError / StartupError."""
     from s3balance.placement.registry import make_strategy
 
@@ -335,7 +346,7 @@ def build(config_path: str, reactor=None, worker_index: int = 0) -> GatewayServi
     return service
 
 
-def makeService(config_path: str, reactor=None, worker_index: int = 0) -> GatewayService:
+def makeService(config_path: str, reactor: Any = None, worker_index: int = 0) -> GatewayService:
     """
     The service for twistd and the .tac file.  A bad config or an unreachable
     database ends the process with one line on stderr and exit status 2.

@@ -35,10 +35,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.samples import Sample
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 
-from s3balance.metrics import bearer_token_matches
+from s3balance.metrics import Metrics, bearer_token_matches
 
 __all__ = ["COOKIE_NAME", "StatusResource", "cookie_value", "status_document"]
 
@@ -53,11 +56,11 @@ def cookie_value(token: str) -> str:
     return hmac.new(token.encode("utf-8"), b"s3balance status page", hashlib.sha256).hexdigest()
 
 
-def _samples(metric) -> list:
+def _samples(metric: MetricWrapperBase) -> list[Sample]:
     return [sample for family in metric.collect() for sample in family.samples]
 
 
-def _counters(metrics) -> tuple[Optional[dict], dict[str, dict[str, float]]]:
+def _counters(metrics: Optional[Metrics]) -> tuple[Optional[dict], dict[str, dict[str, float]]]:
     """(client request counters, per-backend request counters) from a L{Metrics}, or (None, {})."""
     if metrics is None:
         return None, {}
@@ -80,7 +83,7 @@ def _counters(metrics) -> tuple[Optional[dict], dict[str, dict[str, float]]]:
     return {"total": total, "errors": errors, "in_flight": in_flight}, backends
 
 
-def status_document(gateway, now: Callable[[], float] = time.time) -> dict[str, Any]:
+def status_document(gateway: Any, now: Callable[[], float] = time.time) -> dict[str, Any]:
     """The JSON of C{/status?format=json}, read from the gateway's live objects."""
     pool = gateway.pool
     requests, backend_counters = _counters(getattr(gateway, "metrics", None))
@@ -284,7 +287,7 @@ def render_page(document: dict, nonce: str) -> bytes:
     ).encode("utf-8")
 
 
-def _is_loopback(request) -> bool:
+def _is_loopback(request: Request) -> bool:
     host = getattr(request.getClientAddress(), "host", None)
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
@@ -301,13 +304,13 @@ class StatusResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, gateway, token_fn: Callable[[], str], now: Callable[[], float] = time.time) -> None:
+    def __init__(self, gateway: Any, token_fn: Callable[[], str], now: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.gateway = gateway
         self.token_fn = token_fn
         self.now = now
 
-    def render_GET(self, request) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"referrer-policy", b"no-referrer")
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -343,14 +346,14 @@ class StatusResource(Resource):
         )
         return render_page(document, nonce)
 
-    def render_HEAD(self, request) -> bytes:
+    def render_HEAD(self, request: Request) -> bytes:
         return self.render_GET(request)
 
-    def _cookie_matches(self, request, token: str) -> bool:
+    def _cookie_matches(self, request: Request, token: str) -> bool:
         given = request.getCookie(COOKIE_NAME)
         return given is not None and hmac.compare_digest(given, cookie_value(token).encode("ascii"))
 
-    def _login(self, request, token: str, given: str) -> bytes:
+    def _login(self, request: Request, token: str, given: str) -> bytes:
         if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
             log.warn(
                 "status page: refused a wrong token from {client}",
@@ -371,7 +374,7 @@ class StatusResource(Resource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"signed in; see " + path + b"\n"
 
-    def _refuse(self, request, status: int, message: str) -> bytes:
+    def _refuse(self, request: Request, status: int, message: str) -> bytes:
         request.setResponseCode(status)
         if status == 401:
             request.setHeader(b"www-authenticate", b'Bearer realm="s3balance status"')
@@ -381,6 +384,6 @@ class StatusResource(Resource):
         ).encode()
 
 
-def _arg(request, name: bytes) -> Optional[str]:
+def _arg(request: Any, name: bytes) -> Optional[str]:  # Twisted types Request.args as None
     values = (request.args or {}).get(name)
     return values[0].decode("utf-8", "replace") if values else None

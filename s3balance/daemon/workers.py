@@ -25,10 +25,11 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Optional
+from collections.abc import Generator
+from typing import Any, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -57,7 +58,7 @@ def _die_with_parent() -> None:
 class WorkerSupervisor(Service):
     """Keeps C{count} worker processes running C{python -m s3balance.daemon.worker_process CONFIG INDEX}."""
 
-    def __init__(self, config_path: str, count: int, grace: float, reactor, cwd: Optional[str] = None) -> None:
+    def __init__(self, config_path: str, count: int, grace: float, reactor: Any, cwd: Optional[str] = None) -> None:
         self.config_path = os.path.abspath(config_path)
         self.count = count
         self.grace = grace
@@ -97,7 +98,7 @@ class WorkerSupervisor(Service):
                 child.send_signal(signum)
 
     @inlineCallbacks
-    def stopService(self):
+    def stopService(self) -> Generator[Deferred[Any], Any, None]:
         super().stopService()
         yield self._watch.stopService()
         self.signal_all(signal.SIGTERM)

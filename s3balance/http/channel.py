@@ -9,13 +9,14 @@ connection gently (L{LINGER}).  L{S3Site} makes L{S3Request}s
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from twisted.internet import interfaces, tcp
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.resource import IResource
 
 from s3balance.errors import S3Error
 from s3balance.http.transport import tune_connection
@@ -59,7 +60,7 @@ class S3Channel(http.HTTPChannel):
     is never cut off, however long it takes.
     """
 
-    _host = None
+    _host: Optional[interfaces.IAddress] = None
     _phase = _IDLE
     # When the headers began, or when the body last moved.
     _since = 0.0
@@ -86,11 +87,11 @@ class S3Channel(http.HTTPChannel):
         self._write_timeout = getattr(factory, "write_timeout", None)
         self._clock = getattr(factory, "reactor", None)
 
-    def getHost(self):
+    def getHost(self) -> interfaces.IAddress:
         # Every request asks; a connection's local address never changes, and
         # asking the kernel each time was a getsockname call per request.
         if self._host is None:
-            self._host = self.transport.getHost()
+            self._host = cast(interfaces.ITransport, self.transport).getHost()
         return self._host
 
     # -- reading: headers and body within read_timeout ---------------------------
@@ -120,7 +121,7 @@ class S3Channel(http.HTTPChannel):
         self._phase = _HANDLING
         super().allContentReceived()
 
-    def requestDone(self, request) -> None:
+    def requestDone(self, request: http.Request) -> None:
         self._phase = _IDLE
         super().requestDone(request)
 
@@ -287,7 +288,7 @@ class S3Channel(http.HTTPChannel):
         self.loseConnection()
 
 
-def _socket_transport(transport) -> Any:
+def _socket_transport(transport: Any) -> Any:
     """The TCP connection under C{transport} (a TLS layer, if any), or None."""
     for _ in range(3):
         if isinstance(transport, tcp.Connection):
@@ -296,7 +297,7 @@ def _socket_transport(transport) -> Any:
     return None
 
 
-def _reading(transport) -> bool:
+def _reading(transport: Any) -> bool:
     """Whether the reactor reads C{transport}'s socket (False while a body consumer paused it)."""
     connection = _socket_transport(transport)
     if connection is None:
@@ -305,7 +306,7 @@ def _reading(transport) -> bool:
     return connection in connection.reactor.getReaders()
 
 
-def _unsent(transport) -> Optional[int]:
+def _unsent(transport: Any) -> Optional[int]:
     """Bytes written to C{transport} and not yet taken by the kernel, when known."""
     connection = _socket_transport(transport)
     if connection is None:
@@ -361,15 +362,15 @@ class S3Site(server.Site):
 
     def __init__(
         self,
-        resource,
-        gateway,
+        resource: IResource,
+        gateway: Any,
         timeout: float = 60.0,
         *,
         read_timeout: Optional[float] = None,
         write_timeout: Optional[float] = None,
         max_connections: Optional[int] = None,
         max_connections_per_ip: Optional[int] = None,
-        reactor=None,
+        reactor: Any = None,
     ) -> None:
         super().__init__(resource, timeout=timeout, reactor=reactor)
         self.gateway = gateway
@@ -383,7 +384,7 @@ class S3Site(server.Site):
         self._refused_since_log = 0
         self._refusal_logged_at: Optional[float] = None
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: Optional[interfaces.IAddress]) -> Any:  # an S3Channel, or _Refused over a cap
         host = getattr(addr, "host", None)
         limit = None
         if self.max_connections is not None and self.open_connections >= self.max_connections:
@@ -442,6 +443,6 @@ class S3Site(server.Site):
         if metrics is not None:
             metrics.client_timeout(phase)
 
-    def log(self, request) -> None:
+    def log(self, request: http.Request) -> None:
         # Access logging is the gateway's (with request id and operation).
         pass

@@ -7,14 +7,14 @@ that go to the socket at once when nothing is queued.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from twisted.internet import tcp
 
 STREAM_BUFFER = 256 * 1024
 
-def tune_connection(transport) -> None:
+def tune_connection(transport: Any) -> None:
     """
     Settings for a client or backend connection of ours.
 
@@ -86,7 +86,7 @@ class _EagerWrites:
             for chunk in chunks:
                 self.write(chunk)
 
-    def loseConnection(self, *args, **kwargs) -> None:
+    def loseConnection(self, *args: Any, **kwargs: Any) -> None:
         self.uncork()  # what was written before closing is sent before closing
         super().loseConnection(*args, **kwargs)  # type: ignore[misc]
 
@@ -114,7 +114,7 @@ class _EagerWrites:
                 data = data[sent:]
         super().write(data)  # type: ignore[misc]
 
-    def writeSequence(self, iovec) -> None:
+    def writeSequence(self, iovec: Sequence[bytes]) -> None:
         if not iovec:
             return
         if all(type(chunk) is bytes for chunk in iovec):
@@ -123,7 +123,7 @@ class _EagerWrites:
             super().writeSequence(iovec)  # type: ignore[misc]
 
 
-def send_together(transport, write: Callable[[], Any]) -> Any:
+def send_together(transport: Any, write: Callable[[], Any]) -> Any:
     """
     Call C{write()}, which writes to C{transport}, holding what it writes
     until it returns (L{_EagerWrites.cork}): one send for a message's pieces.
@@ -144,7 +144,7 @@ _JOIN_LIMIT = 64 * 1024
 _eager_classes: dict[type, type] = {}
 
 
-def _write_eagerly(transport) -> None:
+def _write_eagerly(transport: Any) -> None:
     """Give a TCP transport (under a TLS layer, if any) L{_EagerWrites}."""
     for _ in range(3):
         if isinstance(transport, tcp.Connection):
