@@ -28,17 +28,25 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from queue import SimpleQueue
-from typing import Any, Optional
+from typing import Any, Literal, Optional, ParamSpec, TypeVar, TypeVarTuple, Union
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.python.failure import Failure
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+# What run_call answers: (True, the result) or (False, the Failure).
+Outcome = Union[tuple[Literal[True], T], tuple[Literal[False], Failure]]
 
 _STOP = None
 
 
-def run_call(f: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+def run_call(f: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Outcome[T]:
     """C{(True, f(...))}, or C{(False, Failure)} when it raised."""
     try:
         return True, f(*args, **kwargs)
@@ -46,7 +54,7 @@ def run_call(f: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, An
         return False, Failure()
 
 
-def fire_all(outcomes) -> None:
+def fire_all(outcomes: Iterable[tuple[Deferred[Any], bool, Any]]) -> None:
     """On the reactor: fire each C{(Deferred, ok, value)}; a cancelled one has had its answer."""
     for d, ok, value in outcomes:
         if d.called:
@@ -57,7 +65,7 @@ def fire_all(outcomes) -> None:
             d.errback(value)
 
 
-def _leave_unrun(d: Deferred) -> None:
+def _leave_unrun(d: Deferred[Any]) -> None:
     """The canceller of a queued call: the thread that takes it sees it fired and skips it."""
 
 
@@ -69,16 +77,17 @@ class DatabaseThreads:
     @param name: the threads' name prefix (seen in py-spy and /proc).
     """
 
-    def __init__(self, reactor, size: int, name: str) -> None:
+    def __init__(self, reactor: IReactorFromThreads, size: int, name: str) -> None:
         if size < 1:
             raise ValueError("at least one thread")
         self._reactor = reactor
         self._size = size
         self._name = name
-        self._calls: SimpleQueue[Optional[tuple[Deferred, Callable[..., Any], tuple]]] = SimpleQueue()
+        self._calls: SimpleQueue[Optional[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]]]
+        self._calls = SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._finished: list[tuple[Deferred, bool, Any]] = []
+        self._finished: list[tuple[Deferred[Any], bool, Any]] = []
         self._delivery_scheduled = False
 
     @property
@@ -95,9 +104,9 @@ class DatabaseThreads:
             thread.start()
             self._threads.append(thread)
 
-    def submit(self, f: Callable[..., Any], *args: Any) -> Deferred:
+    def submit(self, f: Callable[[*Ts], T], *args: *Ts) -> Deferred[T]:
         """Run C{f(*args)} on one of the threads; C{Deferred} of its result, fired on the reactor."""
-        d: Deferred = Deferred(_leave_unrun)
+        d: Deferred[T] = Deferred(_leave_unrun)
         self._calls.put((d, f, args))
         return d
 
@@ -153,14 +162,16 @@ class Deadlines:
     Reactor thread only.
     """
 
-    def __init__(self, reactor, timeout: float, make_error: Callable[[], BaseException]) -> None:
+    def __init__(
+        self, reactor: IReactorTime, timeout: float, make_error: Callable[[], BaseException]
+    ) -> None:
         self._reactor = reactor
         self._timeout = timeout
         self._make_error = make_error
-        self._pending: deque[tuple[float, Deferred]] = deque()
-        self._timer: Any = None
+        self._pending: deque[tuple[float, Deferred[Any]]] = deque()
+        self._timer: Optional[IDelayedCall] = None
 
-    def add(self, d: Deferred) -> Deferred:
+    def add(self, d: Deferred[T]) -> Deferred[T]:
         pending = self._pending
         # Forget the answered ones at the front (most are answered in order).
         while pending and pending[0][1].called:

@@ -6,9 +6,10 @@ pragmas) and how a driver error is classified (retryable, timeout).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -16,7 +17,7 @@ _PG_RETRY_CODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 _MYSQL_RETRY_CODES = {1205, 1213}  # lock wait timeout, deadlock
 
 
-def _positional_dialect(url: URL):
+def _positional_dialect(url: URL) -> Dialect:
     """
     The dialect of C{url} with a positional parameter style ("format", %s),
     for statements compiled once and run on a DBAPI connection
@@ -51,7 +52,7 @@ def _configure_mysql(engine: Engine, statement_timeout: float) -> None:
     """
 
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, connection_record):
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')")
         if statement_timeout:
@@ -73,7 +74,7 @@ def _configure_postgres(engine: Engine, statement_timeout: float) -> None:
         return
 
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, connection_record):
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"SET statement_timeout = {max(1, round(statement_timeout * 1000))}")
         cursor.close()
@@ -110,7 +111,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     """
 
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, connection_record):
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         # Let SQLAlchemy's "begin" event below emit BEGIN, not pysqlite.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -123,7 +124,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def on_begin(conn: Connection):
+    def on_begin(conn: Connection) -> None:
         begin = conn.get_execution_options().get("sqlite_begin", "BEGIN")
         if begin:
             conn.exec_driver_sql(begin)

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import attr
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class StoreError(Exception):
@@ -182,6 +185,37 @@ class MultipartRecord:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class PartRecord:
+    """A part of a multipart upload as received (L{s3balance.store.parts})."""
+
+    number: int
+    size: int
+    etag: str
+    checksums: Mapping[str, str]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CompletedUpload:
+    """A multipart upload completed lately and what its Complete answered."""
+
+    upload_id: str
+    bucket: str
+    key: str
+    etag: str
+    checksums: Mapping[str, str]
+    completed: datetime.datetime
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class LeaseState:
+    """Who holds C{job}'s lease and whether it is still live by the database's clock."""
+
+    job: str
+    holder: str
+    live: bool
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class OperationCounts:
     """Requests sent to one backend in one calendar month (UTC), by S3 pricing class."""
 
@@ -194,26 +228,26 @@ class OperationCounts:
 class IMetadataStore(Interface):
     url = Attribute("The SQLAlchemy URL (password masked when printed).")
 
-    def start():
+    def start() -> Deferred[None]:
         """Start the thread pool, create the engine, run migrations when asked. -> Deferred[None]"""
 
-    def stop():
+    def stop() -> Deferred[None]:
         """Stop the thread pool and dispose of the engine. -> Deferred[None]"""
 
     # -- buckets ----------------------------------------------------------
-    def sync_config_buckets(names: Sequence[str]):
+    def sync_config_buckets(names: Sequence[str]) -> Deferred[None]:
         """Ensure a bucket row (origin 'config') for each name. -> Deferred[None]"""
 
-    def list_buckets():
+    def list_buckets() -> Deferred[list[BucketRecord]]:
         """-> Deferred[list[BucketRecord]] sorted by name."""
 
-    def get_bucket(name: str):
+    def get_bucket(name: str) -> Deferred[Optional[BucketRecord]]:
         """-> Deferred[BucketRecord | None]"""
 
-    def create_bucket(name: str):
+    def create_bucket(name: str) -> Deferred[BucketRecord]:
         """origin 'api'.  -> Deferred[BucketRecord]; fails with BucketExists."""
 
-    def delete_bucket(name: str):
+    def delete_bucket(name: str) -> Deferred[int]:
         """Only origin 'api' and only without objects; its open multipart
         uploads are aborted (backend aborts queued) in the same transaction.
         -> Deferred[int] (uploads aborted); fails with BucketNotEmpty /
@@ -222,7 +256,7 @@ class IMetadataStore(Interface):
 
     # -- writes -----------------------------------------------------------
     def begin_write(backend: str, real_key: str, lease_seconds: float, size: int = 0,
-                    max_size: Optional[int] = None):
+                    max_size: Optional[int] = None) -> Deferred[WriteIntent]:
         """Record the intent to write real_key on backend. -> Deferred[WriteIntent]
 
         real_key must be new for every write (e.g. carry a random part): a
@@ -235,25 +269,25 @@ class IMetadataStore(Interface):
         transaction, race-free across daemons: fails with BackendFull (and
         records nothing) when it does not fit."""
 
-    def grow_write(intent_id: int, backend: str, size: int, max_size: Optional[int] = None):
+    def grow_write(intent_id: int, backend: str, size: int, max_size: Optional[int] = None) -> Deferred[None]:
         """Reserve C{size} more bytes under a running write's intent (an upload
         of unknown length, part by part), checked like begin_write's.
         -> Deferred[None]; fails with BackendFull or WriteIntentExpired."""
 
-    def record_part(intent_id: int, upload_id: str, size: int):
+    def record_part(intent_id: int, upload_id: str, size: int) -> Deferred[None]:
         """An UploadPart whose intent reserved C{size} bytes succeeded: take the
         intent and keep the bytes reserved in the multipart upload's row until
         it is completed or aborted. -> Deferred[None]; WriteIntentExpired when
         the intent is gone."""
 
-    def touch_multipart(upload_id: str):
+    def touch_multipart(upload_id: str) -> Deferred[None]:
         """An upload received a part by UploadPartCopy (its idle time starts again). -> Deferred[None]"""
 
-    def renew_write(intent_id: int, lease_seconds: float):
+    def renew_write(intent_id: int, lease_seconds: float) -> Deferred[None]:
         """Extend the lease of a running write. -> Deferred[None]; fails with
         WriteIntentExpired when the intent is gone (the write must stop)."""
 
-    def abandon_write(intent_id: int, backend_object_may_exist: bool):
+    def abandon_write(intent_id: int, backend_object_may_exist: bool) -> Deferred[None]:
         """The write failed.  When the backend may hold (part of) the object,
         the intent becomes a queued deletion; otherwise it is just dropped.
         -> Deferred[None]"""
@@ -263,7 +297,7 @@ class IMetadataStore(Interface):
         record: ObjectRecord,
         if_match: Optional[str] = None,
         if_none_match: Optional[str] = None,
-    ):
+    ) -> Deferred[ObjectRecord]:
         """In one transaction: insert or replace the (bucket, key) row with
         record (its locations included), delete the intent, queue the replaced
         version's locations for deletion.  if_match / if_none_match ('*' or an
@@ -274,14 +308,14 @@ class IMetadataStore(Interface):
         NoSuchBucketError when the bucket row is missing; in both cases nothing
         is written."""
 
-    def get_object(bucket: str, key: str):
+    def get_object(bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
         """-> Deferred[ObjectRecord | None] with its locations."""
 
-    def delete_object(bucket: str, key: str):
+    def delete_object(bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
         """Remove the row, queue its locations for deletion.
         -> Deferred[ObjectRecord | None] (the removed record)."""
 
-    def delete_objects(bucket: str, keys: list[str]):
+    def delete_objects(bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
         """delete_object for many keys in one transaction.
         -> Deferred[dict[key, ObjectRecord | None]]."""
 
@@ -291,7 +325,7 @@ class IMetadataStore(Interface):
         delimiter: str = "",
         after: str = "",
         max_keys: int = 1000,
-    ):
+    ) -> Deferred[ListPage]:
         """Objects of bucket whose key starts with prefix and is > after (byte
         order), folded by delimiter into common prefixes (a common prefix that
         is <= after is skipped; a prefix that after falls inside is also
@@ -300,118 +334,124 @@ class IMetadataStore(Interface):
         -> Deferred[ListPage]"""
 
     # -- cleanup ----------------------------------------------------------
-    def expired_writes(limit: int = 100):
+    def expired_writes(limit: int = 100) -> Deferred[int]:
         """Intents whose lease ran out -> moved to the deletion queue.
         -> Deferred[int] (how many moved)."""
 
-    def queued_deletions(limit: int = 100):
+    def queued_deletions(limit: int = 100) -> Deferred[list[QueuedDeletion]]:
         """-> Deferred[list[QueuedDeletion]] due now."""
 
-    def finish_deletion(deletion_id: int):
+    def finish_deletion(deletion_id: int) -> Deferred[None]:
         """-> Deferred[None]"""
 
-    def is_referenced(backend: str, real_key: str):
+    def is_referenced(backend: str, real_key: str) -> Deferred[bool]:
         """
         Whether a live record (an object's location, a write intent, a
         multipart upload) refers to this backend object, which must then not
         be deleted.  -> Deferred[bool]
         """
 
-    def retry_deletion_later(deletion_id: int, delay_seconds: float):
+    def retry_deletion_later(deletion_id: int, delay_seconds: float) -> Deferred[None]:
         """Bump attempts and push the due time. -> Deferred[None]"""
 
     # -- usage ------------------------------------------------------------
-    def backend_usage():
+    def backend_usage() -> Deferred[list[BackendUsage]]:
         """Bytes and objects per backend, from the location rows (an aggregate
         query, never a walk of a backend).  -> Deferred[list[BackendUsage]]"""
 
     # -- multipart (issue 5; schema exists from the first migration) -------
-    def create_multipart(record: MultipartRecord, intent_id: int | None = None):
+    def create_multipart(record: MultipartRecord, intent_id: int | None = None) -> Deferred[None]:
         """-> Deferred[None]; with C{intent_id}, that write intent is settled
         in the same transaction (WriteIntentExpired when it is gone)."""
 
-    def get_multipart(upload_id: str):
+    def get_multipart(upload_id: str) -> Deferred[Optional[MultipartRecord]]:
         """-> Deferred[MultipartRecord | None]"""
 
-    def list_multipart(bucket: str, prefix: str = "", key_marker: str = "",
-                       upload_id_marker: str = "", max_uploads: int = 1000):
+    def list_multipart(
+        bucket: str, prefix: str = "", key_marker: str = "", upload_id_marker: str = "", max_uploads: int = 1000
+    ) -> Deferred[list[MultipartRecord]]:
         """-> Deferred[list[MultipartRecord]] ordered by (key, initiated, upload_id)."""
 
     def list_multipart_page(bucket: str, prefix: str = "", delimiter: str = "", key_marker: str = "",
-                            upload_id_marker: str = "", max_uploads: int = 1000):
+                            upload_id_marker: str = "", max_uploads: int = 1000) -> Deferred[ListPage]:
         """-> Deferred[ListPage] of ListMultipartUploads: MultipartRecords and
         common prefixes (str), folded on UTF-8 bytes; see store.multipart."""
 
     def complete_multipart(upload_id: str, record: ObjectRecord, if_match: Optional[str] = None,
-                           if_none_match: Optional[str] = None, object_parts=()):
+                           if_none_match: Optional[str] = None,
+                           object_parts: Sequence[PartRecord] = ()) -> Deferred[ObjectRecord]:
         """One transaction: delete the multipart row and its parts' records,
         insert/replace the object (queueing the old version's locations),
         remember the outcome for a retried Complete (completed_upload).
         -> Deferred[ObjectRecord]; fails with NoSuchUploadError when the
         upload row is gone (aborted), PreconditionFailedError as commit_object.
-        C{object_parts} (store.parts.PartRecord) are kept as the object's parts
+        C{object_parts} (L{PartRecord}) are kept as the object's parts
         (object_parts_page) until its backend copy is deleted."""
 
-    def record_part_checksums(upload_id: str, number: int, size: int, etag: str, checksums: Mapping[str, str]):
+    def record_part_checksums(
+        upload_id: str, number: int, size: int, etag: str, checksums: Mapping[str, str]
+    ) -> Deferred[None]:
         """Record (or replace) part C{number} of an upload as received: its
         size, ETag and verified checksums. -> Deferred[None]"""
 
-    def multipart_parts(upload_id: str):
-        """-> Deferred[list[store.parts.PartRecord]] in part number order."""
+    def multipart_parts(upload_id: str) -> Deferred[list[PartRecord]]:
+        """-> Deferred[list[PartRecord]] in part number order."""
 
-    def completed_upload(upload_id: str):
-        """-> Deferred[store.parts.CompletedUpload | None]: an upload completed
+    def completed_upload(upload_id: str) -> Deferred[Optional[CompletedUpload]]:
+        """-> Deferred[CompletedUpload | None]: an upload completed
         lately (store.parts.COMPLETED_KEPT) and what its Complete made."""
 
-    def object_parts_page(real_key: str, marker: int, max_parts: int):
-        """-> Deferred[(list[store.parts.PartRecord], truncated)]: the parts of
+    def object_parts_page(
+        real_key: str, marker: int, max_parts: int
+    ) -> Deferred[tuple[list[PartRecord], bool]]:
+        """-> Deferred[(list[PartRecord], truncated)]: the parts of
         the multipart object at C{real_key} numbered above C{marker}."""
 
-    def abort_multipart(upload_id: str, queue_backend_abort: bool):
+    def abort_multipart(upload_id: str, queue_backend_abort: bool) -> Deferred[Optional[MultipartRecord]]:
         """Delete the multipart row; when queue_backend_abort, queue a
         deletion with backend_upload_id so the worker aborts it on the backend.
         -> Deferred[MultipartRecord | None]"""
 
-    def stale_multipart(older_than: datetime.datetime, limit: int = 100):
+    def stale_multipart(older_than: datetime.datetime, limit: int = 100) -> Deferred[list[MultipartRecord]]:
         """-> Deferred[list[MultipartRecord]]"""
 
     # -- operation counters (monthly, per backend) --------------------------
     def count_operations(
         backend: str, type_a_delta: int, type_b_delta: int, when: Optional[datetime.datetime] = None
-    ):
+    ) -> Deferred[None]:
         """Add to the counters of backend for the month of when (default now,
         UTC).  Safe with several daemons on one database (an upsert).
         -> Deferred[None]"""
 
-    def operation_counts(month: str):
+    def operation_counts(month: str) -> Deferred[list[OperationCounts]]:
         """month 'YYYY-MM' -> Deferred[list[OperationCounts]] sorted by backend."""
 
     # -- cluster-wide background jobs (s3balance.ops.background) ---------------
-    def acquire_lease(job: str, holder: str, seconds: float):
+    def acquire_lease(job: str, holder: str, seconds: float) -> Deferred[bool]:
         """Take or renew C{job}'s lease for C{holder} until the database's
         now plus C{seconds}: only when it is expired, missing or already
         C{holder}'s.  -> Deferred[bool] (whether C{holder} holds it now)."""
 
-    def release_lease(job: str, holder: str):
+    def release_lease(job: str, holder: str) -> Deferred[bool]:
         """Give up C{job}'s lease if C{holder} holds it. -> Deferred[bool]"""
 
-    def lease_state(job: str):
-        """-> Deferred[store.leases.LeaseState | None]: holder and whether
+    def lease_state(job: str) -> Deferred[Optional[LeaseState]]:
+        """-> Deferred[LeaseState | None]: holder and whether
         the lease is live by the database's clock."""
 
-    def postpone_deletions(backend: str, delay_seconds: float):
+    def postpone_deletions(backend: str, delay_seconds: float) -> Deferred[int]:
         """Push the due queued deletions of C{backend} (down) C{delay_seconds}
         later, attempts unchanged. -> Deferred[int] (how many)."""
 
-    def add_backend_usage(deltas: dict[str, tuple[int, int]]):
+    def add_backend_usage(deltas: dict[str, tuple[int, int]]) -> Deferred[list[BackendUsage]]:
         """Add (bytes, objects) deltas per backend to the stored usage, safe
         with several daemons (upserts). -> Deferred[list[BackendUsage]] (all
         rows afterwards)."""
 
-    def stored_backend_usage():
+    def stored_backend_usage() -> Deferred[list[BackendUsage]]:
         """The stored usage rows (cheap: one row per backend).
         -> Deferred[list[BackendUsage]]"""
 
-    def reconcile_backend_usage():
+    def reconcile_backend_usage() -> Deferred[list[BackendUsage]]:
         """Replace the stored usage with L{backend_usage}'s aggregate (a join
         over every location: rare, one daemon). -> Deferred[list[BackendUsage]]"""

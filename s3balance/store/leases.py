@@ -13,29 +13,21 @@ from __future__ import annotations
 
 from typing import Optional
 
-import attr
 from sqlalchemy import BigInteger, bindparam, delete, select, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from s3balance.store import tables
-from s3balance.store.objects import database_time, lease_ms
+from s3balance.store.clock import database_time, lease_ms
+from s3balance.store.interfaces import LeaseState
 
 _jl = tables.job_leases
 
 
-@attr.s(frozen=True, auto_attribs=True)
-class LeaseState:
-    """Who holds C{job}'s lease and whether it is still live by the database's clock."""
-
-    job: str
-    holder: str
-    live: bool
-
 
 def db_now(offset_seconds: float = 0.0) -> ColumnElement:
-    """The database's current UTC time plus C{offset_seconds} (L{objects.database_time}, shared with write intents)."""
+    """The database's current UTC time plus C{offset_seconds} (L{clock.database_time}, shared with write intents)."""
     if not offset_seconds:
         return database_time()
     return database_time(bindparam("lease_ms", lease_ms(offset_seconds), type_=BigInteger()))

@@ -8,6 +8,7 @@ from typing import Optional
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from s3balance.store import buckets, parts, tables
 from s3balance.store.interfaces import (
@@ -181,7 +182,7 @@ def list_multipart_page(
     return ListPage(entries=tuple(entries), is_truncated=truncated, next_marker=next_marker)
 
 
-def _after_upload(record: MultipartRecord):
+def _after_upload(record: MultipartRecord) -> ColumnElement[bool]:
     """The uploads after C{record} in (key, initiated, upload_id) order."""
     key_b = encode_key(record.key)
     return or_(

@@ -23,14 +23,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
 
 from s3balance.store import parts, tables
 from s3balance.store.buckets import lock_bucket_shared
+from s3balance.store.clock import database_time, lease_ms
 from s3balance.store.interfaces import (
     BackendFull,
     ConcurrentInsert,
@@ -59,64 +58,6 @@ REASON_LEASE_EXPIRED = "lease-expired"
 REASON_MULTIPART_ABORTED = "multipart-aborted"
 
 
-# -- the database's clock ------------------------------------------------------
-
-
-class database_time(FunctionElement):
-    """
-    The database server's current UTC time, or that plus a number of
-    milliseconds (an SQL expression, normally a bound parameter):
-    C{database_time()}, C{database_time(bindparam("lease_ms"))}.
-
-    Write-intent leases are set and judged by this clock, never by a
-    daemon's: daemons whose clocks disagree (or one whose clock jumps) still
-    agree on when an upload's lease runs out.  Comparable with, and storable
-    in, a L{tables.UTCDateTime} column on every engine.
-    """
-
-    type = tables.UTCDateTime()
-    inherit_cache = True
-    name = "database_time"
-
-
-def _offset_ms(element, compiler, **kw) -> str | None:
-    clauses = list(element.clauses)
-    return compiler.process(clauses[0], **kw) if clauses else None
-
-
-@compiles(database_time, "sqlite")
-def _sqlite_time(element, compiler, **kw) -> str:
-    # The text SQLAlchemy stores a naive UTC datetime as (six fractional
-    # digits), so stored and computed times compare as strings in time order.
-    # 'now' is the same throughout one statement.
-    offset = _offset_ms(element, compiler, **kw)
-    modifier = f", printf('%+.3f seconds', {offset} / 1000.0)" if offset is not None else ""
-    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now'{modifier})"
-
-
-@compiles(database_time)  # also str(statement), as in logs and tests
-@compiles(database_time, "postgresql")
-def _postgresql_time(element, compiler, **kw) -> str:
-    # now(): the transaction's start, a moment earlier than the statement.
-    offset = _offset_ms(element, compiler, **kw)
-    return "now()" if offset is None else f"(now() + make_interval(secs => {offset} / 1000.0))"
-
-
-@compiles(database_time, "mysql")
-@compiles(database_time, "mariadb")
-def _mysql_time(element, compiler, **kw) -> str:
-    # DATETIME columns hold naive UTC here (tables.UTCDateTime); UTC_TIMESTAMP
-    # does not depend on the session's time zone.
-    offset = _offset_ms(element, compiler, **kw)
-    now = "UTC_TIMESTAMP(6)"
-    return now if offset is None else f"TIMESTAMPADD(MICROSECOND, {offset} * 1000, {now})"
-
-
-def lease_ms(seconds: float) -> int:
-    """A lease length as the whole milliseconds L{database_time} adds."""
-    return int(round(seconds * 1000))
-
-
 # The statements of the write path, built once (building them cost more than
 # running them); values are bound per call.
 _LEASE_UNTIL = database_time(bindparam("lease_ms", type_=BigInteger()))
@@ -140,7 +81,7 @@ _CURRENT_FOR_UPDATE = (
 )
 
 
-def _new_id(result) -> int:
+def _new_id(result: CursorResult) -> int:
     """The generated primary key of a one-row INSERT."""
     key = result.inserted_primary_key
     assert key is not None and key[0] is not None
@@ -180,7 +121,9 @@ def begin_write(
     return WriteIntent(id=_new_id(result), backend=backend, real_key=real_key)
 
 
-def grow_write(conn: Connection, intent_id: int, backend: str, size: int, max_size: Optional[int] = None) -> None:
+def grow_write(
+    conn: Connection, intent_id: int, backend: str, size: int, max_size: Optional[int] = None
+) -> None:
     """Reserve C{size} more bytes under a running write's intent (checked like L{begin_write}'s)."""
     if max_size is not None:
         check_capacity(conn, backend, size, max_size)
@@ -256,7 +199,9 @@ def renew_write(conn: Connection, intent_id: int, lease_seconds: float) -> None:
         raise WriteIntentExpired(intent_id)
 
 
-def take_intent(conn: Connection, intent_id: int, *conditions) -> Optional[tuple[str, str]]:
+def take_intent(
+    conn: Connection, intent_id: int, *conditions: ColumnElement[bool]
+) -> Optional[tuple[str, str]]:
     """
     Delete the intent row and say what it was, or None when it is gone.
 

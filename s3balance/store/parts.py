@@ -16,13 +16,12 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
-import attr
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from s3balance.store import tables
-from s3balance.store.interfaces import ConcurrentInsert, ObjectRecord
+from s3balance.store.interfaces import CompletedUpload, ConcurrentInsert, ObjectRecord, PartRecord
 from s3balance.store.records import decode_key, dump_mapping, encode_key, load_mapping
 
 _parts = tables.multipart_parts
@@ -33,25 +32,6 @@ _dq = tables.deletion_queue
 
 COMPLETED_KEPT = datetime.timedelta(hours=12)
 
-
-@attr.s(frozen=True, auto_attribs=True)
-class PartRecord:
-    number: int
-    size: int
-    etag: str
-    checksums: Mapping[str, str]
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class CompletedUpload:
-    """A multipart upload completed lately and what its Complete answered."""
-
-    upload_id: str
-    bucket: str
-    key: str
-    etag: str
-    checksums: Mapping[str, str]
-    completed: datetime.datetime
 
 
 def record_part(

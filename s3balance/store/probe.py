@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 
 class DatabaseProbe:
@@ -64,6 +65,6 @@ class DatabaseProbe:
         self._up, self._error, self._checked = up, error, self._clock()
 
 
-def _reason(failure) -> str:
+def _reason(failure: Failure) -> str:
     text = str(failure.value).strip()
     return text.splitlines()[0] if text else failure.type.__name__

@@ -26,8 +26,12 @@ from __future__ import annotations
 import datetime
 import time
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.selectable import ExecutableReturnsRows
+from sqlalchemy.types import TypeEngine
 
 Params = Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]
 # Told each statement's duration in seconds (the metrics' database histogram,
@@ -35,7 +39,7 @@ Params = Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]
 Observer = Optional[Callable[[float], None]]
 
 
-def _processors(type_, dialect) -> tuple[Any, Any]:
+def _processors(type_: TypeEngine[Any], dialect: Dialect) -> tuple[Any, Any]:
     """
     A type's (bind, result) converters for a dialect.  For L{UTCDateTime} on
     SQLite, the column text SQLAlchemy's C{DATETIME} stores ("2026-11-25
@@ -63,7 +67,9 @@ def _processors(type_, dialect) -> tuple[Any, Any]:
 class _Compiled:
     """One statement compiled for a dialect: SQL text, parameter order and converters."""
 
-    def __init__(self, statement, dialect, column_keys: Optional[list[str]] = None) -> None:
+    def __init__(
+        self, statement: ExecutableReturnsRows, dialect: Dialect, column_keys: Optional[list[str]] = None
+    ) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         if compiled.positiontup is None:
             raise ValueError(f"{dialect.name} does not use positional parameters")
@@ -91,7 +97,7 @@ class _Compiled:
             values.append(binder(value) if binder is not None else value)
         return values
 
-    def rows(self, fetched) -> list:
+    def rows(self, fetched: Iterable[Sequence[Any]]) -> list:
         processors = self._processors
         make = self._row._make  # type: ignore[union-attr]
         return [
@@ -108,13 +114,13 @@ class RawResult:
         self.rowcount = rowcount
         self.inserted_primary_key = (lastrowid,)
 
-    def first(self):
+    def first(self) -> Any:
         return self._rows[0] if self._rows else None
 
     def all(self) -> list:
         return self._rows
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
 
 
@@ -129,13 +135,15 @@ class RawConnection:
 
     CACHE_LIMIT = 64
 
-    def __init__(self, connection, dialect, cache: dict, observe: Observer = None) -> None:
+    def __init__(
+        self, connection: Any, dialect: Dialect, cache: dict[Any, Any], observe: Observer = None
+    ) -> None:
         self.connection = connection
         self.dialect = dialect
         self._cache = cache
         self._observe = observe
 
-    def _compiled(self, statement, params: Mapping[str, Any]) -> _Compiled:
+    def _compiled(self, statement: ExecutableReturnsRows, params: Mapping[str, Any]) -> _Compiled:
         # INSERT and UPDATE take their column list from the parameters.
         key = (statement, tuple(params))
         compiled = self._cache.get(key)
@@ -145,7 +153,7 @@ class RawConnection:
                 self._cache[key] = compiled
         return compiled
 
-    def execute(self, statement, params: Optional[Params] = None) -> RawResult:
+    def execute(self, statement: ExecutableReturnsRows, params: Optional[Params] = None) -> RawResult:
         first: Mapping[str, Any]
         batch: list[Mapping[str, Any]] = []
         many = not (params is None or isinstance(params, Mapping))

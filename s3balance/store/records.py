@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Mapping
+from typing import Any, Union
+
+from sqlalchemy.engine import Row
 
 from s3balance.store.interfaces import (
     BucketRecord,
@@ -20,7 +23,7 @@ def encode_key(key: str) -> bytes:
     return key.encode("utf-8")
 
 
-def decode_key(raw) -> str:
+def decode_key(raw: Union[bytes, bytearray, memoryview]) -> str:
     return bytes(raw).decode("utf-8")
 
 
@@ -37,7 +40,7 @@ def whole_seconds(moment: datetime.datetime) -> datetime.datetime:
     return moment.astimezone(datetime.UTC).replace(microsecond=0)
 
 
-def object_values(record: ObjectRecord) -> dict:
+def object_values(record: ObjectRecord) -> dict[str, Any]:
     return {
         "bucket": record.bucket,
         "key": encode_key(record.key),
@@ -50,7 +53,7 @@ def object_values(record: ObjectRecord) -> dict:
     }
 
 
-def object_record(row, locations: tuple[Location, ...] = ()) -> ObjectRecord:
+def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecord:
     return ObjectRecord(
         bucket=row.bucket,
         key=decode_key(row.key),
@@ -65,11 +68,11 @@ def object_record(row, locations: tuple[Location, ...] = ()) -> ObjectRecord:
     )
 
 
-def bucket_record(row) -> BucketRecord:
+def bucket_record(row: Row) -> BucketRecord:
     return BucketRecord(name=row.name, created=row.created, origin=row.origin)
 
 
-def multipart_record(row) -> MultipartRecord:
+def multipart_record(row: Row) -> MultipartRecord:
     return MultipartRecord(
         upload_id=row.upload_id,
         bucket=row.bucket,
@@ -83,7 +86,7 @@ def multipart_record(row) -> MultipartRecord:
     )
 
 
-def queued_deletion(row) -> QueuedDeletion:
+def queued_deletion(row: Row) -> QueuedDeletion:
     return QueuedDeletion(
         id=row.id,
         backend=row.backend,

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, TypeVarTuple, Union
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from s3balance.store import migrate, objects
-from s3balance.store.dbthreads import DatabaseThreads, Deadlines, fire_all, run_call
+from s3balance.store.dbthreads import DatabaseThreads, Deadlines, Outcome, fire_all, run_call
 from s3balance.store.engine import (
     _configure_mysql,
     _configure_postgres,
@@ -50,6 +50,14 @@ UTC = datetime.UTC
 _FALL_BACK = object()
 # What _raw_group says of one transaction the ordinary path must run alone.
 _RUN_ALONE = None
+
+# A transaction function is called fn(conn, *args) -> T: the runner's
+# methods take fn and its arguments as Callable[[Connection, *Ts], T] and
+# *Ts, so a call's arguments are checked against fn's parameters and its
+# Deferred is a Deferred[T].  (Not ParamSpec: PEP 612 allows no keyword
+# parameter of the runner's own, write=, durable=, ..., beside P.args.)
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 # How often a transaction that lost a race (deadlock, serialization failure,
 # concurrent insert of the same key, SQLite busy) is run again.
@@ -84,8 +92,8 @@ class StoreRunner:
 
     def __init__(
         self,
-        url,
-        reactor=None,
+        url: Union[str, URL],
+        reactor: Any = None,
         max_threads: int = 10,
         auto_migrate: bool = True,
         pool_recycle: float = 300,
@@ -123,7 +131,7 @@ class StoreRunner:
         self._engine: Optional[Engine] = None
         # SQLite: the hot statements compiled once (RawConnection's cache), run
         # on a connection of their own (rawread.py).  None: no raw paths.
-        self._raw_statements: Optional[dict] = None
+        self._raw_statements: Optional[dict[Any, Any]] = None
         # Told the duration of each statement the raw paths run (see watch_statements).
         self._statement_observer: Optional[Callable[[float], None]] = None
         self._raw_connection: Any = None
@@ -131,13 +139,13 @@ class StoreRunner:
         # parameter style (_pooled_transaction); None
         # until started, and on SQLite, MariaDB and MySQL.
         self._pg_raw_dialect: Any = None
-        self._pg_raw_statements: dict = {}
-        self._driver_errors: tuple = ()
+        self._pg_raw_statements: dict[Any, Any] = {}
+        self._driver_errors: tuple[type[BaseException], ...] = ()
         self._pool: Optional[DatabaseThreads] = None
-        self._shutdown_trigger = None
+        self._shutdown_trigger: Any = None
         # SQLite: the PUT path's write transactions waiting to be committed
         # together (see _grouped); (fn, args, durable, Deferred).
-        self._group: list[tuple[Callable, tuple, bool, Deferred]] = []
+        self._group: list[tuple[Callable[..., Any], tuple[Any, ...], bool, Deferred[Any]]] = []
         self._group_lock = threading.Lock()
         self._group_scheduled = False
 
@@ -146,7 +154,7 @@ class StoreRunner:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> Deferred[None]:
         if self._pool is not None:
             return defer.succeed(None)
         self._pool = DatabaseThreads(self._reactor, self._max_threads, "s3balance-db")
@@ -157,7 +165,7 @@ class StoreRunner:
         self.log.info("starting metadata store {url}", url=self.url.render_as_string(hide_password=True))
         d = self._pool.submit(self._start_blocking)
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             self._stop_pool()
             return failure
 
@@ -225,7 +233,7 @@ class StoreRunner:
             _configure_postgres(engine, self._statement_timeout)
         return engine
 
-    def stop(self):
+    def stop(self) -> Deferred[None]:
         if self._deadlines is not None:
             self._deadlines.stop()
         if self._pool is None:
@@ -251,7 +259,7 @@ class StoreRunner:
         if pool is not None:
             pool.stop()
 
-    def _remove_trigger(self, trigger) -> None:
+    def _remove_trigger(self, trigger: Any) -> None:
         try:
             self._reactor.removeSystemEventTrigger(trigger)
         except (ValueError, KeyError):
@@ -259,7 +267,14 @@ class StoreRunner:
 
     # -- running transactions -------------------------------------------------
 
-    def _transaction(self, fn: Callable, *args, write: bool = True, durable: bool = True, single: bool = False):
+    def _transaction(
+        self,
+        fn: Callable[[Connection, *Ts], T],
+        *args: *Ts,
+        write: bool = True,
+        durable: bool = True,
+        single: bool = False,
+    ) -> T:
         """
         Blocking, on the pool: run fn(conn, *args) in one transaction, retrying lost races.
 
@@ -306,6 +321,7 @@ class StoreRunner:
             # A short random pause (on a pool thread, not the reactor) lets the
             # winner of the race finish before we try again.
             time.sleep(random.uniform(0, 0.005 * attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def watch_statements(self, observe: Callable[[float], None]) -> None:
         """
@@ -317,10 +333,14 @@ class StoreRunner:
             raise RuntimeError("the metadata store is not started")
         self._statement_observer = observe
 
-        def before(conn, cursor, statement, parameters, context, executemany):
+        def before(
+            conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+        ) -> None:
             conn.info.setdefault("s3balance_started", []).append(time.perf_counter())
 
-        def after(conn, cursor, statement, parameters, context, executemany):
+        def after(
+            conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+        ) -> None:
             started = conn.info.get("s3balance_started")
             if started:
                 observe(time.perf_counter() - started.pop())
@@ -328,7 +348,7 @@ class StoreRunner:
         event.listen(self._engine, "before_cursor_execute", before)
         event.listen(self._engine, "after_cursor_execute", after)
 
-    def _raw_connection_now(self):
+    def _raw_connection_now(self) -> Any:
         """On the pool, SQLite: the DBAPI connection the raw paths share (opened on first use)."""
         if self._raw_connection is None:
             assert self._engine is not None
@@ -350,7 +370,7 @@ class StoreRunner:
             except Exception:
                 pass
 
-    def _raw_group(self, items: Sequence[tuple[Callable, tuple, bool]]):
+    def _raw_group(self, items: Sequence[tuple[Callable[..., Any], tuple[Any, ...], bool]]) -> Any:
         """
         On the pool, SQLite: each C{fn(conn, *args)} of C{items} on a
         L{RawConnection}, all between one BEGIN IMMEDIATE and one COMMIT,
@@ -383,7 +403,7 @@ class StoreRunner:
                 raw.execute("PRAGMA synchronous=NORMAL")  # see _relaxed
             try:
                 raw.execute("BEGIN IMMEDIATE")
-                results: list = []
+                results: list[Optional[Outcome[Any]]] = []
                 for fn, args, _ in items:
                     raw.execute("SAVEPOINT item")
                     try:
@@ -410,7 +430,7 @@ class StoreRunner:
             self._drop_raw_connection()
         return outcomes
 
-    def _grouped(self, fn: Callable, args: tuple, durable: bool) -> Deferred:
+    def _grouped(self, fn: Callable[[Connection, *Ts], T], args: tuple[*Ts], durable: bool) -> Deferred[T]:
         """
         SQLite: run C{fn} in the next group commit (L{_raw_group}).
 
@@ -422,7 +442,7 @@ class StoreRunner:
         """
         assert self._pool is not None
         # Failed (past the request timeout) or cancelled before its group runs: left out of it.
-        d: Deferred = Deferred(lambda d: None)
+        d: Deferred[T] = Deferred(lambda d: None)
         with self._group_lock:
             self._group.append((fn, args, durable, d))
             if self._group_scheduled:
@@ -431,7 +451,7 @@ class StoreRunner:
         self._pool.submit(self._run_group).addCallback(fire_all)
         return d
 
-    def _run_group(self) -> list:
+    def _run_group(self) -> list[tuple[Deferred[Any], bool, Any]]:
         """On the pool: commit the waiting group; (Deferred, ok, value) for each call, never an exception."""
         with self._group_lock:
             items, self._group = self._group, []
@@ -443,7 +463,7 @@ class StoreRunner:
             outcomes = self._raw_group([(fn, args, durable) for fn, args, durable, _ in items])
             if outcomes is _FALL_BACK:
                 outcomes = [_RUN_ALONE] * len(items)
-            delivered = []
+            delivered: list[tuple[Deferred[Any], bool, Any]] = []
             for (fn, args, durable, d), outcome in zip(items, outcomes, strict=True):
                 if outcome is _RUN_ALONE:
                     outcome = run_call(self._transaction, fn, *args, durable=durable)
@@ -453,7 +473,7 @@ class StoreRunner:
             failure = Failure()
             return [(d, False, failure) for _, _, _, d in items]
 
-    def _relaxed(self, conn: Connection, fn: Callable, *args):
+    def _relaxed(self, conn: Connection, fn: Callable[[Connection, *Ts], T], *args: *Ts) -> T:
         """fn in a transaction whose commit does not wait for the disk."""
         if self._is_sqlite:
             raw = conn.connection.dbapi_connection
@@ -470,8 +490,14 @@ class StoreRunner:
             return fn(conn, *args)
 
     def _run(
-        self, fn: Callable, *args, write: bool = True, durable: bool = True, single: bool = False, raw: bool = False
-    ):
+        self,
+        fn: Callable[[Connection, *Ts], T],
+        *args: *Ts,
+        write: bool = True,
+        durable: bool = True,
+        single: bool = False,
+        raw: bool = False,
+    ) -> Deferred[T]:
         """
         C{fn} in a transaction on the store's threads.  C{raw=True} (the PUT
         path's writes, whose statements are prebuilt): on SQLite, in the next
@@ -487,7 +513,7 @@ class StoreRunner:
             self._pool.submit(lambda: self._transaction(fn, *args, write=write, durable=durable, single=single))
         )
 
-    def _bounded(self, d: Deferred) -> Deferred:
+    def _bounded(self, d: Deferred[T]) -> Deferred[T]:
         """
         C{d}, failed with L{StoreUnavailable} when it has not fired within
         the request timeout (never run when still queued then, see
@@ -498,7 +524,7 @@ class StoreRunner:
             return d
         return self._deadlines.add(d)
 
-    def ping(self) -> Deferred:
+    def ping(self) -> Deferred[None]:
         """One statement on the store's threads, bounded as every call (for /health)."""
         if self._pool is None:
             return defer.fail(StoreUnavailable("the metadata store is not started"))
@@ -513,7 +539,13 @@ class StoreRunner:
         except DBAPIError as e:
             raise StoreUnavailable(str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else "database error") from e
 
-    def _pooled_transaction(self, fn: Callable, args: tuple, durable: bool = True, read_one: bool = False):
+    def _pooled_transaction(
+        self,
+        fn: Callable[[Connection, *Ts], T],
+        args: tuple[*Ts],
+        durable: bool = True,
+        read_one: bool = False,
+    ) -> T:
         """
         On the pool, PostgreSQL: C{fn(conn, *args)} on a connection of the
         engine's pool through L{RawConnection}, without SQLAlchemy's
@@ -576,7 +608,7 @@ class StoreRunner:
                     fairy.close()
         return self._transaction(fn, *args, write=not read_one, durable=durable, single=read_one)
 
-    def _read(self, fn: Callable, *args, single: bool = False):
+    def _read(self, fn: Callable[[Connection, *Ts], T], *args: *Ts, single: bool = False) -> Deferred[T]:
         return self._run(fn, *args, write=False, single=single)
 
     def _in(self, seconds: float) -> datetime.datetime:

@@ -12,6 +12,7 @@ databases, whatever their text collations say.
 from __future__ import annotations
 
 import datetime
+from typing import Any, Optional
 
 from sqlalchemy import (
     BigInteger,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.mysql import VARBINARY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -65,7 +67,9 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(
+        self, value: Optional[datetime.datetime], dialect: Dialect
+    ) -> Optional[datetime.datetime]:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -75,7 +79,7 @@ class UTCDateTime(TypeDecorator):
             return value
         return value.replace(tzinfo=None)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: Optional[Any], dialect: Dialect) -> Optional[datetime.datetime]:
         if value is None:
             return None
         if value.tzinfo is None:

@@ -10,9 +10,11 @@ location: rare, elected).  L{backend_usage} is that aggregate, read directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from s3balance.store import tables
 from s3balance.store.interfaces import BackendUsage, OperationCounts
@@ -36,7 +38,7 @@ def backend_usage(conn: Connection) -> list[BackendUsage]:
     ]
 
 
-def _usage_rows(rows) -> list[BackendUsage]:
+def _usage_rows(rows: Iterable[Row]) -> list[BackendUsage]:
     return [
         BackendUsage(backend=backend, used_bytes=int(used), object_count=int(count)) for backend, used, count in rows
     ]
