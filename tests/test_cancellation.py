@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from s3balance.backends.backend import PutResult
-from s3balance.s3.gateway import Gateway, S3Call
+from s3balance.s3.call import S3Call
+from s3balance.s3.gateway import Gateway
 from s3balance.s3.routing import Target
 from s3balance.s3.upload import PutObjectUpload
 from s3balance.store.interfaces import WriteIntent
@@ -440,7 +441,7 @@ class UncancelledTests(SynchronousTestCase):
     def test_cancellation_waits_for_the_result(self) -> None:
         from twisted.internet.defer import ensureDeferred
 
-        from s3balance.s3.upload import uncancelled
+        from s3balance.s3.deferreds import uncancelled
 
         work: Deferred = Deferred()
         seen: list = []
@@ -459,7 +460,7 @@ class UncancelledTests(SynchronousTestCase):
     def test_failure_is_raised(self) -> None:
         from twisted.internet.defer import ensureDeferred
 
-        from s3balance.s3.upload import uncancelled
+        from s3balance.s3.deferreds import uncancelled
 
         work: Deferred = Deferred()
 

@@ -67,7 +67,7 @@ def our_key(bucket: str) -> str:
 
 
 def our_metadata(bucket: str, key: str) -> dict[str, str]:
-    """The metadata the gateway puts on what it writes (s3balance.s3.upload.backend_headers)."""
+    """The metadata the gateway puts on what it writes (s3balance.s3.writes.backend_headers)."""
     return {"s3balance-bucket": bucket, "s3balance-key": key}
 
 

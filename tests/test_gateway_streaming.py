@@ -160,7 +160,7 @@ class BadChunkNeverCompletesTests(SynchronousTestCase):
         from types import SimpleNamespace
 
         from s3balance.auth.sigv4 import AuthContext, PayloadMode
-        from s3balance.s3.gateway import S3Call
+        from s3balance.s3.call import S3Call
         from s3balance.s3.routing import Target
         from s3balance.s3.upload import PutObjectUpload
         from s3balance.store.interfaces import WriteIntent

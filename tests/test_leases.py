@@ -18,7 +18,8 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from s3balance.s3 import copy as copy_module
-from s3balance.s3.upload import INTENT_LEASE, StreamedBody
+from s3balance.s3.intent_lease import INTENT_LEASE
+from s3balance.s3.streamed_body import StreamedBody
 from s3balance.store.connector import MetadataStore
 from s3balance.store.interfaces import (
     Location,

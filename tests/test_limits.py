@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.errors import S3Error
 from s3balance.s3 import limits
-from s3balance.s3.gateway import S3Call
+from s3balance.s3.call import S3Call
 from s3balance.s3.routing import Target
 from s3balance.store import tables
 from tests.daemon import database_counts, shared_gateway

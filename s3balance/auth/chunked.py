@@ -18,7 +18,7 @@ not match fails the C{feed} that completes it.  Holding a whole chunk (up to
 16 MiB) until it verified would cost that much memory per upload, so the
 guarantee is the caller's: bytes released by C{feed} are I{unverified} until
 C{finish} returned, and a caller that forwards them must hold back the last
-bytes it received until then (L{s3balance.s3.upload} does), so that nothing
+bytes it received until then (L{s3balance.s3.streamed_body} does), so that nothing
 downstream completes from a body that does not verify.
 """
 

@@ -9,7 +9,7 @@ pre-filter.  What decides is the store: a write's intent reserves its bytes
 in the database, checked against max_size with every daemon's reservations
 in the same transaction (L{s3balance.store.objects.check_capacity}), and a
 refusal (BackendFull) sends placement on to the next backend
-(L{s3balance.s3.upload.place_write}).
+(L{s3balance.s3.writes.place_write}).
 """
 
 from __future__ import annotations

@@ -12,18 +12,24 @@ them, for an object uploaded with checksums, whose parts the Complete kept
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from s3balance.errors import S3Error
 from s3balance.s3 import checksum_parts, storage_class
 from s3balance.s3.objects import http_date
-from s3balance.s3.xmldoc import document
+from s3balance.s3.xmldoc import Node, document
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.handler_types import GatewayLike, Handler
+    from s3balance.s3.request import S3Request
+    from s3balance.store.interfaces import ObjectRecord
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
 MAX_PARTS = 1000
 
 
-def _wanted(call) -> set[str]:
+def _wanted(call: S3Call) -> set[str]:
     raw = call.header("x-amz-object-attributes")
     names = {name.strip() for name in (raw or "").split(",") if name.strip()}
     if not names:
@@ -35,7 +41,7 @@ def _wanted(call) -> set[str]:
     return names
 
 
-def _int_header(call, name: str, default: int, high: Optional[int] = None) -> int:
+def _int_header(call: S3Call, name: str, default: int, high: Optional[int] = None) -> int:
     raw = call.header(name)
     if raw is None or raw.strip() == "":
         return default
@@ -56,7 +62,7 @@ def parts_count(etag: str) -> Optional[int]:
     return int(tail)
 
 
-async def get_object_attributes(gateway, request, call) -> None:
+async def get_object_attributes(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     version = call.query.get("versionId")
     if version is not None and version != "null":
@@ -88,7 +94,9 @@ async def get_object_attributes(gateway, request, call) -> None:
     gateway.answer_xml(request, document("GetObjectAttributesResponse", children))
 
 
-async def _object_parts(gateway, record, count: int, marker: int, max_parts: int) -> list:
+async def _object_parts(
+    gateway: GatewayLike, record: ObjectRecord, count: int, marker: int, max_parts: int
+) -> list[Node]:
     elements: list = [("PartsCount", count)]
     if not checksum_parts.result_elements(record.checksums) or not record.locations:
         return elements  # parts kept only for objects with checksums, as S3 lists them
@@ -107,4 +115,4 @@ async def _object_parts(gateway, record, count: int, marker: int, max_parts: int
     return elements
 
 
-HANDLERS = {"GetObjectAttributes": get_object_attributes}
+HANDLERS: dict[str, Handler] = {"GetObjectAttributes": get_object_attributes}

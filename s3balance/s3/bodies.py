@@ -5,22 +5,26 @@ Request bodies: how long the object data of a request is, and small bodies
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from s3balance.auth.checksums import PayloadVerifier
 from s3balance.auth.chunked import AwsChunkedDecoder
 from s3balance.errors import S3Error
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.request import S3Request
 
 STREAMING_MODES = frozenset(
     {"STREAMING_SIGNED", "STREAMING_SIGNED_TRAILER", "STREAMING_UNSIGNED_TRAILER"}
 )
 
 
-def trailer_names(call) -> list[str]:
+def trailer_names(call: S3Call) -> list[str]:
     return [t.strip().lower() for t in (call.header("x-amz-trailer") or "").split(",") if t.strip()]
 
 
-def decoded_length(call, length: Optional[int]) -> tuple[Optional[int], bool]:
+def decoded_length(call: S3Call, length: Optional[int]) -> tuple[Optional[int], bool]:
     """
     The length of the object bytes, and whether the body is aws-chunked.
     """
@@ -45,7 +49,7 @@ def decoded_length(call, length: Optional[int]) -> tuple[Optional[int], bool]:
 CHECKSUM_PREFIX = "x-amz-checksum-"
 
 
-def small_body(request, call, object_checksums: bool = False) -> bytes:
+def small_body(request: S3Request, call: S3Call, object_checksums: bool = False) -> bytes:
     """
     The whole (small, already buffered) body of a request, aws-chunked
     framing removed, every digest and checksum the client sent verified.

@@ -11,14 +11,20 @@ import binascii
 import datetime
 import re
 from collections.abc import Callable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import attr
 
 from s3balance.errors import S3Error
 from s3balance.s3 import storage_class
-from s3balance.s3.xmldoc import document, encode_key, iso8601
+from s3balance.s3.xmldoc import Node, document, encode_key, iso8601
 from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
+
+if TYPE_CHECKING:
+    from s3balance.config.schema import Credential
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.handler_types import GatewayLike, Handler
+    from s3balance.s3.request import S3Request
 
 OWNER_ID = "s3balance"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -38,18 +44,20 @@ def valid_bucket_name(name: str) -> bool:
     )
 
 
-def _owner():
+def _owner() -> list[Node]:
     return [("ID", OWNER_ID), ("DisplayName", OWNER_ID)]
 
 
-async def _visible_buckets(gateway, credential) -> list[tuple[str, datetime.datetime]]:
+async def _visible_buckets(
+    gateway: GatewayLike, credential: Optional[Credential]
+) -> list[tuple[str, datetime.datetime]]:
     buckets = {b.name: _EPOCH for b in gateway.config.virtual_buckets}
     for record in await gateway.store.list_buckets():
         buckets[record.name] = record.created
     return sorted((name, created) for name, created in buckets.items() if gateway.may_see_bucket(credential, name))
 
 
-async def list_buckets(gateway, request, call) -> None:
+async def list_buckets(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     buckets = await _visible_buckets(gateway, call.credential)
     body = document(
         "ListAllMyBucketsResult",
@@ -64,12 +72,12 @@ async def list_buckets(gateway, request, call) -> None:
     gateway.answer_xml(request, body)
 
 
-async def head_bucket(gateway, request, call) -> None:
+async def head_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     gateway.answer_empty(request, 200, {"x-amz-bucket-region": gateway.config.s3api.region})
 
 
-async def get_bucket_location(gateway, request, call) -> None:
+async def get_bucket_location(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     region = gateway.config.s3api.region
     # us-east-1 is reported as an empty LocationConstraint, as S3 does.
@@ -82,19 +90,19 @@ async def get_bucket_location(gateway, request, call) -> None:
     gateway.answer_xml(request, body)
 
 
-async def get_bucket_versioning(gateway, request, call) -> None:
+async def get_bucket_versioning(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     gateway.answer_xml(request, document("VersioningConfiguration", []))
 
 
-async def get_acl(gateway, request, call) -> None:
+async def get_acl(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     if call.target.key is not None and await gateway.store.get_object(call.bucket, call.key) is None:
         raise S3Error("NoSuchKey", Key=call.key)
     gateway.answer_xml(request, _CANNED_ACL)
 
 
-async def get_bucket_tagging(gateway, request, call) -> None:
+async def get_bucket_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """Tags are not kept (see objects.get_object_tagging): S3's answer for a bucket without them."""
     await gateway.require_bucket(call.bucket)
     raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404, BucketName=call.bucket)
@@ -112,7 +120,7 @@ _CANNED_ACL = (
 ).encode()
 
 
-def _max_keys(call) -> int:
+def _max_keys(call: S3Call) -> int:
     raw = call.query.get("max-keys", "1000")
     try:
         value = int(raw)
@@ -171,7 +179,9 @@ class _Listing:
         return children
 
 
-async def _list_page(gateway, call, after_of: Callable[[dict], str]) -> _Listing:
+async def _list_page(
+    gateway: GatewayLike, call: S3Call, after_of: Callable[[dict[str, str]], str]
+) -> _Listing:
     await gateway.require_bucket(call.bucket)
     query = call.query
     encoding = query.get("encoding-type")
@@ -189,7 +199,7 @@ async def _list_page(gateway, call, after_of: Callable[[dict], str]) -> _Listing
     return _Listing(prefix, delimiter, encoding == "url", max_keys, entries, truncated, next_marker)
 
 
-def _v2_after(query: dict) -> str:
+def _v2_after(query: dict[str, str]) -> str:
     """
     Where a v2 page starts: after the continuation token's key, or, without a
     token, after C{start-after}.  S3 ignores C{start-after} once a token is
@@ -202,7 +212,7 @@ def _v2_after(query: dict) -> str:
     return query.get("start-after", "")
 
 
-async def list_objects(gateway, request, call) -> None:
+async def list_objects(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     v2 = call.operation == "ListObjectsV2"
     query = call.query
     page = await _list_page(gateway, call, _v2_after if v2 else (lambda q: q.get("marker", "")))
@@ -243,7 +253,7 @@ async def list_objects(gateway, request, call) -> None:
     gateway.answer_xml(request, document("ListBucketResult", children))
 
 
-def _versions_after(query: dict) -> str:
+def _versions_after(query: dict[str, str]) -> str:
     key_marker = query.get("key-marker", "")
     version_marker = query.get("version-id-marker")
     if version_marker is not None:
@@ -258,7 +268,7 @@ def _versions_after(query: dict) -> str:
     return key_marker
 
 
-async def list_object_versions(gateway, request, call) -> None:
+async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """
     ListObjectVersions (C{GET /bucket?versions}).  Versioning is never
     enabled, so every object is its own "null" version, the latest, and there
@@ -297,7 +307,7 @@ async def list_object_versions(gateway, request, call) -> None:
     gateway.answer_xml(request, document("ListVersionsResult", children))
 
 
-async def create_bucket(gateway, request, call) -> None:
+async def create_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     name = call.bucket
     if not valid_bucket_name(name):
         raise S3Error("InvalidBucketName", BucketName=name)
@@ -312,7 +322,7 @@ async def create_bucket(gateway, request, call) -> None:
     gateway.answer_empty(request, 200, {"Location": f"/{name}"})
 
 
-async def delete_bucket(gateway, request, call) -> None:
+async def delete_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     name = call.bucket
     if gateway.config.virtual_bucket(name) is not None:
         raise S3Error(
@@ -329,7 +339,7 @@ async def delete_bucket(gateway, request, call) -> None:
     gateway.answer_empty(request, 204)
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "ListBuckets": list_buckets,
     "HeadBucket": head_bucket,
     "GetBucketLocation": get_bucket_location,

@@ -24,12 +24,15 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 from xml.etree import ElementTree
 
 from s3balance.auth.checksums import ALGORITHMS, new_checksum
 from s3balance.errors import S3Error
 from s3balance.s3.bodies import trailer_names
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
 
 ALGORITHM_KEY = "x-amz-checksum-algorithm"
 TYPE_KEY = "x-amz-checksum-type"
@@ -63,7 +66,7 @@ _CRCS = {
 # -- CreateMultipartUpload -------------------------------------------------------
 
 
-def requested(call) -> tuple[Optional[str], Optional[str]]:
+def requested(call: S3Call) -> tuple[Optional[str], Optional[str]]:
     """
     The checksum algorithm (lower case) and type a CreateMultipartUpload asks
     for, or C{(None, None)}.  Without a type, CRC64NVME is FULL_OBJECT and
@@ -117,7 +120,7 @@ def create_answer_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {"x-amz-checksum-algorithm": algorithm.upper(), "x-amz-checksum-type": kind}
 
 
-def check_part(headers: Mapping[str, str], call) -> None:
+def check_part(headers: Mapping[str, str], call: S3Call) -> None:
     """
     An UploadPart's checksum must be of its upload's algorithm, when the
     upload has one (S3's C{InvalidRequest} otherwise).
@@ -262,7 +265,7 @@ def listed_checksums(body: bytes) -> dict[int, dict[str, str]]:
     return found
 
 
-def _requested_whole(call) -> tuple[Optional[str], Optional[str], Optional[str]]:
+def _requested_whole(call: S3Call) -> tuple[Optional[str], Optional[str], Optional[str]]:
     """The whole-object checksum a Complete sends: (algorithm, base64, type)."""
     kind = call.header("x-amz-checksum-type")
     kind = kind.strip().upper() if kind is not None else None
@@ -281,7 +284,7 @@ def _requested_whole(call) -> tuple[Optional[str], Optional[str], Optional[str]]
 
 
 def object_checksums(
-    call,
+    call: S3Call,
     upload_headers: Mapping[str, str],
     listed: Sequence[tuple[int, str]],
     listed_sums: Mapping[int, Mapping[str, str]],
@@ -415,7 +418,9 @@ def latest_parts(elements: Sequence[ElementTree.Element], ns: str, received: Map
     return [chosen[number] for number in order]
 
 
-def check_object_size(call, listed: Sequence[tuple[int, str]], recorded: Mapping[int, tuple[int, str, object]]) -> None:
+def check_object_size(
+    call: S3Call, listed: Sequence[tuple[int, str]], recorded: Mapping[int, tuple[int, str, object]]
+) -> None:
     """
     A Complete's C{x-amz-mp-object-size} must be the object's size (S3's
     C{InvalidRequest} otherwise); checked when every listed part is known.

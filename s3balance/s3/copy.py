@@ -15,29 +15,38 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Optional
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Optional, cast
 from urllib.parse import unquote
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from s3balance.backends.backend import BackendError
+from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import storage_class
 from s3balance.s3.conditional import check_preconditions
-from s3balance.s3.intent_lease import IntentLease, give_up_write
-from s3balance.s3.upload import (
-    INTENT_LEASE,
+from s3balance.s3.deferreds import uncancelled
+from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
+from s3balance.s3.writes import (
     MAX_SINGLE_PUT,
     backend_error_to_s3,
     backend_headers,
     object_headers,
     part_number,
-    uncancelled,
 )
 from s3balance.s3.xmldoc import document, iso8601
 from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError
+
+if TYPE_CHECKING:
+    from s3balance.backends.pool import Reservation
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.handler_types import GatewayLike, Handler
+    from s3balance.s3.request import S3Request
 
 log = Logger()
 
@@ -61,7 +70,7 @@ def parse_copy_source(value: Optional[str]) -> tuple[str, str]:
     return bucket, key
 
 
-async def _source(gateway, call) -> ObjectRecord:
+async def _source(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
     bucket, key = parse_copy_source(call.header("x-amz-copy-source"))
     if not gateway.may_see_bucket(call.credential, bucket):
         raise S3Error("AccessDenied")
@@ -73,14 +82,20 @@ async def _source(gateway, call) -> ObjectRecord:
     return record
 
 
-def _readable_location(gateway, record: ObjectRecord) -> Location:
+def _readable_location(gateway: GatewayLike, record: ObjectRecord) -> Location:
     for location in record.locations:
         if gateway.pool.readable(location.backend):
             return location
     raise S3Error("ServiceUnavailable", "The backend holding the source object is unavailable; try again later.")
 
 
-async def stream_between(gateway, location: Location, byte_range, length: int, send) -> Any:
+async def stream_between(
+    gateway: GatewayLike,
+    location: Location,
+    byte_range: Optional[tuple[int, int]],
+    length: int,
+    send: Callable[[PipeProducer], Deferred[PutResult]],
+) -> PutResult:
     """
     Stream C{length} bytes of C{location} (optionally a range) into the
     request that C{send(pipe)} starts on another backend.  -> its result.
@@ -95,7 +110,7 @@ async def stream_between(gateway, location: Location, byte_range, length: int, s
     happened), both backend connections cut.
     """
     timeout = gateway.config.balancer.backend_timeout
-    source = gateway.pool.get(location.backend)
+    source = cast(Backend, gateway.pool.get(location.backend))  # readable: in the pool
     response = await source.get_object(location.real_key, byte_range)
     pipe = PipeProducer(length)
     pipe.stall_timeout = timeout
@@ -109,12 +124,12 @@ async def stream_between(gateway, location: Location, byte_range, length: int, s
     pipe.on_stall = destination_stalled
     sending = send(pipe)
 
-    def register(producer) -> None:
+    def register(producer: IPushProducer) -> None:
         pipe.upstream = producer
 
     received, stop = relay_body(response, pipe.write, register, length, idle_timeout=timeout, clock=gateway.reactor)
 
-    def destination_failed(failure):
+    def destination_failed(failure: Failure) -> Failure:
         # Nothing more to read for: drop the source's connection too.
         stop()
         return failure
@@ -148,7 +163,15 @@ async def stream_between(gateway, location: Location, byte_range, length: int, s
         raise
 
 
-async def copy_in_parts(gateway, target, location: Location, real_key: str, size: int, headers, threshold: int) -> str:
+async def copy_in_parts(
+    gateway: GatewayLike,
+    target: Backend,
+    location: Location,
+    real_key: str,
+    size: int,
+    headers: Mapping[str, str],
+    threshold: int,
+) -> str:
     """
     Copy a large object as a multipart upload on the target backend: each
     part server-side when source and target are one backend, streamed
@@ -164,7 +187,7 @@ async def copy_in_parts(gateway, target, location: Location, real_key: str, size
                 etag = await target.upload_part_copy(real_key, upload_id, number, location.real_key, (start, end))
             else:
 
-                def send(pipe, number=number):
+                def send(pipe: PipeProducer, number: int = number) -> Deferred[PutResult]:
                     return target.upload_part(real_key, upload_id, number, pipe)
 
                 etag = (await stream_between(gateway, location, (start, end), end - start + 1, send)).etag
@@ -177,7 +200,7 @@ async def copy_in_parts(gateway, target, location: Location, real_key: str, size
         raise
 
 
-async def copy_object(gateway, request, call) -> None:
+async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     source = await _source(gateway, call)
     directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
@@ -199,6 +222,7 @@ async def copy_object(gateway, request, call) -> None:
         content_type, headers = object_headers(call)
     location = _readable_location(gateway, source)
     pool = gateway.pool
+    reservation: Optional[Reservation]
     if location.backend in {view.name for view in pool.candidates(source.size)}:
         reservation = pool.reserve(location.backend, source.size)
     else:
@@ -207,7 +231,7 @@ async def copy_object(gateway, request, call) -> None:
             raise S3Error("ServiceUnavailable", "No storage backend can take the copy; try again later.")
     store = gateway.store
     try:
-        target = pool.get(reservation.backend)
+        target = cast(Backend, pool.get(reservation.backend))  # just placed there: in the pool
         real_key = gateway.new_real_key(call.bucket)
         intent = await store.begin_write(target.name, real_key, INTENT_LEASE)
         outgoing = backend_headers(call.bucket, call.key, content_type, headers)
@@ -236,7 +260,7 @@ async def copy_object(gateway, request, call) -> None:
                 checksums=dict(source.checksums),
                 locations=(Location(target.name, real_key),),
             )
-            # Not cut short when the client leaves: see upload.uncancelled.
+            # Not cut short when the client leaves: see deferreds.uncancelled.
             await uncancelled(store.commit_object(
                 intent.id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
             ))
@@ -257,7 +281,7 @@ async def copy_object(gateway, request, call) -> None:
     gateway.answer_xml(request, body)
 
 
-def _copy_range(call, size: int) -> Optional[tuple[int, int]]:
+def _copy_range(call: S3Call, size: int) -> Optional[tuple[int, int]]:
     raw = call.header("x-amz-copy-source-range")
     if raw is None:
         return None
@@ -271,7 +295,7 @@ def _copy_range(call, size: int) -> Optional[tuple[int, int]]:
     return first, last
 
 
-async def upload_part_copy(gateway, request, call) -> None:
+async def upload_part_copy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     number = part_number(call)
     upload_id = call.query.get("uploadId", "")
     await gateway.require_bucket(call.bucket)
@@ -310,7 +334,7 @@ async def upload_part_copy(gateway, request, call) -> None:
     gateway.answer_xml(request, document("CopyPartResult", [("LastModified", iso8601(now)), ("ETag", etag)]))
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "CopyObject": copy_object,
     "UploadPartCopy": upload_part_copy,
 }

@@ -15,18 +15,29 @@ from __future__ import annotations
 import hmac
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Optional
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import attr
-from twisted.internet.defer import CancelledError, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from s3balance.auth.sigv4 import SigV4Request, authenticate
 from s3balance.errors import S3Error
 from s3balance.s3 import cors, limits, routing, sse, unkept
-from s3balance.s3.routing import STREAMING_BODY, Target
+from s3balance.s3.call import S3Call
+from s3balance.s3.handler_types import GatewayLike, Handler
 from s3balance.store.interfaces import StoreUnavailable
+
+if TYPE_CHECKING:
+    from s3balance.backends.pool import BackendPool
+    from s3balance.config.schema import Config, Credential
+    from s3balance.metrics import Metrics
+    from s3balance.placement.interfaces import IStrategy
+    from s3balance.s3.request import S3Request
+    from s3balance.s3.streamed_body import StreamedBody
+    from s3balance.store.interfaces import IMetadataStore
 
 log = Logger()
 
@@ -53,41 +64,6 @@ READ_OPERATIONS = frozenset(
 )
 
 
-@attr.s(frozen=True, auto_attribs=True)
-class S3Call:
-    """One routed, authenticated S3 request."""
-
-    method: str
-    target: Target
-    operation: str
-    query: dict
-    headers: dict  # lower-case name -> list of str values
-    credential: Any
-    auth: Any
-    raw_path: bytes
-
-    @property
-    def streaming(self) -> bool:
-        return self.operation in STREAMING_BODY and "x-amz-copy-source" not in self.headers
-
-    @property
-    def bucket(self) -> str:
-        assert self.target.bucket is not None
-        return self.target.bucket
-
-    @property
-    def key(self) -> str:
-        assert self.target.key is not None
-        return self.target.key
-
-    def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        values = self.headers.get(name)
-        return values[0] if values else default
-
-
-Handler = Callable[["Gateway", object, S3Call], Awaitable[None]]
-
-
 def _without_default_port(host: str) -> str:
     for port in (":443", ":80"):
         if host.endswith(port):
@@ -95,7 +71,7 @@ def _without_default_port(host: str) -> str:
     return host
 
 
-def _request_headers(request) -> dict[str, list[str]]:
+def _request_headers(request: S3Request) -> dict[str, list[str]]:
     headers: dict[str, list[str]] = {}
     for name, values in request.requestHeaders.getAllRawHeaders():
         headers.setdefault(name.decode("latin-1").lower(), []).extend(v.decode("latin-1") for v in values)
@@ -160,7 +136,15 @@ class Gateway:
     reads them once, so in-flight requests finish on what they started with.
     """
 
-    def __init__(self, config, store, pool, strategy, reactor, metrics=None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: IMetadataStore,
+        pool: BackendPool,
+        strategy: IStrategy,
+        reactor: Any,
+        metrics: Optional[Metrics] = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.pool = pool
@@ -170,7 +154,7 @@ class Gateway:
         self.deleter: Any = None  # set by the service: kicks the deletion worker
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
-        self.in_flight: set = set()
+        self.in_flight: set[S3Request] = set()
         # False while the service starts (store and health checks not up yet): /health says "starting".
         self.ready = True
         from s3balance.s3 import attributes, buckets, copy, multipart, objects
@@ -185,7 +169,7 @@ class Gateway:
 
     # -- step 1 and 2: route and authenticate --------------------------------
 
-    def prepare(self, request, length: Optional[int]) -> S3Call:
+    def prepare(self, request: S3Request, length: Optional[int]) -> S3Call:
         raw_path, _, raw_query = request.uri.partition(b"?")
         headers = _request_headers(request)
         method = request.method.decode("latin-1").upper()
@@ -230,7 +214,8 @@ class Gateway:
             if error.code != "SignatureDoesNotMatch" or bare == public_host:
                 raise
             context = authenticate(attr.evolve(sigv4, host_override=bare), self.lookup_credential, self.clock())
-        credential = context.credential if context is not None else None
+        # Our lookup (lookup_credential) only finds the configured credentials.
+        credential = cast("Optional[Credential]", context.credential if context is not None else None)
         if credential is None and s3api.auth_required:
             raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
         if context is not None and "X-Amz-Signature" in query:
@@ -258,13 +243,13 @@ class Gateway:
         limits.check_request(call)
         return call
 
-    def lookup_credential(self, access_key: str):
+    def lookup_credential(self, access_key: str) -> Optional[Credential]:
         for credential in self.config.s3api.credentials:
             if hmac.compare_digest(credential.access_key.encode(), access_key.encode()):
                 return credential
         return None
 
-    def may_see_bucket(self, credential, bucket: str) -> bool:
+    def may_see_bucket(self, credential: Optional[Credential], bucket: str) -> bool:
         return credential is None or credential.buckets is None or bucket in credential.buckets
 
     def authorize(self, call: S3Call) -> None:
@@ -287,9 +272,9 @@ class Gateway:
 
     # -- step 3.. : run the operation ------------------------------------------
 
-    def start_upload(self, request, call: S3Call, length: Optional[int]):
+    def start_upload(self, request: S3Request, call: S3Call, length: Optional[int]) -> StreamedBody:
         from s3balance.s3.bodies import decoded_length
-        from s3balance.s3.upload import PartUpload, PutObjectUpload, StreamedBody, UnknownLengthUpload
+        from s3balance.s3.upload import PartUpload, PutObjectUpload, UnknownLengthUpload
 
         kind: type[StreamedBody]
         if call.operation == "UploadPart":
@@ -311,14 +296,14 @@ class Gateway:
         """
         return f"{bucket}/{uuid.uuid4().hex}"
 
-    def track(self, request) -> None:
+    def track(self, request: S3Request) -> None:
         """Count a request as in flight from its headers until it is answered or its client left."""
         self.in_flight.add(request)
         request.notifyFinish().addBoth(lambda _: self.in_flight.discard(request))
         if self.metrics is not None:
             self.metrics.track_request(request, None)
 
-    def handle(self, request) -> None:
+    def handle(self, request: S3Request) -> None:
         """
         Called from the resource tree when the request is processed.
 
@@ -327,13 +312,13 @@ class Gateway:
         cancelled (as klein does), so a handler waiting on a stalled backend
         or database stops there instead of running on for nobody.  Handlers
         keep what they write safe across cancellation (see
-        L{s3balance.s3.upload}).
+        L{s3balance.s3.streamed_body} and L{s3balance.s3.deferreds.uncancelled}).
         """
         work = ensureDeferred(self._handle(request))
         if not work.called:
             request.notifyFinish().addErrback(_cancel_on_disconnect, work)
 
-    async def _handle(self, request) -> None:
+    async def _handle(self, request: S3Request) -> None:
         try:
             if request.early_error is not None:
                 raise request.early_error
@@ -367,12 +352,13 @@ class Gateway:
 
     # -- answering ------------------------------------------------------------
 
-    def answer_error(self, request, error: S3Error) -> None:
+    def answer_error(self, request: S3Request, error: S3Error) -> None:
         if request.gone or request.answered_early:
             return
         if request.startedWriting:
             # Headers are out: the only honest signal left is a cut connection.
-            request.channel.transport.abortConnection()
+            transport: Any = request.channel.transport
+            transport.abortConnection()
             return
         request.setResponseCode(error.status)
         request.responseHeaders.removeHeader(b"content-length")
@@ -388,7 +374,7 @@ class Gateway:
             request.write(body)
         request.finish()
 
-    def answer_xml(self, request, body: bytes, status: int = 200) -> None:
+    def answer_xml(self, request: S3Request, body: bytes, status: int = 200) -> None:
         if request.gone:
             return
         request.setResponseCode(status)
@@ -397,7 +383,9 @@ class Gateway:
         request.write(body)
         request.finish()
 
-    def answer_empty(self, request, status: int = 200, headers: Optional[dict] = None) -> None:
+    def answer_empty(
+        self, request: S3Request, status: int = 200, headers: Optional[Mapping[str, str]] = None
+    ) -> None:
         if request.gone:
             return
         request.setResponseCode(status)
@@ -407,7 +395,7 @@ class Gateway:
             request.setHeader(b"content-length", b"0")
         request.finish()
 
-    def observe_early_answer(self, request, error: S3Error) -> None:
+    def observe_early_answer(self, request: S3Request, error: S3Error) -> None:
         log.info(
             "{method} {path} -> {status} {code} (before the body) [{id}]",
             method=request.method.decode("latin-1"),
@@ -430,13 +418,13 @@ class Gateway:
         self.deleter.kick()
 
 
-def _cancel_on_disconnect(failure, work) -> None:
+def _cancel_on_disconnect(failure: Failure, work: Deferred[None]) -> None:
     """notifyFinish failed (the connection was lost before the answer was complete): stop the handler."""
     work.cancel()
 
 
-async def _preflight_cors(gateway: Gateway, request, call: S3Call) -> None:
-    first = lambda name: (call.headers.get(name) or [None])[0]  # noqa: E731
+async def _preflight_cors(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    first = call.header
     requested = ",".join(call.headers.get("access-control-request-headers") or [])
     answer = cors.preflight(
         gateway.config.s3api.cors, first("origin"), first("access-control-request-method"), requested

@@ -11,7 +11,7 @@ runs, and settles it with L{give_up_write} when it fails.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
@@ -20,7 +20,14 @@ from twisted.python.failure import Failure
 from s3balance.backends.backend import BackendError
 from s3balance.store.interfaces import WriteIntentExpired
 
+if TYPE_CHECKING:
+    from s3balance.s3.handler_types import GatewayLike
+    from s3balance.store.interfaces import IMetadataStore
+
 log = Logger()
+
+# The lease of an upload's or a copy's write intent, renewed every third of it.
+INTENT_LEASE = 3600.0
 
 
 class IntentLease:
@@ -40,7 +47,7 @@ class IntentLease:
     (C{lost} is then True).
     """
 
-    def __init__(self, store, intent_id: int, lease: float, clock) -> None:
+    def __init__(self, store: IMetadataStore, intent_id: int, lease: float, clock: Any) -> None:
         self.store = store
         self.intent_id = intent_id
         self.lease = lease
@@ -97,7 +104,9 @@ class IntentLease:
 LATE_COMPLETION_TIMEOUTS = 5
 
 
-async def give_up_write(gateway, intent_id: int, error: BaseException, backend_object_may_exist: bool) -> None:
+async def give_up_write(
+    gateway: GatewayLike, intent_id: int, error: BaseException, backend_object_may_exist: bool
+) -> None:
     """
     Abandon the write intent of a write (or one attempt of it) that failed
     with C{error}; the real key is queued for deletion when

@@ -14,11 +14,14 @@ and the lookup answers NoSuchKey (404) as SeaweedFS and S3 do.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from s3balance.errors import S3Error
-from s3balance.s3.upload import object_headers
+from s3balance.s3.writes import object_headers
 from s3balance.store.records import dump_mapping
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
 
 # S3's limit, and what tables.KeyBytes holds (VARBINARY(1024) on MariaDB).
 MAX_KEY_BYTES = 1024
@@ -34,7 +37,7 @@ MAX_STORED_HEADERS = 65535
 _WRITES_KEY = frozenset({"PutObject", "CopyObject", "CreateMultipartUpload"})
 
 
-def check_request(call) -> None:
+def check_request(call: S3Call) -> None:
     """
     Refuse (L{S3Error}) a write whose key or stored headers the metadata
     store could not hold: C{KeyTooLongError} for a key over 1024 bytes of

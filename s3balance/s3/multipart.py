@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Optional
 from xml.etree import ElementTree
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from s3balance.backends.backend import BackendError
+from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import checksum_parts, storage_class
 from s3balance.s3.bodies import small_body
-from s3balance.s3.upload import backend_error_to_s3, backend_headers, object_headers, place_write
+from s3balance.s3.writes import backend_error_to_s3, backend_headers, object_headers, place_write
 from s3balance.s3.xmldoc import child_text, document, encode_key, iso8601, parse
 from s3balance.store.interfaces import (
+    CompletedUpload,
     Location,
     MultipartRecord,
     NoSuchUploadError,
@@ -37,6 +40,11 @@ from s3balance.store.interfaces import (
     PreconditionFailedError,
 )
 from s3balance.store.objects import check_preconditions
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.handler_types import GatewayLike, Handler
+    from s3balance.s3.request import S3Request
 
 log = Logger()
 
@@ -50,7 +58,7 @@ def new_upload_id() -> str:
     return os.urandom(24).hex()
 
 
-async def _upload_of(gateway, call) -> MultipartRecord:
+async def _upload_of(gateway: GatewayLike, call: S3Call) -> MultipartRecord:
     upload_id = call.query.get("uploadId", "")
     await gateway.require_bucket(call.bucket)
     record = await gateway.store.get_multipart(upload_id) if upload_id else None
@@ -59,7 +67,7 @@ async def _upload_of(gateway, call) -> MultipartRecord:
     return record
 
 
-def _backend_of(gateway, record: MultipartRecord):
+def _backend_of(gateway: GatewayLike, record: MultipartRecord) -> Backend:
     backend = gateway.pool.get(record.backend)
     if backend is None or not gateway.pool.is_up(record.backend):
         raise S3Error("ServiceUnavailable", "The backend holding this upload is unavailable; try again later.")
@@ -71,7 +79,7 @@ def _backend_of(gateway, record: MultipartRecord):
 CREATE_LEASE = 300.0
 
 
-async def create_multipart_upload(gateway, request, call) -> None:
+async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     content_type, headers = object_headers(call)
     checksum_algorithm, checksum_type = checksum_parts.requested(call)
@@ -152,7 +160,7 @@ def _parse_parts(body: bytes) -> list[tuple[int, str]]:
     return parts
 
 
-async def complete_multipart_upload(gateway, request, call) -> None:
+async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     upload_id = call.query.get("uploadId", "")
     await gateway.require_bucket(call.bucket)
     record = await gateway.store.get_multipart(upload_id) if upload_id else None
@@ -239,7 +247,9 @@ async def complete_multipart_upload(gateway, request, call) -> None:
         keepalive.finish(error.to_xml(f"/{record.bucket}/{record.key}", request.request_id))
 
 
-async def _completed(gateway, upload_id: str, bucket: str, key: str):
+async def _completed(
+    gateway: GatewayLike, upload_id: str, bucket: str, key: str
+) -> Optional[CompletedUpload]:
     """The lately completed upload C{upload_id} of bucket/key, or None."""
     if not upload_id:
         return None
@@ -249,7 +259,9 @@ async def _completed(gateway, upload_id: str, bucket: str, key: str):
     return done
 
 
-async def _complete_on_backend(backend, record: MultipartRecord, parts: list[tuple[int, str]]) -> tuple[str, int]:
+async def _complete_on_backend(
+    backend: Backend, record: MultipartRecord, parts: list[tuple[int, str]]
+) -> tuple[str, int]:
     """
     Complete the upload on its backend. -> (ETag, size).  An upload the
     backend no longer knows whose real key holds an object was completed by
@@ -271,13 +283,13 @@ async def _complete_on_backend(backend, record: MultipartRecord, parts: list[tup
     return etag, size
 
 
-async def _discard_backend_object(gateway, record: MultipartRecord) -> None:
+async def _discard_backend_object(gateway: GatewayLike, record: MultipartRecord) -> None:
     """Queue the deletion of an assembled object nothing refers to."""
     await gateway.store.abandon_write((await gateway.store.begin_write(record.backend, record.real_key, 60)).id, True)
     gateway.kick_deleter()
 
 
-def _complete_result(bucket: str, key: str, etag: str, checksums) -> bytes:
+def _complete_result(bucket: str, key: str, etag: str, checksums: Mapping[str, str]) -> bytes:
     return document(
         "CompleteMultipartUploadResult",
         [("Location", f"/{bucket}/{key}"), ("Bucket", bucket), ("Key", key), ("ETag", etag)]
@@ -292,7 +304,7 @@ class _Keepalive:
     <Error> document in the body at the end.
     """
 
-    def __init__(self, gateway, request) -> None:
+    def __init__(self, gateway: GatewayLike, request: S3Request) -> None:
         self.gateway = gateway
         self.request = request
         self.started = False
@@ -327,14 +339,14 @@ class _Keepalive:
         self.request.finish()
 
 
-async def abort_multipart_upload(gateway, request, call) -> None:
+async def abort_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     record = await _upload_of(gateway, call)
     await gateway.store.abort_multipart(record.upload_id, True)
     gateway.kick_deleter()
     gateway.answer_empty(request, 204)
 
 
-def _int_query(call, name: str, default: int, low: int, high: int) -> int:
+def _int_query(call: S3Call, name: str, default: int, low: int, high: int) -> int:
     raw = call.query.get(name)
     if raw is None or raw == "":
         return default
@@ -347,7 +359,7 @@ def _int_query(call, name: str, default: int, low: int, high: int) -> int:
     return min(value, high)
 
 
-async def list_parts(gateway, request, call) -> None:
+async def list_parts(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     record = await _upload_of(gateway, call)
     backend = _backend_of(gateway, record)
     marker = _int_query(call, "part-number-marker", 0, 0, 10000)
@@ -393,7 +405,7 @@ async def list_parts(gateway, request, call) -> None:
     gateway.answer_xml(request, document("ListPartsResult", children + parts))
 
 
-async def list_multipart_uploads(gateway, request, call) -> None:
+async def list_multipart_uploads(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call.bucket)
     query = call.query
     prefix = query.get("prefix", "")
@@ -447,7 +459,7 @@ async def list_multipart_uploads(gateway, request, call) -> None:
     gateway.answer_xml(request, document("ListMultipartUploadsResult", children))
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "CreateMultipartUpload": create_multipart_upload,
     "CompleteMultipartUpload": complete_multipart_upload,
     "AbortMultipartUpload": abort_multipart_upload,

@@ -7,13 +7,15 @@ and the bytes are streamed from the backend that holds them.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import functools
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import relay_body
@@ -21,7 +23,14 @@ from s3balance.errors import S3Error
 from s3balance.s3 import redirects
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_preconditions, parse_range
-from s3balance.s3.xmldoc import child_text, document, parse
+from s3balance.s3.xmldoc import Node, child_text, document, parse
+
+if TYPE_CHECKING:
+    from s3balance.backends.backend import Backend
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.handler_types import GatewayLike, Handler
+    from s3balance.s3.request import S3Request
+    from s3balance.store.interfaces import ObjectRecord
 
 log = Logger()
 
@@ -37,7 +46,7 @@ RESPONSE_OVERRIDES = {
 
 
 @functools.lru_cache(maxsize=4096)
-def http_date(when) -> str:
+def http_date(when: datetime.datetime) -> str:
     """An RFC 7231 date; remembered, as objects read often are read again (email.utils is slow)."""
     return email.utils.format_datetime(when, usegmt=True)
 
@@ -51,7 +60,7 @@ def _other_version(version: Optional[str]) -> bool:
     return version is not None and version != "null"
 
 
-async def _lookup(gateway, call):
+async def _lookup(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
     await gateway.require_bucket(call.bucket)
     if _other_version(call.query.get("versionId")):
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
@@ -64,7 +73,9 @@ async def _lookup(gateway, call):
     return record
 
 
-def _object_headers(request, call, record, byte_range: Optional[tuple[int, int]]) -> None:
+def _object_headers(
+    request: S3Request, call: S3Call, record: ObjectRecord, byte_range: Optional[tuple[int, int]]
+) -> None:
     set_header = request.setHeader
     set_header(b"content-type", (record.content_type or "binary/octet-stream").encode("latin-1"))
     for name, value in record.headers.items():
@@ -72,9 +83,9 @@ def _object_headers(request, call, record, byte_range: Optional[tuple[int, int]]
         # client gets back the bytes it sent, UTF-8 or not.
         set_header(name.encode("latin-1"), value.encode("latin-1"))
     for parameter, header in RESPONSE_OVERRIDES.items():
-        value = call.query.get(parameter)
-        if value is not None:
-            set_header(header.encode(), value.encode("utf-8"))
+        override = call.query.get(parameter)
+        if override is not None:
+            set_header(header.encode(), override.encode("utf-8"))
     set_header(b"etag", record.etag.encode("latin-1"))
     set_header(b"last-modified", http_date(record.last_modified).encode("ascii"))
     set_header(b"accept-ranges", b"bytes")
@@ -89,14 +100,14 @@ def _object_headers(request, call, record, byte_range: Optional[tuple[int, int]]
         set_header(b"content-range", f"bytes {start}-{end}/{record.size}".encode())
 
 
-def _not_modified(gateway, request, record) -> None:
+def _not_modified(gateway: GatewayLike, request: S3Request, record: ObjectRecord) -> None:
     request.setResponseCode(304)
     request.setHeader(b"etag", record.etag.encode("latin-1"))
     request.setHeader(b"last-modified", http_date(record.last_modified).encode("ascii"))
     request.finish()
 
 
-async def head_object(gateway, request, call) -> None:
+async def head_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     record = await _lookup(gateway, call)
     if check_preconditions(call.headers, record.etag, record.last_modified) == 304:
         _not_modified(gateway, request, record)
@@ -107,7 +118,7 @@ async def head_object(gateway, request, call) -> None:
     request.finish()
 
 
-async def get_object(gateway, request, call) -> None:
+async def get_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     record = await _lookup(gateway, call)
     try:
         await _get_object(gateway, request, call, record)
@@ -122,7 +133,7 @@ class _Replaced(Exception):
     """The backend no longer has the copy a record named, and the record changed."""
 
 
-async def _get_object(gateway, request, call, record) -> None:
+async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, record: ObjectRecord) -> None:
     if check_preconditions(call.headers, record.etag, record.last_modified) == 304:
         _not_modified(gateway, request, record)
         return
@@ -135,7 +146,7 @@ async def _get_object(gateway, request, call, record) -> None:
     location = next((loc for loc in record.locations if gateway.pool.readable(loc.backend)), None)
     if location is None:
         raise S3Error("ServiceUnavailable", "The backend holding this object is unavailable; try again later.")
-    backend = gateway.pool.get(location.backend)
+    backend = cast("Backend", gateway.pool.get(location.backend))  # readable: in the pool
     if wants_redirect(gateway, call):
         redirect(gateway, request, call, backend, location.real_key)
         return
@@ -191,14 +202,15 @@ async def _get_object(gateway, request, call, record) -> None:
         )
         if not request.gone:
             request.unregisterProducer()
-            request.channel.transport.abortConnection()
+            transport: Any = request.channel.transport
+            transport.abortConnection()
         return
     if not request.gone:
         request.unregisterProducer()
         request.finish()
 
 
-def wants_redirect(gateway, call) -> bool:
+def wants_redirect(gateway: GatewayLike, call: S3Call) -> bool:
     """
     Redirect mode (C{s3api.proxy_mode: false}) sends a GET to the backend
     when its client follows redirects (L{redirects.follows_redirects}:
@@ -212,7 +224,9 @@ def wants_redirect(gateway, call) -> bool:
     return redirects.follows_redirects(s3api, call)
 
 
-def redirect(gateway, request, call, backend, real_key: str) -> None:
+def redirect(
+    gateway: GatewayLike, request: S3Request, call: S3Call, backend: Backend, real_key: str
+) -> None:
     """302 to the backend object: a presigned URL, or the backend's public custom_host."""
     overrides = sorted((name, value) for name, value in call.query.items() if name in RESPONSE_OVERRIDES)
     query = "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in overrides)
@@ -233,7 +247,7 @@ def redirect(gateway, request, call, backend, real_key: str) -> None:
     request.finish()
 
 
-async def delete_object(gateway, request, call) -> None:
+async def delete_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     version = call.query.get("versionId")
     if _other_version(version):
         raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
@@ -267,7 +281,7 @@ def _delete_request(body: bytes) -> tuple[bool, list[tuple[str, Optional[str]]]]
     return quiet, keys
 
 
-async def delete_objects(gateway, request, call) -> None:
+async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """POST /bucket?delete: per-key results in one 200 answer."""
     if "content-md5" not in call.headers and not any(name.startswith("x-amz-checksum-") for name in call.headers) \
             and "x-amz-sdk-checksum-algorithm" not in call.headers:
@@ -278,7 +292,7 @@ async def delete_objects(gateway, request, call) -> None:
     removed = await gateway.store.delete_objects(
         call.bucket, [key for key, version in keys if not _other_version(version)]
     )
-    results: list = []
+    results: list[Node] = []
     for key, version in keys:
         named = [("VersionId", version)] if version is not None else []
         if _other_version(version):
@@ -298,17 +312,17 @@ async def delete_objects(gateway, request, call) -> None:
 class _Discard:
     """A protocol that drops a response body nobody wants."""
 
-    def makeConnection(self, transport) -> None:
+    def makeConnection(self, transport: Any) -> None:
         transport.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         pass
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         pass
 
 
-async def get_object_tagging(gateway, request, call) -> None:
+async def get_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """
     Tags are not kept (PutObjectTagging answers NotImplemented and a PUT's
     C{x-amz-tagging} header is dropped), so an object's tag set is empty.
@@ -318,7 +332,7 @@ async def get_object_tagging(gateway, request, call) -> None:
     gateway.answer_xml(request, document("Tagging", [("TagSet", [])]))
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "GetObject": get_object,
     "GetObjectTagging": get_object_tagging,
     "HeadObject": head_object,

@@ -30,6 +30,11 @@ from __future__ import annotations
 
 import calendar
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from s3balance.config.schema import S3APIConfig
+    from s3balance.s3.call import S3Call
 
 _FORCE_PROXY = ("1", "true", "yes")
 
@@ -40,13 +45,13 @@ _FORCE_PROXY = ("1", "true", "yes")
 _UNSIGNED = frozenset({"x-amz-date", "x-amz-content-sha256", "x-amz-security-token"})
 
 
-def proxy_forced(call) -> bool:
+def proxy_forced(call: S3Call) -> bool:
     """The client asked for the bytes through us (C{x-s3balance-proxy: true} or C{?s3balance-proxy=true})."""
     forced = call.header("x-s3balance-proxy") or call.query.get("s3balance-proxy")
     return (forced or "").lower() in _FORCE_PROXY
 
 
-def follows_redirects(s3api, call) -> bool:
+def follows_redirects(s3api: S3APIConfig, call: S3Call) -> bool:
     """Whether the client of C{call} is known to follow a GET's 302 (see the module docstring)."""
     if call.auth is None or "X-Amz-Signature" in call.query:
         return True
@@ -68,7 +73,7 @@ def user_agent_matches(user_agent: str, products: tuple[str, ...]) -> bool:
     return any(token.startswith(wanted) for token in user_agent.lower().split())
 
 
-def signed_headers(call) -> dict[str, str]:
+def signed_headers(call: S3Call) -> dict[str, str]:
     """
     The C{x-amz-*} headers the client sent (as headers, not hoisted from a
     presigned URL's query: those stay in the client's URL, not in what it
@@ -82,7 +87,7 @@ def signed_headers(call) -> dict[str, str]:
     }
 
 
-def expiry(redirect_expiry: int, call, now: float) -> int:
+def expiry(redirect_expiry: int, call: S3Call, now: float) -> int:
     """
     Seconds the redirect URL stays valid: C{s3api.redirect_expiry}, but never
     beyond the presigned URL the client came with (its X-Amz-Date plus

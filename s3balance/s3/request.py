@@ -24,8 +24,9 @@ from __future__ import annotations
 import functools
 import io
 import os
+from collections.abc import Iterator, Sequence
 from http import HTTPStatus
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -37,6 +38,9 @@ from s3balance.errors import S3Error
 from s3balance.http.transport import send_together
 from s3balance.s3 import cors
 from s3balance.s3.resource import body_limit
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
 
 log = Logger()
 
@@ -50,9 +54,24 @@ class S3ResponseHeaders(Headers):
     arrive, and S3 sends all C{x-amz-*} names in lower case.
     """
 
-    def getAllRawHeaders(self):
+    def getAllRawHeaders(self) -> Iterator[tuple[bytes, Sequence[bytes]]]:
         for name, values in super().getAllRawHeaders():
             yield (name.lower() if name.startswith(b"X-Amz-") else name), values
+
+
+class BodySink(Protocol):
+    """
+    The streaming consumer of an upload's body: an
+    L{s3balance.s3.streamed_body.StreamedBody}, which imports this module.
+    """
+
+    finished: Deferred[None]
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def client_gone(self, reason: Optional[Failure]) -> None: ...
+
+    def cancel(self) -> None: ...
 
 
 def new_request_id() -> str:
@@ -83,12 +102,12 @@ class S3Request(server.Request):
     def _site(self) -> Any:
         return self.channel.site  # type: ignore[attr-defined]
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.responseHeaders = S3ResponseHeaders()
         self.request_id = new_request_id()
-        self.call = None
-        self.body_sink = None
+        self.call: Optional[S3Call] = None
+        self.body_sink: Optional[BodySink] = None
         self.early_error: Optional[S3Error] = None
         self.expects_continue = False
         self.continue_sent = False
@@ -97,7 +116,7 @@ class S3Request(server.Request):
         self._small_body_size = 0
         self._small_body_limit = MAX_SMALL_BODY
         # The resource of one of our own paths (None for S3 requests).
-        self.own_resource = None
+        self.own_resource: Any = None
         # Fires True when the whole body is in, False when the client left first.
         self.body_received: Deferred[bool] = Deferred()
         self.whole_body = False  # True once body_received fired True
@@ -151,7 +170,7 @@ class S3Request(server.Request):
             log.failure("preparing request {id} failed", id=self.request_id)
             self.reject(S3Error("InternalError"))
 
-    def _absolute_form(self, channel) -> None:
+    def _absolute_form(self, channel: Any) -> None:
         """
         A request line with an absolute URI (as clients send to a proxy,
         RFC 9112 §3.2.2): its authority replaces Host and the rest is used
@@ -301,7 +320,7 @@ class S3Request(server.Request):
             return
         send_together(self.channel.transport, functools.partial(server.Request.write, self, data))
 
-    def setHeader(self, name, value) -> None:
+    def setHeader(self, name: bytes, value: bytes) -> None:
         # Twisted stamps its own name and version on every response.
         if name.lower() == b"server":
             value = b"s3balance"

@@ -16,15 +16,39 @@ calls as soon as the headers are in (L{Root.answer_before_body}).
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from s3balance.s3.routing import bucket_from_host
+
+if TYPE_CHECKING:
+    from s3balance.backends.backend import Backend
+    from s3balance.backends.pool import BackendPool
+    from s3balance.config.schema import Config
+    from s3balance.placement.interfaces import IStrategy
+    from s3balance.store.interfaces import IMetadataStore
 
 # The largest request body our own paths read, unless their resource says
 # otherwise (the admin API takes small JSON documents): none of them needs one.
 MAX_FIXED_BODY = 4 * 1024
+
+
+class ServedGateway(Protocol):
+    """
+    What the resource tree uses of L{s3balance.s3.gateway.Gateway} (not
+    imported: the gateway's module imports L{s3balance.s3.request}, which
+    imports this one).
+    """
+
+    config: Config
+    store: IMetadataStore
+    pool: BackendPool
+    strategy: IStrategy
+    ready: bool
+
+    def handle(self, request: Any) -> None: ...
 
 
 class S3Resource(Resource):
@@ -32,11 +56,11 @@ class S3Resource(Resource):
 
     isLeaf = True
 
-    def __init__(self, gateway) -> None:
+    def __init__(self, gateway: ServedGateway) -> None:
         super().__init__()
         self.gateway = gateway
 
-    def render(self, request):
+    def render(self, request: Request) -> int:
         self.gateway.handle(request)
         return NOT_DONE_YET
 
@@ -46,11 +70,11 @@ class HealthResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, gateway) -> None:
+    def __init__(self, gateway: ServedGateway) -> None:
         super().__init__()
         self.gateway = gateway
 
-    def render_GET(self, request) -> bytes:
+    def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         if not self.gateway.ready:
@@ -62,7 +86,7 @@ class HealthResource(Resource):
         pool = self.gateway.pool
         backends = {}
         for name in pool.names():
-            backend = pool.get(name)
+            backend = cast("Backend", pool.get(name))  # one of pool.names()
             used, objects = pool.usage(name)
             state = pool.health(name).as_dict()
             state.update(
@@ -95,14 +119,14 @@ class HealthResource(Resource):
 class Root(Resource):
     """Dispatches the fixed paths, and everything else to S3."""
 
-    def __init__(self, gateway) -> None:
+    def __init__(self, gateway: ServedGateway) -> None:
         super().__init__()
         self.gateway = gateway
         self.s3 = S3Resource(gateway)
         self.fixed: dict[bytes, Resource] = {b"/health": HealthResource(gateway)}
         self.admin: Resource | None = None
 
-    def fixed_resource(self, request):
+    def fixed_resource(self, request: Request) -> Optional[Resource]:
         """The resource of one of our own paths, or None for an S3 request."""
         raw_path = request.uri.split(b"?", 1)[0]
         resource = self.fixed.get(raw_path)
@@ -116,7 +140,7 @@ class Root(Resource):
             return None
         return resource
 
-    def answer_before_body(self, resource, request, length: int | None) -> bytes | None:
+    def answer_before_body(self, resource: Resource, request: Request, length: int | None) -> bytes | None:
         """
         For a request to our own C{resource} whose headers announce a body
         (C{length} None: chunked): the answer to send without reading it
@@ -133,20 +157,20 @@ class Root(Resource):
             return self.too_large(request)
         return None
 
-    def too_large(self, request) -> bytes:
+    def too_large(self, request: Request) -> bytes:
         """413 for a body over one of our own resources' limit."""
         request.setResponseCode(413)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps({"error": "too_large", "message": "the request body is too large"}).encode()
 
-    def getChildWithDefault(self, path, request):
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
         return self.fixed_resource(request) or self.s3
 
-    def render(self, request):
+    def render(self, request: Request) -> int:
         return self.s3.render(request)
 
 
-def body_limit(resource) -> int:
+def body_limit(resource: Resource) -> int:
     """The largest request body one of our own resources reads."""
     return getattr(resource, "max_body", MAX_FIXED_BODY)

@@ -28,8 +28,14 @@ configuration, which is the truth for every s3balance bucket.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from s3balance.errors import S3Error
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.handler_types import GatewayLike, Handler
+    from s3balance.s3.request import S3Request
 
 ENCRYPTION_PREFIXES = ("x-amz-server-side-encryption", "x-amz-copy-source-server-side-encryption")
 
@@ -62,7 +68,7 @@ def refuse_encryption(headers: Mapping[str, object], query: Mapping[str, object]
         )
 
 
-async def get_bucket_encryption(gateway, request, call) -> None:
+async def get_bucket_encryption(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """S3's answer for a bucket without a default encryption configuration."""
     await gateway.require_bucket(call.bucket)
     raise S3Error(
@@ -73,6 +79,6 @@ async def get_bucket_encryption(gateway, request, call) -> None:
     )
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "GetBucketEncryption": get_bucket_encryption,
 }

@@ -13,9 +13,12 @@ bytes live.  A class S3 does not know is refused (C{InvalidStorageClass}).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from s3balance.errors import S3Error
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
 
 HEADER = "x-amz-storage-class"
 STANDARD = "STANDARD"
@@ -38,7 +41,7 @@ KNOWN = frozenset(
 )
 
 
-def requested(call) -> Optional[str]:
+def requested(call: S3Call) -> Optional[str]:
     """The class a write asks for, or None; C{InvalidStorageClass} for an unknown one."""
     value = call.header(HEADER)
     if value is None:

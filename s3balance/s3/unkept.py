@@ -13,7 +13,12 @@ and the copy directives that keep nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from s3balance.errors import S3Error
+
+if TYPE_CHECKING:
+    from s3balance.s3.call import S3Call
 
 # Canned ACLs that grant nothing beyond the owner: what every object has.
 OWNER_ONLY_ACLS = frozenset({"private", "bucket-owner-read", "bucket-owner-full-control"})
@@ -35,7 +40,7 @@ def _not_implemented(what: str, header: str) -> S3Error:
     )
 
 
-def refuse_unkept(call) -> None:
+def refuse_unkept(call: S3Call) -> None:
     """Raise the S3 error for a write that asks for a feature s3balance would drop."""
     if call.operation not in WRITES:
         return

@@ -29,7 +29,7 @@ Checks, each streamed page by page (nothing is loaded whole):
      layout (C{<virtual bucket>/<32 lowercase hex digits>}, see
      L{s3balance.s3.gateway.Gateway.new_real_key}) whose metadata names that
      virtual bucket (C{x-amz-meta-s3balance-bucket}, see
-     L{s3balance.s3.upload.backend_headers}) is an I{orphan}; anything else,
+     L{s3balance.s3.writes.backend_headers}) is an I{orphan}; anything else,
      the health probe's key included, is a I{foreign key}, reported and left
      alone.
   3. orphan uploads: ListMultipartUploads on every backend; an upload older

@@ -22,7 +22,7 @@ FOREIGN_SHOWN = 1000  # foreign keys (and uploads) listed one by one per backend
 # The real keys the gateway writes (s3balance.s3.gateway.Gateway.new_real_key,
 # used by PUT, streaming PUT, CopyObject and CreateMultipartUpload alike).
 OUR_KEY = re.compile(r"(?P<bucket>[^/]+)/[0-9a-f]{32}")
-# The metadata it puts on them (s3balance.s3.upload.backend_headers), as
+# The metadata it puts on them (s3balance.s3.writes.backend_headers), as
 # botocore names it (the x-amz-meta- prefix taken off; compared lower-cased).
 OUR_BUCKET_METADATA = "s3balance-bucket"
 OUR_KEY_METADATA = "s3balance-key"
