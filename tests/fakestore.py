@@ -13,7 +13,7 @@ Two clocks, as with a database:
 
   - C{clock} (an IReactorTime: a L{twisted.internet.task.Clock} in tests, the
     reactor by default) stands in for the database's own clock
-    (L{s3balance.store.objects.database_time}): write-intent and job leases
+    (L{s3balance.store.clock.database_time}): write-intent and job leases
     are set and judged by its C{seconds()};
   - C{now}, the daemon's clock (when buckets, deletions and completions were
     made, when a queued deletion is due, the month of operation counters), by
