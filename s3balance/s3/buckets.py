@@ -17,7 +17,7 @@ import attr
 
 from s3balance.errors import S3Error
 from s3balance.s3 import storage_class
-from s3balance.s3.xmldoc import Node, document, encode_key, iso8601
+from s3balance.s3.xmldoc import Node, document, iso8601, listed_key
 from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class _Listing:
 
     def prefixes(self) -> list:
         return [
-            ("CommonPrefixes", [("Prefix", encode_key(entry, self.url))])
+            ("CommonPrefixes", [("Prefix", listed_key(entry, self.url))])
             for entry in self.entries
             if isinstance(entry, str)
         ]
@@ -172,7 +172,7 @@ class _Listing:
         """MaxKeys, Delimiter, EncodingType and IsTruncated, in S3's order."""
         children: list = [("MaxKeys", self.max_keys)]
         if self.delimiter:
-            children.append(("Delimiter", encode_key(self.delimiter, self.url)))
+            children.append(("Delimiter", listed_key(self.delimiter, self.url)))
         if self.url:
             children.append(("EncodingType", "url"))
         children.append(("IsTruncated", self.truncated))
@@ -223,7 +223,7 @@ async def list_objects(gateway: GatewayLike, request: S3Request, call: S3Call) -
         if isinstance(entry, str):
             continue
         item = [
-            ("Key", encode_key(entry.key, url)),
+            ("Key", listed_key(entry.key, url)),
             ("LastModified", iso8601(entry.last_modified)),
             ("ETag", entry.etag),
             ("Size", entry.size),
@@ -234,19 +234,19 @@ async def list_objects(gateway: GatewayLike, request: S3Request, call: S3Call) -
         contents.append(("Contents", item))
     # ListObjects v1 answers its Prefix as given, encoding-type or not (as S3
     # does: SDKs decode Marker, NextMarker, Delimiter and keys in v1, never Prefix).
-    children: list = [("Name", call.bucket), ("Prefix", encode_key(page.prefix, url and v2))]
+    children: list = [("Name", call.bucket), ("Prefix", listed_key(page.prefix, url and v2))]
     if v2:
         if "continuation-token" in query:
             children.append(("ContinuationToken", query["continuation-token"]))
         if "start-after" in query:
-            children.append(("StartAfter", encode_key(query["start-after"], url)))
+            children.append(("StartAfter", listed_key(query["start-after"], url)))
         children.append(("KeyCount", len(page.entries)))
         if page.truncated and page.next_marker is not None:
             children.append(("NextContinuationToken", encode_token(page.next_marker)))
     else:
-        children.append(("Marker", encode_key(query.get("marker", ""), url)))
+        children.append(("Marker", listed_key(query.get("marker", ""), url)))
         if page.truncated and page.next_marker is not None:
-            children.append(("NextMarker", encode_key(page.next_marker, url)))
+            children.append(("NextMarker", listed_key(page.next_marker, url)))
     children.extend(page.tail())
     children.extend(contents)
     children.extend(page.prefixes())
@@ -283,7 +283,7 @@ async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S
         if isinstance(entry, str):
             continue
         versions.append(("Version", [
-            ("Key", encode_key(entry.key, url)),
+            ("Key", listed_key(entry.key, url)),
             ("VersionId", "null"),
             ("IsLatest", True),
             ("LastModified", iso8601(entry.last_modified)),
@@ -294,12 +294,12 @@ async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S
         ]))
     children: list = [
         ("Name", call.bucket),
-        ("Prefix", encode_key(page.prefix, url)),
-        ("KeyMarker", encode_key(query.get("key-marker", ""), url)),
+        ("Prefix", listed_key(page.prefix, url)),
+        ("KeyMarker", listed_key(query.get("key-marker", ""), url)),
         ("VersionIdMarker", query.get("version-id-marker", "")),
     ]
     if page.truncated and page.next_marker is not None:
-        children.append(("NextKeyMarker", encode_key(page.next_marker, url)))
+        children.append(("NextKeyMarker", listed_key(page.next_marker, url)))
         children.append(("NextVersionIdMarker", "null"))
     children.extend(page.tail())
     children.extend(versions)

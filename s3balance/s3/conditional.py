@@ -63,7 +63,7 @@ def _http_date(value: str) -> Optional[datetime.datetime]:
     return parsed
 
 
-def check_preconditions(
+def check_conditional_headers(
     headers: Mapping[str, Sequence[str]],
     etag: str,
     last_modified: datetime.datetime,

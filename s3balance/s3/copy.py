@@ -29,7 +29,7 @@ from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import storage_class
-from s3balance.s3.conditional import check_preconditions
+from s3balance.s3.conditional import check_conditional_headers
 from s3balance.s3.deferreds import uncancelled
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
 from s3balance.s3.writes import (
@@ -78,7 +78,7 @@ async def _source(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
     record = await gateway.store.get_object(bucket, key)
     if record is None:
         raise S3Error("NoSuchKey", Key=key)
-    check_preconditions(call.headers, record.etag, record.last_modified, prefix="x-amz-copy-source-")
+    check_conditional_headers(call.headers, record.etag, record.last_modified, prefix="x-amz-copy-source-")
     return record
 
 

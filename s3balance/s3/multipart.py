@@ -30,7 +30,7 @@ from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import checksum_parts, storage_class
 from s3balance.s3.bodies import small_body
 from s3balance.s3.writes import backend_error_to_s3, backend_headers, object_headers, place_write
-from s3balance.s3.xmldoc import child_text, document, encode_key, iso8601, parse
+from s3balance.s3.xmldoc import child_text, document, iso8601, listed_key, parse
 from s3balance.store.interfaces import (
     CompletedUpload,
     Location,
@@ -430,7 +430,7 @@ async def list_multipart_uploads(gateway: GatewayLike, request: S3Request, call:
             (
                 "Upload",
                 [
-                    ("Key", encode_key(entry.key, url)),
+                    ("Key", listed_key(entry.key, url)),
                     ("UploadId", entry.upload_id),
                     ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
                     ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
@@ -443,19 +443,19 @@ async def list_multipart_uploads(gateway: GatewayLike, request: S3Request, call:
     truncated = page.is_truncated
     children: list = [
         ("Bucket", call.bucket),
-        ("KeyMarker", encode_key(key_marker, url)),
+        ("KeyMarker", listed_key(key_marker, url)),
         ("UploadIdMarker", upload_id_marker),
     ]
     if truncated:
-        children.append(("NextKeyMarker", encode_key(last_marker[0], url)))
+        children.append(("NextKeyMarker", listed_key(last_marker[0], url)))
         children.append(("NextUploadIdMarker", last_marker[1]))
     children += [("MaxUploads", max_uploads), ("IsTruncated", truncated)]
     if prefix:
-        children.append(("Prefix", encode_key(prefix, url)))
+        children.append(("Prefix", listed_key(prefix, url)))
     if delimiter:
-        children.append(("Delimiter", encode_key(delimiter, url)))
+        children.append(("Delimiter", listed_key(delimiter, url)))
     children += uploads
-    children += [("CommonPrefixes", [("Prefix", encode_key(p, url))]) for p in prefixes]
+    children += [("CommonPrefixes", [("Prefix", listed_key(p, url))]) for p in prefixes]
     gateway.answer_xml(request, document("ListMultipartUploadsResult", children))
 
 

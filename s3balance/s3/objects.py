@@ -22,7 +22,7 @@ from s3balance.backends.streaming import relay_body
 from s3balance.errors import S3Error
 from s3balance.s3 import redirects
 from s3balance.s3.bodies import small_body
-from s3balance.s3.conditional import check_preconditions, parse_range
+from s3balance.s3.conditional import check_conditional_headers, parse_range
 from s3balance.s3.xmldoc import Node, child_text, document, parse
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def _not_modified(gateway: GatewayLike, request: S3Request, record: ObjectRecord
 
 async def head_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     record = await _lookup(gateway, call)
-    if check_preconditions(call.headers, record.etag, record.last_modified) == 304:
+    if check_conditional_headers(call.headers, record.etag, record.last_modified) == 304:
         _not_modified(gateway, request, record)
         return
     byte_range = parse_range(call.header("range"), record.size)
@@ -134,7 +134,7 @@ class _Replaced(Exception):
 
 
 async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, record: ObjectRecord) -> None:
-    if check_preconditions(call.headers, record.etag, record.last_modified) == 304:
+    if check_conditional_headers(call.headers, record.etag, record.last_modified) == 304:
         _not_modified(gateway, request, record)
         return
     byte_range = parse_range(call.header("range"), record.size)

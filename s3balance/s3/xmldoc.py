@@ -51,7 +51,7 @@ def document(root: str, children: Iterable[Node]) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-def encode_key(key: str, url: bool) -> str:
+def listed_key(key: str, url: bool) -> str:
     """A key in a listing: URL-encoded when the client asked for encoding-type=url."""
     return quote(key, safe="/~") if url else key
 
