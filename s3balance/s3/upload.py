@@ -112,6 +112,8 @@ class PutObjectUpload(StreamedBody):
                         # hold the client paused until it starts).
                         self.pipe, spare = spare, None
                     await _sleep(gateway.reactor, balancer.retry_delay)
+                    if self._failed is not None:
+                        raise self._failed from None  # the client left during the wait: place nothing more
             assert self.size is not None and lease is not None and intent is not None
             lease.stop()
             lease = None
