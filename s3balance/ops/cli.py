@@ -4,13 +4,21 @@ C{s3balance-admin}: operator commands that run outside the daemon.
     s3balance-admin check-config --config FILE   validate a config (exit 2 with one line if bad)
     s3balance-admin migrate --config FILE        bring the database schema up to date
     s3balance-admin db-revision --config FILE    print the schema revision and the latest one
+    s3balance-admin fsck --config FILE           compare the store with the backends
+    s3balance-admin import --config FILE --backend NAME --bucket VBUCKET [--prefix P] [--dry-run]
+                                                 adopt a real bucket's keys into a virtual bucket
+    s3balance-admin rebuild --config FILE [--dry-run] [--force]
+                                                 rebuild a lost database from the backends
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Optional
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from s3balance.config.operator import load_checked_config
 
@@ -49,6 +57,18 @@ def fsck_command(args: argparse.Namespace) -> int:
     return fsck.command(args)
 
 
+def import_command(args: argparse.Namespace) -> int:
+    from s3balance.ops import importer
+
+    return importer.command(args)
+
+
+def rebuild_command(args: argparse.Namespace) -> int:
+    from s3balance.ops import rebuild
+
+    return rebuild.command(args)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="s3balance-admin", description=__doc__.split("\n\n")[0].strip())
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ("migrate", migrate_command, "apply the database migrations"),
         ("db-revision", revision_command, "show the database schema revision"),
         ("fsck", fsck_command, "compare the store with the backends (s3balance.ops.fsck)"),
+        ("import", import_command, "adopt a real bucket's keys into a virtual bucket (s3balance.ops.importer)"),
+        ("rebuild", rebuild_command, "rebuild a lost database from the backends (s3balance.ops.rebuild)"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", "-c", required=True, help="path of the YAML configuration")
@@ -64,9 +86,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from s3balance.ops.fsck import add_arguments
 
             add_arguments(command, with_config=False)
+        elif name == "import":
+            from s3balance.ops.importer import add_arguments as import_arguments
+
+            import_arguments(command, with_config=False)
+        elif name == "rebuild":
+            from s3balance.ops.rebuild import add_arguments as rebuild_arguments
+
+            rebuild_arguments(command, with_config=False)
         command.set_defaults(function=function)
     args = parser.parse_args(argv)
-    return args.function(args)
+    try:
+        return int(args.function(args))
+    except SQLAlchemyError as error:
+        # A database that goes away mid-command: one line, never a traceback.
+        detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        print(f"s3balance-admin {args.command}: database error: {type(error).__name__}: {detail}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

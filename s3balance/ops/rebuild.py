@@ -1,0 +1,583 @@
+"""
+C{s3balance-admin rebuild}: the metadata database rebuilt from the backends
+after it was lost.
+
+    s3balance-admin rebuild --config FILE [--dry-run] [--force] [--concurrency 8]
+
+Every object the gateway writes lives under a real key of its own layout
+(C{<virtual bucket>/<32 hex digits>}) and carries the virtual bucket and key
+in its metadata (C{x-amz-meta-s3balance-bucket}, C{x-amz-meta-s3balance-key},
+see L{s3balance.s3.writes.backend_headers}).  The rebuild lists every
+backend's real bucket, HEADs each key of that layout and records it as the
+object it names, with the size, ETag, Content-Type, stored headers and user
+metadata of the backend copy and its Last-Modified; virtual buckets that are
+not configured get their row back (as made with CreateBucket).
+
+Two copies of one virtual key (an overwrite whose old copy was not deleted
+yet): the newest Last-Modified wins, the others are reported and left on
+their backend, where C{s3balance-admin fsck --repair} deletes them once
+nothing refers to them.  Backend multipart uploads in progress are listed
+as leftovers (their gateway upload ids are lost: no client can finish them;
+fsck --repair aborts them).  What the backends don't keep is said at the
+end: checksums, multipart part tables, storage classes, keys adopted with
+C{s3balance-admin import}.
+
+It refuses (exit status 2) a database that holds objects, unless C{--force}:
+then only the virtual keys the database lacks are added (a key it has is
+never changed, and a real key any row names is not read again).  The schema
+is created or brought up to date first.  C{--dry-run} reads everything and
+reports what would be recorded, writing nothing (not even a missing schema).
+Stop the daemons first; with C{--force} the transactions are the daemon's
+kind, so one running does no harm.
+
+Findings to stdout, a progress line to stderr every 10 s, a summary at the
+end.  Exit status: 0 when everything of s3balance's found was rebuilt (or
+resolved as an older copy), 1 when some could not be (a failed HEAD or
+listing, a copy without its key in the metadata, a database error), 2 when
+refused or for a bad configuration.
+
+Over 500 lines: one pass (scan, resolve conflicts, record, report) over
+state every step shares; the parts shared with import are in L{adopt}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
+from urllib.parse import unquote
+
+import attr
+from sqlalchemy.engine import Engine
+
+from s3balance.ops.adopt import (
+    ORIGIN_API,
+    ORIGIN_CONFIG,
+    OUR_BUCKET_METADATA,
+    OUR_KEY,
+    OUR_KEY_METADATA,
+    BackendCopy,
+    Gone,
+    Progress,
+    Unreadable,
+    ensure_bucket,
+    existing_keys,
+    head_copy,
+    human_bytes,
+    insert_copy,
+    list_pages,
+    move_to_copy,
+    object_count,
+    open_engine,
+    referenced_keys,
+    schema_revision,
+    transaction,
+    unstorable,
+)
+from s3balance.ops.fsck.backend import backend_client, error_status
+from s3balance.ops.importer import UsageError
+from s3balance.store.interfaces import Location
+from s3balance.store.usage import reconcile_backend_usage
+
+if TYPE_CHECKING:
+    from s3balance.config import Config
+
+NEW = "new"  # recorded by this run (or, dry run, would be)
+PRESENT = "present"  # the database had the key before (--force): left as it is
+
+
+class Refused(Exception):
+    """The database holds objects and --force was not given (exit status 2)."""
+
+
+@attr.s(auto_attribs=True)
+class RebuildOptions:
+    dry_run: bool = False
+    force: bool = False
+    concurrency: int = 8
+
+
+@attr.s(auto_attribs=True)
+class RebuildReport:
+    listed: int = 0
+    foreign: int = 0  # not of s3balance's key layout (the probe key, adopted and other applications' keys)
+    not_ours: int = 0  # our layout, without metadata naming that bucket
+    known: int = 0  # real keys a row of the database names already (--force)
+    present: int = 0  # copies of keys the database had before (--force)
+    gone: int = 0
+    unrecoverable: int = 0  # our copies without the virtual key in their metadata
+    rebuilt: int = 0
+    rebuilt_bytes: int = 0
+    multipart_objects: int = 0
+    conflicts: int = 0  # virtual keys with more than one copy
+    older_copies: int = 0
+    buckets_made: int = 0
+    uploads: int = 0  # in-progress multipart uploads of our layout
+    foreign_uploads: int = 0
+    errors: int = 0
+
+
+@attr.s(auto_attribs=True)
+class Kept:
+    """The copy a virtual key resolves to so far."""
+
+    newness: tuple[datetime.datetime, datetime.datetime, str, str]
+    backend: str
+    real_key: str
+    size: int
+    etag: str
+    last_modified: datetime.datetime
+    state: str  # NEW or PRESENT
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+Outcome = Union[BackendCopy, Gone, Unreadable]
+
+
+class Rebuilder:
+    """
+    One rebuild of C{config}'s store from its backends.
+
+    @param engine: a SQLAlchemy engine on the store (default: from the config).
+    @param clients: backend name -> botocore client (default: from the config).
+    @param out: where findings and the summary go.
+    @param now: the clock, timezone-aware UTC (rows' creation times).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        options: RebuildOptions,
+        engine: Optional[Engine] = None,
+        clients: Optional[dict[str, Any]] = None,
+        out: TextIO = sys.stdout,
+        now: Callable[[], datetime.datetime] = _utc_now,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.now = now
+        self.report = RebuildReport()
+        self.output = Progress("rebuild", out)
+        self.names = [b.name for b in config.backends]
+        self.engine = engine if engine is not None else open_engine(config.database.url)
+        if clients is None:
+            clients = {b.name: backend_client(b, options.concurrency) for b in config.backends}
+        self.clients = clients
+        # Dry run on a database without a schema: nothing to ask it.
+        self.no_database = False
+        # (virtual bucket, key) -> the copy it resolves to; -> the older copies.
+        self.kept: dict[tuple[str, str], Kept] = {}
+        self.older: dict[tuple[str, str], list[BackendCopy]] = {}
+        self.buckets: set[str] = set()  # those known to have a row (or, dry run, to get one)
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    # -- the database ---------------------------------------------------------------
+
+    def prepare_database(self) -> None:
+        """A schema at head (made unless dry run); L{Refused} when it holds objects without --force."""
+        from s3balance.store import migrate
+
+        url = self.config.database.url
+        revision, head = schema_revision(url), migrate.head_revision()
+        if revision != head:
+            if self.options.dry_run:
+                if revision is None:
+                    self.no_database = True
+                    self.output.say("database: no schema yet (a rebuild creates it; dry run: not now)")
+                    return
+                self.output.say(f"database: schema at {revision}, head is {head} (a rebuild migrates it; dry run: not now)")
+            else:
+                migrate.upgrade(url)
+                self.output.say(f"database schema: {revision or 'empty'} -> {head}")
+        count = transaction(self.engine, object_count, write=False)
+        if count and not self.options.force:
+            raise Refused(
+                f"the database already holds {count} object(s); rebuild is for a lost database. "
+                "--force adds only the keys it lacks (and never changes one it has)"
+            )
+        if count:
+            self.output.say(f"database: {count} object(s) already; --force: adding only the keys it lacks")
+
+    def _has_bucket(self, name: str) -> bool:
+        from sqlalchemy import select
+
+        from s3balance.store import tables
+
+        if self.no_database:
+            return False
+        return bool(
+            transaction(
+                self.engine,
+                lambda conn: conn.execute(select(tables.buckets.c.name).where(tables.buckets.c.name == name)).first()
+                is not None,
+                write=False,
+            )
+        )
+
+    def need_bucket(self, name: str) -> None:
+        """The virtual bucket's row, made unless there (configured: origin config; else as by CreateBucket)."""
+        if name in self.buckets:
+            return
+        origin = ORIGIN_CONFIG if self.config.virtual_bucket(name) is not None else ORIGIN_API
+        if self.options.dry_run:
+            made = not self._has_bucket(name)
+        else:
+            made = transaction(self.engine, ensure_bucket, name, origin, self.now())
+        self.buckets.add(name)
+        if made:
+            self.report.buckets_made += 1
+            why = "configured" if origin == ORIGIN_CONFIG else "found on the backends, not configured: as by CreateBucket"
+            self.output.say(f"bucket: {'would make' if self.options.dry_run else 'made'} {name} ({why})")
+
+    # -- the run ----------------------------------------------------------------------
+
+    def run(self) -> RebuildReport:
+        self.prepare_database()
+        for bucket in self.config.virtual_buckets:
+            self.need_bucket(bucket.name)
+        with ThreadPoolExecutor(max(1, self.options.concurrency), thread_name_prefix="s3balance-rebuild") as pool:
+            self._pool = pool
+            for name in self.names:
+                self.scan(name)
+        if not self.options.dry_run:
+            # The usage counters from the locations, as the daemon's reconciler makes them.
+            transaction(self.engine, reconcile_backend_usage)
+        self.print_objects()
+        self.print_conflicts()
+        for name in self.names:
+            self.list_uploads(name)
+        self.summary()
+        return self.report
+
+    def _known(self, backend: str, keys: list[str]) -> set[str]:
+        if self.no_database or not keys:
+            return set()
+        return transaction(self.engine, referenced_keys, backend, keys, write=False)
+
+    def scan(self, backend: str) -> None:
+        """Every key of C{backend}'s real bucket: ours are read and recorded."""
+        r = self.report
+        client = self.clients[backend]
+        pages = list_pages(client, backend)
+        while True:
+            try:
+                items = next(pages)
+            except StopIteration:
+                break
+            except Exception as error:
+                status, code = error_status(error)
+                r.errors += 1
+                self.output.say(f"error: listing backend {backend}: {status} {code} {error} (its objects are not rebuilt)")
+                break
+            r.listed += len(items)
+            ours: list[tuple[dict[str, Any], str]] = []
+            for item in items:
+                match = OUR_KEY.fullmatch(item["Key"])
+                if match is None:
+                    r.foreign += 1  # the probe key, adopted keys, other applications'
+                else:
+                    ours.append((item, match.group("bucket")))
+            known = self._known(backend, [item["Key"] for item, _ in ours])
+            r.known += len(known)
+            ours = [(item, bucket) for item, bucket in ours if item["Key"] not in known]
+
+            def head(entry: tuple[dict[str, Any], str]) -> Outcome:
+                try:
+                    return head_copy(client, backend, entry[0])
+                except (Gone, Unreadable) as error:
+                    return error
+
+            assert self._pool is not None
+            for (item, bucket), outcome in zip(ours, self._pool.map(head, ours), strict=True):
+                self.found(backend, item["Key"], bucket, outcome)
+                self.output.tick(self._progress)
+            self.output.tick(self._progress)
+
+    def found(self, backend: str, real_key: str, bucket: str, outcome: Outcome) -> None:
+        """One backend key of our layout, read: recorded, an older copy, or why not."""
+        r, say = self.report, self.output.say
+        if isinstance(outcome, Gone):
+            r.gone += 1
+            return
+        if isinstance(outcome, Unreadable):
+            r.errors += 1
+            say(f"error: backend={backend} real_key={real_key}: {outcome} (not rebuilt)")
+            return
+        copy = outcome
+        named = copy.metadata.get(OUR_BUCKET_METADATA)
+        if named != bucket:
+            r.not_ours += 1
+            why = "no s3balance metadata" if named is None else f"its s3balance metadata names bucket {named!r}"
+            say(f"skipped: backend={backend} real_key={real_key}: s3balance's key layout, but {why} (not rebuilt)")
+            return
+        quoted_key = copy.metadata.get(OUR_KEY_METADATA)
+        if quoted_key is None:
+            r.unrecoverable += 1
+            say(
+                f"unrecoverable: backend={backend} real_key={real_key} bucket={bucket} size={copy.size} "
+                f"last_modified={copy.last_modified.isoformat()}: no {OUR_KEY_METADATA} metadata (keys longer than "
+                "512 URL-quoted characters are not written there); its virtual key is unknown (not rebuilt)"
+            )
+            return
+        key = unquote(quoted_key)
+        why_not = unstorable(key, copy)
+        if why_not is not None:
+            r.errors += 1
+            say(f"error: backend={backend} real_key={real_key} object={bucket}/{key}: the store can't hold it: {why_not}")
+            return
+        identity = (bucket, key)
+        current = self.kept.get(identity)
+        if current is None:
+            self._first(identity, copy)
+        elif current.state == PRESENT:
+            r.present += 1
+        elif copy.newness() > current.newness:
+            self._newer(identity, copy, current)
+        else:
+            self._older(identity, copy)
+
+    def _kept(self, copy: BackendCopy, state: str) -> Kept:
+        return Kept(copy.newness(), copy.backend, copy.real_key, copy.size, copy.etag, copy.last_modified, state)
+
+    def _count(self, copy: BackendCopy, sign: int = 1) -> None:
+        self.report.rebuilt += sign
+        self.report.rebuilt_bytes += sign * copy.size
+        if "-" in copy.etag:
+            self.report.multipart_objects += sign
+
+    def _first(self, identity: tuple[str, str], copy: BackendCopy) -> None:
+        bucket, key = identity
+        r = self.report
+        try:
+            self.need_bucket(bucket)
+            if self.options.dry_run:
+                inserted = self.no_database or not transaction(
+                    self.engine, existing_keys, bucket, [key], write=False
+                )
+            else:
+                inserted = transaction(self.engine, insert_copy, bucket, key, copy, self.now(), False)
+        except Exception as error:
+            r.errors += 1
+            self.output.say(
+                f"error: object={bucket}/{key} backend={copy.backend} real_key={copy.real_key}: "
+                f"the database refused it: {type(error).__name__}: {error} (not rebuilt)"
+            )
+            return
+        if inserted:
+            self.kept[identity] = self._kept(copy, NEW)
+            self._count(copy)
+        else:
+            self.kept[identity] = self._kept(copy, PRESENT)
+            r.present += 1
+
+    def _newer(self, identity: tuple[str, str], copy: BackendCopy, current: Kept) -> None:
+        bucket, key = identity
+        if not self.options.dry_run:
+            try:
+                moved = transaction(
+                    self.engine,
+                    move_to_copy,
+                    bucket,
+                    key,
+                    copy,
+                    Location(current.backend, current.real_key),
+                    self.now(),
+                )
+            except Exception as error:
+                self.report.errors += 1
+                self.output.say(
+                    f"error: object={bucket}/{key}: could not switch to the newer copy backend={copy.backend} "
+                    f"real_key={copy.real_key}: {type(error).__name__}: {error} (the older one stays)"
+                )
+                return
+            if not moved:
+                # Someone else wrote the key since (a daemon running under --force).
+                self.kept[identity] = attr.evolve(current, state=PRESENT)
+                self.report.present += 1
+                return
+        older = BackendCopy(
+            backend=current.backend,
+            real_key=current.real_key,
+            size=current.size,
+            etag=current.etag,
+            last_modified=current.last_modified,
+            listed=current.newness[1],
+            content_type="",
+            headers={},
+            metadata={},
+        )
+        self.report.rebuilt_bytes += copy.size - current.size
+        if "-" in copy.etag and "-" not in current.etag:
+            self.report.multipart_objects += 1
+        elif "-" in current.etag and "-" not in copy.etag:
+            self.report.multipart_objects -= 1
+        self.kept[identity] = self._kept(copy, NEW)
+        self._older(identity, older)
+
+    def _older(self, identity: tuple[str, str], copy: BackendCopy) -> None:
+        copies = self.older.setdefault(identity, [])
+        if not copies:
+            self.report.conflicts += 1
+        copies.append(copy)
+        self.report.older_copies += 1
+
+    def list_uploads(self, backend: str) -> None:
+        """The backend's multipart uploads in progress: ours are leftovers (reported only)."""
+        r, say = self.report, self.output.say
+        try:
+            paginator = self.clients[backend].get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=backend):
+                uploads = page.get("Uploads", [])
+                ours = [u for u in uploads if OUR_KEY.fullmatch(u["Key"])]
+                r.foreign_uploads += len(uploads) - len(ours)
+                known = self._known(backend, [u["Key"] for u in ours])
+                for upload in ours:
+                    if upload["Key"] in known:
+                        continue  # the database has it (--force)
+                    r.uploads += 1
+                    bucket = OUR_KEY.fullmatch(upload["Key"])
+                    assert bucket is not None
+                    say(
+                        f"leftover-upload: backend={backend} real_key={upload['Key']} upload_id={upload['UploadId']} "
+                        f"initiated={upload['Initiated'].isoformat()} bucket={bucket.group('bucket')} "
+                        "(not rebuilt: its gateway upload id is lost, no client can finish it; "
+                        "fsck --repair aborts it)"
+                    )
+        except Exception as error:
+            status, code = error_status(error)
+            r.errors += 1
+            say(f"error: listing the multipart uploads of {backend}: {status} {code} {error}")
+
+    # -- output -------------------------------------------------------------------------
+
+    def _progress(self) -> str:
+        r = self.report
+        verb = "would rebuild" if self.options.dry_run else "rebuilt"
+        return (
+            f"{r.listed} keys seen, {r.rebuilt} objects {verb} ({human_bytes(r.rebuilt_bytes)}), "
+            f"{r.conflicts} conflicts, {r.errors} errors, {self.output.rate(r.listed)}"
+        )
+
+    def print_objects(self) -> None:
+        verb = "would-rebuild" if self.options.dry_run else "rebuilt"
+        for (bucket, key), kept in sorted(self.kept.items()):
+            if kept.state != NEW:
+                continue
+            self.output.say(
+                f"{verb}: object={bucket}/{key} backend={kept.backend} real_key={kept.real_key} "
+                f"size={kept.size} etag={kept.etag} last_modified={kept.last_modified.isoformat()}"
+            )
+
+    def print_conflicts(self) -> None:
+        say = self.output.say
+        for (bucket, key), copies in sorted(self.older.items()):
+            kept = self.kept[(bucket, key)]
+            for copy in sorted(copies, key=lambda c: c.newness(), reverse=True):
+                tie = " (same Last-Modified: chosen by backend and real key)" if copy.newness()[:2] == kept.newness[:2] else ""
+                say(
+                    f"conflict: object={bucket}/{key} kept backend={kept.backend} real_key={kept.real_key} "
+                    f"last_modified={kept.last_modified.isoformat()}; older copy left on its backend: "
+                    f"backend={copy.backend} real_key={copy.real_key} last_modified={copy.last_modified.isoformat()}{tie}"
+                )
+        if self.older:
+            say(
+                "conflicts: the newest copy of each key won; the older copies stay on their backends, unreferenced: "
+                "'s3balance-admin fsck --repair' deletes them (once older than its --older-than, 1h by default)"
+            )
+
+    def summary(self) -> None:
+        r, say = self.report, self.output.say
+        dry = self.options.dry_run
+        verb = "would rebuild" if dry else "rebuilt"
+        say("")
+        say("what the backends do not keep, so the rebuild cannot restore:")
+        say(
+            "  not rebuilt: checksums stored with objects (x-amz-checksum-*; never sent to the backends): "
+            "rebuilt objects have none"
+        )
+        say(
+            f"  not rebuilt: part tables and per-part checksums of multipart objects "
+            f"({r.multipart_objects} found; GetObjectAttributes lists no parts for them)"
+        )
+        say("  not rebuilt: storage class labels (x-amz-storage-class is not sent to the backends): all STANDARD")
+        say(f"  not rebuilt: {r.uploads} multipart upload(s) in progress (listed above as leftover-upload)")
+        say(
+            f"  not rebuilt: keys adopted with 's3balance-admin import' carry no s3balance metadata: "
+            f"{r.foreign} key(s) not of s3balance's layout were left alone; import those again"
+        )
+        say("  not rebuilt: empty virtual buckets made with CreateBucket; bucket creation dates (now)")
+        say("  note: Last-Modified is the backend copy's (the original may be a second or so later)")
+        say(
+            "  note: an object deleted or overwritten just before the loss whose old copy was still on its "
+            "backend (deletion grace, queued deletion) is back (an overwrite: its newest copy)"
+        )
+        say("")
+        say("rebuild" + (" (dry run: nothing written)" if dry else ""))
+        rows: list[tuple[str, object]] = [
+            ("backend keys listed", r.listed),
+            ("  not s3balance's (left alone)", r.foreign),
+            ("  s3balance's layout, not its metadata", r.not_ours),
+            ("  already in the database (--force)", r.known + r.present),
+            ("  gone meanwhile", r.gone),
+            ("  unrecoverable (no key metadata)", r.unrecoverable),
+            (f"objects {verb}", f"{r.rebuilt} ({human_bytes(r.rebuilt_bytes)})"),
+            ("  of them multipart", r.multipart_objects),
+            ("conflicts (keys with older copies)", f"{r.conflicts} ({r.older_copies} older)"),
+            ("virtual bucket rows " + ("to make" if dry else "made"), r.buckets_made),
+            ("leftover multipart uploads", r.uploads),
+            ("foreign multipart uploads", r.foreign_uploads),
+            ("errors", r.errors),
+        ]
+        for label, value in rows:
+            say(f"{label:<38} {value!s:>16}")
+        self.output.tick(self._progress, force=True)
+        result = f"result: {r.rebuilt} object(s) " + ("would be rebuilt" if dry else "rebuilt")
+        if r.unrecoverable or r.errors:
+            result += f", {r.unrecoverable} unrecoverable, {r.errors} error(s)"
+        say(result)
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser, with_config: bool = True) -> None:
+    """The rebuild options (C{--config} too unless the caller adds it)."""
+    if with_config:
+        parser.add_argument("--config", "-c", required=True, help="path of the YAML configuration")
+    parser.add_argument("--dry-run", action="store_true", help="report what would be recorded; write nothing")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild into a database that holds objects: only the keys it lacks are added",
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="HEAD requests at a time (default 8)")
+
+
+def run(config: Config, options: RebuildOptions, out: TextIO = sys.stdout) -> int:
+    """One rebuild; its exit status (0 complete, 1 something not rebuilt, 2 refused)."""
+    rebuilder = Rebuilder(config, options, out=out)
+    try:
+        report = rebuilder.run()
+    except (Refused, UsageError) as error:
+        sys.stderr.write(f"s3balance-admin rebuild: refused: {error}\n")
+        return 2
+    finally:
+        rebuilder.engine.dispose()
+    return 1 if report.errors or report.unrecoverable else 0
+
+
+def command(args: argparse.Namespace) -> int:
+    """Entry point of C{s3balance-admin rebuild}."""
+    from s3balance.config.operator import load_checked_config
+
+    config = load_checked_config(args.config)
+    options = RebuildOptions(
+        dry_run=bool(args.dry_run), force=bool(args.force), concurrency=max(1, int(args.concurrency))
+    )
+    return run(config, options)
