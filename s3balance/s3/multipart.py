@@ -35,6 +35,7 @@ from s3balance.store.interfaces import (
     CompletedUpload,
     Location,
     MultipartRecord,
+    NoSuchBucketError,
     NoSuchUploadError,
     ObjectRecord,
     PreconditionFailedError,
@@ -118,12 +119,15 @@ async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call
     )
     try:
         await gateway.store.create_multipart(record, intent.id)
-    except Exception:
+    except Exception as error:
         # Not recorded: don't leave the backend's upload open (and should
         # this abort fail, the intent's expiry makes the cleaner do it).
         backend.abort_multipart(real_key, backend_upload_id).addErrback(
             lambda f: log.warn("could not abort orphan upload on {backend}", backend=backend.name)
         )
+        if isinstance(error, NoSuchBucketError):
+            # The bucket was deleted while the upload was being opened.
+            raise S3Error("NoSuchBucket", BucketName=call.bucket) from None
         raise
     body = document(
         "InitiateMultipartUploadResult",
