@@ -54,6 +54,8 @@ _DEFAULT_MESSAGES: dict[str, tuple[int, str]] = {
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
     "AuthorizationQueryParametersError": (400, "Error parsing the X-Amz-Credential parameter."),
     "InsufficientStorage": (507, "No backend has room for this object."),
+    # Ceph RGW's code for a bucket (or user) quota a write would exceed.
+    "QuotaExceeded": (403, "The bucket's quota does not allow this write."),
     "NotModified": (304, "Not Modified"),
 }
 

@@ -16,7 +16,9 @@ Two kinds of series:
 Label values never come from the client: an operation is one of the fixed
 L{OPERATIONS} (anything else is C{"Other"}), a status is a three-digit HTTP
 code, a backend is a configured real bucket name, a method is an HTTP verb we
-send.  So the number of series stays bounded whatever clients send.
+send, a bucket is a virtual bucket the operator named (configured, or given a
+quota: L{reported_buckets}; buckets clients create without a quota have no
+series).  So the number of series stays bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -41,8 +43,17 @@ from s3balance.s3.routing import ROUTES
 if TYPE_CHECKING:
     from s3balance.backends.backend import Backend
     from s3balance.backends.pool import BackendPool
+    from s3balance.store.interfaces import BucketUsage
 
-__all__ = ["OPERATIONS", "Metrics", "MetricsResource", "PoolCollector", "bearer_token_matches"]
+__all__ = [
+    "OPERATIONS",
+    "BucketCollector",
+    "Metrics",
+    "MetricsResource",
+    "PoolCollector",
+    "bearer_token_matches",
+    "reported_buckets",
+]
 
 log = Logger()
 
@@ -153,6 +164,55 @@ class PoolCollector:
         return [up, writable, used, capacity, objects, reserved, enabled, strategy]
 
 
+def reported_buckets(rows: Sequence[BucketUsage]) -> list[BucketUsage]:
+    """
+    The virtual buckets the metrics and /status show: the configured ones and
+    those with a quota, all named by the operator.  Buckets that clients made
+    with CreateBucket and that have no quota are left out (their names are the
+    clients'; the admin API lists them).
+    """
+    return [row for row in rows if row.origin == "config" or row.quota.limited]
+
+
+class BucketCollector:
+    """
+    Virtual buckets' usage and quotas, as last read from the store by the
+    periodic usage refresh (C{rows()}, never a query at scrape time).
+    """
+
+    def __init__(self, rows: Callable[[], Sequence[BucketUsage]]) -> None:
+        self.rows = rows
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        used = GaugeMetricFamily(
+            "s3balance_bucket_bytes", "Bytes of the objects stored in the virtual bucket.", labels=["bucket"]
+        )
+        objects = GaugeMetricFamily(
+            "s3balance_bucket_objects", "Objects stored in the virtual bucket.", labels=["bucket"]
+        )
+        quota_bytes = GaugeMetricFamily(
+            "s3balance_bucket_quota_bytes",
+            "The virtual bucket's quota in bytes (absent without one).",
+            labels=["bucket"],
+        )
+        quota_objects = GaugeMetricFamily(
+            "s3balance_bucket_quota_objects",
+            "The virtual bucket's quota in objects (absent without one).",
+            labels=["bucket"],
+        )
+        for row in reported_buckets(self.rows()):
+            used.add_metric([row.bucket], float(row.used_bytes))
+            objects.add_metric([row.bucket], float(row.object_count))
+            if row.quota_bytes is not None:
+                quota_bytes.add_metric([row.bucket], float(row.quota_bytes))
+            if row.quota_objects is not None:
+                quota_objects.add_metric([row.bucket], float(row.quota_objects))
+        return [used, objects, quota_bytes, quota_objects]
+
+
 class Metrics:
     """
     The daemon's metrics on their own registry.
@@ -219,11 +279,18 @@ class Metrics:
             ["phase"],
             registry=r,
         )
+        self.quota_rejections = Counter(
+            "s3balance_quota_rejections",
+            "Writes (PUT, part, copy, multipart upload) refused because the bucket's quota would be exceeded.",
+            ["bucket"],
+            registry=r,
+        )
         for limit in ("total", "per_ip"):
             self.connections_refused.labels(limit)
         for phase in ("headers", "body", "write"):
             self.client_timeouts.labels(phase)
         self._pool_collector: Optional[PoolCollector] = None
+        self._bucket_collector: Optional[BucketCollector] = None
         # Children by label values: prometheus_client's labels() validates and
         # locks on every call, four times per request.  Labels are bounded
         # (operations, statuses, backends), so is this.
@@ -244,6 +311,17 @@ class Metrics:
             self.registry.unregister(self._pool_collector)
         self._pool_collector = PoolCollector(pool, strategy_name)
         self.registry.register(self._pool_collector)
+
+    def watch_buckets(self, rows: Callable[[], Sequence[BucketUsage]]) -> None:
+        """Report the virtual buckets' usage and quotas C{rows()} gives at each scrape."""
+        if self._bucket_collector is not None:
+            self.registry.unregister(self._bucket_collector)
+        self._bucket_collector = BucketCollector(rows)
+        self.registry.register(self._bucket_collector)
+
+    def quota_rejection(self, bucket: str) -> None:
+        """A write refused by C{bucket}'s quota (a bucket with a quota: named by the operator)."""
+        self._child(self.quota_rejections, bucket).inc()
 
     # -- client requests ----------------------------------------------------------
 

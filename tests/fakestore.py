@@ -46,6 +46,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from s3balance.store import moves
 from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG
 from s3balance.store.interfaces import (
     BackendFull,
@@ -53,16 +54,23 @@ from s3balance.store.interfaces import (
     BucketExists,
     BucketNotEmpty,
     BucketRecord,
+    BucketUsage,
     ConfigBucketError,
+    ConfigQuotaError,
+    DrainRecord,
+    DrainStateError,
     IMetadataStore,
     ListPage,
     Location,
+    MoveCandidate,
     MultipartRecord,
     NoSuchBucketError,
     NoSuchUploadError,
     ObjectRecord,
     OperationCounts,
     QueuedDeletion,
+    Quota,
+    QuotaExceeded,
     WriteIntent,
     WriteIntentExpired,
 )
@@ -77,6 +85,7 @@ from s3balance.store.objects import (
     lease_ms,
 )
 from s3balance.store.parts import COMPLETED_KEPT, CompletedUpload, PartRecord
+from s3balance.store.quotas import QUOTA_FROM_API, QUOTA_FROM_CONFIG
 from s3balance.store.records import encode_key, whole_seconds
 
 UTC = datetime.UTC
@@ -90,7 +99,9 @@ class _Intent:
     backend: str
     real_key: str
     lease_until: float  # by the database's clock
-    size: int  # bytes reserved on the backend
+    size: int  # bytes reserved on the backend (and in the bucket)
+    bucket: Optional[str] = None  # the virtual bucket written to
+    objects: int = 0  # objects reserved in the bucket
 
 
 @dataclass
@@ -125,7 +136,10 @@ class MemoryTables:
     object_parts: dict[str, list[PartRecord]] = field(default_factory=dict)  # by real key
     operations: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)  # (backend, month)
     usage: dict[str, tuple[int, int]] = field(default_factory=dict)  # backend -> (bytes, objects)
+    # bucket -> (its Quota, who set it: "config" or "api"); buckets without one have no entry
+    quotas: dict[str, tuple[Quota, str]] = field(default_factory=dict)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # job -> (holder, expires)
+    drains: dict[str, DrainRecord] = field(default_factory=dict)  # backend -> its drain (store/moves.py)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # every table's ids
 
 
@@ -249,7 +263,7 @@ class MemoryStore:
     # -- buckets --------------------------------------------------------------
 
     @_answers
-    def sync_config_buckets(self, names: Sequence[str]) -> None:
+    def sync_config_buckets(self, names: Sequence[str], quotas: Optional[Mapping[str, Quota]] = None) -> None:
         buckets, wanted, now = self.tables.buckets, set(names), self._now()
         for name in sorted(wanted - buckets.keys()):
             buckets[name] = BucketRecord(name=name, created=now, origin=ORIGIN_CONFIG)
@@ -257,6 +271,13 @@ class MemoryStore:
             origin = ORIGIN_CONFIG if name in wanted else ORIGIN_API
             if bucket.origin != origin:
                 buckets[name] = attr.evolve(bucket, origin=origin)
+        # The configured quotas; a configured quota no longer configured goes, the API's stay.
+        configured = {name: q for name, q in (quotas or {}).items() if name in wanted and q.limited}
+        for name, (_, origin) in list(self.tables.quotas.items()):
+            if origin == QUOTA_FROM_CONFIG and name not in configured:
+                del self.tables.quotas[name]
+        for name, quota in configured.items():
+            self.tables.quotas[name] = (quota, QUOTA_FROM_CONFIG)
 
     @_answers
     def list_buckets(self) -> list[BucketRecord]:
@@ -285,6 +306,7 @@ class MemoryStore:
         # Open multipart uploads do not keep a bucket: they are aborted with it.
         uploads = [u for u, upload in self.tables.uploads.items() if upload.record.bucket == name]
         del self.tables.buckets[name]
+        self.tables.quotas.pop(name, None)
         for upload_id in uploads:
             self._abort(upload_id, True)
         return len(uploads)
@@ -293,13 +315,75 @@ class MemoryStore:
 
     @_answers
     def begin_write(
-        self, backend: str, real_key: str, lease_seconds: float, size: int = 0, max_size: Optional[int] = None
+        self,
+        backend: str,
+        real_key: str,
+        lease_seconds: float,
+        size: int = 0,
+        max_size: Optional[int] = None,
+        bucket: Optional[str] = None,
+        objects: int = 0,
     ) -> WriteIntent:
         if max_size is not None:
             self._check_capacity(backend, size, max_size)
+        if bucket is not None:
+            self._check_quota(bucket, size, objects)
         intent_id = next(self.tables.ids)
-        self.tables.intents[intent_id] = _Intent(backend, real_key, self._lease_end(lease_seconds), size)
+        lease_until = self._lease_end(lease_seconds)
+        self.tables.intents[intent_id] = _Intent(backend, real_key, lease_until, size, bucket, objects)
         return WriteIntent(id=intent_id, backend=backend, real_key=real_key)
+
+    def _bucket_usage(self, bucket: str) -> BucketUsage:
+        """What store.quotas.bucket_usage says of one bucket (which exists)."""
+        t = self.tables
+        stored = [record.size for (of, _), record in t.objects.items() if of == bucket]
+        writes = [(i.size, i.objects) for i in t.intents.values() if i.bucket == bucket]
+        uploads = [u.reserved for u in t.uploads.values() if u.record.bucket == bucket]
+        quota, origin = t.quotas.get(bucket, (Quota(), None))
+        return BucketUsage(
+            bucket=bucket,
+            origin=t.buckets[bucket].origin,
+            used_bytes=sum(stored),
+            object_count=len(stored),
+            reserved_bytes=sum(size for size, _ in writes) + sum(uploads),
+            reserved_objects=sum(count for _, count in writes) + len(uploads),
+            quota_bytes=quota.max_bytes,
+            quota_objects=quota.max_objects,
+            quota_origin=origin,
+        )
+
+    def _check_quota(self, bucket: str, size: int, objects: int) -> None:
+        """QuotaExceeded unless C{size} bytes and C{objects} objects more fit C{bucket}'s quota (store.quotas.check_quota)."""
+        if bucket not in self.tables.quotas or bucket not in self.tables.buckets:
+            return
+        usage = self._bucket_usage(bucket)
+        if usage.quota_bytes is not None and usage.used_bytes + usage.reserved_bytes + size > usage.quota_bytes:
+            raise QuotaExceeded(bucket, "max_size", usage.used_bytes, usage.reserved_bytes, size, usage.quota_bytes)
+        if (
+            usage.quota_objects is not None
+            and objects
+            and usage.object_count + usage.reserved_objects + objects > usage.quota_objects
+        ):
+            raise QuotaExceeded(
+                bucket, "max_objects", usage.object_count, usage.reserved_objects, objects, usage.quota_objects
+            )
+
+    @_answers
+    def bucket_usage(self) -> list[BucketUsage]:
+        return [self._bucket_usage(name) for name in sorted(self.tables.buckets)]
+
+    @_answers
+    def set_bucket_quota(self, name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> BucketUsage:
+        if name not in self.tables.buckets:
+            raise NoSuchBucketError(name)
+        if self.tables.quotas.get(name, (None, None))[1] == QUOTA_FROM_CONFIG:
+            raise ConfigQuotaError(name)
+        quota = Quota(max_bytes, max_objects)
+        if quota.limited:
+            self.tables.quotas[name] = (quota, QUOTA_FROM_API)
+        else:
+            self.tables.quotas.pop(name, None)
+        return self._bucket_usage(name)
 
     def _check_capacity(self, backend: str, size: int, max_size: int) -> None:
         """BackendFull unless C{size} more bytes fit: stored usage + every intent's and upload's reservation."""
@@ -317,9 +401,13 @@ class MemoryStore:
         return intent
 
     @_answers
-    def grow_write(self, intent_id: int, backend: str, size: int, max_size: Optional[int] = None) -> None:
+    def grow_write(
+        self, intent_id: int, backend: str, size: int, max_size: Optional[int] = None, bucket: Optional[str] = None
+    ) -> None:
         if max_size is not None:
             self._check_capacity(backend, size, max_size)
+        if bucket is not None:
+            self._check_quota(bucket, size, 0)
         self._intent(intent_id).size += size
 
     @_answers
@@ -555,6 +643,8 @@ class MemoryStore:
         encode_key(record.key)
         if intent_id is not None:
             self._intent(intent_id)
+        if record.bucket not in self.tables.buckets:  # (the intent stays, as the real store's rollback keeps it)
+            raise NoSuchBucketError(record.bucket)
         if record.upload_id in self.tables.uploads:  # (the database's primary key refuses it)
             raise ValueError(f"upload id {record.upload_id!r} exists")
         if intent_id is not None:
@@ -572,14 +662,23 @@ class MemoryStore:
         rows = [(encode_key(record.key), record) for record in uploads]
         return sorted(rows, key=lambda row: (row[0], row[1].initiated, row[1].upload_id))
 
-    def _after(self, key_marker: str, upload_id_marker: str) -> Callable[[bytes, MultipartRecord], bool]:
-        """Whether an upload comes after the marker upload (while it exists with that key), else after the key."""
+    def _after(
+        self, bucket: str, key_marker: str, upload_id_marker: str
+    ) -> Callable[[bytes, MultipartRecord], bool]:
+        """
+        Whether an upload comes after the markers (store.multipart._after_markers):
+        after the marker upload's place while it is an upload of that key in
+        C{bucket}; at the key's first upload when it is not (gone); without an
+        upload id marker, after the key.
+        """
         marker_b = encode_key(key_marker)
-        marker = self.tables.uploads.get(upload_id_marker) if upload_id_marker else None
-        if marker is not None and marker.record.key == key_marker:
-            last = (marker_b, marker.record.initiated, marker.record.upload_id)
-            return lambda key, record: (key, record.initiated, record.upload_id) > last
-        return lambda key, record: key > marker_b
+        if not upload_id_marker:
+            return lambda key, record: key > marker_b
+        marker = self.tables.uploads.get(upload_id_marker)
+        if marker is None or (marker.record.bucket, marker.record.key) != (bucket, key_marker):
+            return lambda key, record: key >= marker_b
+        last = (marker_b, marker.record.initiated, marker.record.upload_id)
+        return lambda key, record: (key, record.initiated, record.upload_id) > last
 
     @_answers
     def list_multipart(
@@ -591,7 +690,7 @@ class MemoryStore:
         max_uploads: int = 1000,
     ) -> list[MultipartRecord]:
         prefix_b = encode_key(prefix)
-        after = self._after(key_marker, upload_id_marker) if key_marker else (lambda key, record: True)
+        after = self._after(bucket, key_marker, upload_id_marker) if key_marker else (lambda key, record: True)
         rows = self._uploads(bucket)
         found = [record for key, record in rows if key.startswith(prefix_b) and after(key, record)]
         return found[: max(0, max_uploads)]
@@ -606,11 +705,13 @@ class MemoryStore:
         upload_id_marker: str = "",
         max_uploads: int = 1000,
     ) -> ListPage:
+        if max_uploads <= 0:  # an empty page, not truncated (as list_objects' max_keys 0)
+            return ListPage(entries=(), is_truncated=False, next_marker=None)
         marker_b, prefix_b = encode_key(key_marker), encode_key(prefix)
         listed = None  # a marker inside a common prefix (or equal to it): that prefix was listed
         if key_marker and marker_b.startswith(prefix_b):
             listed = _common_prefix(marker_b, prefix_b, encode_key(delimiter))
-        after = self._after(key_marker, upload_id_marker) if key_marker else None
+        after = self._after(bucket, key_marker, upload_id_marker) if key_marker else None
 
         def keep(key: bytes, folded: Optional[bytes], record: MultipartRecord) -> bool:
             if listed is not None:
@@ -717,3 +818,141 @@ class MemoryStore:
         if current is None:
             return None
         return LeaseState(job=job, holder=current[0], live=current[1] > self.clock.seconds())
+
+    # -- drains (store/moves.py) --------------------------------------------------
+
+    def _held(self, backend: str) -> tuple[int, int]:
+        """(locations, bytes) on C{backend}, as moves._held counts them."""
+        held = [r.size for r in self.tables.objects.values() for loc in r.locations if loc.backend == backend]
+        return len(held), sum(held)
+
+    @_answers
+    def start_drain(self, backend: str, rate: Optional[int] = None) -> DrainRecord:
+        drain, now = self.tables.drains.get(backend), self._now()
+        if drain is not None and drain.state in moves.UNDER_WAY:
+            if rate is not None:
+                drain = self.tables.drains[backend] = attr.evolve(drain, rate=rate, updated=now)
+            return drain
+        objects, size = self._held(backend)
+        drain = self.tables.drains[backend] = DrainRecord(
+            backend=backend,
+            state=moves.DRAINING,
+            rate=rate,
+            started=now,
+            updated=now,
+            total_objects=objects,
+            total_bytes=size,
+            remaining_objects=objects,
+            remaining_bytes=size,
+        )
+        return drain
+
+    @_answers
+    def set_drain_state(self, backend: str, state: str) -> Optional[DrainRecord]:
+        if state not in moves.UNDER_WAY:
+            raise ValueError(f"a drain is paused or resumed, not set to {state!r}")
+        drain = self.tables.drains.get(backend)
+        if drain is None:
+            return None
+        if drain.state not in moves.UNDER_WAY:
+            raise DrainStateError(f"the drain of {backend} is {drain.state}")
+        if drain.state != state:
+            drain = self.tables.drains[backend] = attr.evolve(drain, state=state, updated=self._now())
+        return drain
+
+    @_answers
+    def set_drain_rate(self, backend: str, rate: Optional[int]) -> Optional[DrainRecord]:
+        drain = self.tables.drains.get(backend)
+        if drain is None:
+            return None
+        drain = self.tables.drains[backend] = attr.evolve(drain, rate=rate, updated=self._now())
+        return drain
+
+    @_answers
+    def cancel_drain(self, backend: str) -> Optional[DrainRecord]:
+        return self.tables.drains.pop(backend, None)
+
+    @_answers
+    def drains(self) -> list[DrainRecord]:
+        return [drain for _, drain in sorted(self.tables.drains.items())]
+
+    @_answers
+    def drain_candidates(self, backend: str, after: int, limit: int) -> list[MoveCandidate]:
+        """The fake's cursor is the object's id (the real store's: the location's)."""
+        found = [
+            MoveCandidate(cursor=record.id, record=record, source=location)
+            for record in sorted(self.tables.objects.values(), key=lambda r: r.id)
+            if record.id > after
+            for location in record.locations
+            if location.backend == backend
+        ]
+        return found[: max(0, limit)]
+
+    @_answers
+    def switch_location(self, intent_id: int, candidate: MoveCandidate, target: Location) -> str:
+        if self.tables.intents.pop(intent_id, None) is None:
+            return moves.EXPIRED
+        record, source = candidate.record, candidate.source
+        current = self.tables.objects.get((record.bucket, record.key))
+        if current is None or current.id != record.id or source not in current.locations:
+            self._queue(target.backend, target.real_key, REASON_ABANDONED)
+            return moves.STALE
+        locations = tuple(target if loc == source else loc for loc in current.locations)
+        self.tables.objects[(record.bucket, record.key)] = attr.evolve(current, locations=locations)
+        self._queue(source.backend, source.real_key, moves.REASON_DRAINED, grace=True)
+        if source.real_key in self.tables.object_parts:
+            self.tables.object_parts[target.real_key] = list(self.tables.object_parts[source.real_key])
+        drain = self.tables.drains.get(source.backend)
+        if drain is not None:
+            self.tables.drains[source.backend] = attr.evolve(
+                drain,
+                moved_objects=drain.moved_objects + 1,
+                moved_bytes=drain.moved_bytes + current.size,
+                remaining_objects=max(0, drain.remaining_objects - 1),
+                remaining_bytes=max(0, drain.remaining_bytes - current.size),
+                updated=self._now(),
+            )
+        return moves.MOVED
+
+    @_answers
+    def recount_drain(self, backend: str) -> Optional[DrainRecord]:
+        drain = self.tables.drains.get(backend)
+        if drain is None:
+            return None
+        t, now = self.tables, self._now()
+        objects, size = self._held(backend)
+        writes = sum(1 for i in t.intents.values() if i.backend == backend)
+        uploads = sum(1 for u in t.uploads.values() if u.record.backend == backend)
+        deletions = sum(1 for d in t.deletions.values() if d.backend == backend)
+        drain = attr.evolve(
+            drain,
+            remaining_objects=objects,
+            remaining_bytes=size,
+            pending_writes=writes,
+            pending_uploads=uploads,
+            pending_deletions=deletions,
+            updated=now,
+        )
+        if drain.state == moves.DRAINING and not (objects or writes or uploads or deletions):
+            drain = attr.evolve(drain, state=moves.DONE, finished=now, last_error=None)
+        t.drains[backend] = drain
+        return drain
+
+    @_answers
+    def note_drain_progress(self, backend: str, active_seconds: float, failed: int, error: Optional[str]) -> None:
+        drain = self.tables.drains.get(backend)
+        if drain is None:
+            return
+        changes: dict[str, Any] = {
+            "active_seconds": drain.active_seconds + round(active_seconds * 1000) / 1000,
+            "failed_objects": drain.failed_objects + failed,
+            "updated": self._now(),
+        }
+        if error is not None:
+            changes["last_error"] = error[: moves.MAX_ERROR] or None
+        self.tables.drains[backend] = attr.evolve(drain, **changes)
+
+    @_answers
+    def backends_in_use(self, names: Sequence[str]) -> list[str]:
+        used = {loc.backend for record in self.tables.objects.values() for loc in record.locations}
+        return sorted(set(names) & used)

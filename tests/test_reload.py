@@ -59,18 +59,27 @@ def config_dict(directory: Path) -> dict:
 
 
 class FakeStore:
-    """The two store calls a reload and the admin API make."""
+    """The store calls a reload and the admin API make."""
 
     def __init__(self) -> None:
         self.synced: list[list[str]] = []
         self.counts: dict[str, list[OperationCounts]] = {}
+        self.in_use: set[str] = set()  # backends objects are stored on
 
-    def sync_config_buckets(self, names):
+    def sync_config_buckets(self, names, quotas=None):
         self.synced.append(list(names))
+        self.quotas = dict(quotas or {})
         return succeed(None)
 
     def operation_counts(self, month: str):
         return succeed(list(self.counts.get(month, [])))
+
+    def drains(self):
+        return succeed([])
+
+    def backends_in_use(self, names):
+        # (a reload asks before it removes a backend; tests/test_drain.py covers a backend in use)
+        return succeed(sorted(set(names) & self.in_use))
 
 
 class ServiceFixture:

@@ -108,6 +108,7 @@ class StoreReservationsMixin:
         await self.store.begin_write("b1", "vb/after", 60, 10, 10)
 
     async def test_parts_stay_reserved_until_their_upload_ends(self):
+        await self.store.sync_config_buckets(["vb"])  # an upload needs its bucket
         for upload_id in ("u-abort", "u-complete"):
             create = await self.store.begin_write("b1", f"vb/{upload_id}", 60, 0, 10)
             record = MultipartRecord(

@@ -6,20 +6,22 @@ MariaDB (one mixin, three TestCase classes; each test gets a fresh database).
 from __future__ import annotations
 
 import datetime
+import os
 import sqlite3
 import threading
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, inspect, literal_column, select
+from sqlalchemy import create_engine, func, insert, inspect, literal_column, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from s3balance.store import migrate, objects, tables
+from s3balance.store import buckets, migrate, multipart, objects, tables
 from s3balance.store.connector import MetadataStore
 from s3balance.store.interfaces import (
     BucketExists,
@@ -926,6 +928,187 @@ class MariaDBStoreTests(StoreBehaviourMixin, unittest.TestCase):
         with self.assertRaises(DBAPIError):
             await store.commit_object(intent.id, make_record("k", "vb/long", content_type="t/" + "x" * 300))
         self.assertIsNone(await store.get_object(BUCKET, "k"))
+
+
+class BucketLockRaceMixin:
+    """
+    CreateMultipartUpload and DeleteBucket take turns on the bucket row
+    (store.multipart.create_multipart shares its lock as an object's commit
+    does): one transaction of each, on two connections, the first one held
+    open while the store's waits.  Subclasses set C{kind}.
+    """
+
+    kind: str
+    HOLD = 0.3  # seconds the first transaction stays open while the store's waits
+
+    async def setUp(self):
+        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.store = MetadataStore(self.url, max_threads=4, now=lambda: T0)
+        await self.store.start()
+        self.addCleanup(self.store.stop)
+        await self.store.create_bucket("race")
+
+    def upload(self, upload_id: str) -> MultipartRecord:
+        return MultipartRecord(
+            upload_id=upload_id,
+            bucket="race",
+            key="k",
+            backend="b1",
+            real_key=f"race/{upload_id}",
+            backend_upload_id=f"backend-{upload_id}",
+            initiated=T0,
+            content_type=None,
+            headers={},
+        )
+
+    async def hold_then_commit(self, conn, waiting: defer.Deferred) -> None:
+        """The store's call is still waiting for C{conn}'s transaction; commit that."""
+        await deferLater(reactor, self.HOLD, lambda: None)
+        self.assertNoResult(waiting)
+        conn.commit()
+
+    async def test_an_upload_recorded_while_its_bucket_is_deleted_fails(self):
+        with self.store._engine.connect() as conn:
+            conn.begin()
+            self.assertEqual(buckets.delete_bucket(conn, "race"), [])  # the row locked, deleted, not committed
+            created = self.store.create_multipart(self.upload("u1"))
+            await self.hold_then_commit(conn, created)
+        await self.assertFailure(created, NoSuchBucketError)
+        self.assertIsNone(await self.store.get_multipart("u1"))
+
+    async def test_a_bucket_deleted_while_an_upload_is_recorded_aborts_it(self):
+        with self.store._engine.connect() as conn:
+            conn.begin()
+            multipart.create_multipart(conn, self.upload("u1"))  # the row share-locked, not committed
+            deleted = self.store.delete_bucket("race")
+            await self.hold_then_commit(conn, deleted)
+        self.assertEqual(await deleted, 1)
+        self.assertIsNone(await self.store.get_multipart("u1"))
+        self.assertIsNone(await self.store.get_bucket("race"))
+        [abort] = await self.store.queued_deletions()
+        self.assertEqual((abort.real_key, abort.backend_upload_id), ("race/u1", "backend-u1"))
+
+
+class SQLiteBucketLockRaceTests(BucketLockRaceMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLBucketLockRaceTests(BucketLockRaceMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBBucketLockRaceTests(BucketLockRaceMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+# The columns whose times keep microseconds on every engine (DATETIME(6) on MySQL/MariaDB, migration 0008).
+PRECISE_COLUMNS = {
+    "write_intents": ("lease_until", "created"),
+    "deletion_queue": ("due", "created"),
+    "job_leases": ("expires_at",),
+}
+
+
+class PreciseTimesMixin:
+    """Leases and due times keep their fractions of a second; subclasses set C{kind}."""
+
+    kind: str
+    MOMENT = datetime.datetime(2026, 3, 31, 23, 59, 30, 800123, tzinfo=UTC)
+
+    def setUp(self):
+        self.url = dbfixtures.fresh_database(self, self.kind)
+        if self.kind == "sqlite":
+            os.makedirs(os.path.dirname(self.url[len("sqlite:///") :]), exist_ok=True)
+        migrate.upgrade(self.url)
+        self.engine = create_engine(self.url)
+        self.addCleanup(self.engine.dispose)
+
+    def precisions(self) -> dict[tuple[str, str], int]:
+        """(table, column) -> fractional digits of every date-time column (MySQL/MariaDB, PostgreSQL)."""
+        with self.engine.connect() as conn:
+            if self.kind == dbfixtures.MYSQL:
+                where = "table_schema = DATABASE() AND data_type = 'datetime'"
+            else:
+                where = "table_schema = current_schema() AND data_type IN ('timestamp with time zone', 'timestamp')"
+            rows = conn.exec_driver_sql(
+                f"SELECT table_name, column_name, datetime_precision FROM information_schema.columns WHERE {where}"
+            )
+            return {(table.lower(), column.lower()): int(digits) for table, column, digits in rows}
+
+    def insert_moments(self, moment: datetime.datetime) -> None:
+        with self.engine.begin() as conn:
+            for table in (tables.write_intents, tables.deletion_queue, tables.job_leases):
+                conn.execute(table.delete())
+            conn.execute(
+                insert(tables.write_intents).values(backend="b1", real_key="vb/1", lease_until=moment, created=moment)
+            )
+            conn.execute(
+                insert(tables.deletion_queue).values(
+                    backend="b1", real_key="vb/1", reason="deleted", attempts=0, due=moment, created=moment
+                )
+            )
+            conn.execute(insert(tables.job_leases).values(job="j", holder="h", expires_at=moment))
+
+    def stored_moments(self) -> set[datetime.datetime]:
+        with self.engine.connect() as conn:
+            return {
+                value
+                for name, columns in PRECISE_COLUMNS.items()
+                for column in columns
+                for value in conn.execute(select(tables.metadata.tables[name].c[column])).scalars()
+            }
+
+    def test_lease_and_due_times_keep_microseconds(self):
+        self.insert_moments(self.MOMENT)
+        self.assertEqual(self.stored_moments(), {self.MOMENT})
+
+    def test_date_time_precisions_are_those_of_the_tables(self):
+        # (Alembic's compare_metadata does not compare them.)
+        if self.kind == "sqlite":
+            raise unittest.SkipTest("SQLite stores date-times as text")
+        expected = {}
+        for table in tables.metadata.sorted_tables:
+            for column in table.columns:
+                if isinstance(column.type, tables.UTCDateTime):
+                    mysql_digits = column.type.fsp or 0
+                    expected[(table.name, column.name)] = mysql_digits if self.kind == dbfixtures.MYSQL else 6
+        self.assertEqual(self.precisions(), expected)
+        if self.kind == dbfixtures.MYSQL:
+            self.assertEqual({key for key, digits in expected.items() if digits}, set(self.precise_keys()))
+
+    def test_migration_0008_downgrades_to_whole_seconds_on_mysql_only(self):
+        with self.engine.begin() as conn:
+            command.downgrade(migrate.alembic_config(connection=conn), "0007")
+        self.insert_moments(self.MOMENT)
+        if self.kind == dbfixtures.MYSQL:
+            # MariaDB cuts the fraction off, MySQL rounds it.
+            whole = self.MOMENT.replace(microsecond=0)
+            self.assertIn(self.stored_moments(), [{whole}, {whole + datetime.timedelta(seconds=1)}])
+            self.assertEqual({self.precisions()[key] for key in self.precise_keys()}, {0})
+        else:
+            self.assertEqual(self.stored_moments(), {self.MOMENT})
+        with self.engine.begin() as conn:
+            migrate.upgrade_connection(conn)
+            self.assertEqual(migrate.current_revision_of(conn), migrate.head_revision())
+        self.insert_moments(self.MOMENT)
+        self.assertEqual(self.stored_moments(), {self.MOMENT})
+        if self.kind != "sqlite":
+            self.assertEqual({self.precisions()[key] for key in self.precise_keys()}, {6})
+
+    def precise_keys(self) -> list[tuple[str, str]]:
+        return [(table, column) for table, columns in PRECISE_COLUMNS.items() for column in columns]
+
+
+class SQLitePreciseTimesTests(PreciseTimesMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLPreciseTimesTests(PreciseTimesMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBPreciseTimesTests(PreciseTimesMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
 
 
 class RawDateTimeTests(unittest.SynchronousTestCase):

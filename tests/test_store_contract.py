@@ -7,9 +7,13 @@ The in-memory store (tests/fakestore.py) held to the real store's contract.
    skipped for it, each saying why.
  - L{StoreClockMixin}: leases by the database's clock and deletions by the
    daemon's, the same assertions on the fake (a L{Clock}, advanced) and on
-   SQLite (short real waits for the database's clock).
+   every database (short real waits for the database's clock; fractions of
+   a second count, on MariaDB too: migration 0008).
  - L{StoreContractMixin}: what those tests leave out (part records, usage
    rows, atomic failures), on the fake and on every database.
+ - L{UploadMarkersAndBucketsMixin}: ListMultipartUploads' markers when the
+   marker upload ended between pages, max-uploads 0, uploads only into a
+   bucket that exists; on the fake and on every database.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from s3balance.store.interfaces import (
     ListPage,
     Location,
     MultipartRecord,
+    NoSuchBucketError,
     ObjectRecord,
     PreconditionFailedError,
     WriteIntentExpired,
@@ -198,6 +203,8 @@ class MemoryMultipartListingTests(_MemoryListing, MultipartListingMixin, unittes
     kind = "memory"
 
     def start_uploads(self, keys: Sequence[str]) -> None:
+        if self.answer(self.store.get_bucket(BUCKET)) is None:  # uploads need their bucket
+            self.answer(self.store.create_bucket(BUCKET))
         for n, key in enumerate(keys):
             # The rows MultipartListingMixin.start_uploads inserts.
             record = attr.evolve(upload(f"u{n:04}", key), real_key=f"vb/{n}", backend_upload_id=f"bu{n}")
@@ -536,6 +543,92 @@ class StoreContractMixin(_Helpers):
         self.assertEqual([r.upload_id for r in listed], ["u2", "u4"])
 
 
+class UploadMarkersAndBucketsMixin(_Helpers):
+    """
+    ListMultipartUploads' markers when the marker upload ended between pages,
+    max-uploads 0, and uploads only in a bucket that exists; on the fake and
+    on every database.
+    """
+
+    async def start_uploads(self) -> None:
+        """Three uploads of "k", their ids not in initiation order (u3, u1, u2), and one of "z"."""
+        for n, upload_id in enumerate(["u3", "u1", "u2"]):
+            await self.store.create_multipart(upload(upload_id, "k", T0 + datetime.timedelta(seconds=n)))
+        await self.store.create_multipart(upload("u0", "z"))
+
+    async def page(self, key_marker: str = "", upload_id_marker: str = "", max_uploads: int = 1) -> list[str]:
+        """The upload ids of a page (asserting it is truncated, with the key marker S3 sends, unless last)."""
+        page = await self.store.list_multipart_page(
+            BUCKET, key_marker=key_marker, upload_id_marker=upload_id_marker, max_uploads=max_uploads
+        )
+        if page.is_truncated:
+            self.assertEqual(page.next_marker, page.entries[-1].key)
+        else:
+            self.assertEqual((page.next_marker, page.entries[-1].upload_id), (None, "u0"))
+        return [entry.upload_id for entry in page.entries]
+
+    async def test_the_marker_keys_other_uploads_are_listed_when_the_marker_upload_ended(self) -> None:
+        await self.start_uploads()
+        self.assertEqual(await self.page(), ["u3"])
+        self.assertEqual(await self.page("k", "u3"), ["u1"])  # initiation order
+        # A client that completes or aborts each upload it lists before asking for the next page.
+        record = make_record("k", f"{BUCKET}/u3", etag='"x-1"')
+        await self.store.complete_multipart("u3", record)
+        self.assertEqual(await self.page("k", "u3"), ["u1"])  # not "z"'s u0: u1 and u2 are open
+        await self.store.abort_multipart("u1", True)
+        self.assertEqual(await self.page("k", "u1"), ["u2"])
+        self.assertEqual(await self.page("k", "u2"), ["u0"])
+        self.assertEqual(
+            [r.upload_id for r in await self.store.list_multipart(BUCKET, key_marker="k", upload_id_marker="u1")],
+            ["u2", "u0"],
+        )
+
+    async def test_without_the_marker_upload_the_marker_keys_open_uploads_come_again(self) -> None:
+        # Its place among the key's uploads (by initiation) went with it:
+        # those still open are listed again rather than any skipped.
+        await self.start_uploads()
+        self.assertEqual(await self.page(max_uploads=2), ["u3", "u1"])
+        await self.store.abort_multipart("u1", False)
+        self.assertEqual(await self.page("k", "u1", max_uploads=2), ["u3", "u2"])
+        self.assertEqual(await self.page("k", "u2", max_uploads=2), ["u0"])
+        # An upload id that is no upload of that key (nor of this bucket) has no place either.
+        await self.store.create_bucket("other")
+        later = attr.evolve(upload("x9", "k", T0 + datetime.timedelta(hours=1)), bucket="other", real_key="other/x9")
+        await self.store.create_multipart(later)
+        self.assertEqual(await self.page("k", "x9", max_uploads=5), ["u3", "u2", "u0"])
+        self.assertEqual(await self.page("k", "u0", max_uploads=5), ["u3", "u2", "u0"])
+        listed = await self.store.list_multipart(BUCKET, key_marker="k", upload_id_marker="x9")
+        self.assertEqual([r.upload_id for r in listed], ["u3", "u2", "u0"])
+
+    async def test_no_uploads_wanted_is_an_empty_page_not_a_truncated_one(self) -> None:
+        await self.start_uploads()
+        empty = ListPage(entries=(), is_truncated=False, next_marker=None)
+        self.assertEqual(await self.store.list_multipart_page(BUCKET, max_uploads=0), empty)
+        self.assertEqual(
+            await self.store.list_multipart_page(
+                BUCKET, delimiter="/", key_marker="k", upload_id_marker="u3", max_uploads=0
+            ),
+            empty,
+        )
+        self.assertEqual(await self.store.list_multipart(BUCKET, max_uploads=0), [])
+
+    async def test_an_upload_into_a_missing_bucket_is_refused_and_its_intent_stays(self) -> None:
+        intent = await self.store.begin_write("b1", "gone/u1", 60)
+        record = attr.evolve(upload("u1", "k"), bucket="gone", real_key="gone/u1")
+        await self.assertFailure(self.store.create_multipart(record, intent.id), NoSuchBucketError)
+        self.assertIsNone(await self.store.get_multipart("u1"))
+        # The intent covers the backend's upload until it is settled (here: abandoned).
+        self.assertTrue(await self.store.is_referenced("b1", "gone/u1"))
+        await self.store.abandon_write(intent.id, True)
+        self.assertEqual(await self.due(), [("b1", "gone/u1", "abandoned", 0)])
+        # A bucket deleted before the upload is recorded.
+        await self.store.create_bucket("brief")
+        await self.store.delete_bucket("brief")
+        late = attr.evolve(upload("u2", "k"), bucket="brief", real_key="brief/u2")
+        await self.assertFailure(self.store.create_multipart(late), NoSuchBucketError)
+        self.assertIsNone(await self.store.get_multipart("u2"))
+
+
 class MemoryStoreClockTests(OnMemoryStore, StoreClockMixin, unittest.TestCase):
     async def test_leases_end_where_the_databases_comparisons_put_the_end(self) -> None:
         """
@@ -560,6 +653,16 @@ class SQLiteStoreClockTests(OnDatabase, StoreClockMixin, unittest.TestCase):
     kind = "sqlite"
 
 
+class PostgreSQLStoreClockTests(OnDatabase, StoreClockMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBStoreClockTests(OnDatabase, StoreClockMixin, unittest.TestCase):
+    """Leases of fractions of a second: the lease columns keep microseconds (migration 0008)."""
+
+    kind = dbfixtures.MYSQL
+
+
 class MemoryStoreContractTests(OnMemoryStore, StoreContractMixin, unittest.TestCase):
     pass
 
@@ -573,4 +676,20 @@ class PostgreSQLStoreContractTests(OnDatabase, StoreContractMixin, unittest.Test
 
 
 class MariaDBStoreContractTests(OnDatabase, StoreContractMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class MemoryUploadMarkersAndBucketsTests(OnMemoryStore, UploadMarkersAndBucketsMixin, unittest.TestCase):
+    pass
+
+
+class SQLiteUploadMarkersAndBucketsTests(OnDatabase, UploadMarkersAndBucketsMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLUploadMarkersAndBucketsTests(OnDatabase, UploadMarkersAndBucketsMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBUploadMarkersAndBucketsTests(OnDatabase, UploadMarkersAndBucketsMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL

@@ -10,6 +10,15 @@ C{Authorization: Bearer <api.token>}.
     PUT  /admin/strategy                    {"strategy": "weighted"}
     POST /admin/reload                      re-read the config file (as SIGHUP)
     GET  /admin/stats/operations?month=YYYY-MM   type A/B operations per backend
+    GET  /admin/drains                      every drain (s3balance.ops.drain): state, progress, rate, ETA
+    GET  /admin/backends/<name>/drain       one backend's drain
+    POST /admin/backends/<name>/drain       start draining it (no new objects; every object moved to
+                                            the others); {"rate": "50MB/s"} optional (0: unlimited)
+    POST /admin/backends/<name>/drain/pause   .../resume ({"rate": ...} optional)   .../cancel
+    GET  /admin/buckets                     every virtual bucket: usage, reservations, quota
+    GET  /admin/buckets/<name>              one virtual bucket
+    PUT  /admin/buckets/<name>/quota        {"max_size": "10GiB", "max_objects": 100000} (either may be null)
+    DELETE /admin/buckets/<name>/quota      no quota any more
 
 The resource only speaks HTTP and JSON; what it does to the service goes
 through L{IAdminTarget}, so it is tested without a running daemon.  Errors
@@ -33,9 +42,22 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import Interface
 
 from s3balance.config import ConfigError
+from s3balance.config.fields import _positive_int, _positive_size
+from s3balance.config.units import parse_rate
 from s3balance.metrics import bearer_token_matches
 
-__all__ = ["AdminError", "AdminResource", "IAdminTarget", "UnknownBackend", "parse_month"]
+__all__ = [
+    "AdminError",
+    "AdminResource",
+    "DrainConflict",
+    "ConfigQuota",
+    "IAdminTarget",
+    "NoSuchDrain",
+    "UnknownBackend",
+    "UnknownBucket",
+    "parse_month",
+    "parse_quota",
+]
 
 log = Logger()
 
@@ -47,6 +69,27 @@ Token = Union[str, Callable[[], str]]
 
 class UnknownBackend(KeyError):
     """No backend of that name in the running configuration."""
+
+
+class NoSuchDrain(KeyError):
+    """The backend has no drain."""
+
+
+class DrainConflict(Exception):
+    """What was asked of a drain does not fit its state (resuming a finished one, no backend to move to)."""
+
+
+class UnknownBucket(KeyError):
+    """No virtual bucket of that name in the store."""
+
+
+class ConfigQuota(Exception):
+    """A quota the configuration sets (C{key}: where, when this daemon's config does) may not be changed here."""
+
+    def __init__(self, bucket: str, key: str = "") -> None:
+        super().__init__(bucket)
+        self.bucket = bucket
+        self.key = key
 
 
 class AdminError(Exception):
@@ -86,6 +129,55 @@ class IAdminTarget(Interface):
     def operation_counts(month: str) -> Deferred[dict[str, Any]]:
         """month 'YYYY-MM' -> Deferred[dict] {"month": .., "backends": {name:
         {"type_a": int, "type_b": int, ...}}}"""
+
+    def drains_report() -> Deferred[list[dict[str, Any]]]:
+        """-> Deferred[list[dict]], every drain (L{s3balance.ops.drain.drain_document}) by backend."""
+
+    def drain_report(name: str) -> Deferred[dict[str, Any]]:
+        """-> Deferred[dict], one backend's drain; fails with L{NoSuchDrain}."""
+
+    def start_drain(name: str, rate: Optional[int]) -> Deferred[dict[str, Any]]:
+        """Drain backend C{name} (C{rate} bytes/s; None: as configured or as
+        set before; 0: unlimited); a drain under way gets the rate.
+        -> Deferred[dict]; fails with L{UnknownBackend}, or L{DrainConflict}
+        when no other backend could take its objects."""
+
+    def set_drain_paused(name: str, paused: bool, rate: Optional[int]) -> Deferred[dict[str, Any]]:
+        """Pause or resume (with C{rate} when not None) a drain under way.
+        -> Deferred[dict]; fails with L{NoSuchDrain}, L{DrainConflict} (done)."""
+
+    def cancel_drain(name: str) -> Deferred[dict[str, Any]]:
+        """Forget a drain: the backend takes new objects again, what moved
+        stays moved. -> Deferred[dict] (the drain as it was); fails with L{NoSuchDrain}."""
+
+    def buckets_report() -> Deferred[list[dict[str, Any]]]:
+        """-> Deferred[list[dict]], one JSON-able dict per virtual bucket in
+        name order: usage, reservations, quota."""
+
+    def set_bucket_quota(name: str, max_size: Optional[int], max_objects: Optional[int]) -> Deferred[dict[str, Any]]:
+        """Set (or, both None, remove) a bucket's quota. -> Deferred[dict]
+        (the bucket's report); fails with L{UnknownBucket} and, for a quota
+        the configuration sets, L{ConfigQuota}."""
+
+
+def parse_quota(body: object) -> tuple[Optional[int], Optional[int]]:
+    """C{{"max_size": "10GiB" or bytes, "max_objects": n}} (null or absent: no limit on that count; one at least)."""
+    if not isinstance(body, dict):
+        raise AdminError(400, "invalid_request", 'expected {"max_size": "10GiB", "max_objects": 100000}')
+    unknown = sorted(set(body) - {"max_size", "max_objects"})
+    if unknown:
+        raise AdminError(400, "invalid_request", f"unknown key {unknown[0]!r}: expected max_size and/or max_objects")
+    limits: list[Optional[int]] = []
+    for key, convert in (("max_size", _positive_size), ("max_objects", _positive_int)):
+        value = body.get(key)
+        try:
+            limits.append(None if value is None else convert(value))
+        except ValueError as error:
+            raise AdminError(400, "invalid_quota", f"{key}: {error}") from None
+    max_size, max_objects = limits
+    if max_size is None and max_objects is None:
+        raise AdminError(400, "invalid_quota", "give max_size, max_objects or both (DELETE removes the quota)")
+    return max_size, max_objects
 
 
 def parse_month(value: Optional[str], now: Callable[[], datetime.datetime]) -> str:
@@ -165,6 +257,80 @@ class AdminResource(Resource):
         month = parse_month(_query_arg(request, b"month"), self.now)
         return 200, await self.target.operation_counts(month)
 
+    async def list_buckets(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, {"buckets": await self.target.buckets_report()}
+
+    async def get_bucket(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        for report in await self.target.buckets_report():
+            if report["name"] == params["name"]:
+                return 200, report
+        raise AdminError(404, "no_such_bucket", f"no virtual bucket named {params['name']!r}")
+
+    async def put_quota(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        max_size, max_objects = parse_quota(body)
+        return await self._set_quota(params["name"], max_size, max_objects)
+
+    async def delete_quota(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return await self._set_quota(params["name"], None, None)
+
+    async def _set_quota(self, name: str, max_size: Optional[int], max_objects: Optional[int]) -> tuple[int, object]:
+        try:
+            report = await self.target.set_bucket_quota(name, max_size, max_objects)
+        except UnknownBucket:
+            raise AdminError(404, "no_such_bucket", f"no virtual bucket named {name!r}") from None
+        except ConfigQuota as refused:
+            where = f" ({refused.key})" if refused.key else " of a daemon on this database"
+            raise AdminError(
+                409,
+                "quota_in_config",
+                f"the quota of bucket {name!r} is set in the configuration{where}: change it there and reload",
+            ) from None
+        log.info(
+            "admin: quota of bucket {bucket} set to max_size {max_size}, max_objects {max_objects}",
+            bucket=name,
+            max_size=max_size,
+            max_objects=max_objects,
+        )
+        return 200, report
+
+    async def list_drains(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, {"drains": await self.target.drains_report()}
+
+    async def get_drain(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, await self._drain_call(params["name"], self.target.drain_report(params["name"]))
+
+    async def start_drain(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        name, rate = params["name"], _drain_rate(body)
+        drain = await self._drain_call(name, self.target.start_drain(name, rate))
+        log.info("admin: drain of backend {backend} started (rate {rate})", backend=name, rate=drain["rate_limit"])
+        return 200, drain
+
+    async def pause_drain(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        drain = await self._drain_call(params["name"], self.target.set_drain_paused(params["name"], True, None))
+        log.info("admin: drain of backend {backend} paused", backend=params["name"])
+        return 200, drain
+
+    async def resume_drain(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        name, rate = params["name"], _drain_rate(body)
+        drain = await self._drain_call(name, self.target.set_drain_paused(name, False, rate))
+        log.info("admin: drain of backend {backend} resumed", backend=name)
+        return 200, drain
+
+    async def cancel_drain(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        drain = await self._drain_call(params["name"], self.target.cancel_drain(params["name"]))
+        log.info("admin: drain of backend {backend} cancelled; it takes new objects again", backend=params["name"])
+        return 200, drain
+
+    async def _drain_call(self, name: str, call: Deferred[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await call
+        except UnknownBackend:
+            raise AdminError(404, "no_such_backend", f"no backend named {name!r}") from None
+        except NoSuchDrain:
+            raise AdminError(404, "no_drain", f"backend {name!r} is not being drained") from None
+        except DrainConflict as conflict:
+            raise AdminError(409, "drain_conflict", str(conflict)) from None
+
     ROUTES: tuple[tuple[str, tuple[str, ...], Handler], ...] = (
         ("GET", ("backends",), list_backends),
         ("GET", ("backends", "{name}"), get_backend),
@@ -174,6 +340,16 @@ class AdminResource(Resource):
         ("PUT", ("strategy",), put_strategy),
         ("POST", ("reload",), reload),
         ("GET", ("stats", "operations"), operation_stats),
+        ("GET", ("drains",), list_drains),
+        ("GET", ("backends", "{name}", "drain"), get_drain),
+        ("POST", ("backends", "{name}", "drain"), start_drain),
+        ("POST", ("backends", "{name}", "drain", "pause"), pause_drain),
+        ("POST", ("backends", "{name}", "drain", "resume"), resume_drain),
+        ("POST", ("backends", "{name}", "drain", "cancel"), cancel_drain),
+        ("GET", ("buckets",), list_buckets),
+        ("GET", ("buckets", "{name}"), get_bucket),
+        ("PUT", ("buckets", "{name}", "quota"), put_quota),
+        ("DELETE", ("buckets", "{name}", "quota"), delete_quota),
     )
 
     async def _one_backend(self, name: str) -> dict:
@@ -291,6 +467,17 @@ class AdminResource(Resource):
 
     def _error_body(self, request: Request, error: AdminError) -> bytes:
         return self._body(request, error.status, {"error": error.code, "message": error.message})
+
+
+def _drain_rate(body: object) -> Optional[int]:
+    """A drain's C{{"rate": "50MB/s"}} (bytes per second, 0 unlimited); None when absent or null."""
+    value = body.get("rate") if isinstance(body, dict) else None
+    if value is None:
+        return None
+    try:
+        return parse_rate(value)
+    except ValueError as error:
+        raise AdminError(400, "invalid_rate", f"rate: {error}") from None
 
 
 def _query_arg(request: Any, name: bytes) -> Optional[str]:  # Twisted types Request.args as None

@@ -17,8 +17,24 @@ from urllib.parse import urlsplit, urlunsplit
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from zope.interface import implementer
 
-from s3balance.admin.api import IAdminTarget, UnknownBackend
+from s3balance.admin.api import (
+    ConfigQuota,
+    DrainConflict,
+    IAdminTarget,
+    NoSuchDrain,
+    UnknownBackend,
+    UnknownBucket,
+)
 from s3balance.config import ConfigError
+from s3balance.ops.drain import drain_document
+from s3balance.store.interfaces import (
+    BucketUsage,
+    ConfigQuotaError,
+    DrainRecord,
+    DrainStateError,
+    NoSuchBucketError,
+)
+from s3balance.store.moves import DRAINING, PAUSED
 
 if TYPE_CHECKING:
     from s3balance.daemon.reload import Reloader
@@ -97,6 +113,8 @@ class ServiceAdminTarget:
                     "enabled": config.enabled and name not in self.disabled,
                     "enabled_in_config": config.enabled,
                     "disabled_at_runtime": name in self.disabled,
+                    # Its drain's state (draining, paused, done: no new objects), or None.
+                    "drain": self._drain_state(name),
                     # Enabled, up and under its class A limit: may receive new objects now.
                     "writable": pool.writable(name) if hasattr(pool, "writable") else None,
                     "up": health["up"],
@@ -158,6 +176,58 @@ class ServiceAdminTarget:
     def operation_counts(self, month: Optional[str]) -> Deferred:
         return ensureDeferred(self._operation_counts(month or self._month()))
 
+    # -- virtual buckets: usage and quotas ---------------------------------------
+
+    def _bucket_report(self, row: BucketUsage) -> dict:
+        configured = self.service.gateway.config.virtual_bucket(row.bucket)
+        quota = None
+        if row.quota.limited:
+            quota = {
+                "max_size": row.quota_bytes,
+                "max_objects": row.quota_objects,
+                "set_by": row.quota_origin,
+                "config_key": configured.quota.key if configured is not None and configured.quota else None,
+            }
+        return {
+            "name": row.bucket,
+            "origin": row.origin,
+            "used_bytes": row.used_bytes,
+            "objects": row.object_count,
+            "reserved_bytes": row.reserved_bytes,
+            "reserved_objects": row.reserved_objects,
+            "quota": quota,
+            "free_bytes": None if row.quota_bytes is None else row.quota_bytes - row.used_bytes - row.reserved_bytes,
+            "free_objects": (
+                None if row.quota_objects is None else row.quota_objects - row.object_count - row.reserved_objects
+            ),
+        }
+
+    def buckets_report(self) -> Deferred:
+        return ensureDeferred(self._buckets_report())
+
+    async def _buckets_report(self) -> list[dict]:
+        rows = await self.service.store.bucket_usage()
+        self.service.gateway.set_bucket_usage(rows)
+        return [self._bucket_report(row) for row in rows]
+
+    def set_bucket_quota(self, name: str, max_size: Optional[int], max_objects: Optional[int]) -> Deferred:
+        return ensureDeferred(self._set_bucket_quota(name, max_size, max_objects))
+
+    async def _set_bucket_quota(self, name: str, max_size: Optional[int], max_objects: Optional[int]) -> dict:
+        gateway = self.service.gateway
+        configured = gateway.config.virtual_bucket(name)
+        if configured is not None and configured.quota is not None:
+            raise ConfigQuota(name, configured.quota.key)
+        try:
+            row = await self.service.store.set_bucket_quota(name, max_size, max_objects)
+        except NoSuchBucketError:
+            raise UnknownBucket(name) from None
+        except ConfigQuotaError:
+            raise ConfigQuota(name) from None
+        others = [known for known in gateway.bucket_usage if known.bucket != name]
+        gateway.set_bucket_usage(sorted([*others, row], key=lambda known: known.bucket))
+        return self._bucket_report(row)
+
     async def _operation_counts(self, month: str) -> dict:
         rows = await self.service.store.operation_counts(month)
         backends: dict[str, dict] = {}
@@ -174,3 +244,82 @@ class ServiceAdminTarget:
             entry["type_a"] = row.type_a
             entry["type_b"] = row.type_b
         return {"month": month, "backends": dict(sorted(backends.items()))}
+
+    # -- drains (s3balance.ops.drain) -----------------------------------------------
+
+    def _drain_document(self, drain: DrainRecord) -> dict:
+        return drain_document(drain, self.service.gateway.config.balancer.drain_rate)
+
+    async def _all_drains(self) -> list[DrainRecord]:
+        drains: list[DrainRecord] = await self.service.store.drains()
+        self.service.drains.apply(drains)  # this daemon's view, up to date at once
+        return drains
+
+    def drains_report(self) -> Deferred:
+        return ensureDeferred(self._drains_report())
+
+    async def _drains_report(self) -> list[dict]:
+        return [self._drain_document(drain) for drain in await self._all_drains()]
+
+    def drain_report(self, name: str) -> Deferred:
+        return ensureDeferred(self._drain_report(name))
+
+    async def _drain_report(self, name: str) -> dict:
+        for drain in await self._all_drains():
+            if drain.backend == name:
+                return self._drain_document(drain)
+        raise NoSuchDrain(name)
+
+    def start_drain(self, name: str, rate: Optional[int]) -> Deferred:
+        return ensureDeferred(self._start_drain(name, rate))
+
+    async def _start_drain(self, name: str, rate: Optional[int]) -> dict:
+        pool = self.service.pool
+        if pool.get(name) is None:
+            raise UnknownBackend(name)
+        others = [
+            other
+            for other in pool.names()
+            if other != name and other not in pool.drains and pool.get(other).config.enabled
+        ]
+        if not others:
+            raise DrainConflict(f"no other backend could take the objects of {name}: every other one is drained or disabled")
+        drain = await self.service.store.start_drain(name, rate)
+        if drain.state == PAUSED:
+            # Asked to drain it: a paused drain goes on.
+            drain = await self.service.store.set_drain_state(name, DRAINING) or drain
+        self.service.drains.learn(drain)
+        self.service.drain_mover.kick()
+        return self._drain_document(drain)
+
+    def set_drain_paused(self, name: str, paused: bool, rate: Optional[int]) -> Deferred:
+        return ensureDeferred(self._set_drain_paused(name, paused, rate))
+
+    async def _set_drain_paused(self, name: str, paused: bool, rate: Optional[int]) -> dict:
+        store = self.service.store
+        try:
+            drain = await store.set_drain_state(name, PAUSED if paused else DRAINING)
+        except DrainStateError as error:
+            raise DrainConflict(f"{error}: start it again to drain the backend anew") from None
+        if drain is None:
+            raise NoSuchDrain(name)
+        if rate is not None:
+            drain = await store.set_drain_rate(name, rate) or drain
+        self.service.drains.learn(drain)
+        if not paused:
+            self.service.drain_mover.kick()
+        return self._drain_document(drain)
+
+    def cancel_drain(self, name: str) -> Deferred:
+        return ensureDeferred(self._cancel_drain(name))
+
+    async def _cancel_drain(self, name: str) -> dict:
+        drain = await self.service.store.cancel_drain(name)
+        if drain is None:
+            raise NoSuchDrain(name)
+        self.service.drains.forget(name)
+        return self._drain_document(drain)
+
+    def _drain_state(self, name: str) -> Optional[str]:
+        drains = getattr(self.service, "drains", None)
+        return drains.state(name) if drains is not None else None

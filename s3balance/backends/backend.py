@@ -21,6 +21,7 @@ forwarded: the gateway verifies them itself and sends plain bytes.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Optional
@@ -449,3 +450,21 @@ class Backend:
     def abort_multipart(self, real_key: str, upload_id: str) -> Deferred:
         query = f"uploadId={quote(upload_id, safe='')}"
         return self._simple("DELETE", real_key, query, ok=(200, 204, 404))
+
+    @inlineCallbacks
+    def head_part(
+        self, real_key: str, part_number: int
+    ) -> Generator[Deferred[Any], Any, tuple[Optional[int], Optional[tuple[int, int]]]]:
+        """
+        HEAD one part of a multipart object (C{?partNumber=N}, as S3 answers
+        it): -> (the object's part count, the part's byte range, first and
+        last), each None when the backend does not say (an object that is no
+        multipart object, or a backend without the parameter).
+        """
+        response, _ = yield self._simple("HEAD", real_key, f"partNumber={part_number}", ok=(200, 206))
+        count = response.headers.getRawHeaders(b"x-amz-mp-parts-count", [b""])[0]
+        found = re.fullmatch(rb"bytes (\d+)-(\d+)/\d+", response.headers.getRawHeaders(b"content-range", [b""])[0])
+        return (
+            int(count) if count.isdigit() else None,
+            (int(found.group(1)), int(found.group(2))) if found else None,
+        )

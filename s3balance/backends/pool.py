@@ -15,7 +15,7 @@ refusal (BackendFull) sends placement on to the next backend
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.logger import Logger
 
@@ -25,6 +25,9 @@ from s3balance.backends.health import HealthState
 from s3balance.backends.operations import OperationCounter
 from s3balance.config.schema import Config
 from s3balance.placement.interfaces import BackendView, IStrategy, PlacementContext
+
+if TYPE_CHECKING:
+    from s3balance.store.interfaces import DrainRecord
 
 log = Logger()
 
@@ -67,6 +70,9 @@ class BackendPool:
         self.backend_timeout = 60.0
         # Backends an operator disabled at run time (admin API): no new objects.
         self.disabled: set[str] = set()
+        # The drains (draining, paused or done: s3balance.ops.drain) by backend,
+        # as the store last said: no new objects there; their objects still read.
+        self.drains: dict[str, DrainRecord] = {}
         self.replace(backends)
 
     # -- membership ---------------------------------------------------------
@@ -116,11 +122,11 @@ class BackendPool:
 
     def writable(self, name: str) -> bool:
         """
-        Enabled (in config and at run time), up, not read-only after write
-        errors, and under its monthly class A limit.
+        Enabled (in config and at run time), not drained, up, not read-only
+        after write errors, and under its monthly class A limit.
         """
         backend = self._backends.get(name)
-        if backend is None or not backend.config.enabled or name in self.disabled:
+        if backend is None or not backend.config.enabled or name in self.disabled or name in self.drains:
             return False
         state = self.health(name)
         if not state.up or not state.writable:

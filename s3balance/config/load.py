@@ -47,6 +47,7 @@ from s3balance.config.schema import (
     APIConfig,
     BackendConfig,
     BalancerConfig,
+    BucketQuota,
     Config,
     CORSConfig,
     Credential,
@@ -57,7 +58,10 @@ from s3balance.config.schema import (
     ServerConfig,
     VirtualBucketConfig,
 )
-from s3balance.config.units import parse_duration
+from s3balance.config.units import parse_duration, parse_rate
+
+# A drain moves few objects at once: it shares the backends with the clients.
+MAX_DRAIN_CONCURRENCY = 4
 
 # ---------------------------------------------------------------------------
 # Sections
@@ -187,6 +191,22 @@ _VIRTUAL_IGNORED = {
 }
 
 
+def _parse_quota(value: object, path: str) -> BucketQuota | None:
+    """A virtual bucket's ``quota: {max_size: 10GiB, max_objects: 100000}`` (either may be left out)."""
+    if value is None:
+        return None
+    section = _Section(value, path)
+    quota = BucketQuota(
+        max_size=section.get("max_size", _positive_size, None),
+        max_objects=section.get("max_objects", _positive_int, None),
+        key=path,
+    )
+    section.check_unknown()
+    if quota.max_size is None and quota.max_objects is None:
+        raise ConfigError(f"{path}: give max_size, max_objects or both")
+    return quota
+
+
 def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
     problem = _check_s3_bucket_name(name)
     if problem:
@@ -194,7 +214,11 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
     for key, convert in _VIRTUAL_IGNORED.items():
         section.get(key, convert, None)
     _parse_operation_limits(_Section(section.raw("operation_limits"), section.key_path("operation_limits")))
-    bucket = VirtualBucketConfig(name=name, max_size=section.get("max_size", _size, None))
+    bucket = VirtualBucketConfig(
+        name=name,
+        max_size=section.get("max_size", _size, None),
+        quota=_parse_quota(section.raw("quota"), section.key_path("quota")),
+    )
     section.ignore("virtual")
     section.check_unknown()
     return bucket
@@ -230,6 +254,13 @@ def _parse_buckets(
     return tuple(backends), tuple(virtual)
 
 
+def _drain_concurrency(value: object) -> int:
+    number = _positive_int(value)
+    if number > MAX_DRAIN_CONCURRENCY:
+        raise ValueError(f"expected 1 to {MAX_DRAIN_CONCURRENCY} objects moved at once, got {number}")
+    return number
+
+
 def _parse_balancer(section: _Section) -> BalancerConfig:
     d = BalancerConfig()
     balancer = BalancerConfig(
@@ -249,6 +280,8 @@ def _parse_balancer(section: _Section) -> BalancerConfig:
         healthy_threshold=section.get("healthy_threshold", _positive_int, d.healthy_threshold),
         multipart_max_age=section.get("multipart_max_age", _positive_duration, d.multipart_max_age),
         cleanup_period=section.get("cleanup_period", _positive_duration, d.cleanup_period),
+        drain_rate=section.get("drain_rate", parse_rate, d.drain_rate),
+        drain_concurrency=section.get("drain_concurrency", _drain_concurrency, d.drain_concurrency),
     )
     section.check_unknown()
     return balancer

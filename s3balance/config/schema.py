@@ -103,11 +103,29 @@ class BackendConfig:
 
 
 @frozen
+class BucketQuota:
+    """
+    A virtual bucket's quota (``quota:``), enforced by the metadata database
+    for every daemon on it: at most ``max_size`` bytes and ``max_objects``
+    objects (None: no limit on that count).  ``key`` is where the config
+    sets it (``buckets[2].quota``), for messages.
+    """
+
+    max_size: int | None = None
+    max_objects: int | None = None
+    key: str = field(default="", eq=False)
+
+
+@frozen
 class VirtualBucketConfig:
-    """A bucket clients see (``virtual: true``); ``max_size`` is what it reports."""
+    """
+    A bucket clients see (``virtual: true``); ``max_size`` is what it reports
+    (Go-compatible, not enforced), ``quota`` what it may hold (enforced).
+    """
 
     name: str
     max_size: int | None = None
+    quota: BucketQuota | None = None
 
 
 @frozen
@@ -128,6 +146,10 @@ class BalancerConfig:
     healthy_threshold: int = 2
     multipart_max_age: float = 86400.0
     cleanup_period: float = 60.0
+    # Draining a backend (s3balance.ops.drain): bytes per second moved when a
+    # drain names no rate of its own (0: unlimited), and objects moved at once.
+    drain_rate: int = 0
+    drain_concurrency: int = 2
 
 
 @frozen

@@ -102,3 +102,16 @@ def parse_size(value: object) -> int | None:
     if size < 0:
         raise ValueError(f"{value!r} is not a non-negative size")
     return size or None
+
+
+def parse_rate(value: object) -> int:
+    """Bytes per second from ``"50MB/s"``, ``"50MB"`` or an integer (binary units, as sizes); 0 or empty: unlimited."""
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.lower().endswith("/s"):
+        text = text[:-2].strip()
+        if not text:
+            raise ValueError(f"cannot parse {value!r} as a rate")
+    try:
+        return parse_size(text) or 0
+    except ValueError:
+        raise ValueError(f"cannot parse {value!r} as a rate (bytes per second, e.g. 50MB/s)") from None

@@ -17,6 +17,8 @@ periods and thresholds, C{metrics.token} and C{api.token}.  What it cannot
 change: C{server}, C{database}, and whether/where metrics and the admin API
 are served; those keep their running values until a restart, with a warning.
 Runtime overrides made through the admin API (disabled backends) are kept.
+A backend that objects are still stored on cannot be removed (drain it first:
+L{s3balance.ops.drain}); the reload is refused, naming it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
-from s3balance.config import BalancerConfig, Config, load_config
+from s3balance.config import BalancerConfig, Config, ConfigError, load_config
+from s3balance.daemon.buckets import sync_config_buckets
+from s3balance.store.moves import removed_backend_message
 
 __all__ = ["Reloader", "install_sighup"]
 
@@ -93,8 +97,14 @@ class Reloader:
         backends = [built.get(b.name) or running[b.name] for b in new.backends]
         removed = sorted(set(running) - {b.name for b in new.backends})
 
+        if removed:
+            # Their objects could not be read any more: drain a backend before removing it.
+            in_use = await service.store.backends_in_use(removed)
+            if in_use:
+                raise ConfigError(removed_backend_message(in_use[0]))
+
         if new.virtual_buckets != old.virtual_buckets:
-            await service.store.sync_config_buckets([b.name for b in new.virtual_buckets])
+            await sync_config_buckets(service.store, new)
 
         # Nothing has changed yet; from here on nothing can fail.
         metrics = getattr(service, "metrics", None)

@@ -8,6 +8,8 @@ The daemon as a Twisted service tree.
       |- UsageReconciler    stored usage := aggregate of the locations (hourly)        } lease each)
       |- UsageRefresher     this daemon's usage changes to the store, totals back
       |- OperationSync      this daemon's operation counts to the store
+      |- DrainWatcher       the drains: drained backends get no new objects
+      |- DrainMover         moves the objects off draining backends (once per cluster)
       +- the listening port (opened in privilegedStartService)
 
 Start-up checks that can fail (config, strategy name, database reachable and
@@ -27,7 +29,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.task import deferLater
@@ -40,6 +42,7 @@ from s3balance.backends.operations import OperationCounter
 from s3balance.backends.pool import BackendPool, make_backends
 from s3balance.config import Config, ConfigError, ServerConfig, load_config
 from s3balance.config.checks import check_config
+from s3balance.daemon.buckets import sync_config_buckets
 from s3balance.http.channel import S3Site
 from s3balance.ops.cleanup import DeletionWorker, OperationSync, UsageRefresher
 from s3balance.s3.gateway import Gateway
@@ -123,6 +126,7 @@ class GatewayService(MultiService):
         self.root = Root(self.gateway)
         if self.metrics is not None:
             self.metrics.watch_pool(self.pool, lambda: self.gateway.strategy.name)
+            self.metrics.watch_buckets(lambda: self.gateway.bucket_usage)
             for name in self.pool.names():
                 self.metrics.watch_backend(cast(Backend, self.pool.get(name)))  # a name of the pool's
             self.root.fixed[config.metrics.path.encode()] = MetricsResource(
@@ -168,13 +172,22 @@ class GatewayService(MultiService):
         self.stale_uploads = StaleUploadCleaner(
             store, balancer.cleanup_period, balancer.multipart_max_age, reactor, jobs, self.holder, deleter=self.deleter
         )
-        self.usage = UsageRefresher(store, self.pool, balancer.update_stats_period, reactor, jobs)
+        self.usage = UsageRefresher(
+            store, self.pool, balancer.update_stats_period, reactor, jobs, on_bucket_usage=self.gateway.set_bucket_usage
+        )
         self.usage_reconcile = UsageReconciler(
             store, USAGE_RECONCILE_PERIOD, reactor, jobs, self.holder, refresher=self.usage
         )
         self.operation_sync = OperationSync(self.operations, 5.0, reactor, jobs)
+        # Drains (s3balance.ops.drain): every daemon watches them, one moves the objects.
+        from s3balance.ops.drain import DrainMetrics, DrainMover, DrainWatcher
+
+        self.drains = DrainWatcher(store, self.pool, 2.0, reactor, jobs)
+        self.drain_metrics = DrainMetrics(self.metrics.registry, self.drains) if self.metrics is not None else None
+        self.drain_mover = DrainMover(self.gateway, self.drains, 2.0, reactor, jobs, self.drain_metrics, self.holder)
         for child in (
-            self.health, self.deleter, self.stale_uploads, self.usage, self.usage_reconcile, self.operation_sync
+            self.health, self.deleter, self.stale_uploads, self.usage, self.usage_reconcile, self.operation_sync,
+            self.drains, self.drain_mover,
         ):
             child.setServiceParent(self)
 
@@ -223,7 +236,9 @@ class GatewayService(MultiService):
         self.running = 1
         self.gateway.ready = False
         d = self.store.start()
-        d.addCallback(lambda _: self.store.sync_config_buckets([b.name for b in self.config.virtual_buckets]))
+        d.addCallback(lambda _: sync_config_buckets(self.store, self.config))
+        # Drained backends are out of placement before the first request.
+        d.addCallback(lambda _: ensureDeferred(self.drains.run()))
         if self.reloader is not None:
             # At once, not when started: SIGHUP's default action ends the
             # process, and the port already listens.  A reload asked for
@@ -330,6 +345,25 @@ def open_store(config: Config, reactor: Any = None, migrate_schema: bool = True)
     )
 
 
+def check_removed_backends(config: Config) -> None:
+    """
+    ConfigError naming a backend that is not configured but that objects are
+    stored on (their reads would fail): drain a backend before removing it.
+    A database this daemon cannot ask (not migrated yet) is not checked.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from s3balance.store.moves import removed_backend_message, unconfigured_backends_in_use_at
+
+    try:
+        in_use = unconfigured_backends_in_use_at(config.database.url, [backend.name for backend in config.backends])
+    except SQLAlchemyError as error:
+        log.warn("could not check for removed backends that hold objects: {error}", error=str(error).splitlines()[0])
+        return
+    if in_use:
+        raise ConfigError(removed_backend_message(in_use[0]))
+
+
 def build(config_path: str, reactor: Any = None, worker_index: int = 0) -> GatewayService:
     """Everything makeService does, raising ConfigError / StartupError."""
     from s3balance.placement.registry import make_strategy
@@ -338,6 +372,8 @@ def build(config_path: str, reactor: Any = None, worker_index: int = 0) -> Gatew
     check_config(config)
     make_strategy(config.balancer.strategy)  # an unknown name is a config error, now
     store = open_store(config, reactor, migrate_schema=worker_index == 0)
+    if worker_index == 0:
+        check_removed_backends(config)
     from s3balance.daemon.reload import Reloader
 
     service = GatewayService(config, store, reactor, config_path, worker_index)

@@ -4,8 +4,10 @@ C{GET /status}: a small live status page for operators, and its JSON.
     GET /status                  self-contained HTML (inline CSS and JS, nothing
                                  fetched from elsewhere) that polls the JSON below
     GET /status?format=json      backends (health, usage, capacity, objects,
-                                 request counters), the strategy, client request
-                                 counters; the page turns counters into rates
+                                 request counters), virtual buckets (usage and
+                                 quota, as of the last usage refresh), the
+                                 strategy, client request counters; the page
+                                 turns counters into rates
 
 Who may see it:
 
@@ -41,7 +43,8 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from s3balance.metrics import Metrics, bearer_token_matches
+from s3balance.metrics import Metrics, bearer_token_matches, reported_buckets
+from s3balance.ops.drain import drain_document
 
 __all__ = ["COOKIE_NAME", "StatusResource", "cookie_value", "status_document"]
 
@@ -88,6 +91,7 @@ def status_document(gateway: Any, now: Callable[[], float] = time.time) -> dict[
     pool = gateway.pool
     requests, backend_counters = _counters(getattr(gateway, "metrics", None))
     disabled = getattr(pool, "disabled", ())
+    drains = dict(getattr(pool, "drains", {}))
     backends = []
     for name in pool.names():
         backend = pool.get(name)
@@ -113,8 +117,22 @@ def status_document(gateway: Any, now: Callable[[], float] = time.time) -> dict[
                 "weight": config.weight,
                 "requests": counters["requests"] if requests is not None else None,
                 "errors": counters["errors"] if requests is not None else None,
+                # Its drain's state (draining, paused, done: no new objects), or None.
+                "drain": drains[name].state if name in drains else None,
             }
         )
+    buckets = [
+        {
+            "name": row.bucket,
+            "used_bytes": row.used_bytes,
+            "objects": row.object_count,
+            "reserved_bytes": row.reserved_bytes,
+            "quota_bytes": row.quota_bytes,
+            "quota_objects": row.quota_objects,
+            "quota_origin": row.quota_origin,
+        }
+        for row in reported_buckets(getattr(gateway, "bucket_usage", []))
+    ]
     up = sum(1 for entry in backends if entry["up"])
     writable = bool(pool.candidates(0))
     # As /health: the metadata database answers, or nothing works (store/probe.py).
@@ -131,6 +149,11 @@ def status_document(gateway: Any, now: Callable[[], float] = time.time) -> dict[
         ),
         "strategy": gateway.strategy.name,
         "backends": backends,
+        # As the drain watcher last read them (s3balance.ops.drain), by backend.
+        "drains": [
+            drain_document(drains[name], gateway.config.balancer.drain_rate) for name in sorted(drains)
+        ],
+        "buckets": buckets,
         "database": database,
         "requests": requests,
     }
@@ -152,6 +175,8 @@ def _row(entry: dict) -> str:
     state = "up" if entry["up"] else "down"
     if entry["up"] and not entry["enabled"]:
         state = "disabled"
+    elif entry["up"] and entry.get("drain"):
+        state = "drained" if entry["drain"] == "done" else "draining"
     elif entry.get("read_only"):
         state = "read-only"
     capacity = entry["max_size"]
@@ -164,6 +189,52 @@ def _row(entry: dict) -> str:
         f'<td><div class="bar"><div style="width:{percent:.1f}%"></div></div>'
         f'<span class="small">{html.escape(usage)}</span></td>'
         f'<td class="num">{entry["objects"]}</td><td class="num">-</td><td class="num">-</td></tr>'
+    )
+
+
+def _quota_text(used: float, limit: Optional[float], size: bool) -> str:
+    shown = _size(used) if size else str(int(used))
+    if limit is None:
+        return shown
+    return f"{shown} / {_size(limit) if size else int(limit)}"
+
+
+def _bucket_row(entry: dict) -> str:
+    """One virtual bucket's row: usage against its quota (the script re-renders it alike)."""
+    quota = entry["quota_bytes"]
+    percent = min(100.0, 100.0 * entry["used_bytes"] / quota) if quota else 0.0
+    return (
+        f'<tr><td class="name">{html.escape(entry["name"])}</td>'
+        f'<td><div class="bar"><div style="width:{percent:.1f}%"></div></div>'
+        f'<span class="small">{html.escape(_quota_text(entry["used_bytes"], quota, True))}</span></td>'
+        f'<td class="num">{html.escape(_quota_text(entry["objects"], entry["quota_objects"], False))}</td>'
+        f'<td>{html.escape(entry["quota_origin"] or "none")}</td></tr>'
+    )
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _drain_row(entry: dict) -> str:
+    """One drain's row: state, progress bar, objects, rate, ETA (the script re-renders it alike)."""
+    percent = 100.0 * entry["progress"]
+    seen = entry["bytes"]["moved"] + entry["bytes"]["remaining"]
+    rate = "-" if entry["rate"] is None else f"{_size(entry['rate'])}/s"
+    return (
+        f'<tr><td class="name">{html.escape(entry["backend"])}</td>'
+        f'<td><span class="state {html.escape(entry["state"])}">{html.escape(entry["state"])}</span></td>'
+        f'<td><div class="bar"><div style="width:{percent:.1f}%"></div></div>'
+        f'<span class="small">{percent:.1f}% of {html.escape(_size(seen))}</span></td>'
+        f'<td class="num">{entry["objects"]["moved"]} / {entry["objects"]["total"]}</td>'
+        f'<td class="num">{html.escape(rate)}</td><td class="num">{_duration(entry["eta_seconds"])}</td>'
+        f'<td>{html.escape(entry["last_error"] or "")}</td></tr>'
     )
 
 
@@ -182,6 +253,7 @@ th {{ background: #eee; }}
 .state {{ padding: .1em .6em; border-radius: .8em; color: #fff; }}
 .up, .ok {{ background: #2e7d32; }} .down {{ background: #c62828; }}
 .disabled, .degraded, .read-only {{ background: #ef6c00; }}
+.draining, .paused, .drained, .done {{ background: #6a1b9a; }}
 .bar {{ width: 14em; height: .8em; background: #e0e0e0; border-radius: .4em; overflow: hidden; }}
 .bar div {{ height: 100%; background: #1565c0; }}
 .small {{ font-size: 12px; color: #555; }}
@@ -200,6 +272,12 @@ th {{ background: #eee; }}
 <table><thead><tr><th>backend</th><th>health</th><th>used / capacity</th><th class="num">objects</th>
 <th class="num">requests/s</th><th class="num">errors/s</th></tr></thead>
 <tbody id="backends">{rows}</tbody></table>
+<table><thead><tr><th>virtual bucket</th><th>used / quota</th><th class="num">objects / quota</th>
+<th>quota set by</th></tr></thead>
+<tbody id="buckets">{bucket_rows}</tbody></table>
+<table id="drain-table"{drains_hidden}><thead><tr><th>drain</th><th>state</th><th>progress</th>
+<th class="num">objects moved / total</th><th class="num">rate</th><th class="num">ETA</th><th>last error</th></tr></thead>
+<tbody id="drains">{drain_rows}</tbody></table>
 <p class="small">Refreshed every {refresh} s from <code>?format=json</code>.</p>
 <script nonce="{nonce}">
 "use strict";
@@ -209,6 +287,11 @@ function size(v) {{
   const units = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
   while (Math.abs(v) >= 1024 && i < units.length - 1) {{ v /= 1024; i++; }}
   return i === 0 ? v.toFixed(0) + " B" : v.toFixed(1) + " " + units[i];
+}}
+function duration(s) {{
+  if (s === null || s === undefined) return "-";
+  const h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60), r = Math.floor(s % 60);
+  return (h ? h + "h" : "") + (h || m ? String(m).padStart(h ? 2 : 1, "0") + "m" : "") + String(r).padStart(h || m ? 2 : 1, "0") + "s";
 }}
 function rate(now, before, dt) {{
   if (now === null || before === null || before === undefined || dt <= 0) return "-";
@@ -234,7 +317,8 @@ function render(doc, old) {{
   for (const b of doc.backends) {{
     const row = document.createElement("tr"); const o = before[b.name] || {{}};
     cell(row, b.name, "name");
-    const state = !b.up ? "down" : (!b.enabled ? "disabled" : (b.read_only ? "read-only" : "up"));
+    const state = !b.up ? "down" : (!b.enabled ? "disabled" : (b.drain ? (b.drain === "done" ? "drained" : "draining")
+      : (b.read_only ? "read-only" : "up")));
     const badge = document.createElement("span"); badge.className = "state " + state;
     badge.textContent = state; badge.title = b.last_error || "";
     row.appendChild(document.createElement("td")).appendChild(badge);
@@ -248,6 +332,40 @@ function render(doc, old) {{
     cell(row, rate(b.requests, o.requests, dt), "num");
     cell(row, rate(b.errors, o.errors, dt), "num");
     body.appendChild(row);
+  }}
+  const buckets = document.getElementById("buckets");
+  buckets.replaceChildren();
+  for (const v of doc.buckets || []) {{
+    const row = document.createElement("tr");
+    cell(row, v.name, "name");
+    const usage = row.appendChild(document.createElement("td"));
+    const bar = usage.appendChild(document.createElement("div")); bar.className = "bar";
+    const fill = bar.appendChild(document.createElement("div"));
+    fill.style.width = (v.quota_bytes ? Math.min(100, 100 * v.used_bytes / v.quota_bytes) : 0) + "%";
+    const label = usage.appendChild(document.createElement("span")); label.className = "small";
+    label.textContent = size(v.used_bytes) + (v.quota_bytes === null ? "" : " / " + size(v.quota_bytes));
+    cell(row, String(v.objects) + (v.quota_objects === null ? "" : " / " + v.quota_objects), "num");
+    cell(row, v.quota_origin || "none");
+    buckets.appendChild(row);
+  }}
+  const drains = document.getElementById("drains");
+  drains.replaceChildren();
+  document.getElementById("drain-table").hidden = !(doc.drains || []).length;
+  for (const d of doc.drains || []) {{
+    const row = document.createElement("tr");
+    cell(row, d.backend, "name");
+    const badge = document.createElement("span"); badge.className = "state " + d.state; badge.textContent = d.state;
+    row.appendChild(document.createElement("td")).appendChild(badge);
+    const progress = row.appendChild(document.createElement("td"));
+    const bar = progress.appendChild(document.createElement("div")); bar.className = "bar";
+    bar.appendChild(document.createElement("div")).style.width = (100 * d.progress).toFixed(1) + "%";
+    const label = progress.appendChild(document.createElement("span")); label.className = "small";
+    label.textContent = (100 * d.progress).toFixed(1) + "% of " + size(d.bytes.moved + d.bytes.remaining);
+    cell(row, d.objects.moved + " / " + d.objects.total, "num");
+    cell(row, d.rate === null ? "-" : size(d.rate) + "/s", "num");
+    cell(row, duration(d.eta_seconds), "num");
+    cell(row, d.last_error || "");
+    drains.appendChild(row);
   }}
   document.getElementById("updated").textContent = "updated " + new Date(doc.time * 1000).toLocaleTimeString();
 }}
@@ -281,6 +399,9 @@ def render_page(document: dict, nonce: str) -> bytes:
         status=html.escape(document["status"]),
         strategy=html.escape(document["strategy"]),
         rows="".join(_row(entry) for entry in document["backends"]),
+        bucket_rows="".join(_bucket_row(entry) for entry in document["buckets"]),
+        drain_rows="".join(_drain_row(entry) for entry in document.get("drains", [])),
+        drains_hidden="" if document.get("drains") else " hidden",
         initial=_script_json(document),
         refresh=REFRESH_SECONDS,
         refresh_ms=REFRESH_SECONDS * 1000,

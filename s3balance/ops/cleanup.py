@@ -24,7 +24,7 @@ In every daemon (L{Repeater}):
 from __future__ import annotations
 
 import datetime
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, inlineCallbacks
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from s3balance.backends.backend import Backend
     from s3balance.backends.operations import OperationCounter
     from s3balance.backends.pool import BackendPool
-    from s3balance.store.interfaces import IMetadataStore, QueuedDeletion
+    from s3balance.store.interfaces import BucketUsage, IMetadataStore, QueuedDeletion
 
 log = Logger()
 
@@ -237,6 +237,11 @@ class UsageRefresher(Repeater):
     deletes changed since the last time (the pool's usage moved by the
     request path, minus what it was set to) to the stored usage and sets the
     pool to the totals that come back, plus whatever changed meanwhile.
+
+    With C{on_bucket_usage}, it also reads every virtual bucket's usage and
+    quota (exact in the store: a few small aggregates) and hands them to it
+    (the gateway's view for the metrics and the status page; the store learns
+    from them which buckets have a quota).
     """
 
     def __init__(
@@ -246,10 +251,12 @@ class UsageRefresher(Repeater):
         period: float,
         clock: Any = None,
         metrics: Optional[BackgroundMetrics] = None,
+        on_bucket_usage: Optional[Callable[[list[BucketUsage]], None]] = None,
     ) -> None:
         super().__init__("usage", period, clock=clock, metrics=metrics, quiet_errors=OUTAGES)
         self.store = store
         self.pool = pool
+        self.on_bucket_usage = on_bucket_usage
         # What the pool was set to from the store, per backend.
         self._set: dict[str, tuple[int, int]] = {}
 
@@ -276,6 +283,8 @@ class UsageRefresher(Repeater):
             now_used, now_count = self.pool.usage(name)
             then_used, then_count = before.get(name, (0, 0))
             self.pool.set_usage(name, used + now_used - then_used, count + now_count - then_count)
+        if self.on_bucket_usage is not None:
+            self.on_bucket_usage((yield self.store.bucket_usage()))
 
 
 class UsageReconciler(ElectedRepeater):

@@ -9,6 +9,9 @@ C{s3balance-admin}: operator commands that run outside the daemon.
                                                  adopt a real bucket's keys into a virtual bucket
     s3balance-admin rebuild --config FILE [--dry-run] [--force]
                                                  rebuild a lost database from the backends
+    s3balance-admin drain BACKEND --admin-url URL --token T [--rate 50MB/s] [--wait]
+                                                 empty a backend onto the others (pause, resume,
+                                                 status, cancel: s3balance.ops.drain_cli)
 """
 
 from __future__ import annotations
@@ -95,6 +98,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             rebuild_arguments(command, with_config=False)
         command.set_defaults(function=function)
+    # Through a running daemon's admin API, not the config file.
+    from s3balance.ops import drain_cli
+
+    drain = commands.add_parser(
+        "drain",
+        help="drain a backend, pause, resume, cancel, status (s3balance.ops.drain_cli)",
+        description=(drain_cli.__doc__ or "").split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    drain_cli.add_arguments(drain)
+    drain.set_defaults(function=drain_cli.command)
     args = parser.parse_args(argv)
     try:
         return int(args.function(args))

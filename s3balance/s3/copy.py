@@ -38,9 +38,16 @@ from s3balance.s3.writes import (
     backend_headers,
     object_headers,
     part_number,
+    quota_error,
 )
 from s3balance.s3.xmldoc import document, iso8601
-from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError
+from s3balance.store.interfaces import (
+    BackendFull,
+    Location,
+    ObjectRecord,
+    PreconditionFailedError,
+    QuotaExceeded,
+)
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import Reservation
@@ -233,7 +240,12 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
     try:
         target = cast(Backend, pool.get(reservation.backend))  # just placed there: in the pool
         real_key = gateway.new_real_key(call.bucket)
-        intent = await store.begin_write(target.name, real_key, INTENT_LEASE)
+        # The copy reserves its size and one object in its bucket (its quota
+        # checked), and its size on the target backend.
+        try:
+            intent = await store.begin_write(target.name, real_key, INTENT_LEASE, source.size, None, call.bucket, 1)
+        except QuotaExceeded as exceeded:
+            raise quota_error(gateway, exceeded) from None
         outgoing = backend_headers(call.bucket, call.key, content_type, headers)
         # A copy may run for long (gigabytes streamed between backends).
         lease = IntentLease(store, intent.id, INTENT_LEASE, gateway.reactor).start()
@@ -311,6 +323,21 @@ async def upload_part_copy(gateway: GatewayLike, request: S3Request, call: S3Cal
     target = gateway.pool.get(upload.backend)
     if target is None or not gateway.pool.is_up(upload.backend):
         raise S3Error("ServiceUnavailable", "The backend holding this upload is unavailable; try again later.")
+    store = gateway.store
+    # As an UploadPart: the part's bytes are reserved on the upload's backend
+    # and in its bucket (checked against max_size and the quota), by an
+    # intent while the copy runs, then by the upload until it ends.
+    try:
+        intent = await store.begin_write(
+            upload.backend, upload.real_key, INTENT_LEASE, length, target.config.max_size, upload.bucket
+        )
+    except QuotaExceeded as exceeded:
+        raise quota_error(gateway, exceeded) from None
+    except BackendFull:
+        raise S3Error(
+            "InsufficientStorage", "The backend holding this upload has no room for this part.", status=507
+        ) from None
+    lease = IntentLease(store, intent.id, INTENT_LEASE, gateway.reactor).start()
     try:
         if target.name == location.backend:
             etag = await target.upload_part_copy(
@@ -325,11 +352,21 @@ async def upload_part_copy(gateway: GatewayLike, request: S3Request, call: S3Cal
                 lambda pipe: target.upload_part(upload.real_key, upload.backend_upload_id, number, pipe),
             )
             etag = result.etag
-    except BackendError as error:
-        log.warn("UploadPartCopy to {backend} failed: {error}", backend=target.name, error=str(error))
-        raise backend_error_to_s3(error) from None
-    # The upload is not idle: balancer.multipart_max_age counts from its last part.
-    await gateway.store.touch_multipart(upload.upload_id)
+    except BaseException as error:
+        lease.stop()
+        # A part cut short is no object of its own (the upload's abort
+        # discards it): only the reservation goes.
+        store.abandon_write(intent.id, False).addErrback(
+            lambda f: log.warn("could not abandon write intent {id}: {error}", id=intent.id, error=f.getErrorMessage())
+        )
+        if isinstance(error, BackendError):
+            log.warn("UploadPartCopy to {backend} failed: {error}", backend=target.name, error=str(error))
+            raise backend_error_to_s3(error) from None
+        raise
+    lease.stop()
+    # The bytes stay reserved with the upload, which is not idle now
+    # (balancer.multipart_max_age counts from its last part).
+    await uncancelled(store.record_part(intent.id, upload.upload_id, length))
     now = datetime.datetime.now(datetime.UTC)
     gateway.answer_xml(request, document("CopyPartResult", [("LastModified", iso8601(now)), ("ETag", etag)]))
 

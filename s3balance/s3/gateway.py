@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from s3balance.placement.interfaces import IStrategy
     from s3balance.s3.request import S3Request
     from s3balance.s3.streamed_body import StreamedBody
-    from s3balance.store.interfaces import IMetadataStore
+    from s3balance.store.interfaces import BucketUsage, IMetadataStore
 
 log = Logger()
 
@@ -157,6 +157,9 @@ class Gateway:
         self.in_flight: set[S3Request] = set()
         # False while the service starts (store and health checks not up yet): /health says "starting".
         self.ready = True
+        # Every virtual bucket's usage and quota as last read from the store
+        # (the periodic usage refresh, the admin API): for the metrics and /status.
+        self.bucket_usage: list[BucketUsage] = []
         from s3balance.s3 import attributes, buckets, copy, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)
@@ -404,6 +407,10 @@ class Gateway:
             code=error.code,
             id=request.request_id,
         )
+
+    def set_bucket_usage(self, rows: list[BucketUsage]) -> None:
+        """The buckets' usage and quotas, as just read from the store."""
+        self.bucket_usage = list(rows)
 
     def kick_deleter(self, replaced: bool = False) -> None:
         """

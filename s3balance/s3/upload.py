@@ -41,8 +41,8 @@ from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import checksum_parts
 from s3balance.s3.intent_lease import INTENT_LEASE, give_up_write
 from s3balance.s3.streamed_body import StreamedBody
-from s3balance.s3.writes import backend_headers, part_number, place_write
-from s3balance.store.interfaces import BackendFull
+from s3balance.s3.writes import backend_headers, part_number, place_write, quota_error
+from s3balance.store.interfaces import BackendFull, QuotaExceeded
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import Reservation
@@ -155,15 +155,17 @@ class PartUpload(StreamedBody):
             if backend is None or not gateway.pool.is_up(upload.backend):
                 raise S3Error("ServiceUnavailable", "The backend holding this upload is unavailable; try again later.")
             checksum_parts.check_part(upload.headers, call)
-            # The part's bytes are reserved on the upload's backend (an intent
-            # now; the upload's row once the part is stored, until the upload
-            # is completed or aborted).
+            # The part's bytes are reserved on the upload's backend and in its
+            # bucket (an intent now; the upload's row once the part is stored,
+            # until the upload is completed or aborted).
             assert self.size is not None
             reservation = gateway.pool.reserve(upload.backend, self.size)
             try:
                 intent = await store.begin_write(
-                    upload.backend, upload.real_key, INTENT_LEASE, self.size, backend.config.max_size
+                    upload.backend, upload.real_key, INTENT_LEASE, self.size, backend.config.max_size, upload.bucket
                 )
+            except QuotaExceeded as exceeded:
+                raise quota_error(gateway, exceeded) from None
             except BackendFull:
                 raise S3Error(
                     "InsufficientStorage", "The backend holding this upload has no room for this part.", status=507
@@ -288,7 +290,9 @@ class UnknownLengthUpload(PutObjectUpload):
                     cast(IPushProducer, self.request.channel.transport).resumeProducing()
 
         def failed(failure: Failure) -> Failure:
-            if failure.check(BackendFull):
+            if failure.check(QuotaExceeded):
+                self._fail(quota_error(self.gateway, cast(QuotaExceeded, failure.value)))
+            elif failure.check(BackendFull):
                 self._fail(S3Error("InsufficientStorage", "The backend has no room for the rest of this object.", status=507))
             else:
                 self._fail(S3Error("ServiceUnavailable", "The storage backend failed; the object was not stored."))
@@ -297,12 +301,12 @@ class UnknownLengthUpload(PutObjectUpload):
         self._sending.addCallback(create).addCallback(send).addCallbacks(sent, failed)
 
     def _grow_reservation(self, size: int) -> Deferred[Any]:
-        """Reserve C{size} more bytes for the parts to come (BackendFull when they don't fit)."""
+        """Reserve C{size} more bytes for the parts to come (BackendFull or QuotaExceeded when they don't fit)."""
         assert self._placed is not None and self._reserving is not None
         backend = self._placed[0]
         reservation, intent_id = self._reserving
         reservation.grow(size)
-        return self.gateway.store.grow_write(intent_id, backend.name, size, backend.config.max_size)
+        return self.gateway.store.grow_write(intent_id, backend.name, size, backend.config.max_size, self.call.bucket)
 
     async def _run(self) -> None:
         gateway, call, request = self.gateway, self.call, self.request

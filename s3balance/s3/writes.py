@@ -18,7 +18,7 @@ from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import storage_class
-from s3balance.store.interfaces import BackendFull, WriteIntent
+from s3balance.store.interfaces import BackendFull, QuotaExceeded, WriteIntent
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import Reservation
@@ -78,9 +78,13 @@ async def place_write(
     grants only when they fit with every daemon's reservations.  A backend
     the store finds full is skipped for the next candidate.
 
+    The intent also reserves C{size} bytes and one object in the virtual
+    bucket (C{context.bucket}), checked against its quota by the store.
+
     -> (local reservation, backend, real key, intent).  Raises
     InsufficientStorage (507) when no usable backend has room,
-    ServiceUnavailable when none is usable.
+    ServiceUnavailable when none is usable, QuotaExceeded (403) when the
+    bucket's quota does not allow the write.
     """
     pool = gateway.pool
     skipped = list(exclude)
@@ -94,7 +98,12 @@ async def place_write(
         backend = cast(Backend, pool.get(reservation.backend))  # just placed there: in the pool
         real_key = gateway.new_real_key(context.bucket)
         try:
-            intent = await gateway.store.begin_write(backend.name, real_key, lease, size, backend.config.max_size)
+            intent = await gateway.store.begin_write(
+                backend.name, real_key, lease, size, backend.config.max_size, context.bucket, 1
+            )
+        except QuotaExceeded as exceeded:
+            reservation.release()
+            raise quota_error(gateway, exceeded) from None
         except BackendFull as full:
             reservation.release()
             log.info("backend {backend} is full ({error}); placing elsewhere", backend=backend.name, error=str(full))
@@ -105,6 +114,23 @@ async def place_write(
             reservation.release()
             raise
         return reservation, backend, real_key, intent
+
+
+def quota_error(gateway: GatewayLike, exceeded: QuotaExceeded) -> S3Error:
+    """What the client hears of a write its bucket's quota refused (Ceph RGW's answer); counted in the metrics."""
+    metrics = getattr(gateway, "metrics", None)
+    if metrics is not None:
+        metrics.quota_rejection(exceeded.bucket)
+    log.info("quota of bucket {bucket} refused a write: {error}", bucket=exceeded.bucket, error=str(exceeded))
+    if exceeded.limit == "max_size":
+        limit = f"{exceeded.maximum} bytes ({exceeded.used} stored, {exceeded.reserved} reserved by uploads in progress)"
+    else:
+        limit = f"{exceeded.maximum} objects ({exceeded.used} stored, {exceeded.reserved} reserved by uploads in progress)"
+    return S3Error(
+        "QuotaExceeded",
+        f"The quota of bucket {exceeded.bucket} ({exceeded.limit}) allows at most {limit}.",
+        BucketName=exceeded.bucket,
+    )
 
 
 def part_number(call: S3Call) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from s3balance.store import tables
+from s3balance.store import quotas, tables
 from s3balance.store.interfaces import (
     BucketExists,
     BucketNotEmpty,
@@ -97,4 +97,5 @@ def delete_bucket(conn: Connection, name: str) -> list[str]:
     _mp = tables.multipart_uploads
     uploads = list(conn.execute(select(_mp.c.upload_id).where(_mp.c.bucket == name)).scalars())
     conn.execute(_b.delete().where(_b.c.name == name))
+    quotas.forget_bucket(conn, name)
     return uploads

@@ -11,25 +11,33 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
+from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from s3balance.store import buckets, leases, listing, migrate, multipart, objects, parts, usage
+from s3balance.store import buckets, leases, listing, migrate, moves, multipart, objects, parts, usage
+from s3balance.store import objects as object_sql
+from s3balance.store import quotas as quota_sql
 from s3balance.store.interfaces import (
     BackendUsage,
     BucketRecord,
+    BucketUsage,
     CompletedUpload,
+    DrainRecord,
     IMetadataStore,
     LeaseState,
     ListPage,
+    Location,
+    MoveCandidate,
     MultipartRecord,
     ObjectRecord,
     OperationCounts,
     PartRecord,
     QueuedDeletion,
+    Quota,
     WriteIntent,
 )
 from s3balance.store.runner import UTC, StoreRunner
@@ -39,14 +47,33 @@ upgrade = migrate.upgrade
 current_revision = migrate.current_revision
 
 
+def _sync_config_buckets(
+    conn: Connection, names: list[str], quotas: dict[str, Quota], now: datetime.datetime
+) -> set[str]:
+    """The configured buckets and their quotas; -> the buckets that have a quota now."""
+    buckets.sync_config_buckets(conn, names, now)
+    quota_sql.sync_config_quotas(conn, names, quotas)
+    return quota_sql.quota_buckets(conn)
+
+
 @implementer(IMetadataStore)
 class MetadataStore(StoreRunner):
     """The metadata store (parameters: L{StoreRunner})."""
 
+    # The buckets this store knows to have a quota: their writes are checked
+    # (a bucket without one pays no lock).  Told by sync_config_buckets,
+    # set_bucket_quota and bucket_usage (the daemon's periodic refresh, which
+    # brings quotas set through another daemon).
+    _quota_buckets: frozenset[str] = frozenset()
+
+    def _know_quotas(self, names: Iterable[str]) -> None:
+        self._quota_buckets = frozenset(names)
+
     # -- buckets --------------------------------------------------------------
 
-    def sync_config_buckets(self, names: Sequence[str]) -> Deferred[None]:
-        return self._run(buckets.sync_config_buckets, list(names), self._now())
+    def sync_config_buckets(self, names: Sequence[str], quotas: Optional[Mapping[str, Quota]] = None) -> Deferred[None]:
+        d = self._run(_sync_config_buckets, list(names), dict(quotas or {}), self._now())
+        return d.addCallback(self._know_quotas)
 
     def list_buckets(self) -> Deferred[list[BucketRecord]]:
         return self._read(buckets.list_buckets)
@@ -60,29 +87,58 @@ class MetadataStore(StoreRunner):
     def delete_bucket(self, name: str) -> Deferred[int]:
         return self._run(multipart.delete_bucket, name, self._now())
 
+    # -- virtual buckets' usage and quotas -------------------------------------
+
+    def bucket_usage(self) -> Deferred[list[BucketUsage]]:
+        def learn(rows: list[BucketUsage]) -> list[BucketUsage]:
+            self._know_quotas(row.bucket for row in rows if row.quota.limited)
+            return rows
+
+        return self._read(quota_sql.bucket_usage).addCallback(learn)
+
+    def set_bucket_quota(self, name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> Deferred[BucketUsage]:
+        def learn(row: BucketUsage) -> BucketUsage:
+            known = self._quota_buckets - {name}
+            self._know_quotas(known | {name} if row.quota.limited else known)
+            return row
+
+        return self._run(quota_sql.set_bucket_quota, name, Quota(max_bytes, max_objects)).addCallback(learn)
+
     # -- writes ---------------------------------------------------------------
 
     def begin_write(
-        self, backend: str, real_key: str, lease_seconds: float, size: int = 0, max_size: Optional[int] = None
+        self,
+        backend: str,
+        real_key: str,
+        lease_seconds: float,
+        size: int = 0,
+        max_size: Optional[int] = None,
+        bucket: Optional[str] = None,
+        objects: int = 0,
     ) -> Deferred[WriteIntent]:
         # Not durable: see _transaction.  The commit of the object is.  The
         # lease is counted from the database's clock (clock.database_time).
         return self._run(
-            objects.begin_write,
+            object_sql.begin_write,
             backend,
             real_key,
             lease_seconds,
             self._now(),
             size,
             max_size,
+            bucket,
+            objects,
+            bucket in self._quota_buckets,
             durable=False,
             raw=True,
         )
 
     def grow_write(
-        self, intent_id: int, backend: str, size: int, max_size: Optional[int] = None
+        self, intent_id: int, backend: str, size: int, max_size: Optional[int] = None, bucket: Optional[str] = None
     ) -> Deferred[None]:
-        return self._run(objects.grow_write, intent_id, backend, size, max_size)
+        return self._run(
+            objects.grow_write, intent_id, backend, size, max_size, bucket, bucket in self._quota_buckets
+        )
 
     def record_part(self, intent_id: int, upload_id: str, size: int) -> Deferred[None]:
         return self._run(multipart.record_part, intent_id, upload_id, size, self._now())
@@ -277,3 +333,39 @@ class MetadataStore(StoreRunner):
     def reconcile_backend_usage(self) -> Deferred[list[BackendUsage]]:
         return self._run(usage.reconcile_backend_usage)
 
+
+    # -- drains (s3balance.store.moves, s3balance.ops.drain) ----------------------
+
+    def start_drain(self, backend: str, rate: Optional[int] = None) -> Deferred[DrainRecord]:
+        return self._run(moves.start_drain, backend, rate, self._now())
+
+    def set_drain_state(self, backend: str, state: str) -> Deferred[Optional[DrainRecord]]:
+        return self._run(moves.set_drain_state, backend, state, self._now())
+
+    def set_drain_rate(self, backend: str, rate: Optional[int]) -> Deferred[Optional[DrainRecord]]:
+        return self._run(moves.set_drain_rate, backend, rate, self._now())
+
+    def cancel_drain(self, backend: str) -> Deferred[Optional[DrainRecord]]:
+        return self._run(moves.cancel_drain, backend)
+
+    def drains(self) -> Deferred[list[DrainRecord]]:
+        return self._read(moves.drains)
+
+    def drain_candidates(self, backend: str, after: int, limit: int) -> Deferred[list[MoveCandidate]]:
+        return self._read(moves.drain_candidates, backend, after, limit)
+
+    def switch_location(self, intent_id: int, candidate: MoveCandidate, target: Location) -> Deferred[str]:
+        return self._run(moves.switch_location, intent_id, candidate, target, self._now(), self.deletion_grace)
+
+    def recount_drain(self, backend: str) -> Deferred[Optional[DrainRecord]]:
+        return self._run(moves.recount_drain, backend, self._now())
+
+    def note_drain_progress(
+        self, backend: str, active_seconds: float, failed: int, error: Optional[str]
+    ) -> Deferred[None]:
+        return self._run(
+            moves.note_drain_progress, backend, round(active_seconds * 1000), failed, error, self._now()
+        )
+
+    def backends_in_use(self, names: Sequence[str]) -> Deferred[list[str]]:
+        return self._read(moves.backends_in_use, list(names))

@@ -98,6 +98,68 @@ class BackendFull(StoreError):
         self.max_size = max_size
 
 
+class QuotaExceeded(StoreError):
+    """
+    A write's reservation does not fit its virtual bucket's quota: the bytes
+    (or objects) the bucket holds, plus those reserved by writes in flight
+    and by open multipart uploads (every daemon's), plus this one, would
+    exceed it.  Nothing was recorded.  C{limit} names the quota that would
+    be exceeded: C{"max_size"} (bytes) or C{"max_objects"}.
+    """
+
+    def __init__(self, bucket: str, limit: str, used: int, reserved: int, wanted: int, maximum: int) -> None:
+        unit = "bytes" if limit == "max_size" else "objects"
+        super().__init__(
+            f"{bucket}: {used} {unit} used + {reserved} reserved + {wanted} > quota {limit} {maximum}"
+        )
+        self.bucket = bucket
+        self.limit = limit
+        self.used = used
+        self.reserved = reserved
+        self.wanted = wanted
+        self.maximum = maximum
+
+
+class ConfigQuotaError(StoreError):
+    """A change, through the admin API, of a quota that the configuration file sets."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Quota:
+    """A virtual bucket's quota: at most C{max_bytes} bytes and C{max_objects} objects (None: no limit)."""
+
+    max_bytes: Optional[int] = None
+    max_objects: Optional[int] = None
+
+    @property
+    def limited(self) -> bool:
+        return self.max_bytes is not None or self.max_objects is not None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class BucketUsage:
+    """
+    What a virtual bucket holds (exact: kept by every commit and delete),
+    what writes in flight and open multipart uploads reserve there, and its
+    quota (None: no limit) with who set it (C{quota_origin} "config", "api"
+    or None without a quota).
+    """
+
+    bucket: str
+    origin: str  # the bucket's: "config" or "api"
+    used_bytes: int
+    object_count: int
+    reserved_bytes: int = 0
+    reserved_objects: int = 0
+    quota_bytes: Optional[int] = None
+    quota_objects: Optional[int] = None
+    quota_origin: Optional[str] = None
+
+    @property
+    def quota(self) -> Quota:
+        return Quota(self.quota_bytes, self.quota_objects)
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class Location:
     """Where one copy of an object lives: a backend (real bucket) name and the key there."""
@@ -235,8 +297,11 @@ class IMetadataStore(Interface):
         """Stop the thread pool and dispose of the engine. -> Deferred[None]"""
 
     # -- buckets ----------------------------------------------------------
-    def sync_config_buckets(names: Sequence[str]) -> Deferred[None]:
-        """Ensure a bucket row (origin 'config') for each name. -> Deferred[None]"""
+    def sync_config_buckets(names: Sequence[str], quotas: Optional[Mapping[str, Quota]] = None) -> Deferred[None]:
+        """Ensure a bucket row (origin 'config') for each name; the configured
+        C{quotas} (bucket name -> L{Quota}) become those buckets' quotas (origin
+        'config'), and a quota of origin 'config' that the configuration no
+        longer sets is removed; quotas set through the API stay. -> Deferred[None]"""
 
     def list_buckets() -> Deferred[list[BucketRecord]]:
         """-> Deferred[list[BucketRecord]] sorted by name."""
@@ -256,7 +321,8 @@ class IMetadataStore(Interface):
 
     # -- writes -----------------------------------------------------------
     def begin_write(backend: str, real_key: str, lease_seconds: float, size: int = 0,
-                    max_size: Optional[int] = None) -> Deferred[WriteIntent]:
+                    max_size: Optional[int] = None, bucket: Optional[str] = None,
+                    objects: int = 0) -> Deferred[WriteIntent]:
         """Record the intent to write real_key on backend. -> Deferred[WriteIntent]
 
         real_key must be new for every write (e.g. carry a random part): a
@@ -267,12 +333,23 @@ class IMetadataStore(Interface):
         The intent reserves C{size} bytes on backend until it is taken.  With
         C{max_size} the reservation is checked against it in the same
         transaction, race-free across daemons: fails with BackendFull (and
-        records nothing) when it does not fit."""
+        records nothing) when it does not fit.
 
-    def grow_write(intent_id: int, backend: str, size: int, max_size: Optional[int] = None) -> Deferred[None]:
+        C{bucket} is the virtual bucket written to and C{objects} the objects
+        the write reserves there (1 for an object, 0 for a part); both count
+        against the bucket's quota until the intent is taken.  When the store
+        knows the bucket has a quota (bucket_usage, set_bucket_quota and
+        sync_config_buckets tell it; a quota set by another daemon is known
+        from the next bucket_usage), the reservation is checked against it in
+        the same transaction, race-free across daemons: fails with
+        QuotaExceeded (and records nothing) when it does not fit."""
+
+    def grow_write(intent_id: int, backend: str, size: int, max_size: Optional[int] = None,
+                   bucket: Optional[str] = None) -> Deferred[None]:
         """Reserve C{size} more bytes under a running write's intent (an upload
-        of unknown length, part by part), checked like begin_write's.
-        -> Deferred[None]; fails with BackendFull or WriteIntentExpired."""
+        of unknown length, part by part), checked like begin_write's (C{bucket}:
+        the intent's).  -> Deferred[None]; fails with BackendFull, QuotaExceeded
+        or WriteIntentExpired."""
 
     def record_part(intent_id: int, upload_id: str, size: int) -> Deferred[None]:
         """An UploadPart whose intent reserved C{size} bytes succeeded: take the
@@ -300,7 +377,8 @@ class IMetadataStore(Interface):
     ) -> Deferred[ObjectRecord]:
         """In one transaction: insert or replace the (bucket, key) row with
         record (its locations included), delete the intent, queue the replaced
-        version's locations for deletion.  if_match / if_none_match ('*' or an
+        version's locations for deletion, add the difference to the bucket's
+        usage (bucket_usage).  if_match / if_none_match ('*' or an
         ETag) are checked against the current row inside the transaction and
         raise PreconditionFailedError.  -> Deferred[ObjectRecord] (with id).
         Fails with WriteIntentExpired when the intent is gone (its real key is
@@ -312,8 +390,8 @@ class IMetadataStore(Interface):
         """-> Deferred[ObjectRecord | None] with its locations."""
 
     def delete_object(bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
-        """Remove the row, queue its locations for deletion.
-        -> Deferred[ObjectRecord | None] (the removed record)."""
+        """Remove the row, queue its locations for deletion, take it off the
+        bucket's usage. -> Deferred[ObjectRecord | None] (the removed record)."""
 
     def delete_objects(bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
         """delete_object for many keys in one transaction.
@@ -359,10 +437,25 @@ class IMetadataStore(Interface):
         """Bytes and objects per backend, from the location rows (an aggregate
         query, never a walk of a backend).  -> Deferred[list[BackendUsage]]"""
 
+    # -- virtual buckets' usage and quotas ----------------------------------
+    def bucket_usage() -> Deferred[list[BucketUsage]]:
+        """Every bucket's usage (kept exact by every commit and delete, in
+        their transactions), reservations and quota, by name; the store
+        learns from it which buckets have a quota. -> Deferred[list[BucketUsage]]"""
+
+    def set_bucket_quota(name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> Deferred[BucketUsage]:
+        """Set (origin 'api') or, both None, remove a bucket's quota.  A lower
+        quota than the bucket's usage refuses new writes and leaves what is
+        stored.  -> Deferred[BucketUsage]; fails with NoSuchBucketError, and
+        with ConfigQuotaError when the configuration sets that quota."""
+
     # -- multipart (issue 5; schema exists from the first migration) -------
     def create_multipart(record: MultipartRecord, intent_id: int | None = None) -> Deferred[None]:
         """-> Deferred[None]; with C{intent_id}, that write intent is settled
-        in the same transaction (WriteIntentExpired when it is gone)."""
+        in the same transaction (WriteIntentExpired when it is gone).
+        NoSuchBucketError when the bucket row is missing (it is share-locked
+        as by commit_object, against a concurrent delete_bucket): nothing is
+        recorded and the intent stays."""
 
     def get_multipart(upload_id: str) -> Deferred[Optional[MultipartRecord]]:
         """-> Deferred[MultipartRecord | None]"""
@@ -455,3 +548,104 @@ class IMetadataStore(Interface):
     def reconcile_backend_usage() -> Deferred[list[BackendUsage]]:
         """Replace the stored usage with L{backend_usage}'s aggregate (a join
         over every location: rare, one daemon). -> Deferred[list[BackendUsage]]"""
+
+    # -- drains (s3balance.store.moves, s3balance.ops.drain) --------------------
+    def start_drain(backend: str, rate: Optional[int] = None) -> Deferred[DrainRecord]:
+        """Start draining C{backend} (state 'draining'), its totals counted
+        from the locations; C{rate} bytes/s (None: the configured default, 0:
+        unlimited).  A drain that is under way (draining or paused) is kept
+        as it is, its rate set when C{rate} is given; a finished one starts
+        again.  -> Deferred[DrainRecord]"""
+
+    def set_drain_state(backend: str, state: str) -> Deferred[Optional[DrainRecord]]:
+        """Pause ('paused') or resume ('draining') a drain under way.
+        -> Deferred[DrainRecord | None] (None: no drain of C{backend}); fails
+        with DrainStateError when the drain is done."""
+
+    def set_drain_rate(backend: str, rate: Optional[int]) -> Deferred[Optional[DrainRecord]]:
+        """Set a drain's rate (bytes/s; None: the configured default; 0:
+        unlimited). -> Deferred[DrainRecord | None]"""
+
+    def cancel_drain(backend: str) -> Deferred[Optional[DrainRecord]]:
+        """Forget C{backend}'s drain (it may receive new objects again; what
+        moved stays moved). -> Deferred[DrainRecord | None] (the removed one)."""
+
+    def drains() -> Deferred[list[DrainRecord]]:
+        """Every drain, by backend. -> Deferred[list[DrainRecord]]"""
+
+    def drain_candidates(backend: str, after: int, limit: int) -> Deferred[list[MoveCandidate]]:
+        """Up to C{limit} objects with a location on C{backend} whose
+        C{cursor} is above C{after}, in cursor order (a pass goes through the
+        backend's locations once).  -> Deferred[list[MoveCandidate]]"""
+
+    def switch_location(intent_id: int, candidate: MoveCandidate, target: Location) -> Deferred[str]:
+        """In one transaction: take write intent C{intent_id} (of the copy at
+        C{target}) and, when the object still has C{candidate.source} as a
+        location, replace that location with C{target}, queue the source copy
+        for deletion after the deletion grace, keep the object's part records
+        under the new real key and count the move in the backend's drain:
+        'moved'.  When the object was deleted or overwritten meanwhile, the
+        copy at C{target} is queued for deletion instead: 'stale'.  When the
+        intent is gone (its lease ran out: the copy is queued already):
+        'expired'.  -> Deferred[str]"""
+
+    def recount_drain(backend: str) -> Deferred[Optional[DrainRecord]]:
+        """Count what still refers to a draining backend (locations, writes
+        in flight, open multipart uploads, queued deletions) into its drain;
+        with nothing left, the drain is 'done'.  -> Deferred[DrainRecord | None]"""
+
+    def note_drain_progress(backend: str, active_seconds: float, failed: int,
+                            error: Optional[str]) -> Deferred[None]:
+        """Add C{active_seconds} of moving and C{failed} failed moves to a
+        drain; C{error} (when not None) becomes its last error, "" clears it.
+        -> Deferred[None]"""
+
+    def backends_in_use(names: Sequence[str]) -> Deferred[list[str]]:
+        """Those of C{names} that an object's location refers to (one indexed
+        lookup each). -> Deferred[list[str]]"""
+
+
+class DrainStateError(StoreError):
+    """A change of a drain's state that its state does not allow (pausing a finished drain)."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class DrainRecord:
+    """
+    A backend's drain: its state ('draining', 'paused', 'done'), rate limit
+    (bytes/s; None: the configured default; 0: unlimited), what it held at
+    the start, what moved, what remains (counted at each pass, less what
+    moved since) and what else still refers to it.
+    """
+
+    backend: str
+    state: str
+    rate: Optional[int]
+    started: datetime.datetime
+    updated: datetime.datetime
+    finished: Optional[datetime.datetime] = None
+    total_objects: int = 0
+    total_bytes: int = 0
+    moved_objects: int = 0
+    moved_bytes: int = 0
+    remaining_objects: int = 0
+    remaining_bytes: int = 0
+    pending_writes: int = 0
+    pending_uploads: int = 0
+    pending_deletions: int = 0
+    failed_objects: int = 0
+    active_seconds: float = 0.0
+    last_error: Optional[str] = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class MoveCandidate:
+    """
+    An object to move off a draining backend: its record (with every
+    location) and the location on that backend (C{source}); C{cursor}
+    orders a pass over the backend's locations.
+    """
+
+    cursor: int
+    record: ObjectRecord
+    source: Location

@@ -31,10 +31,18 @@ def create_multipart(conn: Connection, record: MultipartRecord, intent_id: Optio
     taken before the backend's CreateMultipartUpload is settled in the same
     transaction (L{WriteIntentExpired} when its lease ran out: the cleaner
     may already be aborting that upload).
+
+    The bucket row is share-locked as an object's commit locks it
+    (L{buckets.lock_bucket_shared}), so a concurrent DeleteBucket either
+    waits for this upload and aborts it with the bucket, or deletes the
+    bucket first and this fails with L{NoSuchBucketError}; then nothing is
+    recorded and the intent stays (its lease's end has the backend's upload
+    aborted), as for a commit into a missing bucket.
     """
     if intent_id is not None:
         if take_intent(conn, intent_id) is None:
             raise WriteIntentExpired(intent_id)
+    buckets.lock_bucket_shared(conn, record.bucket)
     conn.execute(
         insert(_mp).values(
             upload_id=record.upload_id,
@@ -73,21 +81,7 @@ def list_multipart(
     if upper is not None:
         query = query.where(_mp.c.key < upper)
     if key_marker:
-        marker_b = encode_key(key_marker)
-        after_marker = _mp.c.key > marker_b
-        marker = get_multipart(conn, upload_id_marker) if upload_id_marker else None
-        if marker is not None and marker.key == key_marker:
-            after_marker = or_(
-                after_marker,
-                and_(
-                    _mp.c.key == marker_b,
-                    or_(
-                        _mp.c.initiated > marker.initiated,
-                        and_(_mp.c.initiated == marker.initiated, _mp.c.upload_id > upload_id_marker),
-                    ),
-                ),
-            )
-        query = query.where(after_marker)
+        query = query.where(_after_markers(conn, bucket, key_marker, upload_id_marker))
     query = query.order_by(_mp.c.key, _mp.c.initiated, _mp.c.upload_id).limit(max_uploads)
     return [multipart_record(row) for row in conn.execute(query)]
 
@@ -111,8 +105,12 @@ def list_multipart_page(
     U+10FFFF, so no character appended to CP is a bound).  A key marker
     inside a common prefix, or equal to it, means that prefix was listed
     already.  C{next_marker} is the last entry's key or common prefix;
-    the caller takes the next upload id marker from the last entry.
+    the caller takes the next upload id marker from the last entry.  Upload
+    markers are as L{_after_markers} takes them.  C{max_uploads} 0 answers
+    an empty page that is not truncated, as ListObjects' max-keys 0 does.
     """
+    if max_uploads <= 0:
+        return ListPage(entries=(), is_truncated=False, next_marker=None)
     prefix_b = encode_key(prefix)
     delimiter_b = encode_key(delimiter)
     upper = successor(prefix_b)
@@ -124,7 +122,6 @@ def list_multipart_page(
     position = None
     if key_marker:
         marker_b = encode_key(key_marker)
-        position = _mp.c.key > marker_b
         folded = common_prefix(marker_b, prefix_b, delimiter_b) if marker_b.startswith(prefix_b) else None
         if folded is not None:
             beyond = successor(folded)
@@ -132,9 +129,7 @@ def list_multipart_page(
                 return ListPage(entries=(), is_truncated=False, next_marker=None)
             position = _mp.c.key >= beyond
         else:
-            marker = get_multipart(conn, upload_id_marker) if upload_id_marker else None
-            if marker is not None and marker.key == key_marker:
-                position = _after_upload(marker)
+            position = _after_markers(conn, bucket, key_marker, upload_id_marker)
 
     wanted = max_uploads + 1  # one more than a page tells whether it is truncated
     entries: list = []
@@ -182,16 +177,49 @@ def list_multipart_page(
     return ListPage(entries=tuple(entries), is_truncated=truncated, next_marker=next_marker)
 
 
+def _after_markers(conn: Connection, bucket: str, key_marker: str, upload_id_marker: str) -> ColumnElement[bool]:
+    """
+    Where a listing goes on after ListMultipartUploads' key-marker K and
+    upload-id-marker U, in the listing's (key, initiated, upload_id) order.
+
+    Without U: at the keys after K.  With U: at the uploads of K after U in
+    that order, then the keys after K; U's place is the values (K, U's
+    initiation time, U), the time read from U's row.  When U has no row of
+    key K in C{bucket} (completed or aborted since the page that ended with
+    it, or never one of K's), its initiation time, and so its place, is
+    unknown: the listing goes on at the first open upload of K.  Uploads of
+    K listed on earlier pages may come again then, but none still open is
+    skipped, as going on after K would skip them, or comparing upload ids
+    alone (S3's documented rule: uploads of one key are in initiation
+    order, not upload id order).
+    """
+    marker_b = encode_key(key_marker)
+    if not upload_id_marker:
+        return _mp.c.key > marker_b
+    initiated = conn.execute(
+        select(_mp.c.initiated).where(
+            _mp.c.upload_id == upload_id_marker, _mp.c.bucket == bucket, _mp.c.key == marker_b
+        )
+    ).scalar()
+    if initiated is None:
+        return _mp.c.key >= marker_b
+    return _after_place(marker_b, initiated, upload_id_marker)
+
+
 def _after_upload(record: MultipartRecord) -> ColumnElement[bool]:
     """The uploads after C{record} in (key, initiated, upload_id) order."""
-    key_b = encode_key(record.key)
+    return _after_place(encode_key(record.key), record.initiated, record.upload_id)
+
+
+def _after_place(key_b: bytes, initiated: datetime.datetime, upload_id: str) -> ColumnElement[bool]:
+    """The uploads after the place (C{key_b}, C{initiated}, C{upload_id}) in (key, initiated, upload_id) order."""
     return or_(
         _mp.c.key > key_b,
         and_(
             _mp.c.key == key_b,
             or_(
-                _mp.c.initiated > record.initiated,
-                and_(_mp.c.initiated == record.initiated, _mp.c.upload_id > record.upload_id),
+                _mp.c.initiated > initiated,
+                and_(_mp.c.initiated == initiated, _mp.c.upload_id > upload_id),
             ),
         ),
     )

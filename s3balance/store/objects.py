@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
-from s3balance.store import parts, tables
+from s3balance.store import parts, quotas, tables
 from s3balance.store.buckets import lock_bucket_shared
 from s3balance.store.clock import database_time, lease_ms
 from s3balance.store.interfaces import (
@@ -75,7 +75,7 @@ _LOCATIONS_OF = (
 _DELETE_LOCATIONS_OF = delete(_loc).where(_loc.c.object_id == bindparam("object_id"))
 _UPDATE_OBJECT = update(_o).where(_o.c.id == bindparam("object_id"))
 _CURRENT_FOR_UPDATE = (
-    select(_o.c.id, _o.c.etag)
+    select(_o.c.id, _o.c.etag, _o.c.size)
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type))
     .with_for_update()
 )
@@ -99,15 +99,24 @@ def begin_write(
     now: datetime.datetime,
     size: int = 0,
     max_size: Optional[int] = None,
+    bucket: Optional[str] = None,
+    objects: int = 0,
+    check_quota: bool = False,
 ) -> WriteIntent:
     """
     An intent whose lease ends C{lease_seconds} after the database's now
     (L{database_time}).  It reserves C{size} bytes on C{backend} until it is
     taken; with C{max_size}, only when they fit (L{check_capacity}, in this
-    transaction: L{BackendFull} otherwise, and nothing is recorded).
+    transaction: L{BackendFull} otherwise, and nothing is recorded).  It
+    reserves C{size} bytes and C{objects} objects in the virtual bucket
+    C{bucket} too; with C{check_quota}, only when they fit its quota
+    (L{quotas.check_quota}: L{QuotaExceeded} otherwise).  The capacity lock
+    is taken before the quota lock, always.
     """
     if max_size is not None:
         check_capacity(conn, backend, size, max_size)
+    if check_quota and bucket is not None:
+        quotas.check_quota(conn, bucket, size, objects)
     result = conn.execute(
         _INSERT_INTENT,
         {
@@ -116,17 +125,27 @@ def begin_write(
             "lease_ms": lease_ms(lease_seconds),
             "created": now,
             "size": size,
+            "bucket": bucket,
+            "objects": objects,
         },
     )
     return WriteIntent(id=_new_id(result), backend=backend, real_key=real_key)
 
 
 def grow_write(
-    conn: Connection, intent_id: int, backend: str, size: int, max_size: Optional[int] = None
+    conn: Connection,
+    intent_id: int,
+    backend: str,
+    size: int,
+    max_size: Optional[int] = None,
+    bucket: Optional[str] = None,
+    check_quota: bool = False,
 ) -> None:
     """Reserve C{size} more bytes under a running write's intent (checked like L{begin_write}'s)."""
     if max_size is not None:
         check_capacity(conn, backend, size, max_size)
+    if check_quota and bucket is not None:
+        quotas.check_quota(conn, bucket, size, 0)
     if conn.execute(_GROW_INTENT, {"intent_id": intent_id, "delta": size}).rowcount != 1:
         raise WriteIntentExpired(intent_id)
 
@@ -307,9 +326,13 @@ def replace_object(
     one key take turns; when there is no row yet, two writers may both insert
     and the unique constraint turns the loser's insert into ConcurrentInsert,
     which makes the runner retry the transaction and take the replace path.
+
+    The bucket's usage grows by the difference (the new size, and an object
+    when there was none), last, so its row is held for as short as can be.
     """
     lock_bucket_shared(conn, record.bucket)
-    current = conn.execute(_CURRENT_FOR_UPDATE, {"bucket": record.bucket, "key": encode_key(record.key)}).first()
+    key = encode_key(record.key)
+    current = conn.execute(_CURRENT_FOR_UPDATE, {"bucket": record.bucket, "key": key}).first()
     check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
     values = object_values(record)
     new_locations = set(record.locations)
@@ -318,8 +341,10 @@ def replace_object(
             object_id = _new_id(conn.execute(_INSERT_OBJECT, values))
         except IntegrityError as e:
             raise ConcurrentInsert(record.bucket, record.key) from e
+        added = (record.size, 1)
     else:
         object_id = current.id
+        added = (record.size - int(current.size), 0)
         for old in _locations_of(conn, object_id):
             # A new version written under the same real key must not be deleted.
             if old not in new_locations:
@@ -333,6 +358,7 @@ def replace_object(
     if rows:
         # One row (the usual case) as a plain execute: executemany is the slower path.
         conn.execute(_INSERT_LOCATION, rows[0] if len(rows) == 1 else rows)
+    quotas.add_usage(conn, record.bucket, quotas.shard_of(key), *added)
     return attr.evolve(record, id=object_id, last_modified=values["last_modified"])
 
 
@@ -374,6 +400,16 @@ def get_object(conn: Connection, bucket: str, key: str) -> Optional[ObjectRecord
 
 def delete_object(
     conn: Connection, bucket: str, key: str, now: datetime.datetime, grace: datetime.timedelta = NO_GRACE
+) -> Optional[ObjectRecord]:
+    """Remove the (bucket, key) row, queue its locations for deletion, take it off the bucket's usage."""
+    removed = _remove_object(conn, bucket, key, now, grace)
+    if removed is not None:
+        quotas.add_usage(conn, bucket, quotas.shard_of(encode_key(key)), -removed.size, -1)
+    return removed
+
+
+def _remove_object(
+    conn: Connection, bucket: str, key: str, now: datetime.datetime, grace: datetime.timedelta
 ) -> Optional[ObjectRecord]:
     row = conn.execute(
         select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).with_for_update()
@@ -474,6 +510,15 @@ def delete_objects(
     L{delete_object} for each of C{keys}, in one transaction (DeleteObjects:
     one commit for up to 1000 keys).  Rows are locked in key order, so two
     such transactions on overlapping keys wait for each other instead of
-    deadlocking.  -> the removed record (or None) of each distinct key.
+    deadlocking; the bucket's usage rows are updated once each, last, in
+    their order too.  -> the removed record (or None) of each distinct key.
     """
-    return {key: delete_object(conn, bucket, key, now, grace) for key in sorted(set(keys), key=encode_key)}
+    removed = {key: _remove_object(conn, bucket, key, now, grace) for key in sorted(set(keys), key=encode_key)}
+    deltas: dict[int, tuple[int, int]] = {}
+    for key, record in removed.items():
+        if record is not None:
+            shard = quotas.shard_of(encode_key(key))
+            size, count = deltas.get(shard, (0, 0))
+            deltas[shard] = (size - record.size, count - 1)
+    quotas.add_usage_of_keys(conn, bucket, deltas)
+    return removed

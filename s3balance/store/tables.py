@@ -30,9 +30,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.mysql import VARBINARY
+from sqlalchemy.dialects.mysql import DATETIME, VARBINARY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -62,10 +62,25 @@ class UTCDateTime(TypeDecorator):
 
     PostgreSQL keeps the zone (timestamptz); MySQL/MariaDB DATETIME and SQLite
     don't, so those get naive UTC values and the zone is put back on reading.
+
+    PostgreSQL and SQLite keep microseconds; a MySQL/MariaDB DATETIME keeps
+    whole seconds unless given C{fsp} fractional digits (C{UTCDateTime(fsp=6)}
+    is DATETIME(6) there and the same type as C{UTCDateTime()} elsewhere).
+    Leases and due times need them (L{PreciseTime}); the big tables don't
+    (changing the type of one of theirs rebuilds the table on MariaDB).
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def __init__(self, fsp: Optional[int] = None) -> None:
+        super().__init__()
+        self.fsp = fsp
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if self.fsp is not None and dialect.name in ("mysql", "mariadb"):
+            return DATETIME(fsp=self.fsp)
+        return self.impl_instance
 
     def process_bind_param(
         self, value: Optional[datetime.datetime], dialect: Dialect
@@ -87,6 +102,11 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(datetime.UTC)
 
 
+# A UTCDateTime with microseconds on every engine: DATETIME(6) on MySQL/MariaDB
+# (migration 0008), for leases and due times, which a whole second would cut short.
+PreciseTime = UTCDateTime(fsp=6)
+
+
 buckets = Table(
     "buckets",
     metadata,
@@ -94,6 +114,12 @@ buckets = Table(
     Column("created", UTCDateTime(), nullable=False),
     # "config" (defined by the configuration file) or "api" (CreateBucket)
     Column("origin", String(16), nullable=False),
+    # The bucket's quota (store/quotas.py): bytes and objects it may hold,
+    # NULL for no limit, and who set it: "config" (written at start and
+    # reload) or "api" (the admin API); NULL without a quota.  Migration 0009.
+    Column("quota_bytes", BigInteger, nullable=True),
+    Column("quota_objects", BigInteger, nullable=True),
+    Column("quota_origin", String(16), nullable=True),
 )
 
 objects = Table(
@@ -140,13 +166,20 @@ write_intents = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("backend", BACKEND_NAME, nullable=False),
     Column("real_key", REAL_KEY, nullable=False),
-    Column("lease_until", UTCDateTime(), nullable=False),
-    Column("created", UTCDateTime(), nullable=False),
+    Column("lease_until", PreciseTime, nullable=False),
+    Column("created", PreciseTime, nullable=False),
     # Bytes the write reserves on its backend until the intent is taken
     # (committed, abandoned, expired); see objects.check_capacity.  Migration 0005.
     Column("size", BigInteger, nullable=False, server_default=text("0")),
+    # The virtual bucket written to (NULL: a write that is no object of a
+    # bucket's, e.g. the discard of an assembled upload) and the objects the
+    # write reserves there (1 for an object, 0 for a part): the quota check
+    # sums them by bucket (store/quotas.py).  Migration 0009.
+    Column("bucket", BUCKET_NAME, nullable=True),
+    Column("objects", Integer, nullable=False, server_default=text("0")),
     Index(None, "lease_until"),
     Index(None, "backend"),  # the capacity check sums by backend (0005)
+    Index(None, "bucket"),  # the quota check sums by bucket (0009)
     # is_referenced looks real keys up here too (migration 0003; a prefix on
     # MySQL/MariaDB as for object_locations).
     Index(None, "real_key", mysql_length=255),
@@ -162,8 +195,8 @@ deletion_queue = Table(
     Column("backend_upload_id", String(1024), nullable=True),
     Column("reason", String(32), nullable=False),
     Column("attempts", Integer, nullable=False),
-    Column("due", UTCDateTime(), nullable=False),
-    Column("created", UTCDateTime(), nullable=False),
+    Column("due", PreciseTime, nullable=False),
+    Column("created", PreciseTime, nullable=False),
     Index(None, "due"),
     Index(None, "real_key", mysql_length=255),  # migration 0003
 )
@@ -210,7 +243,7 @@ job_leases = Table(
     metadata,
     Column("job", String(64), primary_key=True),
     Column("holder", String(255), nullable=False),
-    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("expires_at", PreciseTime, nullable=False),
 )
 
 # Bytes and objects per backend: the daemons add what their writes and
@@ -275,4 +308,61 @@ object_parts = Table(
     Column("size", BigInteger, nullable=False),
     Column("checksums", Text, nullable=False),  # JSON object {algorithm: base64}
     Index(None, "real_key", "part_number", mysql_length={"real_key": 255}),
+)
+
+# Bytes and objects per virtual bucket, kept exact: every commit, replace and
+# delete adds its difference in its own transaction (store/quotas.py).  A
+# bucket's count is the sum of its rows, one per shard (a hash of the object
+# key, 0..quotas.USAGE_SHARDS-1), so concurrent commits into one bucket
+# rarely wait on the same row; a missing row counts 0.  Migration 0009.
+bucket_usage = Table(
+    "bucket_usage",
+    metadata,
+    Column("bucket", BUCKET_NAME, nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("used_bytes", BigInteger, nullable=False),
+    Column("object_count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("bucket", "shard"),
+)
+
+# One row per bucket with a quota, locked (SELECT ... FOR UPDATE) by the
+# quota check of a write (quotas.check_quota), so the checks of all daemons
+# on one bucket take turns; commits never touch it.  Migration 0009.
+quota_locks = Table(
+    "quota_locks",
+    metadata,
+    Column("bucket", BUCKET_NAME, primary_key=True),
+)
+
+# Drains (store/moves.py, ops/drain.py): one row per backend being emptied
+# onto the others, or done being emptied.  Every daemon reads them (a backend
+# with a row gets no new objects); the elected mover updates the progress,
+# in the same transaction as each location it switches.  The times are the
+# daemons' clocks; rates come from active_ms (time spent moving).  Migration 0010.
+backend_drains = Table(
+    "backend_drains",
+    metadata,
+    Column("backend", BACKEND_NAME, primary_key=True),
+    Column("state", String(16), nullable=False),  # draining | paused | done
+    # Bytes per second; NULL: balancer.drain_rate; 0: unlimited.
+    Column("rate", BigInteger, nullable=True),
+    Column("started", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("finished", UTCDateTime(), nullable=True),
+    # What the backend held when the drain started.
+    Column("total_objects", BigInteger, nullable=False),
+    Column("total_bytes", BigInteger, nullable=False),
+    Column("moved_objects", BigInteger, nullable=False),
+    Column("moved_bytes", BigInteger, nullable=False),
+    # Counted at the start of each pass, less what moved since.
+    Column("remaining_objects", BigInteger, nullable=False),
+    Column("remaining_bytes", BigInteger, nullable=False),
+    # What still refers to the backend once its objects are gone: writes in
+    # flight, open multipart uploads, queued deletions (the grace period).
+    Column("pending_writes", BigInteger, nullable=False),
+    Column("pending_uploads", BigInteger, nullable=False),
+    Column("pending_deletions", BigInteger, nullable=False),
+    Column("failed_objects", BigInteger, nullable=False),
+    Column("active_ms", BigInteger, nullable=False),
+    Column("last_error", String(1024), nullable=True),
 )

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 
 from s3balance.ops.fsck.backend import bare_etag, error_status
 from s3balance.ops.fsck.state import PAGE, FsckState
-from s3balance.store import tables
+from s3balance.store import quotas, tables
 
 _o = tables.objects
 _loc = tables.object_locations
@@ -202,7 +202,9 @@ class LocationChecks(FsckState):
         """Remove a location whose data is gone, and its object when no copy is left."""
         with self.engine.begin() as conn:
             # Lock the object first, as replace_object and delete_object do.
-            locked = conn.execute(select(_o.c.id).where(_o.c.id == row.object_id).with_for_update()).first()
+            locked = conn.execute(
+                select(_o.c.id, _o.c.bucket, _o.c.key, _o.c.size).where(_o.c.id == row.object_id).with_for_update()
+            ).first()
             if locked is None:
                 return False
             result = conn.execute(delete(_loc).where(_loc.c.id == row.id, _loc.c.object_id == row.object_id))
@@ -213,4 +215,6 @@ class LocationChecks(FsckState):
             )
             if left.scalar_one() == 0:
                 conn.execute(delete(_o).where(_o.c.id == row.object_id))
+                # The bucket's usage, as delete_object keeps it.
+                quotas.add_usage(conn, locked.bucket, quotas.shard_of(bytes(locked.key)), -int(locked.size), -1)
             return True
