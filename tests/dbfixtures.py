@@ -1,7 +1,7 @@
 """
 Fresh databases for the store tests on SQLite, PostgreSQL and MariaDB/MySQL.
 
-The servers are the development ones (DESIGN.md §5); override them with
+The servers are the development ones (README, Tests); override them with
 S3BALANCE_TEST_POSTGRES_URL / S3BALANCE_TEST_MYSQL_URL (an admin URL whose
 user may create databases).  Without a server the tests skip, saying why;
 with CI=true they fail instead, so a CI run can't pass by skipping.

@@ -12,6 +12,9 @@ Every problem is reported as a :class:`ConfigError` whose message is one line,
 Like the Go version, an empty or zero value for a key that has a default takes
 the default (``port: 0`` is 8080, ``retry_attempts: 0`` is 3, ``strategy: ""`` is
 ``least-space``): a Go config means the same thing here.
+
+Over 500 lines: one parser per section of the file, read top to bottom in
+the file's own order; the shared field checks are in L{fields}.
 """
 
 from __future__ import annotations

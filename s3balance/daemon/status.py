@@ -23,6 +23,9 @@ Who may see it:
     control).  C{X-Forwarded-For} is deliberately not trusted.
 
 The page shows what C{/health} shows plus request rates, and never a secret.
+
+Over 500 lines: the page's HTML, CSS and script are inline (nothing fetched
+from elsewhere) beside the JSON they render.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ PutObject and UploadPart, streamed: the kinds of L{StreamedBody}
 (L{PutObjectUpload}, L{UnknownLengthUpload} for a chunked body of no
 declared length, L{PartUpload}), each the coroutine that delivers one body.
 
-The order of effects is what keeps objects whole (DESIGN.md "Store
-consistency"):
+The order of effects is what keeps objects whole (docs/architecture.md,
+"store/"):
 
   1. headers in: authenticated and routed (L{Gateway.prepare});
   2. the bucket is checked, a backend is placed (its room reserved), and a

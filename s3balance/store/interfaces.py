@@ -4,7 +4,7 @@ The metadata store's interface and the values it hands out.
 Every method of L{IMetadataStore} returns a L{Deferred}; the SQL behind it runs
 on the store's own thread pool, never on the reactor thread.
 
-Ordering of effects that callers rely on (see DESIGN.md "Store consistency"):
+Ordering of effects that callers rely on (docs/architecture.md, "store/"):
 
   1. C{begin_write} records an intent (backend, real key) *before* any byte is
      sent to a backend.  If the daemon dies, the intent's lease runs out and
@@ -17,6 +17,9 @@ Ordering of effects that callers rely on (see DESIGN.md "Store consistency"):
   4. The deletion worker takes rows from the queue, deletes the backend object
      and then C{finish_deletion}.  A crash anywhere leaves at worst a queued or
      intended deletion, never a row without data.
+
+Over 500 lines: the whole contract of the store, every record it hands out
+and the order of effects callers rely on, in one place.
 """
 
 from __future__ import annotations

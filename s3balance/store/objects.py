@@ -3,6 +3,9 @@ SQL for objects, their locations, write intents and the deletion queue.
 
 Every function runs inside the caller's transaction; see
 L{s3balance.store.interfaces} for the order of effects they guarantee.
+
+Over 500 lines: the write path's transaction functions (intents, capacity,
+commit, delete, deletion queue) share their invariants and are read together.
 """
 
 from __future__ import annotations
