@@ -21,7 +21,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, TextIO, TypeVar
 
@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from s3balance.backends.answers import quoted
-from s3balance.ops.fsck.backend import error_status
+from s3balance.ops.fsck.backend import PAGE, error_status
 from s3balance.ops.fsck.orphans import OUR_BUCKET_METADATA, OUR_KEY, OUR_KEY_METADATA
 from s3balance.s3.limits import MAX_CONTENT_TYPE, MAX_KEY_BYTES, MAX_STORED_HEADERS
 from s3balance.s3.writes import STORED_HEADERS
@@ -59,7 +59,6 @@ __all__ = [
     "head_copy",
     "human_bytes",
     "insert_copy",
-    "list_pages",
     "move_to_copy",
     "object_count",
     "open_engine",
@@ -68,11 +67,11 @@ __all__ = [
     "stored_fields",
     "transaction",
     "unstorable",
+    "utc_now",
 ]
 
 T = TypeVar("T")
 UTC = datetime.UTC
-PAGE = 1000  # keys per listing page and per database look-up
 PROGRESS_EVERY = 10.0  # seconds between progress lines on stderr
 BUSY_TIMEOUT = 30.0  # seconds SQLite waits for the daemon's write lock
 MAX_ATTEMPTS = 8  # a transaction that lost a race runs again this often
@@ -156,6 +155,10 @@ def stored_fields(http_headers: Mapping[str, str]) -> tuple[str, dict[str, str]]
     return content_type, headers
 
 
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
 def _utc(moment: datetime.datetime) -> datetime.datetime:
     return moment.astimezone(UTC)
 
@@ -193,14 +196,6 @@ def head_copy(client: Any, backend: str, item: Mapping[str, Any]) -> BackendCopy
     )
 
 
-def list_pages(client: Any, backend: str, prefix: str = "") -> Iterator[list[dict[str, Any]]]:
-    """The keys of C{backend}'s real bucket (under C{prefix}), a page at a time."""
-    paginator = client.get_paginator("list_objects_v2")
-    arguments: dict[str, Any] = {"Bucket": backend, "PaginationConfig": {"PageSize": PAGE}}
-    if prefix:
-        arguments["Prefix"] = prefix
-    for page in paginator.paginate(**arguments):
-        yield list(page.get("Contents", []))
 
 
 def unstorable(key: str, copy: BackendCopy) -> Optional[str]:

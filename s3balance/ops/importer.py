@@ -63,14 +63,14 @@ from s3balance.ops.adopt import (
     head_copy,
     human_bytes,
     insert_copy,
-    list_pages,
     open_engine,
     referenced_keys,
     schema_revision,
     transaction,
     unstorable,
+    utc_now,
 )
-from s3balance.ops.fsck.backend import backend_client, error_status, probe_key
+from s3balance.ops.fsck.backend import backend_client, error_status, list_pages, probe_key
 from s3balance.store import tables
 from s3balance.store.interfaces import NoSuchBucketError
 
@@ -104,9 +104,6 @@ class ImportReport:
     errors: int = 0
 
 
-def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
 
 def _bucket_row(conn: Connection, name: str) -> bool:
     from sqlalchemy import select
@@ -135,7 +132,7 @@ class Importer:
         engine: Optional[Engine] = None,
         client: Any = None,
         out: TextIO = sys.stdout,
-        now: Callable[[], datetime.datetime] = _utc_now,
+        now: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
         self.config = config
         self.options = options

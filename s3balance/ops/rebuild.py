@@ -68,7 +68,6 @@ from s3balance.ops.adopt import (
     head_copy,
     human_bytes,
     insert_copy,
-    list_pages,
     move_to_copy,
     object_count,
     open_engine,
@@ -76,8 +75,9 @@ from s3balance.ops.adopt import (
     schema_revision,
     transaction,
     unstorable,
+    utc_now,
 )
-from s3balance.ops.fsck.backend import backend_client, error_status
+from s3balance.ops.fsck.backend import backend_client, error_status, list_pages
 from s3balance.ops.importer import UsageError
 from s3balance.store.interfaces import Location
 from s3balance.store.usage import reconcile_backend_usage
@@ -133,9 +133,6 @@ class Kept:
     state: str  # NEW or PRESENT
 
 
-def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
 
 Outcome = Union[BackendCopy, Gone, Unreadable]
 
@@ -157,7 +154,7 @@ class Rebuilder:
         engine: Optional[Engine] = None,
         clients: Optional[dict[str, Any]] = None,
         out: TextIO = sys.stdout,
-        now: Callable[[], datetime.datetime] = _utc_now,
+        now: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
         self.config = config
         self.options = options

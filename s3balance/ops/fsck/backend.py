@@ -4,10 +4,13 @@ Talking to the backends: a botocore client for each, and what their errors say.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from s3balance.config import BackendConfig
+
+PAGE = 1000  # rows / keys per page, everywhere in the operator commands
 
 # What the metadata check of a listed key says when the key is gone meanwhile.
 GONE = "gone meanwhile"
@@ -65,3 +68,12 @@ def probe_key() -> str:
     from s3balance.backends.health import PROBE_KEY
 
     return PROBE_KEY
+
+def list_pages(client: Any, backend: str, prefix: str = "") -> Iterator[list[dict[str, Any]]]:
+    """The keys of C{backend}'s real bucket (under C{prefix}), a page at a time."""
+    paginator = client.get_paginator("list_objects_v2")
+    arguments: dict[str, Any] = {"Bucket": backend, "PaginationConfig": {"PageSize": PAGE}}
+    if prefix:
+        arguments["Prefix"] = prefix
+    for page in paginator.paginate(**arguments):
+        yield list(page.get("Contents", []))

@@ -12,8 +12,8 @@ from typing import Any, Optional
 
 from sqlalchemy import delete, func, select
 
-from s3balance.ops.fsck.backend import bare_etag, error_status
-from s3balance.ops.fsck.state import PAGE, FsckState
+from s3balance.ops.fsck.backend import PAGE, bare_etag, error_status
+from s3balance.ops.fsck.state import FsckState
 from s3balance.store import quotas, tables
 
 _o = tables.objects

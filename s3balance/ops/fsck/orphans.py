@@ -13,8 +13,8 @@ from typing import Optional
 
 from sqlalchemy import literal, select, union_all
 
-from s3balance.ops.fsck.backend import GONE, Unreadable, error_status
-from s3balance.ops.fsck.state import PAGE, FsckState
+from s3balance.ops.fsck.backend import GONE, PAGE, Unreadable, error_status, list_pages
+from s3balance.ops.fsck.state import FsckState
 from s3balance.store import tables
 
 FOREIGN_SHOWN = 1000  # foreign keys (and uploads) listed one by one per backend; the rest are counted
@@ -115,9 +115,7 @@ class OrphanChecks(FsckState):
             )
 
     def _list_objects(self, backend: str) -> Iterator[list[dict]]:
-        paginator = self.clients[backend].get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=backend, PaginationConfig={"PageSize": PAGE}):
-            yield page.get("Contents", [])
+        return list_pages(self.clients[backend], backend)
 
     def check_orphans(self, backend: str) -> None:
         threshold = self._threshold()

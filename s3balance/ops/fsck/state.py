@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from s3balance.config import Config
 
 UTC = datetime.UTC
-PAGE = 1000  # rows / keys per page, everywhere
 PROGRESS_EVERY = 10.0  # seconds between progress lines on stderr
 
 
