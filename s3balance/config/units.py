@@ -115,3 +115,12 @@ def parse_rate(value: object) -> int:
         return parse_size(text) or 0
     except ValueError:
         raise ValueError(f"cannot parse {value!r} as a rate (bytes per second, e.g. 50MB/s)") from None
+
+
+def format_size(amount: float) -> str:
+    """Bytes for people: C{512 B}, C{1.5 MiB} (binary units, one decimal)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(amount) < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")

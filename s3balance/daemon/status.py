@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from s3balance.config.units import format_size
 from s3balance.metrics import Metrics, bearer_token_matches, reported_buckets
 from s3balance.ops.drain import drain_document
 
@@ -163,14 +164,7 @@ def status_document(gateway: Any, now: Callable[[], float] = time.time) -> dict[
 
 
 def _size(value: Optional[float]) -> str:
-    if value is None:
-        return "unlimited"
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(amount) < 1024 or unit == "TiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{amount:.1f} PiB"
+    return "unlimited" if value is None else format_size(float(value))
 
 
 def _row(entry: dict) -> str:

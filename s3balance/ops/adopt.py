@@ -57,7 +57,6 @@ __all__ = [
     "ensure_bucket",
     "existing_keys",
     "head_copy",
-    "human_bytes",
     "insert_copy",
     "move_to_copy",
     "object_count",
@@ -360,14 +359,6 @@ def move_to_copy(
 
 
 # -- output ---------------------------------------------------------------------------
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 class Progress:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, Optional, TextIO
 from urllib.parse import quote
 
-from s3balance.config.units import parse_rate
+from s3balance.config.units import format_size, parse_rate
 
 ACTIONS = ("start", "pause", "resume", "status", "cancel")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
@@ -104,14 +104,7 @@ def admin_call(base: str, token: str, method: str, path: str, body: Optional[dic
 
 
 def human_size(value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(amount) < 1024 or unit == "TiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{amount:.1f} PiB"
+    return "-" if value is None else format_size(float(value))
 
 
 def human_duration(seconds: Optional[float]) -> str:

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
 import attr
 from sqlalchemy.engine import Connection, Engine
 
+from s3balance.config.units import format_size
 from s3balance.ops.adopt import (
     ORIGIN_CONFIG,
     OUR_KEY,
@@ -61,7 +62,6 @@ from s3balance.ops.adopt import (
     ensure_bucket,
     existing_keys,
     head_copy,
-    human_bytes,
     insert_copy,
     open_engine,
     referenced_keys,
@@ -278,7 +278,7 @@ class Importer:
         r = self.report
         verb = "would adopt" if self.options.dry_run else "adopted"
         return (
-            f"{r.listed} keys seen, {r.adopted} {verb} ({human_bytes(r.adopted_bytes)}), "
+            f"{r.listed} keys seen, {r.adopted} {verb} ({format_size(r.adopted_bytes)}), "
             f"{r.conflicts} conflicts, {r.errors} errors, {self.output.rate(r.listed)}"
         )
 
@@ -295,7 +295,7 @@ class Importer:
             ("  health probe key (skipped)", r.probe),
             ("  already in the store (skipped)", r.referenced),
             ("  gone meanwhile", r.gone),
-            (f"  {verb}", f"{r.adopted} ({human_bytes(r.adopted_bytes)})"),
+            (f"  {verb}", f"{r.adopted} ({format_size(r.adopted_bytes)})"),
             ("  conflicts (existing kept)", r.conflicts),
             ("  errors (not adopted)", r.errors),
         ]

@@ -53,6 +53,7 @@ from urllib.parse import unquote
 import attr
 from sqlalchemy.engine import Engine
 
+from s3balance.config.units import format_size
 from s3balance.ops.adopt import (
     ORIGIN_API,
     ORIGIN_CONFIG,
@@ -66,7 +67,6 @@ from s3balance.ops.adopt import (
     ensure_bucket,
     existing_keys,
     head_copy,
-    human_bytes,
     insert_copy,
     move_to_copy,
     object_count,
@@ -457,7 +457,7 @@ class Rebuilder:
         r = self.report
         verb = "would rebuild" if self.options.dry_run else "rebuilt"
         return (
-            f"{r.listed} keys seen, {r.rebuilt} objects {verb} ({human_bytes(r.rebuilt_bytes)}), "
+            f"{r.listed} keys seen, {r.rebuilt} objects {verb} ({format_size(r.rebuilt_bytes)}), "
             f"{r.conflicts} conflicts, {r.errors} errors, {self.output.rate(r.listed)}"
         )
 
@@ -523,7 +523,7 @@ class Rebuilder:
             ("  already in the database (--force)", r.known + r.present),
             ("  gone meanwhile", r.gone),
             ("  unrecoverable (no key metadata)", r.unrecoverable),
-            (f"objects {verb}", f"{r.rebuilt} ({human_bytes(r.rebuilt_bytes)})"),
+            (f"objects {verb}", f"{r.rebuilt} ({format_size(r.rebuilt_bytes)})"),
             ("  of them multipart", r.multipart_objects),
             ("conflicts (keys with older copies)", f"{r.conflicts} ({r.older_copies} older)"),
             ("virtual bucket rows " + ("to make" if dry else "made"), r.buckets_made),
