@@ -46,7 +46,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from s3balance.store import moves
+from s3balance.store import moves, replicas
 from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG
 from s3balance.store.interfaces import (
     BackendFull,
@@ -442,10 +442,13 @@ class MemoryStore:
         record: ObjectRecord,
         if_match: Optional[str] = None,
         if_none_match: Optional[str] = None,
+        also: Sequence[int] = (),
     ) -> ObjectRecord:
-        self._intent(intent_id)
+        for taken in (intent_id, *also):
+            self._intent(taken)
         self._check_put(record, if_match, if_none_match)
-        del self.tables.intents[intent_id]
+        for taken in (intent_id, *also):
+            del self.tables.intents[taken]
         return self._put(record)
 
     def _check_put(self, record: ObjectRecord, if_match: Optional[str], if_none_match: Optional[str]) -> None:
@@ -956,3 +959,53 @@ class MemoryStore:
     def backends_in_use(self, names: Sequence[str]) -> list[str]:
         used = {loc.backend for record in self.tables.objects.values() for loc in record.locations}
         return sorted(set(names) & used)
+
+    def _same_version(self, record: ObjectRecord) -> Optional[ObjectRecord]:
+        current = self.tables.objects.get((record.bucket, record.key))
+        if current is None or current.id != record.id or current.etag != record.etag or current.size != record.size:
+            return None
+        return current
+
+    @_answers
+    def add_location(self, intent_id: int, record: ObjectRecord, source: Location, target: Location) -> str:
+        if self.tables.intents.pop(intent_id, None) is None:
+            return replicas.EXPIRED
+        current = self._same_version(record)
+        if (
+            current is None
+            or source not in current.locations
+            or any(loc.backend == target.backend for loc in current.locations)
+        ):
+            self._queue(target.backend, target.real_key, REASON_ABANDONED)
+            return replicas.STALE
+        self.tables.objects[(record.bucket, record.key)] = attr.evolve(current, locations=(*current.locations, target))
+        if source.real_key in self.tables.object_parts:
+            self.tables.object_parts[target.real_key] = list(self.tables.object_parts[source.real_key])
+        return replicas.ADDED
+
+    @_answers
+    def drop_location(self, record: ObjectRecord, location: Location) -> bool:
+        current = self._same_version(record)
+        if current is None or location not in current.locations or len(current.locations) < 2:
+            return False
+        remaining = tuple(loc for loc in current.locations if loc != location)
+        self.tables.objects[(record.bucket, record.key)] = attr.evolve(current, locations=remaining)
+        self._queue(location.backend, location.real_key, replicas.REASON_DROPPED)
+        return True
+
+    @_answers
+    def under_replicated(
+        self, bucket: str, replicas_wanted: int, after: int, limit: int, backends: Optional[Sequence[str]] = None
+    ) -> tuple[list[ObjectRecord], int]:
+        page = sorted(
+            (r for r in self.tables.objects.values() if r.bucket == bucket and r.id is not None and r.id > after),
+            key=lambda r: r.id,
+        )[:limit]
+        if not page:
+            return [], after
+        live = None if backends is None else set(backends)
+        short = [
+            r for r in page
+            if sum(1 for loc in r.locations if live is None or loc.backend in live) < replicas_wanted
+        ]
+        return short, page[-1].id

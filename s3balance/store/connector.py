@@ -18,7 +18,18 @@ from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from s3balance.store import buckets, leases, listing, migrate, moves, multipart, objects, parts, usage
+from s3balance.store import (
+    buckets,
+    leases,
+    listing,
+    migrate,
+    moves,
+    multipart,
+    objects,
+    parts,
+    replicas,
+    usage,
+)
 from s3balance.store import objects as object_sql
 from s3balance.store import quotas as quota_sql
 from s3balance.store.interfaces import (
@@ -158,9 +169,11 @@ class MetadataStore(StoreRunner):
         record: ObjectRecord,
         if_match: Optional[str] = None,
         if_none_match: Optional[str] = None,
+        also: Sequence[int] = (),
     ) -> Deferred[ObjectRecord]:
         return self._run(
-            objects.commit_object, intent_id, record, if_match, if_none_match, self._now(), self.deletion_grace, raw=True
+            objects.commit_object, intent_id, record, if_match, if_none_match, self._now(), self.deletion_grace,
+            tuple(also), raw=True,
         )
 
     def get_object(self, bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
@@ -369,3 +382,16 @@ class MetadataStore(StoreRunner):
 
     def backends_in_use(self, names: Sequence[str]) -> Deferred[list[str]]:
         return self._read(moves.backends_in_use, list(names))
+
+    def add_location(self, intent_id: int, record: ObjectRecord, source: Location, target: Location) -> Deferred[str]:
+        return self._run(replicas.add_location, intent_id, record, source, target, self._now())
+
+    def drop_location(self, record: ObjectRecord, location: Location) -> Deferred[bool]:
+        return self._run(replicas.drop_location, record, location, self._now())
+
+    def under_replicated(
+        self, bucket: str, replicas_wanted: int, after: int, limit: int, backends: Optional[Sequence[str]] = None
+    ) -> Deferred[tuple[list[ObjectRecord], int]]:
+        return self._read(
+            replicas.under_replicated, bucket, replicas_wanted, after, limit, None if backends is None else tuple(backends)
+        )

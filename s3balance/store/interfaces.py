@@ -377,9 +377,11 @@ class IMetadataStore(Interface):
         record: ObjectRecord,
         if_match: Optional[str] = None,
         if_none_match: Optional[str] = None,
+        also: Sequence[int] = (),
     ) -> Deferred[ObjectRecord]:
         """In one transaction: insert or replace the (bucket, key) row with
-        record (its locations included), delete the intent, queue the replaced
+        record (its locations included), delete the intent (and C{also}, the
+        intents of its other copies written at once), queue the replaced
         version's locations for deletion, add the difference to the bucket's
         usage (bucket_usage).  if_match / if_none_match ('*' or an
         ETag) are checked against the current row inside the transaction and
@@ -606,6 +608,28 @@ class IMetadataStore(Interface):
     def backends_in_use(names: Sequence[str]) -> Deferred[list[str]]:
         """Those of C{names} that an object's location refers to (one indexed
         lookup each). -> Deferred[list[str]]"""
+
+    def add_location(intent_id: int, record: ObjectRecord, source: Location, target: Location) -> Deferred[str]:
+        """In one transaction: take write intent C{intent_id} (of a copy at
+        C{target} read from C{source}) and, when C{record}'s object is still
+        that version (same ETag and size), still has C{source} and has no
+        location on C{target.backend}, add C{target} as one more location:
+        'added'.  Otherwise the copy is queued for deletion: 'stale'.  The
+        intent gone: 'expired'.  -> Deferred[str]"""
+
+    def drop_location(record: ObjectRecord, location: Location) -> Deferred[bool]:
+        """In one transaction: when C{record}'s object is still that version
+        and has another location, remove C{location} and queue its copy for
+        deletion; a last copy is never dropped. -> Deferred[bool] (dropped)"""
+
+    def under_replicated(
+        bucket: str, replicas_wanted: int, after: int, limit: int, backends: Optional[Sequence[str]] = None
+    ) -> Deferred[tuple[list[ObjectRecord], int]]:
+        """Of the next C{limit} objects of C{bucket} after object id C{after},
+        those with fewer than C{replicas_wanted} locations (counting only
+        those on C{backends}, when given; each with all its locations), and
+        the cursor of the next page (C{after} at the end).
+        -> Deferred[(records, cursor)]"""
 
 
 class DrainStateError(StoreError):

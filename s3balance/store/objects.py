@@ -11,6 +11,7 @@ commit, delete, deletion queue) share their invariants and are read together.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import Optional
 
 import attr
@@ -373,9 +374,15 @@ def commit_object(
     if_none_match: Optional[str],
     now: datetime.datetime,
     grace: datetime.timedelta = NO_GRACE,
+    also: Sequence[int] = (),
 ) -> ObjectRecord:
-    if take_intent(conn, intent_id) is None:
-        raise WriteIntentExpired(intent_id)
+    """
+    Take the write's intent (and those of its other copies, C{also}: one
+    per replica written at once) and replace the object with C{record}.
+    """
+    for taken in (intent_id, *also):
+        if take_intent(conn, taken) is None:
+            raise WriteIntentExpired(taken)
     return replace_object(conn, record, if_match, if_none_match, now, grace)
 
 
