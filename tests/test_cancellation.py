@@ -52,7 +52,7 @@ class FakeStore:
     def renew_write(self, intent_id: int, lease: float) -> Deferred:
         return succeed(None)
 
-    def commit_object(self, intent_id: int, record, if_match=None, if_none_match=None) -> Deferred:
+    def commit_object(self, intent_id: int, record, if_match=None, if_none_match=None, also=()) -> Deferred:
         return self._call("commit_object", intent_id, record.key)
 
     def abandon_write(self, intent_id: int, backend_object_may_exist: bool) -> Deferred:
@@ -210,6 +210,7 @@ def make_gateway() -> tuple[Gateway, FakeStore, FakePool, FakeBackend, Clock]:
     config = SimpleNamespace(
         balancer=SimpleNamespace(backend_timeout=30.0, retry_attempts=1, retry_delay=0.1),
         virtual_bucket=lambda name: None,
+        replication_of=lambda bucket: (1, "sync"),
     )
     gateway = Gateway(config, store, pool, None, clock)
     return gateway, store, pool, backend, clock

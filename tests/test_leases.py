@@ -72,7 +72,7 @@ class LeasedIntentStore:
                 del self.intents[intent_id]
                 self.swept.append(intent_id)
 
-    def commit_object(self, intent_id: int, record: ObjectRecord, if_match=None, if_none_match=None) -> Deferred:
+    def commit_object(self, intent_id: int, record: ObjectRecord, if_match=None, if_none_match=None, also=()) -> Deferred:
         if self.intents.pop(intent_id, None) is None:
             return fail(WriteIntentExpired(intent_id))
         self.committed.append(record)
@@ -143,7 +143,9 @@ class CopyGateway:
     def __init__(self, clock: Clock, store: LeasedIntentStore, copying: Deferred) -> None:
         self.reactor = clock
         self.store = store
-        self.config = SimpleNamespace(s3api=SimpleNamespace(multipart_copy_threshold=0))
+        self.config = SimpleNamespace(
+            s3api=SimpleNamespace(multipart_copy_threshold=0), replication_of=lambda bucket: (1, "sync")
+        )
         self.answers: list[bytes] = []
         self.released: list[str] = []
         target = SimpleNamespace(name="b1", copy_object=lambda real_key, source_key, headers: copying)

@@ -192,7 +192,7 @@ class FakeStore:
         return succeed(None)
 
     def commit_object(
-        self, intent_id: int, record: Any, if_match: Any = None, if_none_match: Any = None
+        self, intent_id: int, record: Any, if_match: Any = None, if_none_match: Any = None, also: Any = ()
     ) -> Deferred[None]:
         self.calls.append(("commit_object", intent_id, record.locations[0].backend))
         return succeed(None)
@@ -306,6 +306,7 @@ class RetryTestCase(SynchronousTestCase):
         config = SimpleNamespace(
             balancer=SimpleNamespace(backend_timeout=30.0, retry_attempts=attempts, retry_delay=delay),
             virtual_bucket=lambda name: None,
+            replication_of=lambda bucket: (1, "sync"),
         )
         self.gateway = Gateway(
             cast(Any, config), cast(Any, self.store), cast(Any, self.pool), cast(Any, None), self.clock

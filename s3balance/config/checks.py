@@ -1,6 +1,7 @@
 """
 Checks of a whole configuration that no single section can make: names the
-daemon's own endpoints take from the virtual buckets' namespace.  Run at
+daemon's own endpoints take from the virtual buckets' namespace, copies
+that need more backends than there are.  Run at
 start, on reload and by C{s3balance-admin check-config}; errors name the key.
 """
 
@@ -21,3 +22,20 @@ def check_config(config: Config) -> None:
     metrics_path = config.metrics.path.strip("/")
     if config.metrics.enabled and config.virtual_bucket(metrics_path) is not None:
         raise ConfigError(f"metrics.path: '{config.metrics.path}' shadows the virtual bucket '{metrics_path}'")
+    _check_replicas(config)
+
+
+def _check_replicas(config: Config) -> None:
+    """Every bucket's copies need as many backends (drained ones count: a drain is a passing state)."""
+    backends = len(config.backends)
+    if config.balancer.replicas > backends:
+        raise ConfigError(
+            f"balancer.replicas: {config.balancer.replicas} copies of each object need as many backends;"
+            f" the configuration has {backends}"
+        )
+    for bucket in config.virtual_buckets:
+        if bucket.replicas is not None and bucket.replicas > backends:
+            raise ConfigError(
+                f"{bucket.key or 'buckets'}.replicas: {bucket.replicas} copies of each object of"
+                f" '{bucket.name}' need as many backends; the configuration has {backends}"
+            )

@@ -111,6 +111,12 @@ def _positive_int(value: object) -> int:
     return number
 
 
+def _positive_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"expected a number above zero, got {_describe(value)}")
+    return float(value)
+
+
 def _port(value: object) -> int:
     number = _int(value)
     if not 0 <= number <= 65535:

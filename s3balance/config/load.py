@@ -38,6 +38,7 @@ from s3balance.config.fields import (
     _port,
     _positive_duration,
     _positive_int,
+    _positive_number,
     _positive_size,
     _secret,
     _Section,
@@ -194,6 +195,18 @@ _VIRTUAL_IGNORED = {
 }
 
 
+_REPLICATION = _choice("sync", "async")
+# Copies of an object: more than a handful is a mistake, not a policy.
+MAX_REPLICAS = 8
+
+
+def _replicas(value: object) -> int:
+    count = _positive_int(value)
+    if count > MAX_REPLICAS:
+        raise ValueError(f"expected at most {MAX_REPLICAS} copies, got {count}")
+    return count
+
+
 def _parse_quota(value: object, path: str) -> BucketQuota | None:
     """A virtual bucket's ``quota: {max_size: 10GiB, max_objects: 100000}`` (either may be left out)."""
     if value is None:
@@ -221,6 +234,9 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
         name=name,
         max_size=section.get("max_size", _size, None),
         quota=_parse_quota(section.raw("quota"), section.key_path("quota")),
+        replicas=section.get("replicas", _replicas, None),
+        replication=section.get("replication", _REPLICATION, None),
+        key=section.path,
     )
     section.ignore("virtual")
     section.check_unknown()
@@ -285,6 +301,13 @@ def _parse_balancer(section: _Section) -> BalancerConfig:
         cleanup_period=section.get("cleanup_period", _positive_duration, d.cleanup_period),
         drain_rate=section.get("drain_rate", parse_rate, d.drain_rate),
         drain_concurrency=section.get("drain_concurrency", _drain_concurrency, d.drain_concurrency),
+        replicas=section.get("replicas", _replicas, d.replicas),
+        replication=section.get("replication", _REPLICATION, d.replication),
+        replica_repair_after=section.get("replica_repair_after", _positive_duration, d.replica_repair_after),
+        replicate_period=section.get("replicate_period", _positive_duration, d.replicate_period),
+        scrub_period=section.get("scrub_period", parse_duration, d.scrub_period),
+        scrub_rate=section.get("scrub_rate", _positive_number, d.scrub_rate),
+        scrub_read=section.get("scrub_read", _bool, d.scrub_read),
     )
     section.check_unknown()
     return balancer

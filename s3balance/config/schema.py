@@ -126,6 +126,13 @@ class VirtualBucketConfig:
     name: str
     max_size: int | None = None
     quota: BucketQuota | None = None
+    # Copies of each object on distinct backends, and whether a write waits
+    # for all of them ("sync") or for the first ("async"); None: the
+    # balancer's replicas / replication.  ``key`` is where the config names
+    # the bucket (``buckets[2]``), for messages.
+    replicas: int | None = None
+    replication: str | None = None
+    key: str = field(default="", eq=False)
 
 
 @frozen
@@ -150,6 +157,22 @@ class BalancerConfig:
     # drain names no rate of its own (0: unlimited), and objects moved at once.
     drain_rate: int = 0
     drain_concurrency: int = 2
+    # Replicas (s3balance.ops.replicate): the copies of each object of a
+    # bucket that names none, and when a write is acknowledged ("sync": all
+    # copies stored; "async": the first, the rest copied in the background).
+    # A backend down for replica_repair_after seconds no longer counts: the
+    # objects it held get a copy elsewhere.  The replicator looks for objects
+    # short of copies every replicate_period seconds.
+    replicas: int = 1
+    replication: str = "sync"
+    replica_repair_after: float = 600.0
+    replicate_period: float = 60.0
+    # Scrub (s3balance.ops.scrub): a pass over every copy every scrub_period
+    # seconds (0: never), at most scrub_rate objects a second, HEAD only or
+    # (scrub_read) reading the bytes back.
+    scrub_period: float = 0.0
+    scrub_rate: float = 10.0
+    scrub_read: bool = False
 
 
 @frozen
@@ -253,6 +276,13 @@ class Config:
             if backend.name == name:
                 return backend
         return None
+
+    def replication_of(self, bucket: str) -> tuple[int, str]:
+        """The copies each object of C{bucket} wants and the replication mode (its own or the balancer's)."""
+        virtual = self.virtual_bucket(bucket)
+        replicas = virtual.replicas if virtual is not None and virtual.replicas is not None else self.balancer.replicas
+        mode = virtual.replication if virtual is not None and virtual.replication else self.balancer.replication
+        return replicas, mode
 
     def virtual_bucket(self, name: str) -> VirtualBucketConfig | None:
         for bucket in self.virtual_buckets:

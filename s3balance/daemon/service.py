@@ -10,6 +10,8 @@ The daemon as a Twisted service tree.
       |- OperationSync      this daemon's operation counts to the store
       |- DrainWatcher       the drains: drained backends get no new objects
       |- DrainMover         moves the objects off draining backends (once per cluster)
+      |- ReplicaRepair      gives objects the copies their bucket wants (once per cluster)
+      |- Scrubber           checks every copy now and then, replaces bad ones (once per cluster)
       +- the listening port (opened in privilegedStartService)
 
 Start-up checks that can fail (config, strategy name, database reachable and
@@ -185,9 +187,19 @@ class GatewayService(MultiService):
         self.drains = DrainWatcher(store, self.pool, 2.0, reactor, jobs)
         self.drain_metrics = DrainMetrics(self.metrics.registry, self.drains) if self.metrics is not None else None
         self.drain_mover = DrainMover(self.gateway, self.drains, 2.0, reactor, jobs, self.drain_metrics, self.holder)
+        # Replicas (s3balance.ops.replicate, ops.scrub): async copies; the repair and the scrub, once per cluster.
+        from s3balance.ops.replicate import ReplicaMetrics, ReplicaRepair
+        from s3balance.ops.scrub import Scrubber
+
+        copies = ReplicaMetrics(self.metrics.registry) if self.metrics is not None else None
+        self.replica_repair = ReplicaRepair(
+            self.gateway, balancer.replicate_period, reactor, jobs, self.holder, replica_metrics=copies
+        )
+        self.gateway.replicas = self.replica_repair
+        self.scrubber = Scrubber(self.gateway, reactor, jobs, self.holder, replica_metrics=copies)
         for child in (
             self.health, self.deleter, self.stale_uploads, self.usage, self.usage_reconcile, self.operation_sync,
-            self.drains, self.drain_mover,
+            self.drains, self.drain_mover, self.replica_repair, self.scrubber,
         ):
             child.setServiceParent(self)
 

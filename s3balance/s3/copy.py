@@ -36,6 +36,7 @@ from s3balance.s3.writes import (
     MAX_SINGLE_PUT,
     backend_error_to_s3,
     backend_headers,
+    complete_replicas,
     object_headers,
     part_number,
     quota_error,
@@ -273,7 +274,7 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
                 locations=(Location(target.name, real_key),),
             )
             # Not cut short when the client leaves: see deferreds.uncancelled.
-            await uncancelled(store.commit_object(
+            record = await uncancelled(store.commit_object(
                 intent.id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
             ))
         except Exception as error:
@@ -289,6 +290,7 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
         reservation.release()
     pool.add_usage(target.name, source.size, 1)
     gateway.kick_deleter(replaced=True)
+    await complete_replicas(gateway, record)
     body = document("CopyObjectResult", [("LastModified", iso8601(record.last_modified)), ("ETag", etag)])
     gateway.answer_xml(request, body)
 

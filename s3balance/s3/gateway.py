@@ -152,6 +152,9 @@ class Gateway:
         self.reactor = reactor
         self.metrics = metrics
         self.deleter: Any = None  # set by the service: kicks the deletion worker
+        # Set by the service: makes the copies a bucket with replicas wants
+        # (s3balance.ops.replicate.ReplicaRepair; see s3.writes.complete_replicas).
+        self.replicas: Any = None
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
         self.in_flight: set[S3Request] = set()

@@ -29,7 +29,13 @@ from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import checksum_parts, storage_class
 from s3balance.s3.bodies import small_body
-from s3balance.s3.writes import backend_error_to_s3, backend_headers, object_headers, place_write
+from s3balance.s3.writes import (
+    backend_error_to_s3,
+    backend_headers,
+    complete_replicas,
+    object_headers,
+    place_write,
+)
 from s3balance.s3.xmldoc import child_text, document, iso8601, listed_key, parse
 from s3balance.store.interfaces import (
     CompletedUpload,
@@ -224,7 +230,7 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
             locations=(Location(record.backend, record.real_key),),
         )
         try:
-            await gateway.store.complete_multipart(record.upload_id, obj, if_match, if_none_match, object_parts)
+            stored = await gateway.store.complete_multipart(record.upload_id, obj, if_match, if_none_match, object_parts)
         except NoSuchUploadError:
             done = await _completed(gateway, record.upload_id, record.bucket, record.key)
             if done is not None:
@@ -243,6 +249,8 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
             raise S3Error("PreconditionFailed") from None
         gateway.pool.add_usage(record.backend, size, 1)
         gateway.kick_deleter(replaced=True)
+        # A bucket with replicas: the copies (the keepalive covers a long one).
+        await complete_replicas(gateway, stored)
         keepalive.finish(_complete_result(record.bucket, record.key, etag, checksums))
     except S3Error as error:
         if not keepalive.started:

@@ -12,6 +12,7 @@ client, a failure's included.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -28,7 +29,7 @@ from s3balance.errors import S3Error
 from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.s3.deferreds import observe, raise_failure
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease
-from s3balance.s3.writes import MAX_SINGLE_PUT, backend_error_to_s3, object_headers
+from s3balance.s3.writes import MAX_SINGLE_PUT, backend_error_to_s3, complete_replicas, object_headers
 from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -232,8 +233,16 @@ class StreamedBody:
         """Keep a write intent alive while its upload runs (the cleaner takes expired ones)."""
         return IntentLease(self.gateway.store, intent_id, INTENT_LEASE, self.gateway.reactor).start()
 
-    async def _commit(self, intent_id: int, backend: str, real_key: str, etag: str) -> None:
-        """Record the object the backend confirmed (replacing any previous version) and answer."""
+    async def _commit(
+        self, intent_id: int, backend: str, real_key: str, etag: str, copies: Sequence[tuple[int, Location]] = ()
+    ) -> None:
+        """
+        Record the object the backend confirmed (replacing any previous
+        version) and answer.  C{copies}: the intents and locations of its
+        other copies, written at once (a bucket with replicas), committed
+        with it.  A bucket that wants more copies than that gets them now
+        or soon (L{s3balance.s3.writes.complete_replicas}) before the answer.
+        """
         call = self.call
         assert self.size is not None
         record = ObjectRecord(
@@ -245,16 +254,22 @@ class StreamedBody:
             content_type=self.content_type,
             headers=self.headers,
             checksums=self._checksums,
-            locations=(Location(backend, real_key),),
+            locations=(Location(backend, real_key), *(location for _, location in copies)),
         )
         try:
-            await self.gateway.store.commit_object(
-                intent_id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")
+            stored = await self.gateway.store.commit_object(
+                intent_id,
+                record,
+                if_match=call.header("if-match"),
+                if_none_match=call.header("if-none-match"),
+                also=[copy_intent for copy_intent, _ in copies],
             )
         except PreconditionFailedError:
             raise S3Error("PreconditionFailed") from None
-        self.gateway.pool.add_usage(backend, self.size, 1)
+        for location in record.locations:
+            self.gateway.pool.add_usage(location.backend, self.size, 1)
         self.gateway.kick_deleter(replaced=True)
+        await complete_replicas(self.gateway, stored)
         self._answer_stored(etag)
 
     def _answer_stored(self, etag: str) -> None:

@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Optional, cast
 from urllib.parse import quote
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import storage_class
-from s3balance.store.interfaces import BackendFull, QuotaExceeded, WriteIntent
+from s3balance.store.interfaces import BackendFull, ObjectRecord, QuotaExceeded, WriteIntent
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import Reservation
@@ -69,7 +70,12 @@ def backend_headers(bucket: str, key: str, content_type: Optional[str], headers:
 
 
 async def place_write(
-    gateway: GatewayLike, context: PlacementContext, size: int, lease: float, exclude: Iterable[str] = ()
+    gateway: GatewayLike,
+    context: PlacementContext,
+    size: int,
+    lease: float,
+    exclude: Iterable[str] = (),
+    quota: bool = True,
 ) -> tuple[Reservation, Backend, str, WriteIntent]:
     """
     Place a new object: a backend chosen by the strategy among those with
@@ -79,7 +85,9 @@ async def place_write(
     the store finds full is skipped for the next candidate.
 
     The intent also reserves C{size} bytes and one object in the virtual
-    bucket (C{context.bucket}), checked against its quota by the store.
+    bucket (C{context.bucket}), checked against its quota by the store;
+    not with C{quota=False} (the other copies of an object: a bucket's
+    usage counts each object once).
 
     -> (local reservation, backend, real key, intent).  Raises
     InsufficientStorage (507) when no usable backend has room,
@@ -89,6 +97,7 @@ async def place_write(
     pool = gateway.pool
     skipped = list(exclude)
     refused = False
+    counted: tuple[Optional[str], int] = (context.bucket, 1) if quota else (None, 0)
     while True:
         reservation = pool.place(gateway.strategy, context, skipped, reserve=size)
         if reservation is None:
@@ -99,7 +108,7 @@ async def place_write(
         real_key = gateway.new_real_key(context.bucket)
         try:
             intent = await gateway.store.begin_write(
-                backend.name, real_key, lease, size, backend.config.max_size, context.bucket, 1
+                backend.name, real_key, lease, size, backend.config.max_size, *counted
             )
         except QuotaExceeded as exceeded:
             reservation.release()
@@ -114,6 +123,46 @@ async def place_write(
             reservation.release()
             raise
         return reservation, backend, real_key, intent
+
+
+async def complete_replicas(gateway: GatewayLike, record: Optional[ObjectRecord]) -> None:
+    """
+    After a commit: give C{record} the copies its bucket wants that it was
+    not written with (s3balance.ops.replicate).  A C{replication: sync}
+    bucket's copies are made before the write answers; when they cannot be,
+    the write answers 503 (the object stays stored, and the replica repair
+    makes its copies).  An async bucket's are made in the background.
+    Without the daemon's replica service (C{gateway.replicas}: unit tests'
+    gateways) nothing is made.
+    """
+    if record is None:
+        return
+    want, mode = gateway.config.replication_of(record.bucket)
+    if want <= len(record.locations):
+        return
+    replicas = getattr(gateway, "replicas", None)
+    if replicas is None:
+        return
+    if mode != "sync":
+        replicas.soon(record)
+        return
+    try:
+        await replicas.complete(record)
+    except CancelledError:
+        raise
+    except Exception as error:
+        log.warn(
+            "{bucket}/{key} stored with {have} of {want} copies: {error}",
+            bucket=record.bucket,
+            key=record.key,
+            have=len(record.locations),
+            want=want,
+            error=str(error),
+        )
+        raise S3Error(
+            "ServiceUnavailable",
+            f"The object was stored, with fewer copies than the bucket's {want}; the rest will be made in the background.",
+        ) from None
 
 
 def quota_error(gateway: GatewayLike, exceeded: QuotaExceeded) -> S3Error:
