@@ -279,6 +279,13 @@ class Metrics:
             ["phase"],
             registry=r,
         )
+        self.read_failovers = Counter(
+            "s3balance_get_failovers",
+            "GETs that left a copy for another: before the body (an error or 404 from the copy's backend) "
+            "or mid-body (the backend broke off; the rest came from another copy).",
+            ["backend", "phase"],
+            registry=r,
+        )
         self.quota_rejections = Counter(
             "s3balance_quota_rejections",
             "Writes (PUT, part, copy, multipart upload) refused because the bucket's quota would be exceeded.",
@@ -318,6 +325,10 @@ class Metrics:
             self.registry.unregister(self._bucket_collector)
         self._bucket_collector = BucketCollector(rows)
         self.registry.register(self._bucket_collector)
+
+    def read_failover(self, backend: str, phase: str) -> None:
+        """A GET left C{backend}'s copy for another one (C{phase}: before_body or mid_body)."""
+        self.read_failovers.labels(backend, phase).inc()
 
     def quota_rejection(self, bucket: str) -> None:
         """A write refused by C{bucket}'s quota (a bucket with a quota: named by the operator)."""

@@ -11,7 +11,10 @@ Both directions are push streams with backpressure:
 
   - download: L{relay_body} delivers a backend response body to a client
     request, registering the backend connection as the request's producer, so
-    a slow client pauses the backend socket.
+    a slow client pauses the backend socket.  L{start_relay} does the same and
+    hands out a L{Relay}, which also tells how many bytes were delivered (a
+    GET that continues from another copy after its backend died mid-body,
+    L{s3balance.s3.objects}).
 """
 
 from __future__ import annotations
@@ -303,6 +306,72 @@ class _IdleWatch:
         self.schedule()
 
 
+def _drop(data: bytes) -> None:
+    """Where a relay's bytes go once it was L{closed<Relay.close>}."""
+
+
+class Relay:
+    """
+    A backend response body on its way to C{write} (L{start_relay}).
+
+    @ivar done: fires with the byte count when the whole body arrived, and
+        fails when it was cut short or had another length than expected.
+    """
+
+    __slots__ = ("done", "_protocol")
+
+    def __init__(self, protocol: _Relay, done: Deferred[int]) -> None:
+        self._protocol = protocol
+        self.done = done
+
+    @property
+    def received(self) -> int:
+        """The bytes handed to C{write} so far."""
+        return self._protocol.received
+
+    def stop(self) -> None:
+        """Stop the transfer (drop the backend connection), for a client that went away."""
+        transport = cast(Optional[IPushProducer], self._protocol.transport)
+        if transport is not None:
+            transport.stopProducing()
+
+    def close(self) -> None:
+        """
+        L{stop}, and let no byte that still arrives reach C{write}: for a
+        body given up on in favour of another one written to the same place.
+        """
+        self._protocol._write = _drop
+        self.stop()
+
+
+def start_relay(
+    response: IResponse,
+    write: Callable[[bytes], None],
+    register: Callable[[IPushProducer], None],
+    expected: Optional[int],
+    idle_timeout: Optional[float] = None,
+    clock: Optional[IReactorTime] = None,
+) -> Relay:
+    """
+    Stream C{response}'s body into C{write}, as L{relay_body} does.
+
+    @return: the L{Relay}: its Deferred, its byte count so far and its stop.
+    """
+    done: Deferred[int] = Deferred()
+    watched: list[_WatchedProducer] = []
+
+    def register_watched(producer: IPushProducer) -> None:
+        watched.append(_WatchedProducer(producer))
+        register(watched[0])
+
+    protocol = _Relay(write, register_watched, expected, done)
+    relay = Relay(protocol, done)
+    response.deliverBody(protocol)
+    if idle_timeout and clock is not None:
+        _IdleWatch(protocol, watched, done, relay.stop, idle_timeout, clock).schedule()
+    return relay
+
+
 def relay_body(
     response: IResponse,
     write: Callable[[bytes], None],
@@ -322,22 +391,5 @@ def relay_body(
         C{expected}), and a function that stops the transfer (drops the
         backend connection), for a client that went away.
     """
-    done: Deferred[int] = Deferred()
-    watched: list[_WatchedProducer] = []
-
-    def register_watched(producer: IPushProducer) -> None:
-        watched.append(_WatchedProducer(producer))
-        register(watched[0])
-
-    relay = _Relay(write, register_watched, expected, done)
-    response.deliverBody(relay)
-
-    def stop() -> None:
-        transport = cast(Optional[IPushProducer], relay.transport)
-        if transport is not None:
-            transport.stopProducing()
-
-    if idle_timeout and clock is not None:
-        _IdleWatch(relay, watched, done, stop, idle_timeout, clock).schedule()
-
-    return done, stop
+    relay = start_relay(response, write, register, expected, idle_timeout, clock)
+    return relay.done, relay.stop
