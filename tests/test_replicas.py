@@ -433,14 +433,15 @@ class ReplicaDaemonTests(unittest.SynchronousTestCase):
         poll(lambda: not gateway.real_keys(0) and not gateway.real_keys(1), timeout=15, message="copies left")
 
     def test_a_backend_refusing_fails_the_put_and_records_nothing(self) -> None:
-        gateway = Replicated(self, retry_attempts=1, deletion_grace="0s", cleanup_period="1s")
+        # (A copy that had its whole body may be stored late: deleted 5 x backend_timeout later.)
+        gateway = Replicated(self, retry_attempts=1, deletion_grace="0s", cleanup_period="1s", backend_timeout="2s")
         gateway.proxy.refuse = True
         gateway.proxy.cut()  # (and the connections the health checks left open)
         with self.assertRaises(Exception) as caught:
             gateway.client.put_object(Bucket=VB, Key="nowhere", Body=pattern(10_000, 4))
         self.assertIn("ServiceUnavailable", str(caught.exception))
         self.assertEqual(gateway.locations("nowhere"), [])
-        poll(lambda: not gateway.real_keys(0), timeout=15, message="the first copy was left behind")
+        poll(lambda: not gateway.real_keys(0), timeout=30, message="the first copy was left behind")
 
 
 class ReplicaFaultTests(unittest.SynchronousTestCase):
@@ -498,24 +499,27 @@ class ReplicaFaultTests(unittest.SynchronousTestCase):
             self.assertEqual(gateway.read_back(key), body)
 
 
+def real_locations(gateway: Replicated, key: str) -> list[tuple[str, str]]:
+    """(backend, real key) of each copy of C{key}, from the daemon's database."""
+    path = gateway.config["database"]["dsn"]
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+        return sorted(
+            connection.execute(
+                "SELECT l.backend, l.real_key FROM objects o JOIN object_locations l ON l.object_id = o.id "
+                "WHERE o.bucket = ? AND o.key = ?",
+                (VB, key.encode()),
+            ).fetchall()
+        )
+
+
 class ScrubDaemonTests(unittest.SynchronousTestCase):
-    def real_locations(self, gateway: Replicated, key: str) -> list[tuple[str, str]]:
-        path = gateway.config["database"]["dsn"]
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
-            return sorted(
-                connection.execute(
-                    "SELECT l.backend, l.real_key FROM objects o JOIN object_locations l ON l.object_id = o.id "
-                    "WHERE o.bucket = ? AND o.key = ?",
-                    (VB, key.encode()),
-                ).fetchall()
-            )
 
     def test_a_missing_or_corrupt_copy_is_replaced_from_a_good_one(self) -> None:
         gateway = Replicated(self, scrub_period="1s", scrub_rate=1000, scrub_read=True)
         missing, corrupt = pattern(3000, 5), pattern(4000, 6)
         gateway.client.put_object(Bucket=VB, Key="missing", Body=missing)
         gateway.client.put_object(Bucket=VB, Key="corrupt", Body=corrupt)
-        before = {key: self.real_locations(gateway, key) for key in ("missing", "corrupt")}
+        before = {key: real_locations(gateway, key) for key in ("missing", "corrupt")}
         index = {name: n for n, name in enumerate(gateway.real)}
         backend, real_key = before["missing"][0]
         gateway.servers[index[backend]].client().delete_object(Bucket=backend, Key=real_key)
@@ -524,20 +528,43 @@ class ScrubDaemonTests(unittest.SynchronousTestCase):
 
         def replaced() -> bool:
             return all(
-                len(now := self.real_locations(gateway, key)) == 2 and now != before[key] for key in before
+                len(now := real_locations(gateway, key)) == 2 and now != before[key] for key in before
             )
 
         poll(replaced, timeout=30, message="the bad copies were not replaced")
         for key, body in (("missing", missing), ("corrupt", corrupt)):
-            for backend, real_key in self.real_locations(gateway, key):
+            for backend, real_key in real_locations(gateway, key):
                 direct = gateway.servers[index[backend]].client()
                 self.assertEqual(direct.get_object(Bucket=backend, Key=real_key)["Body"].read(), body, key)
 
     def test_a_last_copy_is_never_dropped(self) -> None:
         gateway = Replicated(self, bucket={"replicas": 1}, scrub_period="1s", scrub_rate=1000)
         gateway.client.put_object(Bucket=VB, Key="only", Body=b"only copy")
-        [(backend, real_key)] = self.real_locations(gateway, "only")
+        [(backend, real_key)] = real_locations(gateway, "only")
         index = {name: n for n, name in enumerate(gateway.real)}
         gateway.servers[index[backend]].client().delete_object(Bucket=backend, Key=real_key)
         poll(lambda: "no good copy is known" in gateway.daemon.log(), timeout=20, message="the lost copy went unreported")
-        self.assertEqual(self.real_locations(gateway, "only"), [(backend, real_key)])
+        self.assertEqual(real_locations(gateway, "only"), [(backend, real_key)])
+
+
+class ReadRepairTests(unittest.SynchronousTestCase):
+    def test_a_copy_a_read_finds_missing_is_replaced(self) -> None:
+        gateway = Replicated(self)
+        body = pattern(7000, 8)
+        gateway.client.put_object(Bucket=VB, Key="read", Body=body)
+        index = {name: n for n, name in enumerate(gateway.real)}
+        path = gateway.config["database"]["dsn"]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+            backend, real_key = connection.execute(
+                "SELECT l.backend, l.real_key FROM objects o JOIN object_locations l ON l.object_id = o.id "
+                "WHERE o.bucket = ? AND o.key = ? ORDER BY l.id LIMIT 1",
+                (VB, b"read"),
+            ).fetchone()
+        gateway.servers[index[backend]].client().delete_object(Bucket=backend, Key=real_key)
+        self.assertEqual(gateway.read_back("read"), body)  # from the other copy
+        poll(
+            lambda: len(now := real_locations(gateway, "read")) == 2 and (backend, real_key) not in now,
+            timeout=20,
+            message="the missing copy was not replaced",
+        )
+        self.assertEqual(gateway.read_back("read"), body)

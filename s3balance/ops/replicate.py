@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, holder_id
 from s3balance.ops.cleanup import OUTAGES
-from s3balance.ops.move import MoveError, ObjectCopier
+from s3balance.ops.move import MoveError, ObjectCopier, bare_etag, is_md5_etag
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
 from s3balance.store.interfaces import BackendFull, Location, ObjectRecord, StoreUnavailable
@@ -47,6 +47,34 @@ if TYPE_CHECKING:
     from s3balance.s3.handler_types import GatewayLike
 
 log = Logger()
+
+
+# What a check of one copy found (L{check_copy}).
+GOOD = "good"
+BAD = "bad"
+UNKNOWN = "unknown"  # its backend could not be asked
+
+
+async def check_copy(gateway: GatewayLike, record: ObjectRecord, location: Location) -> str:
+    """
+    Whether the copy at C{location} is C{record}'s, by its backend's HEAD:
+    BAD when the backend says it is missing (404), has another size or
+    (both being MD5s) another ETag; UNKNOWN when the backend cannot be asked
+    (down, another error): a copy is bad only on its backend's word.
+    """
+    pool = gateway.pool
+    backend = pool.get(location.backend)
+    if backend is None or not pool.readable(location.backend):
+        return UNKNOWN
+    try:
+        size, etag = await backend.head_object(location.real_key)
+    except BackendError as error:
+        return BAD if error.status == 404 else UNKNOWN
+    if size != record.size:
+        return BAD
+    if is_md5_etag(etag) and is_md5_etag(record.etag) and bare_etag(etag) != bare_etag(record.etag):
+        return BAD
+    return GOOD
 
 
 class ReplicaError(Exception):
@@ -241,6 +269,39 @@ class ReplicaRepair(ElectedRepeater):
         d = ensureDeferred(self._complete(record))
         self._soon.add(d)
         d.addBoth(lambda _: self._soon.discard(d))
+
+    def suspect(self, record: ObjectRecord, location: Location) -> None:
+        """
+        A read found no copy at C{location} (another copy served it): check it
+        in the background and, when its backend confirms it is bad, take it
+        off the object (never a last copy) and make the object's copies again.
+        """
+        if not self.running:
+            return
+        d = ensureDeferred(self._recheck(record, location))
+        self._soon.add(d)
+        d.addBoth(lambda _: self._soon.discard(d))
+
+    async def _recheck(self, record: ObjectRecord, location: Location) -> None:
+        try:
+            if await check_copy(self.gateway, record, location) != BAD:
+                return
+            if await self.store.drop_location(record, location):
+                log.warn(
+                    "the copy of {bucket}/{key} on {backend} ({real_key}) is missing; dropped, copying again",
+                    bucket=record.bucket,
+                    key=record.key,
+                    backend=location.backend,
+                    real_key=location.real_key,
+                )
+                self.gateway.kick_deleter()
+                record = attr.evolve(record, locations=tuple(loc for loc in record.locations if loc != location))
+                await self._complete(record)
+        except CancelledError:
+            pass
+        except Exception:
+            log.failure("checking the copy of {bucket}/{key} on {backend}", bucket=record.bucket, key=record.key,
+                        backend=location.backend)
 
     async def _complete(self, record: ObjectRecord) -> None:
         try:

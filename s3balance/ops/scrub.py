@@ -35,7 +35,7 @@ from s3balance.backends.streaming import relay_body
 from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, holder_id
 from s3balance.ops.cleanup import OUTAGES
 from s3balance.ops.move import bare_etag, is_md5_etag
-from s3balance.ops.replicate import ReplicaError, ReplicaMaker, ReplicaMetrics
+from s3balance.ops.replicate import BAD, GOOD, UNKNOWN, ReplicaError, ReplicaMaker, ReplicaMetrics, check_copy
 from s3balance.store.interfaces import Location, ObjectRecord
 
 if TYPE_CHECKING:
@@ -43,10 +43,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-# What a check of one copy found.
-GOOD = "good"
-BAD = "bad"
-UNKNOWN = "unknown"  # its backend could not be asked
 
 # Objects per page of a pass (every object of a page, whatever its copies).
 PAGE = 256
@@ -168,21 +164,10 @@ class Scrubber(ElectedRepeater):
                          bucket=record.bucket, key=record.key, error=str(error))
 
     async def check(self, record: ObjectRecord, location: Location) -> str:
-        pool = self.gateway.pool
-        backend = pool.get(location.backend)
-        if backend is None or not pool.readable(location.backend):
-            return UNKNOWN
-        try:
-            size, etag = await backend.head_object(location.real_key)
-        except BackendError as error:
-            return BAD if error.status == 404 else UNKNOWN
-        if size != record.size:
-            return BAD
-        if is_md5_etag(etag) and is_md5_etag(record.etag) and bare_etag(etag) != bare_etag(record.etag):
-            return BAD
-        if self.gateway.config.balancer.scrub_read:
+        verdict = await check_copy(self.gateway, record, location)
+        if verdict == GOOD and self.gateway.config.balancer.scrub_read:
             return await self.read_back(record, location)
-        return GOOD
+        return verdict
 
     async def read_back(self, record: ObjectRecord, location: Location) -> str:
         """Read the copy's bytes: their count, and their MD5 when the object's ETag is one."""

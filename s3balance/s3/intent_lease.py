@@ -105,7 +105,7 @@ LATE_COMPLETION_TIMEOUTS = 5
 
 
 async def give_up_write(
-    gateway: GatewayLike, intent_id: int, error: BaseException, backend_object_may_exist: bool
+    gateway: GatewayLike, intent_id: int, error: BaseException, backend_object_may_exist: bool, late: bool = False
 ) -> None:
     """
     Abandon the write intent of a write (or one attempt of it) that failed
@@ -118,10 +118,12 @@ async def give_up_write(
     C{balancer.backend_timeout} and no longer renewed: the cleaner deletes
     the real key once that has run out by the database's clock, a late
     completion included, and until then the key is referenced, so nothing
-    deletes it early (nor does any object row ever refer to it).
+    deletes it early (nor does any object row ever refer to it).  So is a
+    backend whose request was cut after it had the whole body (C{late}: the
+    other copies of a replicated write failed first).
     """
     store = gateway.store
-    if isinstance(error, BackendError) and error.timed_out:
+    if late or (isinstance(error, BackendError) and error.timed_out):
         window = LATE_COMPLETION_TIMEOUTS * gateway.config.balancer.backend_timeout
         try:
             await store.renew_write(intent_id, window)

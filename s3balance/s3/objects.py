@@ -264,7 +264,7 @@ async def _first_answer(
     @raise S3Error: when every location failed, what the client hears.
     @raise _Replaced: when one had no copy and the record changed meanwhile.
     """
-    missing = 0
+    missing: list[Location] = []
     for index, location in enumerate(candidates):
         backend = cast("Backend", gateway.pool.get(location.backend))  # readable: in the pool
         more = index + 1 < len(candidates)
@@ -283,10 +283,12 @@ async def _first_answer(
                 error=str(error),
             )
             if error.status == 404:
-                missing += 1
+                missing.append(location)
             _count_failover(gateway, backend.name, "before_body", more)
             continue
         if not isinstance(response.length, int) or response.length == expected:
+            if missing:
+                _report_missing(gateway, record, missing)
             return index, response
         # Another object's bytes, or a Range ignored: nothing of it may reach the client.
         response.deliverBody(_Discard())
@@ -303,7 +305,7 @@ async def _first_answer(
         current = await gateway.store.get_object(call.bucket, call.key)
         if current is None or current.locations != record.locations:
             raise _Replaced()
-        if missing == len(record.locations):
+        if len(missing) == len(record.locations):
             raise S3Error("InternalError", "The object's data is missing on its backend.")
     raise S3Error("ServiceUnavailable", "The storage backend failed; try again later.")
 
@@ -382,6 +384,14 @@ def _answers_range(response: IResponse, first: int, last: int, size: int) -> boo
         return False
     found = _CONTENT_RANGE.fullmatch(ranges[0].strip())
     return found is not None and tuple(map(int, found.groups())) == (first, last, size)
+
+
+def _report_missing(gateway: GatewayLike, record: ObjectRecord, missing: Sequence[Location]) -> None:
+    """Copies whose backend said 404 while another copy served: the replica repair checks them (s3balance.ops.replicate)."""
+    replicas = getattr(gateway, "replicas", None)
+    if replicas is not None:
+        for location in missing:
+            replicas.suspect(record, location)
 
 
 def _count_failover(gateway: GatewayLike, backend: str, phase: str, more: bool) -> None:

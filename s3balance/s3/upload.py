@@ -30,12 +30,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from s3balance.backends.backend import Backend, BackendError, PutResult
+from s3balance.backends.backend import Backend, BackendError, PutResult, client_caused
 from s3balance.backends.fanout import all_stored, fan_out
 from s3balance.backends.streaming import PipeProducer
 from s3balance.errors import S3Error
@@ -167,6 +167,8 @@ class PutObjectUpload(StreamedBody):
         exclude: list[str] = []
         placed: list[tuple[Reservation, Backend, str, int]] = []
         leases: list[IntentLease] = []
+        # Backends that confirmed their copy.
+        stored: set[str] = set()
         try:
             await gateway.require_bucket(call.bucket)
             for attempt in range(attempts):
@@ -182,8 +184,9 @@ class PutObjectUpload(StreamedBody):
                     self._complete_body()
                 headers = backend_headers(call.bucket, call.key, self.content_type, self.headers)
                 failed: list[str] = []
+                stored.clear()
                 requests = [
-                    backend.put_object(real_key, pipe, headers).addErrback(_noting(failed, backend.name))
+                    backend.put_object(real_key, pipe, headers).addBoth(_noting(stored, failed, backend.name))
                     for (_, backend, real_key, _), pipe in zip(placed, tee.pipes, strict=True)
                 ]
                 self._backend_request = all_stored(requests).addCallback(lambda results: results[0])
@@ -220,8 +223,16 @@ class PutObjectUpload(StreamedBody):
         except Exception as error:
             answer = self._client_error(error)
             self._fail(answer)
+            # A backend that had the whole body and did not confirm (cut off when
+            # another failed, or failing itself) may store the copy still: its
+            # key is deleted later (give_up_write).
+            late = {
+                backend.name
+                for (_, backend, _, _), pipe in zip(placed, tee.pipes, strict=False)
+                if pipe.delivered.called and backend.name not in stored
+            }
             try:
-                await self._release_copies(placed, leases, error)
+                await self._release_copies(placed, leases, error, late)
             except Exception:
                 log.failure("could not abandon the write intents of a replicated upload")
             await self._answer_failure(answer)
@@ -232,7 +243,11 @@ class PutObjectUpload(StreamedBody):
                 follower.upstream = None
 
     async def _release_copies(
-        self, placed: list[tuple[Reservation, Backend, str, int]], leases: list[IntentLease], error: Exception
+        self,
+        placed: list[tuple[Reservation, Backend, str, int]],
+        leases: list[IntentLease],
+        error: Exception,
+        late: frozenset[str] | set[str] = frozenset(),
     ) -> None:
         """Stop the leases, give up the intents and release the reservations of a replicated attempt."""
         for lease in leases:
@@ -240,8 +255,8 @@ class PutObjectUpload(StreamedBody):
                 lease.stop()
         for reservation, _, _, _ in placed:
             reservation.release()
-        for _, _, _, intent_id in placed:
-            await give_up_write(self.gateway, intent_id, error, True)
+        for _, backend, _, intent_id in placed:
+            await give_up_write(self.gateway, intent_id, error, True, late=backend.name in late)
 
 
 class PartUpload(StreamedBody):
@@ -472,13 +487,19 @@ class UnknownLengthUpload(PutObjectUpload):
                 reservation.release()
 
 
-def _noting(failed: list[str], name: str) -> Callable[[Failure], Failure]:
-    """An errback that adds C{name} to C{failed} (a backend that failed on its own, not cancelled) and passes the failure on."""
+def _noting(stored: set[str], failed: list[str], name: str) -> Callable[[Any], Any]:
+    """
+    A callback for backend C{name}'s request: notes it in C{stored} when it
+    confirmed the copy, in C{failed} when it failed on its own (not
+    cancelled or aborted by us); passes the result on.
+    """
 
-    def note(failure: Failure) -> Failure:
-        if not failure.check(CancelledError):
+    def note(result: Any) -> Any:
+        if not isinstance(result, Failure):
+            stored.add(name)
+        elif not client_caused(result):
             failed.append(name)
-        return failure
+        return result
 
     return note
 
