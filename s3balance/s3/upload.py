@@ -27,6 +27,7 @@ into a queued deletion and answers an S3 error.  Nothing is recorded.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional, cast
 
@@ -207,7 +208,12 @@ class PutObjectUpload(StreamedBody):
             for lease in leases:
                 lease.stop()
             leases = []
-            (_, backend, real_key, intent_id), *others = placed
+            # Reads start at the first location: the copies are listed from
+            # one chosen by the key, so the reads of a bucket spread over its
+            # backends (a strategy such as round-robin places every object's
+            # first copy on the same backend when N copies divide its turn).
+            turn = zlib.crc32(placed[0][2].encode()) % len(placed)
+            (_, backend, real_key, intent_id), *others = placed[turn:] + placed[:turn]
             committing, placed = placed, []
             try:
                 await self._commit(
