@@ -17,8 +17,8 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 THROUGHPUT = ("put4k", "get4k", "put64m", "get64m")
-SECTIONS = ("latency", "sdk", "rss", "list", "profile")
-DEFAULT_SECTIONS = THROUGHPUT + ("latency", "sdk", "rss", "list")
+SECTIONS = ("latency", "sdk", "rss", "list", "profile", "replicas", "failover")
+DEFAULT_SECTIONS = THROUGHPUT + ("latency", "sdk", "rss", "list", "replicas", "failover")
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         default="",
-        help="comma list of: put4k,get4k,put64m,get64m (or e.g. put4k@8), throughput, latency, sdk, rss, list, profile "
+        help="comma list of: put4k,get4k,put64m,get64m (or e.g. put4k@8), throughput, latency, sdk, rss, list, profile, "
+        "replicas (64 MiB PUT, replicas: 2 vs 1), failover (GET latency with the primary copy's backend dead) "
         f"(default: {','.join(DEFAULT_SECTIONS)}, plus profile with --profile)",
     )
     p.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3; quick 1)")
@@ -62,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--get-keys", type=int, default=50, help="4 KiB objects per client that GETs cycle through")
     p.add_argument("--latency-requests", type=int, default=None,
                    help="requests per phase and round of the latency breakdown (default 500; quick 50)")
+    p.add_argument("--failover-size", type=parse_size, default=4 * KIB, help="the objects the failover GETs read")
+    p.add_argument("--failover-objects", type=int, default=None,
+                   help="objects written through each failover daemon (default 100; quick 10)")
+    p.add_argument("--failover-requests", type=int, default=None,
+                   help="GETs per failover phase, half of them of objects whose primary is dead (default 400; quick 40)")
+    p.add_argument("--failover-rounds", type=int, default=None,
+                   help="rounds of alive / dead blocks on the never-down failover daemon (default 10; quick 2)")
     p.add_argument("--sdk-duration", type=float, default=None, help="seconds per boto3 4 KiB phase (default 3)")
     p.add_argument("--rss-size", type=parse_size, default=None, help="bytes each RSS client streams (default 1GiB; quick 64MiB)")
     p.add_argument("--rss-clients", type=int, default=8)
@@ -110,6 +118,9 @@ def settle(args: argparse.Namespace) -> None:
         "list_repeat": (3, 9),
         "profile_seconds": (3.0, 10.0),
         "latency_requests": (50, 500),
+        "failover_objects": (10, 100),
+        "failover_requests": (40, 400),
+        "failover_rounds": (2, 10),
     }
     for name, (small, full) in defaults.items():
         if getattr(args, name) is None:
@@ -205,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
 
-    from bench import latency, listing, profiling, report, rss, sdk, throughput
+    from bench import failover, latency, listing, profiling, replicas, report, rss, sdk, throughput
     from bench.environment import start_environment
     from bench.workers import WorkerPool
     from tests.harness import harness_dir
@@ -266,6 +277,20 @@ def main(argv: Optional[list[str]] = None) -> int:
                 results["syscalls"] = profiling.syscalls(
                     pool, balancer, args.profile_seconds, outdir, args.small_size, 8, log=log
                 )
+        if "replicas" in sections:
+            log("64 MiB PUT with replicas: 2 beside replicas: 1 ...")
+            results["replicas"] = replicas.run(
+                pool, env, clients, args.rounds, args.large_size, args.large_duration,
+                daemon_overrides=args.daemon_config, twistd_args=args.daemon_args, log=log,
+            )
+            results["meta"]["notes"].extend(results["replicas"]["notes"])
+        if "failover" in sections:
+            log("GET latency when the primary copy's backend is dead ...")
+            results["failover"] = failover.run(
+                env, args.failover_size, args.failover_objects, args.failover_requests, args.failover_rounds,
+                daemon_overrides=args.daemon_config, twistd_args=args.daemon_args, log=log,
+            )
+            results["meta"]["notes"].extend(results["failover"]["notes"])
         if "rss" in sections:
             log("daemon memory under big streams ...")
             results["rss"] = rss.run(pool, balancer, args.rss_clients, args.rss_size, log=log)
@@ -313,6 +338,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         latency.print_latency(results["latency"], args.small_size)
     if results.get("syscalls"):
         profiling.print_syscalls(results["syscalls"])
+    if results.get("failover"):
+        failover.print_failover(results["failover"])
     log(f"total {results['meta']['seconds']:.0f} s")
     if args.json:
         report.write_json(args.json, results)

@@ -136,9 +136,17 @@ class Environment:
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     floor: Optional[ManagedProcess] = None  # bench/floor.py, with --floor
+    second: Optional[SeaweedFS] = None  # a second SeaweedFS, for the sections that need two backends
 
     def target(self, name: str) -> Optional[Target]:
         return next((t for t in self.targets if t.name == name), None)
+
+    def pair(self, log: Callable[[str], None] = print) -> tuple[SeaweedFS, SeaweedFS]:
+        """The run's SeaweedFS and a second one (started on first use), for two distinct backends."""
+        if self.second is None:
+            log("starting a second SeaweedFS (weed mini) ...")
+            self.second = SeaweedFS(name="bench-seaweedfs-2").start()
+        return self.seaweed, self.second
 
     def close(self, keep: bool = False) -> None:
         if self.nginx is not None:
@@ -149,6 +157,8 @@ class Environment:
             self.daemon.stop()
         finally:
             self.seaweed.close()
+            if self.second is not None:
+                self.second.close()
         if not keep:
             shutil.rmtree(self.daemon.workdir, ignore_errors=True)
 

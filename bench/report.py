@@ -77,6 +77,52 @@ def throughput_rows(results: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
+def replicas_rows(results: dict) -> list[list[str]]:
+    """The replicas section (bench/replicas.py): per scenario, replicas 1 and 2 side by side, and their ratio."""
+    rows = []
+    for scenario_id, data in results.get("scenarios", {}).items():
+        one, two = (data["targets"].get(name, {}) for name in ("replicas1", "replicas2"))
+
+        def pair(field: str, scale: float = 1.0, digits: int = 1, one: dict = one, two: dict = two) -> str:
+            a, b = one.get(field), two.get(field)
+            return f"{_fmt(None if a is None else a / scale, digits)} / {_fmt(None if b is None else b / scale, digits)}"
+
+        rows.append([
+            scenario_id,
+            _fmt(one.get("mb_per_s"), 0),
+            _fmt(two.get("mb_per_s"), 0),
+            _fmt(data.get("ratio"), 2),
+            " ".join(_fmt(r, 2) for r in data.get("ratio_rounds", [])),
+            pair("p50_ms", digits=0),
+            pair("proxy_cpu_us_per_op", 1000),
+            pair("backend_cpu_us_per_op", 1000),
+            _fmt(data.get("cpu_ratio"), 2),
+            str((one.get("error_count") or 0) + (two.get("error_count") or 0)),
+        ])
+    return rows
+
+
+REPLICAS_FLOOR = 0.8
+
+
+def replicas_targets(results: dict) -> list[dict]:
+    """64 MiB PUT with replicas: 2 >= 0.8 x replicas: 1, at 1 and 8 clients (and whatever else ran)."""
+    scenarios = results.get("replicas", {}).get("scenarios", {})
+    counts = sorted({1, 8} | {d["scenario"]["clients"] for d in scenarios.values()})
+    out = []
+    for clients in counts:
+        data = scenarios.get(f"put64m@{clients}")
+        ratio = None if data is None else data.get("ratio")
+        note = "replicas: 2 MB/s / replicas: 1 MB/s (one daemon, two SeaweedFS)"
+        if data is None:
+            note = "not run"
+        elif data["scenario"]["size"] != 64 * 2**20:
+            note += f" at {data['scenario']['size'] // 2**20} MiB"
+        out.append(_target(f"64 MiB PUT replicas: 2 >= 0.8 x replicas: 1 ({clients} client{'s' * (clients > 1)})",
+                           ratio, ">= 0.80", None if ratio is None else ratio >= REPLICAS_FLOOR, note))
+    return out
+
+
 FLOOR = "twisted"
 
 
@@ -133,6 +179,7 @@ def evaluate_targets(results: dict) -> list[dict]:
         ratio = _ratio(fig(sid, "s3balance", "mb_per_s"), fig(sid, "direct", "mb_per_s"))
         out.append(_target(f"64 MiB PUT >= 0.9 x direct ({clients} client{'s' * (clients > 1)})", ratio,
                            ">= 0.90", None if ratio is None else ratio >= 0.9, "s3balance / direct MB/s"))
+    out.extend(replicas_targets(results))
     for clients in (1, 8):
         sid = f"get64m@{clients}"
         ratio = _ratio(fig(sid, "s3balance", "mb_per_s"), fig(sid, "nginx", "mb_per_s"))
@@ -209,6 +256,19 @@ def print_report(results: dict, out: Callable[[str], None] = print) -> None:
                 "no auth, no database)")
             out(table(floor, ["scenario", "nginx ops/s", f"{FLOOR} ops/s", "s3balance ops/s", "twisted/nginx",
                               "s3b/twisted", "cpu/op nginx", f"cpu/op {FLOOR}", "cpu/op s3b"], right_from=1))
+    replicas = results.get("replicas")
+    if replicas and replicas.get("scenarios"):
+        out("\nPUT with replicas (bench/replicas.py: one daemon over two SeaweedFS on this machine, buckets with "
+            "replicas: 1 and 2; MB/s: median of rounds)")
+        out(table(replicas_rows(replicas), ["scenario", "r1 MB/s", "r2 MB/s", "r2/r1", "r2/r1 by round",
+                                             "p50 ms r1 / r2", "proxy cpu/op ms", "weed cpu/op ms", "cpu r1/r2", "errors"],
+                  right_from=1))
+        out("cpu r1/r2: CPU per PUT (client + daemon + both SeaweedFS) with one copy / with two: the r2/r1 rate "
+            "a machine whose cores are the limit allows")
+        if replicas.get("copies"):
+            out("copies per object (the daemon's database): " + ", ".join(
+                f"{bucket}: " + ", ".join(f"{n} copies x {count}" for n, count in counts.items())
+                for bucket, counts in replicas["copies"].items()))
     sdk = results.get("sdk")
     if sdk:
         out("\nReal SDK: boto3, 1 client, default settings (includes boto3's own overhead)")

@@ -1,7 +1,9 @@
 """
 The benchmark tool (bench/, `make bench`) runs: a smoke run of it with real
 SeaweedFS, the daemon, nginx (when installed) and the bare Twisted proxy of
-bench/floor.py.  It measures nothing here; the figures come from `make bench`.
+bench/floor.py, and one of the replicas and failover sections (a second
+SeaweedFS, three more daemons).  It measures nothing here; the figures come
+from `make bench`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench import report
+from bench import failover, report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +50,77 @@ class BenchSmokeTests(SynchronousTestCase):
             self.assertGreater(figures["backend_ms"], 0, figures)
             # The parts add up to the added latency.
             self.assertAlmostEqual(sum(figures["parts_ms"].values()), figures["added_ms"], places=6)
+
+
+    def test_quick_run_of_replicas_and_failover(self) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            output = Path(scratch) / "bench.json"
+            run = subprocess.run(
+                [sys.executable, "-m", "bench", "--quick", "--only", "replicas,failover", "--no-nginx",
+                 "--clients", "1", "--large-size", "2MiB", "--failover-objects", "4", "--failover-requests", "8",
+                 "--json", str(output)],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            self.assertEqual(run.returncode, 0, run.stdout[-3000:] + run.stderr[-3000:])
+            results = json.loads(output.read_text())
+        self.assertIn("PUT with replicas", run.stdout)
+        replicas = results["replicas"]
+        targets = replicas["scenarios"]["put64m@1"]["targets"]
+        for name in ("replicas1", "replicas2"):
+            self.assertGreater(targets[name]["mb_per_s"], 0, (name, targets[name]))
+            self.assertEqual(targets[name]["error_count"], 0, (name, targets[name]))
+        self.assertEqual({bucket: set(counts) for bucket, counts in replicas["copies"].items()},
+                         {"bench-r1": {"1"}, "bench-r2": {"2"}})
+        [target] = [t for t in results["targets"] if t["target"].startswith("64 MiB PUT replicas: 2") and
+                    "(1 client)" in t["target"]]
+        self.assertIn(target["status"], ("PASS", "FAIL"))
+        self.assertIn("GET failover", run.stdout)
+        found = results["failover"]
+        self.assertEqual(set(found["phases"]), {"alive", "dead, before down", "dead, after down", "dead, port closed"})
+        for groups in found["phases"]["alive"].values():
+            for figures in groups.values():
+                self.assertEqual(figures["errors"], 0, figures)
+        self.assertTrue(found["first_gets"]["marked_down"], found["first_gets"])
+
+
+class ReplicasAndFailoverReportTests(SynchronousTestCase):
+    def test_the_replicas_target_per_client_count(self) -> None:
+        def scenario(clients: int, one: float, two: float) -> dict:
+            return {
+                "scenario": {"clients": clients, "size": 64 * 2**20},
+                "targets": {"replicas1": {"mb_per_s": one}, "replicas2": {"mb_per_s": two}},
+                "ratio": two / one,
+                "ratio_rounds": [two / one],
+            }
+
+        results = {"replicas": {"scenarios": {"put64m@1": scenario(1, 100, 90), "put64m@8": scenario(8, 100, 70)}}}
+        found = {t["target"]: (t["status"], t["measured"]) for t in report.replicas_targets(results)}
+        self.assertEqual(found, {
+            "64 MiB PUT replicas: 2 >= 0.8 x replicas: 1 (1 client)": ("PASS", 0.9),
+            "64 MiB PUT replicas: 2 >= 0.8 x replicas: 1 (8 clients)": ("FAIL", 0.7),
+        })
+        self.assertEqual([row[:4] for row in report.replicas_rows(results["replicas"])],
+                         [["put64m@1", "100", "90", "0.90"], ["put64m@8", "100", "70", "0.70"]])
+        self.assertEqual({t["status"] for t in report.replicas_targets({})}, {"SKIP"})
+
+    def test_failover_added_latency(self) -> None:
+        def group(p50: float, p99: float) -> dict:
+            return {"requests": 10, "errors": 0, "p50_ms": p50, "p99_ms": p99, "ttfb_p50_ms": p50 - 0.5,
+                    "ttfb_p99_ms": p99}
+
+        results = {"phases": {
+            "alive": {"never-down": {failover.DEAD: group(2.0, 5.0), failover.ALIVE: group(2.5, 5.0)}},
+            "dead, before down": {"never-down": {failover.DEAD: group(4.0, 9.0), failover.ALIVE: group(2.5, 6.0)}},
+        }}
+        self.assertEqual(failover.added(results),
+                         {"dead, before down (never-down)": {"p50": 2.0, "p99": 4.0, "ttfb_p50": 2.0}})
+        rows = failover.rows(results)
+        self.assertEqual(rows[2][:3] + rows[2][5:], ["dead, before down", "never-down", failover.DEAD, "4.00",
+                                                      "9.00", "3.50", "9.00", "+1.50"])
 
 
 class FloorTableTests(SynchronousTestCase):
