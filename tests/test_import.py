@@ -5,13 +5,16 @@ application's) are adopted into a virtual bucket with their metadata, and the
 daemon serves them byte-exact; a second import adopts nothing, a dry run
 writes nothing, a key the virtual bucket already has is a conflict and stays,
 s3balance's own keys and the health probe's are never adopted, the prefix
-is honoured, and the usage counters grow as for a commit.
+is honoured, and the usage counters grow as for a commit.  The store-level
+part (L{ImportStoreTests}: adopted rows, conflicts, a second run, usage) runs
+in this process on SQLite, PostgreSQL and MariaDB.
 """
 
 from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import sqlite3
 import subprocess
@@ -21,13 +24,71 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import create_engine, pool, select, text
 from twisted.trial.unittest import SynchronousTestCase
 
+from s3balance.store import tables
+from tests import dbfixtures
 from tests.daemon import ROOT, start_gateway
 from tests.harness.process import venv_bin
 
 MIB = 1024 * 1024
 EXPIRES = datetime.datetime(2031, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
+Row = tuple[Any, ...]
+
+
+# The daemon's database.type of a test database kind.
+DATABASE_TYPES = {"sqlite": "sqlite", dbfixtures.POSTGRES: "postgres", dbfixtures.MYSQL: "mysql"}
+
+
+def engine_on(url: str) -> Any:
+    return create_engine(url, poolclass=pool.NullPool)
+
+
+def stored(url: str) -> dict[tuple[str, str], Row]:
+    """
+    (bucket, key) -> (size, etag, content_type, headers, last_modified,
+    checksums, locations): the objects of the store at C{url}, their
+    locations (backend, real key) in the store's order (the primary first).
+    """
+    o, loc = tables.objects, tables.object_locations
+    engine = engine_on(url)
+    try:
+        with engine.connect() as conn:
+            objects = conn.execute(select(o)).all()
+            located = conn.execute(
+                select(loc.c.object_id, loc.c.backend, loc.c.real_key).order_by(loc.c.id)
+            ).all()
+    finally:
+        engine.dispose()
+    where: dict[int, list[tuple[str, str]]] = {}
+    for row in located:
+        where.setdefault(row.object_id, []).append((row.backend, row.real_key))
+    return {
+        (row.bucket, bytes(row.key).decode()): (
+            row.size, row.etag, row.content_type, json.loads(row.headers), row.last_modified, row.checksums,
+            where.get(row.id, []),
+        )
+        for row in objects
+    }
+
+
+def query(url: str, sql: str) -> list[Row]:
+    engine = engine_on(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql)).all()]
+    finally:
+        engine.dispose()
+
+
+def fresh_store_database(testcase: SynchronousTestCase, kind: str, workdir: Path) -> tuple[dict[str, str], str]:
+    """(the daemon's database section, its SQLAlchemy URL): a fresh database of C{kind}."""
+    if kind == "sqlite":
+        path = str(workdir / "s3balance.db")
+        return {"type": "sqlite", "dsn": path}, "sqlite:///" + path
+    url = dbfixtures.fresh_database(testcase, kind)  # SkipTest when the server does not answer (an error under CI)
+    return {"type": DATABASE_TYPES[kind], "dsn": url}, url
 
 
 def run_admin(config_path: Path, command: str, *args: str) -> tuple[int, str, str]:
@@ -63,7 +124,9 @@ def stored_objects(database: str, bucket: str) -> dict[str, tuple[Any, ...]]:
     return {bytes(row[0]).decode(): tuple(row[1:]) for row in rows}
 
 
-class ImportTests(SynchronousTestCase):
+class Planted(SynchronousTestCase):
+    """A daemon (SQLite) over two SeaweedFS backends, and another application's keys on the first one's real bucket."""
+
     def setUp(self) -> None:
         self.gateway = start_gateway("import")
         self.addCleanup(self.gateway.daemon.stop)
@@ -130,6 +193,9 @@ class ImportTests(SynchronousTestCase):
 
     def run_import(self, *args: str) -> tuple[int, str, str]:
         return run_admin(self.config_path, "import", "--backend", self.real0, *args)
+
+
+class ImportTests(Planted):
 
     def test_adopts_foreign_keys_and_serves_them(self) -> None:
         # Something of the gateway's own on both backends too.
@@ -240,39 +306,130 @@ class ImportTests(SynchronousTestCase):
         self.assertIn("--backend no-such-backend: no such backend", err)
         self.assertEqual(stored_objects(self.database, self.bucket), {})
 
-    def test_usage_is_counted_and_progress_shown(self) -> None:
-        """In this process, on a database of its own: backend_usage grows as for commits; progress on stderr."""
+
+class ImportStoreTests(Planted):
+    """
+    The import in this process into a store of its own on a database of
+    C{kind} (SQLite here; PostgreSQL and MariaDB below), which the daemon
+    never ran on.
+    """
+
+    kind = "sqlite"
+
+    def setUp(self) -> None:
+        if self.kind != "sqlite":
+            dbfixtures.require_server(self.kind)  # SkipTest when not there (an error under CI), before the daemon starts
+        super().setUp()
+
+    def own_store(self) -> tuple[Any, str]:
+        """(the configuration, loaded, on a fresh database of C{kind} with the schema; its URL)."""
         from s3balance.config import load_config
-        from s3balance.ops import adopt, importer
         from s3balance.store import migrate
 
         config = yaml.safe_load(self.config_path.read_text())
-        database = self.gateway.daemon.workdir / "own.db"
-        config["database"]["dsn"] = str(database)
-        path = self.gateway.daemon.workdir / "own.yaml"
+        workdir = Path(self.mktemp())
+        workdir.mkdir()
+        config["database"], url = fresh_store_database(self, self.kind, workdir)
+        path = workdir / "own.yaml"
         path.write_text(yaml.safe_dump(config))
         loaded = load_config(str(path))
         migrate.upgrade(loaded.database.url)
-        with sqlite3.connect(database) as connection:
-            connection.execute(
-                "INSERT INTO backend_usage (backend, used_bytes, object_count) VALUES (?, 100, 1)", (self.real0,)
-            )
+        return loaded, url
+
+    def run_here(self, config: Any, **options: Any) -> tuple[int, str]:
+        from s3balance.ops import importer
+
+        out = io.StringIO()
+        status = importer.run(config, importer.ImportOptions(backend=self.real0, bucket=self.bucket, **options), out=out)
+        return status, out.getvalue()
+
+    def test_adopts_keys_once_and_keeps_an_existing_object(self) -> None:
+        from s3balance.ops import adopt
+
+        config, url = self.own_store()
+        self.patch(sys, "stderr", io.StringIO())
+        # The bucket has an object under one of the keys already (the gateway's).
+        engine = adopt.open_engine(url)
+        self.addCleanup(engine.dispose)
+        adopt.transaction(engine, adopt.ensure_bucket, self.bucket, adopt.ORIGIN_CONFIG, adopt.utc_now())
+        theirs = adopt.BackendCopy(
+            backend=self.gateway.real_buckets[1],
+            real_key=f"{self.bucket}/{uuid.uuid4().hex}",
+            size=17,
+            etag='"0123456789abcdef0123456789abcdef"',
+            last_modified=adopt.utc_now().replace(microsecond=0),
+            listed=adopt.utc_now(),
+            content_type="x/y",
+            headers={},
+            metadata={},
+        )
+        self.assertTrue(adopt.transaction(engine, adopt.insert_copy, self.bucket, "photos/cat.jpg", theirs, adopt.utc_now()))
+
+        status, out = self.run_here(config, prefix="photos/", dry_run=True)
+        self.assertEqual(status, 0, out)
+        self.assertEqual(
+            sorted(key_of(line) for line in lines_with(out, "would-adopt:")),
+            [key for key in self.photos if key != "photos/cat.jpg"],
+        )
+        self.assertEqual(sorted(stored(url)), [(self.bucket, "photos/cat.jpg")])
+
+        status, out = self.run_here(config, prefix="photos/")
+        self.assertEqual(status, 0, out)
+        adopted = [key for key in self.photos if key != "photos/cat.jpg"]
+        self.assertEqual(sorted(key_of(line) for line in lines_with(out, "adopted:")), adopted, out)
+        [conflict] = lines_with(out, "conflict:")
+        self.assertIn("key=photos/cat.jpg:", conflict)
+        rows = stored(url)
+        self.assertEqual(sorted(rows), sorted((self.bucket, key) for key in self.photos))
+        for key in adopted:
+            size, etag, _, _, _, checksums, locations = rows[(self.bucket, key)]
+            direct = self.direct0.head_object(Bucket=self.real0, Key=key)
+            self.assertEqual((size, etag, checksums, locations), (len(self.bodies[key]), direct["ETag"], "{}", [(self.real0, key)]))
+        cat = rows[(self.bucket, "photos/cat.jpg")]
+        self.assertEqual((cat[0], cat[2], cat[6]), (17, "x/y", [(theirs.backend, theirs.real_key)]))
+        size, _, content_type, headers, _, _, _ = rows[(self.bucket, "photos/big.bin")]
+        self.assertEqual((size, content_type, headers), (5 * MIB + 1000, "application/x-tar", {"x-amz-meta-kind": "archive"}))
+
+        # Again: every key is known now (or still taken).
+        status, out = self.run_here(config, prefix="photos/")
+        self.assertEqual(status, 0, out)
+        self.assertEqual(lines_with(out, "adopted:"), [], out)
+        self.assertEqual(len(lines_with(out, "conflict:")), 1, out)
+        self.assertEqual(len(stored(url)), len(self.photos))
+
+    def test_usage_is_counted_and_progress_shown(self) -> None:
+        """backend_usage grows as for commits; progress on stderr; the configured bucket gets its row."""
+        from s3balance.ops import adopt
+
+        config, url = self.own_store()
+        engine = engine_on(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    text("INSERT INTO backend_usage (backend, used_bytes, object_count) VALUES (:backend, 100, 1)"),
+                    {"backend": self.real0},
+                )
+        finally:
+            engine.dispose()
         self.patch(adopt, "PROGRESS_EVERY", 0.0)
         stderr = io.StringIO()
         self.patch(sys, "stderr", stderr)
-        out = io.StringIO()
-        status = importer.run(loaded, importer.ImportOptions(backend=self.real0, bucket=self.bucket), out=out)
-        self.assertEqual(status, 0, out.getvalue())
+        status, out = self.run_here(config)
+        self.assertEqual(status, 0, out)
         adopted = sum(len(body) for body in self.bodies.values())
-        with sqlite3.connect(database) as connection:
-            usage = connection.execute(
-                "SELECT used_bytes, object_count FROM backend_usage WHERE backend = ?", (self.real0,)
-            ).fetchone()
-        self.assertEqual(usage, (100 + adopted, 1 + len(self.bodies)))
+        usage = query(url, f"SELECT used_bytes, object_count FROM backend_usage WHERE backend = '{self.real0}'")
+        self.assertEqual(usage, [(100 + adopted, 1 + len(self.bodies))])
         progress = lines_with(stderr.getvalue(), "s3balance-admin import: progress:")
         self.assertTrue(progress, stderr.getvalue())
         self.assertIn(f"{len(self.bodies)} adopted", progress[-1])
         self.assertIn("keys/s", progress[-1])
         # The configured bucket got its row (the daemon never ran on this database).
-        with sqlite3.connect(database) as connection:
-            self.assertEqual(connection.execute("SELECT name, origin FROM buckets").fetchall(), [("vb-default", "config")])
+        self.assertEqual(query(url, "SELECT name, origin FROM buckets"), [("vb-default", "config")])
+
+
+class PostgreSQLImportStoreTests(ImportStoreTests):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBImportStoreTests(ImportStoreTests):
+    kind = dbfixtures.MYSQL

@@ -1,78 +1,127 @@
 """
-C{s3balance-admin rebuild}: a deployment (a real daemon on SQLite over two
-real SeaweedFS backends) is populated through the daemon, its database is
-deleted, and the rebuild gets every object back from the backends: the same
-keys, sizes, ETags, metadata, content types and locations, the overwritten
-key as its newest version, the virtual bucket made with CreateBucket; the
-restarted daemon serves every object byte-exact.  A dry run writes nothing,
-a database with objects is refused without C{--force}, which then adds only
-the missing keys; what is left over (the older copy, the abandoned upload) is
-reported and then removed by C{fsck --repair}.
+C{s3balance-admin rebuild}.
+
+ - L{RebuildTests}: a deployment (a real daemon over two real SeaweedFS
+   backends, its store on SQLite; on PostgreSQL and MariaDB in the
+   subclasses) is populated through the daemon, its database is lost, and
+   the rebuild gets every object back from the backends: the same keys,
+   sizes, ETags, metadata, content types and locations, the overwritten key
+   as its newest version, the virtual bucket made with CreateBucket; the
+   restarted daemon serves every object byte-exact.  A dry run writes
+   nothing, a database with objects is refused without C{--force}, which
+   then adds only the missing keys; what is left over (the older copy, the
+   abandoned upload) is reported and then removed by C{fsck --repair}.
+ - L{ReplicaRebuildTests}: the same with C{replicas: 2}: every object, small
+   and multipart, has both its locations back.
+ - L{ResolutionMixin}: how copies of one key resolve, met in any order, in
+   this process on SQLite, PostgreSQL and MariaDB: versions, replicas
+   (same size and ETag on distinct backends), older copies on one backend,
+   surplus copies, a key written meanwhile, a dry run.
 """
 
 from __future__ import annotations
 
 import datetime
 import io
-import json
+import itertools
 import os
-import sqlite3
+import random
+import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import attr
+from sqlalchemy import MetaData, delete, inspect, select
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.ops.adopt import BackendCopy
 from s3balance.ops.rebuild import Rebuilder
+from s3balance.store import tables
+from s3balance.store.records import encode_key
+from tests import dbfixtures
 from tests.daemon import start_gateway
-from tests.test_import import lines_with, run_admin
+from tests.test_import import (
+    DATABASE_TYPES,
+    Row,
+    engine_on,
+    fresh_store_database,
+    lines_with,
+    query,
+    run_admin,
+    stored,
+)
 
 MIB = 1024 * 1024
 EXPIRES = datetime.datetime(2032, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
-Row = tuple[Any, ...]
 
 
-def dump(database: str) -> dict[tuple[str, str], Row]:
-    """(bucket, key) -> (size, etag, content_type, headers, backend, real_key, last_modified, checksums)."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as connection:
-        rows = connection.execute(
-            "SELECT o.bucket, o.key, o.size, o.etag, o.content_type, o.headers, l.backend, l.real_key, "
-            "o.last_modified, o.checksums FROM objects o JOIN object_locations l ON l.object_id = o.id"
-        ).fetchall()
+def dump(url: str) -> dict[tuple[str, str], Row]:
+    """(bucket, key) -> (size, etag, content_type, headers, backend, real_key, last_modified, checksums): one location each."""
     found: dict[tuple[str, str], Row] = {}
-    for row in rows:
-        identity = (row[0], bytes(row[1]).decode())
-        assert identity not in found, f"two locations for {identity}"
-        found[identity] = (row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], row[8], row[9])
+    for identity, (size, etag, content_type, headers, last_modified, checksums, locations) in stored(url).items():
+        assert len(locations) == 1, f"{len(locations)} locations for {identity}"
+        (backend, real_key), = locations
+        found[identity] = (size, etag, content_type, headers, backend, real_key, last_modified, checksums)
     return found
 
 
-def query(database: str, sql: str) -> list[Row]:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as connection:
-        return [tuple(row) for row in connection.execute(sql).fetchall()]
+def has_tables(url: str) -> bool:
+    engine = engine_on(url)
+    try:
+        return bool(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
-def moment(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC)
+def drop_everything(url: str) -> None:
+    """The database at C{url} emptied: every table, the schema's version too."""
+    engine = engine_on(url)
+    try:
+        found = MetaData()
+        found.reflect(engine)
+        found.drop_all(engine)
+    finally:
+        engine.dispose()
 
 
 class RebuildTests(SynchronousTestCase):
+    """
+    A deployment whose daemon keeps its store on a database of C{kind}
+    (SQLite here; PostgreSQL and MariaDB below), populated, its database
+    lost, rebuilt.
+    """
+
+    kind = "sqlite"
+
     def setUp(self) -> None:
+        sections: dict[str, Any] = {}
+        if self.kind != "sqlite":
+            url = dbfixtures.fresh_database(self, self.kind)  # SkipTest when not there (an error under CI)
+            sections["database"] = {"type": DATABASE_TYPES[self.kind], "dsn": url}
         # Replaced copies stay on their backend for an hour: the overwritten
         # key still has its older copy there when the database is lost.
-        self.gateway = start_gateway("rebuild", balancer={"deletion_grace": "1h"})
+        self.gateway = start_gateway("rebuild", balancer={"deletion_grace": "1h"}, **sections)
         self.addCleanup(self.gateway.daemon.stop)
         self.daemon = self.gateway.daemon
         self.client = self.gateway.client()
         self.database = str(self.daemon.config["database"]["dsn"])
+        self.url = "sqlite:///" + self.database if self.kind == "sqlite" else self.database
         self.config_path = self.daemon.config_path
 
     def lose_database(self) -> None:
         self.daemon.stop()
+        if self.kind != "sqlite":
+            drop_everything(self.url)
+            return
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(self.database + suffix).unlink(missing_ok=True)
+
+    def no_schema(self) -> bool:
+        if self.kind == "sqlite":
+            return not Path(self.database).exists()
+        return not has_tables(self.url)
 
     def rebuild(self, *args: str) -> tuple[int, str, str]:
         return run_admin(self.config_path, "rebuild", *args)
@@ -126,10 +175,10 @@ class RebuildTests(SynchronousTestCase):
     def test_lost_database_is_rebuilt(self) -> None:
         expected = self.populate()
         vb, api = "vb-default", self.api_bucket
-        before = dump(self.database)
+        before = dump(self.url)
         self.assertEqual(sorted(before), sorted(expected))
         self.assertEqual({row[4] for row in before.values()}, set(self.gateway.real_buckets))  # both backends
-        buckets_before = sorted(query(self.database, "SELECT name, origin FROM buckets"))
+        buckets_before = sorted(query(self.url, "SELECT name, origin FROM buckets"))
         self.assertEqual(buckets_before, sorted([(vb, "config"), (api, "api")]))
         over_old = [
             key
@@ -145,7 +194,7 @@ class RebuildTests(SynchronousTestCase):
         self.assertEqual(code, 0, out + err)
         self.assertEqual(len(lines_with(out, "would-rebuild:")), len(before), out)
         self.assertIn("dry run: nothing written", out)
-        self.assertFalse(Path(self.database).exists())
+        self.assertTrue(self.no_schema())
 
         code, out, err = self.rebuild()
         self.assertEqual(code, 0, out + err)
@@ -167,19 +216,19 @@ class RebuildTests(SynchronousTestCase):
         self.assertEqual(len(lines_with(out, "  not rebuilt:")), 6, out)
         self.assertIn("part tables and per-part checksums of multipart objects (1 found", out)
 
-        after = dump(self.database)
+        after = dump(self.url)
         self.assertEqual(sorted(after), sorted(before))
         for identity, row in before.items():
             again = after[identity]
             # size, ETag, Content-Type, stored headers (metadata), location.
             self.assertEqual(again[:6], row[:6], identity)
             # Last-Modified: the backend copy's, at most a little before the commit's.
-            self.assertLessEqual(abs((moment(again[6]) - moment(row[6])).total_seconds()), 2.0, identity)
+            self.assertLessEqual(abs((again[6] - row[6]).total_seconds()), 2.0, identity)
             self.assertEqual(again[7], "{}")  # checksums are not on the backends
-        self.assertEqual(sorted(query(self.database, "SELECT name, origin FROM buckets")), buckets_before)
+        self.assertEqual(sorted(query(self.url, "SELECT name, origin FROM buckets")), buckets_before)
         usage = dict(
             (backend, (used, count))
-            for backend, used, count in query(self.database, "SELECT backend, used_bytes, object_count FROM backend_usage")
+            for backend, used, count in query(self.url, "SELECT backend, used_bytes, object_count FROM backend_usage")
         )
         for backend in self.gateway.real_buckets:
             rows = [row for row in before.values() if row[4] == backend]
@@ -192,18 +241,23 @@ class RebuildTests(SynchronousTestCase):
             self.assertIn("refused: the database already holds", err)
             self.assertIn("--force", err)
         # --force adds only what is missing.
-        with sqlite3.connect(self.database) as connection:
-            (object_id,) = connection.execute(
-                "SELECT id FROM objects WHERE bucket = ? AND key = ?", (vb, b"docs/b.json")
-            ).fetchone()
-            connection.execute("DELETE FROM object_locations WHERE object_id = ?", (object_id,))
-            connection.execute("DELETE FROM objects WHERE id = ?", (object_id,))
+        o, loc = tables.objects, tables.object_locations
+        engine = engine_on(self.url)
+        try:
+            with engine.begin() as conn:
+                object_id = conn.execute(
+                    select(o.c.id).where(o.c.bucket == vb, o.c.key == encode_key("docs/b.json"))
+                ).scalar_one()
+                conn.execute(delete(loc).where(loc.c.object_id == object_id))
+                conn.execute(delete(o).where(o.c.id == object_id))
+        finally:
+            engine.dispose()
         code, out, err = self.rebuild("--force")
         self.assertEqual(code, 0, out + err)
         rebuilt_lines = lines_with(out, "rebuilt:")
         self.assertEqual(len(rebuilt_lines), 1, out)
         self.assertIn("object=vb-default/docs/b.json ", rebuilt_lines[0])
-        self.assertEqual({k: v[:6] for k, v in dump(self.database).items()}, {k: v[:6] for k, v in before.items()})
+        self.assertEqual({k: v[:6] for k, v in dump(self.url).items()}, {k: v[:6] for k, v in before.items()})
         code, out, err = self.rebuild("--force", "--dry-run")
         self.assertEqual(code, 0, out + err)
         self.assertEqual(lines_with(out, "would-rebuild:"), [], out)
@@ -245,95 +299,387 @@ class RebuildTests(SynchronousTestCase):
         long_key = "long/" + "é" * 100
         self.client.put_object(Bucket="vb-default", Key=long_key, Body=b"long")
         self.client.put_object(Bucket="vb-default", Key="short", Body=b"short")
-        real_key = dump(self.database)[("vb-default", long_key)][5]
+        real_key = dump(self.url)[("vb-default", long_key)][5]
         self.lose_database()
         code, out, err = self.rebuild()
         self.assertEqual(code, 1, out + err)
         lines = lines_with(out, "unrecoverable:")
         self.assertEqual(len(lines), 1, out)
         self.assertIn(f"real_key={real_key} bucket=vb-default size=4 ", lines[0])
-        self.assertEqual(sorted(dump(self.database)), [("vb-default", "short")])
+        self.assertEqual(sorted(dump(self.url)), [("vb-default", "short")])
 
 
-class ResolutionTests(SynchronousTestCase):
+class PostgreSQLRebuildTests(RebuildTests):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBRebuildTests(RebuildTests):
+    kind = dbfixtures.MYSQL
+
+
+# -- replicas ------------------------------------------------------------------------
+
+
+class ReplicaRebuildTests(SynchronousTestCase):
     """
-    Copies of one virtual key met in either order (the older first: the row
-    is moved to the newer copy; the newer first: the older is only noted),
-    in this process on a fresh SQLite database, without backends.
+    A deployment whose bucket keeps two copies of each object (a real daemon
+    on SQLite over the two shared SeaweedFS servers, C{replicas: 2}): its
+    database is lost and rebuilt, and every object has both its locations
+    back, with the same size, ETag and metadata, served byte-exact by the
+    restarted daemon.
     """
 
-    def rebuilder(self, name: str) -> Rebuilder:
+    def test_every_object_gets_both_its_copies_back(self) -> None:
+        from tests.test_replicas import VB, Replicated, pattern
+
+        # Replaced copies stay for an hour: the overwritten key's old version is still on both backends.
+        gateway = Replicated(self, deletion_grace="1h")
+        client = gateway.client
+        puts: dict[str, tuple[bytes, dict[str, Any]]] = {
+            "small": (pattern(1000, 1), {"ContentType": "text/plain", "Metadata": {"a": "1"}}),
+            "empty": (b"", {}),
+            "dir/ü big": (pattern(6 * MIB + 3, 2), {"ContentType": "application/x-big", "CacheControl": "no-store"}),
+        }
+        for key, (body, extra) in puts.items():
+            client.put_object(Bucket=VB, Key=key, Body=body, **extra)
+        expected = dict(puts)
+        body, extra = pattern(5 * MIB + 1000, 3), {"ContentType": "video/mp4", "Metadata": {"kind": "movie"}}
+        upload = client.create_multipart_upload(Bucket=VB, Key="mp", **extra)
+        parts = []
+        for number, start in enumerate(range(0, len(body), 5 * MIB), start=1):
+            answer = client.upload_part(
+                Bucket=VB, Key="mp", UploadId=upload["UploadId"], PartNumber=number, Body=body[start : start + 5 * MIB]
+            )
+            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        client.complete_multipart_upload(Bucket=VB, Key="mp", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts})
+        expected["mp"] = (body, extra)
+        client.put_object(Bucket=VB, Key="over", Body=b"the old version", ContentType="text/old")
+        time.sleep(1.1)
+        expected["over"] = (b"the new version!", {"ContentType": "text/new", "Metadata": {"v": "2"}})
+        client.put_object(Bucket=VB, Key="over", Body=expected["over"][0], **expected["over"][1])
+
+        database = str(gateway.daemon.config["database"]["dsn"])
+        url = "sqlite:///" + database
+        before = stored(url)
+        self.assertEqual(sorted(before), sorted((VB, key) for key in expected))
+        for identity, row in before.items():
+            self.assertEqual(sorted(backend for backend, _ in row[6]), sorted(gateway.real), identity)
+        heads = {key: client.head_object(Bucket=VB, Key=key) for key in expected}
+        self.assertTrue(heads["mp"]["ETag"].endswith('-2"'), heads["mp"]["ETag"])
+        old_copies = [
+            (index, key)
+            for index in (0, 1)
+            for key in gateway.real_keys(index)
+            if key not in {real_key for row in before.values() for _, real_key in row[6]}
+        ]
+        self.assertEqual(len(old_copies), 2, "the replaced copies of 'over' should still be on both backends")
+
+        gateway.daemon.stop()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(database + suffix).unlink(missing_ok=True)
+        code, out, err = run_admin(gateway.daemon.config_path, "rebuild")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn(f"result: {len(expected)} object(s) rebuilt", out)
+        self.assertRegex(out, rf"objects with several copies +{len(expected)} \({2 * len(expected)} locations\)")
+        self.assertRegex(out, r"fewer copies than their bucket keeps +0\n")
+        for line in lines_with(out, "rebuilt:"):
+            self.assertIn(" copies=2 (also backend=", line)
+        # The old version of the overwritten key: both its copies reported, left on their backends.
+        conflicts = lines_with(out, f"conflict: object={VB}/over ")
+        self.assertEqual(len(conflicts), 2, out)
+        for _, real_key in old_copies:
+            said = [line for line in conflicts if "older copy left on its backend: backend=" in line]
+            self.assertEqual(len([line for line in said if f"real_key={real_key} " in line]), 1, out)
+
+        after = stored(url)
+        self.assertEqual(sorted(after), sorted(before))
+        for identity, row in before.items():
+            again = after[identity]
+            # size, ETag, Content-Type, stored headers (metadata); both locations.
+            self.assertEqual(again[:4], row[:4], identity)
+            self.assertEqual(sorted(again[6]), sorted(row[6]), identity)
+            self.assertLessEqual(abs((again[4] - row[4]).total_seconds()), 2.0, identity)
+            # Each location holds the object, byte-exact.
+            for backend, real_key in again[6]:
+                direct = gateway.servers[gateway.real.index(backend)].client()
+                self.assertEqual(
+                    direct.get_object(Bucket=backend, Key=real_key)["Body"].read(), expected[identity[1]][0], identity
+                )
+        usage = dict(
+            (backend, (used, count))
+            for backend, used, count in query(url, "SELECT backend, used_bytes, object_count FROM backend_usage")
+        )
+        total = sum(len(body) for body, _ in expected.values())
+        self.assertEqual(usage, {backend: (total, len(expected)) for backend in gateway.real})
+
+        # The restarted daemon serves every object as before.
+        gateway.daemon.start()
+        for key, (body, _) in expected.items():
+            answer = client.get_object(Bucket=VB, Key=key)
+            self.assertEqual(answer["Body"].read(), body, key)
+            head = heads[key]
+            for field in ("ETag", "ContentLength", "ContentType", "Metadata", "CacheControl"):
+                self.assertEqual(answer.get(field), head.get(field), (key, field))
+        listed = client.list_objects_v2(Bucket=VB)["Contents"]
+        self.assertEqual(
+            [(item["Key"], item["Size"], item["ETag"]) for item in listed],
+            sorted((key, len(body), heads[key]["ETag"]) for key, (body, _) in expected.items()),
+        )
+
+
+# -- the resolution, in this process ---------------------------------------------------
+
+
+def moment(seconds: int) -> datetime.datetime:
+    return datetime.datetime(2026, 1, 1, 0, 0, seconds, tzinfo=datetime.UTC)
+
+
+class ResolutionMixin:
+    """
+    Copies of one virtual key met in any order, in this process on a fresh
+    database of C{kind}, without backends: the newest version wins (the older
+    first: the row is moved to the newer copy; the newer first: the older is
+    only noted); copies of one version on distinct backends are its
+    locations, oldest first, as many as the bucket keeps.
+    """
+
+    kind: str
+
+    def rebuilder(self, replicas: int = 1, dry_run: bool = False) -> Rebuilder:
         import yaml
 
         from s3balance.config import load_config
-        from s3balance.ops.rebuild import Rebuilder, RebuildOptions
+        from s3balance.ops.rebuild import RebuildOptions
 
-        workdir = Path(self.mktemp())
+        testcase: Any = self
+        workdir = Path(testcase.mktemp())
         workdir.mkdir()
+        database, self.url = fresh_store_database(testcase, self.kind, workdir)
+        self.database = database["dsn"]
         backend = {"endpoint": "http://127.0.0.1:9", "access_key_id": "a", "secret_access_key": "s", "virtual": False}
         config = {
             "server": {"host": "127.0.0.1", "port": 9},
-            "database": {"type": "sqlite", "dsn": str(workdir / f"{name}.db")},
+            "database": database,
             "buckets": [{"name": "real-a", **backend}, {"name": "real-b", **backend}, {"name": "vb-r", "virtual": True}],
+            "balancer": {"replicas": replicas},
             "s3api": {"access_key": "k", "secret_key": "s"},
         }
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        self.database = str(workdir / f"{name}.db")
         self.out = io.StringIO()
-        rebuilder = Rebuilder(load_config(str(path)), RebuildOptions(), clients={}, out=self.out)
-        self.addCleanup(rebuilder.engine.dispose)
+        testcase.patch(sys, "stderr", io.StringIO())  # (the summary's progress line)
+        rebuilder = Rebuilder(load_config(str(path)), RebuildOptions(dry_run=dry_run), clients={}, out=self.out)
+        testcase.addCleanup(rebuilder.engine.dispose)
         rebuilder.prepare_database()
         return rebuilder
 
-    def copy(self, backend: str, seconds: int, size: int) -> BackendCopy:
-        when = datetime.datetime(2026, 1, 1, 0, 0, seconds, tzinfo=datetime.UTC)
+    def copy(
+        self, backend: str, seconds: int, size: int, key: str = "over", etag: Optional[str] = None
+    ) -> BackendCopy:
+        """A copy of C{key}, its ETag from its size unless given, Content-Type and metadata from its time."""
+        when = moment(seconds)
         return BackendCopy(
             backend=backend,
             real_key=f"vb-r/{uuid.uuid4().hex}",
             size=size,
-            etag=f'"{size:032x}"',
+            etag=etag or f'"{size:032x}"',
             last_modified=when,
             listed=when,
             content_type=f"text/v{seconds}",
             headers={"x-amz-meta-v": str(seconds)},
-            metadata={"s3balance-bucket": "vb-r", "s3balance-key": "over"},
+            metadata={"s3balance-bucket": "vb-r", "s3balance-key": key},
         )
 
-    def test_newest_copy_wins_in_either_order(self) -> None:
-        for older_first in (True, False):
-            rebuilder = self.rebuilder(f"order-{older_first}")
-            old, new = self.copy("real-a", 1, 10), self.copy("real-b", 2, 20)
-            for copy in (old, new) if older_first else (new, old):
-                rebuilder.found(copy.backend, copy.real_key, "vb-r", copy)
-            rows = dump(self.database)
-            self.assertEqual(list(rows), [("vb-r", "over")])
-            size, etag, content_type, headers, backend, real_key = rows[("vb-r", "over")][:6]
-            self.assertEqual(
-                (size, etag, content_type, headers, backend, real_key),
-                (20, new.etag, "text/v2", {"x-amz-meta-v": "2"}, "real-b", new.real_key),
+    def found(self, rebuilder: Rebuilder, *copies: BackendCopy) -> None:
+        for copy in copies:
+            rebuilder.found(copy.backend, copy.real_key, "vb-r", copy)
+
+    def rekeyed(self, copies: tuple[BackendCopy, ...], key: str) -> list[BackendCopy]:
+        """The same copies (times, sizes, ETags, backends) of another key, each under a real key of its own."""
+        return [
+            attr.evolve(
+                c, real_key=f"vb-r/{uuid.uuid4().hex}", metadata={"s3balance-bucket": "vb-r", "s3balance-key": key}
             )
-            # The older copy is left alone: nothing is queued for deletion.
-            self.assertEqual(query(self.database, "SELECT COUNT(*) FROM deletion_queue"), [(0,)])
-            self.assertEqual((rebuilder.report.rebuilt, rebuilder.report.rebuilt_bytes), (1, 20))
-            # The store's own accounting of the bucket follows the move (where the schema has it).
-            if query(self.database, "SELECT name FROM sqlite_master WHERE name = 'bucket_usage'"):
-                self.assertEqual(
-                    query(self.database, "SELECT SUM(used_bytes), SUM(object_count) FROM bucket_usage WHERE bucket = 'vb-r'"),
-                    [(20, 1)],
-                )
-            self.assertEqual((rebuilder.report.conflicts, rebuilder.report.older_copies), (1, 1))
+            for c in copies
+        ]
+
+    def bucket_usage(self) -> list[Row]:
+        """(bytes, objects) of the bucket, as the store accounts them."""
+        return query(self.url, "SELECT SUM(used_bytes), SUM(object_count) FROM bucket_usage WHERE bucket = 'vb-r'")
+
+    def test_newest_copy_wins_in_either_order(self) -> None:
+        testcase: Any = self
+        rebuilder = self.rebuilder()
+        old, new = self.copy("real-a", 1, 10), self.copy("real-b", 2, 20)
+        for older_first in (True, False):
+            key = f"over-{older_first}"
+            first, second = self.rekeyed((old, new) if older_first else (new, old), key)
+            self.found(rebuilder, first, second)
+            newer = second if older_first else first
+            older = first if older_first else second
+            size, etag, content_type, headers, backend, real_key = dump(self.url)[("vb-r", key)][:6]
+            testcase.assertEqual(
+                (size, etag, content_type, headers, backend, real_key),
+                (20, new.etag, "text/v2", {"x-amz-meta-v": "2"}, "real-b", newer.real_key),
+            )
             rebuilder.print_conflicts()
-            conflicts = lines_with(self.out.getvalue(), "conflict:")
-            self.assertEqual(len(conflicts), 1)
-            self.assertIn(f"kept backend=real-b real_key={new.real_key} ", conflicts[0])
-            self.assertIn(f"backend=real-a real_key={old.real_key} ", conflicts[0])
+            conflicts = lines_with(self.out.getvalue(), f"conflict: object=vb-r/{key} ")
+            testcase.assertEqual(len(conflicts), 1)
+            testcase.assertIn(f"kept backend=real-b real_key={newer.real_key} ", conflicts[0])
+            testcase.assertIn(f"older copy left on its backend: backend=real-a real_key={older.real_key} ", conflicts[0])
+        testcase.assertEqual(sorted(dump(self.url)), [("vb-r", "over-False"), ("vb-r", "over-True")])
+        # The older copies are left alone: nothing is queued for deletion.
+        testcase.assertEqual(query(self.url, "SELECT COUNT(*) FROM deletion_queue"), [(0,)])
+        testcase.assertEqual((rebuilder.report.rebuilt, rebuilder.report.rebuilt_bytes), (2, 40))
+        testcase.assertEqual((rebuilder.report.conflicts, rebuilder.report.older_copies), (2, 2))
+        # The store's own accounting of the bucket follows the move.
+        testcase.assertEqual(self.bucket_usage(), [(40, 2)])
 
     def test_same_last_modified_is_said(self) -> None:
-        rebuilder = self.rebuilder("tie")
-        first, second = self.copy("real-a", 5, 1), self.copy("real-b", 5, 2)
-        for copy in (first, second):
-            rebuilder.found(copy.backend, copy.real_key, "vb-r", copy)
-        self.assertEqual(dump(self.database)[("vb-r", "over")][4], "real-b")  # by backend name, then real key
+        testcase: Any = self
+        rebuilder = self.rebuilder()
+        self.found(rebuilder, self.copy("real-a", 5, 1), self.copy("real-b", 5, 2))
+        testcase.assertEqual(dump(self.url)[("vb-r", "over")][4], "real-b")  # by backend name, then real key
         rebuilder.print_conflicts()
-        self.assertIn("same Last-Modified", self.out.getvalue())
+        testcase.assertIn("same Last-Modified", self.out.getvalue())
+
+    def test_copies_of_one_version_are_its_locations(self) -> None:
+        """Same size and ETag (quotes and case aside) on distinct backends: one object, both locations, oldest first."""
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2)
+        first = self.copy("real-b", 1, 10, etag='"0123456789abcdef0123456789abcdef"')
+        second = self.copy("real-a", 2, 10, etag='"0123456789ABCDEF0123456789ABCDEF"')
+        for n, order in enumerate(((first, second), (second, first))):
+            self.found(rebuilder, *self.rekeyed(order, f"k{n}"))
+        rows = stored(self.url)
+        testcase.assertEqual(sorted(rows), [("vb-r", "k0"), ("vb-r", "k1")])
+        for identity, (size, etag, content_type, headers, last_modified, _, locations) in rows.items():
+            # The oldest copy first (the primary); the newest's headers and Last-Modified.
+            testcase.assertEqual([backend for backend, _ in locations], ["real-b", "real-a"], identity)
+            testcase.assertEqual((size, content_type, headers, last_modified), (10, "text/v2", {"x-amz-meta-v": "2"}, moment(2)))
+            testcase.assertEqual(etag.strip('"').lower(), "0123456789abcdef0123456789abcdef")
+        r = rebuilder.report
+        testcase.assertEqual((r.rebuilt, r.rebuilt_bytes, r.conflicts, r.older_copies, r.errors), (2, 20, 0, 0, 0))
+        testcase.assertEqual(query(self.url, "SELECT COUNT(*) FROM deletion_queue"), [(0,)])
+        testcase.assertEqual(self.bucket_usage(), [(20, 2)])  # one object each, not one per copy
+        # One copy only: short of the bucket's two.
+        self.found(rebuilder, self.copy("real-a", 3, 5, key="single"))
+        rebuilder.print_objects()
+        rebuilder.summary()
+        out = self.out.getvalue()
+        line = lines_with(out, "rebuilt: object=vb-r/k0 ")[0]
+        testcase.assertIn(f"backend=real-b real_key={rows[('vb-r', 'k0')][6][0][1]} size=10 ", line)
+        testcase.assertIn(f" copies=2 (also backend=real-a real_key={rows[('vb-r', 'k0')][6][1][1]})", line)
+        testcase.assertNotIn("copies=", lines_with(out, "rebuilt: object=vb-r/single ")[0])
+        testcase.assertRegex(out, r"objects with several copies +2 \(4 locations\)")
+        testcase.assertRegex(out, r"fewer copies than their bucket keeps +1\n")
+        testcase.assertIn("1 object(s) have fewer copies than their bucket keeps", out)
+
+    def test_the_newest_version_keeps_its_copies_in_any_order(self) -> None:
+        """
+        Two versions with a copy on each backend, and an older copy of the
+        newer version on one backend: whatever the order, the newer version
+        with its newest copy on each backend, the rest reported.
+        """
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2)
+        copies = (
+            self.copy("real-a", 1, 10),  # the old version
+            self.copy("real-b", 2, 10),
+            self.copy("real-a", 3, 20),  # an older copy of the new version (same backend)
+            self.copy("real-b", 4, 20),  # the new version
+            self.copy("real-a", 5, 20),
+        )
+        orders = random.Random(7).sample(list(itertools.permutations(range(len(copies)))), 10)
+        keys = {}
+        for n, order in enumerate(orders):
+            keys[f"k{n}"] = self.rekeyed(tuple(copies[i] for i in order), f"k{n}")
+            self.found(rebuilder, *keys[f"k{n}"])
+        rows = stored(self.url)
+        rebuilder.print_conflicts()
+        out = self.out.getvalue()
+        for key, met in keys.items():
+            by_time = {c.last_modified.second: c for c in met}
+            size, _, content_type, _, last_modified, _, locations = rows[("vb-r", key)]
+            testcase.assertEqual(
+                locations, [("real-b", by_time[4].real_key), ("real-a", by_time[5].real_key)], key
+            )
+            testcase.assertEqual((size, content_type, last_modified), (20, "text/v5", moment(5)), key)
+            conflicts = lines_with(out, f"conflict: object=vb-r/{key} ")
+            testcase.assertEqual(len(conflicts), 3, out)
+            for line in conflicts:
+                testcase.assertIn(f"kept backend=real-b real_key={by_time[4].real_key} (and 1 more copies) ", line)
+            testcase.assertIn(
+                f"older copy of the same version on a backend that keeps a newer one, left on it: backend=real-a "
+                f"real_key={by_time[3].real_key} ",
+                conflicts[0],
+            )
+            for line, seconds in zip(conflicts[1:], (2, 1), strict=True):
+                testcase.assertIn("older copy left on its backend: backend=", line)
+                testcase.assertIn(f"real_key={by_time[seconds].real_key} ", line)
+        r = rebuilder.report
+        testcase.assertEqual((r.rebuilt, r.rebuilt_bytes, r.conflicts, r.older_copies), (10, 200, 10, 30))
+        testcase.assertEqual(query(self.url, "SELECT COUNT(*) FROM deletion_queue"), [(0,)])
+        testcase.assertEqual(self.bucket_usage(), [(200, 10)])
+
+    def test_copies_beyond_the_bucket_s_replicas_are_surplus(self) -> None:
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=1)
+        older, newer = self.copy("real-a", 1, 10), self.copy("real-b", 2, 10)
+        self.found(rebuilder, older, newer)
+        testcase.assertEqual(dump(self.url)[("vb-r", "over")][4:6], ("real-b", newer.real_key))
+        rebuilder.print_conflicts()
+        [line] = lines_with(self.out.getvalue(), "conflict:")
+        testcase.assertIn(
+            f"surplus copy of the same version (the bucket keeps 1), left on its backend: backend=real-a "
+            f"real_key={older.real_key} ",
+            line,
+        )
+
+    def test_a_key_written_meanwhile_is_left_alone(self) -> None:
+        """--force with a daemon running: the key's row changed since this run recorded it; the next copy leaves it."""
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2)
+        first, second = self.copy("real-a", 1, 10), self.copy("real-b", 2, 10)
+        self.found(rebuilder, first)
+        engine = engine_on(self.url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    tables.object_locations.update()
+                    .where(tables.object_locations.c.real_key == first.real_key)
+                    .values(real_key="vb-r/the-daemon-s")
+                )
+        finally:
+            engine.dispose()
+        self.found(rebuilder, second)
+        testcase.assertEqual(stored(self.url)[("vb-r", "over")][6], [("real-a", "vb-r/the-daemon-s")])
+        r = rebuilder.report
+        testcase.assertEqual((r.rebuilt, r.present, r.errors), (0, 1, 0))
+
+    def test_a_dry_run_resolves_alike_and_writes_nothing(self) -> None:
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2, dry_run=True)
+        self.found(rebuilder, self.copy("real-a", 1, 10), self.copy("real-b", 2, 10), self.copy("real-a", 3, 7))
+        rebuilder.print_objects()
+        rebuilder.print_conflicts()
+        [line] = lines_with(self.out.getvalue(), "would-rebuild:")
+        testcase.assertIn("size=7 ", line)
+        testcase.assertNotIn("copies=", line)
+        testcase.assertEqual(len(lines_with(self.out.getvalue(), "conflict:")), 2)
+        if self.kind == "sqlite":
+            testcase.assertFalse(Path(self.database).exists())
+        else:
+            testcase.assertFalse(has_tables(self.url))
+
+
+class SQLiteResolutionTests(ResolutionMixin, SynchronousTestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLResolutionTests(ResolutionMixin, SynchronousTestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBResolutionTests(ResolutionMixin, SynchronousTestCase):
+    kind = dbfixtures.MYSQL

@@ -9,7 +9,9 @@ the headers the store keeps (L{stored_fields}); one transaction per object
 then inserts the object and its one location unless the virtual key is
 taken (L{insert_copy}, the commit's own L{replace_object} with
 C{If-None-Match: *}, so a daemon writing the same key at the same time wins
-or loses cleanly).  The transactions run as the daemon's do (L{open_engine},
+or loses cleanly).  The rebuild then gives an object the other copies it
+finds of it (replicas: one location each, L{relocate}), or a newer version,
+only while its locations are still those the run recorded.  The transactions run as the daemon's do (L{open_engine},
 L{transaction}): SQLite's BEGIN IMMEDIATE and busy timeout, READ COMMITTED on
 MariaDB/MySQL, the lost races run again.
 """
@@ -36,7 +38,7 @@ from s3balance.ops.fsck.orphans import OUR_BUCKET_METADATA, OUR_KEY, OUR_KEY_MET
 from s3balance.s3.limits import MAX_CONTENT_TYPE, MAX_KEY_BYTES, MAX_STORED_HEADERS
 from s3balance.s3.writes import STORED_HEADERS
 from s3balance.store import tables
-from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG
+from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG, lock_bucket_shared
 from s3balance.store.engine import _configure_mysql, _configure_sqlite, is_retryable
 from s3balance.store.interfaces import ConcurrentInsert, Location, ObjectRecord, PreconditionFailedError
 from s3balance.store.objects import replace_object
@@ -58,10 +60,10 @@ __all__ = [
     "existing_keys",
     "head_copy",
     "insert_copy",
-    "move_to_copy",
     "object_count",
     "open_engine",
     "referenced_keys",
+    "relocate",
     "schema_revision",
     "stored_fields",
     "transaction",
@@ -111,7 +113,8 @@ class BackendCopy:
         """Orders copies newest last; on equal times by backend and real key (arbitrary, but stable)."""
         return (self.last_modified, self.listed, self.backend, self.real_key)
 
-    def record(self, bucket: str, key: str) -> ObjectRecord:
+    def record(self, bucket: str, key: str, locations: Optional[Sequence[Location]] = None) -> ObjectRecord:
+        """The object C{bucket}/C{key} as this copy has it; its one location, or C{locations} (its copies)."""
         return ObjectRecord(
             bucket=bucket,
             key=key,
@@ -121,7 +124,7 @@ class BackendCopy:
             content_type=self.content_type,
             headers=dict(self.headers),
             checksums={},
-            locations=(Location(self.backend, self.real_key),),
+            locations=(Location(self.backend, self.real_key),) if locations is None else tuple(locations),
         )
 
 
@@ -333,28 +336,50 @@ def insert_copy(
     return True
 
 
-def move_to_copy(
-    conn: Connection, bucket: str, key: str, copy: BackendCopy, previous: Location, now: datetime.datetime
+def relocate(
+    conn: Connection,
+    bucket: str,
+    key: str,
+    previous: Sequence[Location],
+    locations: Sequence[Location],
+    newest: Optional[BackendCopy],
+    now: datetime.datetime,
 ) -> bool:
     """
-    Make the object C{bucket}/C{key} the newer C{copy}, but only while its
-    one location is still C{previous} (what this run recorded); the older
-    copy is left on its backend (no deletion is queued).  -> whether it did.
+    Give the object C{bucket}/C{key} the C{locations} (in that order: the
+    first is the primary) and, when given, the size, ETag, headers and
+    Last-Modified of C{newest} (a newer copy, of its version or another),
+    but only while its locations are still C{previous} (what this run
+    recorded, in order).  The copies it no longer names are left on their
+    backends (no deletion is queued).  -> whether it did.
 
-    The older location row goes first, so that L{replace_object} (which
-    keeps the store's own accounting: the bucket's usage) finds no copy to
-    queue for deletion.
+    The location rows go first, so that L{replace_object} (which keeps the
+    store's own accounting: the bucket's usage) finds no copy to queue for
+    deletion.  The bucket row is locked before the object's, as a commit
+    does.
     """
+    lock_bucket_shared(conn, bucket)
     row = conn.execute(
         select(_o.c.id).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).with_for_update()
     ).first()
     if row is None:
         return False
-    locations = conn.execute(select(_loc.c.backend, _loc.c.real_key).where(_loc.c.object_id == row.id)).all()
-    if [(r.backend, r.real_key) for r in locations] != [(previous.backend, previous.real_key)]:
+    current = conn.execute(
+        select(_loc.c.backend, _loc.c.real_key).where(_loc.c.object_id == row.id).order_by(_loc.c.id)
+    ).all()
+    if [Location(r.backend, r.real_key) for r in current] != list(previous):
         return False
     conn.execute(delete(_loc).where(_loc.c.object_id == row.id))
-    replace_object(conn, copy.record(bucket, key), None, None, now)
+    if newest is not None:
+        replace_object(conn, newest.record(bucket, key, locations), None, None, now)
+    elif locations:
+        conn.execute(
+            insert(_loc),
+            [
+                {"object_id": row.id, "backend": location.backend, "real_key": location.real_key, "created": now}
+                for location in locations
+            ],
+        )
     return True
 
 

@@ -6,35 +6,49 @@ after it was lost.
 
 Every object the gateway writes lives under a real key of its own layout
 (C{<virtual bucket>/<32 hex digits>}) and carries the virtual bucket and key
-in its metadata (C{x-amz-meta-s3balance-bucket}, C{x-amz-meta-s3balance-key},
-see L{s3balance.s3.writes.backend_headers}).  The rebuild lists every
-backend's real bucket, HEADs each key of that layout and records it as the
-object it names, with the size, ETag, Content-Type, stored headers and user
-metadata of the backend copy and its Last-Modified; virtual buckets that are
-not configured get their row back (as made with CreateBucket).
+in its metadata (C{x-amz-meta-s3balance-bucket},
+C{x-amz-meta-s3balance-key}, see L{s3balance.s3.writes.backend_headers}).
+The rebuild lists every backend's real bucket, HEADs each key of that layout
+and records it as the object it names, with the size, ETag, Content-Type,
+stored headers and user metadata of the backend copy and its Last-Modified;
+virtual buckets that are not configured get their row back (as made with
+CreateBucket).
 
-Two copies of one virtual key (an overwrite whose old copy was not deleted
-yet): the newest Last-Modified wins, the others are reported and left on
-their backend, where C{s3balance-admin fsck --repair} deletes them once
-nothing refers to them.  Backend multipart uploads in progress are listed
-as leftovers (their gateway upload ids are lost: no client can finish them;
-fsck --repair aborts them).  What the backends don't keep is said at the
-end: checksums, multipart part tables, storage classes, keys adopted with
-C{s3balance-admin import}.
+Copies of one virtual key with the same size and ETag (quotes off) on
+distinct backends are copies of one version, its replicas: one object with a
+location each, oldest copy first (the primary), its size, ETag, headers and
+Last-Modified from the newest copy; at most as many as the bucket keeps
+(C{replicas}, C{Config.replication_of}), the newest ones.  Copies that
+differ in size or ETag are versions (an overwrite whose old copy was not
+deleted yet): the version of the newest copy (by Last-Modified) wins with
+its copies.  The older versions, an older copy of the winning version on a
+backend that keeps a newer one and the surplus copies are reported and left
+on their backend, where C{s3balance-admin fsck --repair} deletes them once
+nothing refers to them.  The outcome does not depend on the order the
+backends are listed in (L{resolve}).  Backend multipart uploads in progress
+are listed as leftovers (their gateway upload ids are lost: no client can
+finish them; fsck --repair aborts them).  What the backends don't keep is
+said at the end: checksums, multipart part tables, storage classes, keys
+adopted with C{s3balance-admin import}.
 
-It refuses (exit status 2) a database that holds objects, unless C{--force}:
-then only the virtual keys the database lacks are added (a key it has is
-never changed, and a real key any row names is not read again).  The schema
-is created or brought up to date first.  C{--dry-run} reads everything and
-reports what would be recorded, writing nothing (not even a missing schema).
-Stop the daemons first; with C{--force} the transactions are the daemon's
-kind, so one running does no harm.
+An object is recorded with its first copy found; each further copy of it
+rewrites its locations (L{relocate}), only while they are still those this
+run recorded.  It refuses (exit status 2) a database that holds objects,
+unless C{--force}: then only the virtual keys the database lacks are added,
+with all their copies (a key it has is never changed, and a real key any row
+names is not read again).  The schema is created or brought up to date
+first.  C{--dry-run} reads everything and reports what would be recorded,
+writing nothing (not even a missing schema).  Stop the daemons first; with
+C{--force} the transactions are the daemon's kind, so one running does no
+harm.
 
-Findings to stdout, a progress line to stderr every 10 s, a summary at the
-end.  Exit status: 0 when everything of s3balance's found was rebuilt (or
-resolved as an older copy), 1 when some could not be (a failed HEAD or
-listing, a copy without its key in the metadata, a database error), 2 when
-refused or for a bad configuration.
+Findings to stdout (a rebuilt object's line names its copies), a progress
+line to stderr every 10 s, a summary at the end (with the objects that have
+several copies, and those with fewer than their bucket keeps: the daemon's
+replica repair makes the missing ones).  Exit status: 0 when everything of
+s3balance's found was rebuilt (or resolved as an older copy), 1 when some
+could not be (a failed HEAD or listing, a copy without its key in the
+metadata, a database error), 2 when refused or for a bad configuration.
 
 Over 500 lines: one pass (scan, resolve conflicts, record, report) over
 state every step shares; the parts shared with import are in L{adopt}.
@@ -45,7 +59,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
 from urllib.parse import unquote
@@ -68,10 +82,10 @@ from s3balance.ops.adopt import (
     existing_keys,
     head_copy,
     insert_copy,
-    move_to_copy,
     object_count,
     open_engine,
     referenced_keys,
+    relocate,
     schema_revision,
     transaction,
     unstorable,
@@ -112,26 +126,81 @@ class RebuildReport:
     rebuilt: int = 0
     rebuilt_bytes: int = 0
     multipart_objects: int = 0
-    conflicts: int = 0  # virtual keys with more than one copy
-    older_copies: int = 0
+    conflicts: int = 0  # virtual keys with copies left unreferenced
+    older_copies: int = 0  # those copies (older versions, older copies on one backend, surplus)
     buckets_made: int = 0
     uploads: int = 0  # in-progress multipart uploads of our layout
     foreign_uploads: int = 0
     errors: int = 0
 
 
-@attr.s(auto_attribs=True)
-class Kept:
-    """The copy a virtual key resolves to so far."""
+def bare_etag(etag: str) -> str:
+    """An ETag as compared between copies: quotes off, lower case."""
+    return etag.strip().removeprefix("W/").strip('"').lower()
 
-    newness: tuple[datetime.datetime, datetime.datetime, str, str]
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Seen:
+    """A copy as the resolution keeps it (its headers go into the row when it is met, and are not kept)."""
+
     backend: str
     real_key: str
     size: int
-    etag: str
+    etag: str  # quoted, as the store keeps it
     last_modified: datetime.datetime
+    listed: datetime.datetime
+
+    @classmethod
+    def of(cls, copy: BackendCopy) -> Seen:
+        return cls(copy.backend, copy.real_key, copy.size, copy.etag, copy.last_modified, copy.listed)
+
+    def newness(self) -> tuple[datetime.datetime, datetime.datetime, str, str]:
+        """As L{BackendCopy.newness}: newest last; on equal times by backend and real key."""
+        return (self.last_modified, self.listed, self.backend, self.real_key)
+
+    @property
+    def version(self) -> tuple[int, str]:
+        """What copies of one version share: the size and the ETag (bare)."""
+        return (self.size, bare_etag(self.etag))
+
+    @property
+    def location(self) -> Location:
+        return Location(self.backend, self.real_key)
+
+
+@attr.s(auto_attribs=True)
+class Kept:
+    """What a virtual key resolves to so far."""
+
+    copies: tuple[Seen, ...]  # its locations, oldest copy first (the primary)
+    newest: Seen  # the copy the row's size, ETag, headers and Last-Modified are from
     state: str  # NEW or PRESENT
 
+    @property
+    def newness(self) -> tuple[datetime.datetime, datetime.datetime, str, str]:
+        return self.newest.newness()
+
+
+def resolve(copies: Sequence[Seen], wanted: int) -> tuple[tuple[Seen, ...], Seen, list[Seen]]:
+    """
+    (locations, newest copy, the rest) of one virtual key's copies: the
+    version (size and ETag) of the newest copy wins; of its copies, the
+    newest on each backend, and of those the C{wanted} newest (the bucket's
+    replicas), oldest first.  The rest are older versions, older copies on
+    a backend that keeps a newer one, and surplus copies.  The outcome does
+    not depend on the order the copies were met in.
+    """
+    newest = max(copies, key=Seen.newness)
+    per_backend: dict[str, Seen] = {}
+    for copy in copies:
+        if copy.version == newest.version:
+            held = per_backend.get(copy.backend)
+            if held is None or copy.newness() > held.newness():
+                per_backend[copy.backend] = copy
+    chosen = sorted(per_backend.values(), key=Seen.newness, reverse=True)[: max(1, wanted)]
+    chosen.sort(key=Seen.newness)
+    taken = set(chosen)
+    return tuple(chosen), newest, [copy for copy in copies if copy not in taken]
 
 
 Outcome = Union[BackendCopy, Gone, Unreadable]
@@ -168,9 +237,10 @@ class Rebuilder:
         self.clients = clients
         # Dry run on a database without a schema: nothing to ask it.
         self.no_database = False
-        # (virtual bucket, key) -> the copy it resolves to; -> the older copies.
+        # (virtual bucket, key) -> what it resolves to; -> the copies left unreferenced.
         self.kept: dict[tuple[str, str], Kept] = {}
-        self.older: dict[tuple[str, str], list[BackendCopy]] = {}
+        self.older: dict[tuple[str, str], list[Seen]] = {}
+        self._wanted: dict[str, int] = {}
         self.buckets: set[str] = set()  # those known to have a row (or, dry run, to get one)
         self._pool: Optional[ThreadPoolExecutor] = None
 
@@ -334,19 +404,28 @@ class Rebuilder:
             self._first(identity, copy)
         elif current.state == PRESENT:
             r.present += 1
-        elif copy.newness() > current.newness:
-            self._newer(identity, copy, current)
         else:
-            self._older(identity, copy)
+            self._another(identity, copy, current)
 
-    def _kept(self, copy: BackendCopy, state: str) -> Kept:
-        return Kept(copy.newness(), copy.backend, copy.real_key, copy.size, copy.etag, copy.last_modified, state)
+    def wanted(self, bucket: str) -> int:
+        """The copies each object of C{bucket} keeps (its replicas)."""
+        if bucket not in self._wanted:
+            self._wanted[bucket] = max(1, self.config.replication_of(bucket)[0])
+        return self._wanted[bucket]
 
-    def _count(self, copy: BackendCopy, sign: int = 1) -> None:
+    def _count(self, kept: Kept, sign: int = 1) -> None:
         self.report.rebuilt += sign
-        self.report.rebuilt_bytes += sign * copy.size
-        if "-" in copy.etag:
+        self.report.rebuilt_bytes += sign * kept.newest.size
+        if "-" in kept.newest.etag:
             self.report.multipart_objects += sign
+
+    def _leave(self, identity: tuple[str, str], copies: list[Seen]) -> None:
+        """C{copies} are now those of the key left unreferenced."""
+        before = self.older.pop(identity, [])
+        self.report.older_copies += len(copies) - len(before)
+        self.report.conflicts += bool(copies) - bool(before)
+        if copies:
+            self.older[identity] = copies
 
     def _first(self, identity: tuple[str, str], copy: BackendCopy) -> None:
         bucket, key = identity
@@ -366,63 +445,53 @@ class Rebuilder:
                 f"the database refused it: {type(error).__name__}: {error} (not rebuilt)"
             )
             return
+        seen = Seen.of(copy)
         if inserted:
-            self.kept[identity] = self._kept(copy, NEW)
-            self._count(copy)
+            self.kept[identity] = Kept((seen,), seen, NEW)
+            self._count(self.kept[identity])
         else:
-            self.kept[identity] = self._kept(copy, PRESENT)
+            self.kept[identity] = Kept((seen,), seen, PRESENT)
             r.present += 1
 
-    def _newer(self, identity: tuple[str, str], copy: BackendCopy, current: Kept) -> None:
+    def _another(self, identity: tuple[str, str], copy: BackendCopy, current: Kept) -> None:
+        """
+        One more copy of a key this run recorded: another location of its
+        version (a replica), a newer version, or a copy left unreferenced.
+        """
         bucket, key = identity
-        if not self.options.dry_run:
+        seen = Seen.of(copy)
+        copies, newest, rest = resolve([*current.copies, *self.older.get(identity, []), seen], self.wanted(bucket))
+        newer = newest == seen  # the row takes this copy's size, ETag, headers, Last-Modified
+        if not self.options.dry_run and (newer or copies != current.copies):
             try:
-                moved = transaction(
+                done = transaction(
                     self.engine,
-                    move_to_copy,
+                    relocate,
                     bucket,
                     key,
-                    copy,
-                    Location(current.backend, current.real_key),
+                    [c.location for c in current.copies],
+                    [c.location for c in copies],
+                    copy if newer else None,
                     self.now(),
                 )
             except Exception as error:
                 self.report.errors += 1
                 self.output.say(
-                    f"error: object={bucket}/{key}: could not switch to the newer copy backend={copy.backend} "
-                    f"real_key={copy.real_key}: {type(error).__name__}: {error} (the older one stays)"
+                    f"error: object={bucket}/{key}: could not record its copy backend={copy.backend} "
+                    f"real_key={copy.real_key}: {type(error).__name__}: {error} (the object keeps its locations)"
                 )
                 return
-            if not moved:
+            if not done:
                 # Someone else wrote the key since (a daemon running under --force).
+                self._count(current, -1)
+                self._leave(identity, [])
                 self.kept[identity] = attr.evolve(current, state=PRESENT)
                 self.report.present += 1
                 return
-        older = BackendCopy(
-            backend=current.backend,
-            real_key=current.real_key,
-            size=current.size,
-            etag=current.etag,
-            last_modified=current.last_modified,
-            listed=current.newness[1],
-            content_type="",
-            headers={},
-            metadata={},
-        )
-        self.report.rebuilt_bytes += copy.size - current.size
-        if "-" in copy.etag and "-" not in current.etag:
-            self.report.multipart_objects += 1
-        elif "-" in current.etag and "-" not in copy.etag:
-            self.report.multipart_objects -= 1
-        self.kept[identity] = self._kept(copy, NEW)
-        self._older(identity, older)
-
-    def _older(self, identity: tuple[str, str], copy: BackendCopy) -> None:
-        copies = self.older.setdefault(identity, [])
-        if not copies:
-            self.report.conflicts += 1
-        copies.append(copy)
-        self.report.older_copies += 1
+        self._count(current, -1)
+        self.kept[identity] = Kept(copies, newest, NEW)
+        self._count(self.kept[identity])
+        self._leave(identity, rest)
 
     def list_uploads(self, backend: str) -> None:
         """The backend's multipart uploads in progress: ours are leftovers (reported only)."""
@@ -466,27 +535,57 @@ class Rebuilder:
         for (bucket, key), kept in sorted(self.kept.items()):
             if kept.state != NEW:
                 continue
-            self.output.say(
-                f"{verb}: object={bucket}/{key} backend={kept.backend} real_key={kept.real_key} "
-                f"size={kept.size} etag={kept.etag} last_modified={kept.last_modified.isoformat()}"
+            primary, newest = kept.copies[0], kept.newest
+            line = (
+                f"{verb}: object={bucket}/{key} backend={primary.backend} real_key={primary.real_key} "
+                f"size={newest.size} etag={newest.etag} last_modified={newest.last_modified.isoformat()}"
             )
+            if len(kept.copies) > 1:
+                others = ", ".join(f"backend={c.backend} real_key={c.real_key}" for c in kept.copies[1:])
+                line += f" copies={len(kept.copies)} (also {others})"
+            self.output.say(line)
 
     def print_conflicts(self) -> None:
         say = self.output.say
         for (bucket, key), copies in sorted(self.older.items()):
             kept = self.kept[(bucket, key)]
-            for copy in sorted(copies, key=lambda c: c.newness(), reverse=True):
-                tie = " (same Last-Modified: chosen by backend and real key)" if copy.newness()[:2] == kept.newness[:2] else ""
+            held = {c.backend for c in kept.copies}
+            where = f"backend={kept.copies[0].backend} real_key={kept.copies[0].real_key}"
+            if len(kept.copies) > 1:
+                where += f" (and {len(kept.copies) - 1} more copies)"
+            for copy in sorted(copies, key=Seen.newness, reverse=True):
+                if copy.version != kept.newest.version:
+                    tie = " (same Last-Modified: chosen by backend and real key)" if copy.newness()[:2] == kept.newness[:2] else ""
+                    what = "older copy left on its backend"
+                elif copy.backend in held:
+                    tie, what = "", "older copy of the same version on a backend that keeps a newer one, left on it"
+                else:
+                    tie = ""
+                    what = f"surplus copy of the same version (the bucket keeps {self.wanted(bucket)}), left on its backend"
                 say(
-                    f"conflict: object={bucket}/{key} kept backend={kept.backend} real_key={kept.real_key} "
-                    f"last_modified={kept.last_modified.isoformat()}; older copy left on its backend: "
+                    f"conflict: object={bucket}/{key} kept {where} "
+                    f"last_modified={kept.newest.last_modified.isoformat()}; {what}: "
                     f"backend={copy.backend} real_key={copy.real_key} last_modified={copy.last_modified.isoformat()}{tie}"
                 )
         if self.older:
             say(
-                "conflicts: the newest copy of each key won; the older copies stay on their backends, unreferenced: "
+                "conflicts: the version of each key's newest copy won (its copies on distinct backends are its "
+                "locations); the other copies stay on their backends, unreferenced: "
                 "'s3balance-admin fsck --repair' deletes them (once older than its --older-than, 1h by default)"
             )
+
+    def copies(self) -> tuple[int, int, int]:
+        """(objects with several copies, their locations, objects with fewer copies than their bucket keeps)."""
+        several = locations = short = 0
+        for (bucket, _), kept in self.kept.items():
+            if kept.state != NEW:
+                continue
+            if len(kept.copies) > 1:
+                several += 1
+                locations += len(kept.copies)
+            if len(kept.copies) < self.wanted(bucket):
+                short += 1
+        return several, locations, short
 
     def summary(self) -> None:
         r, say = self.report, self.output.say
@@ -514,6 +613,17 @@ class Rebuilder:
             "  note: an object deleted or overwritten just before the loss whose old copy was still on its "
             "backend (deletion grace, queued deletion) is back (an overwrite: its newest copy)"
         )
+        say(
+            "  note: copies of one version (same size and ETag) on distinct backends are its replicas, one "
+            "location each, up to the bucket's replicas; a copy made without the source's part layout has "
+            "another ETag and counts as another version"
+        )
+        several, locations, short = self.copies()
+        if short:
+            say(
+                f"  note: {short} object(s) have fewer copies than their bucket keeps: "
+                "the daemon's replica repair makes the missing ones"
+            )
         say("")
         say("rebuild" + (" (dry run: nothing written)" if dry else ""))
         rows: list[tuple[str, object]] = [
@@ -525,7 +635,9 @@ class Rebuilder:
             ("  unrecoverable (no key metadata)", r.unrecoverable),
             (f"objects {verb}", f"{r.rebuilt} ({format_size(r.rebuilt_bytes)})"),
             ("  of them multipart", r.multipart_objects),
-            ("conflicts (keys with older copies)", f"{r.conflicts} ({r.older_copies} older)"),
+            ("  objects with several copies", f"{several} ({locations} locations)"),
+            ("  fewer copies than their bucket keeps", short),
+            ("conflicts (keys with copies left)", f"{r.conflicts} ({r.older_copies} copies)"),
             ("virtual bucket rows " + ("to make" if dry else "made"), r.buckets_made),
             ("leftover multipart uploads", r.uploads),
             ("foreign multipart uploads", r.foreign_uploads),
