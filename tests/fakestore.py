@@ -47,6 +47,8 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from s3balance.store import moves, replicas
+from s3balance.store import pauses as pause_sql
+from s3balance.store import rebalance as rebalance_sql
 from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG
 from s3balance.store.interfaces import (
     BackendFull,
@@ -60,6 +62,7 @@ from s3balance.store.interfaces import (
     DrainRecord,
     DrainStateError,
     IMetadataStore,
+    JobPause,
     ListPage,
     Location,
     MoveCandidate,
@@ -71,6 +74,8 @@ from s3balance.store.interfaces import (
     QueuedDeletion,
     Quota,
     QuotaExceeded,
+    RebalanceRecord,
+    RebalanceStateError,
     WriteIntent,
     WriteIntentExpired,
 )
@@ -140,6 +145,8 @@ class MemoryTables:
     quotas: dict[str, tuple[Quota, str]] = field(default_factory=dict)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # job -> (holder, expires)
     drains: dict[str, DrainRecord] = field(default_factory=dict)  # backend -> its drain (store/moves.py)
+    pauses: dict[str, JobPause] = field(default_factory=dict)  # job -> its pause (store/pauses.py)
+    rebalance: Optional[RebalanceRecord] = None  # the cluster's rebalance (store/rebalance.py)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # every table's ids
 
 
@@ -822,6 +829,21 @@ class MemoryStore:
             return None
         return LeaseState(job=job, holder=current[0], live=current[1] > self.clock.seconds())
 
+    @_answers
+    def pause_job(self, job: str, paused_by: Optional[str] = None, reason: Optional[str] = None) -> JobPause:
+        pauses = self.tables.pauses
+        if job not in pauses:
+            pauses[job] = JobPause(job, self._now(), pause_sql.clip(paused_by), pause_sql.clip(reason))
+        return pauses[job]
+
+    @_answers
+    def resume_job(self, job: str) -> bool:
+        return self.tables.pauses.pop(job, None) is not None
+
+    @_answers
+    def paused_jobs(self) -> list[JobPause]:
+        return [self.tables.pauses[job] for job in sorted(self.tables.pauses)]
+
     # -- drains (store/moves.py) --------------------------------------------------
 
     def _held(self, backend: str) -> tuple[int, int]:
@@ -954,6 +976,94 @@ class MemoryStore:
         if error is not None:
             changes["last_error"] = error[: moves.MAX_ERROR] or None
         self.tables.drains[backend] = attr.evolve(drain, **changes)
+
+    # -- the rebalance (store/rebalance.py) -------------------------------------------
+
+    @_answers
+    def start_rebalance(self, margin: float, rate: Optional[int] = None) -> RebalanceRecord:
+        current, now = self.tables.rebalance, self._now()
+        margin = rebalance_sql.to_ppm(margin) / rebalance_sql.PPM
+        if current is not None and current.state in rebalance_sql.UNDER_WAY:
+            current = attr.evolve(current, margin=margin, updated=now, rate=current.rate if rate is None else rate)
+        else:
+            current = RebalanceRecord(state=rebalance_sql.RUNNING, margin=margin, rate=rate, started=now, updated=now)
+        self.tables.rebalance = current
+        return current
+
+    @_answers
+    def rebalance(self) -> Optional[RebalanceRecord]:
+        return self.tables.rebalance
+
+    @_answers
+    def set_rebalance_state(self, state: str, rate: Optional[int] = None) -> Optional[RebalanceRecord]:
+        if state not in rebalance_sql.UNDER_WAY:
+            raise ValueError(f"a rebalance is paused or resumed, not set to {state!r}")
+        current = self.tables.rebalance
+        if current is None:
+            return None
+        if current.state not in rebalance_sql.UNDER_WAY:
+            raise RebalanceStateError(f"the rebalance is {current.state}")
+        current = self.tables.rebalance = attr.evolve(
+            current, state=state, updated=self._now(), rate=current.rate if rate is None else rate
+        )
+        return current
+
+    @_answers
+    def cancel_rebalance(self) -> Optional[RebalanceRecord]:
+        current, now = self.tables.rebalance, self._now()
+        if current is None:
+            return None
+        if current.state not in rebalance_sql.UNDER_WAY:
+            raise RebalanceStateError(f"the rebalance is {current.state}")
+        current = self.tables.rebalance = attr.evolve(
+            current, state=rebalance_sql.CANCELLED, updated=now, finished=now
+        )
+        return current
+
+    @_answers
+    def note_rebalance_progress(
+        self,
+        active_seconds: float,
+        failed: int,
+        error: Optional[str],
+        spread: Optional[float] = None,
+        remaining_bytes: Optional[int] = None,
+        finished: bool = False,
+    ) -> Optional[RebalanceRecord]:
+        current, now = self.tables.rebalance, self._now()
+        if current is None:
+            return None
+        changes: dict[str, Any] = {
+            "active_seconds": current.active_seconds + round(active_seconds * 1000) / 1000,
+            "failed_objects": current.failed_objects + failed,
+            "updated": now,
+        }
+        if error is not None:
+            changes["last_error"] = error[: moves.MAX_ERROR] or None
+        if spread is not None:
+            changes["spread"] = rebalance_sql.to_ppm(spread) / rebalance_sql.PPM
+        if remaining_bytes is not None:
+            changes["remaining_bytes"] = max(0, remaining_bytes)
+        if finished and current.state == rebalance_sql.RUNNING:
+            changes.update(state=rebalance_sql.DONE, finished=now, remaining_bytes=0)
+        current = self.tables.rebalance = attr.evolve(current, **changes)
+        return current
+
+    @_answers
+    def rebalance_switch(self, intent_id: int, candidate: MoveCandidate, target: Location) -> str:
+        switch = cast(Any, MemoryStore.switch_location).__wrapped__
+        outcome: str = switch(self, intent_id, candidate, target)
+        current = self.tables.rebalance
+        if outcome == moves.MOVED and current is not None:
+            size = candidate.record.size
+            self.tables.rebalance = attr.evolve(
+                current,
+                moved_objects=current.moved_objects + 1,
+                moved_bytes=current.moved_bytes + size,
+                remaining_bytes=max(0, current.remaining_bytes - size),
+                updated=self._now(),
+            )
+        return outcome
 
     @_answers
     def backends_in_use(self, names: Sequence[str]) -> list[str]:

@@ -77,6 +77,9 @@ class FakeStore:
     def drains(self):
         return succeed([])
 
+    def paused_jobs(self):
+        return succeed([])
+
     def backends_in_use(self, names):
         # (a reload asks before it removes a backend; tests/test_drain.py covers a backend in use)
         return succeed(sorted(set(names) & self.in_use))

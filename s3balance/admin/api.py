@@ -15,10 +15,19 @@ C{Authorization: Bearer <api.token>}.
     POST /admin/backends/<name>/drain       start draining it (no new objects; every object moved to
                                             the others); {"rate": "50MB/s"} optional (0: unlimited)
     POST /admin/backends/<name>/drain/pause   .../resume ({"rate": ...} optional)   .../cancel
+    GET  /admin/rebalance                   the rebalance (s3balance.ops.rebalance): state, each backend's
+                                            fraction, moved, rate, ETA
+    POST /admin/rebalance                   start it: {"margin": 0.05, "rate": "50MB/s"} both optional
+    POST /admin/rebalance/pause   .../resume ({"rate": ...} optional)   DELETE /admin/rebalance (cancel)
     GET  /admin/buckets                     every virtual bucket: usage, reservations, quota
     GET  /admin/buckets/<name>              one virtual bucket
     PUT  /admin/buckets/<name>/quota        {"max_size": "10GiB", "max_objects": 100000} (either may be null)
     DELETE /admin/buckets/<name>/quota      no quota any more
+    GET  /admin/jobs                        every cluster-wide job: paused or not, whether this daemon
+                                            leads it, the lease's holder (s3balance.ops.pauses)
+    GET  /admin/jobs/<name>                 one job
+    POST /admin/jobs/<name>/pause           no daemon runs it until resumed ({"reason": "..."} optional)
+    POST /admin/jobs/<name>/resume          undo the above (a run starts at once in the leader)
 
 The resource only speaks HTTP and JSON; what it does to the service goes
 through L{IAdminTarget}, so it is tested without a running daemon.  Errors
@@ -52,9 +61,12 @@ __all__ = [
     "DrainConflict",
     "ConfigQuota",
     "IAdminTarget",
+    "NoRebalance",
     "NoSuchDrain",
+    "RebalanceConflict",
     "UnknownBackend",
     "UnknownBucket",
+    "UnknownJob",
     "parse_month",
     "parse_quota",
 ]
@@ -79,8 +91,24 @@ class DrainConflict(Exception):
     """What was asked of a drain does not fit its state (resuming a finished one, no backend to move to)."""
 
 
+class NoRebalance(KeyError):
+    """No rebalance is under way (or, for a report, none was ever started)."""
+
+
+class RebalanceConflict(Exception):
+    """What was asked of the rebalance does not fit its state (pausing a finished one)."""
+
+
 class UnknownBucket(KeyError):
     """No virtual bucket of that name in the store."""
+
+
+class UnknownJob(KeyError):
+    """No cluster-wide background job of that name (s3balance.ops.pauses); C{known}: those there are."""
+
+    def __init__(self, name: str, known: tuple[str, ...] = ()) -> None:
+        super().__init__(name)
+        self.known = known
 
 
 class ConfigQuota(Exception):
@@ -150,6 +178,24 @@ class IAdminTarget(Interface):
         """Forget a drain: the backend takes new objects again, what moved
         stays moved. -> Deferred[dict] (the drain as it was); fails with L{NoSuchDrain}."""
 
+    def rebalance_report() -> Deferred[dict[str, Any]]:
+        """-> Deferred[dict], the rebalance (L{s3balance.ops.rebalance.rebalance_document};
+        state None when none was started) and every backend's fraction."""
+
+    def start_rebalance(margin: Optional[float], rate: Optional[int]) -> Deferred[dict[str, Any]]:
+        """Start a rebalance (C{margin} None: the default, or the one under
+        way's), or set the margin and rate of the one under way (a paused one
+        goes on). -> Deferred[dict]; fails with L{RebalanceConflict} when
+        fewer than two backends take new objects."""
+
+    def set_rebalance_paused(paused: bool, rate: Optional[int]) -> Deferred[dict[str, Any]]:
+        """Pause or resume (with C{rate} when not None) the rebalance under
+        way. -> Deferred[dict]; fails with L{NoRebalance}, L{RebalanceConflict}."""
+
+    def cancel_rebalance() -> Deferred[dict[str, Any]]:
+        """Cancel the rebalance under way (what moved stays moved).
+        -> Deferred[dict]; fails with L{NoRebalance}, L{RebalanceConflict}."""
+
     def buckets_report() -> Deferred[list[dict[str, Any]]]:
         """-> Deferred[list[dict]], one JSON-able dict per virtual bucket in
         name order: usage, reservations, quota."""
@@ -158,6 +204,16 @@ class IAdminTarget(Interface):
         """Set (or, both None, remove) a bucket's quota. -> Deferred[dict]
         (the bucket's report); fails with L{UnknownBucket} and, for a quota
         the configuration sets, L{ConfigQuota}."""
+
+    def jobs_report() -> Deferred[list[dict[str, Any]]]:
+        """-> Deferred[list[dict]], every cluster-wide background job by
+        name: paused or not (since when, by whom, why), whether this daemon
+        leads it, the lease's holder."""
+
+    def set_job_paused(name: str, paused: bool, by: Optional[str], reason: Optional[str]) -> Deferred[dict[str, Any]]:
+        """Pause (C{by}, C{reason}: what the report shows) or resume a
+        cluster-wide job. -> Deferred[dict] (the job's report); fails with
+        L{UnknownJob}."""
 
 
 def parse_quota(body: object) -> tuple[Optional[int], Optional[int]]:
@@ -321,6 +377,37 @@ class AdminResource(Resource):
         log.info("admin: drain of backend {backend} cancelled; it takes new objects again", backend=params["name"])
         return 200, drain
 
+    async def list_jobs(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, {"jobs": await self.target.jobs_report()}
+
+    async def get_job(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        reports = await self.target.jobs_report()
+        for report in reports:
+            if report["name"] == params["name"]:
+                return 200, report
+        raise _unknown_job(params["name"], tuple(report["name"] for report in reports))
+
+    async def pause_job(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if reason is not None and not isinstance(reason, str):
+            raise AdminError(400, "invalid_request", 'expected {"reason": "<text>"} or no body')
+        client = getattr(request.getClientAddress(), "host", None)
+        by = f"admin API ({client})" if client else "admin API"
+        job = await self._job_call(params["name"], self.target.set_job_paused(params["name"], True, by, reason))
+        log.info("admin: job {job} paused ({reason})", job=params["name"], reason=reason or "no reason given")
+        return 200, job
+
+    async def resume_job(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        job = await self._job_call(params["name"], self.target.set_job_paused(params["name"], False, None, None))
+        log.info("admin: job {job} resumed", job=params["name"])
+        return 200, job
+
+    async def _job_call(self, name: str, call: Deferred[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await call
+        except UnknownJob as unknown:
+            raise _unknown_job(name, unknown.known) from None
+
     async def _drain_call(self, name: str, call: Deferred[dict[str, Any]]) -> dict[str, Any]:
         try:
             return await call
@@ -330,6 +417,39 @@ class AdminResource(Resource):
             raise AdminError(404, "no_drain", f"backend {name!r} is not being drained") from None
         except DrainConflict as conflict:
             raise AdminError(409, "drain_conflict", str(conflict)) from None
+
+    async def get_rebalance(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, await self._rebalance_call(self.target.rebalance_report())
+
+    async def start_rebalance(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        margin, rate = _rebalance_margin(body), _drain_rate(body)
+        report = await self._rebalance_call(self.target.start_rebalance(margin, rate))
+        log.info("admin: rebalance started (margin {margin}, rate {rate})", margin=report["margin"],
+                 rate=report["rate_limit"])
+        return 200, report
+
+    async def pause_rebalance(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        report = await self._rebalance_call(self.target.set_rebalance_paused(True, None))
+        log.info("admin: rebalance paused")
+        return 200, report
+
+    async def resume_rebalance(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        report = await self._rebalance_call(self.target.set_rebalance_paused(False, _drain_rate(body)))
+        log.info("admin: rebalance resumed")
+        return 200, report
+
+    async def cancel_rebalance(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        report = await self._rebalance_call(self.target.cancel_rebalance())
+        log.info("admin: rebalance cancelled")
+        return 200, report
+
+    async def _rebalance_call(self, call: Deferred[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await call
+        except NoRebalance:
+            raise AdminError(404, "no_rebalance", "no rebalance is under way") from None
+        except RebalanceConflict as conflict:
+            raise AdminError(409, "rebalance_conflict", str(conflict)) from None
 
     ROUTES: tuple[tuple[str, tuple[str, ...], Handler], ...] = (
         ("GET", ("backends",), list_backends),
@@ -346,10 +466,20 @@ class AdminResource(Resource):
         ("POST", ("backends", "{name}", "drain", "pause"), pause_drain),
         ("POST", ("backends", "{name}", "drain", "resume"), resume_drain),
         ("POST", ("backends", "{name}", "drain", "cancel"), cancel_drain),
+        ("GET", ("rebalance",), get_rebalance),
+        ("POST", ("rebalance",), start_rebalance),
+        ("DELETE", ("rebalance",), cancel_rebalance),
+        ("POST", ("rebalance", "pause"), pause_rebalance),
+        ("POST", ("rebalance", "resume"), resume_rebalance),
+        ("POST", ("rebalance", "cancel"), cancel_rebalance),
         ("GET", ("buckets",), list_buckets),
         ("GET", ("buckets", "{name}"), get_bucket),
         ("PUT", ("buckets", "{name}", "quota"), put_quota),
         ("DELETE", ("buckets", "{name}", "quota"), delete_quota),
+        ("GET", ("jobs",), list_jobs),
+        ("GET", ("jobs", "{name}"), get_job),
+        ("POST", ("jobs", "{name}", "pause"), pause_job),
+        ("POST", ("jobs", "{name}", "resume"), resume_job),
     )
 
     async def _one_backend(self, name: str) -> dict:
@@ -469,6 +599,11 @@ class AdminResource(Resource):
         return self._body(request, error.status, {"error": error.code, "message": error.message})
 
 
+def _unknown_job(name: str, known: tuple[str, ...]) -> AdminError:
+    jobs = f": the jobs are {', '.join(known)}" if known else ""
+    return AdminError(404, "no_such_job", f"no cluster-wide background job named {name!r}{jobs}")
+
+
 def _drain_rate(body: object) -> Optional[int]:
     """A drain's C{{"rate": "50MB/s"}} (bytes per second, 0 unlimited); None when absent or null."""
     value = body.get("rate") if isinstance(body, dict) else None
@@ -478,6 +613,19 @@ def _drain_rate(body: object) -> Optional[int]:
         return parse_rate(value)
     except ValueError as error:
         raise AdminError(400, "invalid_rate", f"rate: {error}") from None
+
+
+def _rebalance_margin(body: object) -> Optional[float]:
+    """A rebalance's C{{"margin": 0.05}} (or "5%"); None when absent or null."""
+    value = body.get("margin") if isinstance(body, dict) else None
+    if value is None:
+        return None
+    from s3balance.ops.rebalance import parse_margin
+
+    try:
+        return parse_margin(value)
+    except ValueError as error:
+        raise AdminError(400, "invalid_margin", f"margin: {error}") from None
 
 
 def _query_arg(request: Any, name: bytes) -> Optional[str]:  # Twisted types Request.args as None

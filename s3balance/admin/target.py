@@ -24,9 +24,12 @@ from s3balance.admin.api import (
     NoSuchDrain,
     UnknownBackend,
     UnknownBucket,
+    UnknownJob,
 )
+from s3balance.admin.rebalance_target import RebalanceAdmin
 from s3balance.config import ConfigError
 from s3balance.ops.drain import drain_document
+from s3balance.ops.pauses import pause_document
 from s3balance.store.interfaces import (
     BucketUsage,
     ConfigQuotaError,
@@ -323,3 +326,61 @@ class ServiceAdminTarget:
     def _drain_state(self, name: str) -> Optional[str]:
         drains = getattr(self.service, "drains", None)
         return drains.state(name) if drains is not None else None
+
+    # -- the rebalance (s3balance.ops.rebalance, admin.rebalance_target) ------------------
+
+    def rebalance_report(self) -> Deferred:
+        return ensureDeferred(RebalanceAdmin(self.service).report())
+
+    def start_rebalance(self, margin: Optional[float], rate: Optional[int]) -> Deferred:
+        return ensureDeferred(RebalanceAdmin(self.service).start(margin, rate))
+
+    def set_rebalance_paused(self, paused: bool, rate: Optional[int]) -> Deferred:
+        return ensureDeferred(RebalanceAdmin(self.service).set_paused(paused, rate))
+
+    def cancel_rebalance(self) -> Deferred:
+        return ensureDeferred(RebalanceAdmin(self.service).cancel())
+
+    # -- cluster-wide jobs: pause and resume (s3balance.ops.pauses) ----------------------
+
+    def jobs_report(self) -> Deferred:
+        return ensureDeferred(self._jobs_report())
+
+    async def _jobs_report(self, only: Optional[str] = None) -> list[dict]:
+        watcher = self.service.job_pauses
+        store = self.service.store
+        watcher.apply(await store.paused_jobs())  # this daemon's view, up to date at once
+        reports = []
+        for job in watcher.elected():
+            if only is not None and job.job != only:
+                continue
+            lease = await store.lease_state(job.job)
+            reports.append(
+                {
+                    "name": job.job,
+                    **pause_document(watcher.paused.get(job.job)),
+                    # This daemon (process) holds the lease: the job runs here when not paused.
+                    "leader": job.holding,
+                    "holder": lease.holder if lease is not None and lease.live else None,
+                    # A run under way here (a paused job's ends after its current step).
+                    "running": job.busy,
+                    "period": job.period,
+                }
+            )
+        return reports
+
+    def set_job_paused(self, name: str, paused: bool, by: Optional[str], reason: Optional[str]) -> Deferred:
+        return ensureDeferred(self._set_job_paused(name, paused, by, reason))
+
+    async def _set_job_paused(self, name: str, paused: bool, by: Optional[str], reason: Optional[str]) -> dict:
+        watcher = self.service.job_pauses
+        if watcher.find(name) is None:
+            raise UnknownJob(name, tuple(job.job for job in watcher.elected()))
+        store = self.service.store
+        if paused:
+            watcher.learn(await store.pause_job(name, by, reason))
+        else:
+            await store.resume_job(name)
+            watcher.forget(name)
+        [report] = await self._jobs_report(only=name)
+        return report

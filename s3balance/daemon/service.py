@@ -12,6 +12,9 @@ The daemon as a Twisted service tree.
       |- DrainMover         moves the objects off draining backends (once per cluster)
       |- ReplicaRepair      gives objects the copies their bucket wants (once per cluster)
       |- Scrubber           checks every copy now and then, replaces bad ones (once per cluster)
+      |- RebalanceWatcher   the rebalance's row (metrics)
+      |- RebalanceMover     evens out the backends' used fractions (once per cluster)
+      |- PauseWatcher       the paused jobs: an elected job does not run while paused
       +- the listening port (opened in privilegedStartService)
 
 Start-up checks that can fail (config, strategy name, database reachable and
@@ -202,6 +205,27 @@ class GatewayService(MultiService):
             self.drains, self.drain_mover, self.replica_repair, self.scrubber,
         ):
             child.setServiceParent(self)
+        # The rebalance (s3balance.ops.rebalance): every daemon reads its row, one moves the objects.
+        from s3balance.ops.rebalance import RebalanceMetrics, RebalanceMover, RebalanceWatcher
+
+        self.rebalance_state = RebalanceWatcher(store, 5.0, reactor, jobs)
+        rebalance_metrics = (
+            RebalanceMetrics(self.metrics.registry, self.rebalance_state) if self.metrics is not None else None
+        )
+        self.rebalancer = RebalanceMover(
+            self.gateway, self.rebalance_state, 2.0, reactor, jobs, rebalance_metrics, self.holder
+        )
+        self.rebalance_state.setServiceParent(self)
+        self.rebalancer.setServiceParent(self)
+        # Paused jobs (s3balance.ops.pauses): every elected child stops while its job is paused.
+        from s3balance.daemon.status import StatusResource
+        from s3balance.ops.pauses import PauseWatcher
+
+        self.job_pauses = PauseWatcher(store, 2.0, reactor, jobs)
+        self.job_pauses.setServiceParent(self)
+        status_page = self.root.fixed.get(b"/status")
+        if isinstance(status_page, StatusResource):
+            status_page.job_pauses = self.job_pauses  # /status shows the paused jobs
 
     @property
     def address(self) -> Any:
@@ -251,6 +275,8 @@ class GatewayService(MultiService):
         d.addCallback(lambda _: sync_config_buckets(self.store, self.config))
         # Drained backends are out of placement before the first request.
         d.addCallback(lambda _: ensureDeferred(self.drains.run()))
+        # Paused jobs stay paused across a restart: known before any job starts.
+        d.addCallback(lambda _: ensureDeferred(self.job_pauses.run()))
         if self.reloader is not None:
             # At once, not when started: SIGHUP's default action ends the
             # process, and the port already listens.  A reload asked for

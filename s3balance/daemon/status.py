@@ -90,8 +90,8 @@ def _counters(metrics: Optional[Metrics]) -> tuple[Optional[dict], dict[str, dic
     return {"total": total, "errors": errors, "in_flight": in_flight}, backends
 
 
-def status_document(gateway: Any, now: Callable[[], float] = time.time) -> dict[str, Any]:
-    """The JSON of C{/status?format=json}, read from the gateway's live objects."""
+def status_document(gateway: Any, now: Callable[[], float] = time.time, job_pauses: Any = None) -> dict[str, Any]:
+    """The JSON of C{/status?format=json}, read from the gateway's live objects (and the L{PauseWatcher}'s)."""
     pool = gateway.pool
     requests, backend_counters = _counters(getattr(gateway, "metrics", None))
     disabled = getattr(pool, "disabled", ())
@@ -160,6 +160,8 @@ def status_document(gateway: Any, now: Callable[[], float] = time.time) -> dict[
         "buckets": buckets,
         "database": database,
         "requests": requests,
+        # The cluster-wide jobs an operator paused (s3balance.ops.pauses), as this daemon last read them.
+        "paused_jobs": sorted(job_pauses.paused) if job_pauses is not None else [],
     }
 
 
@@ -264,6 +266,7 @@ th {{ background: #eee; }}
 <span>requests <b id="rate">-</b>/s</span>
 <span>5xx <b id="errors">-</b>/s</span>
 <span>in flight <b id="inflight">-</b></span>
+<span>paused jobs <b id="paused-jobs">{paused_jobs}</b></span>
 <span class="small" id="updated"></span> <span class="small" id="stale"></span>
 </div>
 <table><thead><tr><th>backend</th><th>health</th><th>used / capacity</th><th class="num">objects</th>
@@ -307,6 +310,7 @@ function render(doc, old) {{
   document.getElementById("rate").textContent = req && oldReq ? rate(req.total, oldReq.total, dt) : "-";
   document.getElementById("errors").textContent = req && oldReq ? rate(req.errors, oldReq.errors, dt) : "-";
   document.getElementById("inflight").textContent = req ? req.in_flight : "metrics disabled";
+  document.getElementById("paused-jobs").textContent = (doc.paused_jobs || []).join(", ") || "none";
   const before = {{}};
   if (old) for (const b of old.backends) before[b.name] = b;
   const body = document.getElementById("backends");
@@ -395,6 +399,7 @@ def render_page(document: dict, nonce: str) -> bytes:
         nonce=nonce,
         status=html.escape(document["status"]),
         strategy=html.escape(document["strategy"]),
+        paused_jobs=html.escape(", ".join(document.get("paused_jobs", [])) or "none"),
         rows="".join(_row(entry) for entry in document["backends"]),
         bucket_rows="".join(_bucket_row(entry) for entry in document["buckets"]),
         drain_rows="".join(_drain_row(entry) for entry in document.get("drains", [])),
@@ -427,6 +432,8 @@ class StatusResource(Resource):
         self.gateway = gateway
         self.token_fn = token_fn
         self.now = now
+        # The daemon's s3balance.ops.pauses.PauseWatcher (set by the service): the paused jobs.
+        self.job_pauses: Any = None
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
@@ -449,7 +456,7 @@ class StatusResource(Resource):
                 403,
                 "the status page is served only to loopback clients unless the admin API (api.token) is enabled",
             )
-        document = status_document(self.gateway, self.now)
+        document = status_document(self.gateway, self.now, self.job_pauses)
         if _arg(request, b"format") == "json":
             request.setHeader(b"content-type", b"application/json")
             return json.dumps(document, sort_keys=True).encode("utf-8")

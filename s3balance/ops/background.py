@@ -13,7 +13,9 @@ Periodic background work as services.
     second repeater renews the lease every third of its length; a daemon
     that stops renewing (killed, cut off from the database) loses it when it
     expires, and the next daemon that asks takes it over.  Stopping gives it
-    up at once.
+    up at once.  An operator may pause it for the whole cluster
+    (L{s3balance.ops.pauses}): no run starts and a run under way stops
+    between steps; the lease is kept.
 
 Models: buildbot's C{util/deferwaiter.py} repeaters and its
 C{ClusteredBuildbotService}.
@@ -26,7 +28,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from twisted.application.service import Service
@@ -60,6 +62,12 @@ class BackgroundMetrics:
             ["job"],
             registry=registry,
         )
+        self.paused = Gauge(
+            "s3balance_background_paused",
+            "1 while a cluster-wide job is paused (s3balance.ops.pauses), as this daemon last read it.",
+            ["job"],
+            registry=registry,
+        )
 
     def ran(self, job: str, ok: bool) -> None:
         self.runs.labels(job).inc()
@@ -68,6 +76,15 @@ class BackgroundMetrics:
 
     def leading(self, job: str, held: bool) -> None:
         self.leader.labels(job).set(1 if held else 0)
+
+    def pausing(self, job: str, paused: bool) -> None:
+        self.paused.labels(job).set(1 if paused else 0)
+
+
+class PauseSource(Protocol):
+    """What tells an L{ElectedRepeater} that its job is paused (L{s3balance.ops.pauses.PauseWatcher})."""
+
+    def is_paused(self, job: str) -> bool: ...
 
 
 def holder_id(seat: Optional[str] = None) -> str:
@@ -138,6 +155,11 @@ class Repeater(Service):
     def keep_going(self) -> bool:
         """For long runs, asked between steps: False once the repeater stops (or lost its lease)."""
         return bool(self.running)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a run is under way."""
+        return self._current is not None
 
     # -- scheduling -----------------------------------------------------------------
 
@@ -269,6 +291,8 @@ class ElectedRepeater(Repeater):
         self.lease_seconds = lease_seconds
         self._held_until: Optional[float] = None
         self._asked = False  # whether the lease was ever asked for (and so may be held)
+        # Whether an operator paused the job (s3balance.ops.pauses.PauseWatcher sets it).
+        self.pauses: Optional[PauseSource] = None
         self.lease = Repeater(
             f"{name}-lease", lease_seconds / 3, self._renew, self.clock, metrics, quiet_errors, stop_timeout
         )
@@ -277,13 +301,18 @@ class ElectedRepeater(Repeater):
     def holding(self) -> bool:
         return self._held_until is not None and self.clock.seconds() < self._held_until
 
+    @property
+    def paused(self) -> bool:
+        """Whether an operator paused this job (the lease is kept meanwhile: see L{s3balance.ops.pauses})."""
+        return self.pauses is not None and self.pauses.is_paused(self.job)
+
     def should_run(self) -> bool:
-        return self.holding
+        return self.holding and not self.paused
 
     def keep_going(self) -> bool:
         # A run called directly (the lease repeater not started: tests, a
         # one-off from the admin CLI) is not bound to the lease.
-        return bool(self.running) and (self.holding or not self.lease.running)
+        return bool(self.running) and not self.paused and (self.holding or not self.lease.running)
 
     async def _renew(self) -> None:
         asked = self.clock.seconds()

@@ -12,6 +12,12 @@ C{s3balance-admin}: operator commands that run outside the daemon.
     s3balance-admin drain BACKEND --admin-url URL --token T [--rate 50MB/s] [--wait]
                                                  empty a backend onto the others (pause, resume,
                                                  status, cancel: s3balance.ops.drain_cli)
+    s3balance-admin rebalance [start|pause|resume|status|cancel] --admin-url URL --token T
+                                                 [--margin 0.05] [--rate 50MB/s] [--wait]: even out
+                                                 the backends' used fractions (s3balance.ops.rebalance_cli)
+    s3balance-admin jobs [pause NAME|resume NAME] --admin-url URL --token T
+                                                 list, pause, resume the cluster-wide background
+                                                 jobs (s3balance.ops.jobs_cli)
 """
 
 from __future__ import annotations
@@ -109,6 +115,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     drain_cli.add_arguments(drain)
     drain.set_defaults(function=drain_cli.command)
+    from s3balance.ops import rebalance_cli
+
+    rebalance = commands.add_parser(
+        "rebalance",
+        help="move objects until the backends' used fractions are within a margin; pause, resume, "
+        "cancel, status (s3balance.ops.rebalance_cli)",
+        description=(rebalance_cli.__doc__ or "").split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rebalance_cli.add_arguments(rebalance)
+    rebalance.set_defaults(function=rebalance_cli.command)
+    from s3balance.ops import jobs_cli
+
+    jobs = commands.add_parser(
+        "jobs",
+        help="list, pause and resume the cluster-wide background jobs (s3balance.ops.jobs_cli)",
+        description=(jobs_cli.__doc__ or "").split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    jobs_cli.add_arguments(jobs)
+    jobs.set_defaults(function=jobs_cli.command)
     args = parser.parse_args(argv)
     try:
         return int(args.function(args))

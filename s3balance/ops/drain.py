@@ -45,17 +45,15 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, Repeater, holder_id
 from s3balance.ops.cleanup import OUTAGES
-from s3balance.ops.move import MoveError, ObjectCopier, Throttle
-from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
-from s3balance.store.interfaces import BackendFull, DrainRecord, Location, MoveCandidate, StoreUnavailable
+from s3balance.ops.move import MoveError, ObjectCopier, Throttle, copy_under_intent, place_copy
+from s3balance.store.interfaces import DrainRecord, Location, MoveCandidate, StoreUnavailable
 from s3balance.store.moves import DONE, DRAINING, EXPIRED, MOVED, PAUSED, STALE
 
 if TYPE_CHECKING:
@@ -405,16 +403,9 @@ class DrainMover(ElectedRepeater):
             raise MoveError(f"{source_location.backend} cannot be read now")
         reservation, target, real_key, intent_id = await self._place(candidate)
         try:
-            lease = IntentLease(store, intent_id, INTENT_LEASE, gateway.reactor).start()
-            try:
-                await self.copier.copy(source, source_location.real_key, target, real_key, record, throttle)
-            except BaseException as error:
-                lease.stop()
-                await give_up_write(gateway, intent_id, error, True)
-                if isinstance(error, (MoveError, BackendError, CancelledError, StoreUnavailable)):
-                    raise
-                raise MoveError(f"{type(error).__name__}: {error}") from error
-            lease.stop()
+            await copy_under_intent(
+                gateway, self.copier, record, source, source_location.real_key, target, real_key, intent_id, throttle
+            )
             outcome = await store.switch_location(intent_id, candidate, Location(target.name, real_key))
         finally:
             reservation.release()
@@ -438,27 +429,6 @@ class DrainMover(ElectedRepeater):
 
     async def _place(self, candidate: MoveCandidate) -> tuple[Reservation, Backend, str, int]:
         """A target by the strategy (never a backend that holds a copy already) and an intent there."""
-        gateway, pool = self.gateway, self.gateway.pool
         record = candidate.record
-        skipped = sorted({candidate.source.backend, *(location.backend for location in record.locations)})
-        context = PlacementContext(record.bucket, record.key, record.size)
-        while True:
-            reservation = pool.place(gateway.strategy, context, skipped, reserve=record.size)
-            if reservation is None:
-                raise MoveError(f"no backend can take {record.bucket}/{record.key} ({record.size} bytes) now")
-            target = pool.get(reservation.backend)
-            assert target is not None  # just placed there: in the pool
-            real_key = gateway.new_real_key(record.bucket)
-            try:
-                # No bucket: a move adds nothing to the virtual bucket's usage.
-                intent = await self.store.begin_write(
-                    target.name, real_key, INTENT_LEASE, record.size, target.config.max_size
-                )
-            except BackendFull:
-                reservation.release()
-                skipped.append(target.name)
-                continue
-            except BaseException:
-                reservation.release()
-                raise
-            return reservation, target, real_key, intent.id
+        skipped = {candidate.source.backend, *(location.backend for location in record.locations)}
+        return await place_copy(self.gateway, record, sorted(skipped))

@@ -142,13 +142,18 @@ def summary(drain: dict) -> str:
     return ", ".join(parts)
 
 
-def progress_bar(drain: dict) -> str:
-    done = max(0.0, min(1.0, float(drain["progress"])))
+def bar(progress: float) -> str:
+    """C{[#####-----]  41.7%}: a fraction (0..1) as a bar and a percentage."""
+    done = max(0.0, min(1.0, float(progress)))
     filled = round(done * BAR_WIDTH)
+    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {100 * done:5.1f}%"
+
+
+def progress_bar(drain: dict) -> str:
     objects, size = drain["objects"], drain["bytes"]
     rate = f"{human_size(drain['rate'])}/s" if drain["rate"] is not None else "-/s"
     return (
-        f"{drain['backend']} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {100 * done:5.1f}% "
+        f"{drain['backend']} {bar(drain['progress'])} "
         f"{objects['moved']}/{objects['moved'] + objects['remaining']} objects "
         f"{human_size(size['moved'])}/{human_size(size['moved'] + size['remaining'])} "
         f"{rate} ETA {human_duration(drain['eta_seconds'])} {drain['state']}"
@@ -159,8 +164,9 @@ class Progress:
     """The progress bar on C{stream}: redrawn in place on a terminal, else a line every C{every} seconds."""
 
     def __init__(self, stream: TextIO, enabled: bool, clock: Callable[[], float] = time.monotonic,
-                 every: float = 10.0) -> None:
+                 every: float = 10.0, render: Callable[[dict], str] = progress_bar) -> None:
         self.stream = stream
+        self.render = render
         self.enabled = enabled
         self.tty = enabled and stream.isatty()
         self.clock = clock
@@ -171,7 +177,7 @@ class Progress:
     def show(self, drain: dict) -> None:
         if not self.enabled:
             return
-        line = progress_bar(drain)
+        line = self.render(drain)
         if self.tty:
             self.stream.write("\r" + line.ljust(self._width))
             self._width = len(line)

@@ -1,6 +1,6 @@
 """
 Copying one object's bytes from a backend to another, for the drain
-(L{s3balance.ops.drain}), at a rate limit.
+(L{s3balance.ops.drain}), the rebalance and the replicas, at a rate limit.
 
   - L{ObjectCopier.copy}: the object streamed to a fresh real key with the
     headers a PUT sends; a multipart object part by part with the source's
@@ -10,12 +10,14 @@ Copying one object's bytes from a backend to another, for the drain
     ETag of a single PUT against the object's (an MD5).
   - L{Throttle}: a drain's bytes per second, shared by its copies, enforced
     by pausing the source connections (L{_Gate}).
+  - L{place_copy} and L{copy_under_intent}: a copy's target and write
+    intent, and the copy with the intent kept alive and given up on failure.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -25,10 +27,13 @@ from zope.interface import implementer
 
 from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
+from s3balance.placement.interfaces import PlacementContext
+from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
 from s3balance.s3.writes import MAX_SINGLE_PUT, backend_headers
-from s3balance.store.interfaces import ObjectRecord
+from s3balance.store.interfaces import BackendFull, ObjectRecord, StoreUnavailable
 
 if TYPE_CHECKING:
+    from s3balance.backends.pool import Reservation
     from s3balance.s3.handler_types import GatewayLike
 
 log = Logger()
@@ -318,3 +323,67 @@ class ObjectCopier:
                 gate.close()
         pipe.finish()
         return await sending
+
+
+async def place_copy(
+    gateway: GatewayLike, record: ObjectRecord, skipped: Iterable[str]
+) -> tuple[Reservation, Backend, str, int]:
+    """
+    A backend for a copy of C{record} chosen by the strategy outside
+    C{skipped} (the backends that hold a copy already, at least), its room
+    reserved, and a write intent there for a fresh real key.  The intent
+    names no bucket: a copy adds nothing to the virtual bucket's usage.  A
+    backend the store finds full is passed over.  -> (reservation, backend,
+    real key, intent id); MoveError when no backend can take it.
+    """
+    pool = gateway.pool
+    skipped = list(skipped)
+    context = PlacementContext(record.bucket, record.key, record.size)
+    while True:
+        reservation = pool.place(gateway.strategy, context, skipped, reserve=record.size)
+        if reservation is None:
+            raise MoveError(f"no backend can take {record.bucket}/{record.key} ({record.size} bytes) now")
+        target = pool.get(reservation.backend)
+        assert target is not None  # just placed there: in the pool
+        real_key = gateway.new_real_key(record.bucket)
+        try:
+            intent = await gateway.store.begin_write(
+                target.name, real_key, INTENT_LEASE, record.size, target.config.max_size
+            )
+        except BackendFull:
+            reservation.release()
+            skipped.append(target.name)
+            continue
+        except BaseException:
+            reservation.release()
+            raise
+        return reservation, target, real_key, intent.id
+
+
+async def copy_under_intent(
+    gateway: GatewayLike,
+    copier: ObjectCopier,
+    record: ObjectRecord,
+    source: Backend,
+    source_key: str,
+    target: Backend,
+    real_key: str,
+    intent_id: int,
+    throttle: Optional[Throttle] = None,
+) -> None:
+    """
+    C{copier.copy} with write intent C{intent_id}'s lease kept alive; on any
+    failure the intent is given up (its key queued for deletion) and the
+    error raised: a MoveError, or the outage, cancellation or database
+    failure as it is.
+    """
+    lease = IntentLease(gateway.store, intent_id, INTENT_LEASE, gateway.reactor).start()
+    try:
+        await copier.copy(source, source_key, target, real_key, record, throttle)
+    except BaseException as error:
+        lease.stop()
+        await give_up_write(gateway, intent_id, error, True)
+        if isinstance(error, (MoveError, BackendError, CancelledError, StoreUnavailable)):
+            raise
+        raise MoveError(f"{type(error).__name__}: {error}") from error
+    lease.stop()

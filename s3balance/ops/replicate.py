@@ -36,10 +36,8 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, holder_id
 from s3balance.ops.cleanup import OUTAGES
-from s3balance.ops.move import MoveError, ObjectCopier, bare_etag, is_md5_etag
-from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
-from s3balance.store.interfaces import BackendFull, Location, ObjectRecord, StoreUnavailable
+from s3balance.ops.move import MoveError, ObjectCopier, bare_etag, copy_under_intent, is_md5_etag, place_copy
+from s3balance.store.interfaces import Location, ObjectRecord, StoreUnavailable
 from s3balance.store.replicas import ADDED, STALE
 
 if TYPE_CHECKING:
@@ -163,16 +161,12 @@ class ReplicaMaker:
         assert source is not None  # readable: in the pool
         reservation, target, real_key, intent_id = await self._place(record)
         try:
-            lease = IntentLease(store, intent_id, INTENT_LEASE, gateway.reactor).start()
             try:
-                await self.copier.copy(source, source_location.real_key, target, real_key, record, None)
-            except BaseException as error:
-                lease.stop()
-                await give_up_write(gateway, intent_id, error, True)
-                if isinstance(error, (CancelledError, StoreUnavailable)):
-                    raise
+                await copy_under_intent(
+                    gateway, self.copier, record, source, source_location.real_key, target, real_key, intent_id
+                )
+            except (MoveError, BackendError) as error:
                 raise ReplicaError(f"copying {record.bucket}/{record.key} to {target.name}: {error}") from error
-            lease.stop()
             target_location = Location(target.name, real_key)
             outcome = await store.add_location(intent_id, record, source_location, target_location)
         finally:
@@ -193,31 +187,10 @@ class ReplicaMaker:
 
     async def _place(self, record: ObjectRecord) -> tuple[Reservation, Backend, str, int]:
         """A backend by the strategy that holds no copy of C{record} yet, and a write intent there."""
-        gateway, pool = self.gateway, self.gateway.pool
-        skipped = sorted({location.backend for location in record.locations})
-        context = PlacementContext(record.bucket, record.key, record.size)
-        while True:
-            reservation = pool.place(gateway.strategy, context, skipped, reserve=record.size)
-            if reservation is None:
-                raise ReplicaError(
-                    f"no backend without a copy of {record.bucket}/{record.key} can take {record.size} bytes now"
-                )
-            target = pool.get(reservation.backend)
-            assert target is not None  # just placed there: in the pool
-            real_key = gateway.new_real_key(record.bucket)
-            try:
-                # No bucket: a copy adds nothing to the virtual bucket's usage.
-                intent = await gateway.store.begin_write(
-                    target.name, real_key, INTENT_LEASE, record.size, target.config.max_size
-                )
-            except BackendFull:
-                reservation.release()
-                skipped.append(target.name)
-                continue
-            except BaseException:
-                reservation.release()
-                raise
-            return reservation, target, real_key, intent.id
+        try:
+            return await place_copy(self.gateway, record, {location.backend for location in record.locations})
+        except MoveError as error:
+            raise ReplicaError(str(error)) from None
 
 
 def _with_location(record: ObjectRecord, location: Location) -> ObjectRecord:

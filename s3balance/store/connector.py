@@ -31,7 +31,9 @@ from s3balance.store import (
     usage,
 )
 from s3balance.store import objects as object_sql
+from s3balance.store import pauses as pause_sql
 from s3balance.store import quotas as quota_sql
+from s3balance.store import rebalance as rebalance_sql
 from s3balance.store.interfaces import (
     BackendUsage,
     BucketRecord,
@@ -39,6 +41,7 @@ from s3balance.store.interfaces import (
     CompletedUpload,
     DrainRecord,
     IMetadataStore,
+    JobPause,
     LeaseState,
     ListPage,
     Location,
@@ -49,6 +52,7 @@ from s3balance.store.interfaces import (
     PartRecord,
     QueuedDeletion,
     Quota,
+    RebalanceRecord,
     WriteIntent,
 )
 from s3balance.store.runner import UTC, StoreRunner
@@ -334,6 +338,17 @@ class MetadataStore(StoreRunner):
     def lease_state(self, job: str) -> Deferred[Optional[LeaseState]]:
         return self._read(leases.lease_state, job)
 
+    def pause_job(
+        self, job: str, paused_by: Optional[str] = None, reason: Optional[str] = None
+    ) -> Deferred[JobPause]:
+        return self._run(pause_sql.pause_job, job, paused_by, reason, self._now())
+
+    def resume_job(self, job: str) -> Deferred[bool]:
+        return self._run(pause_sql.resume_job, job)
+
+    def paused_jobs(self) -> Deferred[list[JobPause]]:
+        return self._read(pause_sql.paused_jobs)
+
     def postpone_deletions(self, backend: str, delay_seconds: float) -> Deferred[int]:
         return self._run(objects.postpone_deletions, backend, self._now(), self._in(delay_seconds))
 
@@ -378,6 +393,39 @@ class MetadataStore(StoreRunner):
     ) -> Deferred[None]:
         return self._run(
             moves.note_drain_progress, backend, round(active_seconds * 1000), failed, error, self._now()
+        )
+
+    # -- the rebalance (s3balance.store.rebalance, s3balance.ops.rebalance) -------
+
+    def start_rebalance(self, margin: float, rate: Optional[int] = None) -> Deferred[RebalanceRecord]:
+        return self._run(rebalance_sql.start_rebalance, margin, rate, self._now())
+
+    def rebalance(self) -> Deferred[Optional[RebalanceRecord]]:
+        return self._read(rebalance_sql.get_rebalance)
+
+    def set_rebalance_state(self, state: str, rate: Optional[int] = None) -> Deferred[Optional[RebalanceRecord]]:
+        return self._run(rebalance_sql.set_rebalance_state, state, rate, self._now())
+
+    def cancel_rebalance(self) -> Deferred[Optional[RebalanceRecord]]:
+        return self._run(rebalance_sql.cancel_rebalance, self._now())
+
+    def note_rebalance_progress(
+        self,
+        active_seconds: float,
+        failed: int,
+        error: Optional[str],
+        spread: Optional[float] = None,
+        remaining_bytes: Optional[int] = None,
+        finished: bool = False,
+    ) -> Deferred[Optional[RebalanceRecord]]:
+        return self._run(
+            rebalance_sql.note_rebalance_progress,
+            round(active_seconds * 1000), failed, error, spread, remaining_bytes, finished, self._now(),
+        )
+
+    def rebalance_switch(self, intent_id: int, candidate: MoveCandidate, target: Location) -> Deferred[str]:
+        return self._run(
+            rebalance_sql.rebalance_switch, intent_id, candidate, target, self._now(), self.deletion_grace
         )
 
     def backends_in_use(self, names: Sequence[str]) -> Deferred[list[str]]:

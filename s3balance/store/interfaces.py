@@ -281,6 +281,16 @@ class LeaseState:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class JobPause:
+    """A paused cluster-wide job: since when (the daemon's clock), by whom and why, as the admin API was told."""
+
+    job: str
+    paused_at: datetime.datetime
+    paused_by: Optional[str] = None
+    reason: Optional[str] = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class OperationCounts:
     """Requests sent to one backend in one calendar month (UTC), by S3 pricing class."""
 
@@ -537,6 +547,17 @@ class IMetadataStore(Interface):
         """-> Deferred[LeaseState | None]: holder and whether
         the lease is live by the database's clock."""
 
+    def pause_job(job: str, paused_by: Optional[str] = None, reason: Optional[str] = None) -> Deferred[JobPause]:
+        """Pause cluster-wide job C{job} (s3balance.ops.pauses): no daemon
+        runs it until L{resume_job}.  A job paused already stays as it was
+        (its first pause's time, author and reason). -> Deferred[JobPause]"""
+
+    def resume_job(job: str) -> Deferred[bool]:
+        """Undo L{pause_job}. -> Deferred[bool] (whether C{job} was paused)."""
+
+    def paused_jobs() -> Deferred[list[JobPause]]:
+        """Every paused job, by name. -> Deferred[list[JobPause]]"""
+
     def postpone_deletions(backend: str, delay_seconds: float) -> Deferred[int]:
         """Push the due queued deletions of C{backend} (down) C{delay_seconds}
         later, attempts unchanged. -> Deferred[int] (how many)."""
@@ -604,6 +625,39 @@ class IMetadataStore(Interface):
         """Add C{active_seconds} of moving and C{failed} failed moves to a
         drain; C{error} (when not None) becomes its last error, "" clears it.
         -> Deferred[None]"""
+
+    # -- the rebalance (s3balance.store.rebalance, s3balance.ops.rebalance) ------
+    def start_rebalance(margin: float, rate: Optional[int] = None) -> Deferred[RebalanceRecord]:
+        """Start a rebalance (state 'running'; a finished one is replaced), or
+        set the margin (and C{rate}, bytes/s, when given; None: the configured
+        default; 0: unlimited) of the one under way, whose state is kept.
+        -> Deferred[RebalanceRecord]"""
+
+    def rebalance() -> Deferred[Optional[RebalanceRecord]]:
+        """The rebalance (any state), or None. -> Deferred[RebalanceRecord | None]"""
+
+    def set_rebalance_state(state: str, rate: Optional[int] = None) -> Deferred[Optional[RebalanceRecord]]:
+        """Pause ('paused') or resume ('running') the rebalance under way, its
+        rate set when given.  -> Deferred[RebalanceRecord | None]; fails with
+        RebalanceStateError when it is done or cancelled."""
+
+    def cancel_rebalance() -> Deferred[Optional[RebalanceRecord]]:
+        """The rebalance under way becomes 'cancelled' (what moved stays
+        moved). -> Deferred[RebalanceRecord | None]; RebalanceStateError when
+        it is done or cancelled already."""
+
+    def note_rebalance_progress(active_seconds: float, failed: int, error: Optional[str],
+                                spread: Optional[float] = None, remaining_bytes: Optional[int] = None,
+                                finished: bool = False) -> Deferred[Optional[RebalanceRecord]]:
+        """Add C{active_seconds} of moving and C{failed} failed moves; C{error}
+        (when not None) becomes the last error, "" clears it; the mover's
+        measure (the spread of the fractions, the bytes still to move) when
+        given; with C{finished} a running rebalance is 'done'.
+        -> Deferred[RebalanceRecord | None]"""
+
+    def rebalance_switch(intent_id: int, candidate: MoveCandidate, target: Location) -> Deferred[str]:
+        """L{switch_location}, and when it moved the object the move counted
+        in the rebalance, in one transaction. -> Deferred[str]"""
 
     def backends_in_use(names: Sequence[str]) -> Deferred[list[str]]:
         """Those of C{names} that an object's location refers to (one indexed
@@ -676,3 +730,32 @@ class MoveCandidate:
     cursor: int
     record: ObjectRecord
     source: Location
+
+
+class RebalanceStateError(StoreError):
+    """A change of the rebalance's state that its state does not allow (pausing a finished one)."""
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class RebalanceRecord:
+    """
+    The cluster's rebalance: its state ('running', 'paused', 'done',
+    'cancelled'), margin (balanced: the used fractions at most this far
+    apart), rate limit (bytes/s; None: the configured default; 0:
+    unlimited), what moved, and the mover's last measure: the spread of the
+    fractions and the bytes it estimates are still to move.
+    """
+
+    state: str
+    margin: float
+    rate: Optional[int]
+    started: datetime.datetime
+    updated: datetime.datetime
+    finished: Optional[datetime.datetime] = None
+    moved_objects: int = 0
+    moved_bytes: int = 0
+    failed_objects: int = 0
+    active_seconds: float = 0.0
+    spread: Optional[float] = None
+    remaining_bytes: int = 0
+    last_error: Optional[str] = None

@@ -246,6 +246,19 @@ job_leases = Table(
     Column("expires_at", PreciseTime, nullable=False),
 )
 
+# Paused cluster-wide jobs (store/pauses.py, ops/pauses.py): a row per job an
+# operator paused; every daemon reads them and its elected job of that name
+# does not run while the row exists.  paused_at is the daemon's clock; who
+# paused it and why, as the admin API was told.  Migration 0011.
+job_pauses = Table(
+    "job_pauses",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("paused_at", UTCDateTime(), nullable=False),
+    Column("paused_by", String(255), nullable=True),
+    Column("reason", String(255), nullable=True),
+)
+
 # Bytes and objects per backend: the daemons add what their writes and
 # deletes changed (store/usage.py add_usage), one elected daemon now and then
 # replaces them with the aggregate of the locations (reconcile_usage).
@@ -364,5 +377,33 @@ backend_drains = Table(
     Column("pending_deletions", BigInteger, nullable=False),
     Column("failed_objects", BigInteger, nullable=False),
     Column("active_ms", BigInteger, nullable=False),
+    Column("last_error", String(1024), nullable=True),
+)
+
+# The cluster's rebalance (s3balance.ops.rebalance, store/rebalance.py): at
+# most one row (id 1).  The elected mover moves objects from the fullest
+# backends to the emptiest until every used fraction is within the margin;
+# each move is counted here in the transaction that switches its location.
+# The times are the daemons' clocks.  Migration 0012.
+rebalances = Table(
+    "rebalances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),  # running | paused | done | cancelled
+    # The margin in millionths (balanced: max fraction - min fraction <= margin).
+    Column("margin_ppm", BigInteger, nullable=False),
+    # Bytes per second; NULL: balancer.drain_rate; 0: unlimited.
+    Column("rate", BigInteger, nullable=True),
+    Column("started", UTCDateTime(), nullable=False),
+    Column("updated", UTCDateTime(), nullable=False),
+    Column("finished", UTCDateTime(), nullable=True),
+    Column("moved_objects", BigInteger, nullable=False),
+    Column("moved_bytes", BigInteger, nullable=False),
+    Column("failed_objects", BigInteger, nullable=False),
+    Column("active_ms", BigInteger, nullable=False),
+    # The mover's last measure: the spread (millionths) and the bytes it
+    # estimates are still to move.
+    Column("spread_ppm", BigInteger, nullable=True),
+    Column("remaining_bytes", BigInteger, nullable=False),
     Column("last_error", String(1024), nullable=True),
 )
