@@ -32,6 +32,10 @@ C{Authorization: Bearer <api.token>}.
 The resource only speaks HTTP and JSON; what it does to the service goes
 through L{IAdminTarget}, so it is tested without a running daemon.  Errors
 are C{{"error": <code>, "message": <one line>}} with a 4xx/5xx status.
+
+Over 500 lines: one resource's routing table with a short handler per
+endpoint (buckets, quotas, drains, jobs, rebalance, reload, stats); the work
+is in the target (L{s3balance.admin.target}), the routing shared by all.
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ the object still has it, queues the old copy for deletion after
 C{balancer.deletion_grace} and counts the move.  Clients read and write
 meanwhile; an object overwritten or deleted during its copy keeps its new
 state.
+
+Over 500 lines: the balance model (L{Balance}), the document, the watcher,
+the metrics and the mover are one feature's parts that share its record and
+its state names; the copy itself is L{s3balance.ops.move}'s.
 """
 
 from __future__ import annotations

@@ -287,11 +287,20 @@ class Gateway:
             kind = PartUpload
         elif decoded_length(call, length)[0] is None:
             kind = UnknownLengthUpload
+        elif self._replicated_sync(call.bucket):
+            from s3balance.s3.replicated_upload import ReplicatedPutObjectUpload
+
+            kind = ReplicatedPutObjectUpload
         else:
             kind = PutObjectUpload
         upload = kind(self, request, call, length)
         upload.start()
         return upload
+
+    def _replicated_sync(self, bucket: str) -> bool:
+        """Whether a PutObject into C{bucket} writes several copies at once (replicas, sync)."""
+        copies, mode = self.config.replication_of(bucket)
+        return copies > 1 and mode == "sync"
 
     def new_real_key(self, bucket: str) -> str:
         """

@@ -5,22 +5,9 @@ Reads are answered from the metadata record (headers, preconditions, ranges)
 and the bytes are streamed from a backend that holds them.  HEAD (and a
 listing) never asks a backend.
 
-An object may have several locations (replicas, on distinct backends).  A GET
-tries them in L{read_order}: the readable ones, in the record's order (the
-first is the primary, where placement put the object).
-
-  - Before the first byte: a location that fails (connection error, timeout,
-    5xx, 404, or an answer of another length) is logged and the next one is
-    tried.  When all failed the client hears what a single copy would say:
-    404s everywhere (and the record unchanged) are InternalError, a record
-    replaced meanwhile is looked up again, anything else is 503.
-  - Mid-body: when the backend's body breaks off, the rest (the bytes after
-    the last one written to the client) is asked of the next location as a
-    range, and written to the same response once its answer is checked to be
-    exactly those bytes (206, Content-Range and Content-Length).  So the
-    client sees one unbroken body, byte for byte the object's.  With no
-    location left, the client connection is cut: never a wrong byte, never a
-    short body that looks complete.
+An object may have several locations (replicas, on distinct backends): a
+GET fails over between them (L{s3balance.s3.failover}), before the body
+and mid-body.
 """
 
 from __future__ import annotations
@@ -28,21 +15,26 @@ from __future__ import annotations
 import datetime
 import email.utils
 import functools
-import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Optional, cast
 from urllib.parse import quote
 
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import start_relay
 from s3balance.errors import S3Error
 from s3balance.s3 import redirects
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_conditional_headers, parse_range
+from s3balance.s3.failover import (
+    Discard,
+    Replaced,
+    count_failover,
+    cut_connection,
+    first_answer,
+    read_order,
+    rest_of_body,
+)
 from s3balance.s3.xmldoc import Node, child_text, document, parse
 
 if TYPE_CHECKING:
@@ -50,11 +42,10 @@ if TYPE_CHECKING:
     from twisted.web.iweb import IResponse
 
     from s3balance.backends.backend import Backend
-    from s3balance.backends.pool import BackendPool
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
-    from s3balance.store.interfaces import Location, ObjectRecord
+    from s3balance.store.interfaces import ObjectRecord
 
 log = Logger()
 
@@ -146,26 +137,11 @@ async def get_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> 
     record = await _lookup(gateway, call)
     try:
         await _get_object(gateway, request, call, record)
-    except _Replaced:
+    except Replaced:
         # The version we found was replaced or deleted while we asked its
         # backend: serve what is there now.
         record = await _lookup(gateway, call)
         await _get_object(gateway, request, call, record)
-
-
-class _Replaced(Exception):
-    """The backend no longer has the copy a record named, and the record changed."""
-
-
-def read_order(pool: BackendPool, locations: Sequence[Location]) -> list[Location]:
-    """
-    The locations of an object a read may use, in the order to try them:
-    those whose backend is readable (L{BackendPool.readable}: configured, up,
-    under its read limit), in the record's order, the primary first.  The
-    others are left out: a backend marked down is not waited for, and one
-    over its read limit must not be read.
-    """
-    return [location for location in locations if pool.readable(location.backend)]
 
 
 async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, record: ObjectRecord) -> None:
@@ -186,9 +162,9 @@ async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, re
         redirect(gateway, request, call, cast("Backend", gateway.pool.get(location.backend)), location.real_key)
         return
     expected = record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
-    index, response = await _first_answer(gateway, request, call, record, candidates, byte_range, expected)
+    index, response = await first_answer(gateway, request, call, record, candidates, byte_range, expected)
     if request.gone:
-        response.deliverBody(_Discard())
+        response.deliverBody(Discard())
         return
     request.setResponseCode(206 if byte_range else 200)
     _object_headers(request, call, record, byte_range)
@@ -231,11 +207,11 @@ async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, re
                     offset=first,
                     error=str(error),
                 )
-                _count_failover(gateway, candidates[index].backend, "mid_body", True)
-                found = await _rest(gateway, request, call, record, candidates, index + 1, first, last)
+                count_failover(gateway, candidates[index].backend, "mid_body", True)
+                found = await rest_of_body(gateway, request, call, record, candidates, index + 1, first, last)
             if found is None:
                 log.warn("GET {bucket}/{key} cut short: {error}", bucket=call.bucket, key=call.key, error=str(error))
-                _cut(request)
+                cut_connection(request)
                 return
             index, response = found
             relay = current[0] = start_relay(
@@ -244,168 +220,6 @@ async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, re
     if not request.gone:
         request.unregisterProducer()
         request.finish()
-
-
-async def _first_answer(
-    gateway: GatewayLike,
-    request: S3Request,
-    call: S3Call,
-    record: ObjectRecord,
-    candidates: Sequence[Location],
-    byte_range: Optional[tuple[int, int]],
-    expected: int,
-) -> tuple[int, IResponse]:
-    """
-    GET the object (or C{byte_range} of it) from the first of C{candidates}
-    that answers with a body of C{expected} bytes (or of unknown length).
-
-    @return: the index in C{candidates} of the location that answered, and
-        its response (the body not read yet).
-    @raise S3Error: when every location failed, what the client hears.
-    @raise _Replaced: when one had no copy and the record changed meanwhile.
-    """
-    missing: list[Location] = []
-    for index, location in enumerate(candidates):
-        backend = cast("Backend", gateway.pool.get(location.backend))  # readable: in the pool
-        more = index + 1 < len(candidates)
-        try:
-            response = await backend.get_object(location.real_key, byte_range)
-        except BackendError as error:
-            if request.gone:
-                # The client left and cancelled the request (see Gateway.handle):
-                # no backend failure, nobody to answer.
-                raise CancelledError() from None
-            (log.warn if more else log.error)(
-                "GET {bucket}/{key} from {backend} failed: {error}" + ("; trying another copy" if more else ""),
-                bucket=call.bucket,
-                key=call.key,
-                backend=backend.name,
-                error=str(error),
-            )
-            if error.status == 404:
-                missing.append(location)
-            _count_failover(gateway, backend.name, "before_body", more)
-            continue
-        if not isinstance(response.length, int) or response.length == expected:
-            if missing:
-                _report_missing(gateway, record, missing)
-            return index, response
-        # Another object's bytes, or a Range ignored: nothing of it may reach the client.
-        response.deliverBody(_Discard())
-        _count_failover(gateway, backend.name, "before_body", more)
-        (log.warn if more else log.error)(
-            "GET {bucket}/{key} from {backend} failed: it answered {length} bytes, not {expected}",
-            bucket=call.bucket,
-            key=call.key,
-            backend=backend.name,
-            length=response.length,
-            expected=expected,
-        )
-    if missing:
-        current = await gateway.store.get_object(call.bucket, call.key)
-        if current is None or current.locations != record.locations:
-            raise _Replaced()
-        if len(missing) == len(record.locations):
-            raise S3Error("InternalError", "The object's data is missing on its backend.")
-    raise S3Error("ServiceUnavailable", "The storage backend failed; try again later.")
-
-
-async def _rest(
-    gateway: GatewayLike,
-    request: S3Request,
-    call: S3Call,
-    record: ObjectRecord,
-    candidates: Sequence[Location],
-    position: int,
-    first: int,
-    last: int,
-) -> Optional[tuple[int, IResponse]]:
-    """
-    The rest of a body cut short: bytes C{first} to C{last} of the object
-    from the first of C{candidates}, from C{position} on, that is still readable
-    and answers with exactly those bytes (L{_answers_range}).
-
-    @return: the index of that location and its response, or L{None} when
-        none did.
-    @raise CancelledError: when the client left meanwhile.
-    """
-    pool = gateway.pool
-    for index, location in enumerate(candidates[position:], position):
-        backend = pool.get(location.backend)
-        if backend is None or not pool.readable(location.backend):
-            continue
-        try:
-            response = await backend.get_object(location.real_key, (first, last))
-        except BackendError as error:
-            if request.gone:
-                raise CancelledError() from None
-            log.warn(
-                "GET {bucket}/{key}: the rest from {backend} failed: {error}",
-                bucket=call.bucket,
-                key=call.key,
-                backend=backend.name,
-                error=str(error),
-            )
-            continue
-        if request.gone:
-            response.deliverBody(_Discard())
-            raise CancelledError()
-        if _answers_range(response, first, last, record.size):
-            return index, response
-        response.deliverBody(_Discard())
-        log.warn(
-            "GET {bucket}/{key}: {backend} answered the rest ({first}-{last}) with {code} {range} of {length} bytes",
-            bucket=call.bucket,
-            key=call.key,
-            backend=backend.name,
-            first=first,
-            last=last,
-            code=response.code,
-            range=response.headers.getRawHeaders(b"content-range"),
-            length=response.length,
-        )
-    return None
-
-
-_CONTENT_RANGE = re.compile(rb"bytes\s+(\d+)-(\d+)/(\d+)", re.IGNORECASE)
-
-
-def _answers_range(response: IResponse, first: int, last: int, size: int) -> bool:
-    """
-    Whether C{response} carries exactly bytes C{first} to C{last} of an
-    object of C{size} bytes: a 206 whose one Content-Range says so, with a
-    Content-Length of that many bytes.  Anything else (a 200 with the whole
-    object, a length left open) can't be checked, and is not used.
-    """
-    if response.code != 206 or response.length != last - first + 1:
-        return False
-    ranges = response.headers.getRawHeaders(b"content-range")
-    if not ranges or len(ranges) != 1:
-        return False
-    found = _CONTENT_RANGE.fullmatch(ranges[0].strip())
-    return found is not None and tuple(map(int, found.groups())) == (first, last, size)
-
-
-def _report_missing(gateway: GatewayLike, record: ObjectRecord, missing: Sequence[Location]) -> None:
-    """Copies whose backend said 404 while another copy served: the replica repair checks them (s3balance.ops.replicate)."""
-    replicas = getattr(gateway, "replicas", None)
-    if replicas is not None:
-        for location in missing:
-            replicas.suspect(record, location)
-
-
-def _count_failover(gateway: GatewayLike, backend: str, phase: str, more: bool) -> None:
-    """Count a GET leaving C{backend}'s copy for another (when there is another: C{more})."""
-    metrics = getattr(gateway, "metrics", None)
-    if more and metrics is not None:
-        metrics.read_failover(backend, phase)
-
-
-def _cut(request: S3Request) -> None:
-    """End a response whose head is out without its whole body: the only honest signal is a cut connection."""
-    if not request.gone:
-        transport: Any = request.channel.transport
-        transport.abortConnection()
 
 
 def wants_redirect(gateway: GatewayLike, call: S3Call) -> bool:
@@ -505,19 +319,6 @@ async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call)
     if any(record is not None for record in removed.values()):
         gateway.kick_deleter(replaced=True)
     gateway.answer_xml(request, document("DeleteResult", results))
-
-
-class _Discard:
-    """A protocol that drops a response body nobody wants."""
-
-    def makeConnection(self, transport: Any) -> None:
-        transport.stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure) -> None:
-        pass
 
 
 async def get_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
