@@ -165,18 +165,20 @@ class GatewayService(MultiService):
         # The same seat after a restart takes its leases back at once (holder_id).
         seat = f"{config.server.host}:{config.server.port}/{worker_index}" if config.server.port else None
         self.holder = holder_id(seat)
+        lease = balancer.job_lease
         self.deleter = DeletionWorker(
-            store, self.pool, balancer.cleanup_period, reactor, metrics=jobs, holder=self.holder
+            store, self.pool, balancer.cleanup_period, reactor, metrics=jobs, holder=self.holder, lease_seconds=lease
         )
         self.gateway.deleter = self.deleter
         self.stale_uploads = StaleUploadCleaner(
-            store, balancer.cleanup_period, balancer.multipart_max_age, reactor, jobs, self.holder, deleter=self.deleter
+            store, balancer.cleanup_period, balancer.multipart_max_age, reactor, jobs, self.holder, deleter=self.deleter,
+            lease_seconds=lease,
         )
         self.usage = UsageRefresher(
             store, self.pool, balancer.update_stats_period, reactor, jobs, on_bucket_usage=self.gateway.set_bucket_usage
         )
         self.usage_reconcile = UsageReconciler(
-            store, USAGE_RECONCILE_PERIOD, reactor, jobs, self.holder, refresher=self.usage
+            store, USAGE_RECONCILE_PERIOD, reactor, jobs, self.holder, refresher=self.usage, lease_seconds=lease
         )
         self.operation_sync = OperationSync(self.operations, 5.0, reactor, jobs)
         # Drains (s3balance.ops.drain): every daemon watches them, one moves the objects.
@@ -184,7 +186,9 @@ class GatewayService(MultiService):
 
         self.drains = DrainWatcher(store, self.pool, 2.0, reactor, jobs)
         self.drain_metrics = DrainMetrics(self.metrics.registry, self.drains) if self.metrics is not None else None
-        self.drain_mover = DrainMover(self.gateway, self.drains, 2.0, reactor, jobs, self.drain_metrics, self.holder)
+        self.drain_mover = DrainMover(
+            self.gateway, self.drains, 2.0, reactor, jobs, self.drain_metrics, self.holder, lease_seconds=lease
+        )
         for child in (
             self.health, self.deleter, self.stale_uploads, self.usage, self.usage_reconcile, self.operation_sync,
             self.drains, self.drain_mover,
