@@ -134,7 +134,7 @@ class Daemon:
         wait_for_http(f"{self.endpoint}/health", timeout=timeout, process=self.process)
         # The port listens before the store is up; /health says so.
         poll(lambda: self.health().get("status") != "starting", timeout=max(1.0, deadline - time.monotonic()),
-             message="the daemon did not finish starting")
+             interval=0.05, message="the daemon did not finish starting")
         return self
 
     def stop(self) -> Optional[int]:

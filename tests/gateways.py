@@ -168,7 +168,7 @@ def wait_until_serving(gateway: RunningGateway, timeout: float) -> None:
             pass
         if time.monotonic() > deadline:
             raise gateway.daemon.process.error(f"the daemon did not answer on {url} within {timeout:.0f}s")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def _calling_test_module() -> str:
