@@ -39,7 +39,7 @@ class StoreReservationsMixin:
     kind: str
 
     async def setUp(self):
-        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.url = dbfixtures.store_database(self, self.kind)
         self.store = await self.start_store()
 
     async def start_store(self) -> MetadataStore:
