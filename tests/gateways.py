@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import ssl
+import sys
 import threading
 import time
 import urllib.error
@@ -167,7 +168,18 @@ def wait_until_serving(gateway: RunningGateway, timeout: float) -> None:
             pass
         if time.monotonic() > deadline:
             raise gateway.daemon.process.error(f"the daemon did not answer on {url} within {timeout:.0f}s")
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+def _calling_test_module() -> str:
+    """The name of the innermost C{tests.test_*} module on the stack ("" if none)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name.startswith("tests.test_"):
+            return name
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
 
 
 class Lazy(Generic[_T]):
@@ -175,7 +187,16 @@ class Lazy(Generic[_T]):
     A value made on first use and kept for the process (a daemon shared by
     one module's tests).  A factory that failed is not retried: every later
     use raises the same error at once instead of waiting for another timeout.
+
+    With a C{stop}, the value is also stopped when a test of another module
+    makes a L{Lazy} value: trial hands the tests out in order, so a test
+    process that moved on to a later module never runs the earlier one's
+    tests again, and its idle daemons would only take CPU from the others
+    (were it used again, it would be made anew).
     """
+
+    _live: list[Lazy[Any]] = []
+    _live_lock = threading.Lock()
 
     def __init__(self, factory: Callable[[], _T], stop: Optional[Callable[[_T], Any]] = None) -> None:
         self._factory = factory
@@ -183,8 +204,19 @@ class Lazy(Generic[_T]):
         self._value: Optional[_T] = None
         self._error: Optional[BaseException] = None
         self._lock = threading.Lock()
+        self._module = ""
+        if stop is not None:
+            atexit.register(self.close)
 
     def __call__(self) -> _T:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._value is not None:
+                return self._value
+        module = _calling_test_module()
+        if module:
+            Lazy._close_all_but(module)
         with self._lock:
             if self._error is not None:
                 raise self._error
@@ -194,9 +226,28 @@ class Lazy(Generic[_T]):
                 except BaseException as error:
                     self._error = error
                     raise
+                self._module = module
                 if self._stop is not None:
-                    atexit.register(self._stop, self._value)
+                    with Lazy._live_lock:
+                        Lazy._live.append(self)
             return self._value
+
+    def close(self) -> None:
+        """Stop the value, if made (the next use makes a new one)."""
+        with self._lock:
+            value, self._value = self._value, None
+            with Lazy._live_lock:
+                if self in Lazy._live:
+                    Lazy._live.remove(self)
+        if value is not None and self._stop is not None:
+            self._stop(value)
+
+    @classmethod
+    def _close_all_but(cls, module: str) -> None:
+        with cls._live_lock:
+            others = [lazy for lazy in cls._live if lazy._module and lazy._module != module]
+        for lazy in others:
+            lazy.close()
 
 
 def lazy_gateway(name: str, virtual: Sequence[str] = ("vb-default",), **kwargs: Any) -> Lazy[RunningGateway]:

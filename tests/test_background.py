@@ -354,7 +354,7 @@ class StoreLeaseMixin(LeaseContractMixin):
     kind: str
 
     async def setUp(self) -> None:
-        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.url = dbfixtures.store_database(self, self.kind)
         self.store = MetadataStore(self.url, reactor=reactor, max_threads=4)
         await self.store.start()
         self.addCleanup(self.store.stop)

@@ -240,6 +240,7 @@ class DefaultTests(SynchronousTestCase):
         self.assertEqual(config.balancer.health_timeout, 5.0)
         self.assertEqual(config.balancer.unhealthy_threshold, 3)
         self.assertEqual(config.balancer.multipart_max_age, 86400.0)
+        self.assertEqual(config.balancer.job_lease, 30.0)
         self.assertEqual(config.metrics.path, "/metrics")
         self.assertTrue(config.metrics.enabled)
         self.assertFalse(config.api.enabled)
@@ -601,7 +602,9 @@ class DurationTests(SynchronousTestCase):
     def test_our_additions_take_durations(self) -> None:
         mapping = minimal()
         mapping["server"] = {"shutdown_grace": "1m"}
-        mapping["balancer"] = {"multipart_max_age": "24h", "cleanup_period": "5m", "health_timeout": "2s"}
+        mapping["balancer"] = {
+            "multipart_max_age": "24h", "cleanup_period": "5m", "health_timeout": "2s", "job_lease": "1m",
+        }
         config = parse_config(mapping)
         self.assertEqual(config.server.shutdown_grace, 60.0)
         self.assertEqual(
@@ -609,9 +612,18 @@ class DurationTests(SynchronousTestCase):
                 config.balancer.multipart_max_age,
                 config.balancer.cleanup_period,
                 config.balancer.health_timeout,
+                config.balancer.job_lease,
             ),
-            (86400.0, 300.0, 2.0),
+            (86400.0, 300.0, 2.0, 60.0),
         )
+
+    def test_job_lease_must_be_positive(self) -> None:
+        for value in ("0s", "-5s", "soon"):
+            mapping = minimal()
+            mapping["balancer"] = {"job_lease": value}
+            with self.assertRaises(ConfigError, msg=value) as raised:
+                parse_config(mapping)
+            self.assertIn("job_lease", str(raised.exception))
 
 
 class VirtualHostTests(SynchronousTestCase):

@@ -274,7 +274,7 @@ class StartupCheckMixin:
         from s3balance.store.moves import unconfigured_backends_in_use_at
 
         testcase: Any = self
-        url = dbfixtures.fresh_database(testcase, self.kind)
+        url = dbfixtures.store_database(testcase, self.kind)
         store = MetadataStore(url)
         await store.start()
         testcase.addCleanup(store.stop)

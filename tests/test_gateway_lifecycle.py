@@ -214,9 +214,14 @@ def background_runs(daemon: Daemon, job: str) -> float:
 
 
 class ClusterJobsTests(SynchronousTestCase):
-    """Two daemons on one database (SQLite, WAL) in front of one backend."""
+    """
+    Two daemons on one database (SQLite, WAL) in front of one backend, with
+    a short C{balancer.job_lease} (renewed, and tried by the other daemon,
+    every third of it).
+    """
 
     JOBS = ("deleter", "stale-uploads", "usage-reconcile")
+    JOB_LEASE = 5.0
 
     def setUp(self) -> None:
         self.server = shared_seaweedfs()
@@ -224,7 +229,8 @@ class ClusterJobsTests(SynchronousTestCase):
         self.server.create_bucket(self.real)
         workdir = harness_dir() / unique_bucket_name("cluster")
         workdir.mkdir(parents=True)
-        config = base_config([backend_entry(self.server, self.real)], ["vb-life"], workdir)
+        config = base_config([backend_entry(self.server, self.real)], ["vb-life"], workdir,
+                             balancer={"job_lease": f"{self.JOB_LEASE}s"})
         self.daemons = []
         for name in ("first", "second"):
             config = copy.deepcopy(config)

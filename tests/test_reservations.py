@@ -39,7 +39,7 @@ class StoreReservationsMixin:
     kind: str
 
     async def setUp(self):
-        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.url = dbfixtures.store_database(self, self.kind)
         self.store = await self.start_store()
 
     async def start_store(self) -> MetadataStore:
@@ -152,8 +152,12 @@ class Cluster:
     """
     Two daemons on one SQLite database in front of one real bucket of
     C{max_size} 10 MiB ("limited"); with C{spare}, the second daemon also
-    has an unlimited real bucket ("spare") to place on.
+    has an unlimited real bucket ("spare") to place on.  Their cluster-wide
+    jobs' lease (C{balancer.job_lease}) is short: when the first daemon dies
+    holding the deleter's, the second takes it within JOB_LEASE seconds.
     """
+
+    JOB_LEASE = "3s"
 
     def __init__(self, name: str, spare: bool = False) -> None:
         first, second = shared_seaweedfs_pair()
@@ -165,10 +169,11 @@ class Cluster:
         workdir.mkdir(parents=True)
         limited = backend_entry(first, self.buckets["limited"], max_size=10 * MIB)
         backends = [limited]
-        self.a = Daemon(base_config(backends, [VBUCKET], workdir), name=f"{name}-a")
+        balancer = {"job_lease": self.JOB_LEASE}
+        self.a = Daemon(base_config(backends, [VBUCKET], workdir, balancer=balancer), name=f"{name}-a")
         if spare:
             backends = [limited, backend_entry(second, self.buckets["spare"])]
-        config = base_config(backends, [VBUCKET], workdir)
+        config = base_config(backends, [VBUCKET], workdir, balancer=balancer)
         config["database"] = self.a.config["database"]  # the same file
         self.b = Daemon(config, name=f"{name}-b")
 
@@ -307,6 +312,8 @@ class DaemonReservationTests(SynchronousTestCase):
         path = cluster.a.config["database"]["dsn"]
         with sqlite3.connect(path, timeout=10) as connection:
             connection.execute("UPDATE write_intents SET lease_until = '2000-01-01 00:00:00.000000'")
+        # The dead daemon held the deleter's job lease: the second daemon's
+        # deleter takes the expired intent once that lease ran out too.
         poll(lambda: cluster.intents() == 0, timeout=30, message="the expired intent was not taken")
         self.assertEqual(put(cluster.b, "after-lease", 8 * MIB), 200)
 

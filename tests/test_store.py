@@ -86,7 +86,7 @@ class StoreBehaviourMixin:
 
     async def setUp(self):
         self.now = T0
-        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.url = dbfixtures.store_database(self, self.kind)
         self.store = await self.start_store()
         await self.store.sync_config_buckets([BUCKET])
 
@@ -942,7 +942,7 @@ class BucketLockRaceMixin:
     HOLD = 0.3  # seconds the first transaction stays open while the store's waits
 
     async def setUp(self):
-        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.url = dbfixtures.store_database(self, self.kind)
         self.store = MetadataStore(self.url, max_threads=4, now=lambda: T0)
         await self.store.start()
         self.addCleanup(self.store.stop)

@@ -312,7 +312,7 @@ class OnDatabase(_Helpers):
 
     async def setUp(self) -> None:  # type: ignore[override]  # trial waits for it
         self.now = T0
-        self.url = dbfixtures.fresh_database(self, self.kind)
+        self.url = dbfixtures.store_database(self, self.kind)
         self.store = await self.start_store()
         await self.store.sync_config_buckets([BUCKET])
 

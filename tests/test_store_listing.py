@@ -88,7 +88,7 @@ class ListingModelMixin:
             self.url = dbfixtures.sqlite_url(self)
             os.makedirs(os.path.dirname(self.url[len("sqlite:///") :]), exist_ok=True)
         else:
-            self.url = dbfixtures.fresh_database(self, self.kind)
+            self.url = dbfixtures.store_database(self, self.kind)
         migrate.upgrade(self.url)
         self.engine = create_engine(self.url)
         self.addCleanup(self.engine.dispose)

@@ -23,10 +23,6 @@ from collections.abc import Mapping
 from typing import Optional
 from urllib.parse import SplitResult, quote, urlsplit
 
-from botocore.auth import S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 
 
@@ -65,7 +61,8 @@ class BackendSigner:
         secret_key: str,
         path_style: bool,
     ) -> None:
-        self._credentials = Credentials(access_key, secret_key)
+        self._access_key = access_key
+        self._secret_key = secret_key
         self._region = region or "us-east-1"
         self._key_day = ""
         self._key = b""
@@ -143,7 +140,7 @@ class BackendSigner:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
         day = stamp[:8]
         if self._key_day != day:
-            self._key_day, self._key = day, _signing_key(self._credentials.secret_key, day, self._region)
+            self._key_day, self._key = day, _signing_key(self._secret_key, day, self._region)
         signed = dict(headers)
         signed["X-Amz-Date"] = stamp
         signed["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
@@ -168,7 +165,7 @@ class BackendSigner:
         )
         signature = hmac.new(self._key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         signed["Authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={self._credentials.access_key}/{scope}, "
+            f"AWS4-HMAC-SHA256 Credential={self._access_key}/{scope}, "
             f"SignedHeaders={';'.join(names)}, Signature={signature}"
         )
         return signed
@@ -186,8 +183,14 @@ class BackendSigner:
         too, and so are C{headers} (in C{X-Amz-SignedHeaders}): whoever uses
         the URL must send exactly those headers with those values.
         """
+        # botocore is imported here, not with the module: only redirect mode
+        # presigns, and importing it costs every daemon start 0.15 s of CPU.
+        from botocore.auth import S3SigV4QueryAuth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
         request = AWSRequest(method=method, url=self.url(real_key, query), headers=dict(headers or {}))
         S3SigV4QueryAuth(
-            self._credentials, "s3", self._region, expires=expires
+            Credentials(self._access_key, self._secret_key), "s3", self._region, expires=expires
         ).add_auth(request)
         return str(request.url)

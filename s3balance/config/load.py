@@ -299,6 +299,7 @@ def _parse_balancer(section: _Section) -> BalancerConfig:
         healthy_threshold=section.get("healthy_threshold", _positive_int, d.healthy_threshold),
         multipart_max_age=section.get("multipart_max_age", _positive_duration, d.multipart_max_age),
         cleanup_period=section.get("cleanup_period", _positive_duration, d.cleanup_period),
+        job_lease=section.get("job_lease", _positive_duration, d.job_lease),
         drain_rate=section.get("drain_rate", parse_rate, d.drain_rate),
         drain_concurrency=section.get("drain_concurrency", _drain_concurrency, d.drain_concurrency),
         replicas=section.get("replicas", _replicas, d.replicas),

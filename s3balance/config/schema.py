@@ -153,6 +153,10 @@ class BalancerConfig:
     healthy_threshold: int = 2
     multipart_max_age: float = 86400.0
     cleanup_period: float = 60.0
+    # Cluster-wide background jobs (s3balance.ops.background): the length of
+    # the lease that elects the daemon running each one, renewed every third
+    # of it; a daemon that dies holding one delays its job this long at most.
+    job_lease: float = 30.0
     # Draining a backend (s3balance.ops.drain): bytes per second moved when a
     # drain names no rate of its own (0: unlimited), and objects moved at once.
     drain_rate: int = 0

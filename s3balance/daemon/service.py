@@ -170,18 +170,20 @@ class GatewayService(MultiService):
         # The same seat after a restart takes its leases back at once (holder_id).
         seat = f"{config.server.host}:{config.server.port}/{worker_index}" if config.server.port else None
         self.holder = holder_id(seat)
+        lease = balancer.job_lease
         self.deleter = DeletionWorker(
-            store, self.pool, balancer.cleanup_period, reactor, metrics=jobs, holder=self.holder
+            store, self.pool, balancer.cleanup_period, reactor, metrics=jobs, holder=self.holder, lease_seconds=lease
         )
         self.gateway.deleter = self.deleter
         self.stale_uploads = StaleUploadCleaner(
-            store, balancer.cleanup_period, balancer.multipart_max_age, reactor, jobs, self.holder, deleter=self.deleter
+            store, balancer.cleanup_period, balancer.multipart_max_age, reactor, jobs, self.holder, deleter=self.deleter,
+            lease_seconds=lease,
         )
         self.usage = UsageRefresher(
             store, self.pool, balancer.update_stats_period, reactor, jobs, on_bucket_usage=self.gateway.set_bucket_usage
         )
         self.usage_reconcile = UsageReconciler(
-            store, USAGE_RECONCILE_PERIOD, reactor, jobs, self.holder, refresher=self.usage
+            store, USAGE_RECONCILE_PERIOD, reactor, jobs, self.holder, refresher=self.usage, lease_seconds=lease
         )
         self.operation_sync = OperationSync(self.operations, 5.0, reactor, jobs)
         # Drains (s3balance.ops.drain): every daemon watches them, one moves the objects.
@@ -189,17 +191,19 @@ class GatewayService(MultiService):
 
         self.drains = DrainWatcher(store, self.pool, 2.0, reactor, jobs)
         self.drain_metrics = DrainMetrics(self.metrics.registry, self.drains) if self.metrics is not None else None
-        self.drain_mover = DrainMover(self.gateway, self.drains, 2.0, reactor, jobs, self.drain_metrics, self.holder)
+        self.drain_mover = DrainMover(
+            self.gateway, self.drains, 2.0, reactor, jobs, self.drain_metrics, self.holder, lease_seconds=lease
+        )
         # Replicas (s3balance.ops.replicate, ops.scrub): async copies; the repair and the scrub, once per cluster.
         from s3balance.ops.replicate import ReplicaMetrics, ReplicaRepair
         from s3balance.ops.scrub import Scrubber
 
         copies = ReplicaMetrics(self.metrics.registry) if self.metrics is not None else None
         self.replica_repair = ReplicaRepair(
-            self.gateway, balancer.replicate_period, reactor, jobs, self.holder, replica_metrics=copies
+            self.gateway, balancer.replicate_period, reactor, jobs, self.holder, lease, replica_metrics=copies
         )
         self.gateway.replicas = self.replica_repair
-        self.scrubber = Scrubber(self.gateway, reactor, jobs, self.holder, replica_metrics=copies)
+        self.scrubber = Scrubber(self.gateway, reactor, jobs, self.holder, lease, replica_metrics=copies)
         for child in (
             self.health, self.deleter, self.stale_uploads, self.usage, self.usage_reconcile, self.operation_sync,
             self.drains, self.drain_mover, self.replica_repair, self.scrubber,
@@ -213,7 +217,7 @@ class GatewayService(MultiService):
             RebalanceMetrics(self.metrics.registry, self.rebalance_state) if self.metrics is not None else None
         )
         self.rebalancer = RebalanceMover(
-            self.gateway, self.rebalance_state, 2.0, reactor, jobs, rebalance_metrics, self.holder
+            self.gateway, self.rebalance_state, 2.0, reactor, jobs, rebalance_metrics, self.holder, lease
         )
         self.rebalance_state.setServiceParent(self)
         self.rebalancer.setServiceParent(self)

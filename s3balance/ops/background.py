@@ -43,6 +43,7 @@ log = Logger()
 
 # Seconds a cluster-wide job's lease lasts unless renewed; a daemon that dies
 # holding one delays its job this long at most (see holder_id for restarts).
+# The daemon's is balancer.job_lease, whose default this is.
 LEASE_SECONDS = 30.0
 
 

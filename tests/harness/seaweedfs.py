@@ -58,6 +58,11 @@ _ADMIN_PORT_RANGE = (12000, 22000)
 
 _ids = iter(range(1, 1_000_000))
 _ids_lock = threading.Lock()
+# Every port handed to a server of this process: the shared pair is launched
+# before either binds, so a port free for one could also be chosen for the
+# other (weed then exits with "bind: address already in use", and every later
+# test of the process fails on the server that never came up).
+_handed_out: set[int] = set()
 
 
 def _admin_port(taken: set[int]) -> int:
@@ -127,17 +132,23 @@ class SeaweedFS:
 
     def _choose_ports(self) -> None:
         names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc"]
-        chosen = dict(zip(names, free_ports(len(names)), strict=True))
-        if self._requested_s3_port is not None:
-            chosen["s3"] = self._requested_s3_port
-        else:
-            taken = set(chosen.values())
+        with _ids_lock:
             while True:
-                (port,) = free_ports(1)
-                if port not in taken:
-                    chosen["s3"] = port
+                chosen = dict(zip(names, free_ports(len(names)), strict=True))
+                if not _handed_out.intersection(chosen.values()):
                     break
-        chosen["admin"] = _admin_port(set(chosen.values()))
+            if self._requested_s3_port is not None:
+                chosen["s3"] = self._requested_s3_port
+            else:
+                taken = set(chosen.values()) | _handed_out
+                while True:
+                    (port,) = free_ports(1)
+                    if port not in taken:
+                        chosen["s3"] = port
+                        break
+            chosen["admin"] = _admin_port(set(chosen.values()) | _handed_out)
+            _handed_out.update(chosen.values())
+            _handed_out.add(chosen["admin"] + _GRPC_OFFSET)
         self.ports = chosen
 
     def _write_identities(self) -> Path:
