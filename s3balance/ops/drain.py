@@ -50,8 +50,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from s3balance.backends.backend import Backend, BackendError
-from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, Repeater, holder_id
+from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, Repeater
 from s3balance.ops.cleanup import OUTAGES
+from s3balance.ops.jobs import GatewayJob
 from s3balance.ops.move import MoveError, ObjectCopier, Throttle, copy_under_intent, place_copy
 from s3balance.store.interfaces import DrainRecord, Location, MoveCandidate, StoreUnavailable
 from s3balance.store.moves import DONE, DRAINING, EXPIRED, MOVED, PAUSED, STALE
@@ -238,7 +239,7 @@ class DrainMetrics:
 # -- once per cluster: moving the objects --------------------------------------------
 
 
-class DrainMover(ElectedRepeater):
+class DrainMover(GatewayJob):
     """
     The elected job ("drain") that moves the objects of every backend whose
     drain is in state C{draining}; see the module's docstring.
@@ -264,18 +265,7 @@ class DrainMover(ElectedRepeater):
         holder: Optional[str] = None,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
-        super().__init__(
-            "drain",
-            period,
-            clock=clock if clock is not None else gateway.reactor,
-            metrics=metrics,
-            quiet_errors=OUTAGES,
-            stop_timeout=10.0,
-            store=gateway.store,
-            holder=holder or holder_id(),
-            lease_seconds=lease_seconds,
-        )
-        self.gateway = gateway
+        super().__init__("drain", gateway, period, clock, metrics, holder, lease_seconds)
         self.watcher = watcher
         self.drain_metrics = drain_metrics
         self.copier = ObjectCopier(gateway)

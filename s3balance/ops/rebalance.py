@@ -54,8 +54,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from s3balance.backends.backend import Backend, BackendError
-from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, Repeater, holder_id
+from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, Repeater
 from s3balance.ops.cleanup import OUTAGES
+from s3balance.ops.jobs import GatewayJob
 from s3balance.ops.move import MoveError, ObjectCopier, Throttle, copy_under_intent
 from s3balance.s3.intent_lease import INTENT_LEASE
 from s3balance.store.interfaces import BackendFull, Location, MoveCandidate, RebalanceRecord, StoreUnavailable
@@ -370,7 +371,7 @@ class _Plan:
     target: str
 
 
-class RebalanceMover(ElectedRepeater):
+class RebalanceMover(GatewayJob):
     """
     The elected job ("rebalance") that moves objects while the rebalance is
     C{running}; see the module's docstring.
@@ -396,18 +397,7 @@ class RebalanceMover(ElectedRepeater):
         holder: Optional[str] = None,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
-        super().__init__(
-            "rebalance",
-            period,
-            clock=clock if clock is not None else gateway.reactor,
-            metrics=metrics,
-            quiet_errors=OUTAGES,
-            stop_timeout=10.0,
-            store=gateway.store,
-            holder=holder or holder_id(),
-            lease_seconds=lease_seconds,
-        )
-        self.gateway = gateway
+        super().__init__("rebalance", gateway, period, clock, metrics, holder, lease_seconds)
         self.watcher = watcher
         self.rebalance_metrics = rebalance_metrics
         self.copier = ObjectCopier(gateway)

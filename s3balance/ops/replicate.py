@@ -34,8 +34,8 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from s3balance.backends.backend import Backend, BackendError
-from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, holder_id
-from s3balance.ops.cleanup import OUTAGES
+from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics
+from s3balance.ops.jobs import GatewayJob
 from s3balance.ops.move import MoveError, ObjectCopier, bare_etag, copy_under_intent, is_md5_etag, place_copy
 from s3balance.store.interfaces import Location, ObjectRecord, StoreUnavailable
 from s3balance.store.replicas import ADDED, STALE
@@ -197,7 +197,7 @@ def _with_location(record: ObjectRecord, location: Location) -> ObjectRecord:
     return attr.evolve(record, locations=(*record.locations, location))
 
 
-class ReplicaRepair(ElectedRepeater):
+class ReplicaRepair(GatewayJob):
     """
     The elected job ("replicas") that completes the objects short of copies
     in every bucket that wants more than one, and this daemon's background
@@ -216,18 +216,7 @@ class ReplicaRepair(ElectedRepeater):
         lease_seconds: float = LEASE_SECONDS,
         replica_metrics: Optional[ReplicaMetrics] = None,
     ) -> None:
-        super().__init__(
-            "replicas",
-            period,
-            clock=clock if clock is not None else gateway.reactor,
-            metrics=metrics,
-            quiet_errors=OUTAGES,
-            stop_timeout=10.0,
-            store=gateway.store,
-            holder=holder or holder_id(),
-            lease_seconds=lease_seconds,
-        )
-        self.gateway = gateway
+        super().__init__("replicas", gateway, period, clock, metrics, holder, lease_seconds)
         self.maker = ReplicaMaker(gateway, replica_metrics)
         self._soon: set[Deferred[Any]] = set()
         self.made = 0

@@ -32,8 +32,8 @@ from twisted.logger import Logger
 
 from s3balance.backends.backend import BackendError
 from s3balance.backends.streaming import relay_body
-from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics, ElectedRepeater, holder_id
-from s3balance.ops.cleanup import OUTAGES
+from s3balance.ops.background import LEASE_SECONDS, BackgroundMetrics
+from s3balance.ops.jobs import GatewayJob
 from s3balance.ops.move import bare_etag, is_md5_etag
 from s3balance.ops.replicate import BAD, GOOD, UNKNOWN, ReplicaError, ReplicaMaker, ReplicaMetrics, check_copy
 from s3balance.store.interfaces import Location, ObjectRecord
@@ -49,7 +49,7 @@ PAGE = 256
 EVERY_OBJECT = 1 << 30  # (under_replicated with this many copies wanted: every object)
 
 
-class Scrubber(ElectedRepeater):
+class Scrubber(GatewayJob):
     """The elected scrub job; see the module's docstring."""
 
     def __init__(
@@ -62,18 +62,7 @@ class Scrubber(ElectedRepeater):
         replica_metrics: Optional[ReplicaMetrics] = None,
     ) -> None:
         period = gateway.config.balancer.scrub_period
-        super().__init__(
-            "scrub",
-            period or 86400.0,
-            clock=clock if clock is not None else gateway.reactor,
-            metrics=metrics,
-            quiet_errors=OUTAGES,
-            stop_timeout=10.0,
-            store=gateway.store,
-            holder=holder or holder_id(),
-            lease_seconds=lease_seconds,
-        )
-        self.gateway = gateway
+        super().__init__("scrub", gateway, period or 86400.0, clock, metrics, holder, lease_seconds)
         self.maker = ReplicaMaker(gateway, replica_metrics)
         self.replica_metrics = replica_metrics
         # What the last passes found, for /status and tests.
