@@ -52,41 +52,6 @@ class BenchSmokeTests(SynchronousTestCase):
             self.assertAlmostEqual(sum(figures["parts_ms"].values()), figures["added_ms"], places=6)
 
 
-    def test_quick_run_of_replicas_and_failover(self) -> None:
-        with tempfile.TemporaryDirectory() as scratch:
-            output = Path(scratch) / "bench.json"
-            run = subprocess.run(
-                [sys.executable, "-m", "bench", "--quick", "--only", "replicas,failover", "--no-nginx",
-                 "--clients", "1", "--large-size", "2MiB", "--failover-objects", "4", "--failover-requests", "8",
-                 "--json", str(output)],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            self.assertEqual(run.returncode, 0, run.stdout[-3000:] + run.stderr[-3000:])
-            results = json.loads(output.read_text())
-        self.assertIn("PUT with replicas", run.stdout)
-        replicas = results["replicas"]
-        targets = replicas["scenarios"]["put64m@1"]["targets"]
-        for name in ("replicas1", "replicas2"):
-            self.assertGreater(targets[name]["mb_per_s"], 0, (name, targets[name]))
-            self.assertEqual(targets[name]["error_count"], 0, (name, targets[name]))
-        self.assertEqual({bucket: set(counts) for bucket, counts in replicas["copies"].items()},
-                         {"bench-r1": {"1"}, "bench-r2": {"2"}})
-        [target] = [t for t in results["targets"] if t["target"].startswith("64 MiB PUT replicas: 2") and
-                    "(1 client)" in t["target"]]
-        self.assertIn(target["status"], ("PASS", "FAIL"))
-        self.assertIn("GET failover", run.stdout)
-        found = results["failover"]
-        self.assertEqual(set(found["phases"]), {"alive", "dead, before down", "dead, after down", "dead, port closed"})
-        for groups in found["phases"]["alive"].values():
-            for figures in groups.values():
-                self.assertEqual(figures["errors"], 0, figures)
-        self.assertTrue(found["first_gets"]["marked_down"], found["first_gets"])
-
-
 class ReplicasAndFailoverReportTests(SynchronousTestCase):
     def test_the_replicas_target_per_client_count(self) -> None:
         def scenario(clients: int, one: float, two: float) -> dict:
