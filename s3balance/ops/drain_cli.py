@@ -208,27 +208,48 @@ def parse_words(words: list[str]) -> tuple[str, Optional[str]]:
     raise ValueError("expected BACKEND, or start|pause|resume|status|cancel and BACKEND")
 
 
-def wait_for(call: Callable[[], dict], progress: Progress, interval: float,
-             sleep: Callable[[float], None] = time.sleep) -> tuple[int, dict]:
-    """Poll the drain until it is done (0), paused (3) or gone (3)."""
-    drain: dict = {}
+def follow(
+    call: Callable[[], dict],
+    progress: Progress,
+    interval: float,
+    running: str,
+    gone_code: Optional[str] = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, dict]:
+    """
+    Poll an operation's document (C{call}) every C{interval} seconds while
+    its state is C{running}, showing each on C{progress}: -> EXIT_OK once it
+    is done, EXIT_STOPPED when it stopped otherwise (paused, cancelled) or is
+    gone (no state, or the admin API's error C{gone_code}); with the last
+    document seen.  The drain's and the rebalance's C{--wait}.
+    """
+    report: dict = {}
     try:
         while True:
             try:
-                drain = call()
+                report = call()
             except AdminCallFailed as error:
-                if error.code == "no_drain":
+                if gone_code is not None and error.code == gone_code:
                     progress.end()
-                    return EXIT_STOPPED, drain
+                    return EXIT_STOPPED, report
                 raise
-            progress.show(drain)
-            if drain["state"] in ("done", "paused"):
+            if report.get("state") is None:
                 progress.end()
-                return (EXIT_OK if drain["state"] == "done" else EXIT_STOPPED), drain
+                return EXIT_STOPPED, report
+            progress.show(report)
+            if report["state"] != running:
+                progress.end()
+                return (EXIT_OK if report["state"] == "done" else EXIT_STOPPED), report
             sleep(interval)
     except BaseException:
         progress.end()
         raise
+
+
+def wait_for(call: Callable[[], dict], progress: Progress, interval: float,
+             sleep: Callable[[float], None] = time.sleep) -> tuple[int, dict]:
+    """Poll the drain until it is done (0), paused (3) or gone (3)."""
+    return follow(call, progress, interval, "draining", "no_drain", sleep)
 
 
 def command(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:

@@ -38,6 +38,7 @@ from s3balance.ops.drain_cli import (
     Progress,
     admin_call,
     bar,
+    follow,
     human_duration,
     human_size,
 )
@@ -118,21 +119,7 @@ def summary(report: dict) -> str:
 def wait_for(call: Callable[[], dict], progress: Progress, interval: float,
              sleep: Callable[[float], None] = time.sleep) -> tuple[int, dict]:
     """Poll the rebalance until it is done (0), paused or cancelled (3)."""
-    report: dict = {}
-    try:
-        while True:
-            report = call()
-            if report.get("state") is None:
-                progress.end()
-                return EXIT_STOPPED, report
-            progress.show(report)
-            if report["state"] != "running":
-                progress.end()
-                return (EXIT_OK if report["state"] == "done" else EXIT_STOPPED), report
-            sleep(interval)
-    except BaseException:
-        progress.end()
-        raise
+    return follow(call, progress, interval, "running", sleep=sleep)
 
 
 def command(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
