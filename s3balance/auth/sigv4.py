@@ -131,6 +131,9 @@ class AuthContext:
     @ivar scope: C{yyyymmdd/region/s3/aws4_request}.
     @ivar amz_date: the request time as C{yyyymmddTHHMMSSZ}.
     @ivar region: the region the client signed for.
+    @ivar signature_version: 4, or 2 for a request verified by
+        L{s3balance.auth.sigv2} (which leaves C{signing_key}, C{scope} and
+        C{region} empty: nothing chains on a SigV2 signature).
     """
 
     credential: CredentialLike
@@ -141,13 +144,14 @@ class AuthContext:
     scope: str
     amz_date: str
     region: str
+    signature_version: int = 4
 
     def __repr__(self) -> str:
         # Never show the signing key (or the credential's secret).
         return (
             f"AuthContext(access_key={self.credential.access_key!r}, "
-            f"payload_mode={self.payload_mode!s}, scope={self.scope!r}, "
-            f"amz_date={self.amz_date!r})"
+            f"signature_version={self.signature_version}, payload_mode={self.payload_mode!s}, "
+            f"scope={self.scope!r}, amz_date={self.amz_date!r})"
         )
 
 
@@ -172,19 +176,13 @@ def authenticate(
     authorization = header_value(req.headers, "authorization")
     presigned = "X-Amz-Signature" in names or "X-Amz-Credential" in names
     if authorization is not None and presigned:
-        raise S3Error(
-            "InvalidArgument",
-            "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
-            "parameter, Signature query string parameter or the Authorization "
-            "header should be specified",
-            ArgumentName="Authorization",
-        )
+        raise only_one_mechanism()
     if authorization is not None:
         return _authenticate_header(req, query, authorization, lookup, now, region)
     if presigned or "X-Amz-Algorithm" in names:
         return _authenticate_presigned(req, query, lookup, now, region)
     if "Signature" in names and "AWSAccessKeyId" in names:
-        raise _unsupported_mechanism()
+        raise unsupported_mechanism()
     return None
 
 
@@ -201,7 +199,7 @@ def _authenticate_header(
 ) -> AuthContext:
     algorithm, _, rest = authorization.strip().partition(" ")
     if algorithm != ALGORITHM:
-        raise _unsupported_mechanism()
+        raise unsupported_mechanism()
     fields: dict[str, str] = {}
     for part in rest.split(","):
         name, eq, value = part.strip().partition("=")
@@ -243,7 +241,7 @@ def _authenticate_header(
             payload_hashes.append(EMPTY_SHA256)
     else:
         content_sha256 = content_sha256.strip()
-        mode = _payload_mode(content_sha256)
+        mode = announced_payload_mode(content_sha256)
         # The client signed the value as it sent it; we keep it lower-case.
         payload_hashes = [content_sha256]
         if mode is PayloadMode.SHA256:
@@ -283,7 +281,8 @@ def _authenticate_header(
     )
 
 
-def _payload_mode(value: str) -> PayloadMode:
+def announced_payload_mode(value: str) -> PayloadMode:
+    """The L{PayloadMode} an C{x-amz-content-sha256} value announces; refuses other values."""
     if value == UNSIGNED_PAYLOAD:
         return PayloadMode.UNSIGNED
     if value in _STREAMING_MODES:
@@ -379,7 +378,7 @@ def _authenticate_presigned(
         payload_hash = UNSIGNED_PAYLOAD
     else:
         payload_hash = content_sha256 = content_sha256.strip()
-        announced = _payload_mode(content_sha256)
+        announced = announced_payload_mode(content_sha256)
         if announced in _STREAMING_MODES.values():
             mode = announced
         if announced is PayloadMode.SHA256:
@@ -476,7 +475,19 @@ def _query_error(message: str) -> S3Error:
     return S3Error("AuthorizationQueryParametersError", message)
 
 
-def _unsupported_mechanism() -> S3Error:
+def only_one_mechanism() -> S3Error:
+    """A request that carries more than one signature (header and query, or SigV2 and SigV4)."""
+    return S3Error(
+        "InvalidArgument",
+        "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
+        "parameter, Signature query string parameter or the Authorization "
+        "header should be specified",
+        ArgumentName="Authorization",
+    )
+
+
+def unsupported_mechanism() -> S3Error:
+    """A signature this endpoint does not verify (SigV2 when C{s3api.sigv2} is off, unknown schemes)."""
     return S3Error(
         "InvalidRequest",
         "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
@@ -491,5 +502,8 @@ __all__ = [
     "CredentialLookup",
     "PayloadMode",
     "SigV4Request",
+    "announced_payload_mode",
     "authenticate",
+    "only_one_mechanism",
+    "unsupported_mechanism",
 ]

@@ -455,6 +455,7 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
         virtual_host_domains=domains,
         proxy_mode=section.get("proxy_mode", _bool, d.proxy_mode),
         auth_required=section.get("auth_required", _bool, d.auth_required),
+        sigv2=section.get("sigv2", _bool, d.sigv2),
         host=section.get("host", _str, d.host),
         region=section.get("region", _str, d.region, zero_default=True),
         allow_create_bucket=section.get("allow_create_bucket", _bool, d.allow_create_bucket),

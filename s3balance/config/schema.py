@@ -246,6 +246,9 @@ class S3APIConfig:
     virtual_host_domains: tuple[str, ...] = ()
     proxy_mode: bool = True
     auth_required: bool = True
+    # AWS Signature Version 2 (header and presigned URLs) besides SigV4;
+    # off, SigV2 requests are refused as by an S3 region that only takes SigV4.
+    sigv2: bool = True
     host: str = ""
     region: str = "us-east-1"
     allow_create_bucket: bool = True

@@ -12,6 +12,7 @@ never import each other; what they share is here or a layer down.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 import uuid
@@ -23,7 +24,8 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from s3balance.auth.sigv4 import SigV4Request, authenticate
+from s3balance.auth.mechanism import authenticate
+from s3balance.auth.sigv4 import SigV4Request
 from s3balance.errors import S3Error
 from s3balance.s3 import cors, limits, routing, sse, unkept
 from s3balance.s3.call import S3Call
@@ -76,6 +78,12 @@ def _request_headers(request: S3Request) -> dict[str, list[str]]:
     for name, values in request.requestHeaders.getAllRawHeaders():
         headers.setdefault(name.decode("latin-1").lower(), []).extend(v.decode("latin-1") for v in values)
     return headers
+
+
+# The query parameters that select the S3 operation (see s3.routing.route):
+# SigV2 signs only some of them, and one outside its signature is refused
+# (it would make a captured request another operation).
+OPERATION_PARAMETERS = routing.SUBRESOURCES | {"list-type"}
 
 
 # The query parameters of presigned authentication itself (compared lower-case).
@@ -211,22 +219,30 @@ class Gateway:
             headers=headers,
             host_override=public_host,
         )
+        verify = functools.partial(
+            authenticate,
+            lookup=self.lookup_credential,
+            virtual_bucket=target.bucket if target.virtual_host else None,
+            sigv2_enabled=s3api.sigv2,
+            operation_parameters=OPERATION_PARAMETERS,
+        )
         try:
-            context = authenticate(sigv4, self.lookup_credential, self.clock())
+            context = verify(sigv4, now=self.clock())
         except S3Error as error:
             # Clients never write a default port in Host: a request signed for
             # "s3.example.com" matches s3api.host "s3.example.com:443" too.
             bare = _without_default_port(public_host)
             if error.code != "SignatureDoesNotMatch" or bare == public_host:
                 raise
-            context = authenticate(attr.evolve(sigv4, host_override=bare), self.lookup_credential, self.clock())
+            context = verify(attr.evolve(sigv4, host_override=bare), now=self.clock())
         # Our lookup (lookup_credential) only finds the configured credentials.
         credential = cast("Optional[Credential]", context.credential if context is not None else None)
         if credential is None and s3api.auth_required:
             raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
-        if context is not None and "X-Amz-Signature" in query:
+        if context is not None and ("X-Amz-Signature" in query or "Signature" in query):
             # Only now: the signature was verified over the whole query (and
-            # the headers it checked were the ones received).
+            # the headers it checked were the ones received); a SigV2 URL's
+            # x-amz-* parameters were signed as the headers they stand for.
             headers = with_presigned_headers(headers, query)
             if operation in ("PutObject", "UploadPart") and "x-amz-copy-source" in headers:
                 operation = "CopyObject" if operation == "PutObject" else "UploadPartCopy"

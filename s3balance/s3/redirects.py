@@ -51,9 +51,16 @@ def proxy_forced(call: S3Call) -> bool:
     return (forced or "").lower() in _FORCE_PROXY
 
 
+def query_signed(call: S3Call) -> bool:
+    """Whether C{call} was authenticated by its query (a presigned URL, SigV4 or SigV2)."""
+    # Only one mechanism per request gets through authentication, so on an
+    # authenticated call these parameters name the one it used.
+    return call.auth is not None and ("X-Amz-Signature" in call.query or "Signature" in call.query)
+
+
 def follows_redirects(s3api: S3APIConfig, call: S3Call) -> bool:
     """Whether the client of C{call} is known to follow a GET's 302 (see the module docstring)."""
-    if call.auth is None or "X-Amz-Signature" in call.query:
+    if call.auth is None or query_signed(call):
         return True
     credential = call.credential
     if credential is not None and credential.follows_redirects:
@@ -91,14 +98,17 @@ def expiry(redirect_expiry: int, call: S3Call, now: float) -> int:
     """
     Seconds the redirect URL stays valid: C{s3api.redirect_expiry}, but never
     beyond the presigned URL the client came with (its X-Amz-Date plus
-    X-Amz-Expires, both verified by then): a link that expires must not buy
-    a longer-lived one on the backend.
+    X-Amz-Expires, or SigV2's Expires, all verified by then): a link that
+    expires must not buy a longer-lived one on the backend.
     """
-    if "X-Amz-Signature" not in call.query:
+    if not query_signed(call):
         return redirect_expiry
     try:
-        start = calendar.timegm(time.strptime(call.query["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
-        left = start + int(call.query["X-Amz-Expires"]) - now
+        if "X-Amz-Signature" in call.query:
+            start = calendar.timegm(time.strptime(call.query["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+            left = start + int(call.query["X-Amz-Expires"]) - now
+        else:
+            left = int(call.query["Expires"]) - now
     except (KeyError, ValueError):
         return redirect_expiry
     return max(1, min(redirect_expiry, int(left)))
