@@ -20,10 +20,14 @@ import calendar
 import datetime
 import hashlib
 import hmac
+import os
+import shutil
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -45,6 +49,11 @@ from s3balance.s3 import redirects
 from s3balance.s3.call import S3Call
 from s3balance.s3.gateway import OPERATION_PARAMETERS, Gateway
 from s3balance.s3.routing import Target
+from tests.daemon import ACCESS_KEY as DAEMON_ACCESS_KEY
+from tests.daemon import SECRET_KEY as DAEMON_SECRET_KEY
+from tests.daemon import shared_gateway
+from tests.gateways import error_code, http, lazy_gateway, s3_client, s3_error
+from tests.harness import harness_dir, run_s3cmd
 
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -879,3 +888,161 @@ class ConfigTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as caught:
             gateway_config(sigv2="no")
         self.assertEqual(str(caught.exception), "s3api.sigv2: expected true or false, got 'no'")
+
+
+# -- through a running daemon -------------------------------------------------------
+
+MIB = 1024 * 1024
+sigv2_off_gateway = lazy_gateway("sigv2-off", s3api={"sigv2": False})
+
+
+class PastExpiresQueryAuth(HmacV1QueryAuth):
+    """botocore's SigV2 query signer for a URL that expired a minute ago."""
+
+    def _get_date(self) -> str:
+        return str(int(time.time()) - 60)
+
+
+class DaemonTests(SynchronousTestCase):
+    """boto3 with C{signature_version='s3'} and SigV2 presigned URLs against the shared daemon."""
+
+    def setUp(self) -> None:
+        self.gateway = shared_gateway()
+        self.s3 = self.gateway.client()
+        self.v2 = self.gateway.client(signature_version="s3")
+        self.bucket = self.gateway.new_bucket(self.s3, prefix="sigv2")
+        self.endpoint = self.gateway.daemon.endpoint
+
+    def presign(self, operation: str, key: str, **params: Any) -> str:
+        return self.v2.generate_presigned_url(
+            operation, Params={"Bucket": self.bucket, "Key": key, **params}, ExpiresIn=300
+        )
+
+    def assertAbsent(self, key: str) -> None:
+        with self.assertRaises(ClientError) as raised:
+            self.s3.head_object(Bucket=self.bucket, Key=key)
+        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 404)
+
+    def test_header_auth_put_get_list_delete(self) -> None:
+        data = os.urandom(300 * 1024 + 7)
+        self.v2.put_object(Bucket=self.bucket, Key=ODD_KEY, Body=data, ContentType="text/plain", Metadata={"a": "b"})
+        got = self.v2.get_object(Bucket=self.bucket, Key=ODD_KEY)
+        self.assertEqual((got["Body"].read(), got["ContentType"], got["Metadata"]), (data, "text/plain", {"a": "b"}))
+        self.assertEqual(self.v2.head_object(Bucket=self.bucket, Key=ODD_KEY)["ContentLength"], len(data))
+        listed = self.v2.list_objects(Bucket=self.bucket, Prefix="a b/")
+        self.assertEqual([item["Key"] for item in listed["Contents"]], [ODD_KEY])
+        self.v2.delete_object(Bucket=self.bucket, Key=ODD_KEY)
+        self.assertAbsent(ODD_KEY)
+
+    def test_header_auth_multipart(self) -> None:
+        upload = self.v2.create_multipart_upload(Bucket=self.bucket, Key="mp")["UploadId"]
+        parts = [os.urandom(5 * MIB), os.urandom(1000)]
+        etags = [
+            self.v2.upload_part(Bucket=self.bucket, Key="mp", UploadId=upload, PartNumber=n, Body=body)["ETag"]
+            for n, body in enumerate(parts, 1)
+        ]
+        listed = self.v2.list_parts(Bucket=self.bucket, Key="mp", UploadId=upload)
+        self.assertEqual([p["PartNumber"] for p in listed["Parts"]], [1, 2])
+        self.v2.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key="mp",
+            UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]},
+        )
+        got = self.v2.get_object(Bucket=self.bucket, Key="mp")["Body"].read()
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(b"".join(parts)).digest())
+        self.v2.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": "mp"}]})
+        self.assertAbsent("mp")
+
+    def test_wrong_secret(self) -> None:
+        wrong = s3_client(self.endpoint, DAEMON_ACCESS_KEY, "not-the-secret", signature_version="s3")
+        with self.assertRaises(ClientError) as raised:
+            wrong.put_object(Bucket=self.bucket, Key="k", Body=b"x")
+        self.assertEqual(error_code(raised.exception), "SignatureDoesNotMatch")
+        self.assertIn("StringToSign", raised.exception.response["Error"])
+        self.assertAbsent("k")
+
+    def test_presigned_put_then_get(self) -> None:
+        put = self.presign("put_object", ODD_KEY, ContentType="text/plain", Metadata={"colour": "blue"})
+        status, _headers, body = http("PUT", put, b"hello", {"Content-Type": "text/plain"})
+        self.assertEqual(status, 200, body)
+        head = self.s3.head_object(Bucket=self.bucket, Key=ODD_KEY)
+        self.assertEqual((head["ContentType"], head["Metadata"]), ("text/plain", {"colour": "blue"}))
+        get = self.presign("get_object", ODD_KEY, ResponseContentDisposition="attachment")
+        status, headers, body = http("GET", get)
+        self.assertEqual((status, body, headers.get("content-disposition")), (200, b"hello", "attachment"))
+
+    def test_expired_presigned_url(self) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key="k", Body=b"x")
+        request = AWSRequest(method="GET", url=f"{self.endpoint}/{self.bucket}/k")
+        PastExpiresQueryAuth(Credentials(DAEMON_ACCESS_KEY, DAEMON_SECRET_KEY)).add_auth(request)
+        status, _headers, body = http("GET", request.url)
+        self.assertEqual((status, s3_error(body)), (403, ("AccessDenied", "Request has expired")))
+
+    def test_edited_presigned_url(self) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key="k", Body=b"x")
+        url = self.presign("get_object", "k", ResponseContentType="text/plain")
+        self.assertEqual(http("GET", url)[0], 200)
+        changed = url.replace("response-content-type=text%2Fplain", "response-content-type=text%2Fhtml")
+        status, _headers, body = http("GET", changed)
+        self.assertEqual((status, s3_error(body)[0]), (403, "SignatureDoesNotMatch"))
+        status, _headers, body = http("GET", url + "&response-cache-control=no-store&max-keys=1")
+        self.assertEqual((status, s3_error(body)[0]), (403, "SignatureDoesNotMatch"))
+        status, _headers, body = http("GET", url + "&s3balance-proxy=true")
+        self.assertEqual((status, s3_error(body)[0]), (403, "AccessDenied"))
+        listing = self.v2.generate_presigned_url("list_objects", Params={"Bucket": self.bucket, "Prefix": "k"})
+        status, _headers, body = http("GET", listing)
+        self.assertEqual((status, s3_error(body)[0]), (403, "AccessDenied"))
+
+    def test_presigned_put_cannot_become_a_copy(self) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key="secret", Body=b"secret")
+        url = self.presign("put_object", "k")
+        status, _headers, body = http("PUT", url, b"", {"x-amz-copy-source": f"/{self.bucket}/secret"})
+        self.assertEqual((status, s3_error(body)[0]), (403, "SignatureDoesNotMatch"))
+        self.assertAbsent("k")
+
+
+class SwitchedOffTests(SynchronousTestCase):
+    def test_sigv2_refused(self) -> None:
+        gateway = sigv2_off_gateway()
+        v2 = gateway.client(signature_version="s3")
+        with self.assertRaises(ClientError) as raised:
+            v2.list_buckets()
+        self.assertEqual(error_code(raised.exception), "InvalidRequest")
+        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 400)
+        url = v2.generate_presigned_url("get_object", Params={"Bucket": "vb-default", "Key": "k"})
+        status, _headers, body = http("GET", url)
+        self.assertEqual(
+            (status, s3_error(body)),
+            (
+                400,
+                (
+                    "InvalidRequest",
+                    "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+                ),
+            ),
+        )
+        # SigV4 is untouched.
+        self.assertIn("Buckets", gateway.client().list_buckets())
+
+
+class S3cmdTests(SynchronousTestCase):
+    def test_s3cmd_signature_v2(self) -> None:
+        gateway = shared_gateway()
+        bucket = gateway.new_bucket(prefix="s3cmd")
+        workdir = Path(tempfile.mkdtemp(prefix="sigv2-", dir=harness_dir()))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        source = workdir / "up.bin"
+        source.write_bytes(os.urandom(100 * 1024))
+
+        def s3cmd(*args: str) -> str:
+            return run_s3cmd(
+                list(args), gateway.daemon.endpoint, DAEMON_ACCESS_KEY, DAEMON_SECRET_KEY,
+                settings={"signature_v2": "True"}, cwd=workdir,
+            ).stdout
+
+        s3cmd("put", str(source), f"s3://{bucket}/dir/up.bin")
+        self.assertIn("dir/up.bin", s3cmd("ls", "-r", f"s3://{bucket}"))
+        s3cmd("get", f"s3://{bucket}/dir/up.bin", str(workdir / "down.bin"))
+        self.assertEqual((workdir / "down.bin").read_bytes(), source.read_bytes())
+        s3cmd("del", f"s3://{bucket}/dir/up.bin")
