@@ -37,6 +37,8 @@ from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -614,6 +616,53 @@ class QueryAuthTests(SynchronousTestCase):
         error = refused(attrs.evolve(request, raw_query=query))
         self.assertEqual(error.code, "SignatureDoesNotMatch")
         self.assertEqual(error.extra["StringToSign"], f"GET\n\n\n{EXPIRES}\n/bucket/key")
+
+
+_QUERY_PIECES = st.sampled_from(
+    ["AWSAccessKeyId=" + ACCESS_KEY, "Signature=c2ln", "Signature=", "Expires=9999999999", "Expires=",
+     "acl", "uploads=", "versionId=%FF", "x-amz-meta-a=%FF", "x-amz-meta-a=1", "prefix=a+b", "%", "=",
+     "content-type=x", "list-type=2", "X-Amz-Signature=a", "Expires=" + "9" * 5000]
+)
+_HEADER_NAMES = st.sampled_from(
+    ["authorization", "date", "x-amz-date", "content-type", "content-md5", "x-amz-meta-a",
+     "x-amz-content-sha256"]
+)
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [f"AWS {ACCESS_KEY}:c2ln", "AWS ", "AWS :", SIGNING_DATE, "Mon, 99 Foo 2024 99:99:99 GMT",
+         "99991231T235959Z", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "UNSIGNED-PAYLOAD", "garbage"]
+    ),
+)
+
+
+class HostileInputTests(SynchronousTestCase):
+    """Whatever arrives, the answer is an AuthContext or an S3Error, never another exception."""
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True)
+    @given(
+        method=st.sampled_from(["GET", "PUT", "ü", ""]),
+        path=st.binary(max_size=30),
+        query=st.lists(st.one_of(_QUERY_PIECES, st.text(max_size=12)), max_size=6),
+        headers=st.dictionaries(_HEADER_NAMES, st.lists(_HEADER_VALUES, min_size=1, max_size=2), max_size=6),
+        virtual_bucket=st.one_of(st.none(), st.text(max_size=8)),
+        now=st.floats(min_value=0, max_value=4e9),
+    )
+    def test_no_crash(
+        self,
+        method: str,
+        path: bytes,
+        query: list[str],
+        headers: dict[str, list[str]],
+        virtual_bucket: str | None,
+        now: float,
+    ) -> None:
+        raw_query = "&".join(query).encode("utf-8", "surrogatepass")
+        request = SigV4Request(method, path, raw_query, headers)
+        try:
+            mechanism.authenticate(request, lookup, now, virtual_bucket=virtual_bucket)
+        except S3Error as error:
+            error.to_xml("/r", "id")
 
 
 # -- the dispatch: one mechanism, the switch ----------------------------------

@@ -78,7 +78,9 @@ SIGNED_SUBRESOURCES = frozenset(
 # The parameters of query authentication itself.
 QUERY_AUTH_PARAMETERS = ("AWSAccessKeyId", "Expires", "Signature")
 
-_DIGITS = re.compile(r"[0-9]+\Z")
+# Seconds since the epoch; more digits than this are no date (and int() of
+# thousands of digits is slow, then refused).
+_DIGITS = re.compile(r"[0-9]{1,18}\Z")
 _BUCKET_ONLY = re.compile(rb"/[^/]+\Z")
 
 
