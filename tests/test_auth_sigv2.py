@@ -339,6 +339,18 @@ class HeaderAuthTests(SynchronousTestCase):
         changed = attrs.evolve(request, raw_query=b"versionId=v2")
         self.assertEqual(refused(changed).code, "SignatureDoesNotMatch")
 
+    def test_subresource_smuggled_in_a_value_refused(self) -> None:
+        """partNumber=1%26uploadId%3DU signs like partNumber=1&uploadId=U but means something else."""
+        request = header_signed("PUT", "http://h/bucket/key?partNumber=1&uploadId=U")
+        self.verify(request)
+        merged = attrs.evolve(request, raw_query=b"partNumber=1%26uploadId%3DU")
+        error = refused(merged)
+        self.assertEqual((error.code, error.extra["ArgumentName"]), ("InvalidArgument", "partNumber"))
+        # An '&' in a value is fine otherwise.
+        self.verify(
+            header_signed("GET", "http://h/bucket/key?response-content-disposition=" + quote("a&b=c.txt", safe=""))
+        )
+
     def test_empty_subresource_value_both_forms(self) -> None:
         """C{uploads=} is signed as sent by botocore, as C{uploads} by minio-go: both verify."""
         self.verify(header_signed("POST", "http://h/bucket/key?uploads="))

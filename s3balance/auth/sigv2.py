@@ -185,9 +185,29 @@ def _subresource_candidates(query: _Query) -> list[bytes]:
     )
     if not signed:
         return [b""]
+    for parameter in signed:
+        _refuse_smuggled_subresource(parameter)
     as_sent = b"?" + b"&".join(_render(p, bare_when_empty=False) for p in signed)
     bare = b"?" + b"&".join(_render(p, bare_when_empty=True) for p in signed)
     return [as_sent] if bare == as_sent else [as_sent, bare]
+
+
+def _refuse_smuggled_subresource(parameter: _Parameter) -> None:
+    """
+    Values are signed decoded and joined with C{&}, so C{partNumber=1&uploadId=U}
+    and C{partNumber=1%26uploadId%3DU} (one parameter) have the same string
+    to sign but not the same meaning: a value that holds another signed
+    sub-resource is refused rather than read as the signer did not mean it.
+    """
+    for piece in parameter.value.split(b"&")[1:]:
+        name = piece.partition(b"=")[0].decode("utf-8", "replace")
+        if name in SIGNED_SUBRESOURCES:
+            raise S3Error(
+                "InvalidArgument",
+                f"The value of {parameter.name} holds the sub-resource {name}: send it as a parameter of its own.",
+                ArgumentName=parameter.name,
+                ArgumentValue=parameter.value.decode("utf-8", "replace"),
+            )
 
 
 def _render(parameter: _Parameter, bare_when_empty: bool) -> bytes:
