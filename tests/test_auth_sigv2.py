@@ -1015,6 +1015,16 @@ class DaemonTests(SynchronousTestCase):
         self.v2.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": "mp"}]})
         self.assertAbsent("mp")
 
+    def test_content_md5_is_signed_and_checked(self) -> None:
+        """SigV2 signs no payload hash; a Content-MD5 it signs is checked against the body."""
+        wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+        with self.assertRaises(ClientError) as raised:
+            self.v2.put_object(Bucket=self.bucket, Key="k", Body=b"data", ContentMD5=wrong)
+        self.assertEqual(error_code(raised.exception), "BadDigest")
+        self.assertAbsent("k")
+        right = base64.b64encode(hashlib.md5(b"data").digest()).decode()
+        self.v2.put_object(Bucket=self.bucket, Key="k", Body=b"data", ContentMD5=right)
+
     def test_wrong_secret(self) -> None:
         wrong = s3_client(self.endpoint, DAEMON_ACCESS_KEY, "not-the-secret", signature_version="s3")
         with self.assertRaises(ClientError) as raised:
