@@ -295,6 +295,11 @@ class Metrics:
             ["bucket"],
             registry=r,
         )
+        self.audit_dropped = Counter(
+            "s3balance_audit_lines_dropped",
+            "Audit log lines dropped: the writer's queue was full (audit.queue_size) or a write failed.",
+            registry=r,
+        )
         for limit in ("total", "per_ip"):
             self.connections_refused.labels(limit)
         for phase in ("headers", "body", "write"):
@@ -380,6 +385,10 @@ class Metrics:
             )
 
         request.notifyFinish().addBoth(finished)
+
+    def audit_lines_dropped(self, count: int = 1) -> None:
+        """Audit log lines that will never be written."""
+        self.audit_dropped.inc(count)
 
     # -- client connections -------------------------------------------------------
 

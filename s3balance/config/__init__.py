@@ -23,6 +23,7 @@ from s3balance.config.error import ConfigError
 from s3balance.config.load import load_config, parse_config
 from s3balance.config.schema import (
     APIConfig,
+    AuditConfig,
     BackendConfig,
     BalancerConfig,
     BucketQuota,
@@ -40,6 +41,7 @@ from s3balance.config.units import parse_duration, parse_size
 
 __all__ = [
     "APIConfig",
+    "AuditConfig",
     "BackendConfig",
     "BalancerConfig",
     "BucketQuota",

@@ -49,6 +49,7 @@ from s3balance.config.fields import (
 from s3balance.config.schema import (
     CORS_METHODS,
     APIConfig,
+    AuditConfig,
     BackendConfig,
     BalancerConfig,
     BucketQuota,
@@ -484,6 +485,22 @@ def _parse_api(section: _Section) -> APIConfig:
     return api
 
 
+def _parse_audit(section: _Section) -> AuditConfig:
+    d = AuditConfig()
+    audit = AuditConfig(
+        path=section.get("path", _str, d.path).strip(),
+        queue_size=section.get("queue_size", _positive_int, d.queue_size),
+    )
+    section.check_unknown()
+    if audit.path and audit.path != "-":
+        folder = os.path.dirname(os.path.abspath(audit.path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{section.key_path('path')}: no such directory {folder!r}")
+        if os.path.isdir(audit.path):
+            raise ConfigError(f"{section.key_path('path')}: {audit.path!r} is a directory")
+    return audit
+
+
 def _parse_offline(section: _Section) -> None:
     # The Go offline-download proof of concept: accepted and checked, not implemented.
     section.get("enabled", _bool, False)
@@ -515,6 +532,7 @@ def parse_config(mapping: object, source: str = "<config>") -> Config:
     metrics = _parse_metrics(sub("metrics"))
     s3api = _parse_s3api(sub("s3api"), {bucket.name for bucket in virtual_buckets})
     api = _parse_api(sub("api"))
+    audit = _parse_audit(sub("audit"))
     _parse_offline(sub("offline"))
     top.check_unknown()
     return Config(
@@ -526,6 +544,7 @@ def parse_config(mapping: object, source: str = "<config>") -> Config:
         metrics=metrics,
         s3api=s3api,
         api=api,
+        audit=audit,
     )
 
 

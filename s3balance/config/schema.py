@@ -265,6 +265,22 @@ class APIConfig:
 
 
 @frozen
+class AuditConfig:
+    """
+    The audit log (``audit``): one JSON line per request, to ``path``
+    ("-": standard output; "": off).  ``queue_size`` lines may wait for the
+    writer thread; more are dropped and counted.
+    """
+
+    path: str = ""
+    queue_size: int = 10000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path)
+
+
+@frozen
 class Config:
     server: ServerConfig
     database: DatabaseConfig
@@ -274,6 +290,7 @@ class Config:
     metrics: MetricsConfig
     s3api: S3APIConfig
     api: APIConfig
+    audit: AuditConfig = AuditConfig()
 
     def backend(self, name: str) -> BackendConfig | None:
         for backend in self.backends:

@@ -158,6 +158,8 @@ class Gateway:
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
         self.in_flight: set[S3Request] = set()
+        # The audit log (s3balance.s3.audit.AuditTrail), None when it is off.
+        self.audit: Any = None
         # False while the service starts (store and health checks not up yet): /health says "starting".
         self.ready = True
         # Every virtual bucket's usage and quota as last read from the store
@@ -202,6 +204,7 @@ class Gateway:
             operation = "CopyObject"
         if operation == "UploadPart" and "x-amz-copy-source" in headers:
             operation = "UploadPartCopy"
+        request.operation, request.target = operation, target
         if self.metrics is not None:
             self.metrics.track_request(request, operation)
         sigv4 = SigV4Request(
@@ -317,6 +320,8 @@ class Gateway:
         request.notifyFinish().addBoth(lambda _: self.in_flight.discard(request))
         if self.metrics is not None:
             self.metrics.track_request(request, None)
+        if self.audit is not None:
+            self.audit.track(request)
 
     def handle(self, request: S3Request) -> None:
         """
@@ -370,6 +375,7 @@ class Gateway:
     def answer_error(self, request: S3Request, error: S3Error) -> None:
         if request.gone or request.answered_early:
             return
+        request.error_code = error.code
         if request.startedWriting:
             # Headers are out: the only honest signal left is a cut connection.
             transport: Any = request.channel.transport

@@ -89,6 +89,13 @@ class S3Request(server.Request):
     # S3 answers without a body carry no Content-Type.
     defaultContentType = None
     content: Any
+    # The routed operation and target (set by Gateway.prepare, also when
+    # authentication then fails), the S3 error code answered, and the body
+    # bytes received: for the audit log (s3balance.s3.audit).
+    operation: Optional[str] = None
+    target: Any = None
+    error_code: Optional[str] = None
+    bytes_received = 0
 
     @property
     def _transport(self) -> Any:
@@ -209,6 +216,7 @@ class S3Request(server.Request):
         if self.answered_early or self.finished or self.startedWriting:
             return
         self.answered_early = True
+        self.error_code = error.code
         self.setResponseCode(error.status)
         body = error.to_xml(self.uri.split(b"?")[0].decode("latin-1"), self.request_id)
         try:
@@ -266,6 +274,7 @@ class S3Request(server.Request):
     # -- body -----------------------------------------------------------------
 
     def handleContentChunk(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         if self._discarding:
             return
         if self.body_sink is not None:
