@@ -129,6 +129,9 @@ class Reloader:
         _apply_balancer(service, old.balancer, new.balancer)
         gateway.config = new
         service.config = new
+        apply_rate_limits = getattr(service, "apply_rate_limits", None)
+        if apply_rate_limits is not None:
+            apply_rate_limits(new)
         audit_file = getattr(service, "audit_file", None)
         if audit_file is not None:
             audit_file.reopen(new.audit.path)  # after a rotation: a new file

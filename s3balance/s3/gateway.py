@@ -160,6 +160,8 @@ class Gateway:
         self.in_flight: set[S3Request] = set()
         # The audit log (s3balance.s3.audit.AuditTrail), None when it is off.
         self.audit: Any = None
+        # The rate limits (s3balance.s3.ratelimit.RateLimiter), None when none is configured.
+        self.rate_limiter: Any = None
         # False while the service starts (store and health checks not up yet): /health says "starting".
         self.ready = True
         # Every virtual bucket's usage and quota as last read from the store
@@ -207,6 +209,9 @@ class Gateway:
         request.operation, request.target = operation, target
         if self.metrics is not None:
             self.metrics.track_request(request, operation)
+        limiter = self.rate_limiter
+        # Before the signature is checked: by client address only (SlowDown).
+        client_limits = limiter.admit_client(request) if limiter is not None else None
         sigv4 = SigV4Request(
             method=method,
             raw_path=raw_path,
@@ -244,6 +249,9 @@ class Gateway:
             raw_path=raw_path,
         )
         self.authorize(call)
+        if limiter is not None:
+            # After it: a forged key id must not spend its owner's allowance.
+            limiter.admit_verified(request, credential, client_limits)
         # Nothing is encrypted here: a request asking for it is refused, not stored in plaintext.
         sse.refuse_encryption(headers, query)
         # Nor are ACL grants, tags or retention kept: refused, not dropped.
@@ -385,6 +393,8 @@ class Gateway:
         request.responseHeaders.removeHeader(b"content-length")
         for name in (b"etag", b"last-modified", b"accept-ranges", b"content-range"):
             request.responseHeaders.removeHeader(name)
+        for header, value in error.headers:
+            request.setHeader(header.encode("latin-1"), value.encode("latin-1"))
         if error.status == 304:
             request.finish()
             return
