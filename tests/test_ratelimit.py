@@ -399,3 +399,37 @@ class RateLimitDaemonTests(SynchronousTestCase):
         with urllib.request.urlopen(f"{gateway.daemon.endpoint}/metrics", timeout=10) as metrics:
             text = metrics.read().decode()
         self.assertIn('s3balance_throttled_requests_total{limit="credential_requests"} 5.0', text, "each refusal once")
+
+    def test_bodies_are_slowed_to_the_byte_rate_and_arrive_whole(self) -> None:
+        import hashlib
+        import time
+
+        from tests.daemon import poll, start_gateway
+
+        rate = 256 * 1024
+        gateway = start_gateway(
+            "ratelimit-bytes",
+            s3api={"rate_limits": {"per_credential": {"bytes_per_second": rate, "bytes_burst": rate}}},
+        )
+        self.addCleanup(gateway.daemon.stop)
+        client = gateway.client(retries={"mode": "standard", "total_max_attempts": 1})
+        bucket = gateway.new_bucket(client, "rl")
+        body = bytes(range(256)) * (4 * rate // 256)  # 4 s of the rate
+        started = time.monotonic()
+        client.put_object(Bucket=bucket, Key="big", Body=body)
+        put_seconds = time.monotonic() - started
+        self.assertGreater(put_seconds, 2.0, "3 s of debt beyond the burst, paid while the body flows")
+
+        def get() -> Any:
+            try:
+                return client.get_object(Bucket=bucket, Key="big")
+            except ClientError as error:
+                self.assertEqual(error.response["Error"]["Code"], "SlowDown")
+                return None
+
+        response = poll(get, timeout=30, interval=0.5, message="still SlowDown")
+        started = time.monotonic()
+        data = response["Body"].read()
+        read_seconds = time.monotonic() - started
+        self.assertEqual(hashlib.sha256(data).digest(), hashlib.sha256(body).digest())
+        self.assertGreater(read_seconds, 2.0, "the download is paused while the bucket is in debt")
