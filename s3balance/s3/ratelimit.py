@@ -120,14 +120,13 @@ def slow_down(seconds: float) -> S3Error:
 class Owner:
     """The buckets of one credential or client address (either may be None: no such limit)."""
 
-    __slots__ = ("bytes", "requests", "seen")
+    __slots__ = ("bytes", "requests")
 
     def __init__(self, limit: RateLimit, now: float) -> None:
         self.requests = (
             TokenBucket(limit.requests_per_second, limit.request_burst, now) if limit.requests_per_second else None
         )
         self.bytes = TokenBucket(limit.bytes_per_second, limit.byte_burst, now) if limit.bytes_per_second else None
-        self.seen = now
 
     def idle(self, now: float) -> bool:
         """Whether every bucket is full again: the entry is as good as a new one."""
@@ -170,7 +169,6 @@ class ClientTable:
             owner = entries[key] = Owner(self.limit, now)
         else:
             entries.move_to_end(key)
-        owner.seen = now
         return owner
 
     def expire(self, now: float, at_most: int = 8) -> None:
@@ -369,7 +367,9 @@ class RateLimiter:
         request.notifyFinish().addBoth(lambda _: throttle.stop())
 
 
-def limiter_for(s3api: Any, reactor: Any, throttled: Optional[Callable[[str], None]], current: Optional[RateLimiter]) -> Optional[RateLimiter]:
+def limiter_for(
+    s3api: Any, reactor: Any, throttled: Optional[Callable[[str], None]], current: Optional[RateLimiter]
+) -> Optional[RateLimiter]:
     """
     The limiter for C{s3api} (an L{S3APIConfig}): None when it configures
     no limit, else C{current} with the new limits, or a new one.
