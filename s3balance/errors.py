@@ -77,7 +77,10 @@ class S3Error(Exception):
     @ivar status: the HTTP status.
     @ivar message: a human-readable message (never contains secrets).
     @ivar extra: additional child elements of C{<Error>}, e.g. C{Key}.
+    @ivar headers: response headers to send with it (C{Retry-After}).
     """
+
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self,

@@ -295,6 +295,20 @@ class Metrics:
             ["bucket"],
             registry=r,
         )
+        self.audit_dropped = Counter(
+            "s3balance_audit_lines_dropped",
+            "Audit log lines dropped: the writer's queue was full (audit.queue_size) or a write failed.",
+            registry=r,
+        )
+        self.throttled_requests = Counter(
+            "s3balance_throttled_requests",
+            "S3 requests answered 503 SlowDown by a rate limit: a credential's or a client address's "
+            "requests per second or body bytes per second.",
+            ["limit"],
+            registry=r,
+        )
+        for label in ("credential_requests", "credential_bytes", "client_requests", "client_bytes"):
+            self.throttled_requests.labels(label)
         for limit in ("total", "per_ip"):
             self.connections_refused.labels(limit)
         for phase in ("headers", "body", "write"):
@@ -380,6 +394,14 @@ class Metrics:
             )
 
         request.notifyFinish().addBoth(finished)
+
+    def throttled(self, limit: str) -> None:
+        """A request refused by a rate limit (C{limit}: one of s3balance.s3.ratelimit.LIMIT_LABELS)."""
+        self._child(self.throttled_requests, limit).inc()
+
+    def audit_lines_dropped(self, count: int = 1) -> None:
+        """Audit log lines that will never be written."""
+        self.audit_dropped.inc(count)
 
     # -- client connections -------------------------------------------------------
 

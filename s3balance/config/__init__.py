@@ -23,6 +23,7 @@ from s3balance.config.error import ConfigError
 from s3balance.config.load import load_config, parse_config
 from s3balance.config.schema import (
     APIConfig,
+    AuditConfig,
     BackendConfig,
     BalancerConfig,
     BucketQuota,
@@ -32,6 +33,8 @@ from s3balance.config.schema import (
     DatabaseConfig,
     MetricsConfig,
     OperationLimits,
+    RateLimit,
+    RateLimitsConfig,
     S3APIConfig,
     ServerConfig,
     VirtualBucketConfig,
@@ -40,6 +43,7 @@ from s3balance.config.units import parse_duration, parse_size
 
 __all__ = [
     "APIConfig",
+    "AuditConfig",
     "BackendConfig",
     "BalancerConfig",
     "BucketQuota",
@@ -50,6 +54,8 @@ __all__ = [
     "DatabaseConfig",
     "MetricsConfig",
     "OperationLimits",
+    "RateLimit",
+    "RateLimitsConfig",
     "S3APIConfig",
     "ServerConfig",
     "VirtualBucketConfig",

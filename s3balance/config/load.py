@@ -49,6 +49,7 @@ from s3balance.config.fields import (
 from s3balance.config.schema import (
     CORS_METHODS,
     APIConfig,
+    AuditConfig,
     BackendConfig,
     BalancerConfig,
     BucketQuota,
@@ -58,11 +59,13 @@ from s3balance.config.schema import (
     DatabaseConfig,
     MetricsConfig,
     OperationLimits,
+    RateLimit,
+    RateLimitsConfig,
     S3APIConfig,
     ServerConfig,
     VirtualBucketConfig,
 )
-from s3balance.config.units import parse_duration, parse_rate
+from s3balance.config.units import parse_duration, parse_rate, parse_size
 
 # A drain moves few objects at once: it shares the backends with the clients.
 MAX_DRAIN_CONCURRENCY = 4
@@ -345,6 +348,47 @@ def _virtual_host(value: object) -> tuple[bool, tuple[str, ...]]:
     return bool(cleaned), cleaned
 
 
+def _non_negative_number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"expected a number, zero or above, got {_describe(value)}")
+    return float(value)
+
+
+def _byte_count(value: object) -> int:
+    return parse_size(value) or 0
+
+
+def _parse_rate_limit(value: object, path: str) -> RateLimit | None:
+    """``{requests_per_second: 100, burst: 200, bytes_per_second: 100MiB, bytes_burst: 200MiB}``, all optional."""
+    if value is None:
+        return None
+    section = _Section(value, path)
+    limit = RateLimit(
+        requests_per_second=section.get("requests_per_second", _non_negative_number, 0.0),
+        burst=section.get("burst", _non_negative_int, 0),
+        bytes_per_second=section.get("bytes_per_second", parse_rate, 0),
+        bytes_burst=section.get("bytes_burst", _byte_count, 0),
+    )
+    section.check_unknown()
+    if limit.burst and not limit.requests_per_second:
+        raise ConfigError(f"{section.key_path('burst')}: needs requests_per_second")
+    if limit.bytes_burst and not limit.bytes_per_second:
+        raise ConfigError(f"{section.key_path('bytes_burst')}: needs bytes_per_second")
+    return limit
+
+
+def _parse_rate_limits(section: _Section) -> RateLimitsConfig:
+    d = RateLimitsConfig()
+    limits = RateLimitsConfig(
+        per_credential=_parse_rate_limit(section.raw("per_credential"), section.key_path("per_credential"))
+        or d.per_credential,
+        per_client=_parse_rate_limit(section.raw("per_client"), section.key_path("per_client")) or d.per_client,
+        max_clients=section.get("max_clients", _positive_int, d.max_clients),
+    )
+    section.check_unknown()
+    return limits
+
+
 def _parse_credentials(value: object, path: str, bucket_names: set[str]) -> list[Credential]:
     if value is None:
         return []
@@ -372,6 +416,7 @@ def _parse_credentials(value: object, path: str, bucket_names: set[str]) -> list
                 buckets=buckets,
                 read_only=section.get("read_only", _bool, False),
                 follows_redirects=section.get("follows_redirects", _bool, False),
+                rate_limit=_parse_rate_limit(section.raw("rate_limit"), section.key_path("rate_limit")),
             )
         )
         section.check_unknown()
@@ -465,6 +510,7 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
             "multipart_copy_threshold", _positive_size, d.multipart_copy_threshold, zero_default=True
         ),
         cors=_parse_cors(_Section(section.raw("cors"), section.key_path("cors"))),
+        rate_limits=_parse_rate_limits(_Section(section.raw("rate_limits"), section.key_path("rate_limits"))),
     )
     section.check_unknown()
     if s3api.auth_required and not s3api.credentials:
@@ -483,6 +529,22 @@ def _parse_api(section: _Section) -> APIConfig:
     if api.enabled and not api.token:
         raise ConfigError(f"{section.key_path('token')}: required when api.enabled is true")
     return api
+
+
+def _parse_audit(section: _Section) -> AuditConfig:
+    d = AuditConfig()
+    audit = AuditConfig(
+        path=section.get("path", _str, d.path).strip(),
+        queue_size=section.get("queue_size", _positive_int, d.queue_size),
+    )
+    section.check_unknown()
+    if audit.path and audit.path != "-":
+        folder = os.path.dirname(os.path.abspath(audit.path))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{section.key_path('path')}: no such directory {folder!r}")
+        if os.path.isdir(audit.path):
+            raise ConfigError(f"{section.key_path('path')}: {audit.path!r} is a directory")
+    return audit
 
 
 def _parse_offline(section: _Section) -> None:
@@ -516,6 +578,7 @@ def parse_config(mapping: object, source: str = "<config>") -> Config:
     metrics = _parse_metrics(sub("metrics"))
     s3api = _parse_s3api(sub("s3api"), {bucket.name for bucket in virtual_buckets})
     api = _parse_api(sub("api"))
+    audit = _parse_audit(sub("audit"))
     _parse_offline(sub("offline"))
     top.check_unknown()
     return Config(
@@ -527,6 +590,7 @@ def parse_config(mapping: object, source: str = "<config>") -> Config:
         metrics=metrics,
         s3api=s3api,
         api=api,
+        audit=audit,
     )
 
 

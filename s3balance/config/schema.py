@@ -189,6 +189,45 @@ class MetricsConfig:
 
 
 @frozen
+class RateLimit:
+    """
+    Token buckets (``rate_limit``): requests per second and body bytes per
+    second (0: no limit), each with a burst (0: one second's worth, at
+    least one request).
+    """
+
+    requests_per_second: float = 0.0
+    burst: int = 0
+    bytes_per_second: int = 0
+    bytes_burst: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.requests_per_second or self.bytes_per_second)
+
+    @property
+    def request_burst(self) -> float:
+        return float(self.burst or max(1.0, self.requests_per_second))
+
+    @property
+    def byte_burst(self) -> float:
+        return float(self.bytes_burst or self.bytes_per_second)
+
+
+@frozen
+class RateLimitsConfig:
+    """
+    ``s3api.rate_limits``: the limit of every credential without a
+    ``rate_limit`` of its own, the limit of each client address, and how
+    many client addresses are remembered at most.
+    """
+
+    per_credential: RateLimit = RateLimit()
+    per_client: RateLimit = RateLimit()
+    max_clients: int = 100000
+
+
+@frozen
 class Credential:
     """A client key pair; ``buckets`` None means every virtual bucket."""
 
@@ -198,6 +237,8 @@ class Credential:
     read_only: bool = False
     # Redirect mode: the client behind this key follows a GET's 302 to the backend.
     follows_redirects: bool = False
+    # Its own rate limit (None: s3api.rate_limits.per_credential).
+    rate_limit: RateLimit | None = None
 
 
 CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
@@ -259,12 +300,39 @@ class S3APIConfig:
     # CopyObject of a larger source goes part by part (S3 allows 5 GiB per PUT).
     multipart_copy_threshold: int = 5 * 1024**3
     cors: CORSConfig = CORSConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether any rate limit is configured."""
+        limits = self.rate_limits
+        return (
+            limits.per_credential.enabled
+            or limits.per_client.enabled
+            or any(c.rate_limit is not None and c.rate_limit.enabled for c in self.credentials)
+        )
 
 
 @frozen
 class APIConfig:
     enabled: bool = False
     token: str = field(default="", repr=_hide)
+
+
+@frozen
+class AuditConfig:
+    """
+    The audit log (``audit``): one JSON line per request, to ``path``
+    ("-": standard output; "": off).  ``queue_size`` lines may wait for the
+    writer thread; more are dropped and counted.
+    """
+
+    path: str = ""
+    queue_size: int = 10000
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path)
 
 
 @frozen
@@ -277,6 +345,7 @@ class Config:
     metrics: MetricsConfig
     s3api: S3APIConfig
     api: APIConfig
+    audit: AuditConfig = AuditConfig()
 
     def backend(self, name: str) -> BackendConfig | None:
         for backend in self.backends:

@@ -13,9 +13,11 @@ What a reload changes: credentials and the rest of C{s3api}, virtual buckets,
 backends (added, removed, changed; unchanged ones keep their client, health
 and connections), the placement strategy (a new instance only when the
 configured name changed, so a round-robin position survives), balancer
-periods and thresholds, C{metrics.token} and C{api.token}.  What it cannot
-change: C{server}, C{database}, and whether/where metrics and the admin API
-are served; those keep their running values until a restart, with a warning.
+periods and thresholds, C{metrics.token} and C{api.token}, C{audit.path}
+(the audit log is reopened on every reload, so a rotated file is let go).
+What it cannot change: C{server}, C{database}, whether/where metrics and the
+admin API are served, whether there is an audit log and its queue size;
+those keep their running values until a restart, with a warning.
 Runtime overrides made through the admin API (disabled backends) are kept.
 A backend that objects are still stored on cannot be removed (drain it first:
 L{s3balance.ops.drain}); the reload is refused, naming it.
@@ -127,6 +129,12 @@ class Reloader:
         _apply_balancer(service, old.balancer, new.balancer)
         gateway.config = new
         service.config = new
+        apply_rate_limits = getattr(service, "apply_rate_limits", None)
+        if apply_rate_limits is not None:
+            apply_rate_limits(new)
+        audit_file = getattr(service, "audit_file", None)
+        if audit_file is not None:
+            audit_file.reopen(new.audit.path)  # after a rotation: a new file
         if strategy is not None:
             gateway.strategy = strategy
         service.health.sync()
@@ -147,9 +155,13 @@ def _keep_fixed_sections(old: Config, new: Config) -> tuple[Config, list[str]]:
     api = attrs.evolve(new.api, enabled=old.api.enabled)
     if api != new.api:
         warnings.append("api.enabled changes need a restart")
+    audit = new.audit if new.audit.enabled == old.audit.enabled else old.audit
+    audit = attrs.evolve(audit, queue_size=old.audit.queue_size)
+    if audit != new.audit:
+        warnings.append("turning audit.path on or off and audit.queue_size changes need a restart")
     for warning in warnings:
         log.warn("reload: {problem}; keeping the running values", problem=warning)
-    kept = attrs.evolve(new, server=old.server, database=old.database, metrics=metrics, api=api)
+    kept = attrs.evolve(new, server=old.server, database=old.database, metrics=metrics, api=api, audit=audit)
     return kept, warnings
 
 

@@ -137,6 +137,10 @@ class GatewayService(MultiService):
             self.root.fixed[config.metrics.path.encode()] = MetricsResource(
                 self.metrics, lambda: self.gateway.config.metrics.token
             )
+        self.apply_rate_limits(config)
+        self.audit_file: Any = None
+        if config.audit.enabled:
+            self._open_audit(config)
         self.reloader: Any = None
         self.admin_target = ServiceAdminTarget(self)
         if config.api.enabled:
@@ -159,6 +163,22 @@ class GatewayService(MultiService):
             self.supervisor = WorkerSupervisor(config_path, config.server.workers, config.server.shutdown_grace, reactor)
             self.supervisor.setServiceParent(self)
         self.port: Optional[IListeningPort] = None
+
+    def apply_rate_limits(self, config: Config) -> None:
+        """The rate limits of C{config.s3api} (s3balance.s3.ratelimit), at start and on reload."""
+        from s3balance.s3.ratelimit import limiter_for
+
+        throttled = self.metrics.throttled if self.metrics is not None else None
+        self.gateway.rate_limiter = limiter_for(config.s3api, self.reactor, throttled, self.gateway.rate_limiter)
+
+    def _open_audit(self, config: Config) -> None:
+        """The audit log (s3balance.s3.audit): its file opened now, its writer started with the service."""
+        from s3balance.daemon.audit_file import AuditFile
+        from s3balance.s3.audit import AuditTrail
+
+        self.audit_file = AuditFile(config.audit.path, config.audit.queue_size, self.reactor, self.metrics)
+        self.audit_file.setServiceParent(self)
+        self.gateway.audit = AuditTrail(self.audit_file.write)
 
     def _add_background_jobs(self, config: Config, store: Any, reactor: Any, worker_index: int) -> None:
         """The periodic jobs (s3balance.ops.cleanup): cluster-wide ones elected by a lease, the rest per process."""

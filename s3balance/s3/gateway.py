@@ -166,6 +166,10 @@ class Gateway:
         self.handlers: dict[str, Handler] = {}
         self.clock: Callable[[], float] = time.time
         self.in_flight: set[S3Request] = set()
+        # The audit log (s3balance.s3.audit.AuditTrail), None when it is off.
+        self.audit: Any = None
+        # The rate limits (s3balance.s3.ratelimit.RateLimiter), None when none is configured.
+        self.rate_limiter: Any = None
         # False while the service starts (store and health checks not up yet): /health says "starting".
         self.ready = True
         # Every virtual bucket's usage and quota as last read from the store
@@ -210,8 +214,12 @@ class Gateway:
             operation = "CopyObject"
         if operation == "UploadPart" and "x-amz-copy-source" in headers:
             operation = "UploadPartCopy"
+        request.operation, request.target = operation, target
         if self.metrics is not None:
             self.metrics.track_request(request, operation)
+        limiter = self.rate_limiter
+        # Before the signature is checked: by client address only (SlowDown).
+        client_limits = limiter.admit_client(request) if limiter is not None else None
         sigv4 = SigV4Request(
             method=method,
             raw_path=raw_path,
@@ -257,6 +265,9 @@ class Gateway:
             raw_path=raw_path,
         )
         self.authorize(call)
+        if limiter is not None:
+            # After it: a forged key id must not spend its owner's allowance.
+            limiter.admit_verified(request, credential, client_limits)
         # Nothing is encrypted here: a request asking for it is refused, not stored in plaintext.
         sse.refuse_encryption(headers, query)
         # Nor are ACL grants, tags or retention kept: refused, not dropped.
@@ -333,6 +344,8 @@ class Gateway:
         request.notifyFinish().addBoth(lambda _: self.in_flight.discard(request))
         if self.metrics is not None:
             self.metrics.track_request(request, None)
+        if self.audit is not None:
+            self.audit.track(request)
 
     def handle(self, request: S3Request) -> None:
         """
@@ -386,6 +399,7 @@ class Gateway:
     def answer_error(self, request: S3Request, error: S3Error) -> None:
         if request.gone or request.answered_early:
             return
+        request.error_code = error.code
         if request.startedWriting:
             # Headers are out: the only honest signal left is a cut connection.
             transport: Any = request.channel.transport
@@ -395,6 +409,8 @@ class Gateway:
         request.responseHeaders.removeHeader(b"content-length")
         for name in (b"etag", b"last-modified", b"accept-ranges", b"content-range"):
             request.responseHeaders.removeHeader(name)
+        for header, value in error.headers:
+            request.setHeader(header.encode("latin-1"), value.encode("latin-1"))
         if error.status == 304:
             request.finish()
             return

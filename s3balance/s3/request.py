@@ -74,6 +74,16 @@ class BodySink(Protocol):
     def cancel(self) -> None: ...
 
 
+def body_upstream(request: Any) -> Any:
+    """
+    What an upload pauses while its backend is slower than the client: the
+    client connection, through the rate limits' gate when the request has
+    one (s3balance.s3.ratelimit.PauseGate).
+    """
+    gate = getattr(request, "body_gate", None)
+    return gate if gate is not None else request.channel.transport
+
+
 def new_request_id() -> str:
     return os.urandom(8).hex().upper()
 
@@ -89,6 +99,17 @@ class S3Request(server.Request):
     # S3 answers without a body carry no Content-Type.
     defaultContentType = None
     content: Any
+    # The routed operation and target (set by Gateway.prepare, also when
+    # authentication then fails), the S3 error code answered, and the body
+    # bytes received: for the audit log (s3balance.s3.audit).
+    operation: Optional[str] = None
+    target: Any = None
+    error_code: Optional[str] = None
+    bytes_received = 0
+    # The rate limits' byte throttle of this request and the gate its body's
+    # reading is paused through (s3balance.s3.ratelimit), when it has one.
+    throttle: Any = None
+    body_gate: Any = None
 
     @property
     def _transport(self) -> Any:
@@ -209,6 +230,7 @@ class S3Request(server.Request):
         if self.answered_early or self.finished or self.startedWriting:
             return
         self.answered_early = True
+        self.error_code = error.code
         self.setResponseCode(error.status)
         body = error.to_xml(self.uri.split(b"?")[0].decode("latin-1"), self.request_id)
         try:
@@ -220,8 +242,9 @@ class S3Request(server.Request):
             f"Content-Type: application/xml\r\n"
             f"Content-Length: {len(body)}\r\n"
             f"x-amz-request-id: {self.request_id}\r\n"
-            f"Server: s3balance\r\n"
-            f"Connection: close\r\n\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in error.headers)
+            + "Server: s3balance\r\n"
+            "Connection: close\r\n\r\n"
         ).encode("latin-1")
         self._transport.write(head + body)
         self._channel.close_after_answer()
@@ -266,6 +289,9 @@ class S3Request(server.Request):
     # -- body -----------------------------------------------------------------
 
     def handleContentChunk(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        if self.throttle is not None:
+            self.throttle.received(len(data))
         if self._discarding:
             return
         if self.body_sink is not None:
@@ -315,6 +341,8 @@ class S3Request(server.Request):
         writes them one after the other, and our transports send at once
         (L{s3balance.http.transport._EagerWrites}).
         """
+        if self.throttle is not None and data:
+            self.throttle.sent(len(data))
         if self.startedWriting or not data or self.channel is None:
             super().write(data)
             return
@@ -325,6 +353,16 @@ class S3Request(server.Request):
         if name.lower() == b"server":
             value = b"s3balance"
         super().setHeader(name, value)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self.throttle is not None and streaming:
+            producer = self.throttle.gate_for_answer(producer)
+        super().registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if self.throttle is not None:
+            self.throttle.answer_producer_gone()
+        super().unregisterProducer()
 
     @property
     def gone(self) -> bool:

@@ -29,6 +29,7 @@ from s3balance.errors import S3Error
 from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.s3.deferreds import observe, raise_failure
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease
+from s3balance.s3.request import body_upstream
 from s3balance.s3.writes import MAX_SINGLE_PUT, backend_error_to_s3, complete_replicas, object_headers
 from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError, StoreUnavailable
 
@@ -64,7 +65,7 @@ class StreamedBody:
         self.decoder = AwsChunkedDecoder(call.auth, trailer_names(call)) if chunked else None
         self.verifier = PayloadVerifier(call.headers, call.auth)
         # The client's TCP transport: paused and resumed for backpressure.
-        self.pipe = PipeProducer(self.size or 0, upstream=cast(IPushProducer, request.channel.transport))
+        self.pipe = PipeProducer(self.size or 0, upstream=cast(IPushProducer, body_upstream(request)))
         self.pipe.stall_timeout = gateway.config.balancer.backend_timeout
         self.pipe.clock = gateway.reactor
         self.pipe.on_stall = lambda: self._fail(

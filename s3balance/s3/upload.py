@@ -40,6 +40,7 @@ from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3 import checksum_parts
 from s3balance.s3.intent_lease import INTENT_LEASE, give_up_write
+from s3balance.s3.request import body_upstream
 from s3balance.s3.streamed_body import StreamedBody
 from s3balance.s3.writes import backend_headers, part_number, place_write, quota_error
 from s3balance.store.interfaces import BackendFull, QuotaExceeded
@@ -244,7 +245,7 @@ class UnknownLengthUpload(PutObjectUpload):
         self._queue_full_parts()
         if len(self._buffer) + self._queued >= 2 * self.PART_SIZE and not self._paused:
             self._paused = True
-            cast(IPushProducer, self.request.channel.transport).pauseProducing()
+            cast(IPushProducer, body_upstream(self.request)).pauseProducing()
 
     def _queue_full_parts(self) -> None:
         while self._placed is not None and len(self._buffer) >= self.PART_SIZE:
@@ -286,7 +287,7 @@ class UnknownLengthUpload(PutObjectUpload):
             if self._paused and len(self._buffer) + self._queued < 2 * self.PART_SIZE:
                 self._paused = False
                 if self.request is not None:  # None once the upload is over (_ended)
-                    cast(IPushProducer, self.request.channel.transport).resumeProducing()
+                    cast(IPushProducer, body_upstream(self.request)).resumeProducing()
 
         def failed(failure: Failure) -> Failure:
             if failure.check(QuotaExceeded):
