@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from s3balance.auth.sigv4 import SigV4Request, authenticate
 from s3balance.errors import S3Error
-from s3balance.s3 import cors, limits, routing, sse, unkept
+from s3balance.s3 import cors, limits, routing, sse, tagging, unkept
 from s3balance.s3.call import S3Call
 from s3balance.s3.handler_types import GatewayLike, Handler
 from s3balance.store.interfaces import StoreUnavailable
@@ -243,8 +243,10 @@ class Gateway:
         self.authorize(call)
         # Nothing is encrypted here: a request asking for it is refused, not stored in plaintext.
         sse.refuse_encryption(headers, query)
-        # Nor are ACL grants, tags or retention kept: refused, not dropped.
+        # Nor are ACL grants or retention kept: refused, not dropped.
         unkept.refuse_unkept(call)
+        # A write's tags that S3 would refuse are refused before any upload.
+        tagging.check_request(call.operation, call.header("x-amz-tagging"), call.header("x-amz-tagging-directive"))
         # A key or header the store cannot hold is refused before any upload.
         limits.check_request(call)
         return call
