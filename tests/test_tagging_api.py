@@ -375,3 +375,25 @@ class ReadOnlyTests(SynchronousTestCase):
         self.assertEqual(as_dict(self.admin.get_bucket_tagging(Bucket=self.bucket)), {"b": "2"})
         counts = database_counts(self.gateway.daemon, self.bucket)
         self.assertEqual(counts["objects"], 1)
+
+
+class DrainTagsTests(SynchronousTestCase):
+    def test_a_drained_objects_tags_stay_with_it(self) -> None:
+        from tests.test_drain import VB, Drained
+
+        gateway = Drained(self, name="drain-tags")
+        client = gateway.client
+        tags = {f"obj{n}": f"n={n}&team=storage" for n in range(6)}
+        for key, header in tags.items():
+            client.put_object(Bucket=VB, Key=key, Body=b"x" * 100, Tagging=header)
+        client.put_bucket_tagging(Bucket=VB, Tagging=tag_set(kept="yes"))
+        placed = gateway.locations()
+        self.assertIn(gateway.b1, placed.values())
+        result = gateway.cli(gateway.b1, "--rate", "0", "--wait", "--no-progress")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(set(gateway.locations().values()), {gateway.b2})
+        for n in range(6):
+            answer = as_dict(client.get_object_tagging(Bucket=VB, Key=f"obj{n}"))
+            self.assertEqual(answer, {"n": str(n), "team": "storage"})
+            self.assertEqual(client.head_object(Bucket=VB, Key=f"obj{n}")["TagCount"], 2)
+        self.assertEqual(as_dict(client.get_bucket_tagging(Bucket=VB)), {"kept": "yes"})
