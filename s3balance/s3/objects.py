@@ -1,5 +1,5 @@
 """
-GetObject, HeadObject and DeleteObject.
+GetObject, HeadObject, DeleteObject(s) and Get/Put/DeleteObjectTagging.
 
 Reads are answered from the metadata record (headers, preconditions, ranges)
 and the bytes are streamed from a backend that holds them.  HEAD (and a
