@@ -76,6 +76,7 @@ from s3balance.store.interfaces import (
     QuotaExceeded,
     RebalanceRecord,
     RebalanceStateError,
+    TagSet,
     WriteIntent,
     WriteIntentExpired,
 )
@@ -295,6 +296,14 @@ class MemoryStore:
         return self.tables.buckets.get(name)
 
     @_answers
+    def set_bucket_tags(self, name: str, tags: TagSet) -> bool:
+        bucket = self.tables.buckets.get(name)
+        if bucket is None:
+            return False
+        self.tables.buckets[name] = attr.evolve(bucket, tags=tuple(sorted(tags)))
+        return True
+
+    @_answers
     def create_bucket(self, name: str) -> BucketRecord:
         if name in self.tables.buckets:
             raise BucketExists(name)
@@ -483,6 +492,7 @@ class MemoryStore:
             headers=dict(record.headers),
             checksums=dict(record.checksums),
             locations=tuple(record.locations),
+            tags=tuple(sorted(record.tags)),
         )
         self.tables.objects[(record.bucket, record.key)] = stored
         return stored
@@ -490,6 +500,14 @@ class MemoryStore:
     @_answers
     def get_object(self, bucket: str, key: str) -> Optional[ObjectRecord]:
         return self.tables.objects.get((bucket, key))
+
+    @_answers
+    def set_object_tags(self, bucket: str, key: str, tags: TagSet) -> bool:
+        current = self.tables.objects.get((bucket, key))
+        if current is None:
+            return False
+        self.tables.objects[(bucket, key)] = attr.evolve(current, tags=tuple(sorted(tags)))
+        return True
 
     @_answers
     def delete_object(self, bucket: str, key: str) -> Optional[ObjectRecord]:
@@ -523,7 +541,8 @@ class MemoryStore:
             max_keys,
             # An entry (key or common prefix) up to the marker was listed already.
             lambda key, folded, record: (folded or key) > after_b,
-            lambda record: attr.evolve(record, locations=()),  # as the listing's rows: no locations
+            # As the listing's rows: no locations, no tags.
+            lambda record: attr.evolve(record, locations=(), tags=()),
         )
 
     # -- cleanup --------------------------------------------------------------
@@ -659,7 +678,9 @@ class MemoryStore:
             raise ValueError(f"upload id {record.upload_id!r} exists")
         if intent_id is not None:
             del self.tables.intents[intent_id]
-        self.tables.uploads[record.upload_id] = _Upload(attr.evolve(record, headers=dict(record.headers)))
+        self.tables.uploads[record.upload_id] = _Upload(
+            attr.evolve(record, headers=dict(record.headers), tags=tuple(sorted(record.tags)))
+        )
 
     @_answers
     def get_multipart(self, upload_id: str) -> Optional[MultipartRecord]:

@@ -214,7 +214,7 @@ class StorageClassTests(SynchronousTestCase):
 
 
 class UnkeptFeatureTests(SynchronousTestCase):
-    """ACLs, tags, retention and website redirects are refused on a write, never accepted and dropped."""
+    """ACLs, retention and website redirects are refused on a write, never accepted and dropped (tags are kept: test_tagging_api)."""
 
     def setUp(self) -> None:
         self.gateway = shared_gateway()
@@ -234,13 +234,12 @@ class UnkeptFeatureTests(SynchronousTestCase):
         b = self.bucket
         self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", ACL="public-read"), "NotImplemented", 501)
         self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", GrantRead='uri="x"'), "NotImplemented", 501)
-        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", Tagging="a=b"), "NotImplemented", 501)
         self.refused(
             lambda: put(Bucket=b, Key="k", Body=b"x", WebsiteRedirectLocation="/other"), "NotImplemented", 501
         )
         self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", ObjectLockLegalHoldStatus="ON"), "InvalidRequest", 400)
         self.refused(
-            lambda: self.s3.create_multipart_upload(Bucket=b, Key="k", Tagging="a=b"), "NotImplemented", 501
+            lambda: self.s3.create_multipart_upload(Bucket=b, Key="k", ACL="public-read"), "NotImplemented", 501
         )
         self.assertEqual(self.s3.list_objects_v2(Bucket=b)["KeyCount"], 0)
         self.assertEqual(self.s3.list_multipart_uploads(Bucket=b).get("Uploads", []), [])
@@ -249,16 +248,6 @@ class UnkeptFeatureTests(SynchronousTestCase):
         for acl in ("private", "bucket-owner-read", "bucket-owner-full-control"):
             self.s3.put_object(Bucket=self.bucket, Key=acl, Body=b"x", ACL=acl)
         self.assertEqual(self.s3.list_objects_v2(Bucket=self.bucket)["KeyCount"], 3)
-
-    def test_copy_with_new_tags_is_refused(self) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key="src", Body=b"x")
-        self.refused(
-            lambda: self.s3.copy_object(
-                Bucket=self.bucket, Key="dst", CopySource={"Bucket": self.bucket, "Key": "src"},
-                TaggingDirective="REPLACE", Tagging="a=b",
-            ),
-            "NotImplemented", 501,
-        )
 
     def test_bucket_with_object_lock_is_refused(self) -> None:
         from tests.harness import unique_bucket_name

@@ -543,6 +543,79 @@ class StoreContractMixin(_Helpers):
         self.assertEqual([r.upload_id for r in listed], ["u2", "u4"])
 
 
+class TagsMixin(_Helpers):
+    """Tags go with an object's version, its multipart upload and its bucket; on the fake and on every database."""
+
+    TAGS = (("a", "1"), ("k&=%+ é", "v/ \U0001f600:@"), ("empty", ""))
+
+    async def test_an_objects_tags_are_stored_sorted_and_go_with_an_overwrite(self) -> None:
+        stored = await self.put("k", "vb/1", tags=self.TAGS)
+        self.assertEqual(stored.tags, tuple(sorted(self.TAGS)))
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).tags, tuple(sorted(self.TAGS)))
+        await self.put("k", "vb/2")
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).tags, ())
+
+    async def test_setting_tags_changes_nothing_else(self) -> None:
+        stored = await self.put("k", "vb/1", tags=(("old", "x"),))
+        self.assertTrue(await self.store.set_object_tags(BUCKET, "k", self.TAGS))
+        found = await self.store.get_object(BUCKET, "k")
+        self.assertEqual(found, attr.evolve(stored, tags=tuple(sorted(self.TAGS))))
+        self.assertTrue(await self.store.set_object_tags(BUCKET, "k", ()))
+        self.assertEqual(await self.store.get_object(BUCKET, "k"), attr.evolve(stored, tags=()))
+        self.assertEqual(await self.due(), [])
+
+    async def test_tags_of_a_missing_object_are_not_set(self) -> None:
+        self.assertFalse(await self.store.set_object_tags(BUCKET, "missing", self.TAGS))
+        self.assertIsNone(await self.store.get_object(BUCKET, "missing"))
+
+    async def test_listings_leave_tags_out_and_a_delete_takes_them(self) -> None:
+        await self.put("k", "vb/1", tags=self.TAGS)
+        page = await self.store.list_objects(BUCKET)
+        self.assertEqual([entry.tags for entry in page.entries], [()])
+        await self.store.delete_object(BUCKET, "k")
+        await self.put("k", "vb/2")
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).tags, ())
+
+    async def test_a_moved_or_replicated_object_keeps_its_tags(self) -> None:
+        await self.put("k", "vb/1", tags=self.TAGS)
+        await self.store.start_drain("b1")
+        (candidate,) = await self.store.drain_candidates("b1", 0, 10)
+        self.assertEqual(candidate.record.tags, tuple(sorted(self.TAGS)))
+        intent = await self.store.begin_write("b2", "vb/moved", 60)
+        self.assertEqual(await self.store.switch_location(intent.id, candidate, Location("b2", "vb/moved")), "moved")
+        moved = await self.store.get_object(BUCKET, "k")
+        self.assertEqual((moved.locations, moved.tags), ((Location("b2", "vb/moved"),), tuple(sorted(self.TAGS))))
+        intent = await self.store.begin_write("b3", "vb/copy", 60)
+        added = await self.store.add_location(intent.id, moved, Location("b2", "vb/moved"), Location("b3", "vb/copy"))
+        self.assertEqual(added, "added")
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).tags, tuple(sorted(self.TAGS)))
+
+    async def test_a_multipart_upload_keeps_its_tags_until_complete(self) -> None:
+        await self.store.create_multipart(attr.evolve(upload("u1", "big"), tags=self.TAGS))
+        self.assertEqual((await self.store.get_multipart("u1")).tags, tuple(sorted(self.TAGS)))
+        self.assertEqual([u.tags for u in await self.store.list_multipart(BUCKET)], [tuple(sorted(self.TAGS))])
+        await self.store.create_multipart(upload("u2", "plain"))
+        self.assertEqual((await self.store.get_multipart("u2")).tags, ())
+
+    async def test_a_buckets_tags_are_set_and_removed(self) -> None:
+        self.assertEqual((await self.store.get_bucket(BUCKET)).tags, ())
+        self.assertTrue(await self.store.set_bucket_tags(BUCKET, self.TAGS))
+        self.assertEqual((await self.store.get_bucket(BUCKET)).tags, tuple(sorted(self.TAGS)))
+        self.assertEqual([b.tags for b in await self.store.list_buckets()], [tuple(sorted(self.TAGS))])
+        await self.store.sync_config_buckets([BUCKET])
+        self.assertEqual((await self.store.get_bucket(BUCKET)).tags, tuple(sorted(self.TAGS)))
+        self.assertTrue(await self.store.set_bucket_tags(BUCKET, ()))
+        self.assertEqual((await self.store.get_bucket(BUCKET)).tags, ())
+        self.assertFalse(await self.store.set_bucket_tags("missing", self.TAGS))
+
+    async def test_a_deleted_buckets_tags_go_with_it(self) -> None:
+        await self.store.create_bucket("api-bucket")
+        await self.store.set_bucket_tags("api-bucket", self.TAGS)
+        await self.store.delete_bucket("api-bucket")
+        self.assertEqual((await self.store.create_bucket("api-bucket")).tags, ())
+        self.assertEqual((await self.store.get_bucket("api-bucket")).tags, ())
+
+
 class UploadMarkersAndBucketsMixin(_Helpers):
     """
     ListMultipartUploads' markers when the marker upload ended between pages,
@@ -692,4 +765,20 @@ class PostgreSQLUploadMarkersAndBucketsTests(OnDatabase, UploadMarkersAndBuckets
 
 
 class MariaDBUploadMarkersAndBucketsTests(OnDatabase, UploadMarkersAndBucketsMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class MemoryTagsTests(OnMemoryStore, TagsMixin, unittest.TestCase):
+    pass
+
+
+class SQLiteTagsTests(OnDatabase, TagsMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLTagsTests(OnDatabase, TagsMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBTagsTests(OnDatabase, TagsMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL

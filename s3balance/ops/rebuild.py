@@ -28,8 +28,8 @@ nothing refers to them.  The outcome does not depend on the order the
 backends are listed in (L{resolve}).  Backend multipart uploads in progress
 are listed as leftovers (their gateway upload ids are lost: no client can
 finish them; fsck --repair aborts them).  What the backends don't keep is
-said at the end: checksums, multipart part tables, storage classes, keys
-adopted with C{s3balance-admin import}.
+said at the end: checksums, multipart part tables, storage classes, tags,
+keys adopted with C{s3balance-admin import}.
 
 An object is recorded with its first copy found; each further copy of it
 rewrites its locations (L{relocate}), only while they are still those this
@@ -602,6 +602,10 @@ class Rebuilder:
             f"({r.multipart_objects} found; GetObjectAttributes lists no parts for them)"
         )
         say("  not rebuilt: storage class labels (x-amz-storage-class is not sent to the backends): all STANDARD")
+        say(
+            "  not rebuilt: object and bucket tags (x-amz-tagging, PutObjectTagging, PutBucketTagging; "
+            "kept in the database only): rebuilt objects and buckets have none"
+        )
         say(f"  not rebuilt: {r.uploads} multipart upload(s) in progress (listed above as leftover-upload)")
         say(
             f"  not rebuilt: keys adopted with 's3balance-admin import' carry no s3balance metadata: "

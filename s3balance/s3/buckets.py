@@ -1,7 +1,7 @@
 """
 Bucket-level operations: ListBuckets, HeadBucket, GetBucketLocation,
-GetBucketVersioning, GetBucketAcl, ListObjects (v1 and v2), CreateBucket and
-DeleteBucket.  Listings come from the metadata store, never from backends.
+GetBucketVersioning, GetBucketAcl, Get/Put/DeleteBucketTagging, ListObjects
+(v1 and v2), CreateBucket and DeleteBucket.  Listings come from the metadata store, never from backends.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Optional
 import attr
 
 from s3balance.errors import S3Error
-from s3balance.s3 import storage_class
+from s3balance.s3 import storage_class, tagging
+from s3balance.s3.bodies import small_body
 from s3balance.s3.xmldoc import Node, document, iso8601, listed_key
 from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
+    from s3balance.store.interfaces import TagSet
 
 OWNER_ID = "s3balance"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -103,9 +105,31 @@ async def get_acl(gateway: GatewayLike, request: S3Request, call: S3Call) -> Non
 
 
 async def get_bucket_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    """Tags are not kept (see objects.get_object_tagging): S3's answer for a bucket without them."""
+    """The bucket's tag set; NoSuchTagSet (404) when it has none, as S3."""
     await gateway.require_bucket(call.bucket)
-    raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404, BucketName=call.bucket)
+    record = await gateway.store.get_bucket(call.bucket)
+    if record is None or not record.tags:
+        raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404, BucketName=call.bucket)
+    gateway.answer_xml(request, tagging.render(record.tags))
+
+
+async def put_bucket_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """Replace the bucket's tag set (an empty one removes it): 204, as S3."""
+    tags = tagging.parse_document(small_body(request, call), tagging.BUCKET)
+    await _set_bucket_tags(gateway, call, tags)
+    gateway.answer_empty(request, 204)
+
+
+async def delete_bucket_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    await _set_bucket_tags(gateway, call, ())
+    gateway.answer_empty(request, 204)
+
+
+async def _set_bucket_tags(gateway: GatewayLike, call: S3Call, tags: TagSet) -> None:
+    await gateway.require_bucket(call.bucket)
+    # Every bucket clients see has a row (configured ones: sync_config_buckets).
+    if not await gateway.store.set_bucket_tags(call.bucket, tags):
+        raise S3Error("NoSuchBucket", BucketName=call.bucket)
 
 
 # A canned full-control ACL: ACLs are not implemented, clients only read this.
@@ -347,6 +371,8 @@ HANDLERS: dict[str, Handler] = {
     "GetBucketAcl": get_acl,
     "GetObjectAcl": get_acl,
     "GetBucketTagging": get_bucket_tagging,
+    "PutBucketTagging": put_bucket_tagging,
+    "DeleteBucketTagging": delete_bucket_tagging,
     "ListObjects": list_objects,
     "ListObjectsV2": list_objects,
     "ListObjectVersions": list_object_versions,

@@ -28,7 +28,7 @@ from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import storage_class
+from s3balance.s3 import storage_class, tagging
 from s3balance.s3.conditional import check_conditional_headers
 from s3balance.s3.deferreds import uncancelled
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
@@ -228,6 +228,11 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
         storage_class.apply(headers, new_class or storage_class.STANDARD)
     else:
         content_type, headers = object_headers(call)
+    # The source's tags, or with REPLACE the header's (none without it).
+    if tagging.copy_directive(call.header("x-amz-tagging-directive")) == "COPY":
+        tags = source.tags
+    else:
+        tags = tagging.requested(call.header("x-amz-tagging"))
     location = _readable_location(gateway, source)
     pool = gateway.pool
     reservation: Optional[Reservation]
@@ -272,6 +277,7 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
                 headers=headers,
                 checksums=dict(source.checksums),
                 locations=(Location(target.name, real_key),),
+                tags=tags,
             )
             # Not cut short when the client leaves: see deferreds.uncancelled.
             record = await uncancelled(store.commit_object(

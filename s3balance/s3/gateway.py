@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from s3balance.auth.mechanism import authenticate
 from s3balance.auth.sigv4 import SigV4Request
 from s3balance.errors import S3Error
-from s3balance.s3 import cors, limits, routing, sse, unkept
+from s3balance.s3 import cors, limits, routing, sse, tagging, unkept
 from s3balance.s3.call import S3Call
 from s3balance.s3.handler_types import GatewayLike, Handler
 from s3balance.store.interfaces import StoreUnavailable
@@ -270,8 +270,10 @@ class Gateway:
             limiter.admit_verified(request, credential, client_limits)
         # Nothing is encrypted here: a request asking for it is refused, not stored in plaintext.
         sse.refuse_encryption(headers, query)
-        # Nor are ACL grants, tags or retention kept: refused, not dropped.
+        # Nor are ACL grants or retention kept: refused, not dropped.
         unkept.refuse_unkept(call)
+        # A write's tags that S3 would refuse are refused before any upload.
+        tagging.check_request(call.operation, call.header("x-amz-tagging"), call.header("x-amz-tagging-directive"))
         # A key or header the store cannot hold is refused before any upload.
         limits.check_request(call)
         return call

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import checksum_parts, storage_class
+from s3balance.s3 import checksum_parts, storage_class, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.writes import (
     backend_error_to_s3,
@@ -122,6 +122,8 @@ async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call
         initiated=datetime.datetime.now(datetime.UTC).replace(microsecond=0),
         content_type=content_type,
         headers=headers,
+        # Checked before anything was opened (Gateway.prepare); the object's at Complete.
+        tags=tagging.requested(call.header("x-amz-tagging")),
     )
     try:
         await gateway.store.create_multipart(record, intent.id)
@@ -228,6 +230,7 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
             headers=checksum_parts.object_headers(record.headers),
             checksums=checksums,
             locations=(Location(record.backend, record.real_key),),
+            tags=record.tags,
         )
         try:
             stored = await gateway.store.complete_multipart(record.upload_id, obj, if_match, if_none_match, object_parts)

@@ -1,5 +1,5 @@
 """
-GetObject, HeadObject and DeleteObject.
+GetObject, HeadObject, DeleteObject(s) and Get/Put/DeleteObjectTagging.
 
 Reads are answered from the metadata record (headers, preconditions, ranges)
 and the bytes are streamed from a backend that holds them.  HEAD (and a
@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from s3balance.backends.streaming import start_relay
 from s3balance.errors import S3Error
-from s3balance.s3 import redirects
+from s3balance.s3 import redirects, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_conditional_headers, parse_range
 from s3balance.s3.failover import (
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
-    from s3balance.store.interfaces import ObjectRecord
+    from s3balance.store.interfaces import ObjectRecord, TagSet
 
 log = Logger()
 
@@ -104,6 +104,8 @@ def _object_headers(
     set_header(b"etag", record.etag.encode("latin-1"))
     set_header(b"last-modified", http_date(record.last_modified).encode("ascii"))
     set_header(b"accept-ranges", b"bytes")
+    if record.tags:
+        set_header(b"x-amz-tagging-count", str(len(record.tags)).encode())
     if (call.header("x-amz-checksum-mode") or "").upper() == "ENABLED" and byte_range is None:
         for algorithm, value in record.checksums.items():
             set_header(f"x-amz-checksum-{algorithm}".encode(), value.encode("latin-1"))
@@ -322,18 +324,39 @@ async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call)
 
 
 async def get_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """The object's tag set (empty without tags); a C{versionId} other than "null" names nothing."""
+    record = await _lookup(gateway, call)
+    gateway.answer_xml(request, tagging.render(record.tags))
+
+
+async def put_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """
-    Tags are not kept (PutObjectTagging answers NotImplemented and a PUT's
-    C{x-amz-tagging} header is dropped), so an object's tag set is empty.
-    Copy tools read it before they copy (aws cli v2).
+    Replace the object's tag set (an empty one removes it): 200, no body.
+    Only the tags column changes: not the bytes, ETag or Last-Modified.
     """
-    await _lookup(gateway, call)
-    gateway.answer_xml(request, document("Tagging", [("TagSet", [])]))
+    tags = tagging.parse_document(small_body(request, call), tagging.OBJECT)
+    await _set_tags(gateway, call, tags)
+    gateway.answer_empty(request, 200)
+
+
+async def delete_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    await _set_tags(gateway, call, ())
+    gateway.answer_empty(request, 204)
+
+
+async def _set_tags(gateway: GatewayLike, call: S3Call, tags: TagSet) -> None:
+    await gateway.require_bucket(call.bucket)
+    if _other_version(call.query.get("versionId")):
+        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
+    if not await gateway.store.set_object_tags(call.bucket, call.key, tags):
+        raise S3Error("NoSuchKey", Key=call.key)
 
 
 HANDLERS: dict[str, Handler] = {
     "GetObject": get_object,
     "GetObjectTagging": get_object_tagging,
+    "PutObjectTagging": put_object_tagging,
+    "DeleteObjectTagging": delete_object_tagging,
     "HeadObject": head_object,
     "DeleteObject": delete_object,
     "DeleteObjects": delete_objects,

@@ -113,6 +113,8 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("versioning",)): "GetBucketVersioning",
     ("GET", BUCKET, ("acl",)): "GetBucketAcl",
     ("GET", BUCKET, ("tagging",)): "GetBucketTagging",
+    ("PUT", BUCKET, ("tagging",)): "PutBucketTagging",
+    ("DELETE", BUCKET, ("tagging",)): "DeleteBucketTagging",
     ("GET", BUCKET, ("encryption",)): "GetBucketEncryption",  # s3.sse: never configured
     ("GET", BUCKET, ("uploads",)): "ListMultipartUploads",
     ("GET", BUCKET, ("versions",)): "ListObjectVersions",
@@ -123,6 +125,8 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("DELETE", OBJECT, ()): "DeleteObject",
     ("GET", OBJECT, ("acl",)): "GetObjectAcl",
     ("GET", OBJECT, ("tagging",)): "GetObjectTagging",
+    ("PUT", OBJECT, ("tagging",)): "PutObjectTagging",
+    ("DELETE", OBJECT, ("tagging",)): "DeleteObjectTagging",
     ("GET", OBJECT, ("attributes",)): "GetObjectAttributes",
     ("POST", OBJECT, ("uploads",)): "CreateMultipartUpload",
     ("PUT", OBJECT, ("partNumber", "uploadId")): "UploadPart",  # UploadPartCopy with x-amz-copy-source
@@ -146,8 +150,11 @@ def route(method: str, target: Target, query: dict[str, str]) -> str:
         subresources = ()  # GetObject of one part: served as a plain GET
     if method == "HEAD" and target.level == OBJECT and subresources == ("partNumber",):
         subresources = ()
-    if "versionId" in subresources and method in ("GET", "HEAD", "DELETE") and target.level == OBJECT:
-        # Versioning is never enabled, so the only version is "null".
+    if "versionId" in subresources and target.level == OBJECT and (
+        method in ("GET", "HEAD", "DELETE") or subresources == ("tagging", "versionId")
+    ):
+        # Versioning is never enabled, so the only version is "null" (the
+        # handlers refuse any other).
         subresources = tuple(s for s in subresources if s != "versionId")
     operation = ROUTES.get((method, target.level, subresources))
     if operation is not None:

@@ -26,6 +26,7 @@ from s3balance.auth.chunked import AwsChunkedDecoder
 from s3balance.backends.backend import BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
+from s3balance.s3 import tagging
 from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.s3.deferreds import observe, raise_failure
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease
@@ -256,6 +257,8 @@ class StreamedBody:
             headers=self.headers,
             checksums=self._checksums,
             locations=(Location(backend, real_key), *(location for _, location in copies)),
+            # Checked before the upload began (Gateway.prepare).
+            tags=tagging.requested(call.header("x-amz-tagging")),
         )
         try:
             stored = await self.gateway.store.commit_object(

@@ -1,14 +1,14 @@
 """
 Request headers that ask for something s3balance does not keep.
 
-S3 clients can set ACLs, tags, Object Lock retention and website redirects
-on a write.  s3balance keeps none of them yet, and a client answered 200
-believes its object is public, tagged or locked when it is not.  So a write
-that asks for one is refused before anything is stored, with the error S3
-itself gives when the feature is unavailable, instead of being accepted and
+S3 clients can set ACLs, Object Lock retention and website redirects on a
+write.  s3balance keeps none of them yet, and a client answered 200
+believes its object is public or locked when it is not.  So a write that
+asks for one is refused before anything is stored, with the error S3 itself
+gives when the feature is unavailable, instead of being accepted and
 dropped.  What costs nothing to honour stays accepted: the canned ACLs that
-mean "only the owner" (every object here has one owner), an empty tag set,
-and the copy directives that keep nothing.
+mean "only the owner" (every object here has one owner) and the copy
+directives that keep nothing.  (Tags are kept: L{s3balance.s3.tagging}.)
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ def refuse_unkept(call: S3Call) -> None:
         if (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true":
             raise _not_implemented("Object Lock and versioning", "x-amz-bucket-object-lock-enabled")
         return
-    if call.header("x-amz-tagging"):
-        raise _not_implemented("Object tags", "x-amz-tagging")
     for name in OBJECT_LOCK_HEADERS:
         if call.header(name) is not None:
             # S3's answer for a bucket without an Object Lock configuration.

@@ -17,8 +17,9 @@ from s3balance.store.interfaces import (
     BucketRecord,
     ConfigBucketError,
     NoSuchBucketError,
+    TagSet,
 )
-from s3balance.store.records import bucket_record
+from s3balance.store.records import bucket_record, dump_tags
 
 ORIGIN_CONFIG = "config"
 ORIGIN_API = "api"
@@ -61,6 +62,11 @@ def create_bucket(conn: Connection, name: str, now: datetime.datetime) -> Bucket
     except IntegrityError:
         raise BucketExists(name) from None
     return BucketRecord(name=name, created=now, origin=ORIGIN_API)
+
+
+def set_bucket_tags(conn: Connection, name: str, tags: TagSet) -> bool:
+    """Replace the bucket's tag set (PutBucketTagging, DeleteBucketTagging). -> whether the bucket exists."""
+    return conn.execute(update(_b).where(_b.c.name == name).values(tags=dump_tags(tags))).rowcount == 1
 
 
 _LOCK_BUCKET_SHARED = select(_b.c.name).where(_b.c.name == bindparam("name")).with_for_update(read=True)

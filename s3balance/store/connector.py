@@ -53,6 +53,7 @@ from s3balance.store.interfaces import (
     QueuedDeletion,
     Quota,
     RebalanceRecord,
+    TagSet,
     WriteIntent,
 )
 from s3balance.store.runner import UTC, StoreRunner
@@ -95,6 +96,9 @@ class MetadataStore(StoreRunner):
 
     def get_bucket(self, name: str) -> Deferred[Optional[BucketRecord]]:
         return self._read(buckets.get_bucket, name)
+
+    def set_bucket_tags(self, name: str, tags: TagSet) -> Deferred[bool]:
+        return self._run(buckets.set_bucket_tags, name, tuple(tags))
 
     def create_bucket(self, name: str) -> Deferred[BucketRecord]:
         return self._run(buckets.create_bucket, name, self._now())
@@ -199,6 +203,9 @@ class MetadataStore(StoreRunner):
             self.log.debug("raw read failed ({error}); using the ordinary path", error=str(e))
             self._drop_raw_connection()
         return self._transaction(objects.get_object, bucket, key, write=False, single=True)
+
+    def set_object_tags(self, bucket: str, key: str, tags: TagSet) -> Deferred[bool]:
+        return self._run(objects.set_object_tags, bucket, key, tuple(tags))
 
     def delete_object(self, bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
         return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace)

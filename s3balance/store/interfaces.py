@@ -163,6 +163,10 @@ class BucketUsage:
         return Quota(self.quota_bytes, self.quota_objects)
 
 
+# A tag set (object or bucket): (key, value) pairs sorted by key, keys unique.
+TagSet = tuple[tuple[str, str], ...]
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class Location:
     """Where one copy of an object lives: a backend (real bucket) name and the key there."""
@@ -186,6 +190,9 @@ class ObjectRecord:
     checksums: Mapping[str, str]
     locations: tuple[Location, ...]
     id: int = 0
+    # The version's tags (x-amz-tagging, PutObjectTagging): an overwrite
+    # replaces them.  Listings leave them out (as they leave the locations).
+    tags: TagSet = ()
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -193,6 +200,7 @@ class BucketRecord:
     name: str
     created: datetime.datetime
     origin: str  # "config" or "api"
+    tags: TagSet = ()  # PutBucketTagging's (empty: no tag set)
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -247,6 +255,7 @@ class MultipartRecord:
     initiated: datetime.datetime
     content_type: Optional[str]
     headers: Mapping[str, str]
+    tags: TagSet = ()  # CreateMultipartUpload's x-amz-tagging: the object's at Complete
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -403,6 +412,15 @@ class IMetadataStore(Interface):
 
     def get_object(bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
         """-> Deferred[ObjectRecord | None] with its locations."""
+
+    def set_object_tags(bucket: str, key: str, tags: TagSet) -> Deferred[bool]:
+        """Replace the tags of the object's current version with C{tags}
+        (empty: remove them); nothing else of its row changes (ETag,
+        Last-Modified, locations). -> Deferred[bool] (False: no such object)."""
+
+    def set_bucket_tags(name: str, tags: TagSet) -> Deferred[bool]:
+        """Replace the bucket's tag set (empty: remove it).
+        -> Deferred[bool] (False: no such bucket row)."""
 
     def delete_object(bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
         """Remove the row, queue its locations for deletion, take it off the

@@ -20,7 +20,7 @@ from s3balance.store.interfaces import (
 )
 from s3balance.store.listing import RunawayListing, common_prefix, step_limit, successor
 from s3balance.store.objects import REASON_MULTIPART_ABORTED, queue_deletion, replace_object, take_intent
-from s3balance.store.records import decode_key, dump_mapping, encode_key, multipart_record
+from s3balance.store.records import decode_key, dump_mapping, dump_tags, encode_key, multipart_record
 
 _mp = tables.multipart_uploads
 
@@ -54,6 +54,7 @@ def create_multipart(conn: Connection, record: MultipartRecord, intent_id: Optio
             initiated=record.initiated,
             content_type=record.content_type,
             headers=dump_mapping(record.headers),
+            tags=dump_tags(record.tags),
         )
     )
 

@@ -41,10 +41,11 @@ from s3balance.store.interfaces import (
     ObjectRecord,
     PreconditionFailedError,
     QueuedDeletion,
+    TagSet,
     WriteIntent,
     WriteIntentExpired,
 )
-from s3balance.store.records import encode_key, object_record, object_values, queued_deletion
+from s3balance.store.records import dump_tags, encode_key, object_record, object_values, queued_deletion
 
 _o = tables.objects
 _loc = tables.object_locations
@@ -363,7 +364,7 @@ def replace_object(
         # One row (the usual case) as a plain execute: executemany is the slower path.
         conn.execute(_INSERT_LOCATION, rows[0] if len(rows) == 1 else rows)
     quotas.add_usage(conn, record.bucket, quotas.shard_of(key), *added)
-    return attr.evolve(record, id=object_id, last_modified=values["last_modified"])
+    return attr.evolve(record, id=object_id, last_modified=values["last_modified"], tags=tuple(sorted(record.tags)))
 
 
 def commit_object(
@@ -406,6 +407,18 @@ def get_object(conn: Connection, bucket: str, key: str) -> Optional[ObjectRecord
         Location(backend=r.location_backend, real_key=r.location_key) for r in rows if r.location_backend is not None
     )
     return object_record(rows[0], locations)
+
+
+def set_object_tags(conn: Connection, bucket: str, key: str, tags: TagSet) -> bool:
+    """
+    Replace the current version's tags (PutObjectTagging, DeleteObjectTagging):
+    one UPDATE of the tags column, so its ETag, Last-Modified, locations and
+    usage stay as they are.  -> whether the object exists.
+    """
+    result = conn.execute(
+        update(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).values(tags=dump_tags(tags))
+    )
+    return result.rowcount == 1
 
 
 def delete_object(

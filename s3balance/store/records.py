@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any, Optional, Union
+from urllib.parse import quote, unquote
 
 from sqlalchemy.engine import Row
 
@@ -15,6 +16,7 @@ from s3balance.store.interfaces import (
     MultipartRecord,
     ObjectRecord,
     QueuedDeletion,
+    TagSet,
 )
 
 
@@ -35,6 +37,25 @@ def load_mapping(text: str) -> dict[str, str]:
     return json.loads(text) if text else {}
 
 
+def dump_tags(tags: TagSet) -> Optional[str]:
+    """
+    The stored text of a tag set: its pairs in key order, URL-encoded as an
+    C{x-amz-tagging} header (C{k=v&k2=v2}, every reserved character
+    escaped); None (NULL) for no tags.
+    """
+    if not tags:
+        return None
+    return "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in sorted(tags))
+
+
+def load_tags(text: Optional[str]) -> TagSet:
+    """L{dump_tags}' inverse (NULL or empty: no tags)."""
+    if not text:
+        return ()
+    pairs = (piece.partition("=") for piece in text.split("&"))
+    return tuple((unquote(key, errors="strict"), unquote(value, errors="strict")) for key, _, value in pairs)
+
+
 def whole_seconds(moment: datetime.datetime) -> datetime.datetime:
     """S3 timestamps have whole seconds; MySQL DATETIME would truncate anyway."""
     return moment.astimezone(datetime.UTC).replace(microsecond=0)
@@ -50,6 +71,7 @@ def object_values(record: ObjectRecord) -> dict[str, Any]:
         "content_type": record.content_type,
         "headers": dump_mapping(record.headers),
         "checksums": dump_mapping(record.checksums),
+        "tags": dump_tags(record.tags),
     }
 
 
@@ -65,11 +87,13 @@ def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecor
         checksums=load_mapping(row.checksums),
         locations=locations,
         id=row.id,
+        # (A listing's rows have no tags column.)
+        tags=load_tags(getattr(row, "tags", None)),
     )
 
 
 def bucket_record(row: Row) -> BucketRecord:
-    return BucketRecord(name=row.name, created=row.created, origin=row.origin)
+    return BucketRecord(name=row.name, created=row.created, origin=row.origin, tags=load_tags(row.tags))
 
 
 def multipart_record(row: Row) -> MultipartRecord:
@@ -83,6 +107,7 @@ def multipart_record(row: Row) -> MultipartRecord:
         initiated=row.initiated,
         content_type=row.content_type,
         headers=load_mapping(row.headers),
+        tags=load_tags(row.tags),
     )
 
 

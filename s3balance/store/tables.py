@@ -30,7 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.mysql import DATETIME, VARBINARY
+from sqlalchemy.dialects.mysql import DATETIME, MEDIUMTEXT, VARBINARY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -54,6 +54,9 @@ BUCKET_NAME = String(63)
 BACKEND_NAME = String(63)
 # A real key is the virtual key plus whatever prefix placement adds.
 REAL_KEY = String(1100)
+# A tag set as records.dump_tags writes it (NULL: no tags).  50 bucket tags
+# of escaped UTF-8 can pass TEXT's 64 KiB on MySQL/MariaDB: MEDIUMTEXT there.
+TAGS = Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb")
 
 
 class UTCDateTime(TypeDecorator):
@@ -120,6 +123,8 @@ buckets = Table(
     Column("quota_bytes", BigInteger, nullable=True),
     Column("quota_objects", BigInteger, nullable=True),
     Column("quota_origin", String(16), nullable=True),
+    # PutBucketTagging's tag set (records.dump_tags; NULL: none).  Migration 0013.
+    Column("tags", TAGS, nullable=True),
 )
 
 objects = Table(
@@ -134,6 +139,8 @@ objects = Table(
     Column("content_type", String(255), nullable=True),
     Column("headers", Text, nullable=False),  # JSON object
     Column("checksums", Text, nullable=False),  # JSON object
+    # The version's tags (records.dump_tags; NULL: none).  Migration 0013.
+    Column("tags", TAGS, nullable=True),
     # Also the listing index: (bucket, key) in byte order.
     UniqueConstraint("bucket", "key"),
 )
@@ -219,6 +226,9 @@ multipart_uploads = Table(
     # When the last part arrived (NULL before the first): multipart_max_age
     # counts idleness from it, not age.  0007.
     Column("last_part", UTCDateTime(), nullable=True),
+    # The x-amz-tagging of CreateMultipartUpload, the object's tags at
+    # Complete (records.dump_tags; NULL: none).  Migration 0013.
+    Column("tags", TAGS, nullable=True),
     Index(None, "bucket", "key"),
     Index(None, "initiated"),
     Index(None, "backend"),  # the capacity check sums by backend (0005)
