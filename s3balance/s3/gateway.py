@@ -82,8 +82,10 @@ def _request_headers(request: S3Request) -> dict[str, list[str]]:
 
 # The query parameters that select the S3 operation (see s3.routing.route):
 # SigV2 signs only some of them, and one outside its signature is refused
-# (it would make a captured request another operation).
-OPERATION_PARAMETERS = routing.SUBRESOURCES | {"list-type"}
+# (it would make a captured request another operation).  Not list-type: it
+# only picks ListObjectsV2's answer format over ListObjects' for the same
+# read-only listing, and boto3's list_objects_v2 over SigV2 sends it unsigned.
+OPERATION_PARAMETERS = routing.SUBRESOURCES - {"list-type"}
 
 
 # The query parameters of presigned authentication itself (compared lower-case).
