@@ -13,6 +13,7 @@ import atexit
 import copy
 import hashlib
 import os
+import shutil
 import threading
 import time
 import urllib.request
@@ -99,6 +100,31 @@ def compile_sources() -> None:
             compileall.compile_dir(ROOT / folder, quiet=2)
 
 
+_template_lock = threading.Lock()
+_template: Optional[Path] = None
+
+
+def migrated_sqlite_template() -> Path:
+    """
+    An empty SQLite store at the newest schema revision, migrated once per
+    test process: a daemon's new SQLite database starts as a copy of it, so
+    the daemon finds its schema current and neither loads Alembic nor
+    migrates (a third of a second of CPU at each of the suite's ~200 starts).
+    Migration at start stays tested where a test starts from another
+    revision (test_store, the migration tests) and on PostgreSQL and MariaDB.
+    """
+    global _template
+    with _template_lock:
+        if _template is None:
+            from s3balance.store import migrate
+
+            path = Path(harness_dir()) / f"template-{os.getpid()}.db"
+            path.unlink(missing_ok=True)
+            migrate.upgrade(f"sqlite:///{path}")
+            _template = path
+        return _template
+
+
 class Daemon:
     def __init__(self, config: dict, name: str = "s3balance") -> None:
         compile_sources()
@@ -129,6 +155,7 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Daemon:
+        self._seed_sqlite_store()
         self.process.start()
         deadline = time.monotonic() + timeout
         wait_for_http(f"{self.endpoint}/health", timeout=timeout, process=self.process)
@@ -136,6 +163,19 @@ class Daemon:
         poll(lambda: self.health().get("status") != "starting", timeout=max(1.0, deadline - time.monotonic()),
              interval=0.05, message="the daemon did not finish starting")
         return self
+
+    def _seed_sqlite_store(self) -> None:
+        """A missing SQLite store is created from the migrated template (see L{migrated_sqlite_template})."""
+        database = self.config.get("database", {})
+        if database.get("type", "sqlite") != "sqlite" or database.get("auto_migrate") is False:
+            return
+        dsn = str(database.get("dsn", ""))
+        if not dsn or dsn == ":memory:" or dsn.startswith("file:") or "?" in dsn:
+            return
+        path = Path(dsn) if os.path.isabs(dsn) else self.workdir / dsn
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(migrated_sqlite_template(), path)
 
     def stop(self) -> Optional[int]:
         return self.process.stop()

@@ -381,7 +381,7 @@ def open_store(config: Config, reactor: Any = None, migrate_schema: bool = True)
     Build the metadata store and bring its schema up to date, blocking (this
     runs before the reactor starts).  Raises StartupError with one line.
     """
-    from s3balance.store import migrate
+    from s3balance.store import schema_head
     from s3balance.store.connector import MetadataStore
 
     url = config.database.url
@@ -389,7 +389,10 @@ def open_store(config: Config, reactor: Any = None, migrate_schema: bool = True)
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if config.database.auto_migrate and migrate_schema:
+    if config.database.auto_migrate and migrate_schema and not schema_head.is_current(url):
+        # Alembic is loaded only when there is something to migrate.
+        from s3balance.store import migrate
+
         try:
             migrate.upgrade(url)
         except Exception as error:

@@ -22,7 +22,6 @@ from s3balance.store import (
     buckets,
     leases,
     listing,
-    migrate,
     moves,
     multipart,
     objects,
@@ -57,10 +56,6 @@ from s3balance.store.interfaces import (
     WriteIntent,
 )
 from s3balance.store.runner import UTC, StoreRunner
-
-# Re-exported for the admin CLI ("s3balance-admin db upgrade").
-upgrade = migrate.upgrade
-current_revision = migrate.current_revision
 
 
 def _sync_config_buckets(

@@ -7,8 +7,6 @@ installed as the package C{s3balance.migrations}.
 
 from __future__ import annotations
 
-import importlib.resources
-from pathlib import Path
 from typing import Optional, Union
 
 from alembic import command
@@ -18,15 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import URL, Connection, make_url
 
-
-def script_location() -> str:
-    """The directory holding env.py and versions/, installed or in a checkout."""
-    try:
-        folder = importlib.resources.files("s3balance.migrations")
-    except ModuleNotFoundError:
-        # A source checkout that is not installed: migrations/ next to s3balance/.
-        return str(Path(__file__).resolve().parents[2] / "migrations")
-    return str(folder)
+from s3balance.store.schema_head import script_location as script_location
 
 
 def alembic_config(url: Union[str, URL, None] = None, connection: Optional[Connection] = None) -> Config:

@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from s3balance.store import migrate, objects
+from s3balance.store import objects, schema_head
 from s3balance.store.dbthreads import DatabaseThreads, Deadlines, Outcome, fire_all, run_call
 from s3balance.store.engine import (
     _configure_mysql,
@@ -185,9 +185,14 @@ class StoreRunner:
             with self._engine.begin() as conn:
                 # An index built on a big table may take longer than a statement may.
                 _lift_statement_timeout(conn)
-                before = migrate.current_revision_of(conn)
-                migrate.upgrade_connection(conn)
-                after = migrate.current_revision_of(conn)
+                before = after = schema_head.stored_revision(conn)
+                if before is None or before != schema_head.head_revision():
+                    # Alembic is loaded only when there is something to do.
+                    from s3balance.store import migrate
+
+                    before = migrate.current_revision_of(conn)
+                    migrate.upgrade_connection(conn)
+                    after = migrate.current_revision_of(conn)
             if before != after:
                 self.log.info("migrated the database from {before} to {after}", before=before, after=after)
             if not self._is_sqlite and not self._is_postgres:
