@@ -233,8 +233,15 @@ def _drain_row(entry: dict) -> str:
         f'<span class="small">{percent:.1f}% of {html.escape(_size(seen))}</span></td>'
         f'<td class="num">{entry["objects"]["moved"]} / {entry["objects"]["total"]}</td>'
         f'<td class="num">{html.escape(rate)}</td><td class="num">{_duration(entry["eta_seconds"])}</td>'
-        f'<td>{html.escape(entry["last_error"] or "")}</td></tr>'
+        f'<td>{html.escape(_drain_note(entry))}</td></tr>'
     )
+
+
+def _drain_note(entry: dict) -> str:
+    """The blocked objects and why, then the last error."""
+    blocked = entry["objects"].get("blocked")
+    notes = [f"{blocked} blocked: {entry.get('blocked_reason')}"] if blocked else []
+    return "; ".join([*notes, *([entry["last_error"]] if entry["last_error"] else [])])
 
 
 PAGE = """<!DOCTYPE html>
@@ -252,7 +259,7 @@ th {{ background: #eee; }}
 .state {{ padding: .1em .6em; border-radius: .8em; color: #fff; }}
 .up, .ok {{ background: #2e7d32; }} .down {{ background: #c62828; }}
 .disabled, .degraded, .read-only {{ background: #ef6c00; }}
-.draining, .paused, .drained, .done {{ background: #6a1b9a; }}
+.draining, .paused, .drained, .done, .blocked {{ background: #6a1b9a; }}
 .bar {{ width: 14em; height: .8em; background: #e0e0e0; border-radius: .4em; overflow: hidden; }}
 .bar div {{ height: 100%; background: #1565c0; }}
 .small {{ font-size: 12px; color: #555; }}
@@ -276,7 +283,7 @@ th {{ background: #eee; }}
 <th>quota set by</th></tr></thead>
 <tbody id="buckets">{bucket_rows}</tbody></table>
 <table id="drain-table"{drains_hidden}><thead><tr><th>drain</th><th>state</th><th>progress</th>
-<th class="num">objects moved / total</th><th class="num">rate</th><th class="num">ETA</th><th>last error</th></tr></thead>
+<th class="num">objects moved / total</th><th class="num">rate</th><th class="num">ETA</th><th>blocked, last error</th></tr></thead>
 <tbody id="drains">{drain_rows}</tbody></table>
 <p class="small">Refreshed every {refresh} s from <code>?format=json</code>.</p>
 <script nonce="{nonce}">
@@ -365,7 +372,9 @@ function render(doc, old) {{
     cell(row, d.objects.moved + " / " + d.objects.total, "num");
     cell(row, d.rate === null ? "-" : size(d.rate) + "/s", "num");
     cell(row, duration(d.eta_seconds), "num");
-    cell(row, d.last_error || "");
+    const notes = d.objects.blocked ? [d.objects.blocked + " blocked: " + d.blocked_reason] : [];
+    if (d.last_error) notes.push(d.last_error);
+    cell(row, notes.join("; "));
     drains.appendChild(row);
   }}
   document.getElementById("updated").textContent = "updated " + new Date(doc.time * 1000).toLocaleTimeString();

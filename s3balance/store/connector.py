@@ -385,8 +385,8 @@ class MetadataStore(StoreRunner):
     def switch_location(self, intent_id: int, candidate: MoveCandidate, target: Location) -> Deferred[str]:
         return self._run(moves.switch_location, intent_id, candidate, target, self._now(), self.deletion_grace)
 
-    def recount_drain(self, backend: str) -> Deferred[Optional[DrainRecord]]:
-        return self._run(moves.recount_drain, backend, self._now())
+    def recount_drain(self, backend: str, blocked: Optional[int] = None) -> Deferred[Optional[DrainRecord]]:
+        return self._run(moves.recount_drain, backend, self._now(), blocked)
 
     def note_drain_progress(
         self, backend: str, active_seconds: float, failed: int, error: Optional[str]

@@ -615,10 +615,13 @@ class IMetadataStore(Interface):
         intent is gone (its lease ran out: the copy is queued already):
         'expired'.  -> Deferred[str]"""
 
-    def recount_drain(backend: str) -> Deferred[Optional[DrainRecord]]:
+    def recount_drain(backend: str, blocked: Optional[int] = None) -> Deferred[Optional[DrainRecord]]:
         """Count what still refers to a draining backend (locations, writes
         in flight, open multipart uploads, queued deletions) into its drain;
-        with nothing left, the drain is 'done'.  -> Deferred[DrainRecord | None]"""
+        with nothing left, the drain is 'done'.  C{blocked} (at the end of a
+        pass): the objects it left because no other backend can hold another
+        copy; when they are all that is left the drain is 'blocked'.
+        -> Deferred[DrainRecord | None]"""
 
     def note_drain_progress(backend: str, active_seconds: float, failed: int,
                             error: Optional[str]) -> Deferred[None]:
@@ -717,6 +720,8 @@ class DrainRecord:
     failed_objects: int = 0
     active_seconds: float = 0.0
     last_error: Optional[str] = None
+    # Left by the last pass: no other backend can hold another copy of them.
+    blocked_objects: int = 0
 
 
 @attr.s(frozen=True, auto_attribs=True)
