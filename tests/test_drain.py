@@ -964,6 +964,15 @@ class DrainDaemonTests(unittest.SynchronousTestCase):
         # Never a copy dropped, never a copy tried: both copies stay, b2 holds no stray object.
         self.assertEqual(self.copies(gateway), {key: {gateway.b1, gateway.b2} for key in bodies})
         self.assertEqual(len(gateway.real_objects(1)), 5)
+        # /status shows the drain blocked, every object with its two copies, no rebalance.
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{gateway.daemon.endpoint}/status?format=json",
+                                   headers={"Authorization": "Bearer drain-token"}), timeout=10) as answer:
+            status = json.load(answer)
+        self.assertEqual([(d["state"], d["objects"]["blocked"]) for d in status["drains"]], [("blocked", 5)])
+        self.assertEqual([(r["bucket"], r["replicas"], r["under_replicated"]) for r in status["replicas"]],
+                         [(VB, 2, 0)])
+        self.assertIsNone(status["rebalance"]["state"])
         # The mover's next runs leave a blocked drain alone (no pass until the backends change).
         runs = gateway.metric("s3balance_background_runs_total", label='job="drain"')
         poll(lambda: gateway.metric("s3balance_background_runs_total", label='job="drain"') >= runs + 2,

@@ -200,6 +200,12 @@ class IAdminTarget(Interface):
         """Cancel the rebalance under way (what moved stays moved).
         -> Deferred[dict]; fails with L{NoRebalance}, L{RebalanceConflict}."""
 
+    def replicas_report() -> dict[str, Any]:
+        """-> dict, the objects short of copies per bucket wanting more than
+        one (L{s3balance.ops.replica_census}: the last complete sweep of
+        each, with when it ended; a bucket not swept yet is absent) and the
+        census's period."""
+
     def buckets_report() -> Deferred[list[dict[str, Any]]]:
         """-> Deferred[list[dict]], one JSON-able dict per virtual bucket in
         name order: usage, reservations, quota."""
@@ -422,6 +428,9 @@ class AdminResource(Resource):
         except DrainConflict as conflict:
             raise AdminError(409, "drain_conflict", str(conflict)) from None
 
+    async def get_replicas(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, self.target.replicas_report()
+
     async def get_rebalance(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         return 200, await self._rebalance_call(self.target.rebalance_report())
 
@@ -476,6 +485,7 @@ class AdminResource(Resource):
         ("POST", ("rebalance", "pause"), pause_rebalance),
         ("POST", ("rebalance", "resume"), resume_rebalance),
         ("POST", ("rebalance", "cancel"), cancel_rebalance),
+        ("GET", ("replicas",), get_replicas),
         ("GET", ("buckets",), list_buckets),
         ("GET", ("buckets", "{name}"), get_bucket),
         ("PUT", ("buckets", "{name}", "quota"), put_quota),

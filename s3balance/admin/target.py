@@ -327,6 +327,15 @@ class ServiceAdminTarget:
         drains = getattr(self.service, "drains", None)
         return drains.state(name) if drains is not None else None
 
+    # -- the replica census (s3balance.ops.replica_census) ---------------------------------
+
+    def replicas_report(self) -> dict[str, Any]:
+        census = getattr(self.service, "replica_census", None)
+        return {
+            "buckets": census.buckets() if census is not None else [],
+            "period_seconds": census.period if census is not None else None,
+        }
+
     # -- the rebalance (s3balance.ops.rebalance, admin.rebalance_target) ------------------
 
     def rebalance_report(self) -> Deferred:
