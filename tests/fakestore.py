@@ -76,6 +76,7 @@ from s3balance.store.interfaces import (
     QuotaExceeded,
     RebalanceRecord,
     RebalanceStateError,
+    UsageRecount,
     WriteIntent,
     WriteIntentExpired,
 )
@@ -378,6 +379,14 @@ class MemoryStore:
     @_answers
     def bucket_usage(self) -> list[BucketUsage]:
         return [self._bucket_usage(name) for name in sorted(self.tables.buckets)]
+
+    @_answers
+    def recount_bucket_usage(self, name: str) -> UsageRecount:
+        """The fake's usage is always its objects' (it never drifts): nothing changes."""
+        if name not in self.tables.buckets:
+            raise NoSuchBucketError(name)
+        usage = self._bucket_usage(name)
+        return UsageRecount(name, usage.used_bytes, usage.object_count, usage.used_bytes, usage.object_count)
 
     @_answers
     def set_bucket_quota(self, name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> BucketUsage:

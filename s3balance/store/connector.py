@@ -53,6 +53,7 @@ from s3balance.store.interfaces import (
     QueuedDeletion,
     Quota,
     RebalanceRecord,
+    UsageRecount,
     WriteIntent,
 )
 from s3balance.store.runner import UTC, StoreRunner
@@ -110,6 +111,9 @@ class MetadataStore(StoreRunner):
             return rows
 
         return self._read(quota_sql.bucket_usage).addCallback(learn)
+
+    def recount_bucket_usage(self, name: str) -> Deferred[UsageRecount]:
+        return self._run(quota_sql.recount_usage, name)
 
     def set_bucket_quota(self, name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> Deferred[BucketUsage]:
         def learn(row: BucketUsage) -> BucketUsage:

@@ -164,6 +164,21 @@ class BucketUsage:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class UsageRecount:
+    """A virtual bucket's usage counters before and after a recount from its object rows."""
+
+    bucket: str
+    bytes_before: int
+    objects_before: int
+    bytes_after: int
+    objects_after: int
+
+    @property
+    def changed(self) -> bool:
+        return (self.bytes_before, self.objects_before) != (self.bytes_after, self.objects_after)
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class Location:
     """Where one copy of an object lives: a backend (real bucket) name and the key there."""
 
@@ -457,6 +472,12 @@ class IMetadataStore(Interface):
         """Every bucket's usage (kept exact by every commit and delete, in
         their transactions), reservations and quota, by name; the store
         learns from it which buckets have a quota. -> Deferred[list[BucketUsage]]"""
+
+    def recount_bucket_usage(name: str) -> Deferred[UsageRecount]:
+        """Set a bucket's usage counters to what its object rows add up to,
+        in one transaction that new commits and deletes of the bucket wait
+        for (L{s3balance.store.quotas.recount_usage}); reservations are left
+        as they are.  -> Deferred[UsageRecount]; fails with NoSuchBucketError."""
 
     def set_bucket_quota(name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> Deferred[BucketUsage]:
         """Set (origin 'api') or, both None, remove a bucket's quota.  A lower
