@@ -40,6 +40,7 @@ from typing import Any, Optional
 import attr
 import yaml
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import fail as defer_fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
@@ -647,6 +648,65 @@ class WatcherTests(unittest.SynchronousTestCase):
         fixture.store.cancel_drain("b2")
         self.successResultOf(ensureDeferred(watcher.run()))
         self.assertEqual([view.name for view in service.pool.candidates(0)], ["b1", "b2"])
+
+
+class BlockedMoverTests(unittest.SynchronousTestCase):
+    """The mover over the memory store, on a controlled clock: objects every other backend holds a copy of."""
+
+    def test_a_blocked_drain_is_passed_over_until_the_backends_change_or_a_minute_passed(self) -> None:
+        from s3balance.ops.drain import DrainMover
+
+        fixture = InProcessService(self)
+        service, store = fixture.service, fixture.store
+        for n in range(2):
+            intent = self.successResultOf(store.begin_write("b1", f"media/{n}", 60))
+            record = attr.evolve(make_record(f"k{n}", f"media/{n}", backend="b1", size=10), bucket="media")
+            both = (Location("b1", f"media/{n}"), Location("b2", f"media/{n}-2"))
+            self.successResultOf(store.commit_object(intent.id, attr.evolve(record, locations=both)))
+        fixture.put_object("single", "b1")  # b2 can take this one
+        store.start_drain("b1")
+        self.successResultOf(ensureDeferred(service.drains.run()))
+        clock = Clock()
+        mover = DrainMover(service.gateway, service.drains, 2.0, clock)
+        mover.running = True
+        recounts: list[str] = []
+        recount = store.recount_drain
+
+        def counted(backend: str, blocked: Optional[int] = None) -> Any:
+            recounts.append(backend)
+            return recount(backend, blocked)
+
+        store.recount_drain = counted  # type: ignore[method-assign]
+        placed: list[Any] = []
+        mover._place = lambda candidate: placed.append(candidate.record.key) or defer_fail(RuntimeError("no copy"))
+        self.successResultOf(ensureDeferred(mover.run()))
+        [drain] = self.successResultOf(store.drains())
+        # The one object b2 could take was tried (and failed here); the two others were not.
+        self.assertEqual((drain.state, drain.blocked_objects, drain.failed_objects), ("draining", 2, 1))
+        self.assertEqual(placed, ["single"])
+        self.successResultOf(store.delete_object("media", "single"))
+        clock.advance(DrainMover.FAILED_PASS_PAUSE)
+        self.successResultOf(ensureDeferred(mover.run()))
+        [drain] = self.successResultOf(store.drains())
+        self.assertEqual((drain.state, drain.blocked_objects, drain.remaining_objects), ("blocked", 2, 2))
+        self.assertEqual(placed, ["single"])  # never a copy tried for a blocked object
+        passes = len(recounts)
+        # Runs every period: no pass over a blocked drain...
+        for _ in range(5):
+            clock.advance(2)
+            self.successResultOf(ensureDeferred(mover.run()))
+        self.assertEqual(len(recounts), passes)
+        # ...until a minute has passed (objects deleted meanwhile are counted)...
+        clock.advance(DrainMover.BLOCKED_RECHECK)
+        self.successResultOf(ensureDeferred(mover.run()))
+        self.assertEqual(len(recounts), passes + 2)
+        # ...or the backends that could take a copy changed (here: b2 drained too).
+        store.start_drain("b2")
+        self.successResultOf(ensureDeferred(service.drains.run()))
+        self.successResultOf(ensureDeferred(mover.run()))
+        self.assertGreater(len(recounts), passes + 2)
+        self.assertEqual(self.successResultOf(store.drains())[0].state, "blocked")
+        self.assertEqual(placed, ["single"])
 
 
 # -- real daemons over two SeaweedFS servers ---------------------------------------------------

@@ -462,12 +462,12 @@ class DrainMover(GatewayJob):
             return SKIPPED
         gateway, store, pool = self.gateway, self.store, self.gateway.pool
         record = candidate.record
-        source = pool.get(source_location.backend)
-        if source is None or not pool.readable(source.name):
-            raise MoveError(f"{source_location.backend} cannot be read now")
         holders = {source_location.backend, *(location.backend for location in record.locations)}
         if not set(self.possible_targets()) - holders:
             return BLOCKED
+        source = pool.get(source_location.backend)
+        if source is None or not pool.readable(source.name):
+            raise MoveError(f"{source_location.backend} cannot be read now")
         reservation, target, real_key, intent_id = await self._place(candidate)
         try:
             await copy_under_intent(
