@@ -77,6 +77,7 @@ from s3balance.store.interfaces import (
     RebalanceRecord,
     RebalanceStateError,
     TagSet,
+    UsageRecount,
     WriteIntent,
     WriteIntentExpired,
 )
@@ -387,6 +388,14 @@ class MemoryStore:
     @_answers
     def bucket_usage(self) -> list[BucketUsage]:
         return [self._bucket_usage(name) for name in sorted(self.tables.buckets)]
+
+    @_answers
+    def recount_bucket_usage(self, name: str) -> UsageRecount:
+        """The fake's usage is always its objects' (it never drifts): nothing changes."""
+        if name not in self.tables.buckets:
+            raise NoSuchBucketError(name)
+        usage = self._bucket_usage(name)
+        return UsageRecount(name, usage.used_bytes, usage.object_count, usage.used_bytes, usage.object_count)
 
     @_answers
     def set_bucket_quota(self, name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> BucketUsage:
@@ -895,7 +904,7 @@ class MemoryStore:
 
     @_answers
     def set_drain_state(self, backend: str, state: str) -> Optional[DrainRecord]:
-        if state not in moves.UNDER_WAY:
+        if state not in (moves.DRAINING, moves.PAUSED):
             raise ValueError(f"a drain is paused or resumed, not set to {state!r}")
         drain = self.tables.drains.get(backend)
         if drain is None:
@@ -961,7 +970,7 @@ class MemoryStore:
         return moves.MOVED
 
     @_answers
-    def recount_drain(self, backend: str) -> Optional[DrainRecord]:
+    def recount_drain(self, backend: str, blocked: Optional[int] = None) -> Optional[DrainRecord]:
         drain = self.tables.drains.get(backend)
         if drain is None:
             return None
@@ -970,17 +979,9 @@ class MemoryStore:
         writes = sum(1 for i in t.intents.values() if i.backend == backend)
         uploads = sum(1 for u in t.uploads.values() if u.record.backend == backend)
         deletions = sum(1 for d in t.deletions.values() if d.backend == backend)
-        drain = attr.evolve(
-            drain,
-            remaining_objects=objects,
-            remaining_bytes=size,
-            pending_writes=writes,
-            pending_uploads=uploads,
-            pending_deletions=deletions,
-            updated=now,
-        )
-        if drain.state == moves.DRAINING and not (objects or writes or uploads or deletions):
-            drain = attr.evolve(drain, state=moves.DONE, finished=now, last_error=None)
+        counts = {"pending_writes": writes, "pending_uploads": uploads, "pending_deletions": deletions}
+        drain = attr.evolve(drain, remaining_objects=objects, remaining_bytes=size, updated=now, **counts)
+        drain = attr.evolve(drain, **moves.next_state(drain.state, objects, counts, blocked, now))
         t.drains[backend] = drain
         return drain
 

@@ -40,6 +40,7 @@ from typing import Any, Optional
 import attr
 import yaml
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import fail as defer_fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
@@ -231,6 +232,40 @@ class DrainStoreMixin(_Helpers):
         await self.store.set_drain_state("b1", "paused")
         self.assertEqual((await self.store.recount_drain("b1")).state, "paused")
 
+    async def test_a_pass_that_left_only_blocked_objects_blocks_the_drain(self) -> None:
+        await self.put("a", "vb/a", size=5)
+        await self.put("b", "vb/b", size=6)
+        await self.store.start_drain("b1")
+        # Some of what is left could still move: draining.
+        self.assertEqual((await self.store.recount_drain("b1", 1)).state, "draining")
+        blocked = await self.store.recount_drain("b1", 2)
+        self.assertEqual((blocked.state, blocked.blocked_objects, blocked.remaining_objects), ("blocked", 2, 2))
+        self.assertIsNone(blocked.finished)
+        # A recount without a pass keeps it blocked; a drain under way is returned as it is.
+        self.assertEqual((await self.store.recount_drain("b1")).state, "blocked")
+        self.assertEqual((await self.store.start_drain("b1")).state, "blocked")
+        # Paused and resumed: draining (its next pass decides again).
+        self.assertEqual((await self.store.set_drain_state("b1", "paused")).state, "paused")
+        self.assertEqual((await self.store.recount_drain("b1", 2)).state, "paused")
+        self.assertEqual((await self.store.set_drain_state("b1", "draining")).state, "draining")
+        self.assertEqual((await self.store.recount_drain("b1", 2)).state, "blocked")
+        # A pass that blocked fewer than are left (a backend was added): draining again.
+        again = await self.store.recount_drain("b1", 0)
+        self.assertEqual((again.state, again.blocked_objects), ("draining", 0))
+        await self.store.recount_drain("b1", 2)
+        # The objects gone (deleted): done, nothing blocked.
+        await self.store.delete_objects(BUCKET, ["a", "b"])
+        for deletion in await self.store.queued_deletions():
+            await self.store.finish_deletion(deletion.id)
+        done = await self.store.recount_drain("b1", 0)
+        self.assertEqual((done.state, done.blocked_objects), ("done", 0))
+
+    async def test_a_write_in_flight_keeps_the_drain_from_being_blocked(self) -> None:
+        await self.put("a", "vb/a", size=5)
+        await self.store.start_drain("b1")
+        await self.store.begin_write("b1", "vb/late", 60)
+        self.assertEqual((await self.store.recount_drain("b1", 1)).state, "draining")
+
     async def test_progress_notes_add_up(self) -> None:
         await self.store.start_drain("b1")
         await self.store.note_drain_progress("b1", 1.5, 2, "boom")
@@ -371,7 +406,8 @@ class DrainDocumentTests(unittest.SynchronousTestCase):
         doc = drain_document(record(), 50)
         self.assertEqual((doc["progress"], doc["rate"], doc["eta_seconds"]), (0.4, 100, 6))
         self.assertEqual((doc["rate_limit"], doc["rate_limit_from"]), (50, "config"))
-        self.assertEqual(doc["objects"], {"total": 10, "moved": 4, "remaining": 6, "failed": 0})
+        self.assertEqual(doc["objects"], {"total": 10, "moved": 4, "remaining": 6, "failed": 0, "blocked": 0})
+        self.assertIsNone(doc["blocked_reason"])
         self.assertEqual(doc["started"], T0.isoformat().replace("+00:00", "Z"))
         self.assertFalse(doc["removable"])
         json.dumps(doc)
@@ -381,6 +417,18 @@ class DrainDocumentTests(unittest.SynchronousTestCase):
         self.assertIsNone(drain_document(record(moved_bytes=0, active_seconds=0.0), 0)["eta_seconds"])
         done = drain_document(record(state="done", remaining_objects=0, remaining_bytes=0), 0)
         self.assertEqual((done["progress"], done["eta_seconds"], done["removable"]), (1.0, 0, True))
+
+    def test_a_blocked_drain_says_how_many_and_why(self) -> None:
+        doc = drain_document(record(state="blocked", blocked_objects=6), 50)
+        self.assertEqual((doc["objects"]["blocked"], doc["eta_seconds"], doc["removable"]), (6, None, False))
+        self.assertEqual(doc["blocked_reason"], "no other backend can hold another copy of this object")
+        line = drain_cli.summary(doc)
+        self.assertIn("b1: blocked", line)
+        self.assertIn("6 blocked (no other backend can hold another copy of this object)", line)
+        self.assertNotIn("ETA", line)
+        self.assertIn("blocked (6 blocked)", drain_cli.progress_bar(doc))
+        status, last = drain_cli.wait_for(lambda: doc, drain_cli.Progress(io.StringIO(), False), 0)
+        self.assertEqual((status, last["state"]), (3, "blocked"))
 
 
 class CLIPartsTests(unittest.SynchronousTestCase):
@@ -571,6 +619,7 @@ class AdminDrainTests(unittest.SynchronousTestCase):
         self.assertIn('s3balance_drain_remaining_objects{backend="b1"} 1.0', scraped)
         self.assertIn('s3balance_drain_objects_moved_total{backend="b1"} 0.0', scraped)
         self.assertIn('s3balance_drain_state{backend="b1",state="draining"} 1.0', scraped)
+        self.assertIn('s3balance_drain_blocked_objects{backend="b1"} 0.0', scraped)
 
     def test_reload_refuses_to_remove_a_backend_that_holds_objects(self) -> None:
         data = dict(self.fixture.data, buckets=[b for b in self.fixture.data["buckets"] if b["name"] != "b1"])
@@ -599,6 +648,65 @@ class WatcherTests(unittest.SynchronousTestCase):
         fixture.store.cancel_drain("b2")
         self.successResultOf(ensureDeferred(watcher.run()))
         self.assertEqual([view.name for view in service.pool.candidates(0)], ["b1", "b2"])
+
+
+class BlockedMoverTests(unittest.SynchronousTestCase):
+    """The mover over the memory store, on a controlled clock: objects every other backend holds a copy of."""
+
+    def test_a_blocked_drain_is_passed_over_until_the_backends_change_or_a_minute_passed(self) -> None:
+        from s3balance.ops.drain import DrainMover
+
+        fixture = InProcessService(self)
+        service, store = fixture.service, fixture.store
+        for n in range(2):
+            intent = self.successResultOf(store.begin_write("b1", f"media/{n}", 60))
+            record = attr.evolve(make_record(f"k{n}", f"media/{n}", backend="b1", size=10), bucket="media")
+            both = (Location("b1", f"media/{n}"), Location("b2", f"media/{n}-2"))
+            self.successResultOf(store.commit_object(intent.id, attr.evolve(record, locations=both)))
+        fixture.put_object("single", "b1")  # b2 can take this one
+        store.start_drain("b1")
+        self.successResultOf(ensureDeferred(service.drains.run()))
+        clock = Clock()
+        mover = DrainMover(service.gateway, service.drains, 2.0, clock)
+        mover.running = True
+        recounts: list[str] = []
+        recount = store.recount_drain
+
+        def counted(backend: str, blocked: Optional[int] = None) -> Any:
+            recounts.append(backend)
+            return recount(backend, blocked)
+
+        store.recount_drain = counted  # type: ignore[method-assign]
+        placed: list[Any] = []
+        mover._place = lambda candidate: placed.append(candidate.record.key) or defer_fail(RuntimeError("no copy"))
+        self.successResultOf(ensureDeferred(mover.run()))
+        [drain] = self.successResultOf(store.drains())
+        # The one object b2 could take was tried (and failed here); the two others were not.
+        self.assertEqual((drain.state, drain.blocked_objects, drain.failed_objects), ("draining", 2, 1))
+        self.assertEqual(placed, ["single"])
+        self.successResultOf(store.delete_object("media", "single"))
+        clock.advance(DrainMover.FAILED_PASS_PAUSE)
+        self.successResultOf(ensureDeferred(mover.run()))
+        [drain] = self.successResultOf(store.drains())
+        self.assertEqual((drain.state, drain.blocked_objects, drain.remaining_objects), ("blocked", 2, 2))
+        self.assertEqual(placed, ["single"])  # never a copy tried for a blocked object
+        passes = len(recounts)
+        # Runs every period: no pass over a blocked drain...
+        for _ in range(5):
+            clock.advance(2)
+            self.successResultOf(ensureDeferred(mover.run()))
+        self.assertEqual(len(recounts), passes)
+        # ...until a minute has passed (objects deleted meanwhile are counted)...
+        clock.advance(DrainMover.BLOCKED_RECHECK)
+        self.successResultOf(ensureDeferred(mover.run()))
+        self.assertEqual(len(recounts), passes + 2)
+        # ...or the backends that could take a copy changed (here: b2 drained too).
+        store.start_drain("b2")
+        self.successResultOf(ensureDeferred(service.drains.run()))
+        self.successResultOf(ensureDeferred(mover.run()))
+        self.assertGreater(len(recounts), passes + 2)
+        self.assertEqual(self.successResultOf(store.drains())[0].state, "blocked")
+        self.assertEqual(placed, ["single"])
 
 
 # -- real daemons over two SeaweedFS servers ---------------------------------------------------
@@ -894,6 +1002,71 @@ class DrainDaemonTests(unittest.SynchronousTestCase):
         self.assertEqual({gateway.locations()[key] for key in late}, {gateway.b2})
         self.check_objects(gateway, bodies, {key: gateway.client.head_object(Bucket=VB, Key=key) for key in bodies})
         self.assertNotIn("changed while it was copied", gateway.daemon.log() + second.log())
+
+    def test_a_drain_no_backend_can_take_a_copy_of_is_blocked_until_one_is_added(self) -> None:
+        gateway = Drained(self, name="drain-blocked", replicas=2)
+        bodies = put_objects(gateway.client, 5, 1000)
+        heads = {key: gateway.client.head_object(Bucket=VB, Key=key) for key in bodies}
+        self.assertEqual(self.copies(gateway), {key: {gateway.b1, gateway.b2} for key in bodies})
+        result = gateway.cli(gateway.b1, "--wait", "--no-progress")
+        self.assertEqual(result.returncode, 4, result.stdout + result.stderr)
+        reason = "no other backend can hold another copy of this object"
+        self.assertIn(f"{gateway.b1}: blocked", result.stdout)
+        self.assertIn(f"5 blocked ({reason})", result.stdout)
+        self.assertIn(f"the drain of {gateway.b1} is blocked: 5 object(s) left: {reason}", result.stderr)
+        drain = gateway.drain()
+        self.assertEqual((drain["state"], drain["objects"]["blocked"], drain["blocked_reason"]),
+                         ("blocked", 5, reason))
+        self.assertEqual((drain["objects"]["moved"], drain["objects"]["failed"], drain["last_error"]), (0, 0, None))
+        self.assertFalse(drain["removable"])
+        self.assertEqual(gateway.metric("s3balance_drain_blocked_objects"), 5)
+        self.assertEqual(gateway.metric("s3balance_drain_state", label=f'backend="{gateway.b1}",state="blocked"'), 1)
+        # Never a copy dropped, never a copy tried: both copies stay, b2 holds no stray object.
+        self.assertEqual(self.copies(gateway), {key: {gateway.b1, gateway.b2} for key in bodies})
+        self.assertEqual(len(gateway.real_objects(1)), 5)
+        # /status shows the drain blocked, every object with its two copies, no rebalance.
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{gateway.daemon.endpoint}/status?format=json",
+                                   headers={"Authorization": "Bearer drain-token"}), timeout=10) as answer:
+            status = json.load(answer)
+        self.assertEqual([(d["state"], d["objects"]["blocked"]) for d in status["drains"]], [("blocked", 5)])
+        self.assertEqual([(r["bucket"], r["replicas"], r["under_replicated"]) for r in status["replicas"]],
+                         [(VB, 2, 0)])
+        self.assertIsNone(status["rebalance"]["state"])
+        # The mover's next runs leave a blocked drain alone (no pass until the backends change).
+        runs = gateway.metric("s3balance_background_runs_total", label='job="drain"')
+        poll(lambda: gateway.metric("s3balance_background_runs_total", label='job="drain"') >= runs + 2,
+             timeout=20, interval=0.25)
+        self.assertEqual(gateway.drain()["updated"], drain["updated"])
+        self.check_objects(gateway, bodies, heads)
+        # A third backend (a bucket on the first server) added by a reload: the next pass moves them.
+        third = unique_bucket_name("real")
+        gateway.servers[0].create_bucket(third)
+        data = dict(gateway.daemon.config)
+        data["buckets"] = [*data["buckets"][:2], backend_entry(gateway.servers[0], third), *data["buckets"][2:]]
+        gateway.daemon.config = data
+        gateway.daemon.write_config()
+        reloaded = gateway.admin("POST", "reload")
+        self.assertTrue(reloaded.get("reloaded"), reloaded)
+        done = gateway.wait_done()
+        self.assertEqual((done["objects"]["moved"], done["objects"]["blocked"], done["blocked_reason"]), (5, 0, None))
+        self.assertEqual(self.copies(gateway), {key: {gateway.b2, third} for key in bodies})
+        self.check_objects(gateway, bodies, heads)
+        poll(lambda: not gateway.real_objects(0), timeout=20, message="b1 still holds objects")
+
+    def copies(self, gateway: Drained) -> dict[str, set[str]]:
+        """Virtual key -> the backends holding a copy of it."""
+        path = gateway.config["database"]["dsn"]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+            rows = connection.execute(
+                "SELECT o.key, l.backend FROM objects o JOIN object_locations l ON l.object_id = o.id "
+                "WHERE o.bucket = ?",
+                (VB,),
+            ).fetchall()
+        found: dict[str, set[str]] = {}
+        for key, backend in rows:
+            found.setdefault(bytes(key).decode(), set()).add(backend)
+        return found
 
     def test_removing_a_backend_that_holds_objects_is_refused(self) -> None:
         gateway = Drained(self)

@@ -10,7 +10,9 @@ Rebalancing the backends (s3balance.ops.rebalance, s3balance.store.rebalance).
  - L{RebalanceDaemonTests}: a real daemon (SQLite) over two real SeaweedFS
    servers: objects written while one backend is disabled all land on the
    other; the rebalance (through s3balance-admin) ends with the shares
-   within the margin and every object reading back byte for byte.
+   within the margin and every object reading back byte for byte; a daemon
+   SIGKILLed mid-rebalance (a copy under way) resumes it after its restart
+   and finishes with every object there once, on one backend, byte for byte.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import io
+import sqlite3
 import urllib.request
 from typing import Any
 
@@ -263,6 +266,73 @@ class RebalanceDaemonTests(unittest.SynchronousTestCase):
         poll(lambda: gateway.admin("GET", "rebalance")["state"] == "done", timeout=20, interval=0.25,
              message="the second rebalance did not finish")
         self.assertEqual(gateway.admin("GET", "rebalance")["objects"]["moved"], 0)
+
+
+    def test_a_daemon_killed_mid_rebalance_resumes_it_and_loses_nothing(self) -> None:
+        gateway = Drained(self, name="rebalance-kill", drain_rate="1MB/s")
+        client = gateway.client
+        gateway.admin("POST", f"backends/{gateway.b2}/disable")
+        bodies = {}
+        for n in range(16):
+            key = f"obj/{n:03d}"
+            bodies[key] = pattern(400 * 1024 + n, 100 + n)
+            client.put_object(Bucket=VB, Key=key, Body=bodies[key], Metadata={"n": str(n)})
+        self.assertEqual(set(gateway.locations().values()), {gateway.b1})
+        heads = {key: client.head_object(Bucket=VB, Key=key) for key in bodies}
+        gateway.admin("POST", f"backends/{gateway.b2}/enable")
+        started = gateway.admin("POST", "rebalance", {"margin": 0.1})  # the configured rate: 1 MB/s
+        self.assertEqual(started["state"], "running", started)
+        poll(lambda: gateway.admin("GET", "rebalance")["objects"]["moved"] >= 2, timeout=30, interval=0.05,
+             message="the rebalance moved nothing")
+        gateway.daemon.kill()  # SIGKILL: a copy is (most likely) under way
+        moved_before = self.stored_rebalance(gateway)["moved_objects"]
+        gateway.daemon.start()
+        gateway.client = client = gateway.daemon.client()
+        self.assertEqual(gateway.admin("GET", "rebalance")["state"], "running")  # resumed from the database
+        done = poll(lambda: (lambda r: r if r["state"] == "done" else None)(gateway.admin("GET", "rebalance")),
+                    timeout=60, interval=0.25, message="the rebalance did not finish after the restart")
+        self.assertGreater(done["objects"]["moved"], moved_before)
+        # No object lost or changed: one row each, one location each, every body byte for byte.
+        placed = self.copies(gateway)
+        self.assertEqual(set(placed), set(bodies))
+        self.assertTrue(all(len(backends) == 1 for backends in placed.values()), placed)
+        on_b2 = sum(1 for backends in placed.values() if backends == [gateway.b2])
+        self.assertEqual(done["objects"]["moved"], on_b2)
+        stored = {gateway.b1: 0, gateway.b2: 0}
+        for key, [backend] in placed.items():
+            stored[backend] += len(bodies[key])
+        self.assertLessEqual(abs(stored[gateway.b1] - stored[gateway.b2]) / sum(stored.values()), 0.1, stored)
+        for key, body in bodies.items():
+            got = client.get_object(Bucket=VB, Key=key)
+            self.assertEqual(hashlib.sha256(got["Body"].read()).hexdigest(), hashlib.sha256(body).hexdigest(), key)
+            self.assertEqual((got["ETag"], got["Metadata"]), (heads[key]["ETag"], heads[key]["Metadata"]))
+        # The old copies of the moved objects leave b1 (the grace is 0 here).
+        poll(lambda: len(gateway.real_objects(0)) == len(bodies) - on_b2, timeout=20,
+             message="b1 still holds moved copies")
+
+    @staticmethod
+    def stored_rebalance(gateway: Drained) -> dict[str, Any]:
+        """The rebalance's row, read from the database (the daemon is down)."""
+        path = gateway.config["database"]["dsn"]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+            connection.row_factory = sqlite3.Row
+            row = connection.execute("SELECT * FROM rebalances").fetchone()
+        return dict(row)
+
+    @staticmethod
+    def copies(gateway: Drained) -> dict[str, list[str]]:
+        """Virtual key -> the backends of its locations."""
+        path = gateway.config["database"]["dsn"]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+            rows = connection.execute(
+                "SELECT o.key, l.backend FROM objects o LEFT JOIN object_locations l ON l.object_id = o.id "
+                "WHERE o.bucket = ?",
+                (VB,),
+            ).fetchall()
+        found: dict[str, list[str]] = {}
+        for key, backend in rows:
+            found.setdefault(bytes(key).decode(), []).append(backend)
+        return found
 
 
 def metrics_of(gateway: Drained) -> list[str]:

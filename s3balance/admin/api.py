@@ -200,6 +200,18 @@ class IAdminTarget(Interface):
         """Cancel the rebalance under way (what moved stays moved).
         -> Deferred[dict]; fails with L{NoRebalance}, L{RebalanceConflict}."""
 
+    def replicas_report() -> dict[str, Any]:
+        """-> dict, the objects short of copies per bucket wanting more than
+        one (L{s3balance.ops.replica_census}: the last complete sweep of
+        each, with when it ended; a bucket not swept yet is absent) and the
+        census's period."""
+
+    def recount_usage(bucket: Optional[str]) -> Deferred[list[dict[str, Any]]]:
+        """Recount the usage counters of C{bucket} (None: every bucket) from
+        the object rows (L{s3balance.store.quotas.recount_usage}), one
+        transaction per bucket. -> Deferred[list[dict]], per bucket its
+        objects and bytes before and after; fails with L{UnknownBucket}."""
+
     def buckets_report() -> Deferred[list[dict[str, Any]]]:
         """-> Deferred[list[dict]], one JSON-able dict per virtual bucket in
         name order: usage, reservations, quota."""
@@ -422,6 +434,29 @@ class AdminResource(Resource):
         except DrainConflict as conflict:
             raise AdminError(409, "drain_conflict", str(conflict)) from None
 
+    async def recount_usage(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        bucket = None
+        if body is not None and body != {}:
+            if not isinstance(body, dict) or set(body) - {"bucket"} or not isinstance(body.get("bucket"), str):
+                raise AdminError(400, "invalid_request", 'expected {"bucket": "<name>"} or no body (every bucket)')
+            bucket = body["bucket"]
+        try:
+            recounted = await self.target.recount_usage(bucket)
+        except UnknownBucket:
+            raise AdminError(404, "no_such_bucket", f"no virtual bucket named {bucket!r}") from None
+        for entry in recounted:
+            if entry["changed"]:
+                log.info(
+                    "admin: usage of {bucket} recounted: {objects} objects, {bytes} bytes (the counters said "
+                    "{objects_before}, {bytes_before})",
+                    bucket=entry["bucket"], objects=entry["objects"], bytes=entry["bytes"],
+                    objects_before=entry["before"]["objects"], bytes_before=entry["before"]["bytes"],
+                )
+        return 200, {"buckets": recounted}
+
+    async def get_replicas(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, self.target.replicas_report()
+
     async def get_rebalance(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
         return 200, await self._rebalance_call(self.target.rebalance_report())
 
@@ -476,6 +511,8 @@ class AdminResource(Resource):
         ("POST", ("rebalance", "pause"), pause_rebalance),
         ("POST", ("rebalance", "resume"), resume_rebalance),
         ("POST", ("rebalance", "cancel"), cancel_rebalance),
+        ("GET", ("replicas",), get_replicas),
+        ("POST", ("quota", "recount"), recount_usage),
         ("GET", ("buckets",), list_buckets),
         ("GET", ("buckets", "{name}"), get_bucket),
         ("PUT", ("buckets", "{name}", "quota"), put_quota),

@@ -327,6 +327,40 @@ class ServiceAdminTarget:
         drains = getattr(self.service, "drains", None)
         return drains.state(name) if drains is not None else None
 
+    # -- usage recount (s3balance.store.quotas.recount_usage) ------------------------------
+
+    def recount_usage(self, bucket: Optional[str]) -> Deferred:
+        return ensureDeferred(self._recount_usage(bucket))
+
+    async def _recount_usage(self, bucket: Optional[str]) -> list[dict]:
+        store = self.service.store
+        names = [bucket] if bucket is not None else [row.bucket for row in await store.bucket_usage()]
+        recounted = []
+        for name in names:
+            try:
+                result = await store.recount_bucket_usage(name)
+            except NoSuchBucketError:
+                raise UnknownBucket(name) from None
+            recounted.append(
+                {
+                    "bucket": result.bucket,
+                    "objects": result.objects_after,
+                    "bytes": result.bytes_after,
+                    "before": {"objects": result.objects_before, "bytes": result.bytes_before},
+                    "changed": result.changed,
+                }
+            )
+        return recounted
+
+    # -- the replica census (s3balance.ops.replica_census) ---------------------------------
+
+    def replicas_report(self) -> dict[str, Any]:
+        census = getattr(self.service, "replica_census", None)
+        return {
+            "buckets": census.buckets() if census is not None else [],
+            "period_seconds": census.period if census is not None else None,
+        }
+
     # -- the rebalance (s3balance.ops.rebalance, admin.rebalance_target) ------------------
 
     def rebalance_report(self) -> Deferred:

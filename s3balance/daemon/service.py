@@ -12,7 +12,8 @@ The daemon as a Twisted service tree.
       |- DrainMover         moves the objects off draining backends (once per cluster)
       |- ReplicaRepair      gives objects the copies their bucket wants (once per cluster)
       |- Scrubber           checks every copy now and then, replaces bad ones (once per cluster)
-      |- RebalanceWatcher   the rebalance's row (metrics)
+      |- RebalanceWatcher   the rebalance's row (metrics, /status)
+      |- ReplicaCensus      objects short of copies per replicated bucket (/status, admin API)
       |- RebalanceMover     evens out the backends' used fractions (once per cluster)
       |- PauseWatcher       the paused jobs: an elected job does not run while paused
       +- the listening port (opened in privilegedStartService)
@@ -241,6 +242,10 @@ class GatewayService(MultiService):
         )
         self.rebalance_state.setServiceParent(self)
         self.rebalancer.setServiceParent(self)
+        from s3balance.ops.replica_census import ReplicaCensus
+
+        self.replica_census = ReplicaCensus(self.gateway, 10.0, reactor, jobs)
+        self.replica_census.setServiceParent(self)
         # Paused jobs (s3balance.ops.pauses): every elected child stops while its job is paused.
         from s3balance.daemon.status import StatusResource
         from s3balance.ops.pauses import PauseWatcher
@@ -249,7 +254,9 @@ class GatewayService(MultiService):
         self.job_pauses.setServiceParent(self)
         status_page = self.root.fixed.get(b"/status")
         if isinstance(status_page, StatusResource):
-            status_page.job_pauses = self.job_pauses  # /status shows the paused jobs
+            status_page.job_pauses = self.job_pauses  # /status shows the paused jobs,
+            status_page.rebalance = self.rebalance_state  # the rebalance
+            status_page.replicas = self.replica_census  # and the objects short of copies
 
     @property
     def address(self) -> Any:

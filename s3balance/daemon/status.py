@@ -6,8 +6,11 @@ C{GET /status}: a small live status page for operators, and its JSON.
     GET /status?format=json      backends (health, usage, capacity, objects,
                                  request counters), virtual buckets (usage and
                                  quota, as of the last usage refresh), the
-                                 strategy, client request counters; the page
-                                 turns counters into rates
+                                 strategy, client request counters, the drains,
+                                 the rebalance (state, moved, target) and the
+                                 objects short of copies per replicated bucket
+                                 (the census's last sweep); the page turns
+                                 counters into rates
 
 Who may see it:
 
@@ -90,8 +93,36 @@ def _counters(metrics: Optional[Metrics]) -> tuple[Optional[dict], dict[str, dic
     return {"total": total, "errors": errors, "in_flight": in_flight}, backends
 
 
-def status_document(gateway: Any, now: Callable[[], float] = time.time, job_pauses: Any = None) -> dict[str, Any]:
-    """The JSON of C{/status?format=json}, read from the gateway's live objects (and the L{PauseWatcher}'s)."""
+def rebalance_summary(gateway: Any, watcher: Any) -> Optional[dict[str, Any]]:
+    """
+    The rebalance as the watcher last read it: its state (None: never
+    started), what moved, the bytes left, its margin and progress, and each
+    backend's fraction against its target; None without a watcher.
+    """
+    if watcher is None:
+        return None
+    from s3balance.ops.rebalance import Balance, members_of, rebalance_document
+
+    document = rebalance_document(
+        watcher.record, Balance(members_of(gateway.pool)), gateway.config.balancer.drain_rate
+    )
+    keys = ("state", "margin", "balanced", "spread", "objects", "bytes", "rate", "eta_seconds", "progress",
+            "last_error", "backends", "mode")
+    return {key: document.get(key) for key in keys}
+
+
+def status_document(
+    gateway: Any,
+    now: Callable[[], float] = time.time,
+    job_pauses: Any = None,
+    rebalance: Any = None,
+    replicas: Any = None,
+) -> dict[str, Any]:
+    """
+    The JSON of C{/status?format=json}, read from the gateway's live objects
+    (and the L{PauseWatcher}'s, the L{RebalanceWatcher}'s and the
+    L{ReplicaCensus}'s snapshots: no query runs for a request).
+    """
     pool = gateway.pool
     requests, backend_counters = _counters(getattr(gateway, "metrics", None))
     disabled = getattr(pool, "disabled", ())
@@ -162,6 +193,10 @@ def status_document(gateway: Any, now: Callable[[], float] = time.time, job_paus
         "requests": requests,
         # The cluster-wide jobs an operator paused (s3balance.ops.pauses), as this daemon last read them.
         "paused_jobs": sorted(job_pauses.paused) if job_pauses is not None else [],
+        # s3balance.ops.rebalance, as this daemon's watcher last read it (None: no watcher).
+        "rebalance": rebalance_summary(gateway, rebalance),
+        # s3balance.ops.replica_census: per bucket wanting more than one copy, its last complete sweep.
+        "replicas": replicas.buckets() if replicas is not None else [],
     }
 
 
@@ -233,7 +268,45 @@ def _drain_row(entry: dict) -> str:
         f'<span class="small">{percent:.1f}% of {html.escape(_size(seen))}</span></td>'
         f'<td class="num">{entry["objects"]["moved"]} / {entry["objects"]["total"]}</td>'
         f'<td class="num">{html.escape(rate)}</td><td class="num">{_duration(entry["eta_seconds"])}</td>'
-        f'<td>{html.escape(entry["last_error"] or "")}</td></tr>'
+        f'<td>{html.escape(_drain_note(entry))}</td></tr>'
+    )
+
+
+def _drain_note(entry: dict) -> str:
+    """The blocked objects and why, then the last error."""
+    blocked = entry["objects"].get("blocked")
+    notes = [f"{blocked} blocked: {entry.get('blocked_reason')}"] if blocked else []
+    return "; ".join([*notes, *([entry["last_error"]] if entry["last_error"] else [])])
+
+
+def _rebalance_row(entry: Optional[dict]) -> str:
+    """The rebalance's row: state, progress, what moved, the spread against the margin (the script re-renders it alike)."""
+    if entry is None:
+        return ""
+    state = entry["state"] or "none"
+    progress = 100.0 * (entry.get("progress") or 0.0)
+    moved = entry.get("objects") or {}
+    size = entry.get("bytes") or {}
+    target = f"spread {100 * entry['spread']:.1f}% within {100 * entry['margin']:.1f}% ({entry['mode']})"
+    if entry["balanced"]:
+        target += ": balanced"
+    label = f"{progress:.1f}%, ETA {_duration(entry.get('eta_seconds'))}" if entry["state"] else ""
+    return (
+        f'<tr><td><span class="state {html.escape(state)}">{html.escape(state)}</span></td>'
+        f'<td><div class="bar"><div style="width:{progress:.1f}%"></div></div>'
+        f'<span class="small">{html.escape(label)}</span></td>'
+        f'<td class="num">{moved.get("moved", "-")}</td>'
+        f'<td class="num">{html.escape(_size(size["moved"]) + " (" + _size(size["remaining"]) + " left)") if size else "-"}</td>'
+        f'<td>{html.escape(target)}</td><td>{html.escape(entry.get("last_error") or "")}</td></tr>'
+    )
+
+
+def _replica_row(entry: dict) -> str:
+    """A replicated bucket's row: copies wanted, objects short of them, when the census counted."""
+    when = time.strftime("%H:%M:%S", time.localtime(entry["as_of"]))
+    return (
+        f'<tr><td class="name">{html.escape(entry["bucket"])}</td><td class="num">{entry["replicas"]}</td>'
+        f'<td class="num">{entry["under_replicated"]}</td><td>{when}</td></tr>'
     )
 
 
@@ -252,7 +325,7 @@ th {{ background: #eee; }}
 .state {{ padding: .1em .6em; border-radius: .8em; color: #fff; }}
 .up, .ok {{ background: #2e7d32; }} .down {{ background: #c62828; }}
 .disabled, .degraded, .read-only {{ background: #ef6c00; }}
-.draining, .paused, .drained, .done {{ background: #6a1b9a; }}
+.draining, .paused, .drained, .done, .blocked, .running {{ background: #6a1b9a; }}
 .bar {{ width: 14em; height: .8em; background: #e0e0e0; border-radius: .4em; overflow: hidden; }}
 .bar div {{ height: 100%; background: #1565c0; }}
 .small {{ font-size: 12px; color: #555; }}
@@ -276,8 +349,14 @@ th {{ background: #eee; }}
 <th>quota set by</th></tr></thead>
 <tbody id="buckets">{bucket_rows}</tbody></table>
 <table id="drain-table"{drains_hidden}><thead><tr><th>drain</th><th>state</th><th>progress</th>
-<th class="num">objects moved / total</th><th class="num">rate</th><th class="num">ETA</th><th>last error</th></tr></thead>
+<th class="num">objects moved / total</th><th class="num">rate</th><th class="num">ETA</th><th>blocked, last error</th></tr></thead>
 <tbody id="drains">{drain_rows}</tbody></table>
+<table id="rebalance-table"><thead><tr><th>rebalance</th><th>progress</th>
+<th class="num">objects moved</th><th class="num">bytes moved</th><th>target</th><th>last error</th></tr></thead>
+<tbody id="rebalance">{rebalance_row}</tbody></table>
+<table id="replica-table"{replicas_hidden}><thead><tr><th>replicated bucket</th><th class="num">copies wanted</th>
+<th class="num">objects short of copies</th><th>as of</th></tr></thead>
+<tbody id="replicas">{replica_rows}</tbody></table>
 <p class="small">Refreshed every {refresh} s from <code>?format=json</code>.</p>
 <script nonce="{nonce}">
 "use strict";
@@ -365,8 +444,41 @@ function render(doc, old) {{
     cell(row, d.objects.moved + " / " + d.objects.total, "num");
     cell(row, d.rate === null ? "-" : size(d.rate) + "/s", "num");
     cell(row, duration(d.eta_seconds), "num");
-    cell(row, d.last_error || "");
+    const notes = d.objects.blocked ? [d.objects.blocked + " blocked: " + d.blocked_reason] : [];
+    if (d.last_error) notes.push(d.last_error);
+    cell(row, notes.join("; "));
     drains.appendChild(row);
+  }}
+  const rebalance = document.getElementById("rebalance");
+  rebalance.replaceChildren();
+  const r = doc.rebalance;
+  if (r) {{
+    const row = document.createElement("tr");
+    const badge = document.createElement("span"); badge.className = "state " + (r.state || "none");
+    badge.textContent = r.state || "none";
+    row.appendChild(document.createElement("td")).appendChild(badge);
+    const progress = row.appendChild(document.createElement("td"));
+    const bar = progress.appendChild(document.createElement("div")); bar.className = "bar";
+    bar.appendChild(document.createElement("div")).style.width = (100 * (r.progress || 0)).toFixed(1) + "%";
+    const label = progress.appendChild(document.createElement("span")); label.className = "small";
+    label.textContent = r.state ? (100 * r.progress).toFixed(1) + "%, ETA " + duration(r.eta_seconds) : "";
+    cell(row, r.objects ? String(r.objects.moved) : "-", "num");
+    cell(row, r.bytes ? size(r.bytes.moved) + " (" + size(r.bytes.remaining) + " left)" : "-", "num");
+    cell(row, "spread " + (100 * r.spread).toFixed(1) + "% within " + (100 * r.margin).toFixed(1) + "% (" + r.mode + ")"
+      + (r.balanced ? ": balanced" : ""));
+    cell(row, r.last_error || "");
+    rebalance.appendChild(row);
+  }}
+  const replicas = document.getElementById("replicas");
+  replicas.replaceChildren();
+  document.getElementById("replica-table").hidden = !(doc.replicas || []).length;
+  for (const c of doc.replicas || []) {{
+    const row = document.createElement("tr");
+    cell(row, c.bucket, "name");
+    cell(row, String(c.replicas), "num");
+    cell(row, String(c.under_replicated), "num");
+    cell(row, new Date(c.as_of * 1000).toLocaleTimeString());
+    replicas.appendChild(row);
   }}
   document.getElementById("updated").textContent = "updated " + new Date(doc.time * 1000).toLocaleTimeString();
 }}
@@ -404,6 +516,9 @@ def render_page(document: dict, nonce: str) -> bytes:
         bucket_rows="".join(_bucket_row(entry) for entry in document["buckets"]),
         drain_rows="".join(_drain_row(entry) for entry in document.get("drains", [])),
         drains_hidden="" if document.get("drains") else " hidden",
+        rebalance_row=_rebalance_row(document.get("rebalance")),
+        replica_rows="".join(_replica_row(entry) for entry in document.get("replicas", [])),
+        replicas_hidden="" if document.get("replicas") else " hidden",
         initial=_script_json(document),
         refresh=REFRESH_SECONDS,
         refresh_ms=REFRESH_SECONDS * 1000,
@@ -432,8 +547,11 @@ class StatusResource(Resource):
         self.gateway = gateway
         self.token_fn = token_fn
         self.now = now
-        # The daemon's s3balance.ops.pauses.PauseWatcher (set by the service): the paused jobs.
+        # The daemon's s3balance.ops.pauses.PauseWatcher (set by the service): the paused jobs;
+        # its RebalanceWatcher and ReplicaCensus: the rebalance, the objects short of copies.
         self.job_pauses: Any = None
+        self.rebalance: Any = None
+        self.replicas: Any = None
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
@@ -456,7 +574,7 @@ class StatusResource(Resource):
                 403,
                 "the status page is served only to loopback clients unless the admin API (api.token) is enabled",
             )
-        document = status_document(self.gateway, self.now, self.job_pauses)
+        document = status_document(self.gateway, self.now, self.job_pauses, self.rebalance, self.replicas)
         if _arg(request, b"format") == "json":
             request.setHeader(b"content-type", b"application/json")
             return json.dumps(document, sort_keys=True).encode("utf-8")

@@ -136,6 +136,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     jobs_cli.add_arguments(jobs)
     jobs.set_defaults(function=jobs_cli.command)
+    from s3balance.ops import quota_cli
+
+    quota = commands.add_parser(
+        "quota",
+        help="recount the virtual buckets' usage counters from their objects (s3balance.ops.quota_cli)",
+        description=(quota_cli.__doc__ or "").split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    quota_cli.add_arguments(quota)
+    quota.set_defaults(function=quota_cli.command)
     args = parser.parse_args(argv)
     try:
         return int(args.function(args))

@@ -34,6 +34,17 @@ A pass ends when the backend has no location left after the last page; the
 drain is done when nothing refers to the backend any more (no location,
 write in flight, open multipart upload or queued deletion): it may then be
 removed from the configuration.
+
+An object that no other backend can hold another copy of (every configured,
+enabled backend that is not drained holds one already: C{replicas: 2} on two
+backends) is never dropped from the drained backend, as that would lower its
+redundancy silently: the pass skips it before any request (no intent, no
+copy) and counts it as I{blocked}.  A pass that leaves nothing but blocked
+objects makes the drain C{blocked} (not done); the mover passes over a
+blocked drain again when the set of backends that could take a copy
+changes (a backend added by a reload, a drain cancelled) or every
+L{DrainMover.BLOCKED_RECHECK} seconds (objects deleted meanwhile), each
+such pass costing database reads only.
 """
 
 from __future__ import annotations
@@ -55,7 +66,17 @@ from s3balance.ops.cleanup import OUTAGES
 from s3balance.ops.jobs import GatewayJob
 from s3balance.ops.move import MoveError, ObjectCopier, Throttle, copy_under_intent, place_copy
 from s3balance.store.interfaces import DrainRecord, Location, MoveCandidate, StoreUnavailable
-from s3balance.store.moves import DONE, DRAINING, EXPIRED, MOVED, PAUSED, STALE
+from s3balance.store.moves import (
+    BLOCKED,
+    BLOCKED_REASON,
+    DONE,
+    DRAINING,
+    EXPIRED,
+    MOVED,
+    MOVING,
+    PAUSED,
+    STALE,
+)
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import BackendPool, Reservation
@@ -64,7 +85,7 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-STATES = (DRAINING, PAUSED, DONE)
+STATES = (DRAINING, PAUSED, BLOCKED, DONE)
 # An object a pause or a stop left alone (not a failure).
 SKIPPED = "skipped"
 
@@ -78,7 +99,9 @@ def _iso(moment: Optional[datetime.datetime]) -> Optional[str]:
 
 def drain_document(drain: DrainRecord, default_rate: int) -> dict[str, Any]:
     """
-    A drain as JSON: state, totals at the start, what moved, what remains
+    A drain as JSON: state (draining, paused, blocked, done), totals at the
+    start, what moved, what remains (C{objects.blocked}: left by the last
+    pass because no other backend can hold another copy, C{blocked_reason})
     and what else still refers to the backend, the rate limit in force
     (C{rate_limit}, bytes/s, 0 unlimited), the rate achieved while moving
     (C{rate}: moved bytes over the time spent moving), the progress (0..1)
@@ -97,7 +120,7 @@ def drain_document(drain: DrainRecord, default_rate: int) -> dict[str, Any]:
     else:
         progress = 0.0
     eta: Optional[float] = None
-    if drain.state == DONE or not drain.remaining_objects:
+    if drain.state in (DONE, BLOCKED) or not drain.remaining_objects:
         eta = 0.0 if drain.state == DONE else None
     elif rate:
         eta = drain.remaining_bytes / rate
@@ -114,7 +137,10 @@ def drain_document(drain: DrainRecord, default_rate: int) -> dict[str, Any]:
             "moved": drain.moved_objects,
             "remaining": drain.remaining_objects,
             "failed": drain.failed_objects,
+            "blocked": drain.blocked_objects,
         },
+        # Why the blocked objects stay (None: none is).
+        "blocked_reason": BLOCKED_REASON if drain.blocked_objects else None,
         "bytes": {"total": drain.total_bytes, "moved": drain.moved_bytes, "remaining": drain.remaining_bytes},
         "pending": {
             "writes": drain.pending_writes,
@@ -187,7 +213,8 @@ class DrainMetrics:
     C{s3balance_drain_objects_moved_total} / C{_bytes_moved_total} (this
     daemon's moves: the mover's), and from the watcher's snapshot (the same
     in every daemon) C{s3balance_drain_remaining_objects},
-    C{s3balance_drain_remaining_bytes} and C{s3balance_drain_state}.
+    C{s3balance_drain_remaining_bytes}, C{s3balance_drain_blocked_objects}
+    and C{s3balance_drain_state}.
     """
 
     def __init__(self, registry: CollectorRegistry, watcher: DrainWatcher) -> None:
@@ -226,14 +253,20 @@ class DrainMetrics:
             "s3balance_drain_remaining_bytes", "Bytes still on a drained backend.", labels=["backend"]
         )
         state = GaugeMetricFamily(
-            "s3balance_drain_state", "1 for the drain's state (draining, paused, done).", labels=["backend", "state"]
+            "s3balance_drain_state", "1 for the drain's state (draining, paused, blocked, done).", labels=["backend", "state"]
+        )
+        blocked = GaugeMetricFamily(
+            "s3balance_drain_blocked_objects",
+            "Objects a drain's last pass left because no other backend can hold another copy of them.",
+            labels=["backend"],
         )
         for backend, drain in sorted(self.watcher.drains.items()):
             objects.add_metric([backend], float(drain.remaining_objects))
             size.add_metric([backend], float(drain.remaining_bytes))
+            blocked.add_metric([backend], float(drain.blocked_objects))
             for name in STATES:
                 state.add_metric([backend, name], 1.0 if drain.state == name else 0.0)
-        return [objects, size, state]
+        return [objects, size, blocked, state]
 
 
 # -- once per cluster: moving the objects --------------------------------------------
@@ -253,6 +286,8 @@ class DrainMover(GatewayJob):
     PAGE = 64
     # A backend whose last pass moved nothing and failed is passed over this long.
     FAILED_PASS_PAUSE = 30.0
+    # A blocked drain is passed over again this often, the backends unchanged.
+    BLOCKED_RECHECK = 60.0
 
     def __init__(
         self,
@@ -272,13 +307,34 @@ class DrainMover(GatewayJob):
         self._throttles: dict[str, Throttle] = {}
         # backend -> when its next pass may start (after a pass that only failed)
         self._not_before: dict[str, float] = {}
+        # backend -> (the possible targets, when) at its last blocked pass
+        self._blocked_at: dict[str, tuple[tuple[str, ...], float]] = {}
 
     # -- a run: every draining backend, a pass each ------------------------------------
 
     async def run(self) -> None:
         for drain in await self.store.drains():
-            if drain.state == DRAINING and self.keep_going():
+            if not self.keep_going():
+                break
+            if drain.state == DRAINING or (drain.state == BLOCKED and self._recheck(drain.backend)):
                 await self.drain_pass(drain)
+
+    def possible_targets(self) -> tuple[str, ...]:
+        """The backends that could hold a copy, health aside: configured, enabled, not drained."""
+        pool = self.gateway.pool
+        return tuple(
+            name
+            for name in pool.names()
+            if name not in pool.drains and (backend := pool.get(name)) is not None and backend.config.enabled
+        )
+
+    def _recheck(self, backend: str) -> bool:
+        """A blocked drain's next pass: when the possible targets changed, or BLOCKED_RECHECK after its last."""
+        last = self._blocked_at.get(backend)
+        if last is None:
+            return True  # (a restart, another daemon's pass)
+        targets, when = last
+        return targets != self.possible_targets() or self.clock.seconds() - when >= self.BLOCKED_RECHECK
 
     def _draining(self, backend: str) -> bool:
         # The watcher's view when it has one (a pause or a cancel made in any
@@ -286,7 +342,7 @@ class DrainMover(GatewayJob):
         # (tests, one-off runs) asks nobody.
         if not self.watcher.running:
             return True
-        return self.watcher.state(backend) == DRAINING
+        return self.watcher.state(backend) in MOVING
 
     def throttle(self, drain: DrainRecord) -> Throttle:
         rate = drain.rate if drain.rate is not None else self.gateway.config.balancer.drain_rate
@@ -308,13 +364,14 @@ class DrainMover(GatewayJob):
         if not pool.readable(backend):
             await self._wait(drain, f"{backend} is down or at its class B (read) limit; waiting")
             return
+        targets = self.possible_targets()
         recounted = await store.recount_drain(backend)
-        if recounted is None or recounted.state != DRAINING:
+        if recounted is None or recounted.state not in MOVING:
             self._pass_finished(recounted)
             return
         after = 0
         complete = False
-        moved_in_pass = failed_in_pass = 0
+        moved_in_pass = failed_in_pass = blocked_in_pass = 0
         while self.keep_going() and self._draining(backend):
             if not pool.readable(backend):
                 await self._wait(drain, f"{backend} is down or at its class B (read) limit; waiting")
@@ -345,6 +402,7 @@ class DrainMover(GatewayJob):
                     error = f"{failure.type.__name__}: {error}"
             moved = sum(1 for ok, result in outcomes if ok and result == MOVED)
             moved_in_pass += moved
+            blocked_in_pass += sum(1 for ok, result in outcomes if ok and result == BLOCKED)
             failed_in_pass += failed
             await store.note_drain_progress(
                 backend, self.clock.seconds() - started, failed, error if failed else ("" if moved else None)
@@ -354,7 +412,19 @@ class DrainMover(GatewayJob):
         if failed_in_pass and not moved_in_pass:
             self._not_before[backend] = self.clock.seconds() + self.FAILED_PASS_PAUSE
         if complete:
-            self._pass_finished(await store.recount_drain(backend))
+            finished = await store.recount_drain(backend, blocked_in_pass)
+            if finished is not None and finished.state == BLOCKED:
+                self._blocked_at[backend] = (targets, self.clock.seconds())
+                if drain.state != BLOCKED:
+                    log.warn(
+                        "drain of {backend} blocked: {objects} object(s) left: {reason}; add a backend to move them",
+                        backend=backend,
+                        objects=finished.blocked_objects,
+                        reason=BLOCKED_REASON,
+                    )
+            else:
+                self._blocked_at.pop(backend, None)
+            self._pass_finished(finished)
 
     async def _wait(self, drain: DrainRecord, reason: str) -> None:
         """No pass now: C{reason} becomes the drain's last error (written once), the next try a few runs later."""
@@ -382,12 +452,19 @@ class DrainMover(GatewayJob):
         return ensureDeferred(self.move(candidate, throttle))
 
     async def move(self, candidate: MoveCandidate, throttle: Optional[Throttle] = None) -> str:
-        """Move one object off its draining backend; -> MOVED, STALE, EXPIRED or SKIPPED; MoveError when it failed."""
+        """
+        Move one object off its draining backend; -> MOVED, STALE, EXPIRED,
+        SKIPPED or BLOCKED (no other backend can hold another copy: nothing
+        was tried); MoveError when it failed.
+        """
         source_location = candidate.source
         if not self.keep_going() or not self._draining(source_location.backend):
             return SKIPPED
         gateway, store, pool = self.gateway, self.store, self.gateway.pool
         record = candidate.record
+        holders = {source_location.backend, *(location.backend for location in record.locations)}
+        if not set(self.possible_targets()) - holders:
+            return BLOCKED
         source = pool.get(source_location.backend)
         if source is None or not pool.readable(source.name):
             raise MoveError(f"{source_location.backend} cannot be read now")

@@ -17,7 +17,9 @@ C{--wait} follows the drain until it is done, with a progress bar on stderr
 (a line every 10 seconds when stderr is no terminal; none with
 C{--no-progress}).  Exit status: 0 done (or, without C{--wait}, the request
 was carried out), 1 the daemon refused or could not be reached, 2 bad usage,
-3 the drain was paused or cancelled while waiting.
+3 the drain was paused or cancelled while waiting, 4 the drain is blocked:
+only objects that no other backend can hold another copy of are left (add a
+backend and reload; the drain goes on by itself).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from urllib.parse import quote
 from s3balance.config.units import format_size, parse_rate
 
 ACTIONS = ("start", "pause", "resume", "status", "cancel")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED, EXIT_BLOCKED = 0, 1, 2, 3, 4
 BAR_WIDTH = 24
 
 
@@ -131,6 +133,8 @@ def summary(drain: dict) -> str:
         parts.append(f"ETA {human_duration(drain['eta_seconds'])}")
     if objects["failed"]:
         parts.append(f"{objects['failed']} failed attempt(s)")
+    if objects.get("blocked"):
+        parts.append(f"{objects['blocked']} blocked ({drain.get('blocked_reason')})")
     pending = drain["pending"]
     if drain["state"] == "draining" and not objects["remaining"] and any(pending.values()):
         waiting = ", ".join(f"{count} {what}" for what, count in pending.items() if count)
@@ -157,6 +161,7 @@ def progress_bar(drain: dict) -> str:
         f"{objects['moved']}/{objects['moved'] + objects['remaining']} objects "
         f"{human_size(size['moved'])}/{human_size(size['moved'] + size['remaining'])} "
         f"{rate} ETA {human_duration(drain['eta_seconds'])} {drain['state']}"
+        + (f" ({objects['blocked']} blocked)" if objects.get("blocked") else "")
     )
 
 
@@ -248,7 +253,7 @@ def follow(
 
 def wait_for(call: Callable[[], dict], progress: Progress, interval: float,
              sleep: Callable[[float], None] = time.sleep) -> tuple[int, dict]:
-    """Poll the drain until it is done (0), paused (3) or gone (3)."""
+    """Poll the drain until it is done (0), paused, blocked or gone (3)."""
     return follow(call, progress, interval, "draining", "no_drain", sleep)
 
 
@@ -304,7 +309,12 @@ def command(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optiona
             progress = Progress(err, not args.no_progress)
             status, last = wait_for(lambda: call("GET", where), progress, args.interval)
             drain = last or drain
-            if status == EXIT_STOPPED:
+            if status == EXIT_STOPPED and drain.get("state") == "blocked":
+                status = EXIT_BLOCKED
+                err.write(f"s3balance-admin drain: the drain of {backend} is blocked: "
+                          f"{drain['objects'].get('blocked')} object(s) left: {drain.get('blocked_reason')}; "
+                          "add a backend (and reload) to move them\n")
+            elif status == EXIT_STOPPED:
                 err.write(f"s3balance-admin drain: the drain of {backend} was "
                           f"{'paused' if drain.get('state') == 'paused' else 'cancelled'} while waiting\n")
         out.write((json.dumps(drain, indent=1, sort_keys=True) if args.json else summary(drain)) + "\n")

@@ -53,6 +53,7 @@ from s3balance.store.interfaces import (
     Quota,
     RebalanceRecord,
     TagSet,
+    UsageRecount,
     WriteIntent,
 )
 from s3balance.store.runner import UTC, StoreRunner
@@ -109,6 +110,9 @@ class MetadataStore(StoreRunner):
             return rows
 
         return self._read(quota_sql.bucket_usage).addCallback(learn)
+
+    def recount_bucket_usage(self, name: str) -> Deferred[UsageRecount]:
+        return self._run(quota_sql.recount_usage, name)
 
     def set_bucket_quota(self, name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> Deferred[BucketUsage]:
         def learn(row: BucketUsage) -> BucketUsage:
@@ -387,8 +391,8 @@ class MetadataStore(StoreRunner):
     def switch_location(self, intent_id: int, candidate: MoveCandidate, target: Location) -> Deferred[str]:
         return self._run(moves.switch_location, intent_id, candidate, target, self._now(), self.deletion_grace)
 
-    def recount_drain(self, backend: str) -> Deferred[Optional[DrainRecord]]:
-        return self._run(moves.recount_drain, backend, self._now())
+    def recount_drain(self, backend: str, blocked: Optional[int] = None) -> Deferred[Optional[DrainRecord]]:
+        return self._run(moves.recount_drain, backend, self._now(), blocked)
 
     def note_drain_progress(
         self, backend: str, active_seconds: float, failed: int, error: Optional[str]

@@ -168,6 +168,21 @@ TagSet = tuple[tuple[str, str], ...]
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class UsageRecount:
+    """A virtual bucket's usage counters before and after a recount from its object rows."""
+
+    bucket: str
+    bytes_before: int
+    objects_before: int
+    bytes_after: int
+    objects_after: int
+
+    @property
+    def changed(self) -> bool:
+        return (self.bytes_before, self.objects_before) != (self.bytes_after, self.objects_after)
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class Location:
     """Where one copy of an object lives: a backend (real bucket) name and the key there."""
 
@@ -476,6 +491,12 @@ class IMetadataStore(Interface):
         their transactions), reservations and quota, by name; the store
         learns from it which buckets have a quota. -> Deferred[list[BucketUsage]]"""
 
+    def recount_bucket_usage(name: str) -> Deferred[UsageRecount]:
+        """Set a bucket's usage counters to what its object rows add up to,
+        in one transaction that new commits and deletes of the bucket wait
+        for (L{s3balance.store.quotas.recount_usage}); reservations are left
+        as they are.  -> Deferred[UsageRecount]; fails with NoSuchBucketError."""
+
     def set_bucket_quota(name: str, max_bytes: Optional[int], max_objects: Optional[int]) -> Deferred[BucketUsage]:
         """Set (origin 'api') or, both None, remove a bucket's quota.  A lower
         quota than the bucket's usage refuses new writes and leaves what is
@@ -633,10 +654,13 @@ class IMetadataStore(Interface):
         intent is gone (its lease ran out: the copy is queued already):
         'expired'.  -> Deferred[str]"""
 
-    def recount_drain(backend: str) -> Deferred[Optional[DrainRecord]]:
+    def recount_drain(backend: str, blocked: Optional[int] = None) -> Deferred[Optional[DrainRecord]]:
         """Count what still refers to a draining backend (locations, writes
         in flight, open multipart uploads, queued deletions) into its drain;
-        with nothing left, the drain is 'done'.  -> Deferred[DrainRecord | None]"""
+        with nothing left, the drain is 'done'.  C{blocked} (at the end of a
+        pass): the objects it left because no other backend can hold another
+        copy; when they are all that is left the drain is 'blocked'.
+        -> Deferred[DrainRecord | None]"""
 
     def note_drain_progress(backend: str, active_seconds: float, failed: int,
                             error: Optional[str]) -> Deferred[None]:
@@ -735,6 +759,8 @@ class DrainRecord:
     failed_objects: int = 0
     active_seconds: float = 0.0
     last_error: Optional[str] = None
+    # Left by the last pass: no other backend can hold another copy of them.
+    blocked_objects: int = 0
 
 
 @attr.s(frozen=True, auto_attribs=True)

@@ -12,7 +12,10 @@ keeps its newer state), queues the old copy for deletion after the
 deletion grace and counts the move in the drain's row.  At the end of each
 pass L{recount_drain} counts what is left; with no location, write in
 flight, open multipart upload or queued deletion left on the backend, the
-drain is done and the backend may be removed from the configuration.
+drain is done and the backend may be removed from the configuration.  A
+pass that could move nothing but objects no other backend can hold another
+copy of (C{replicas: 2} on two backends) leaves the drain C{blocked}: its
+copies are never dropped; a pass after a backend is added moves them.
 
 Every function runs inside the caller's transaction.
 """
@@ -42,7 +45,13 @@ from s3balance.store.records import object_record
 DRAINING = "draining"
 PAUSED = "paused"
 DONE = "done"
-UNDER_WAY = (DRAINING, PAUSED)
+# Only objects that no other backend can hold another copy of are left.
+BLOCKED = "blocked"
+UNDER_WAY = (DRAINING, PAUSED, BLOCKED)
+# What a pass may run on.
+MOVING = (DRAINING, BLOCKED)
+# Why an object is blocked (the admin API, the CLI, /status).
+BLOCKED_REASON = "no other backend can hold another copy of this object"
 
 # Why a drained backend's copy is in the deletion queue.
 REASON_DRAINED = "drained"
@@ -71,6 +80,7 @@ _COUNTERS = (
     "pending_deletions",
     "failed_objects",
     "active_ms",
+    "blocked_objects",
 )
 
 
@@ -94,6 +104,7 @@ def drain_record(row: Row) -> DrainRecord:
         failed_objects=int(row.failed_objects),
         active_seconds=int(row.active_ms) / 1000,
         last_error=row.last_error,
+        blocked_objects=int(row.blocked_objects),
     )
 
 
@@ -159,8 +170,11 @@ def start_drain(conn: Connection, backend: str, rate: Optional[int], now: dateti
 
 
 def set_drain_state(conn: Connection, backend: str, state: str, now: datetime.datetime) -> Optional[DrainRecord]:
-    """Pause (C{state} 'paused') or resume ('draining') a drain under way; DrainStateError when it is done."""
-    if state not in UNDER_WAY:
+    """
+    Pause (C{state} 'paused') or resume ('draining') a drain under way
+    (draining, paused or blocked); DrainStateError when it is done.
+    """
+    if state not in (DRAINING, PAUSED):
         raise ValueError(f"a drain is paused or resumed, not set to {state!r}")
     row = _row(conn, backend, lock=True)
     if row is None:
@@ -284,8 +298,16 @@ def _count(conn: Connection, table: Any, backend: str) -> int:
     return int(conn.execute(select(func.count()).select_from(table).where(table.c.backend == backend)).scalar() or 0)
 
 
-def recount_drain(conn: Connection, backend: str, now: datetime.datetime) -> Optional[DrainRecord]:
-    """What is left on a drained backend, into its drain's row; done when nothing is."""
+def recount_drain(
+    conn: Connection, backend: str, now: datetime.datetime, blocked: Optional[int] = None
+) -> Optional[DrainRecord]:
+    """
+    What is left on a drained backend, into its drain's row; done when
+    nothing is.  At the end of a pass C{blocked} is the number of objects it
+    left because no other backend can hold another copy of them: when they
+    are all that is left (no write or multipart upload in flight either),
+    the drain is C{blocked}; a blocked drain with more left is draining again.
+    """
     row = _row(conn, backend, lock=True)
     if row is None:
         return None
@@ -298,11 +320,27 @@ def recount_drain(conn: Connection, backend: str, now: datetime.datetime) -> Opt
         "pending_deletions": _count(conn, _dq, backend),
         "updated": now,
     }
-    left = objects + values["pending_writes"] + values["pending_uploads"] + values["pending_deletions"]
-    if row.state == DRAINING and not left:
-        values.update(state=DONE, finished=now, last_error=None)
+    values.update(next_state(row.state, objects, values, blocked, now))
     conn.execute(update(_bd).where(_bd.c.backend == backend).values(**values))
     return get_drain(conn, backend)
+
+
+def next_state(
+    state: str, objects: int, counts: dict[str, Any], blocked: Optional[int], now: datetime.datetime
+) -> dict[str, Any]:
+    """The changes a recount makes to a drain in C{state} (the fake store's too)."""
+    changes: dict[str, Any] = {}
+    if blocked is not None:
+        changes["blocked_objects"] = blocked = min(blocked, objects)
+    in_flight = counts["pending_writes"] + counts["pending_uploads"]
+    if state in MOVING and not (objects + in_flight + counts["pending_deletions"]):
+        changes.update(state=DONE, finished=now, last_error=None, blocked_objects=0)
+    elif blocked is not None and state in MOVING:
+        if objects and blocked >= objects and not in_flight:
+            changes["state"] = BLOCKED
+        elif state == BLOCKED:
+            changes["state"] = DRAINING
+    return changes
 
 
 def note_drain_progress(

@@ -23,6 +23,10 @@ so a commit that turns an intent into usage meanwhile is seen entirely or
 not at all.  An intent does not know whether its key exists, so every
 object write reserves one object until it commits; an overwrite then counts
 no new object (S3-like systems count it so too).
+
+The counters can still drift from the object rows (a row changed by hand,
+a restored database, a bug): L{recount_usage} sets them to what the rows add
+up to, safely while the daemons write (see its docstring).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from s3balance.store.interfaces import (
     NoSuchBucketError,
     Quota,
     QuotaExceeded,
+    UsageRecount,
 )
 
 # Who set a quota (buckets.quota_origin).
@@ -58,6 +63,7 @@ _bu = tables.bucket_usage
 _ql = tables.quota_locks
 _wi = tables.write_intents
 _mp = tables.multipart_uploads
+_o = tables.objects
 
 
 def shard_of(key_bytes: bytes) -> int:
@@ -101,6 +107,103 @@ def add_usage_of_keys(conn: Connection, bucket: str, deltas: Mapping[int, tuple[
     """L{add_usage} for several rows (shard -> (bytes, objects)), in shard order so two such transactions never deadlock."""
     for shard, (delta_bytes, delta_objects) in sorted(deltas.items()):
         add_usage(conn, bucket, shard, delta_bytes, delta_objects)
+
+
+def recount_usage(conn: Connection, bucket: str) -> UsageRecount:
+    """
+    Set C{bucket}'s usage to the bytes and the number of its object rows, in
+    the caller's ONE transaction; NoSuchBucketError when there is no such
+    bucket.  The total goes to shard 0 and the other shards to 0 (a bucket's
+    usage is the sum of its rows; a shard may go below 0 afterwards, when an
+    object counted in shard 0 is deleted).
+
+    Safe while the daemons commit and delete, without stopping them:
+
+      1. Every usage row of the bucket is locked first, with a no-op UPDATE
+         (SQLite: it takes the database's write lock, so the transaction is
+         serialized with every other writer from here on; PostgreSQL and
+         MariaDB: row locks, in shard order as L{add_usage_of_keys} takes
+         them, and an UPDATE does not start InnoDB's REPEATABLE READ
+         snapshot); missing shard rows are inserted (a concurrent insert:
+         the transaction runs again), so all L{USAGE_SHARDS} exist and are
+         locked.
+      2. Only then are the object rows counted (one aggregate).  Every
+         transaction that changes an object of the bucket adds its
+         difference to a usage row, last (L{add_usage}): one that committed
+         before the lock is in the count; one under way waits for our lock
+         with its object change not yet visible to the count, and adds its
+         difference after our COMMIT, to the recounted total.  Either way it
+         is counted once.
+      3. Reservations are not usage: write intents (C{size}, C{objects}) and
+         open multipart uploads (C{reserved}, one object each) keep theirs.
+         An upload in flight has no object row yet, so it is not counted; its
+         commit turns its reservation into usage in its own transaction
+         (step 2), and the quota check keeps adding usage and reservations
+         as before.
+    """
+    conn.execute(update(_bu).where(_bu.c.bucket == bucket).values(used_bytes=_bu.c.used_bytes))
+    present = set(conn.execute(select(_bu.c.shard).where(_bu.c.bucket == bucket).with_for_update()).scalars())
+    for shard in range(USAGE_SHARDS):
+        if shard not in present:
+            try:
+                conn.execute(_INSERT_USAGE, {"bucket": bucket, "shard": shard, "used_bytes": 0, "object_count": 0})
+            except IntegrityError as e:
+                raise ConcurrentInsert(bucket, shard) from e
+    rows = conn.execute(
+        select(_bu.c.shard, _bu.c.used_bytes, _bu.c.object_count)
+        .where(_bu.c.bucket == bucket)
+        .order_by(_bu.c.shard)
+        .with_for_update()
+    ).all()
+    before_bytes = sum(int(row.used_bytes) for row in rows)
+    before_objects = sum(int(row.object_count) for row in rows)
+    counted = conn.execute(
+        select(func.count(), func.coalesce(func.sum(_o.c.size), _ZERO)).where(_o.c.bucket == bucket)
+    ).first()
+    assert counted is not None  # (an aggregate: one row)
+    objects, size = int(counted[0]), int(counted[1])
+    # (Asked after the lock: a first plain read would start InnoDB's snapshot before it.)
+    if conn.execute(select(_b.c.name).where(_b.c.name == bucket)).first() is None:
+        raise NoSuchBucketError(bucket)  # (the rows inserted above are rolled back)
+    for row in rows:
+        wanted = (size, objects) if row.shard == 0 else (0, 0)
+        if (int(row.used_bytes), int(row.object_count)) != wanted:
+            conn.execute(
+                update(_bu)
+                .where(_bu.c.bucket == bucket, _bu.c.shard == row.shard)
+                .values(used_bytes=wanted[0], object_count=wanted[1])
+            )
+    return UsageRecount(bucket, before_bytes, before_objects, size, objects)
+
+
+def usage_drift(conn: Connection, names: Optional[Sequence[str]] = None) -> list[UsageRecount]:
+    """
+    The buckets (of C{names}, default all) whose usage counters differ from
+    their object rows, as a recount would change them (fsck's check).  ONE
+    statement per bucket reads both, so a commit (which changes both in one
+    transaction) is seen entirely or not at all.  Reads only.
+    """
+    if names is None:
+        names = bucket_names(conn)
+    drifted = []
+    for name in names:
+        row = conn.execute(
+            select(
+                _sum(_bu.c.used_bytes, _bu.c.bucket == name, "used_bytes"),
+                _sum(_bu.c.object_count, _bu.c.bucket == name, "used_objects"),
+                _sum(_o.c.size, _o.c.bucket == name, "stored_bytes"),
+                select(func.count()).select_from(_o).where(_o.c.bucket == name).scalar_subquery().label("stored"),
+            )
+        ).first()
+        assert row is not None  # (one row of sums, always)
+        found = UsageRecount(name, int(row.used_bytes), int(row.used_objects), int(row.stored_bytes), int(row.stored))
+        if found.changed:
+            drifted.append(found)
+    return drifted
+
+
+def bucket_names(conn: Connection) -> list[str]:
+    return list(conn.execute(select(_b.c.name).order_by(_b.c.name)).scalars())
 
 
 def forget_bucket(conn: Connection, name: str) -> None:

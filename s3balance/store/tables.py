@@ -366,7 +366,7 @@ backend_drains = Table(
     "backend_drains",
     metadata,
     Column("backend", BACKEND_NAME, primary_key=True),
-    Column("state", String(16), nullable=False),  # draining | paused | done
+    Column("state", String(16), nullable=False),  # draining | paused | blocked | done
     # Bytes per second; NULL: balancer.drain_rate; 0: unlimited.
     Column("rate", BigInteger, nullable=True),
     Column("started", UTCDateTime(), nullable=False),
@@ -388,6 +388,9 @@ backend_drains = Table(
     Column("failed_objects", BigInteger, nullable=False),
     Column("active_ms", BigInteger, nullable=False),
     Column("last_error", String(1024), nullable=True),
+    # Objects the last pass left because no other backend can hold another
+    # copy of them (replicas: every other usable backend has one).  Migration 0014.
+    Column("blocked_objects", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # The cluster's rebalance (s3balance.ops.rebalance, store/rebalance.py): at

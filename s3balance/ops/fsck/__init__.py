@@ -40,8 +40,12 @@ Checks, each streamed page by page (nothing is loaded whole):
      other key is a I{foreign upload}, left alone.
   4. counts of write intents whose lease ran out and of queued deletions
      (the daemon's cleaner handles both; reported, not differences).
+  5. usage: each virtual bucket's usage counters (what its quota is checked
+     against) against its object rows, one statement per bucket (a commit
+     changes both at once, so a live daemon causes no false difference).
 
-C{--repair} deletes orphans and aborts orphan uploads: each one is asked
+C{--repair} recounts the usage counters that differ (L{s3balance.store.quotas.recount_usage},
+safe while the daemons write), deletes orphans and aborts orphan uploads: each one is asked
 about once more, right before, through the store's own deletion guard
 (L{s3balance.store.objects.is_referenced}, and the deletion queue), and
 every deletion is reported with its key and reason.  Missing objects are only

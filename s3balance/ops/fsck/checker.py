@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from s3balance.ops.fsck.locations import LocationChecks
 from s3balance.ops.fsck.orphans import OrphanChecks
 from s3balance.ops.fsck.report import Counter, Report
-from s3balance.store import tables
+from s3balance.store import quotas, tables
 
 _wi = tables.write_intents
 _dq = tables.deletion_queue
@@ -38,6 +38,7 @@ class Fsck(LocationChecks, OrphanChecks):
             self.check_orphans(name)
             self.check_uploads(name)
         self.count_pending()
+        self.check_usage()
         self.print_summary()
         return self.report
 
@@ -55,6 +56,24 @@ class Fsck(LocationChecks, OrphanChecks):
             self.report.expired_intents = conn.execute(wi.where(_wi.c.lease_until <= now)).scalar_one()
             self.report.queued_deletions = conn.execute(dq).scalar_one()
             self.report.stuck_deletions = conn.execute(dq.where(_dq.c.attempts > 0)).scalar_one()
+
+    # 5. the virtual buckets' usage counters ----------------------------------------------
+
+    def check_usage(self) -> None:
+        """Each bucket's usage counters against its object rows; --repair recounts those that differ."""
+        from s3balance.ops.adopt import transaction
+        from s3balance.ops.quota_cli import describe
+
+        for drift in transaction(self.engine, quotas.usage_drift, write=False):
+            self.report.usage_drift.found += 1
+            self.say(
+                f"USAGE of {drift.bucket}: the counters say {drift.objects_before} objects, "
+                f"{drift.bytes_before} bytes; its objects add up to {drift.objects_after}, {drift.bytes_after}"
+            )
+            if self.options.repair:
+                result = transaction(self.engine, quotas.recount_usage, drift.bucket)
+                self.report.usage_drift.repaired += 1
+                self.loud(f"RECOUNTED {describe(result)}")
 
     # -- summary --------------------------------------------------------------------
 
@@ -78,6 +97,7 @@ class Fsck(LocationChecks, OrphanChecks):
             ("backend multipart uploads", r.uploads_listed, ""),
             ("  orphan uploads", r.orphan_uploads.found, fixed(r.orphan_uploads, True)),
             ("  foreign uploads (left alone)", r.foreign_uploads, ""),
+            ("bucket usage counters off", r.usage_drift.found, fixed(r.usage_drift, True)),
             ("errors (unchecked)", r.errors.found, "-"),
             ("write intents (expired)", f"{r.write_intents} ({r.expired_intents})", ""),
             ("queued deletions (retried)", f"{r.queued_deletions} ({r.stuck_deletions})", ""),

@@ -48,6 +48,8 @@ class Report:
     errors: Counter = attr.Factory(Counter)
     orphans: Counter = attr.Factory(Counter)
     orphan_uploads: Counter = attr.Factory(Counter)
+    # Virtual buckets whose usage counters differ from their object rows (step 5).
+    usage_drift: Counter = attr.Factory(Counter)
     # Not differences: what other applications keep in a shared real bucket.
     foreign_keys: int = 0
     foreign_uploads: int = 0
@@ -68,6 +70,7 @@ class Report:
             self.errors,
             self.orphans,
             self.orphan_uploads,
+            self.usage_drift,
         )
 
     def differences(self) -> int:
