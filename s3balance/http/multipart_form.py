@@ -176,14 +176,15 @@ class MultipartFormParser:
         """
         The body ended.
 
-        @raise MalformedForm: it ended within a part (or before any).
-        @raise MissingFile: it ended without a file part.
+        @raise MalformedForm: it ended within a part, or before any.
         """
         if self._state == "done":
             return
         if self._state == "file":
             raise MalformedForm("the body ended within the file")
-        raise MissingFile()
+        # A form that ended on its closing delimiter without a file raised
+        # MissingFile there; this one ended within a part or before any.
+        raise MalformedForm("the body ended within a part")
 
     # -- before the file ------------------------------------------------------
 

@@ -36,7 +36,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
 from s3balance.auth import post_policy
-from s3balance.errors import S3Error
+from s3balance.errors import S3Error, xml_text
 from s3balance.http.multipart_form import (
     FileStart,
     FormTooLarge,
@@ -52,7 +52,6 @@ from s3balance.s3.request import body_upstream
 from s3balance.s3.routing import Target
 from s3balance.s3.upload import UnknownLengthUpload
 from s3balance.s3.writes import MAX_SINGLE_PUT
-from s3balance.s3.xmldoc import document
 
 if TYPE_CHECKING:
     from s3balance.s3.handler_types import GatewayLike
@@ -342,9 +341,13 @@ class PostObjectUpload(UnknownLengthUpload):
         if answer.status == 201:
             for name, value in headers.items():
                 request.setHeader(name.encode("latin-1"), value.encode("latin-1", "replace"))
-            body = document("PostResponse", [
-                ("Location", answer.location), ("Bucket", call.bucket), ("Key", call.key), ("ETag", etag),
-            ])
+            # S3's PostResponse has no namespace (unlike its other documents).
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<PostResponse>'
+                + "".join(f"<{name}>{xml_text(value)}</{name}>" for name, value in (
+                    ("Location", answer.location), ("Bucket", call.bucket), ("Key", call.key), ("ETag", etag)))
+                + "</PostResponse>"
+            ).encode("utf-8")
             self.gateway.answer_xml(request, body, 201)
             return
         self.gateway.answer_empty(request, answer.status, headers)
