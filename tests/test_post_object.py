@@ -14,9 +14,16 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
+from unittest import SkipTest
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
@@ -33,6 +40,7 @@ from s3balance.http.multipart_form import (
     MultipartFormParser,
     boundary_of,
 )
+from tests.gateways import lazy_gateway
 
 BOUNDARY = b"----WebKitFormBoundaryx7Yq2"
 
@@ -536,3 +544,167 @@ class PostObjectIntegrationTests(SynchronousTestCase):
         post = self.presigned("sse", fields={"x-amz-server-side-encryption": "AES256"})
         response = self.post(post, b"t")
         self.assertEqual((response.status_code, post_error(response)[0]), (501, "NotImplemented"))
+
+
+
+# -- a real HTML form in headless Chromium -------------------------------------------
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+# Any origin may read the answers: the page is served from another port.
+browser_gateway = lazy_gateway("post-browser", ["vb-post"], s3api={"cors": {"allowed_origins": ["*"]}})
+
+PAGE = """<!doctype html>
+<html><body>
+<form id="form" method="post" enctype="multipart/form-data" action="{action}">
+{inputs}
+<input type="file" name="file" id="file">
+</form>
+<div id="fetched">pending</div>
+<script>
+const content = {content};
+const fetchFields = {fetch_fields};
+function fileOf(name) {{
+  return new File([content], name, {{type: "text/plain"}});
+}}
+async function run() {{
+  // A cross-origin upload by script (FormData), reading the answer through CORS.
+  const data = new FormData();
+  for (const [name, value] of Object.entries(fetchFields)) data.append(name, value);
+  data.append("file", fileOf("by-fetch.txt"));
+  let report;
+  try {{
+    const answer = await fetch("{action}", {{method: "POST", body: data}});
+    report = answer.status + " " + answer.headers.get("ETag");
+  }} catch (error) {{
+    report = "error " + error;
+  }}
+  await fetch("/report?result=" + encodeURIComponent(report));
+  // A plain form submission (a navigation, no CORS), its file input filled as a user would.
+  const transfer = new DataTransfer();
+  transfer.items.add(fileOf("by-form.txt"));
+  document.getElementById("file").files = transfer.files;
+  document.getElementById("form").submit();
+}}
+run();
+</script>
+</body></html>
+"""
+
+
+def chromium() -> str:
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = "chromium is not installed (Debian package 'chromium', see scripts/install-system-deps)"
+    if os.environ.get("CI") == "true":
+        raise AssertionError(message + "; CI must run this test")
+    raise SkipTest(message)
+
+
+class PageServer:
+    """The web application's origin: serves the upload page, takes the redirect and the script's report."""
+
+    def __init__(self) -> None:
+        self.page = b""
+        self.seen: dict[str, dict[str, str]] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                path, _, query = self.path.partition("?")
+                outer.seen[path] = dict(parse_qsl(query))
+                body = outer.page if path == "/" else b"<html><body>done</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class BrowserFormTests(SynchronousTestCase):
+    def test_html_form_and_fetch_upload(self) -> None:
+        from html import escape
+
+        browser = chromium()
+        gateway = browser_gateway()
+        s3 = gateway.client()
+        bucket = gateway.new_bucket(s3, prefix="browser")
+        content = "hello from a browser form\n" * 1000
+        server = PageServer()
+        self.addCleanup(server.stop)
+        form_post = s3.generate_presigned_post(
+            bucket, "browser/${filename}",
+            Fields={"success_action_redirect": server.origin + "/done", "Content-Type": "text/plain"},
+            Conditions=[{"success_action_redirect": server.origin + "/done"},
+                        {"Content-Type": "text/plain"}],
+            ExpiresIn=300,
+        )
+        fetch_post = s3.generate_presigned_post(
+            bucket, "fetch/${filename}", Fields={"success_action_status": "201"},
+            Conditions=[{"success_action_status": "201"}], ExpiresIn=300,
+        )
+        fields = dict(form_post["fields"])
+        inputs = "\n".join(f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
+                           for name, value in fields.items())
+        server.page = PAGE.format(
+            action=form_post["url"], inputs=inputs, content=json.dumps(content),
+            fetch_fields=json.dumps(fetch_post["fields"]),
+        ).encode()
+        profile = tempfile.mkdtemp(prefix="s3balance-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        command = [
+            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}", server.origin + "/",
+        ]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.addCleanup(_stop_browser, process)
+        deadline = time.monotonic() + 90
+        while "/done" not in server.seen and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if "/done" not in server.seen:
+            _stop_browser(process)
+            diagnostics = process.stderr.read().decode(errors="replace")[-3000:] if process.stderr else ""
+            self.fail(f"the form's redirect never came back; seen {sorted(server.seen)}; chromium said: {diagnostics}")
+        done = server.seen["/done"]
+        self.assertEqual((done["bucket"], done["key"]), (bucket, "browser/by-form.txt"))
+        got = s3.get_object(Bucket=bucket, Key="browser/by-form.txt")
+        self.assertEqual(got["Body"].read(), content.encode())
+        self.assertEqual(got["ContentType"], "text/plain")
+        self.assertEqual(done["etag"], got["ETag"])
+        # The fetch's answer was readable cross-origin, ETag included (CORS).
+        fetched = s3.head_object(Bucket=bucket, Key="fetch/by-fetch.txt")
+        self.assertEqual(server.seen["/report"]["result"], "201 " + fetched["ETag"])
+
+
+def _stop_browser(process: subprocess.Popen[bytes]) -> None:
+    """Stop the browser we started and its helpers (its own process group)."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, 15)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait(10)
+    if process.stderr is not None:
+        process.stderr.close()
