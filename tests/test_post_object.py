@@ -386,6 +386,26 @@ class PolicyCheckTests(SynchronousTestCase):
 
 # -- against a running daemon ------------------------------------------------------
 
+RO_SECRET = "post-read-only-secret"
+LIMITED_SECRET = "post-limited-secret"
+DOMAIN = "s3.test"
+
+# Any origin may read the answers (the browser test's page is served from
+# another port); a read-only key and a key limited to another bucket; the
+# virtual-host domain s3.test.
+form_gateway = lazy_gateway(
+    "post-form",
+    ["vb-post", "vb-other"],
+    s3api={
+        "cors": {"allowed_origins": ["*"]},
+        "virtual_host": DOMAIN,
+        "credentials": [
+            {"access_key": "post-ro", "secret_key": RO_SECRET, "read_only": True},
+            {"access_key": "post-limited", "secret_key": LIMITED_SECRET, "buckets": ["vb-other"]},
+        ],
+    },
+)
+
 
 def multipart(fields: list[tuple[str, str]], content: bytes, filename: str = "hello.txt") -> list[tuple[str, Any]]:
     """The form as requests sends it (fields in order, the file last)."""
@@ -551,8 +571,6 @@ class PostObjectIntegrationTests(SynchronousTestCase):
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
-# Any origin may read the answers: the page is served from another port.
-browser_gateway = lazy_gateway("post-browser", ["vb-post"], s3api={"cors": {"allowed_origins": ["*"]}})
 
 PAGE = """<!doctype html>
 <html><body>
@@ -643,7 +661,7 @@ class BrowserFormTests(SynchronousTestCase):
         from html import escape
 
         browser = chromium()
-        gateway = browser_gateway()
+        gateway = form_gateway()
         s3 = gateway.client()
         bucket = gateway.new_bucket(s3, prefix="browser")
         content = "hello from a browser form\n" * 1000
@@ -708,3 +726,94 @@ def _stop_browser(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
     if process.stderr is not None:
         process.stderr.close()
+
+
+
+class PostObjectLimitsTests(SynchronousTestCase):
+    """On a daemon of its own: the credentials' limits, virtual hosts, cleanup of refused uploads."""
+
+    def setUp(self) -> None:
+        self.gateway = form_gateway()
+        self.s3 = self.gateway.client()
+        self.endpoint = self.gateway.endpoint
+
+    def presigned(self, client: Any, bucket: str, key: str, conditions: Optional[list[Any]] = None) -> dict[str, Any]:
+        return client.generate_presigned_post(bucket, key, Conditions=conditions, ExpiresIn=300)
+
+    def test_read_only_key_refused(self) -> None:
+        bucket = self.gateway.new_bucket(self.s3, prefix="postro")
+        post = self.presigned(self.gateway.client("post-ro", RO_SECRET), bucket, "k")
+        response = requests.post(post["url"], files=multipart(list(post["fields"].items()), b"x"), timeout=30)
+        self.assertEqual((response.status_code, post_error(response)[0]), (403, "AccessDenied"))
+        self.assertNotIn("Contents", self.s3.list_objects_v2(Bucket=bucket))
+
+    def test_key_limited_to_other_buckets_refused(self) -> None:
+        limited = self.gateway.client("post-limited", LIMITED_SECRET)
+        post = self.presigned(limited, "vb-post", "k")
+        response = requests.post(post["url"], files=multipart(list(post["fields"].items()), b"x"), timeout=30)
+        self.assertEqual((response.status_code, post_error(response)[0]), (403, "AccessDenied"))
+        post = self.presigned(limited, "vb-other", "mine")
+        response = requests.post(post["url"], files=multipart(list(post["fields"].items()), b"x"), timeout=30)
+        self.assertEqual(response.status_code, 204, response.text)
+
+    def test_virtual_host_style(self) -> None:
+        bucket = self.gateway.new_bucket(self.s3, prefix="postvh")
+        post = self.presigned(self.s3, bucket, "vh/${filename}")
+        response = requests.post(self.endpoint + "/", headers={"Host": f"{bucket}.{DOMAIN}:{self.gateway.port}"},
+                                 files=multipart(list(post["fields"].items()), b"virtual", "f.bin"), timeout=30)
+        self.assertEqual(response.status_code, 204, response.text)
+        self.assertEqual(response.headers["Location"], f"http://{bucket}.{DOMAIN}:{self.gateway.port}/vh/f.bin")
+        self.assertEqual(self.s3.get_object(Bucket=bucket, Key="vh/f.bin")["Body"].read(), b"virtual")
+
+    def test_too_large_after_several_parts_leaves_nothing(self) -> None:
+        # Past the first 5 MiB part, the upload is a multipart upload on the
+        # backend: refused at 12 MiB, it is aborted there and nothing is recorded.
+        bucket = self.gateway.new_bucket(self.s3, prefix="postbig")
+        post = self.presigned(self.s3, bucket, "big", [["content-length-range", 0, 12 * 1024 * 1024]])
+        content = os.urandom(1 << 20) * 16
+        response = requests.post(post["url"], files=multipart(list(post["fields"].items()), content), timeout=120)
+        self.assertEqual((response.status_code, post_error(response)[0]), (400, "EntityTooLarge"))
+        self.gateway.assert_nothing_left(bucket)
+
+    def test_large_file_round_trip(self) -> None:
+        bucket = self.gateway.new_bucket(self.s3, prefix="postlarge")
+        post = self.presigned(self.s3, bucket, "large")
+        content = os.urandom(1 << 20) * 11 + b"tail"
+        response = requests.post(post["url"], files=multipart(list(post["fields"].items()), content), timeout=120)
+        self.assertEqual(response.status_code, 204, response.text)
+        self.assertEqual(self.s3.get_object(Bucket=bucket, Key="large")["Body"].read(), content)
+
+    def test_client_gone_mid_file_leaves_nothing(self) -> None:
+        import socket
+
+        bucket = self.gateway.new_bucket(self.s3, prefix="postgone")
+        post = self.presigned(self.s3, bucket, "gone")
+        head = form_body([(n, v.encode()) for n, v in post["fields"].items()], b"")
+        head = head[: head.rindex(b"text/plain\r\n\r\n") + len(b"text/plain\r\n\r\n")]
+        with socket.create_connection(("127.0.0.1", self.gateway.port), timeout=30) as connection:
+            connection.sendall(
+                f"POST /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(head) + 20_000_000}\r\n"
+                f"Content-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n\r\n".encode() + head
+            )
+            for _ in range(7):
+                connection.sendall(b"y" * (1 << 20))
+        self.gateway.assert_nothing_left(bucket)
+
+    def test_expect_100_continue(self) -> None:
+        import socket
+
+        bucket = self.gateway.new_bucket(self.s3, prefix="postcont")
+        post = self.presigned(self.s3, bucket, "cont")
+        body = form_body([(n, v.encode()) for n, v in post["fields"].items()], b"after continue")
+        with socket.create_connection(("127.0.0.1", self.gateway.port), timeout=30) as connection:
+            connection.sendall(
+                f"POST /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+                f"Expect: 100-continue\r\nContent-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n\r\n"
+                .encode()
+            )
+            self.assertEqual(connection.recv(25), b"HTTP/1.1 100 Continue\r\n\r\n")
+            connection.sendall(body)
+            answer = connection.recv(4096)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 204 "), answer)
+        self.assertNotIn(b"100 Continue", answer)
+        self.assertEqual(self.s3.get_object(Bucket=bucket, Key="cont")["Body"].read(), b"after continue")

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional, cast
 from urllib.parse import quote, urlencode, urlsplit
 
+import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
@@ -231,6 +232,12 @@ class FormUpload:
                           ArgumentName="Content-Encoding", ArgumentValue=headers["content-encoding"][0])
         tagging.check_request("PutObject", call.header("x-amz-tagging"), None)
         limits.check_request(call)
+        limiter = getattr(gateway, "rate_limiter", None)
+        if limiter is not None:
+            limiter.admit_credential(call.credential)  # SlowDown when it has no request left
+        # From now on the request is this call (the audit log's key id, key),
+        # under its own operation's name.
+        request.call = attr.evolve(call, operation="PostObject")
         answer = _Answer.from_form(form, self.request_location(request, bucket, key))
         upload = PostObjectUpload(gateway, request, call, None)
         upload.form, upload.length_range, upload.answer = self, length_range, answer

@@ -228,7 +228,12 @@ class Gateway:
             # before its file are in (s3.form_upload).
             from s3balance.s3 import form_upload
 
-            return form_upload.prepare(method, target, query, headers, raw_path)
+            call = form_upload.prepare(method, target, query, headers, raw_path)
+            if limiter is not None:
+                # The client's byte throttle now; the credential's request
+                # token once the form named it.
+                limiter.admit_verified(request, None, client_limits)
+            return call
         sigv4 = SigV4Request(
             method=method,
             raw_path=raw_path,
