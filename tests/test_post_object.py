@@ -560,6 +560,32 @@ class PostObjectIntegrationTests(SynchronousTestCase):
         response = self.post(post, b"t")
         self.assertEqual((response.status_code, post_error(response)[0]), (501, "NotImplemented"))
 
+    def test_content_md5_verified(self) -> None:
+        good = base64.b64encode(hashlib.md5(b"md5 body").digest()).decode()
+        post = self.presigned("md5", fields={"Content-MD5": good})
+        self.assertEqual(self.post(post, b"md5 body").status_code, 204)
+        post = self.presigned("md5-bad", fields={"Content-MD5": good})
+        response = self.post(post, b"other body")
+        self.assertEqual((response.status_code, post_error(response)[0]), (400, "BadDigest"))
+        keys = [item["Key"] for item in self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])]
+        self.assertEqual(keys, ["md5"])
+
+    def test_utf8_filename_and_redirect_field(self) -> None:
+        post = self.presigned("in/${filename}", fields={"redirect": "http://example.com/r"})
+        response = self.post(post, b"u", filename="r\u00e9sum\u00e9 \u2713.txt")
+        self.assertEqual(response.status_code, 303, response.text)
+        key = "in/r\u00e9sum\u00e9 \u2713.txt"
+        self.assertEqual(dict(parse_qsl(urlsplit(response.headers["Location"]).query))["key"], key)
+        self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), b"u")
+
+    def test_fields_after_file_ignored(self) -> None:
+        post = self.presigned("after")
+        fields = [(n, (None, v)) for n, v in post["fields"].items()]
+        files = [*fields, ("file", ("f", b"body", "text/plain")), ("x-amz-meta-late", (None, "1"))]
+        response = requests.post(post["url"], files=files, timeout=30)
+        self.assertEqual(response.status_code, 204, response.text)
+        self.assertEqual(self.s3.head_object(Bucket=self.bucket, Key="after")["Metadata"], {})
+
     def test_encryption_refused(self) -> None:
         post = self.presigned("sse", fields={"x-amz-server-side-encryption": "AES256"})
         response = self.post(post, b"t")
