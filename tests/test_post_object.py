@@ -27,6 +27,8 @@ from unittest import SkipTest
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.auth import post_policy
@@ -382,6 +384,44 @@ class PolicyCheckTests(SynchronousTestCase):
             with self.assertRaises(S3Error, msg=document) as raised:
                 post_policy.parse_policy(document)
             self.assertEqual((raised.exception.code, raised.exception.status), ("InvalidPolicyDocument", 400))
+
+
+class FuzzTests(SynchronousTestCase):
+    """Hostile input: only the parser's own errors, or S3Error, never anything else."""
+
+    @given(st.binary(max_size=400), st.lists(st.integers(0, 400), max_size=5))
+    @settings(max_examples=300, deadline=None)
+    def test_parser_on_random_bodies(self, noise: bytes, cuts: list[int]) -> None:
+        body = form_body([("key", b"k")], b"data")
+        body = body[: len(noise) % len(body)] + noise
+        got = Collected()
+        try:
+            got.feed(body, sorted(c for c in cuts if c <= len(body)))
+        except (MalformedForm, MissingFile, FormTooLarge):
+            pass
+
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+        max_leaves=12,
+    )
+
+    @given(st.lists(json_values, max_size=4), st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=4))
+    @settings(max_examples=300, deadline=None)
+    def test_policy_on_random_conditions(self, conditions: list[Any], fields: list[tuple[str, str]]) -> None:
+        document = encode({"expiration": expiry(60), "conditions": conditions})
+        try:
+            policy = post_policy.parse_policy(document)
+            post_policy.check_policy(policy, post_policy.PostForm(fields), "bkt", NOW)
+        except S3Error as error:
+            self.assertIn(error.status, (400, 403))
+            return
+        # Met: then every field was covered (or is exempt).
+        covered = {c.name for c in policy.conditions}
+        for name, _ in fields:
+            lower = name.lower()
+            self.assertTrue(lower in covered or lower in post_policy.UNCOVERED_FIELDS
+                            or lower.startswith(post_policy.IGNORED_PREFIX), name)
 
 
 # -- against a running daemon ------------------------------------------------------
