@@ -433,6 +433,7 @@ DOMAIN = "s3.test"
 # Any origin may read the answers (the browser test's page is served from
 # another port); a read-only key and a key limited to another bucket; the
 # virtual-host domain s3.test.
+anonymous_gateway = lazy_gateway("post-anonymous", s3api={"auth_required": False})
 form_gateway = lazy_gateway(
     "post-form",
     ["vb-post", "vb-other"],
@@ -805,6 +806,14 @@ class PostObjectLimitsTests(SynchronousTestCase):
 
     def presigned(self, client: Any, bucket: str, key: str, conditions: Optional[list[Any]] = None) -> dict[str, Any]:
         return client.generate_presigned_post(bucket, key, Conditions=conditions, ExpiresIn=300)
+
+    def test_anonymous_when_allowed(self) -> None:
+        gateway = anonymous_gateway()
+        s3 = gateway.client()
+        bucket = gateway.new_bucket(s3, prefix="postanon")
+        response = requests.post(f"{gateway.endpoint}/{bucket}", files=multipart([("key", "anon")], b"open"), timeout=30)
+        self.assertEqual(response.status_code, 204, response.text)
+        self.assertEqual(s3.get_object(Bucket=bucket, Key="anon")["Body"].read(), b"open")
 
     def test_read_only_key_refused(self) -> None:
         bucket = self.gateway.new_bucket(self.s3, prefix="postro")

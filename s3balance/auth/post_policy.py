@@ -64,7 +64,7 @@ class PolicyOutcome:
     length_range: Optional[tuple[int, int]]
 
 
-def _missing_field(name: str) -> S3Error:
+def missing_field(name: str) -> S3Error:
     return S3Error(
         "InvalidArgument",
         f"Bucket POST must contain a field named '{name}'.  If it is specified, please check the order of the fields.",
@@ -101,10 +101,10 @@ def authenticate(
         raise S3Error("InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Signature or the signature field should be given.")
     if not v4 and not v2:
         if policy is not None:
-            raise _missing_field("AWSAccessKeyId")
+            raise missing_field("AWSAccessKeyId")
         return None
     if policy is None:
-        raise _missing_field("policy")
+        raise missing_field("policy")
     if v4:
         return _authenticate_v4(form, policy, lookup)
     if not sigv2_enabled:
@@ -118,7 +118,7 @@ def authenticate(
 def _required(form: PostForm, name: str) -> str:
     value = form.get(name)
     if value is None:
-        raise _missing_field(name)
+        raise missing_field(name)
     return value
 
 
@@ -339,4 +339,4 @@ def check_policy(policy: Policy, form: PostForm, bucket: str, now: float) -> Pol
     return PolicyOutcome(length_range)
 
 
-__all__ = ["PostForm", "Policy", "PolicyOutcome", "authenticate", "check_policy", "parse_policy"]
+__all__ = ["PostForm", "Policy", "PolicyOutcome", "authenticate", "check_policy", "missing_field", "parse_policy"]

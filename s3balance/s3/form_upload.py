@@ -196,7 +196,7 @@ class FormUpload:
         texts = [(name, value.decode("utf-8", "replace")) for name, value in self.fields]
         template = post_policy.PostForm(texts).get("key")
         if template is None:
-            raise post_policy._missing_field("key")
+            raise post_policy.missing_field("key")
         key = template.replace("${filename}", start.filename or "")
         if not key:
             raise S3Error("InvalidArgument", "User key must have a length greater than 0.",
