@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from s3balance.config.schema import Config, Credential
     from s3balance.metrics import Metrics
     from s3balance.placement.interfaces import IStrategy
-    from s3balance.s3.request import S3Request
+    from s3balance.s3.request import BodySink, S3Request
     from s3balance.s3.streamed_body import StreamedBody
     from s3balance.store.interfaces import BucketUsage, IMetadataStore
 
@@ -222,6 +222,18 @@ class Gateway:
         limiter = self.rate_limiter
         # Before the signature is checked: by client address only (SlowDown).
         client_limits = limiter.admit_client(request) if limiter is not None else None
+        if operation == "PostObject":
+            # Signed in its form, not its headers: authenticated, authorized
+            # and checked as the PutObject it stands for once the fields
+            # before its file are in (s3.form_upload).
+            from s3balance.s3 import form_upload
+
+            call = form_upload.prepare(method, target, query, headers, raw_path)
+            if limiter is not None:
+                # The client's byte throttle now; the credential's request
+                # token once the form named it.
+                limiter.admit_verified(request, None, client_limits)
+            return call
         sigv4 = SigV4Request(
             method=method,
             raw_path=raw_path,
@@ -309,11 +321,17 @@ class Gateway:
 
     # -- step 3.. : run the operation ------------------------------------------
 
-    def start_upload(self, request: S3Request, call: S3Call, length: Optional[int]) -> StreamedBody:
+    def start_upload(self, request: S3Request, call: S3Call, length: Optional[int]) -> BodySink:
         from s3balance.s3.bodies import decoded_length
         from s3balance.s3.upload import PartUpload, PutObjectUpload, UnknownLengthUpload
 
         kind: type[StreamedBody]
+        if call.operation == "PostObject":
+            from s3balance.s3.form_upload import FormUpload
+
+            form = FormUpload(self, request, call)
+            form.start()
+            return form
         if call.operation == "UploadPart":
             kind = PartUpload
         elif decoded_length(call, length)[0] is None:

@@ -119,6 +119,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("uploads",)): "ListMultipartUploads",
     ("GET", BUCKET, ("versions",)): "ListObjectVersions",
     ("POST", BUCKET, ("delete",)): "DeleteObjects",
+    ("POST", BUCKET, ()): "PostObject",  # a browser form's upload: s3.form_upload
     ("PUT", OBJECT, ()): "PutObject",  # CopyObject with x-amz-copy-source
     ("GET", OBJECT, ()): "GetObject",
     ("HEAD", OBJECT, ()): "HeadObject",
@@ -136,7 +137,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
 }
 
 # Operations whose request body is the object data and is streamed.
-STREAMING_BODY = frozenset({"PutObject", "UploadPart"})
+STREAMING_BODY = frozenset({"PutObject", "UploadPart", "PostObject"})
 
 
 def route(method: str, target: Target, query: dict[str, str]) -> str:

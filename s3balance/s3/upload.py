@@ -308,6 +308,13 @@ class UnknownLengthUpload(PutObjectUpload):
         reservation.grow(size)
         return self.gateway.store.grow_write(intent_id, backend.name, size, backend.config.max_size, self.call.bucket)
 
+    async def _await_whole_body(self) -> None:
+        """Wait for the end of the body; raise what failed the upload meanwhile."""
+        if not await self.request.body_received:
+            raise S3Error("RequestTimeout", "The client closed the connection.")
+        if self._failed is not None:
+            raise self._failed
+
     async def _run(self) -> None:
         gateway, call, request = self.gateway, self.call, self.request
         reservation = intent = None
@@ -324,10 +331,7 @@ class UnknownLengthUpload(PutObjectUpload):
             self._queue_full_parts()
             self.pipe.resumeProducing()
             request.send_continue()
-            if not await request.body_received:
-                raise S3Error("RequestTimeout", "The client closed the connection.")
-            if self._failed is not None:
-                raise self._failed
+            await self._await_whole_body()
             self._checksums = self.verifier.finish({})
             self.size = self._received
             if not self._parts:
