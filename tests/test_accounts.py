@@ -19,11 +19,14 @@ default account on one daemon.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
+from s3balance.ops import accounts_cli
 from tests.daemon import poll
 from tests.gateways import error_code, http, lazy_gateway
 from tests.harness import unique_bucket_name
@@ -293,6 +296,30 @@ class AccountsTests(SynchronousTestCase):
         status, refused = self.admin_api("PUT", f"buckets/{unique_bucket_name('none')}/owner", {"account": BOB})
         self.assertEqual((status, refused["error"]), (404, "no_such_bucket"))  # type: ignore[index]
         self.assertEqual(self.admin_api("PUT", f"buckets/{bucket}/owner", {"owner": BOB})[0], 400)
+
+
+    def cli(self, *words: str) -> tuple[int, str, str]:
+        parser = argparse.ArgumentParser()
+        accounts_cli.add_arguments(parser)
+        args = parser.parse_args([*words, "--admin-url", self.gateway.endpoint, "--token", API_TOKEN])
+        out, err = io.StringIO(), io.StringIO()
+        return accounts_cli.command(args, out, err), out.getvalue(), err.getvalue()
+
+    def test_admin_cli_lists_accounts_and_gives_a_bucket(self) -> None:
+        bucket = self.new_bucket(self.bob, "cli")
+        status, out, _ = self.cli("list")
+        self.assertEqual(status, 0)
+        lines = {line.split(" ", 1)[0]: line for line in out.splitlines()}
+        self.assertIn("keys: bob;", lines[BOB] + ";")
+        self.assertIn("keys: root (admin)", lines[ROOT])
+        self.assertIn("default account, default owner", lines[DEFAULT])
+        self.assertNotIn(SECRETS["bob"], out)
+        self.assertEqual(self.cli("give", bucket, ALICE)[:2], (0, f"{bucket}: owned by {ALICE}\n"))
+        self.assertIn(bucket, [b["Name"] for b in self.alice.list_buckets()["Buckets"]])
+        status, _, err = self.cli("give", "vb-default", ALICE)
+        self.assertEqual(status, 1)
+        self.assertIn("HTTP 409", err)
+        self.assertEqual(self.cli("give", bucket)[0], 2)
 
 
 class AccountReloadTests(SynchronousTestCase):
