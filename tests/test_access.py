@@ -1,13 +1,17 @@
 """
 s3balance.s3.access: who a request acts as, who owns a bucket, and the one
-access decision (its owner and admins; nobody else yet).
+access decision (its owner and admins; nobody else yet); configured owners
+recorded by s3balance.daemon.buckets.
 """
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
+from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.config import Credential, parse_config
+from s3balance.daemon.buckets import sync_config_buckets
 from s3balance.s3.access import (
     BucketAccess,
     Caller,
@@ -17,6 +21,7 @@ from s3balance.s3.access import (
     may_list,
     owner_elements,
 )
+from tests.fakestore import MemoryStore
 from tests.test_config import minimal
 
 ALICE, BOB = "111111111111", "222222222222"
@@ -68,3 +73,23 @@ class AccessTests(SynchronousTestCase):
         self.assertEqual(owner_elements(s3api, BOB), [("ID", BOB), ("DisplayName", "bob")])
         # An account no longer configured is named by its id.
         self.assertEqual(owner_elements(s3api, "999999999999"), [("ID", "999999999999"), ("DisplayName", "999999999999")])
+
+
+class ConfiguredOwnerTests(unittest.TestCase):
+    """daemon.buckets.sync_config_buckets records a configured bucket's owner in its row."""
+
+    async def test_a_configured_owner_is_recorded_and_kept_when_the_bucket_leaves_the_config(self) -> None:
+        store = MemoryStore(clock=Clock())
+        await store.start()
+        self.addCleanup(store.stop)
+        settings = config()
+        await sync_config_buckets(store, settings)
+        self.assertEqual((await store.get_bucket("bobs")).owner, BOB)
+        self.assertIsNone((await store.get_bucket("demo")).owner)
+        mapping = minimal()
+        mapping["s3api"].update(accounts=[{"id": ALICE}, {"id": BOB}], default_owner=ALICE)
+        dropped = parse_config(mapping)
+        await sync_config_buckets(store, dropped)
+        record = await store.get_bucket("bobs")
+        self.assertEqual((record.origin, record.owner), ("api", BOB))
+        self.assertEqual(bucket_owner(dropped, "bobs", record.owner), BOB)
