@@ -1,5 +1,5 @@
 """
-Migration 0014 (bucket owner) on a database at 0013 that holds buckets of
+Migration 0015 (bucket owner) on a database at 0014 that holds buckets of
 both origins with tags and quotas: every row is kept and reads as owned by
 the default owner (NULL), an owner can be recorded, and the downgrade drops
 the column in place.  On SQLite, and on PostgreSQL and MariaDB when they
@@ -20,7 +20,7 @@ from tests import dbfixtures
 from tests.test_store import T0
 
 # The revision this test is about, and the one before it (renumbered together).
-OWNER_REVISION, PREVIOUS = "0014", "0013"
+OWNER_REVISION, PREVIOUS = "0015", "0014"
 
 
 class OwnerMigrationMixin:

@@ -127,7 +127,7 @@ buckets = Table(
     Column("tags", TAGS, nullable=True),
     # The id of the account that owns it (CreateBucket's caller); NULL: the
     # configured default owner (configured buckets, buckets older than
-    # accounts).  Migration 0014.
+    # accounts).  Migration 0015.
     Column("owner", String(64), nullable=True),
 )
 

@@ -8,8 +8,8 @@ SQLite change the catalogue only, MariaDB adds it in place), so daemons of
 the previous release keep running during the upgrade; a bucket they create
 meanwhile has a NULL owner, the default owner's.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-04
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 # Another migration may take this number first: only these two names and
 # the file name change when it is renumbered.
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
