@@ -305,11 +305,21 @@ class MemoryStore:
         return True
 
     @_answers
-    def create_bucket(self, name: str) -> BucketRecord:
+    def create_bucket(self, name: str, owner: Optional[str] = None) -> BucketRecord:
         if name in self.tables.buckets:
             raise BucketExists(name)
-        bucket = self.tables.buckets[name] = BucketRecord(name=name, created=self._now(), origin=ORIGIN_API)
+        bucket = self.tables.buckets[name] = BucketRecord(
+            name=name, created=self._now(), origin=ORIGIN_API, owner=owner
+        )
         return bucket
+
+    @_answers
+    def set_bucket_owner(self, name: str, owner: Optional[str]) -> bool:
+        bucket = self.tables.buckets.get(name)
+        if bucket is None:
+            return False
+        self.tables.buckets[name] = attr.evolve(bucket, owner=owner)
+        return True
 
     @_answers
     def delete_bucket(self, name: str) -> int:

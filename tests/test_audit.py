@@ -89,6 +89,7 @@ class AuditLineTests(SynchronousTestCase):
         [record] = self.server.records()
         self.assertEqual(record["time"], "2026-12-04T07:25:07.123Z")
         self.assertEqual(record["key_id"], "client")
+        self.assertEqual(record["account"], "000000000000")
         self.assertEqual(record["operation"], "GetObject")
         self.assertEqual(record["method"], "GET")
         self.assertEqual(record["bucket"], "vbucket")
@@ -107,7 +108,7 @@ class AuditLineTests(SynchronousTestCase):
             sorted(record),
             sorted(
                 [
-                    "time", "request_id", "key_id", "operation", "method", "bucket", "key", "status",
+                    "time", "request_id", "key_id", "account", "operation", "method", "bucket", "key", "status",
                     "error_code", "complete", "bytes_in", "bytes_out", "duration_ms", "client", "user_agent",
                 ]
             ),
@@ -133,6 +134,7 @@ class AuditLineTests(SynchronousTestCase):
         self.assertEqual(record["status"], 403)
         self.assertEqual(record["error_code"], "SignatureDoesNotMatch")
         self.assertIsNone(record["key_id"], "an unverified key id is not the caller's")
+        self.assertIsNone(record["account"])
         self.assertEqual(record["operation"], "GetObject")
         self.assertEqual((record["bucket"], record["key"]), ("vbucket", "k"))
         self.assertTrue(record["complete"])

@@ -41,6 +41,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from s3balance.backends.backend import BackendError
 from s3balance.errors import S3Error
 from s3balance.s3 import objects
+from s3balance.s3.access import BucketAccess
 from s3balance.s3.call import S3Call
 from s3balance.s3.routing import Target
 from s3balance.store.interfaces import Location, ObjectRecord
@@ -253,8 +254,8 @@ class FailoverTests(SynchronousTestCase):
 
         store = SimpleNamespace(get_object=lookup)
 
-        async def require_bucket(name: str) -> None:
-            pass
+        async def require_bucket(call, bucket=None, action=None) -> BucketAccess:
+            return BucketAccess(bucket or call.bucket, "000000000000")
 
         self.gateway = SimpleNamespace(
             pool=FakePool(list(backends), down),

@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from s3balance.s3 import copy as copy_module
+from s3balance.s3.access import BucketAccess
 from s3balance.s3.intent_lease import INTENT_LEASE
 from s3balance.s3.streamed_body import StreamedBody
 from s3balance.store.connector import MetadataStore
@@ -165,8 +166,8 @@ class CopyGateway:
             add_usage=lambda name, size, count: None,
         )
 
-    async def require_bucket(self, bucket: str) -> None:
-        return None
+    async def require_bucket(self, call, bucket=None, action=None) -> BucketAccess:
+        return BucketAccess(bucket or call.bucket, "000000000000")
 
     def may_see_bucket(self, credential, bucket: str) -> bool:
         return True

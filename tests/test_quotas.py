@@ -526,6 +526,7 @@ class AdminQuotaTests(unittest.TestCase):
             {
                 "name": "vbucket",
                 "origin": "config",
+                "owner": "000000000000",
                 "used_bytes": 100,
                 "objects": 1,
                 "reserved_bytes": 7,

@@ -616,6 +616,39 @@ class TagsMixin(_Helpers):
         self.assertEqual((await self.store.get_bucket("api-bucket")).tags, ())
 
 
+class OwnersMixin(_Helpers):
+    """A bucket's owning account: recorded by CreateBucket, changed by the admin API, kept by config syncs."""
+
+    async def test_a_created_bucket_records_its_owner(self) -> None:
+        created = await self.store.create_bucket("owned", owner="111111111111")
+        self.assertEqual(created.owner, "111111111111")
+        self.assertEqual((await self.store.get_bucket("owned")).owner, "111111111111")
+        listed = {b.name: b.owner for b in await self.store.list_buckets()}
+        self.assertEqual(listed["owned"], "111111111111")
+
+    async def test_a_bucket_without_owner_reads_none(self) -> None:
+        self.assertIsNone((await self.store.create_bucket("plain")).owner)
+        self.assertIsNone((await self.store.get_bucket("plain")).owner)
+        self.assertIsNone((await self.store.get_bucket(BUCKET)).owner)
+
+    async def test_the_owner_is_set_and_cleared(self) -> None:
+        await self.store.create_bucket("moved", owner="111111111111")
+        self.assertTrue(await self.store.set_bucket_owner("moved", "222222222222"))
+        self.assertEqual((await self.store.get_bucket("moved")).owner, "222222222222")
+        self.assertTrue(await self.store.set_bucket_owner("moved", None))
+        self.assertIsNone((await self.store.get_bucket("moved")).owner)
+        self.assertFalse(await self.store.set_bucket_owner("missing", "111111111111"))
+
+    async def test_config_syncs_keep_the_owner_and_a_recreated_bucket_has_the_new_one(self) -> None:
+        await self.store.create_bucket("shared", owner="111111111111")
+        await self.store.sync_config_buckets([BUCKET, "shared"])
+        await self.store.sync_config_buckets([BUCKET])
+        self.assertEqual((await self.store.get_bucket("shared")).owner, "111111111111")
+        await self.store.delete_bucket("shared")
+        await self.store.create_bucket("shared", owner="222222222222")
+        self.assertEqual((await self.store.get_bucket("shared")).owner, "222222222222")
+
+
 class UploadMarkersAndBucketsMixin(_Helpers):
     """
     ListMultipartUploads' markers when the marker upload ended between pages,
@@ -781,4 +814,20 @@ class PostgreSQLTagsTests(OnDatabase, TagsMixin, unittest.TestCase):
 
 
 class MariaDBTagsTests(OnDatabase, TagsMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class MemoryOwnersTests(OnMemoryStore, OwnersMixin, unittest.TestCase):
+    pass
+
+
+class SQLiteOwnersTests(OnDatabase, OwnersMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLOwnersTests(OnDatabase, OwnersMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBOwnersTests(OnDatabase, OwnersMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL

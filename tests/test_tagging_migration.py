@@ -54,13 +54,14 @@ class MigrationMixin:
             self.assertEqual(migrate.current_revision_of(conn), "0013")
             found = objects.get_object(conn, "vb", "k1")
             self.assertEqual((found.size, found.locations, found.tags), (1, (Location("b1", "vb/1"),), ()))
-            self.assertEqual(buckets.get_bucket(conn, "vb").tags, ())
+            # The buckets row as 0013 has it (buckets.get_bucket reads later columns too).
+            self.assertIsNone(conn.execute(select(tables.buckets.c.tags)).scalar())
             self.assertEqual(multipart.get_multipart(conn, "u1").tags, ())
             self.assertTrue(objects.set_object_tags(conn, "vb", "k1", (("a", "1"),)))
             self.assertTrue(buckets.set_bucket_tags(conn, "vb", (("b", "2"),)))
         with engine.connect() as conn:
             self.assertEqual(objects.get_object(conn, "vb", "k1").tags, (("a", "1"),))
-            self.assertEqual(buckets.get_bucket(conn, "vb").tags, (("b", "2"),))
+            self.assertEqual(conn.execute(select(tables.buckets.c.tags)).scalar(), "b=2")
         with engine.begin() as conn:
             command.downgrade(migrate.alembic_config(connection=conn), "0012")
         with engine.connect() as conn:

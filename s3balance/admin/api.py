@@ -124,6 +124,19 @@ class ConfigQuota(Exception):
         self.key = key
 
 
+class ConfigOwner(Exception):
+    """A configured bucket's owner is the configuration's (C{key}: where it names the bucket)."""
+
+    def __init__(self, bucket: str, key: str = "") -> None:
+        super().__init__(bucket)
+        self.bucket = bucket
+        self.key = key
+
+
+class UnknownAccount(KeyError):
+    """No configured account of that id."""
+
+
 class AdminError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -220,6 +233,15 @@ class IAdminTarget(Interface):
         """Set (or, both None, remove) a bucket's quota. -> Deferred[dict]
         (the bucket's report); fails with L{UnknownBucket} and, for a quota
         the configuration sets, L{ConfigQuota}."""
+
+    def accounts_report() -> Deferred[list[dict[str, Any]]]:
+        """-> Deferred[list[dict]], one JSON-able dict per account
+        (s3balance.admin.accounts): credentials' key ids, buckets owned."""
+
+    def set_bucket_owner(name: str, account: str) -> Deferred[dict[str, Any]]:
+        """Hand an API-created bucket to another account. -> Deferred[dict]
+        (the bucket's report); fails with L{UnknownBucket},
+        L{UnknownAccount} and, for a configured bucket, L{ConfigOwner}."""
 
     def jobs_report() -> Deferred[list[dict[str, Any]]]:
         """-> Deferred[list[dict]], every cluster-wide background job by
@@ -363,6 +385,36 @@ class AdminResource(Resource):
             max_size=max_size,
             max_objects=max_objects,
         )
+        return 200, report
+
+    async def list_accounts(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        return 200, {"accounts": await self.target.accounts_report()}
+
+    async def get_account(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        for report in await self.target.accounts_report():
+            if report["id"] == params["id"]:
+                return 200, report
+        raise AdminError(404, "no_such_account", f"no account {params['id']!r}")
+
+    async def put_owner(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
+        name = params["name"]
+        account = body.get("account") if isinstance(body, dict) else None
+        if not isinstance(account, str) or set(body) != {"account"}:
+            raise AdminError(400, "bad_request", 'expected {"account": "<account id>"}')
+        try:
+            report = await self.target.set_bucket_owner(name, account)
+        except UnknownBucket:
+            raise AdminError(404, "no_such_bucket", f"no virtual bucket named {name!r}") from None
+        except UnknownAccount:
+            raise AdminError(400, "no_such_account", f"no account {account!r} in s3api.accounts") from None
+        except ConfigOwner as refused:
+            raise AdminError(
+                409,
+                "owner_in_config",
+                f"bucket {name!r} is configured ({refused.key}): its owner is set there "
+                "(owner, or s3api.default_owner); change it there and reload",
+            ) from None
+        log.info("admin: bucket {bucket} handed to account {account}", bucket=name, account=account)
         return 200, report
 
     async def list_drains(self, request: Any, params: dict[str, str], body: Any) -> tuple[int, object]:
@@ -517,6 +569,9 @@ class AdminResource(Resource):
         ("GET", ("buckets", "{name}"), get_bucket),
         ("PUT", ("buckets", "{name}", "quota"), put_quota),
         ("DELETE", ("buckets", "{name}", "quota"), delete_quota),
+        ("PUT", ("buckets", "{name}", "owner"), put_owner),
+        ("GET", ("accounts",), list_accounts),
+        ("GET", ("accounts", "{id}"), get_account),
         ("GET", ("jobs",), list_jobs),
         ("GET", ("jobs", "{name}"), get_job),
         ("POST", ("jobs", "{name}", "pause"), pause_job),

@@ -17,11 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from zope.interface import implementer
 
+from s3balance.admin.accounts import accounts_report, owners_of
 from s3balance.admin.api import (
+    ConfigOwner,
     ConfigQuota,
     DrainConflict,
     IAdminTarget,
     NoSuchDrain,
+    UnknownAccount,
     UnknownBackend,
     UnknownBucket,
     UnknownJob,
@@ -30,6 +33,7 @@ from s3balance.admin.rebalance_target import RebalanceAdmin
 from s3balance.config import ConfigError
 from s3balance.ops.drain import drain_document
 from s3balance.ops.pauses import pause_document
+from s3balance.s3.access import bucket_owner
 from s3balance.store.interfaces import (
     BucketUsage,
     ConfigQuotaError,
@@ -181,7 +185,7 @@ class ServiceAdminTarget:
 
     # -- virtual buckets: usage and quotas ---------------------------------------
 
-    def _bucket_report(self, row: BucketUsage) -> dict:
+    def _bucket_report(self, row: BucketUsage, owner: Optional[str] = None) -> dict:
         configured = self.service.gateway.config.virtual_bucket(row.bucket)
         quota = None
         if row.quota.limited:
@@ -194,6 +198,7 @@ class ServiceAdminTarget:
         return {
             "name": row.bucket,
             "origin": row.origin,
+            "owner": owner,
             "used_bytes": row.used_bytes,
             "objects": row.object_count,
             "reserved_bytes": row.reserved_bytes,
@@ -211,7 +216,8 @@ class ServiceAdminTarget:
     async def _buckets_report(self) -> list[dict]:
         rows = await self.service.store.bucket_usage()
         self.service.gateway.set_bucket_usage(rows)
-        return [self._bucket_report(row) for row in rows]
+        owners = owners_of(self.service.gateway.config, await self.service.store.list_buckets())
+        return [self._bucket_report(row, owners.get(row.bucket)) for row in rows]
 
     def set_bucket_quota(self, name: str, max_size: Optional[int], max_objects: Optional[int]) -> Deferred:
         return ensureDeferred(self._set_bucket_quota(name, max_size, max_objects))
@@ -229,7 +235,38 @@ class ServiceAdminTarget:
             raise ConfigQuota(name) from None
         others = [known for known in gateway.bucket_usage if known.bucket != name]
         gateway.set_bucket_usage(sorted([*others, row], key=lambda known: known.bucket))
-        return self._bucket_report(row)
+        return self._bucket_report(row, await self._owner_of(name))
+
+    async def _owner_of(self, name: str) -> Optional[str]:
+        record = await self.service.store.get_bucket(name)
+        recorded = record.owner if record is not None else None
+        return bucket_owner(self.service.gateway.config, name, recorded)
+
+    # -- accounts (s3balance.admin.accounts) -----------------------------------------
+
+    def accounts_report(self) -> Deferred:
+        return ensureDeferred(self._accounts_report())
+
+    async def _accounts_report(self) -> list[dict]:
+        config = self.service.gateway.config
+        return accounts_report(config, owners_of(config, await self.service.store.list_buckets()))
+
+    def set_bucket_owner(self, name: str, account: str) -> Deferred:
+        return ensureDeferred(self._set_bucket_owner(name, account))
+
+    async def _set_bucket_owner(self, name: str, account: str) -> dict:
+        config = self.service.gateway.config
+        if config.s3api.account(account) is None:
+            raise UnknownAccount(account)
+        configured = config.virtual_bucket(name)
+        if configured is not None:
+            raise ConfigOwner(name, configured.key)
+        if not await self.service.store.set_bucket_owner(name, account):
+            raise UnknownBucket(name)
+        for report in await self._buckets_report():
+            if report["name"] == name:
+                return report
+        raise UnknownBucket(name)
 
     async def _operation_counts(self, month: str) -> dict:
         rows = await self.service.store.operation_counts(month)

@@ -22,6 +22,7 @@ from s3balance.config.dsn import dsn_to_url
 from s3balance.config.error import ConfigError
 from s3balance.config.load import load_config, parse_config
 from s3balance.config.schema import (
+    Account,
     APIConfig,
     AuditConfig,
     BackendConfig,
@@ -43,6 +44,7 @@ from s3balance.config.units import parse_duration, parse_size
 
 __all__ = [
     "APIConfig",
+    "Account",
     "AuditConfig",
     "BackendConfig",
     "BalancerConfig",

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from s3balance.config.accounts import account_id, check_account, parse_accounts
 from s3balance.config.dsn import dsn_to_url
 from s3balance.config.error import ConfigError
 from s3balance.config.fields import (
@@ -239,6 +240,7 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
         quota=_parse_quota(section.raw("quota"), section.key_path("quota")),
         replicas=section.get("replicas", _replicas, None),
         replication=section.get("replication", _REPLICATION, None),
+        owner=section.get("owner", account_id, None),
         key=section.path,
     )
     section.ignore("virtual")
@@ -389,7 +391,9 @@ def _parse_rate_limits(section: _Section) -> RateLimitsConfig:
     return limits
 
 
-def _parse_credentials(value: object, path: str, bucket_names: set[str]) -> list[Credential]:
+def _parse_credentials(
+    value: object, path: str, bucket_names: set[str], accounts: set[str], default_account: str, accounts_path: str
+) -> list[Credential]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -417,8 +421,11 @@ def _parse_credentials(value: object, path: str, bucket_names: set[str]) -> list
                 read_only=section.get("read_only", _bool, False),
                 follows_redirects=section.get("follows_redirects", _bool, False),
                 rate_limit=_parse_rate_limit(section.raw("rate_limit"), section.key_path("rate_limit")),
+                account=section.get("account", account_id, default_account),
+                admin=section.get("admin", _bool, False),
             )
         )
+        check_account(credentials[-1].account, section.key_path("account"), accounts, accounts_path)
         section.check_unknown()
     return credentials
 
@@ -476,13 +483,19 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
     d = S3APIConfig()
     access_key = section.get("access_key", _str, "")
     secret_key = section.get("secret_key", _secret, "")
+    accounts, default_account, default_owner = parse_accounts(section)
     credentials: list[Credential] = []
     if access_key:
         if not secret_key:
             raise ConfigError(f"{section.key_path('secret_key')}: required when s3api.access_key is set")
-        credentials.append(Credential(access_key=access_key, secret_key=secret_key))
+        credentials.append(Credential(access_key=access_key, secret_key=secret_key, account=default_account))
     credentials += _parse_credentials(
-        section.raw("credentials"), section.key_path("credentials"), bucket_names
+        section.raw("credentials"),
+        section.key_path("credentials"),
+        bucket_names,
+        {account.id for account in accounts},
+        default_account,
+        section.key_path("accounts"),
     )
     seen: set[str] = set()
     for index, credential in enumerate(credentials):
@@ -511,6 +524,9 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
         ),
         cors=_parse_cors(_Section(section.raw("cors"), section.key_path("cors"))),
         rate_limits=_parse_rate_limits(_Section(section.raw("rate_limits"), section.key_path("rate_limits"))),
+        accounts=accounts,
+        default_account=default_account,
+        default_owner=default_owner,
     )
     section.check_unknown()
     if s3api.auth_required and not s3api.credentials:
@@ -577,6 +593,9 @@ def parse_config(mapping: object, source: str = "<config>") -> Config:
     balancer = _parse_balancer(sub("balancer"))
     metrics = _parse_metrics(sub("metrics"))
     s3api = _parse_s3api(sub("s3api"), {bucket.name for bucket in virtual_buckets})
+    known_accounts = {account.id for account in s3api.accounts}
+    for bucket in virtual_buckets:
+        check_account(bucket.owner, f"{bucket.key}.owner", known_accounts, "s3api.accounts")
     api = _parse_api(sub("api"))
     audit = _parse_audit(sub("audit"))
     _parse_offline(sub("offline"))

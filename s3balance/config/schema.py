@@ -132,6 +132,8 @@ class VirtualBucketConfig:
     # the bucket (``buckets[2]``), for messages.
     replicas: int | None = None
     replication: str | None = None
+    # The account id owning it (None: s3api.default_owner).
+    owner: str | None = None
     key: str = field(default="", eq=False)
 
 
@@ -227,14 +229,39 @@ class RateLimitsConfig:
     max_clients: int = 100000
 
 
+# The account of credentials that name none, when the configuration sets no
+# s3api.default_account: what every key pair was before accounts existed.
+IMPLICIT_ACCOUNT_ID = "000000000000"
+IMPLICIT_ACCOUNT_NAME = "s3balance"
+
+
+@frozen
+class Account:
+    """
+    An account (``s3api.accounts``): owns buckets, holds credentials.  ``id``
+    is 12 digits, as an AWS account id: the Owner/ID of its buckets and
+    objects, the grantee ID of ACL grants and the account of policy
+    Principals (``arn:aws:iam::<id>:root``) all name it.
+    """
+
+    id: str
+    display_name: str
+
+
 @frozen
 class Credential:
-    """A client key pair; ``buckets`` None means every virtual bucket."""
+    """
+    A client key pair; ``buckets`` None means every virtual bucket.  It acts
+    as its ``account`` (the account id); an ``admin`` credential may do
+    anything on every account's buckets.
+    """
 
     access_key: str
     secret_key: str = field(repr=_hide)
     buckets: tuple[str, ...] | None = None
     read_only: bool = False
+    account: str = IMPLICIT_ACCOUNT_ID
+    admin: bool = False
     # Redirect mode: the client behind this key follows a GET's 302 to the backend.
     follows_redirects: bool = False
     # Its own rate limit (None: s3api.rate_limits.per_credential).
@@ -301,6 +328,19 @@ class S3APIConfig:
     multipart_copy_threshold: int = 5 * 1024**3
     cors: CORSConfig = CORSConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
+    # Every account (the implicit one included when default_account names
+    # no configured account); credentials without an account belong to
+    # default_account; buckets without a recorded owner (configured ones,
+    # buckets older than accounts) are default_owner's.
+    accounts: tuple[Account, ...] = (Account(IMPLICIT_ACCOUNT_ID, IMPLICIT_ACCOUNT_NAME),)
+    default_account: str = IMPLICIT_ACCOUNT_ID
+    default_owner: str = IMPLICIT_ACCOUNT_ID
+
+    def account(self, account_id: str) -> Account | None:
+        for account in self.accounts:
+            if account.id == account_id:
+                return account
+        return None
 
     @property
     def rate_limited(self) -> bool:

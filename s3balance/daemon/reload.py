@@ -201,6 +201,8 @@ def _summary(
     for sign, names in (("+", added), ("~", changed), ("-", removed)):
         if names:
             parts.append("backends " + " ".join(sign + name for name in names))
+    if new.s3api.accounts != old.s3api.accounts:
+        parts.append(f"accounts changed ({len(new.s3api.accounts)} now)")
     if new.s3api.credentials != old.s3api.credentials:
         parts.append(f"credentials changed ({len(new.s3api.credentials)} now)")
     elif new.s3api != old.s3api:

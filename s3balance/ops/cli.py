@@ -146,6 +146,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     quota_cli.add_arguments(quota)
     quota.set_defaults(function=quota_cli.command)
+    from s3balance.ops import accounts_cli
+
+    accounts = commands.add_parser(
+        "accounts",
+        help="list the accounts, hand a bucket to another account (s3balance.ops.accounts_cli)",
+        description=(accounts_cli.__doc__ or "").split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    accounts_cli.add_arguments(accounts)
+    accounts.set_defaults(function=accounts_cli.command)
     args = parser.parse_args(argv)
     try:
         return int(args.function(args))

@@ -63,7 +63,7 @@ def parts_count(etag: str) -> Optional[int]:
 
 
 async def get_object_attributes(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     version = call.query.get("versionId")
     if version is not None and version != "null":
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)

@@ -17,6 +17,7 @@ value can reach it:
     request_id   the x-amz-request-id answered
     key_id       the access key id of the verified credential; null when
                  anonymous or when authentication failed
+    account      the account id of that credential (null with key_id)
     operation    the routed S3 operation (GetObject, ...); "Admin" for the
                  admin API; null when the request could not be routed
     method       the HTTP method
@@ -94,6 +95,7 @@ def audit_record(
     call = request.call
     credential = call.credential if call is not None else None
     record["key_id"] = credential.access_key if credential is not None else None
+    record["account"] = credential.account if credential is not None else None
     if admin_path is not None:
         record["operation"] = "Admin"
     else:

@@ -16,19 +16,18 @@ from typing import TYPE_CHECKING, Optional
 import attr
 
 from s3balance.errors import S3Error
-from s3balance.s3 import storage_class, tagging
+from s3balance.s3 import access, storage_class, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.xmldoc import Node, document, iso8601, listed_key
 from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
 
 if TYPE_CHECKING:
-    from s3balance.config.schema import Credential
+    from s3balance.config.schema import Config, Credential
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
     from s3balance.store.interfaces import TagSet
 
-OWNER_ID = "s3balance"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _EPOCH = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
@@ -46,25 +45,35 @@ def valid_bucket_name(name: str) -> bool:
     )
 
 
-def _owner() -> list[Node]:
-    return [("ID", OWNER_ID), ("DisplayName", OWNER_ID)]
+def _owner(gateway: GatewayLike, owner: str) -> list[Node]:
+    return access.owner_elements(gateway.config.s3api, owner)
 
 
 async def _visible_buckets(
-    gateway: GatewayLike, credential: Optional[Credential]
+    gateway: GatewayLike, credential: Optional[Credential], caller: access.Caller
 ) -> list[tuple[str, datetime.datetime]]:
-    buckets = {b.name: _EPOCH for b in gateway.config.virtual_buckets}
+    """The caller's buckets (an admin's: every bucket) that its credential may see, by name."""
+    config = gateway.config
+    buckets = {b.name: (_EPOCH, access.bucket_owner(config, b.name, None)) for b in config.virtual_buckets}
     for record in await gateway.store.list_buckets():
-        buckets[record.name] = record.created
-    return sorted((name, created) for name, created in buckets.items() if gateway.may_see_bucket(credential, name))
+        buckets[record.name] = (record.created, access.bucket_owner(config, record.name, record.owner))
+    return sorted(
+        (name, created)
+        for name, (created, owner) in buckets.items()
+        if access.may_list(caller, owner) and gateway.may_see_bucket(credential, name)
+    )
 
 
 async def list_buckets(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    buckets = await _visible_buckets(gateway, call.credential)
+    """The caller's buckets; an anonymous request is refused (AccessDenied), as by S3."""
+    caller = access.caller_of(gateway.config.s3api, call.credential)
+    if caller.account is None:
+        raise S3Error("AccessDenied")
+    buckets = await _visible_buckets(gateway, call.credential, caller)
     body = document(
         "ListAllMyBucketsResult",
         [
-            ("Owner", _owner()),
+            ("Owner", _owner(gateway, caller.account)),
             (
                 "Buckets",
                 [("Bucket", [("Name", name), ("CreationDate", iso8601(created))]) for name, created in buckets],
@@ -75,12 +84,12 @@ async def list_buckets(gateway: GatewayLike, request: S3Request, call: S3Call) -
 
 
 async def head_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     gateway.answer_empty(request, 200, {"x-amz-bucket-region": gateway.config.s3api.region})
 
 
 async def get_bucket_location(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     region = gateway.config.s3api.region
     # us-east-1 is reported as an empty LocationConstraint, as S3 does.
     body = document("LocationConstraint", []) if region == "us-east-1" else None
@@ -93,20 +102,34 @@ async def get_bucket_location(gateway: GatewayLike, request: S3Request, call: S3
 
 
 async def get_bucket_versioning(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     gateway.answer_xml(request, document("VersioningConfiguration", []))
 
 
 async def get_acl(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    """The owner's full control, the only ACL there is (a bucket's objects are its owner's)."""
+    bucket = await gateway.require_bucket(call)
     if call.target.key is not None and await gateway.store.get_object(call.bucket, call.key) is None:
         raise S3Error("NoSuchKey", Key=call.key)
-    gateway.answer_xml(request, _CANNED_ACL)
+    owner = _owner(gateway, bucket.owner)
+    body = document(
+        "AccessControlPolicy",
+        [
+            ("Owner", owner),
+            ("AccessControlList", [("Grant", [("Grantee", owner), ("Permission", "FULL_CONTROL")])]),
+        ],
+    )
+    # The Grantee's type is an attribute, which document() does not write.
+    body = body.replace(
+        b"<Grantee>",
+        b'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">',
+    )
+    gateway.answer_xml(request, body)
 
 
 async def get_bucket_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """The bucket's tag set; NoSuchTagSet (404) when it has none, as S3."""
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     record = await gateway.store.get_bucket(call.bucket)
     if record is None or not record.tags:
         raise S3Error("NoSuchTagSet", "The TagSet does not exist", status=404, BucketName=call.bucket)
@@ -126,22 +149,10 @@ async def delete_bucket_tagging(gateway: GatewayLike, request: S3Request, call: 
 
 
 async def _set_bucket_tags(gateway: GatewayLike, call: S3Call, tags: TagSet) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     # Every bucket clients see has a row (configured ones: sync_config_buckets).
     if not await gateway.store.set_bucket_tags(call.bucket, tags):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
-
-
-# A canned full-control ACL: ACLs are not implemented, clients only read this.
-_CANNED_ACL = (
-    '<?xml version="1.0" encoding="UTF-8"?>\n'
-    '<AccessControlPolicy xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-    f"<Owner><ID>{OWNER_ID}</ID><DisplayName>{OWNER_ID}</DisplayName></Owner>"
-    '<AccessControlList><Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-    'xsi:type="CanonicalUser">'
-    f"<ID>{OWNER_ID}</ID><DisplayName>{OWNER_ID}</DisplayName></Grantee>"
-    "<Permission>FULL_CONTROL</Permission></Grant></AccessControlList></AccessControlPolicy>"
-).encode()
 
 
 def _max_keys(call: S3Call) -> int:
@@ -184,6 +195,7 @@ class _Listing:
     entries: tuple
     truncated: bool
     next_marker: Optional[str]
+    owner: str  # the bucket's owner: its objects' Owner
 
     def prefixes(self) -> list:
         return [
@@ -206,7 +218,7 @@ class _Listing:
 async def _list_page(
     gateway: GatewayLike, call: S3Call, after_of: Callable[[dict[str, str]], str]
 ) -> _Listing:
-    await gateway.require_bucket(call.bucket)
+    bucket = await gateway.require_bucket(call)
     query = call.query
     encoding = query.get("encoding-type")
     if encoding is not None and encoding != "url":
@@ -220,7 +232,7 @@ async def _list_page(
     if max_keys > 0:
         page = await gateway.store.list_objects(call.bucket, prefix, delimiter, after, max_keys)
         entries, truncated, next_marker = page.entries, page.is_truncated, page.next_marker
-    return _Listing(prefix, delimiter, encoding == "url", max_keys, entries, truncated, next_marker)
+    return _Listing(prefix, delimiter, encoding == "url", max_keys, entries, truncated, next_marker, bucket.owner)
 
 
 def _v2_after(query: dict[str, str]) -> str:
@@ -242,6 +254,7 @@ async def list_objects(gateway: GatewayLike, request: S3Request, call: S3Call) -
     page = await _list_page(gateway, call, _v2_after if v2 else (lambda q: q.get("marker", "")))
     url = page.url
     fetch_owner = not v2 or query.get("fetch-owner") == "true"
+    owner = _owner(gateway, page.owner)
     contents: list = []
     for entry in page.entries:
         if isinstance(entry, str):
@@ -254,7 +267,7 @@ async def list_objects(gateway: GatewayLike, request: S3Request, call: S3Call) -
             ("StorageClass", storage_class.of(entry.headers)),
         ]
         if fetch_owner:
-            item.append(("Owner", _owner()))
+            item.append(("Owner", owner))
         contents.append(("Contents", item))
     # ListObjects v1 answers its Prefix as given, encoding-type or not (as S3
     # does: SDKs decode Marker, NextMarker, Delimiter and keys in v1, never Prefix).
@@ -302,6 +315,7 @@ async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S
     query = call.query
     page = await _list_page(gateway, call, _versions_after)
     url = page.url
+    owner = _owner(gateway, page.owner)
     versions: list = []
     for entry in page.entries:
         if isinstance(entry, str):
@@ -313,7 +327,7 @@ async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S
             ("LastModified", iso8601(entry.last_modified)),
             ("ETag", entry.etag),
             ("Size", entry.size),
-            ("Owner", _owner()),
+            ("Owner", owner),
             ("StorageClass", storage_class.of(entry.headers)),
         ]))
     children: list = [
@@ -331,23 +345,38 @@ async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S
     gateway.answer_xml(request, document("ListVersionsResult", children))
 
 
+def _already_exists(config: Config, caller: access.Caller, name: str, recorded: Optional[str]) -> S3Error:
+    """CreateBucket of a taken name: BucketAlreadyOwnedByYou for its owner, BucketAlreadyExists for anyone else."""
+    if caller.account is not None and caller.account == access.bucket_owner(config, name, recorded):
+        return S3Error("BucketAlreadyOwnedByYou", BucketName=name)
+    return S3Error("BucketAlreadyExists", BucketName=name)
+
+
 async def create_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """A new bucket owned by the caller's account (an anonymous caller owns none: AccessDenied)."""
     name = call.bucket
+    config = gateway.config
     if not valid_bucket_name(name):
         raise S3Error("InvalidBucketName", BucketName=name)
-    if gateway.config.virtual_bucket(name) is not None:
-        raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
-    if not gateway.config.s3api.allow_create_bucket:
+    caller = access.caller_of(config.s3api, call.credential)
+    if config.virtual_bucket(name) is not None:
+        raise _already_exists(config, caller, name, None)
+    if caller.account is None:
+        raise S3Error("AccessDenied")
+    if not config.s3api.allow_create_bucket:
         raise S3Error("AccessDenied", "Creating buckets is disabled on this gateway.")
     try:
-        await gateway.store.create_bucket(name)
+        await gateway.store.create_bucket(name, caller.account)
     except BucketExists:
-        raise S3Error("BucketAlreadyOwnedByYou", BucketName=name) from None
+        existing = await gateway.store.get_bucket(name)
+        raise _already_exists(config, caller, name, existing.owner if existing else None) from None
     gateway.answer_empty(request, 200, {"Location": f"/{name}"})
 
 
 async def delete_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     name = call.bucket
+    # Only its owner (or an admin) learns more than AccessDenied.
+    await gateway.require_bucket(call)
     if gateway.config.virtual_bucket(name) is not None:
         raise S3Error(
             "AccessDenied", "Buckets defined in the configuration cannot be deleted through the API."

@@ -82,7 +82,7 @@ async def _source(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
     bucket, key = parse_copy_source(call.header("x-amz-copy-source"))
     if not gateway.may_see_bucket(call.credential, bucket):
         raise S3Error("AccessDenied")
-    await gateway.require_bucket(bucket)
+    await gateway.require_bucket(call, bucket, "GetObject")
     record = await gateway.store.get_object(bucket, key)
     if record is None:
         raise S3Error("NoSuchKey", Key=key)
@@ -209,7 +209,7 @@ async def copy_in_parts(
 
 
 async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     source = await _source(gateway, call)
     directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
@@ -318,7 +318,7 @@ def _copy_range(call: S3Call, size: int) -> Optional[tuple[int, int]]:
 async def upload_part_copy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     number = part_number(call)
     upload_id = call.query.get("uploadId", "")
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     upload = await gateway.store.get_multipart(upload_id)
     if upload is None or upload.bucket != call.bucket or upload.key != call.key:
         raise S3Error("NoSuchUpload", UploadId=upload_id)

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from s3balance.auth.mechanism import authenticate
 from s3balance.auth.sigv4 import SigV4Request
 from s3balance.errors import S3Error
-from s3balance.s3 import cors, limits, routing, sse, tagging, unkept
+from s3balance.s3 import access, cors, limits, routing, sse, tagging, unkept
 from s3balance.s3.call import S3Call
 from s3balance.s3.handler_types import GatewayLike, Handler
 from s3balance.store.interfaces import StoreUnavailable
@@ -312,12 +312,29 @@ class Gateway:
 
     # -- buckets ------------------------------------------------------------
 
-    async def require_bucket(self, name: str) -> None:
-        if self.config.virtual_bucket(name) is not None:
-            return
-        record = await self.store.get_bucket(name)
-        if record is None:
-            raise S3Error("NoSuchBucket", BucketName=name)
+    async def require_bucket(
+        self, call: S3Call, bucket: Optional[str] = None, action: Optional[str] = None
+    ) -> access.BucketAccess:
+        """
+        The bucket C{call} names (or C{bucket}, e.g. a copy source): NoSuchBucket
+        when it does not exist, AccessDenied when the caller may not do
+        C{action} (default: the call's operation) on it (L{access.may_access}).
+        A configured bucket's owner is the configuration's (no store read); an
+        API-created one's comes with the row this reads anyway.
+        """
+        name = call.bucket if bucket is None else bucket
+        config = self.config
+        recorded = None
+        if config.virtual_bucket(name) is None:
+            record = await self.store.get_bucket(name)
+            if record is None:
+                raise S3Error("NoSuchBucket", BucketName=name)
+            recorded = record.owner
+        target = access.BucketAccess(name, access.bucket_owner(config, name, recorded))
+        caller = access.caller_of(config.s3api, call.credential)
+        if not access.may_access(caller, target, action or call.operation):
+            raise S3Error("AccessDenied")
+        return target
 
     # -- step 3.. : run the operation ------------------------------------------
 

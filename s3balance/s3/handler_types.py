@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from s3balance.config.schema import Config, Credential
     from s3balance.errors import S3Error
     from s3balance.placement.interfaces import IStrategy
+    from s3balance.s3.access import BucketAccess
     from s3balance.s3.call import S3Call
     from s3balance.s3.request import S3Request
     from s3balance.store.interfaces import IMetadataStore
@@ -34,7 +35,9 @@ class GatewayLike(Protocol):
     reactor: Any  # the Twisted reactor: IReactorTime, IReactorThreads
     clock: Callable[[], float]
 
-    async def require_bucket(self, name: str) -> None: ...
+    async def require_bucket(
+        self, call: S3Call, bucket: Optional[str] = None, action: Optional[str] = None
+    ) -> BucketAccess: ...
 
     def may_see_bucket(self, credential: Optional[Credential], bucket: str) -> bool: ...
 

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import checksum_parts, storage_class, tagging
+from s3balance.s3 import access, checksum_parts, storage_class, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.writes import (
     backend_error_to_s3,
@@ -36,7 +36,7 @@ from s3balance.s3.writes import (
     object_headers,
     place_write,
 )
-from s3balance.s3.xmldoc import child_text, document, iso8601, listed_key, parse
+from s3balance.s3.xmldoc import Node, child_text, document, iso8601, listed_key, parse
 from s3balance.store.interfaces import (
     CompletedUpload,
     Location,
@@ -65,13 +65,18 @@ def new_upload_id() -> str:
     return os.urandom(24).hex()
 
 
-async def _upload_of(gateway: GatewayLike, call: S3Call) -> MultipartRecord:
+async def _upload_of(gateway: GatewayLike, call: S3Call) -> tuple[MultipartRecord, str]:
+    """The upload C{call} names and its bucket's owner (the upload's Initiator and Owner)."""
     upload_id = call.query.get("uploadId", "")
-    await gateway.require_bucket(call.bucket)
+    bucket = await gateway.require_bucket(call)
     record = await gateway.store.get_multipart(upload_id) if upload_id else None
     if record is None or record.bucket != call.bucket or record.key != call.key:
         raise S3Error("NoSuchUpload", UploadId=upload_id)
-    return record
+    return record, bucket.owner
+
+
+def _owner(gateway: GatewayLike, owner: str) -> list[Node]:
+    return access.owner_elements(gateway.config.s3api, owner)
 
 
 def _backend_of(gateway: GatewayLike, record: MultipartRecord) -> Backend:
@@ -87,7 +92,7 @@ CREATE_LEASE = 300.0
 
 
 async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     content_type, headers = object_headers(call)
     checksum_algorithm, checksum_type = checksum_parts.requested(call)
     # A write intent first: if we die between the backend opening the upload
@@ -174,7 +179,7 @@ def _parse_parts(body: bytes) -> list[tuple[int, str]]:
 
 async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     upload_id = call.query.get("uploadId", "")
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     record = await gateway.store.get_multipart(upload_id) if upload_id else None
     if record is None or record.bucket != call.bucket or record.key != call.key:
         # A Complete sent again after its answer was lost: the same answer.
@@ -355,7 +360,7 @@ class _Keepalive:
 
 
 async def abort_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    record = await _upload_of(gateway, call)
+    record, _ = await _upload_of(gateway, call)
     await gateway.store.abort_multipart(record.upload_id, True)
     gateway.kick_deleter()
     gateway.answer_empty(request, 204)
@@ -375,7 +380,8 @@ def _int_query(call: S3Call, name: str, default: int, low: int, high: int) -> in
 
 
 async def list_parts(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    record = await _upload_of(gateway, call)
+    record, owner_id = await _upload_of(gateway, call)
+    owner = _owner(gateway, owner_id)
     backend = _backend_of(gateway, record)
     marker = _int_query(call, "part-number-marker", 0, 0, 10000)
     max_parts = _int_query(call, "max-parts", 1000, 0, 1000)
@@ -408,8 +414,8 @@ async def list_parts(gateway: GatewayLike, request: S3Request, call: S3Call) -> 
         ("Bucket", record.bucket),
         ("Key", record.key),
         ("UploadId", record.upload_id),
-        ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-        ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
+        ("Initiator", owner),
+        ("Owner", owner),
         ("StorageClass", storage_class.of(record.headers)),
         *checksum_parts.upload_elements(record.headers),
         ("PartNumberMarker", marker),
@@ -421,7 +427,7 @@ async def list_parts(gateway: GatewayLike, request: S3Request, call: S3Call) -> 
 
 
 async def list_multipart_uploads(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call.bucket)
+    owner = _owner(gateway, (await gateway.require_bucket(call)).owner)
     query = call.query
     prefix = query.get("prefix", "")
     delimiter = query.get("delimiter", "")
@@ -447,8 +453,8 @@ async def list_multipart_uploads(gateway: GatewayLike, request: S3Request, call:
                 [
                     ("Key", listed_key(entry.key, url)),
                     ("UploadId", entry.upload_id),
-                    ("Initiator", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
-                    ("Owner", [("ID", "s3balance"), ("DisplayName", "s3balance")]),
+                    ("Initiator", owner),
+                    ("Owner", owner),
                     ("StorageClass", storage_class.of(entry.headers)),
                     ("Initiated", iso8601(entry.initiated)),
                 ],

@@ -76,7 +76,7 @@ def _other_version(version: Optional[str]) -> bool:
 
 
 async def _lookup(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     if _other_version(call.query.get("versionId")):
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
     record = await gateway.store.get_object(call.bucket, call.key)
@@ -266,7 +266,7 @@ async def delete_object(gateway: GatewayLike, request: S3Request, call: S3Call) 
     if _other_version(version):
         raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
                       ArgumentValue=version or "")
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     removed = await gateway.store.delete_object(call.bucket, call.key)
     if removed is not None:
         for location in removed.locations:
@@ -301,7 +301,7 @@ async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call)
             and "x-amz-sdk-checksum-algorithm" not in call.headers:
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*")
     quiet, keys = _delete_request(small_body(request, call))
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     # Every key in one transaction (one commit, not one per key).
     removed = await gateway.store.delete_objects(
         call.bucket, [key for key, version in keys if not _other_version(version)]
@@ -345,7 +345,7 @@ async def delete_object_tagging(gateway: GatewayLike, request: S3Request, call: 
 
 
 async def _set_tags(gateway: GatewayLike, call: S3Call, tags: TagSet) -> None:
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     if _other_version(call.query.get("versionId")):
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
     if not await gateway.store.set_object_tags(call.bucket, call.key, tags):

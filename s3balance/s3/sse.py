@@ -70,7 +70,7 @@ def refuse_encryption(headers: Mapping[str, object], query: Mapping[str, object]
 
 async def get_bucket_encryption(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """S3's answer for a bucket without a default encryption configuration."""
-    await gateway.require_bucket(call.bucket)
+    await gateway.require_bucket(call)
     raise S3Error(
         "ServerSideEncryptionConfigurationNotFoundError",
         "The server side encryption configuration was not found",

@@ -63,7 +63,7 @@ class PutObjectUpload(StreamedBody):
         intent = None
         lease = None
         try:
-            await gateway.require_bucket(call.bucket)
+            await gateway.require_bucket(call)
             exclude: list[str] = []
             balancer = gateway.config.balancer
             attempts = max(1, balancer.retry_attempts)
@@ -148,6 +148,7 @@ class PartUpload(StreamedBody):
         reservation = intent = lease = None
         try:
             number = part_number(call)
+            await gateway.require_bucket(call)
             upload = await store.get_multipart(call.query.get("uploadId", ""))
             if upload is None or upload.bucket != call.bucket or upload.key != call.key:
                 raise S3Error("NoSuchUpload", UploadId=call.query.get("uploadId", ""))
@@ -320,7 +321,7 @@ class UnknownLengthUpload(PutObjectUpload):
         reservation = intent = None
         lease = None
         try:
-            await gateway.require_bucket(call.bucket)
+            await gateway.require_bucket(call)
             reservation, backend, real_key, intent = await place_write(
                 gateway, PlacementContext(call.bucket, call.key, None), self.PART_SIZE, INTENT_LEASE
             )

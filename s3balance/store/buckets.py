@@ -56,12 +56,17 @@ def get_bucket(conn: Connection, name: str) -> Optional[BucketRecord]:
     return bucket_record(row) if row is not None else None
 
 
-def create_bucket(conn: Connection, name: str, now: datetime.datetime) -> BucketRecord:
+def create_bucket(conn: Connection, name: str, now: datetime.datetime, owner: Optional[str] = None) -> BucketRecord:
     try:
-        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_API))
+        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_API, owner=owner))
     except IntegrityError:
         raise BucketExists(name) from None
-    return BucketRecord(name=name, created=now, origin=ORIGIN_API)
+    return BucketRecord(name=name, created=now, origin=ORIGIN_API, owner=owner)
+
+
+def set_bucket_owner(conn: Connection, name: str, owner: Optional[str]) -> bool:
+    """Record the bucket's owning account (None: the default owner). -> whether the bucket exists."""
+    return conn.execute(update(_b).where(_b.c.name == name).values(owner=owner)).rowcount == 1
 
 
 def set_bucket_tags(conn: Connection, name: str, tags: TagSet) -> bool:

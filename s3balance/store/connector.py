@@ -96,8 +96,11 @@ class MetadataStore(StoreRunner):
     def set_bucket_tags(self, name: str, tags: TagSet) -> Deferred[bool]:
         return self._run(buckets.set_bucket_tags, name, tuple(tags))
 
-    def create_bucket(self, name: str) -> Deferred[BucketRecord]:
-        return self._run(buckets.create_bucket, name, self._now())
+    def create_bucket(self, name: str, owner: Optional[str] = None) -> Deferred[BucketRecord]:
+        return self._run(buckets.create_bucket, name, self._now(), owner)
+
+    def set_bucket_owner(self, name: str, owner: Optional[str]) -> Deferred[bool]:
+        return self._run(buckets.set_bucket_owner, name, owner)
 
     def delete_bucket(self, name: str) -> Deferred[int]:
         return self._run(multipart.delete_bucket, name, self._now())

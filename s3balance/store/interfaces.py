@@ -216,6 +216,10 @@ class BucketRecord:
     created: datetime.datetime
     origin: str  # "config" or "api"
     tags: TagSet = ()  # PutBucketTagging's (empty: no tag set)
+    # The owning account's id as recorded (None: the configured default
+    # owner; a configured bucket's owner is the configuration's, see
+    # s3balance.s3.access.bucket_owner).
+    owner: Optional[str] = None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -346,8 +350,13 @@ class IMetadataStore(Interface):
     def get_bucket(name: str) -> Deferred[Optional[BucketRecord]]:
         """-> Deferred[BucketRecord | None]"""
 
-    def create_bucket(name: str) -> Deferred[BucketRecord]:
-        """origin 'api'.  -> Deferred[BucketRecord]; fails with BucketExists."""
+    def create_bucket(name: str, owner: Optional[str] = None) -> Deferred[BucketRecord]:
+        """origin 'api', owned by the account C{owner} (None: the default
+        owner).  -> Deferred[BucketRecord]; fails with BucketExists."""
+
+    def set_bucket_owner(name: str, owner: Optional[str]) -> Deferred[bool]:
+        """Record C{owner} as the bucket's owner (None: the default owner).
+        -> Deferred[bool] (False: no such bucket row)."""
 
     def delete_bucket(name: str) -> Deferred[int]:
         """Only origin 'api' and only without objects; its open multipart

@@ -93,7 +93,9 @@ def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecor
 
 
 def bucket_record(row: Row) -> BucketRecord:
-    return BucketRecord(name=row.name, created=row.created, origin=row.origin, tags=load_tags(row.tags))
+    return BucketRecord(
+        name=row.name, created=row.created, origin=row.origin, tags=load_tags(row.tags), owner=row.owner
+    )
 
 
 def multipart_record(row: Row) -> MultipartRecord:

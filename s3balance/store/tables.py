@@ -125,6 +125,10 @@ buckets = Table(
     Column("quota_origin", String(16), nullable=True),
     # PutBucketTagging's tag set (records.dump_tags; NULL: none).  Migration 0013.
     Column("tags", TAGS, nullable=True),
+    # The id of the account that owns it (CreateBucket's caller); NULL: the
+    # configured default owner (configured buckets, buckets older than
+    # accounts).  Migration 0015.
+    Column("owner", String(64), nullable=True),
 )
 
 objects = Table(
