@@ -125,6 +125,9 @@ buckets = Table(
     Column("quota_origin", String(16), nullable=True),
     # PutBucketTagging's tag set (records.dump_tags; NULL: none).  Migration 0013.
     Column("tags", TAGS, nullable=True),
+    # PutBucketLifecycleConfiguration's rules (s3.lifecycle_rules.dump: JSON;
+    # NULL: none).  Migration 0014.
+    Column("lifecycle", TAGS, nullable=True),
 )
 
 objects = Table(
