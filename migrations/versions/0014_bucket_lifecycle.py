@@ -1,10 +1,11 @@
-"""Bucket lifecycle (s3/lifecycle_rules.py, ops/lifecycle.py): a nullable
-lifecycle column on buckets, the validated configuration as
-lifecycle_rules.dump writes it (JSON; NULL: no configuration).
+"""Bucket lifecycle (s3/lifecycle_rules.py, ops/lifecycle.py): a table
+bucket_lifecycles, one row per bucket with a configuration (the validated
+configuration as lifecycle_rules.dump writes it, JSON), gone with its
+bucket (ON DELETE CASCADE).
 
-A nullable column without a default: no table is rewritten (PostgreSQL and
-SQLite change the catalogue only, MariaDB adds it in place), so daemons of
-the previous release keep running during the upgrade.
+A new table: nothing existing is rewritten or read differently, so daemons
+of the previous release keep running during the upgrade (they neither read
+nor write it).
 
 Revision ID: 0014
 Revises: 0013
@@ -15,24 +16,24 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.mysql import MEDIUMTEXT
 
-# (Another revision may take the number 0014: the id and down_revision are
-# the two strings to change when this one is renumbered.)
+# (Another revision may be numbered 0014 too: revision and down_revision
+# are the two strings to change when this one is renumbered.)
 revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-# As tables.LIFECYCLE: TEXT, MEDIUMTEXT on MySQL/MariaDB (1000 rules do not fit 64 KiB).
-Lifecycle = sa.Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb")
+# As tables.TAGS: TEXT, MEDIUMTEXT on MySQL/MariaDB (1000 rules do not fit 64 KiB).
+Configuration = sa.Text().with_variant(MEDIUMTEXT(), "mysql", "mariadb")
 
 
 def upgrade():
-    op.add_column("buckets", sa.Column("lifecycle", Lifecycle, nullable=True))
+    op.create_table(
+        "bucket_lifecycles",
+        sa.Column("bucket", sa.String(63), sa.ForeignKey("buckets.name", ondelete="CASCADE"), primary_key=True),
+        sa.Column("configuration", Configuration, nullable=False),
+    )
 
 
 def downgrade():
-    # In place on SQLite too (3.35+), as 0013.
-    if op.get_bind().dialect.name == "sqlite":
-        op.execute("ALTER TABLE buckets DROP COLUMN lifecycle")
-    else:
-        op.drop_column("buckets", "lifecycle")
+    op.drop_table("bucket_lifecycles")

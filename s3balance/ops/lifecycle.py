@@ -105,7 +105,8 @@ class LifecycleExpirer(GatewayJob):
                     await self.expire(bucket, rule)
                 if rule.abort_days is not None:
                     await self.abort_uploads(bucket, rule)
-        self.passes += 1
+        if self.keep_going():
+            self.passes += 1  # (a pass that was paused or stopped is not one)
 
     def _parse(self, bucket: str, text: Optional[str]) -> Optional[Configuration]:
         if text is None:

@@ -169,19 +169,6 @@ def abort_due(rule: Rule, initiated: datetime.datetime) -> Optional[datetime.dat
     return next_midnight(initiated + rule.abort_days * _DAY)
 
 
-def latest_modified_due(rule: Rule, now: datetime.datetime) -> Optional[datetime.datetime]:
-    """
-    The objects C{rule} expires by C{now} were modified before the moment
-    returned (a bound for a listing to skip the young); None: any age.
-    """
-    if rule.date is not None:
-        return None
-    assert rule.days is not None
-    # next_midnight(lm + days) <= now  <=>  lm + days < midnight(now)
-    today = datetime.datetime(now.year, now.month, now.day, tzinfo=datetime.UTC)
-    return today - rule.days * _DAY
-
-
 def expiration_header(config: Configuration, record: ObjectRecord) -> Optional[str]:
     """The C{x-amz-expiration} value S3 answers for C{record}, or None."""
     found = first_expiry(config, record)

@@ -1,6 +1,6 @@
 """
-SQL for bucket lifecycle configurations (the buckets table's C{lifecycle}
-column) and the pages of objects the lifecycle expirer reads.
+SQL for bucket lifecycle configurations (the C{bucket_lifecycles} table) and
+the pages of objects the lifecycle expirer reads.
 
 The store keeps a configuration as text (L{s3balance.s3.lifecycle_rules.dump}):
 it neither reads nor checks it.
@@ -10,31 +10,42 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from s3balance.store import tables
-from s3balance.store.interfaces import ObjectRecord
+from s3balance.store.interfaces import ConcurrentInsert, ObjectRecord
 from s3balance.store.listing import successor
 from s3balance.store.records import encode_key, object_record
 
 _b = tables.buckets
+_lc = tables.bucket_lifecycles
 _o = tables.objects
 
 
 def set_bucket_lifecycle(conn: Connection, name: str, text: Optional[str]) -> bool:
     """Replace the bucket's configuration (None: remove it). -> whether the bucket exists."""
-    return conn.execute(update(_b).where(_b.c.name == name).values(lifecycle=text)).rowcount == 1
+    if conn.execute(select(_b.c.name).where(_b.c.name == name).with_for_update(read=True)).first() is None:
+        return False
+    conn.execute(delete(_lc).where(_lc.c.bucket == name))
+    if text is not None:
+        try:
+            conn.execute(insert(_lc).values(bucket=name, configuration=text))
+        except IntegrityError as e:
+            # Two puts at once: the runner runs this one again, after the other.
+            raise ConcurrentInsert(name) from e
+    return True
 
 
 def get_bucket_lifecycle(conn: Connection, name: str) -> Optional[str]:
-    return conn.execute(select(_b.c.lifecycle).where(_b.c.name == name)).scalar()
+    return conn.execute(select(_lc.c.configuration).where(_lc.c.bucket == name)).scalar()
 
 
 def lifecycle_buckets(conn: Connection) -> list[tuple[str, str]]:
     """(name, configuration) of every bucket with one, by name."""
-    rows = conn.execute(select(_b.c.name, _b.c.lifecycle).where(_b.c.lifecycle.is_not(None)).order_by(_b.c.name))
-    return [(row.name, row.lifecycle) for row in rows]
+    rows = conn.execute(select(_lc.c.bucket, _lc.c.configuration).order_by(_lc.c.bucket))
+    return [(row.bucket, row.configuration) for row in rows]
 
 
 def lifecycle_page(conn: Connection, bucket: str, prefix: str, after: str, limit: int) -> list[ObjectRecord]:

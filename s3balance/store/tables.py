@@ -125,9 +125,17 @@ buckets = Table(
     Column("quota_origin", String(16), nullable=True),
     # PutBucketTagging's tag set (records.dump_tags; NULL: none).  Migration 0013.
     Column("tags", TAGS, nullable=True),
-    # PutBucketLifecycleConfiguration's rules (s3.lifecycle_rules.dump: JSON;
-    # NULL: none).  Migration 0014.
-    Column("lifecycle", TAGS, nullable=True),
+)
+
+# A bucket's lifecycle configuration (PutBucketLifecycleConfiguration), as
+# s3.lifecycle_rules.dump writes it (JSON): a row only for the buckets with
+# one, gone with its bucket.  A table of its own, so that reading a bucket
+# never reads it.  Migration 0014.
+bucket_lifecycles = Table(
+    "bucket_lifecycles",
+    metadata,
+    Column("bucket", BUCKET_NAME, ForeignKey("buckets.name", ondelete="CASCADE"), primary_key=True),
+    Column("configuration", TAGS, nullable=False),
 )
 
 objects = Table(
