@@ -102,8 +102,28 @@ class ConfigurationTests(LifecycleTestCase):
         # Deleting none is fine, as S3.
         self.s3.delete_bucket_lifecycle(Bucket=self.bucket)
 
+    def test_x_amz_expiration_on_put_get_and_head(self) -> None:
+        self.s3.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration=RULES)
+
+        def expiration(answer: dict) -> str | None:
+            return answer["ResponseMetadata"]["HTTPHeaders"].get("x-amz-expiration")
+
+        put = self.s3.put_object(Bucket=self.bucket, Key="logs/a", Body=b"data")
+        header = expiration(put)
+        self.assertRegex(header or "", r'^expiry-date="\w{3}, \d{2} \w{3} \d{4} 00:00:00 GMT", rule-id="logs"$')
+        self.assertEqual(expiration(self.s3.head_object(Bucket=self.bucket, Key="logs/a")), header)
+        got = self.s3.get_object(Bucket=self.bucket, Key="logs/a")
+        self.assertEqual((expiration(got), got["Body"].read()), (header, b"data"))
+        # boto3 reads it too.
+        self.assertEqual(self.s3.head_object(Bucket=self.bucket, Key="logs/a")["Expiration"], header)
+        self.s3.put_object(Bucket=self.bucket, Key="other", Body=b"data")
+        self.assertIsNone(expiration(self.s3.head_object(Bucket=self.bucket, Key="other")))
+        self.s3.delete_bucket_lifecycle(Bucket=self.bucket)
+        self.assertIsNone(expiration(self.s3.head_object(Bucket=self.bucket, Key="logs/a")))
+
     def test_a_configuration_goes_with_its_bucket(self) -> None:
         self.s3.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration=RULES)
+        self.s3.get_bucket_lifecycle_configuration(Bucket=self.bucket)
         self.s3.delete_bucket(Bucket=self.bucket)
         self.s3.create_bucket(Bucket=self.bucket)
         self.refused(lambda: self.s3.get_bucket_lifecycle_configuration(Bucket=self.bucket),

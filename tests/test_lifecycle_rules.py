@@ -330,3 +330,10 @@ class WhenTests(SynchronousTestCase):
             'expiry-date="Sun, 19 Jan 2014 00:00:00 GMT", rule-id="picture-deletion-rule"',
         )
         self.assertIsNone(rules.expiration_header(config, record("other")))
+
+    def test_expiration_header_quotes_the_rule_id(self) -> None:
+        config = rules.Configuration((rules.Rule(id='a"b\\c\r\nd', status="Enabled", filter=rules.Filter(), days=1),))
+        self.assertEqual(
+            rules.expiration_header(config, record()),
+            'expiry-date="Fri, 17 Jan 2014 00:00:00 GMT", rule-id="a\\"b\\\\cd"',
+        )

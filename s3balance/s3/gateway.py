@@ -178,6 +178,10 @@ class Gateway:
         # Every virtual bucket's usage and quota as last read from the store
         # (the periodic usage refresh, the admin API): for the metrics and /status.
         self.bucket_usage: list[BucketUsage] = []
+        # The buckets' lifecycle rules, for x-amz-expiration (s3.lifecycle).
+        from s3balance.s3.lifecycle import LifecycleCache
+
+        self.lifecycles = LifecycleCache(lambda: self.clock())
         from s3balance.s3 import attributes, buckets, copy, lifecycle, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)

@@ -8,7 +8,8 @@ expirer (L{s3balance.ops.lifecycle}) applies it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional
 
 from s3balance.errors import S3Error
 from s3balance.s3 import lifecycle_rules
@@ -18,6 +19,49 @@ if TYPE_CHECKING:
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
+    from s3balance.store.interfaces import IMetadataStore, ObjectRecord
+
+# How long a daemon answers x-amz-expiration from a bucket's configuration
+# as it last read it (a change through another daemon shows within this).
+CACHE_SECONDS = 10.0
+
+
+class LifecycleCache:
+    """
+    The buckets' configurations as this daemon last read them (or their
+    absence), for the C{x-amz-expiration} header of GET, HEAD and PUT: at
+    most one read of the store per bucket every L{CACHE_SECONDS}.  A change
+    through this daemon is seen at once (L{forget}).
+    """
+
+    def __init__(self, clock: Callable[[], float], seconds: float = CACHE_SECONDS) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self._known: dict[str, tuple[float, Optional[lifecycle_rules.Configuration]]] = {}
+
+    async def of(self, store: IMetadataStore, bucket: str) -> Optional[lifecycle_rules.Configuration]:
+        now = self.clock()
+        known = self._known.get(bucket)
+        if known is not None and now - known[0] < self.seconds:
+            return known[1]
+        text = await store.get_bucket_lifecycle(bucket)
+        config = lifecycle_rules.load(text) if text is not None else None
+        if len(self._known) > 10000:
+            self._known.clear()  # (buckets come and go: never more than this many remembered)
+        self._known[bucket] = (now, config)
+        return config
+
+    def forget(self, bucket: str) -> None:
+        self._known.pop(bucket, None)
+
+
+async def expiration_header(gateway: GatewayLike, record: ObjectRecord) -> Optional[str]:
+    """The C{x-amz-expiration} value S3 answers for C{record} (None: no enabled rule expires it)."""
+    cache: Optional[LifecycleCache] = getattr(gateway, "lifecycles", None)
+    if cache is None:
+        return None
+    config = await cache.of(gateway.store, record.bucket)
+    return lifecycle_rules.expiration_header(config, record) if config is not None else None
 
 
 def _require_integrity_header(call: S3Call) -> None:
@@ -33,11 +77,14 @@ def _require_integrity_header(call: S3Call) -> None:
     raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*")
 
 
-async def _set(gateway: GatewayLike, call: S3Call, text: str | None) -> None:
+async def _set(gateway: GatewayLike, call: S3Call, text: Optional[str]) -> None:
     await gateway.require_bucket(call.bucket)
     # Every bucket clients see has a row (configured ones: sync_config_buckets).
     if not await gateway.store.set_bucket_lifecycle(call.bucket, text):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
+    cache: Optional[LifecycleCache] = getattr(gateway, "lifecycles", None)
+    if cache is not None:
+        cache.forget(call.bucket)
 
 
 async def put_bucket_lifecycle(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import email.utils
 import json
 import os
 import re
@@ -175,8 +176,10 @@ def expiration_header(config: Configuration, record: ObjectRecord) -> Optional[s
     if found is None:
         return None
     when, rule = found
-    stamp = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
-    return f'expiry-date="{stamp}", rule-id="{rule.id}"'
+    stamp = email.utils.format_datetime(when, usegmt=True)
+    # A rule's ID is the client's text: quoted, and nothing that could end the header.
+    rule_id = "".join(ch for ch in rule.id if " " <= ch != "\x7f").replace("\\", "\\\\").replace('"', '\\"')
+    return f'expiry-date="{stamp}", rule-id="{rule_id}"'
 
 
 # -- the XML document ------------------------------------------------------------------
