@@ -304,7 +304,7 @@ class MemoryStore:
         self.tables.buckets[name] = attr.evolve(bucket, tags=tuple(sorted(tags)))
         return True
 
-    # -- lifecycle (store/lifecycle.py) ---------------------------------------------
+    # -- bucket lifecycle configurations (store/lifecycle.py) -----------------------
 
     @_answers
     def set_bucket_lifecycle(self, name: str, text: Optional[str]) -> bool:
