@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+
 from s3balance.errors import S3Error
 from s3balance.s3 import lifecycle_rules
 from s3balance.s3.bodies import CHECKSUM_PREFIX, small_body
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
     from s3balance.store.interfaces import IMetadataStore, ObjectRecord
+
+log = Logger()
 
 # How long a daemon answers x-amz-expiration from a bucket's configuration
 # as it last read it (a change through another daemon shows within this).
@@ -56,11 +61,23 @@ class LifecycleCache:
 
 
 async def expiration_header(gateway: GatewayLike, record: ObjectRecord) -> Optional[str]:
-    """The C{x-amz-expiration} value S3 answers for C{record} (None: no enabled rule expires it)."""
+    """
+    The C{x-amz-expiration} value S3 answers for C{record} (None: no enabled
+    rule expires it).  Informational: when the rules cannot be read (the
+    database at fault) the answer goes without it, never fails for it (a
+    PUT's object is stored by then).
+    """
     cache: Optional[LifecycleCache] = getattr(gateway, "lifecycles", None)
     if cache is None:
         return None
-    config = await cache.of(gateway.store, record.bucket)
+    try:
+        config = await cache.of(gateway.store, record.bucket)
+    except CancelledError:
+        raise
+    except Exception as error:
+        log.warn("x-amz-expiration of {bucket}/{key} left out: {error}", bucket=record.bucket, key=record.key,
+                 error=repr(error))
+        return None
     return lifecycle_rules.expiration_header(config, record) if config is not None else None
 
 

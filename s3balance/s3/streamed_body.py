@@ -274,7 +274,7 @@ class StreamedBody:
             self.gateway.pool.add_usage(location.backend, self.size, 1)
         self.gateway.kick_deleter(replaced=True)
         await complete_replicas(self.gateway, stored)
-        self._answer_stored(etag, await lifecycle.expiration_header(self.gateway, stored))
+        self._answer_stored(etag, await lifecycle.expiration_header(self.gateway, record))
 
     def _answer_stored(self, etag: str, expiration: Optional[str] = None) -> None:
         reply = {"ETag": etag}
