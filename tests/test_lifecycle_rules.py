@@ -162,6 +162,11 @@ class RefusalTests(ErrorAssertions):
             "<Filter><ObjectSizeGreaterThan>1</ObjectSizeGreaterThan><ObjectSizeLessThan>5</ObjectSizeLessThan></Filter>"
         )), "MalformedXML")
 
+    def test_and_with_an_element_twice(self) -> None:
+        self.refused(document(rule("<Filter><And><Prefix></Prefix><Prefix>b</Prefix></And></Filter>")), "MalformedXML")
+        self.refused(document(rule("<Filter><And><ObjectSizeLessThan>1</ObjectSizeLessThan>"
+                                   "<ObjectSizeLessThan>2</ObjectSizeLessThan></And></Filter>")), "MalformedXML")
+
     def test_malformed_tag(self) -> None:
         self.refused(document(rule("<Filter><Tag><Key>k</Key></Tag></Filter>")), "MalformedXML")
 

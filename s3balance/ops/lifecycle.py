@@ -92,6 +92,7 @@ class LifecycleExpirer(GatewayJob):
         return datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
 
     async def run(self) -> None:
+        expired, aborted = self.expired, self.aborted
         for bucket, text in await self.store.lifecycle_buckets():
             if not self.keep_going():
                 return
@@ -107,6 +108,9 @@ class LifecycleExpirer(GatewayJob):
                     await self.abort_uploads(bucket, rule)
         if self.keep_going():
             self.passes += 1  # (a pass that was paused or stopped is not one)
+        if self.expired > expired or self.aborted > aborted:
+            log.info("lifecycle pass: {expired} objects expired, {aborted} multipart uploads aborted",
+                     expired=self.expired - expired, aborted=self.aborted - aborted)
 
     def _parse(self, bucket: str, text: Optional[str]) -> Optional[Configuration]:
         if text is None:

@@ -275,11 +275,12 @@ def _filter(element: Element) -> Filter:
         return Filter(LESS, less=_size(child))
     if child.tag != "And":
         raise _malformed()
-    prefix, pairs = "", []
+    prefix: Optional[str] = None
+    pairs = []
     greater: Optional[int] = None
     less: Optional[int] = None
     for part in child:
-        if part.tag == "Prefix" and not prefix:
+        if part.tag == "Prefix" and prefix is None:
             prefix = part.text or ""
         elif part.tag == "Tag":
             pairs.append(_tag(part))
@@ -290,7 +291,7 @@ def _filter(element: Element) -> Filter:
         else:
             raise _malformed()
     _sizes(greater, less)
-    return Filter(AND, prefix=prefix, tags=_tags(pairs), greater=greater, less=less)
+    return Filter(AND, prefix=prefix or "", tags=_tags(pairs), greater=greater, less=less)
 
 
 def _new_id() -> str:
@@ -318,7 +319,11 @@ def _rule(element: Element) -> Rule:
     legacy, filter_element = _one(element, "Prefix"), _one(element, "Filter")
     if (legacy is None) == (filter_element is None):
         raise _malformed()
-    rule_filter = Filter(LEGACY, prefix=legacy.text or "") if legacy is not None else _filter(filter_element)  # type: ignore[arg-type]
+    if legacy is not None:
+        rule_filter = Filter(LEGACY, prefix=legacy.text or "")
+    else:
+        assert filter_element is not None
+        rule_filter = _filter(filter_element)
     values: dict[str, Any] = {}
     expiration = _one(element, "Expiration")
     if expiration is not None:
