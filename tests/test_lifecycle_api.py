@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -207,6 +208,10 @@ class ExpirerTests(LifecycleTestCase):
         # The backend copies go after the deletion grace: the two objects' left.
         poll(lambda: sum(len(keys) for keys in gateway.backend_keys().values()) == 2, timeout=30,
              message="the expired objects' backend copies are still there")
+        with urllib.request.urlopen(f"{gateway.daemon.endpoint}/metrics", timeout=10) as answer:
+            metrics = answer.read().decode().splitlines()
+        self.assertIn("s3balance_lifecycle_objects_expired_total 2.0", metrics)
+        self.assertIn("s3balance_lifecycle_uploads_aborted_total 0.0", metrics)
         s3.delete_bucket_lifecycle(Bucket=bucket)
 
     def test_a_read_only_key_reads_but_does_not_change_the_configuration(self) -> None:
