@@ -149,6 +149,7 @@ class MemoryTables:
     drains: dict[str, DrainRecord] = field(default_factory=dict)  # backend -> its drain (store/moves.py)
     pauses: dict[str, JobPause] = field(default_factory=dict)  # job -> its pause (store/pauses.py)
     rebalance: Optional[RebalanceRecord] = None  # the cluster's rebalance (store/rebalance.py)
+    lifecycles: dict[str, str] = field(default_factory=dict)  # bucket -> its lifecycle configuration's text
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # every table's ids
 
 
@@ -304,6 +305,35 @@ class MemoryStore:
         self.tables.buckets[name] = attr.evolve(bucket, tags=tuple(sorted(tags)))
         return True
 
+    # -- bucket lifecycle configurations (store/lifecycle.py) -----------------------
+
+    @_answers
+    def set_bucket_lifecycle(self, name: str, text: Optional[str]) -> bool:
+        if name not in self.tables.buckets:
+            return False
+        if text is None:
+            self.tables.lifecycles.pop(name, None)
+        else:
+            self.tables.lifecycles[name] = text
+        return True
+
+    @_answers
+    def get_bucket_lifecycle(self, name: str) -> Optional[str]:
+        return self.tables.lifecycles.get(name)
+
+    @_answers
+    def lifecycle_buckets(self) -> list[tuple[str, str]]:
+        return sorted(self.tables.lifecycles.items())
+
+    @_answers
+    def lifecycle_page(self, bucket: str, prefix: str, after: str, limit: int) -> list[ObjectRecord]:
+        prefix_b, after_b = encode_key(prefix), encode_key(after)
+        rows = sorted(
+            (encode_key(key), record) for (of, key), record in self.tables.objects.items()
+            if of == bucket and encode_key(key).startswith(prefix_b) and encode_key(key) > after_b
+        )
+        return [attr.evolve(record, locations=()) for _, record in rows[: max(0, limit)]]
+
     @_answers
     def create_bucket(self, name: str, owner: Optional[str] = None) -> BucketRecord:
         if name in self.tables.buckets:
@@ -334,6 +364,7 @@ class MemoryStore:
         uploads = [u for u, upload in self.tables.uploads.items() if upload.record.bucket == name]
         del self.tables.buckets[name]
         self.tables.quotas.pop(name, None)
+        self.tables.lifecycles.pop(name, None)
         for upload_id in uploads:
             self._abort(upload_id, True)
         return len(uploads)
@@ -529,7 +560,13 @@ class MemoryStore:
         return True
 
     @_answers
-    def delete_object(self, bucket: str, key: str) -> Optional[ObjectRecord]:
+    def delete_object(self, bucket: str, key: str, expected: Optional[ObjectRecord] = None) -> Optional[ObjectRecord]:
+        current = self.tables.objects.get((bucket, key))
+        if expected is not None and current is not None and (
+            (current.etag, current.size, current.last_modified, tuple(current.tags))
+            != (expected.etag, expected.size, expected.last_modified, tuple(expected.tags))
+        ):
+            return None
         return self._delete(bucket, key)
 
     def _delete(self, bucket: str, key: str) -> Optional[ObjectRecord]:

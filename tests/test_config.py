@@ -325,6 +325,19 @@ class ErrorTests(SynchronousTestCase):
             "buckets[1].virtual: expected true or false, got 'yes please'",
         )
 
+    def test_lifecycle_keys(self) -> None:
+        self.assertConfigError(
+            self.with_change(["balancer", "lifecycle_period"], "x"),
+            "balancer.lifecycle_period: cannot parse 'x' as a duration",
+        )
+        self.assertConfigError(
+            self.with_change(["balancer", "lifecycle_rate"], 0),
+            "balancer.lifecycle_rate: expected a number above zero, got 0",
+        )
+        balancer = parse_config(self.with_change(["balancer", "lifecycle_period"], "2h")).balancer
+        self.assertEqual((balancer.lifecycle_period, balancer.lifecycle_rate), (7200.0, 100.0))
+        self.assertEqual(parse_config(self.with_change(["balancer", "lifecycle_period"], 0)).balancer.lifecycle_period, 0.0)
+
     def test_unknown_key(self) -> None:
         self.assertConfigError(
             self.with_change(["s3api", "proxy_modee"], True), "s3api.proxy_modee: unknown key"

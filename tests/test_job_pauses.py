@@ -42,7 +42,7 @@ from tests.harness.process import venv_bin
 from tests.test_drain import InProcessService
 from tests.test_store_contract import OnDatabase, OnMemoryStore, _Helpers
 
-ELECTED = ("deleter", "drain", "replicas", "scrub", "stale-uploads", "usage-reconcile")
+ELECTED = ("deleter", "drain", "lifecycle", "replicas", "scrub", "stale-uploads", "usage-reconcile")
 
 
 # -- the store ----------------------------------------------------------------------------

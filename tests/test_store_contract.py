@@ -649,6 +649,74 @@ class OwnersMixin(_Helpers):
         self.assertEqual((await self.store.get_bucket("shared")).owner, "222222222222")
 
 
+class LifecycleMixin(_Helpers):
+    """
+    A bucket's lifecycle configuration (kept as text), the expirer's pages
+    of objects and its delete of only the version it read; on the fake and
+    on every database.
+    """
+
+    CONFIG = '{"rules":[],"version":1}'
+
+    async def test_a_configuration_is_set_read_and_removed(self) -> None:
+        self.assertIsNone(await self.store.get_bucket_lifecycle(BUCKET))
+        self.assertEqual(await self.store.lifecycle_buckets(), [])
+        self.assertTrue(await self.store.set_bucket_lifecycle(BUCKET, self.CONFIG))
+        self.assertEqual(await self.store.get_bucket_lifecycle(BUCKET), self.CONFIG)
+        self.assertEqual(await self.store.lifecycle_buckets(), [(BUCKET, self.CONFIG)])
+        # The configuration bucket sync leaves it alone.
+        await self.store.sync_config_buckets([BUCKET])
+        self.assertEqual(await self.store.get_bucket_lifecycle(BUCKET), self.CONFIG)
+        self.assertTrue(await self.store.set_bucket_lifecycle(BUCKET, None))
+        self.assertIsNone(await self.store.get_bucket_lifecycle(BUCKET))
+        self.assertEqual(await self.store.lifecycle_buckets(), [])
+        self.assertFalse(await self.store.set_bucket_lifecycle("missing", self.CONFIG))
+        self.assertIsNone(await self.store.get_bucket_lifecycle("missing"))
+
+    async def test_a_configuration_goes_with_its_bucket(self) -> None:
+        await self.store.create_bucket("api-bucket")
+        self.assertTrue(await self.store.set_bucket_lifecycle("api-bucket", self.CONFIG))
+        self.assertTrue(await self.store.set_bucket_lifecycle(BUCKET, "{}"))
+        self.assertEqual([name for name, _ in await self.store.lifecycle_buckets()], ["api-bucket", BUCKET])
+        await self.store.delete_bucket("api-bucket")
+        await self.store.create_bucket("api-bucket")
+        self.assertIsNone(await self.store.get_bucket_lifecycle("api-bucket"))
+        self.assertEqual(await self.store.lifecycle_buckets(), [(BUCKET, "{}")])
+
+    async def test_pages_of_objects_under_a_prefix_with_their_tags(self) -> None:
+        for key in ["logs/b", "logs/a", "log", "logs0", "other/x", "logs/\u00e9", "logs/z"]:
+            await self.put(key, f"vb/{key}", tags=(("k", key),) if key == "logs/a" else ())
+        page = await self.store.lifecycle_page(BUCKET, "logs/", "", 2)
+        self.assertEqual([r.key for r in page], ["logs/a", "logs/b"])
+        self.assertEqual((page[0].tags, page[0].locations, page[0].size), ((("k", "logs/a"),), (), 3))
+        page = await self.store.lifecycle_page(BUCKET, "logs/", "logs/b", 10)
+        self.assertEqual([r.key for r in page], ["logs/z", "logs/\u00e9"])  # UTF-8 byte order
+        self.assertEqual(await self.store.lifecycle_page(BUCKET, "logs/", "logs/\u00e9", 10), [])
+        everything = await self.store.lifecycle_page(BUCKET, "", "", 100)
+        self.assertEqual(len(everything), 7)
+        self.assertEqual([r.key for r in await self.store.lifecycle_page(BUCKET, "logs/", "a", 1)], ["logs/a"])
+
+    async def test_an_expected_delete_takes_only_the_version_read(self) -> None:
+        await self.put("k", "vb/1", tags=(("a", "1"),))
+        (seen,) = await self.store.lifecycle_page(BUCKET, "k", "", 10)
+        # Retagged since: kept.
+        await self.store.set_object_tags(BUCKET, "k", (("a", "2"),))
+        self.assertIsNone(await self.store.delete_object(BUCKET, "k", expected=seen))
+        # Overwritten since: kept.
+        await self.store.set_object_tags(BUCKET, "k", (("a", "1"),))
+        await self.put("k", "vb/2", etag='"e2"', tags=(("a", "1"),))
+        self.assertIsNone(await self.store.delete_object(BUCKET, "k", expected=seen))
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, (Location("b1", "vb/2"),))
+        # As read: deleted, its copy queued as DeleteObject's.
+        (seen,) = await self.store.lifecycle_page(BUCKET, "k", "", 10)
+        removed = await self.store.delete_object(BUCKET, "k", expected=seen)
+        self.assertEqual(removed.locations, (Location("b1", "vb/2"),))
+        self.assertIsNone(await self.store.get_object(BUCKET, "k"))
+        self.assertIn(("b1", "vb/2", "deleted", 0), await self.due())
+        # Gone already: nothing.
+        self.assertIsNone(await self.store.delete_object(BUCKET, "k", expected=seen))
+
+
 class UploadMarkersAndBucketsMixin(_Helpers):
     """
     ListMultipartUploads' markers when the marker upload ended between pages,
@@ -830,4 +898,20 @@ class PostgreSQLOwnersTests(OnDatabase, OwnersMixin, unittest.TestCase):
 
 
 class MariaDBOwnersTests(OnDatabase, OwnersMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class MemoryLifecycleTests(OnMemoryStore, LifecycleMixin, unittest.TestCase):
+    pass
+
+
+class SQLiteLifecycleTests(OnDatabase, LifecycleMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLLifecycleTests(OnDatabase, LifecycleMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBLifecycleTests(OnDatabase, LifecycleMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL

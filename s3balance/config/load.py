@@ -314,6 +314,8 @@ def _parse_balancer(section: _Section) -> BalancerConfig:
         scrub_period=section.get("scrub_period", parse_duration, d.scrub_period),
         scrub_rate=section.get("scrub_rate", _positive_number, d.scrub_rate),
         scrub_read=section.get("scrub_read", _bool, d.scrub_read),
+        lifecycle_period=section.get("lifecycle_period", parse_duration, d.lifecycle_period),
+        lifecycle_rate=section.get("lifecycle_rate", _positive_number, d.lifecycle_rate),
     )
     section.check_unknown()
     return balancer

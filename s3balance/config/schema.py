@@ -179,6 +179,11 @@ class BalancerConfig:
     scrub_period: float = 0.0
     scrub_rate: float = 10.0
     scrub_read: bool = False
+    # Lifecycle (s3balance.ops.lifecycle): the buckets' lifecycle rules are
+    # applied every lifecycle_period seconds (0: never), at most
+    # lifecycle_rate objects (and uploads) a second.
+    lifecycle_period: float = 3600.0
+    lifecycle_rate: float = 100.0
 
 
 @frozen

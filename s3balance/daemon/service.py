@@ -12,6 +12,7 @@ The daemon as a Twisted service tree.
       |- DrainMover         moves the objects off draining backends (once per cluster)
       |- ReplicaRepair      gives objects the copies their bucket wants (once per cluster)
       |- Scrubber           checks every copy now and then, replaces bad ones (once per cluster)
+      |- LifecycleExpirer   applies the buckets' lifecycle rules (once per cluster)
       |- RebalanceWatcher   the rebalance's row (metrics, /status)
       |- ReplicaCensus      objects short of copies per replicated bucket (/status, admin API)
       |- RebalanceMover     evens out the backends' used fractions (once per cluster)
@@ -225,9 +226,14 @@ class GatewayService(MultiService):
         )
         self.gateway.replicas = self.replica_repair
         self.scrubber = Scrubber(self.gateway, reactor, jobs, self.holder, lease, replica_metrics=copies)
+        # Lifecycle rules (s3balance.ops.lifecycle), applied once per cluster.
+        from s3balance.ops.lifecycle import LifecycleExpirer, LifecycleMetrics
+
+        expiries = LifecycleMetrics(self.metrics.registry) if self.metrics is not None else None
+        self.lifecycle = LifecycleExpirer(self.gateway, reactor, jobs, self.holder, lease, lifecycle_metrics=expiries)
         for child in (
             self.health, self.deleter, self.stale_uploads, self.usage, self.usage_reconcile, self.operation_sync,
-            self.drains, self.drain_mover, self.replica_repair, self.scrubber,
+            self.drains, self.drain_mover, self.replica_repair, self.scrubber, self.lifecycle,
         ):
             child.setServiceParent(self)
         # The rebalance (s3balance.ops.rebalance): every daemon reads its row, one moves the objects.

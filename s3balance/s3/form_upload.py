@@ -332,11 +332,13 @@ class PostObjectUpload(UnknownLengthUpload):
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size",
                           MinSizeAllowed=str(self.length_range[0]), ProposedSize=str(self._received))
 
-    def _answer_stored(self, etag: str) -> None:
+    def _answer_stored(self, etag: str, expiration: Optional[str] = None) -> None:
         request, answer, call = self.request, self.answer, self.call
         if request is None or request.gone:
             return
         headers = {"ETag": etag, "Location": answer.location}
+        if expiration is not None:
+            headers["x-amz-expiration"] = expiration
         for name, value in self._checksums.items():
             headers[f"x-amz-checksum-{name}"] = value
         if answer.redirect is not None:

@@ -54,6 +54,7 @@ READ_OPERATIONS = frozenset(
         "GetBucketVersioning",
         "GetBucketAcl",
         "GetBucketTagging",
+        "GetBucketLifecycleConfiguration",
         "GetBucketEncryption",
         "GetObjectTagging",
         "ListMultipartUploads",
@@ -177,7 +178,11 @@ class Gateway:
         # Every virtual bucket's usage and quota as last read from the store
         # (the periodic usage refresh, the admin API): for the metrics and /status.
         self.bucket_usage: list[BucketUsage] = []
-        from s3balance.s3 import attributes, buckets, copy, multipart, objects
+        # The buckets' lifecycle rules, for x-amz-expiration (s3.lifecycle).
+        from s3balance.s3.lifecycle import LifecycleCache
+
+        self.lifecycles = LifecycleCache(lambda: self.clock())
+        from s3balance.s3 import attributes, buckets, copy, lifecycle, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)
         self.handlers.update(objects.HANDLERS)
@@ -185,6 +190,7 @@ class Gateway:
         self.handlers.update(copy.HANDLERS)
         self.handlers.update(sse.HANDLERS)
         self.handlers.update(attributes.HANDLERS)
+        self.handlers.update(lifecycle.HANDLERS)
         self.handlers["PreflightCORS"] = _preflight_cors
 
     # -- step 1 and 2: route and authenticate --------------------------------

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from s3balance.backends.streaming import start_relay
 from s3balance.errors import S3Error
-from s3balance.s3 import redirects, tagging
+from s3balance.s3 import lifecycle, redirects, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_conditional_headers, parse_range
 from s3balance.s3.failover import (
@@ -89,9 +89,15 @@ async def _lookup(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
 
 
 def _object_headers(
-    request: S3Request, call: S3Call, record: ObjectRecord, byte_range: Optional[tuple[int, int]]
+    request: S3Request,
+    call: S3Call,
+    record: ObjectRecord,
+    byte_range: Optional[tuple[int, int]],
+    expiration: Optional[str] = None,
 ) -> None:
     set_header = request.setHeader
+    if expiration is not None:
+        set_header(b"x-amz-expiration", expiration.encode("utf-8"))
     set_header(b"content-type", (record.content_type or "binary/octet-stream").encode("latin-1"))
     for name, value in record.headers.items():
         # Stored as received (a str of the header's bytes as latin-1): the
@@ -130,8 +136,9 @@ async def head_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
         _not_modified(gateway, request, record)
         return
     byte_range = parse_range(call.header("range"), record.size)
+    expiration = await lifecycle.expiration_header(gateway, record)
     request.setResponseCode(206 if byte_range else 200)
-    _object_headers(request, call, record, byte_range)
+    _object_headers(request, call, record, byte_range, expiration)
     request.finish()
 
 
@@ -151,9 +158,10 @@ async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, re
         _not_modified(gateway, request, record)
         return
     byte_range = parse_range(call.header("range"), record.size)
+    expiration = await lifecycle.expiration_header(gateway, record)
     if record.size == 0:
         request.setResponseCode(200)
-        _object_headers(request, call, record, None)
+        _object_headers(request, call, record, None, expiration)
         request.finish()
         return
     candidates = read_order(gateway.pool, record.locations)
@@ -169,7 +177,7 @@ async def _get_object(gateway: GatewayLike, request: S3Request, call: S3Call, re
         response.deliverBody(Discard())
         return
     request.setResponseCode(206 if byte_range else 200)
-    _object_headers(request, call, record, byte_range)
+    _object_headers(request, call, record, byte_range, expiration)
 
     def write(data: bytes) -> None:
         if not request.gone:

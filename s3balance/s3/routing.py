@@ -115,6 +115,9 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("tagging",)): "GetBucketTagging",
     ("PUT", BUCKET, ("tagging",)): "PutBucketTagging",
     ("DELETE", BUCKET, ("tagging",)): "DeleteBucketTagging",
+    ("GET", BUCKET, ("lifecycle",)): "GetBucketLifecycleConfiguration",
+    ("PUT", BUCKET, ("lifecycle",)): "PutBucketLifecycleConfiguration",
+    ("DELETE", BUCKET, ("lifecycle",)): "DeleteBucketLifecycle",
     ("GET", BUCKET, ("encryption",)): "GetBucketEncryption",  # s3.sse: never configured
     ("GET", BUCKET, ("uploads",)): "ListMultipartUploads",
     ("GET", BUCKET, ("versions",)): "ListObjectVersions",

@@ -29,6 +29,7 @@ from s3balance.store import (
     replicas,
     usage,
 )
+from s3balance.store import lifecycle as lifecycle_sql
 from s3balance.store import objects as object_sql
 from s3balance.store import pauses as pause_sql
 from s3balance.store import quotas as quota_sql
@@ -101,6 +102,20 @@ class MetadataStore(StoreRunner):
 
     def set_bucket_owner(self, name: str, owner: Optional[str]) -> Deferred[bool]:
         return self._run(buckets.set_bucket_owner, name, owner)
+
+    # -- lifecycle (store/lifecycle.py) -----------------------------------------
+
+    def set_bucket_lifecycle(self, name: str, text: Optional[str]) -> Deferred[bool]:
+        return self._run(lifecycle_sql.set_bucket_lifecycle, name, text)
+
+    def get_bucket_lifecycle(self, name: str) -> Deferred[Optional[str]]:
+        return self._read(lifecycle_sql.get_bucket_lifecycle, name)
+
+    def lifecycle_buckets(self) -> Deferred[list[tuple[str, str]]]:
+        return self._read(lifecycle_sql.lifecycle_buckets)
+
+    def lifecycle_page(self, bucket: str, prefix: str, after: str, limit: int) -> Deferred[list[ObjectRecord]]:
+        return self._read(lifecycle_sql.lifecycle_page, bucket, prefix, after, limit)
 
     def delete_bucket(self, name: str) -> Deferred[int]:
         return self._run(multipart.delete_bucket, name, self._now())
@@ -209,8 +224,10 @@ class MetadataStore(StoreRunner):
     def set_object_tags(self, bucket: str, key: str, tags: TagSet) -> Deferred[bool]:
         return self._run(objects.set_object_tags, bucket, key, tuple(tags))
 
-    def delete_object(self, bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
-        return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace)
+    def delete_object(
+        self, bucket: str, key: str, expected: Optional[ObjectRecord] = None
+    ) -> Deferred[Optional[ObjectRecord]]:
+        return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace, expected)
 
     def delete_objects(self, bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
         return self._run(objects.delete_objects, bucket, keys, self._now(), self.deletion_grace)

@@ -446,9 +446,29 @@ class IMetadataStore(Interface):
         """Replace the bucket's tag set (empty: remove it).
         -> Deferred[bool] (False: no such bucket row)."""
 
-    def delete_object(bucket: str, key: str) -> Deferred[Optional[ObjectRecord]]:
+    def delete_object(bucket: str, key: str, expected: Optional[ObjectRecord] = None) -> Deferred[Optional[ObjectRecord]]:
         """Remove the row, queue its locations for deletion, take it off the
-        bucket's usage. -> Deferred[ObjectRecord | None] (the removed record)."""
+        bucket's usage.  With C{expected}, only while the row is still the
+        version C{expected} was read from (same ETag, size, Last-Modified and
+        tags): the lifecycle expirer's delete never takes a newer write.
+        -> Deferred[ObjectRecord | None] (the removed record)."""
+
+    # -- lifecycle (s3balance.store.lifecycle, s3balance.ops.lifecycle) --------
+    def set_bucket_lifecycle(name: str, text: Optional[str]) -> Deferred[bool]:
+        """Replace the bucket's lifecycle configuration, kept as text
+        (s3.lifecycle_rules.dump; None: remove it).  It goes with its bucket.
+        -> Deferred[bool] (False: no such bucket row)."""
+
+    def get_bucket_lifecycle(name: str) -> Deferred[Optional[str]]:
+        """-> Deferred[str | None]: the bucket's configuration text."""
+
+    def lifecycle_buckets() -> Deferred[list[tuple[str, str]]]:
+        """-> Deferred[list[(bucket, configuration text)]] of every bucket with one, by name."""
+
+    def lifecycle_page(bucket: str, prefix: str, after: str, limit: int) -> Deferred[list[ObjectRecord]]:
+        """Up to C{limit} objects of C{bucket} whose key starts with C{prefix}
+        and sorts after C{after} (byte order), in key order, with their tags
+        and without their locations. -> Deferred[list[ObjectRecord]]"""
 
     def delete_objects(bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
         """delete_object for many keys in one transaction.

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
@@ -45,7 +45,14 @@ from s3balance.store.interfaces import (
     WriteIntent,
     WriteIntentExpired,
 )
-from s3balance.store.records import dump_tags, encode_key, object_record, object_values, queued_deletion
+from s3balance.store.records import (
+    dump_tags,
+    encode_key,
+    load_tags,
+    object_record,
+    object_values,
+    queued_deletion,
+)
 
 _o = tables.objects
 _loc = tables.object_locations
@@ -422,22 +429,48 @@ def set_object_tags(conn: Connection, bucket: str, key: str, tags: TagSet) -> bo
 
 
 def delete_object(
-    conn: Connection, bucket: str, key: str, now: datetime.datetime, grace: datetime.timedelta = NO_GRACE
+    conn: Connection,
+    bucket: str,
+    key: str,
+    now: datetime.datetime,
+    grace: datetime.timedelta = NO_GRACE,
+    expected: Optional[ObjectRecord] = None,
 ) -> Optional[ObjectRecord]:
-    """Remove the (bucket, key) row, queue its locations for deletion, take it off the bucket's usage."""
-    removed = _remove_object(conn, bucket, key, now, grace)
+    """
+    Remove the (bucket, key) row, queue its locations for deletion, take it
+    off the bucket's usage.  With C{expected} (the lifecycle expirer's), only
+    while the row is still that version with those tags (L{_same_version}).
+    """
+    removed = _remove_object(conn, bucket, key, now, grace, expected)
     if removed is not None:
         quotas.add_usage(conn, bucket, quotas.shard_of(encode_key(key)), -removed.size, -1)
     return removed
 
 
+def _same_version(row: Row, expected: ObjectRecord) -> bool:
+    """Whether the locked C{row} is still the version C{expected} was read from (an overwrite or retag: not)."""
+    return (
+        row.etag == expected.etag
+        and row.size == expected.size
+        and row.last_modified == expected.last_modified
+        and load_tags(row.tags) == tuple(expected.tags)
+    )
+
+
 def _remove_object(
-    conn: Connection, bucket: str, key: str, now: datetime.datetime, grace: datetime.timedelta
+    conn: Connection,
+    bucket: str,
+    key: str,
+    now: datetime.datetime,
+    grace: datetime.timedelta,
+    expected: Optional[ObjectRecord] = None,
 ) -> Optional[ObjectRecord]:
     row = conn.execute(
         select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).with_for_update()
     ).first()
     if row is None:
+        return None
+    if expected is not None and not _same_version(row, expected):
         return None
     locations = _locations_of(conn, row.id)
     for loc in locations:

@@ -131,6 +131,17 @@ buckets = Table(
     Column("owner", String(64), nullable=True),
 )
 
+# A bucket's lifecycle configuration (PutBucketLifecycleConfiguration), as
+# s3.lifecycle_rules.dump writes it (JSON): a row only for the buckets with
+# one, gone with its bucket.  A table of its own, so that reading a bucket
+# never reads it.  Migration 0016.
+bucket_lifecycles = Table(
+    "bucket_lifecycles",
+    metadata,
+    Column("bucket", BUCKET_NAME, ForeignKey("buckets.name", ondelete="CASCADE"), primary_key=True),
+    Column("configuration", TAGS, nullable=False),
+)
+
 objects = Table(
     "objects",
     metadata,
