@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from s3balance.backends.backend import PutResult
+from s3balance.config.schema import S3APIConfig
 from s3balance.s3.call import S3Call
 from s3balance.s3.gateway import Gateway
 from s3balance.s3.routing import Target
@@ -210,6 +211,7 @@ def make_gateway() -> tuple[Gateway, FakeStore, FakePool, FakeBackend, Clock]:
     config = SimpleNamespace(
         balancer=SimpleNamespace(backend_timeout=30.0, retry_attempts=1, retry_delay=0.1),
         virtual_bucket=lambda name: None,
+        s3api=S3APIConfig(auth_required=False),
         replication_of=lambda bucket: (1, "sync"),
     )
     gateway = Gateway(config, store, pool, None, clock)
@@ -281,7 +283,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
         self.body_arrives()
         self.assertEqual(self.store.names(), ["get_bucket"])
         self.request.connection_lost()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb"))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None))
         # The upload stops at its next step: the intent it took is given back
         # at once, no backend request is opened.
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
@@ -289,7 +291,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_intent_is_recorded(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb"))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None))
         self.assertEqual(self.store.names(), ["get_bucket", "begin_write"])
         self.request.connection_lost()
         # The intent's transaction ran on in the database thread.
@@ -299,7 +301,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_intent_is_recorded_before_the_body_is_in(self) -> None:
         self.upload.data_received(BODY[:100])
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb"))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None))
         self.request.connection_lost()
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         # The backend request opened on the aborted body is cut, never left waiting.
@@ -308,7 +310,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_backend_stores_the_body(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb"))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None))
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         self.assertEqual(len(self.backend.requests), 1)
         self.request.connection_lost()
@@ -316,7 +318,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_commit_runs_keeps_a_commit_that_succeeds(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb"))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None))
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         self.backend.requests[0].callback(PutResult('"etag"'))
         self.assertEqual(self.store.names()[-1], "commit_object")
@@ -334,7 +336,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_commit_runs_abandons_a_commit_that_fails(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb"))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None))
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         self.backend.requests[0].callback(PutResult('"etag"'))
         self.request.connection_lost()

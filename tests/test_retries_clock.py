@@ -33,7 +33,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from s3balance.backends.backend import Backend
-from s3balance.config.schema import BackendConfig
+from s3balance.config.schema import BackendConfig, S3APIConfig
 from s3balance.s3.call import S3Call
 from s3balance.s3.gateway import Gateway
 from s3balance.s3.routing import Target
@@ -306,6 +306,7 @@ class RetryTestCase(SynchronousTestCase):
         config = SimpleNamespace(
             balancer=SimpleNamespace(backend_timeout=30.0, retry_attempts=attempts, retry_delay=delay),
             virtual_bucket=lambda name: None,
+            s3api=S3APIConfig(auth_required=False),
             replication_of=lambda bucket: (1, "sync"),
         )
         self.gateway = Gateway(
@@ -341,7 +342,7 @@ class RetryTestCase(SynchronousTestCase):
         self.upload.data_received(BODY)
         self.request.body_in()
         self.gateway.handle(cast(Any, self.request))
-        self.store.bucket.callback(SimpleNamespace(name="vb"))
+        self.store.bucket.callback(SimpleNamespace(name="vb", owner=None))
 
     def exchanges(self, name: str) -> list[Exchange]:
         return self.http[name].exchanges
@@ -472,7 +473,7 @@ class NoRetryTests(RetryTestCase):
         self.make(attempts=3, delay=2.0)
         self.upload.data_received(BODY[:400])
         self.upload.data_received(BODY[400:800])
-        self.store.bucket.callback(SimpleNamespace(name="vb"))
+        self.store.bucket.callback(SimpleNamespace(name="vb", owner=None))
         [first] = self.exchanges("b1")
         first.connect()
         self.assertEqual(first.received, BODY[:400])
