@@ -532,7 +532,7 @@ class IMetadataStore(Interface):
         stored.  -> Deferred[BucketUsage]; fails with NoSuchBucketError, and
         with ConfigQuotaError when the configuration sets that quota."""
 
-    # -- multipart (issue 5; schema exists from the first migration) -------
+    # -- multipart (the schema exists from the first migration) ------------
     def create_multipart(record: MultipartRecord, intent_id: int | None = None) -> Deferred[None]:
         """-> Deferred[None]; with C{intent_id}, that write intent is settled
         in the same transaction (WriteIntentExpired when it is gone).
