@@ -30,6 +30,9 @@ The request's C{x-amz-*} query parameters of query authentication are the
 presigner's headers (botocore moves them into the URL) and are signed as
 such; the caller hoists them into the headers once the signature verified
 (see L{s3balance.s3.gateway.with_presigned_headers}).
+
+Over 500 lines: header, query and POST-policy signatures share the one
+canonical string and its sub-resource rules, which must not drift apart.
 """
 
 from __future__ import annotations

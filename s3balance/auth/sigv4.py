@@ -20,6 +20,9 @@ L{s3balance.auth.checksums} need to verify it while it streams.
 The canonical forms and the signing key are in L{s3balance.auth.canonical};
 the credential scope, signed headers and request time are read by
 L{s3balance.auth.fields}.
+
+Over 500 lines: the header, presigned and streaming (chunk) verifications
+share the signing key and their errors, which S3 defines together.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ blocked drain again when the set of backends that could take a copy
 changes (a backend added by a reload, a drain cancelled) or every
 L{DrainMover.BLOCKED_RECHECK} seconds (objects deleted meanwhile), each
 such pass costing database reads only.
+
+Over 500 lines: the drain's record, its mover and its blocked state share
+one state machine; the copy itself is L{s3balance.ops.move}'s.
 """
 
 from __future__ import annotations
