@@ -1,5 +1,5 @@
 """
-Migration 0017 (acl columns, bucket_policies) on a database at 0016 with a
+Migration 0017 (acl columns, public_access_block, bucket_policies) on a database at 0016 with a
 bucket and an object: both are kept with no ACL (NULL: private), a policy
 row goes with its bucket (ON DELETE CASCADE, SQLite's foreign keys on as the
 store's engine sets them), and the downgrade drops the columns and the table
@@ -51,6 +51,9 @@ class MigrationMixin:
         with store_engine.begin() as conn:
             self.assertEqual(migrate.current_revision_of(conn), REVISION)
             self.assertEqual(conn.execute(select(tables.buckets.c.acl)).scalars().all(), [None, None])
+            self.assertEqual(
+                conn.execute(select(tables.buckets.c.public_access_block)).scalars().all(), [None, None]
+            )
             self.assertEqual(conn.execute(select(tables.objects.c.acl)).scalars().all(), [None])
             for name in ("vb", "api"):
                 conn.execute(insert(tables.bucket_policies).values(bucket=name, policy="{}"))
@@ -65,6 +68,7 @@ class MigrationMixin:
             self.assertNotIn("bucket_policies", inspector.get_table_names())
             for table in ("objects", "multipart_uploads", "buckets"):
                 self.assertNotIn("acl", [c["name"] for c in inspector.get_columns(table)])
+            self.assertNotIn("public_access_block", [c["name"] for c in inspector.get_columns("buckets")])
             self.assertEqual(conn.execute(select(func.count()).select_from(tables.objects)).scalar(), 1)
         migrate.upgrade(url, "head")
 

@@ -5,6 +5,8 @@
     the "private" canned ACL), on objects (the version's), multipart_uploads
     (CreateMultipartUpload's x-amz-acl or x-amz-grant-*, the object's at
     Complete) and buckets (CreateBucket's, PutBucketAcl's);
+  - a nullable public_access_block column on buckets, the bucket's
+    PutPublicAccessBlock configuration (JSON; NULL: none);
   - a table bucket_policies, one row per bucket with a policy (the policy
     document as PutBucketPolicy received it, validated), gone with its
     bucket (ON DELETE CASCADE).
@@ -37,6 +39,7 @@ TABLES = ("objects", "multipart_uploads", "buckets")
 def upgrade():
     for table in TABLES:
         op.add_column(table, sa.Column("acl", Document, nullable=True))
+    op.add_column("buckets", sa.Column("public_access_block", sa.String(255), nullable=True))
     op.create_table(
         "bucket_policies",
         sa.Column("bucket", sa.String(63), sa.ForeignKey("buckets.name", ondelete="CASCADE"), primary_key=True),
@@ -48,6 +51,10 @@ def downgrade():
     op.drop_table("bucket_policies")
     # In place on SQLite too (3.35+), as 0013.
     sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        op.execute("ALTER TABLE buckets DROP COLUMN public_access_block")
+    else:
+        op.drop_column("buckets", "public_access_block")
     for table in reversed(TABLES):
         if sqlite:
             op.execute(f"ALTER TABLE {table} DROP COLUMN acl")

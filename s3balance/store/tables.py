@@ -131,6 +131,8 @@ buckets = Table(
     Column("owner", String(64), nullable=True),
     # Its ACL's grants (s3.acl.dump; NULL: the owner's full control only).  Migration 0017.
     Column("acl", TAGS, nullable=True),
+    # Its PutPublicAccessBlock configuration (JSON; NULL: none).  Migration 0017.
+    Column("public_access_block", String(255), nullable=True),
 )
 
 # A bucket's policy (PutBucketPolicy), the document as received (validated
