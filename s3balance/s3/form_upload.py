@@ -46,7 +46,7 @@ from s3balance.http.multipart_form import (
     MultipartFormParser,
     boundary_of,
 )
-from s3balance.s3 import limits, sse, tagging, unkept
+from s3balance.s3 import acl, limits, sse, tagging, unkept
 from s3balance.s3.call import S3Call
 from s3balance.s3.deferreds import observe
 from s3balance.s3.request import body_upstream
@@ -206,10 +206,7 @@ class FormUpload:
         s3api = gateway.config.s3api
         context = post_policy.authenticate(form, gateway.lookup_credential, s3api.sigv2)
         length_range: Optional[tuple[int, int]] = None
-        if context is None:
-            if s3api.auth_required:
-                raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
-        else:
+        if context is not None:
             policy = post_policy.parse_policy(cast(str, form.get("policy")))
             length_range = post_policy.check_policy(policy, form, bucket, gateway.clock()).length_range
         headers = _object_headers(self.fields)
@@ -231,6 +228,7 @@ class FormUpload:
             raise S3Error("InvalidArgument", "A POST form's file cannot be aws-chunked.",
                           ArgumentName="Content-Encoding", ArgumentValue=headers["content-encoding"][0])
         tagging.check_request("PutObject", call.header("x-amz-tagging"), None)
+        acl.check_request("PutObject", headers, s3api)
         limits.check_request(call)
         limiter = getattr(gateway, "rate_limiter", None)
         if limiter is not None:
