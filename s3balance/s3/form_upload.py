@@ -12,8 +12,9 @@ when the file's content begins:
   2. makes the PutObject call the form stands for (its key with
      C{${filename}} replaced, Content-Type and the other stored headers,
      C{x-amz-meta-*}, C{acl}, C{tagging}, checksums) and passes it through
-     the checks every PutObject passes (the credential's limits, SSE, the
-     kept ACLs, tags, key and header sizes);
+     the checks every PutObject passes (the credential's limits, SSE, ACLs
+     and tags S3 would refuse, key and header sizes); an unsigned form is
+     an anonymous PutObject, let in only by a grant of WRITE to AllUsers;
   3. streams the file's content into a L{PostObjectUpload}: the upload of a
      body of unknown length (L{s3balance.s3.upload.UnknownLengthUpload}),
      so the backend gets an ordinary PUT (or multipart upload) with the
