@@ -335,13 +335,21 @@ class MemoryStore:
         return [attr.evolve(record, locations=()) for _, record in rows[: max(0, limit)]]
 
     @_answers
-    def create_bucket(self, name: str, owner: Optional[str] = None) -> BucketRecord:
+    def create_bucket(self, name: str, owner: Optional[str] = None, acl: Optional[str] = None) -> BucketRecord:
         if name in self.tables.buckets:
             raise BucketExists(name)
         bucket = self.tables.buckets[name] = BucketRecord(
-            name=name, created=self._now(), origin=ORIGIN_API, owner=owner
+            name=name, created=self._now(), origin=ORIGIN_API, owner=owner, acl=acl
         )
         return bucket
+
+    @_answers
+    def set_bucket_acl(self, name: str, acl: Optional[str]) -> bool:
+        bucket = self.tables.buckets.get(name)
+        if bucket is None:
+            return False
+        self.tables.buckets[name] = attr.evolve(bucket, acl=acl)
+        return True
 
     @_answers
     def set_bucket_owner(self, name: str, owner: Optional[str]) -> bool:
@@ -552,6 +560,14 @@ class MemoryStore:
         return self.tables.objects.get((bucket, key))
 
     @_answers
+    def set_object_acl(self, bucket: str, key: str, acl: Optional[str]) -> bool:
+        current = self.tables.objects.get((bucket, key))
+        if current is None:
+            return False
+        self.tables.objects[(bucket, key)] = attr.evolve(current, acl=acl)
+        return True
+
+    @_answers
     def set_object_tags(self, bucket: str, key: str, tags: TagSet) -> bool:
         current = self.tables.objects.get((bucket, key))
         if current is None:
@@ -597,8 +613,8 @@ class MemoryStore:
             max_keys,
             # An entry (key or common prefix) up to the marker was listed already.
             lambda key, folded, record: (folded or key) > after_b,
-            # As the listing's rows: no locations, no tags.
-            lambda record: attr.evolve(record, locations=(), tags=()),
+            # As the listing's rows: no locations, no tags, no ACL.
+            lambda record: attr.evolve(record, locations=(), tags=(), acl=None),
         )
 
     # -- cleanup --------------------------------------------------------------

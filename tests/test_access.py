@@ -1,7 +1,8 @@
 """
 s3balance.s3.access: who a request acts as, who owns a bucket, and the one
-access decision (its owner and admins; nobody else yet); configured owners
-recorded by s3balance.daemon.buckets.
+access decision without grants (its owner and admins only); configured
+owners recorded by s3balance.daemon.buckets.  The decision with ACLs:
+tests.test_acl.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from s3balance.s3.access import (
     Caller,
     bucket_owner,
     caller_of,
-    may_access,
+    decide,
     may_list,
     owner_elements,
 )
@@ -59,10 +60,10 @@ class AccessTests(SynchronousTestCase):
     def test_only_the_owner_and_admins_may_access(self) -> None:
         bucket = BucketAccess("b", ALICE)
         for action in ("GetObject", "PutObject", "DeleteBucket", "ListObjectsV2"):
-            self.assertTrue(may_access(Caller(ALICE), bucket, action))
-            self.assertTrue(may_access(Caller(BOB, admin=True), bucket, action))
-            self.assertFalse(may_access(Caller(BOB), bucket, action))
-            self.assertFalse(may_access(Caller(None), bucket, action))
+            self.assertTrue(decide(Caller(ALICE), bucket, action))
+            self.assertTrue(decide(Caller(BOB, admin=True), bucket, action))
+            self.assertFalse(decide(Caller(BOB), bucket, action))
+            self.assertFalse(decide(Caller(None), bucket, action))
         self.assertTrue(may_list(Caller(ALICE), ALICE))
         self.assertFalse(may_list(Caller(BOB), ALICE))
         self.assertTrue(may_list(Caller(BOB, admin=True), ALICE))

@@ -598,6 +598,13 @@ class PostObjectIntegrationTests(SynchronousTestCase):
         got = self.s3.get_object_tagging(Bucket=self.bucket, Key="tagged")["TagSet"]
         self.assertEqual(got, [{"Key": "a", "Value": "b c"}])
         post = self.presigned("public", fields={"acl": "public-read"})
+        self.assertEqual(self.post(post, b"t").status_code, 204)
+        grants = self.s3.get_object_acl(Bucket=self.bucket, Key="public")["Grants"]
+        self.assertIn(
+            {"Grantee": {"Type": "Group", "URI": "http://acs.amazonaws.com/groups/global/AllUsers"}, "Permission": "READ"},
+            grants,
+        )
+        post = self.presigned("refused", fields={"acl": "aws-exec-read"})
         response = self.post(post, b"t")
         self.assertEqual((response.status_code, post_error(response)[0]), (501, "NotImplemented"))
 

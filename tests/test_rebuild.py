@@ -213,8 +213,9 @@ class RebuildTests(SynchronousTestCase):
         leftovers = lines_with(out, "leftover-upload:")
         self.assertEqual(len(leftovers), 1, out)
         self.assertIn("bucket=vb-default", leftovers[0])
-        self.assertEqual(len(lines_with(out, "  not rebuilt:")), 7, out)
+        self.assertEqual(len(lines_with(out, "  not rebuilt:")), 8, out)
         self.assertIn("not rebuilt: object and bucket tags", out)
+        self.assertIn("not rebuilt: object and bucket ACLs", out)
         self.assertIn("part tables and per-part checksums of multipart objects (1 found", out)
 
         after = dump(self.url)

@@ -232,14 +232,15 @@ class UnkeptFeatureTests(SynchronousTestCase):
     def test_writes_asking_for_unkept_features_are_refused_and_store_nothing(self) -> None:
         put = self.s3.put_object
         b = self.bucket
-        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", ACL="public-read"), "NotImplemented", 501)
-        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", GrantRead='uri="x"'), "NotImplemented", 501)
+        # An ACL S3 would refuse is refused before anything is stored too.
+        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", GrantRead='uri="x"'), "InvalidArgument", 400)
+        self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", ACL="log-delivery-write"), "NotImplemented", 501)
         self.refused(
             lambda: put(Bucket=b, Key="k", Body=b"x", WebsiteRedirectLocation="/other"), "NotImplemented", 501
         )
         self.refused(lambda: put(Bucket=b, Key="k", Body=b"x", ObjectLockLegalHoldStatus="ON"), "InvalidRequest", 400)
         self.refused(
-            lambda: self.s3.create_multipart_upload(Bucket=b, Key="k", ACL="public-read"), "NotImplemented", 501
+            lambda: self.s3.create_multipart_upload(Bucket=b, Key="k", ACL="aws-exec-read"), "NotImplemented", 501
         )
         self.assertEqual(self.s3.list_objects_v2(Bucket=b)["KeyCount"], 0)
         self.assertEqual(self.s3.list_multipart_uploads(Bucket=b).get("Uploads", []), [])

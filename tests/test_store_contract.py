@@ -616,6 +616,59 @@ class TagsMixin(_Helpers):
         self.assertEqual((await self.store.get_bucket("api-bucket")).tags, ())
 
 
+class ACLsMixin(_Helpers):
+    """
+    ACLs (s3.acl.dump's text, None: private) go with an object's version,
+    its multipart upload and its bucket, as tags do; on the fake and on
+    every database.
+    """
+
+    # An ACL of 100 grants (S3's most) fits the column on every database.
+    ACL = "[" + ",".join(f'["CanonicalUser","{n:012d}","READ"]' for n in range(100)) + "]"
+
+    async def test_an_objects_acl_is_stored_and_goes_with_an_overwrite(self) -> None:
+        stored = await self.put("k", "vb/1", acl=self.ACL)
+        self.assertEqual(stored.acl, self.ACL)
+        self.assertEqual((await self.store.get_object(BUCKET, "k")).acl, self.ACL)
+        await self.put("k", "vb/2")
+        self.assertIsNone((await self.store.get_object(BUCKET, "k")).acl)
+
+    async def test_setting_an_acl_changes_nothing_else(self) -> None:
+        stored = await self.put("k", "vb/1", tags=(("a", "1"),))
+        self.assertTrue(await self.store.set_object_acl(BUCKET, "k", self.ACL))
+        self.assertEqual(await self.store.get_object(BUCKET, "k"), attr.evolve(stored, acl=self.ACL))
+        self.assertTrue(await self.store.set_object_acl(BUCKET, "k", None))
+        self.assertEqual(await self.store.get_object(BUCKET, "k"), stored)
+        self.assertFalse(await self.store.set_object_acl(BUCKET, "missing", self.ACL))
+        self.assertEqual(await self.due(), [])
+
+    async def test_listings_leave_acls_out(self) -> None:
+        await self.put("k", "vb/1", acl=self.ACL)
+        page = await self.store.list_objects(BUCKET)
+        self.assertEqual([entry.acl for entry in page.entries], [None])
+
+    async def test_a_multipart_upload_keeps_its_acl_until_complete(self) -> None:
+        await self.store.create_multipart(attr.evolve(upload("u1", "big"), acl=self.ACL))
+        self.assertEqual((await self.store.get_multipart("u1")).acl, self.ACL)
+        await self.store.create_multipart(upload("u2", "plain"))
+        self.assertIsNone((await self.store.get_multipart("u2")).acl)
+
+    async def test_a_buckets_acl_is_created_set_and_removed(self) -> None:
+        self.assertIsNone((await self.store.get_bucket(BUCKET)).acl)
+        self.assertTrue(await self.store.set_bucket_acl(BUCKET, self.ACL))
+        self.assertEqual((await self.store.get_bucket(BUCKET)).acl, self.ACL)
+        await self.store.sync_config_buckets([BUCKET])
+        self.assertEqual([b.acl for b in await self.store.list_buckets()], [self.ACL])
+        self.assertTrue(await self.store.set_bucket_acl(BUCKET, None))
+        self.assertIsNone((await self.store.get_bucket(BUCKET)).acl)
+        self.assertFalse(await self.store.set_bucket_acl("missing", self.ACL))
+        created = await self.store.create_bucket("api-bucket", "111111111111", self.ACL)
+        self.assertEqual(created.acl, self.ACL)
+        self.assertEqual((await self.store.get_bucket("api-bucket")).acl, self.ACL)
+        await self.store.delete_bucket("api-bucket")
+        self.assertIsNone((await self.store.create_bucket("api-bucket")).acl)
+
+
 class OwnersMixin(_Helpers):
     """A bucket's owning account: recorded by CreateBucket, changed by the admin API, kept by config syncs."""
 
@@ -882,6 +935,22 @@ class PostgreSQLTagsTests(OnDatabase, TagsMixin, unittest.TestCase):
 
 
 class MariaDBTagsTests(OnDatabase, TagsMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class MemoryACLsTests(OnMemoryStore, ACLsMixin, unittest.TestCase):
+    pass
+
+
+class SQLiteACLsTests(OnDatabase, ACLsMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLACLsTests(OnDatabase, ACLsMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBACLsTests(OnDatabase, ACLsMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL
 
 

@@ -44,8 +44,14 @@ SUBRESOURCES = (
 ALLOWED_STATUSES = {200, 204, 404, 405, 501}
 # Implemented operations that refuse these bare requests as S3 does: GET
 # ?attributes (GetObjectAttributes) without its x-amz-object-attributes header,
-# PUT ?lifecycle (PutBucketLifecycleConfiguration) without Content-MD5.
-REFUSED_AS_S3_DOES = {("attributes", "GET", "object"): 400, ("lifecycle", "PUT", "bucket"): 400}
+# PUT ?lifecycle (PutBucketLifecycleConfiguration) without Content-MD5, PUT
+# ?acl (Put*Acl) with a body that is no AccessControlPolicy (MalformedACLError).
+REFUSED_AS_S3_DOES = {
+    ("attributes", "GET", "object"): 400,
+    ("lifecycle", "PUT", "bucket"): 400,
+    ("acl", "PUT", "bucket"): 400,
+    ("acl", "PUT", "object"): 400,
+}
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 # A small, plausible body for each PUT; the exact shape does not matter to a
@@ -152,7 +158,7 @@ class ImplementedSubresourceTests(SubresourceTestCase):
         self.assertIsNone(root.find(NS + "Status"))
         self.assertNotIn("Status", self.s3.get_bucket_versioning(Bucket=self.bucket))
 
-    def test_get_acl_is_full_control(self) -> None:
+    def test_get_acl_of_a_private_bucket_and_object_is_full_control(self) -> None:
         for level in ("bucket", "object"):
             code, body = request("GET", self.url(level, "acl"))
             self.assertEqual(code, 200, body)

@@ -200,6 +200,16 @@ _VIRTUAL_IGNORED = {
 
 
 _REPLICATION = _choice("sync", "async")
+# The canned ACLs a configured bucket may have (s3balance.s3.acl.CANNED; on
+# a bucket, bucket-owner-read and bucket-owner-full-control mean private).
+BUCKET_CANNED_ACLS = (
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+)
 # Copies of an object: more than a handful is a mistake, not a policy.
 MAX_REPLICAS = 8
 
@@ -241,6 +251,7 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
         replicas=section.get("replicas", _replicas, None),
         replication=section.get("replication", _REPLICATION, None),
         owner=section.get("owner", account_id, None),
+        acl=section.get("acl", _choice(*BUCKET_CANNED_ACLS), None),
         key=section.path,
     )
     section.ignore("virtual")

@@ -134,6 +134,9 @@ class VirtualBucketConfig:
     replication: str | None = None
     # The account id owning it (None: s3api.default_owner).
     owner: str | None = None
+    # Its ACL, a canned ACL's name (None: private); PutBucketAcl cannot
+    # change it (s3balance.s3.access.bucket_acl).
+    acl: str | None = None
     key: str = field(default="", eq=False)
 
 

@@ -29,7 +29,7 @@ backends are listed in (L{resolve}).  Backend multipart uploads in progress
 are listed as leftovers (their gateway upload ids are lost: no client can
 finish them; fsck --repair aborts them).  What the backends don't keep is
 said at the end: checksums, multipart part tables, storage classes, tags,
-keys adopted with C{s3balance-admin import}.
+ACLs, keys adopted with C{s3balance-admin import}.
 
 An object is recorded with its first copy found; each further copy of it
 rewrites its locations (L{relocate}), only while they are still those this
@@ -605,6 +605,10 @@ class Rebuilder:
         say(
             "  not rebuilt: object and bucket tags (x-amz-tagging, PutObjectTagging, PutBucketTagging; "
             "kept in the database only): rebuilt objects and buckets have none"
+        )
+        say(
+            "  not rebuilt: object and bucket ACLs (x-amz-acl, x-amz-grant-*, Put*Acl; kept in the "
+            "database only): rebuilt objects and API-created buckets are private"
         )
         say(f"  not rebuilt: {r.uploads} multipart upload(s) in progress (listed above as leftover-upload)")
         say(

@@ -1,21 +1,32 @@
 """
-Accounts and bucket ownership on the request path: who a request acts as
-(L{caller_of}), which account owns a bucket (L{bucket_owner}), the one
-decision whether a caller may act on a bucket (L{may_access}), and the
-Owner elements answers carry (L{owner_elements}).
+Accounts, bucket ownership and the one access decision on the request path:
+who a request acts as (L{caller_of}), which account owns a bucket
+(L{bucket_owner}) and what its ACL grants (L{bucket_acl}), whether a caller
+may do an action (L{decide}), and the Owner elements answers carry
+(L{owner_elements}).
 
-Every request that names a bucket reaches L{may_access} through
-C{Gateway.require_bucket}; bucket ACLs and policies (issue 20, items 3 and
-4) are further inputs to that same function.  Objects belong to their
-bucket's owner, as on S3 with Object Ownership "bucket owner enforced" (its
-default): an object's Owner is the bucket's.
+Every request that names a bucket reaches L{decide} through
+C{Gateway.require_bucket} (L{admit}).  An action on one object (GetObject,
+HeadObject, GetObjectAttributes, Get/PutObjectAcl, a copy's source read)
+may be granted by that object's ACL, which only its row holds: L{admit}
+lets such a request on to the object's lookup, marked
+(C{BucketAccess.awaiting_object}), and the handler decides once it has the
+row (L{require_object}, L{missing_object}).
+
+Objects belong to their bucket's owner (see L{s3balance.s3.acl}): its owner
+and admins may do anything on them, as on the bucket.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional
 
+import attrs
 from attrs import frozen
+
+from s3balance.errors import S3Error
+from s3balance.s3 import acl as acls
 
 if TYPE_CHECKING:
     from s3balance.config.schema import Config, Credential, S3APIConfig
@@ -37,20 +48,63 @@ class Caller:
 @frozen
 class BucketAccess:
     """
-    What access decisions know of a bucket: its name and its owning account
-    (resolved: never None).  Bucket ACLs and policies join it.
+    What access decisions know of a bucket: its name, its owning account
+    (resolved: never None) and its ACL's grants.
+
+    C{awaiting_object} is set (to the caller) by L{admit} when the caller's
+    action on one object is not allowed by the bucket alone and that
+    object's ACL may still allow it: the handler must then decide with the
+    object's row (L{require_object}, L{missing_object}).
     """
 
     name: str
     owner: str
+    acl: acls.ACL = ()
+    awaiting_object: Optional[Caller] = None
+
+
+# What each ACL permission allows, S3's mapping of permissions to
+# operations: on a bucket, READ lists it, WRITE creates, overwrites and
+# deletes any of its objects (multipart uploads included), READ_ACP and
+# WRITE_ACP read and replace its ACL; on an object, READ reads it and
+# READ_ACP / WRITE_ACP its ACL.  FULL_CONTROL is all of them.  Every other
+# operation (tagging, lifecycle, deletion of the bucket, ...) is the
+# owner's only.
+BUCKET_PERMISSIONS: Mapping[str, str] = {
+    "HeadBucket": acls.READ,
+    "ListObjects": acls.READ,
+    "ListObjectsV2": acls.READ,
+    "ListObjectVersions": acls.READ,
+    "ListMultipartUploads": acls.READ,
+    "PutObject": acls.WRITE,
+    "PostObject": acls.WRITE,
+    "CopyObject": acls.WRITE,
+    "DeleteObject": acls.WRITE,
+    "DeleteObjects": acls.WRITE,
+    "CreateMultipartUpload": acls.WRITE,
+    "UploadPart": acls.WRITE,
+    "UploadPartCopy": acls.WRITE,
+    "CompleteMultipartUpload": acls.WRITE,
+    "AbortMultipartUpload": acls.WRITE,
+    "ListParts": acls.WRITE,
+    "GetBucketAcl": acls.READ_ACP,
+    "PutBucketAcl": acls.WRITE_ACP,
+}
+OBJECT_PERMISSIONS: Mapping[str, str] = {
+    "GetObject": acls.READ,
+    "HeadObject": acls.READ,
+    "GetObjectAttributes": acls.READ,
+    "GetObjectAcl": acls.READ_ACP,
+    "PutObjectAcl": acls.WRITE_ACP,
+}
 
 
 def caller_of(s3api: S3APIConfig, credential: Optional[Credential]) -> Caller:
     """
-    The account C{credential} acts as.  An unsigned request (only let in
-    with C{auth_required: false}) acts as the default account: such a
-    gateway is open on purpose, and every request acted as that account
-    before accounts existed.
+    The account C{credential} acts as.  An unsigned request acts as nobody
+    (C{Caller(None)}: only grants to AllUsers let it in), except on a
+    gateway with C{auth_required: false}, open on purpose, where it acts as
+    the default account, as every request did before accounts existed.
     """
     if credential is None:
         return Caller(None if s3api.auth_required else s3api.default_account)
@@ -70,17 +124,80 @@ def bucket_owner(config: Config, name: str, recorded: Optional[str]) -> str:
     return recorded or config.s3api.default_owner
 
 
-def may_access(caller: Caller, bucket: BucketAccess, action: str) -> bool:
+def bucket_acl(config: Config, name: str, owner: str, recorded: Optional[str]) -> acls.ACL:
+    """
+    Bucket C{name}'s ACL: a configured bucket's is its C{acl} (a canned ACL,
+    private when it names none; the configuration decides for its buckets,
+    as for their owner), else the one the store C{recorded} (L{acls.dump}).
+    """
+    configured = config.virtual_bucket(name)
+    if configured is not None:
+        return acls.canned(configured.acl or "private", owner)
+    return acls.load(recorded, owner)
+
+
+def decide(caller: Caller, bucket: BucketAccess, action: str, object_acl: Optional[acls.ACL] = None) -> bool:
     """
     Whether C{caller} may do C{action} (the S3 operation's name, e.g.
-    "GetObject") on C{bucket}: its owner and admins may do anything; no
-    other account anything, until ACLs and policies grant it.  The
-    credential's own limits (C{buckets}, C{read_only}) are checked apart, at
-    the headers (C{Gateway.authorize}).
+    "GetObject") on C{bucket} or, for an action on one object, on the
+    object whose ACL is C{object_acl} (None: not known, private).
+
+    In S3's order: an explicit Deny would win over everything (a bucket
+    policy is where one comes from); then any Allow: the bucket's owner and
+    admins may do anything, others what the bucket's ACL (or the object's,
+    for an action on an object) grants them; nothing else is allowed.  The
+    credential's own limits (C{buckets}, C{read_only}) are checked apart,
+    at the headers (C{Gateway.authorize}).
     """
-    if caller.admin:
+    if caller.admin or (caller.account is not None and caller.account == bucket.owner):
         return True
-    return caller.account is not None and caller.account == bucket.owner
+    needed = OBJECT_PERMISSIONS.get(action)
+    if needed is not None:
+        granted_by = object_acl
+    else:
+        needed = BUCKET_PERMISSIONS.get(action)
+        granted_by = bucket.acl
+    if needed is None or not granted_by:
+        return False
+    granted = acls.permissions_of(granted_by, caller.account)
+    return needed in granted or acls.FULL_CONTROL in granted
+
+
+def admit(caller: Caller, bucket: BucketAccess, action: str) -> BucketAccess:
+    """
+    The bucket-level decision: C{bucket} when C{caller} may do C{action};
+    for an action on one object that only the object's ACL may still
+    allow, C{bucket} marked as awaiting that object (see L{BucketAccess});
+    AccessDenied otherwise.
+    """
+    if decide(caller, bucket, action):
+        return bucket
+    if action in OBJECT_PERMISSIONS:
+        return attrs.evolve(bucket, awaiting_object=caller)
+    raise S3Error("AccessDenied")
+
+
+def require_object(bucket: BucketAccess, action: str, object_acl: Optional[str]) -> None:
+    """
+    The object-level decision, once the object's row is read: AccessDenied
+    unless L{admit} settled it or the object's ACL (its C{acl} column, see
+    L{acls.dump}) grants C{action}.
+    """
+    caller = bucket.awaiting_object
+    if caller is not None and not decide(caller, bucket, action, acls.load(object_acl, bucket.owner)):
+        raise S3Error("AccessDenied")
+
+
+def missing_object(bucket: BucketAccess, key: str) -> S3Error:
+    """
+    The answer for a key that does not exist: NoSuchKey to a caller who may
+    list the bucket (who could learn it anyway), AccessDenied to anyone
+    else, as S3 answers, so a key's existence does not leak.
+    """
+    caller = bucket.awaiting_object
+    if caller is None or decide(caller, bucket, "ListObjects"):
+        return S3Error("NoSuchKey", Key=key)
+    return S3Error("AccessDenied")
 
 
 def may_list(caller: Caller, owner: str) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from s3balance.errors import S3Error
-from s3balance.s3 import checksum_parts, storage_class
+from s3balance.s3 import access, checksum_parts, storage_class
 from s3balance.s3.objects import http_date
 from s3balance.s3.xmldoc import Node, document
 
@@ -63,7 +63,7 @@ def parts_count(etag: str) -> Optional[int]:
 
 
 async def get_object_attributes(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call)
+    bucket = await gateway.require_bucket(call)
     version = call.query.get("versionId")
     if version is not None and version != "null":
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
@@ -72,7 +72,8 @@ async def get_object_attributes(gateway: GatewayLike, request: S3Request, call: 
     marker = _int_header(call, "x-amz-part-number-marker", 0)
     record = await gateway.store.get_object(call.bucket, call.key)
     if record is None:
-        raise S3Error("NoSuchKey", Key=call.key)
+        raise access.missing_object(bucket, call.key)
+    access.require_object(bucket, call.operation, record.acl)
     checksums = dict(record.checksums)
     children: list = []
     if "ETag" in wanted:

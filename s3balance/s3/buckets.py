@@ -1,6 +1,6 @@
 """
 Bucket-level operations: ListBuckets, HeadBucket, GetBucketLocation,
-GetBucketVersioning, GetBucketAcl, Get/Put/DeleteBucketTagging, ListObjects
+GetBucketVersioning, Get/Put/DeleteBucketTagging, ListObjects
 (v1 and v2), CreateBucket and DeleteBucket.  Listings come from the metadata store, never from backends.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 import attr
 
 from s3balance.errors import S3Error
-from s3balance.s3 import access, storage_class, tagging
+from s3balance.s3 import access, acl, storage_class, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.xmldoc import Node, document, iso8601, listed_key
 from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
@@ -104,27 +104,6 @@ async def get_bucket_location(gateway: GatewayLike, request: S3Request, call: S3
 async def get_bucket_versioning(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     await gateway.require_bucket(call)
     gateway.answer_xml(request, document("VersioningConfiguration", []))
-
-
-async def get_acl(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    """The owner's full control, the only ACL there is (a bucket's objects are its owner's)."""
-    bucket = await gateway.require_bucket(call)
-    if call.target.key is not None and await gateway.store.get_object(call.bucket, call.key) is None:
-        raise S3Error("NoSuchKey", Key=call.key)
-    owner = _owner(gateway, bucket.owner)
-    body = document(
-        "AccessControlPolicy",
-        [
-            ("Owner", owner),
-            ("AccessControlList", [("Grant", [("Grantee", owner), ("Permission", "FULL_CONTROL")])]),
-        ],
-    )
-    # The Grantee's type is an attribute, which document() does not write.
-    body = body.replace(
-        b"<Grantee>",
-        b'<Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser">',
-    )
-    gateway.answer_xml(request, body)
 
 
 async def get_bucket_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
@@ -353,7 +332,11 @@ def _already_exists(config: Config, caller: access.Caller, name: str, recorded: 
 
 
 async def create_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    """A new bucket owned by the caller's account (an anonymous caller owns none: AccessDenied)."""
+    """
+    A new bucket owned by the caller's account (an anonymous caller owns
+    none: AccessDenied), with the ACL its x-amz-acl or x-amz-grant-* headers
+    ask for (checked at the headers, Gateway.prepare), private without.
+    """
     name = call.bucket
     config = gateway.config
     if not valid_bucket_name(name):
@@ -366,7 +349,9 @@ async def create_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) 
     if not config.s3api.allow_create_bucket:
         raise S3Error("AccessDenied", "Creating buckets is disabled on this gateway.")
     try:
-        await gateway.store.create_bucket(name, caller.account)
+        await gateway.store.create_bucket(
+            name, caller.account, acl.requested(call.headers, caller.account, config.s3api, bucket=True)
+        )
     except BucketExists:
         existing = await gateway.store.get_bucket(name)
         raise _already_exists(config, caller, name, existing.owner if existing else None) from None
@@ -397,8 +382,6 @@ HANDLERS: dict[str, Handler] = {
     "HeadBucket": head_bucket,
     "GetBucketLocation": get_bucket_location,
     "GetBucketVersioning": get_bucket_versioning,
-    "GetBucketAcl": get_acl,
-    "GetObjectAcl": get_acl,
     "GetBucketTagging": get_bucket_tagging,
     "PutBucketTagging": put_bucket_tagging,
     "DeleteBucketTagging": delete_bucket_tagging,

@@ -28,7 +28,7 @@ from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import storage_class, tagging
+from s3balance.s3 import access, acl, storage_class, tagging
 from s3balance.s3.conditional import check_conditional_headers
 from s3balance.s3.deferreds import uncancelled
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
@@ -82,10 +82,13 @@ async def _source(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
     bucket, key = parse_copy_source(call.header("x-amz-copy-source"))
     if not gateway.may_see_bucket(call.credential, bucket):
         raise S3Error("AccessDenied")
-    await gateway.require_bucket(call, bucket, "GetObject")
+    # Read as a GetObject of the source is: its bucket's owner, or a grant
+    # of the source object's ACL.
+    source_bucket = await gateway.require_bucket(call, bucket, "GetObject")
     record = await gateway.store.get_object(bucket, key)
     if record is None:
-        raise S3Error("NoSuchKey", Key=key)
+        raise access.missing_object(source_bucket, key)
+    access.require_object(source_bucket, "GetObject", record.acl)
     check_conditional_headers(call.headers, record.etag, record.last_modified, prefix="x-amz-copy-source-")
     return record
 
@@ -209,7 +212,7 @@ async def copy_in_parts(
 
 
 async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call)
+    destination = await gateway.require_bucket(call)
     source = await _source(gateway, call)
     directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
@@ -233,6 +236,8 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
         tags = source.tags
     else:
         tags = tagging.requested(call.header("x-amz-tagging"))
+    # Never the source's ACL (as on S3): the one the request asks for, or private.
+    new_acl = acl.requested(call.headers, destination.owner, gateway.config.s3api)
     location = _readable_location(gateway, source)
     pool = gateway.pool
     reservation: Optional[Reservation]
@@ -278,6 +283,7 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
                 checksums=dict(source.checksums),
                 locations=(Location(target.name, real_key),),
                 tags=tags,
+                acl=new_acl,
             )
             # Not cut short when the client leaves: see deferreds.uncancelled.
             record = await uncancelled(store.commit_object(

@@ -12,8 +12,9 @@ when the file's content begins:
   2. makes the PutObject call the form stands for (its key with
      C{${filename}} replaced, Content-Type and the other stored headers,
      C{x-amz-meta-*}, C{acl}, C{tagging}, checksums) and passes it through
-     the checks every PutObject passes (the credential's limits, SSE, the
-     kept ACLs, tags, key and header sizes);
+     the checks every PutObject passes (the credential's limits, SSE, ACLs
+     and tags S3 would refuse, key and header sizes); an unsigned form is
+     an anonymous PutObject, let in only by a grant of WRITE to AllUsers;
   3. streams the file's content into a L{PostObjectUpload}: the upload of a
      body of unknown length (L{s3balance.s3.upload.UnknownLengthUpload}),
      so the backend gets an ordinary PUT (or multipart upload) with the
@@ -46,7 +47,7 @@ from s3balance.http.multipart_form import (
     MultipartFormParser,
     boundary_of,
 )
-from s3balance.s3 import limits, sse, tagging, unkept
+from s3balance.s3 import acl, limits, sse, tagging, unkept
 from s3balance.s3.call import S3Call
 from s3balance.s3.deferreds import observe
 from s3balance.s3.request import body_upstream
@@ -206,10 +207,7 @@ class FormUpload:
         s3api = gateway.config.s3api
         context = post_policy.authenticate(form, gateway.lookup_credential, s3api.sigv2)
         length_range: Optional[tuple[int, int]] = None
-        if context is None:
-            if s3api.auth_required:
-                raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
-        else:
+        if context is not None:
             policy = post_policy.parse_policy(cast(str, form.get("policy")))
             length_range = post_policy.check_policy(policy, form, bucket, gateway.clock()).length_range
         headers = _object_headers(self.fields)
@@ -231,6 +229,7 @@ class FormUpload:
             raise S3Error("InvalidArgument", "A POST form's file cannot be aws-chunked.",
                           ArgumentName="Content-Encoding", ArgumentValue=headers["content-encoding"][0])
         tagging.check_request("PutObject", call.header("x-amz-tagging"), None)
+        acl.check_request("PutObject", headers, s3api)
         limits.check_request(call)
         limiter = getattr(gateway, "rate_limiter", None)
         if limiter is not None:

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from s3balance.auth.mechanism import authenticate
 from s3balance.auth.sigv4 import SigV4Request
 from s3balance.errors import S3Error
-from s3balance.s3 import access, cors, limits, routing, sse, tagging, unkept
+from s3balance.s3 import access, acl, cors, limits, routing, sse, tagging, unkept
 from s3balance.s3.call import S3Call
 from s3balance.s3.handler_types import GatewayLike, Handler
 from s3balance.store.interfaces import StoreUnavailable
@@ -91,6 +91,14 @@ def _request_headers(request: S3Request) -> dict[str, list[str]]:
 # only picks ListObjectsV2's answer format over ListObjects' for the same
 # read-only listing, and boto3's list_objects_v2 over SigV2 sends it unsigned.
 OPERATION_PARAMETERS = routing.SUBRESOURCES - {"list-type"}
+
+
+# What an unsigned request may ask for when authentication is required: what
+# an ACL can grant to everyone (s3.access), and a browser form's upload
+# (signed in its form; an unsigned one is decided as a PutObject).  Anything
+# else (ListBuckets, a bucket's tagging, lifecycle, deletion, ...) is its
+# owner's only, and refused at once.
+ANONYMOUS = frozenset(access.BUCKET_PERMISSIONS) | frozenset(access.OBJECT_PERMISSIONS) | {"PostObject"}
 
 
 # The query parameters of presigned authentication itself (compared lower-case).
@@ -186,9 +194,10 @@ class Gateway:
         from s3balance.s3.lifecycle import LifecycleCache
 
         self.lifecycles = LifecycleCache(lambda: self.clock())
-        from s3balance.s3 import attributes, buckets, copy, lifecycle, multipart, objects
+        from s3balance.s3 import acl_api, attributes, buckets, copy, lifecycle, multipart, objects
 
         self.handlers.update(buckets.HANDLERS)
+        self.handlers.update(acl_api.HANDLERS)
         self.handlers.update(objects.HANDLERS)
         self.handlers.update(multipart.HANDLERS)
         self.handlers.update(copy.HANDLERS)
@@ -269,7 +278,9 @@ class Gateway:
             context = verify(attr.evolve(sigv4, host_override=bare), now=self.clock())
         # Our lookup (lookup_credential) only finds the configured credentials.
         credential = cast("Optional[Credential]", context.credential if context is not None else None)
-        if credential is None and s3api.auth_required:
+        if credential is None and s3api.auth_required and (target.bucket is None or operation not in ANONYMOUS):
+            # An unsigned request goes on, as nobody, only to what a grant to
+            # everyone may open (s3.access decides once the bucket is read).
             raise S3Error("AccessDenied", "Anonymous access is not allowed; sign your request.")
         if context is not None and ("X-Amz-Signature" in query or "Signature" in query):
             # Only now: the signature was verified over the whole query (and
@@ -294,10 +305,11 @@ class Gateway:
             limiter.admit_verified(request, credential, client_limits)
         # Nothing is encrypted here: a request asking for it is refused, not stored in plaintext.
         sse.refuse_encryption(headers, query)
-        # Nor are ACL grants or retention kept: refused, not dropped.
+        # Nor is retention kept: refused, not dropped.
         unkept.refuse_unkept(call)
-        # A write's tags that S3 would refuse are refused before any upload.
+        # A write's tags or ACL that S3 would refuse are refused before any upload.
         tagging.check_request(call.operation, call.header("x-amz-tagging"), call.header("x-amz-tagging-directive"))
+        acl.check_request(call.operation, headers, s3api)
         # A key or header the store cannot hold is refused before any upload.
         limits.check_request(call)
         return call
@@ -328,23 +340,26 @@ class Gateway:
         """
         The bucket C{call} names (or C{bucket}, e.g. a copy source): NoSuchBucket
         when it does not exist, AccessDenied when the caller may not do
-        C{action} (default: the call's operation) on it (L{access.may_access}).
-        A configured bucket's owner is the configuration's (no store read); an
-        API-created one's comes with the row this reads anyway.
+        C{action} (default: the call's operation) on it (L{access.admit}).
+        A configured bucket's owner and ACL are the configuration's (no store
+        read); an API-created one's come with the row this reads anyway.
+
+        For an action on one object that the bucket alone does not allow, the
+        answer is marked as awaiting the object (L{access.BucketAccess}): the
+        handler decides with the object's row (L{access.require_object}).
         """
         name = call.bucket if bucket is None else bucket
         config = self.config
-        recorded = None
+        recorded_owner = recorded_acl = None
         if config.virtual_bucket(name) is None:
             record = await self.store.get_bucket(name)
             if record is None:
                 raise S3Error("NoSuchBucket", BucketName=name)
-            recorded = record.owner
-        target = access.BucketAccess(name, access.bucket_owner(config, name, recorded))
+            recorded_owner, recorded_acl = record.owner, record.acl
+        owner = access.bucket_owner(config, name, recorded_owner)
+        target = access.BucketAccess(name, owner, access.bucket_acl(config, name, owner, recorded_acl))
         caller = access.caller_of(config.s3api, call.credential)
-        if not access.may_access(caller, target, action or call.operation):
-            raise S3Error("AccessDenied")
-        return target
+        return access.admit(caller, target, action or call.operation)
 
     # -- step 3.. : run the operation ------------------------------------------
 

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import access, checksum_parts, storage_class, tagging
+from s3balance.s3 import access, acl, checksum_parts, storage_class, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.writes import (
     backend_error_to_s3,
@@ -92,7 +92,7 @@ CREATE_LEASE = 300.0
 
 
 async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call)
+    bucket = await gateway.require_bucket(call)
     content_type, headers = object_headers(call)
     checksum_algorithm, checksum_type = checksum_parts.requested(call)
     # A write intent first: if we die between the backend opening the upload
@@ -129,6 +129,7 @@ async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call
         headers=headers,
         # Checked before anything was opened (Gateway.prepare); the object's at Complete.
         tags=tagging.requested(call.header("x-amz-tagging")),
+        acl=acl.requested(call.headers, bucket.owner, gateway.config.s3api),
     )
     try:
         await gateway.store.create_multipart(record, intent.id)
@@ -236,6 +237,7 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
             checksums=checksums,
             locations=(Location(record.backend, record.real_key),),
             tags=record.tags,
+            acl=record.acl,
         )
         try:
             stored = await gateway.store.complete_multipart(record.upload_id, obj, if_match, if_none_match, object_parts)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from s3balance.backends.streaming import start_relay
 from s3balance.errors import S3Error
-from s3balance.s3 import lifecycle, redirects, tagging
+from s3balance.s3 import access, lifecycle, redirects, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_conditional_headers, parse_range
 from s3balance.s3.failover import (
@@ -76,12 +76,18 @@ def _other_version(version: Optional[str]) -> bool:
 
 
 async def _lookup(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
-    await gateway.require_bucket(call)
+    """
+    The object C{call} names, if the caller may do the call's operation on
+    it: the bucket's owner, or a grant of the object's ACL (read with the
+    row, L{access.require_object}).
+    """
+    bucket = await gateway.require_bucket(call)
     if _other_version(call.query.get("versionId")):
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
     record = await gateway.store.get_object(call.bucket, call.key)
     if record is None:
-        raise S3Error("NoSuchKey", Key=call.key)
+        raise access.missing_object(bucket, call.key)
+    access.require_object(bucket, call.operation, record.acl)
     part = call.query.get("partNumber")
     if part is not None and part != "1":
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", status=416)

@@ -55,7 +55,7 @@ class ReplicatedPutObjectUpload(PutObjectUpload):
         # Backends that confirmed their copy.
         stored: set[str] = set()
         try:
-            await gateway.require_bucket(call)
+            await self._require_bucket()
             for attempt in range(attempts):
                 context = PlacementContext(call.bucket, call.key, self.size)
                 for index in range(copies):

@@ -112,6 +112,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("location",)): "GetBucketLocation",
     ("GET", BUCKET, ("versioning",)): "GetBucketVersioning",
     ("GET", BUCKET, ("acl",)): "GetBucketAcl",
+    ("PUT", BUCKET, ("acl",)): "PutBucketAcl",
     ("GET", BUCKET, ("tagging",)): "GetBucketTagging",
     ("PUT", BUCKET, ("tagging",)): "PutBucketTagging",
     ("DELETE", BUCKET, ("tagging",)): "DeleteBucketTagging",
@@ -128,6 +129,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("HEAD", OBJECT, ()): "HeadObject",
     ("DELETE", OBJECT, ()): "DeleteObject",
     ("GET", OBJECT, ("acl",)): "GetObjectAcl",
+    ("PUT", OBJECT, ("acl",)): "PutObjectAcl",
     ("GET", OBJECT, ("tagging",)): "GetObjectTagging",
     ("PUT", OBJECT, ("tagging",)): "PutObjectTagging",
     ("DELETE", OBJECT, ("tagging",)): "DeleteObjectTagging",
@@ -155,7 +157,7 @@ def route(method: str, target: Target, query: dict[str, str]) -> str:
     if method == "HEAD" and target.level == OBJECT and subresources == ("partNumber",):
         subresources = ()
     if "versionId" in subresources and target.level == OBJECT and (
-        method in ("GET", "HEAD", "DELETE") or subresources == ("tagging", "versionId")
+        method in ("GET", "HEAD", "DELETE") or subresources in (("tagging", "versionId"), ("acl", "versionId"))
     ):
         # Versioning is never enabled, so the only version is "null" (the
         # handlers refuse any other).

@@ -26,7 +26,7 @@ from s3balance.auth.chunked import AwsChunkedDecoder
 from s3balance.backends.backend import BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
-from s3balance.s3 import lifecycle, tagging
+from s3balance.s3 import acl, lifecycle, tagging
 from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.s3.deferreds import observe, raise_failure
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease
@@ -35,6 +35,7 @@ from s3balance.s3.writes import MAX_SINGLE_PUT, backend_error_to_s3, complete_re
 from s3balance.store.interfaces import Location, ObjectRecord, PreconditionFailedError, StoreUnavailable
 
 if TYPE_CHECKING:
+    from s3balance.s3.access import BucketAccess
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike
     from s3balance.s3.request import S3Request
@@ -78,6 +79,9 @@ class StreamedBody:
         self._failed: Optional[S3Error] = None
         self._checksums: dict[str, str] = {}
         self._backend_request: Optional[Deferred[PutResult]] = None
+        # The bucket as the access decision saw it (L{_require_bucket}): its
+        # owner is the new object's.
+        self.bucket_access: Optional[BucketAccess] = None
         # Fires when the upload is over.  Its waiter (Gateway.handle) stops
         # the upload with cancel(), never by cancelling the coroutine: a
         # store write under way always finishes, and the cleanup knows its
@@ -231,6 +235,11 @@ class StreamedBody:
             raise_failure(outcome.pop("backend"))
         return outcome["backend"]
 
+    async def _require_bucket(self) -> BucketAccess:
+        """The bucket, if the caller may write to it (C{Gateway.require_bucket}), kept for the commit."""
+        self.bucket_access = await self.gateway.require_bucket(self.call)
+        return self.bucket_access
+
     def _renew_lease(self, intent_id: int) -> IntentLease:
         """Keep a write intent alive while its upload runs (the cleaner takes expired ones)."""
         return IntentLease(self.gateway.store, intent_id, INTENT_LEASE, self.gateway.reactor).start()
@@ -247,6 +256,9 @@ class StreamedBody:
         """
         call = self.call
         assert self.size is not None
+        # Read in _run before any byte was placed.
+        assert self.bucket_access is not None
+        owner = self.bucket_access.owner
         record = ObjectRecord(
             bucket=call.bucket,
             key=call.key,
@@ -259,6 +271,7 @@ class StreamedBody:
             locations=(Location(backend, real_key), *(location for _, location in copies)),
             # Checked before the upload began (Gateway.prepare).
             tags=tagging.requested(call.header("x-amz-tagging")),
+            acl=acl.requested(call.headers, owner, self.gateway.config.s3api),
         )
         try:
             stored = await self.gateway.store.commit_object(

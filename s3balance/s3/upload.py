@@ -63,7 +63,7 @@ class PutObjectUpload(StreamedBody):
         intent = None
         lease = None
         try:
-            await gateway.require_bucket(call)
+            await self._require_bucket()
             exclude: list[str] = []
             balancer = gateway.config.balancer
             attempts = max(1, balancer.retry_attempts)
@@ -148,7 +148,7 @@ class PartUpload(StreamedBody):
         reservation = intent = lease = None
         try:
             number = part_number(call)
-            await gateway.require_bucket(call)
+            await self._require_bucket()
             upload = await store.get_multipart(call.query.get("uploadId", ""))
             if upload is None or upload.bucket != call.bucket or upload.key != call.key:
                 raise S3Error("NoSuchUpload", UploadId=call.query.get("uploadId", ""))
@@ -321,7 +321,7 @@ class UnknownLengthUpload(PutObjectUpload):
         reservation = intent = None
         lease = None
         try:
-            await gateway.require_bucket(call)
+            await self._require_bucket()
             reservation, backend, real_key, intent = await place_write(
                 gateway, PlacementContext(call.bucket, call.key, None), self.PART_SIZE, INTENT_LEASE
             )

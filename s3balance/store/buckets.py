@@ -56,12 +56,14 @@ def get_bucket(conn: Connection, name: str) -> Optional[BucketRecord]:
     return bucket_record(row) if row is not None else None
 
 
-def create_bucket(conn: Connection, name: str, now: datetime.datetime, owner: Optional[str] = None) -> BucketRecord:
+def create_bucket(
+    conn: Connection, name: str, now: datetime.datetime, owner: Optional[str] = None, acl: Optional[str] = None
+) -> BucketRecord:
     try:
-        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_API, owner=owner))
+        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_API, owner=owner, acl=acl))
     except IntegrityError:
         raise BucketExists(name) from None
-    return BucketRecord(name=name, created=now, origin=ORIGIN_API, owner=owner)
+    return BucketRecord(name=name, created=now, origin=ORIGIN_API, owner=owner, acl=acl)
 
 
 def set_bucket_owner(conn: Connection, name: str, owner: Optional[str]) -> bool:
@@ -72,6 +74,11 @@ def set_bucket_owner(conn: Connection, name: str, owner: Optional[str]) -> bool:
 def set_bucket_tags(conn: Connection, name: str, tags: TagSet) -> bool:
     """Replace the bucket's tag set (PutBucketTagging, DeleteBucketTagging). -> whether the bucket exists."""
     return conn.execute(update(_b).where(_b.c.name == name).values(tags=dump_tags(tags))).rowcount == 1
+
+
+def set_bucket_acl(conn: Connection, name: str, acl: Optional[str]) -> bool:
+    """Replace the bucket's ACL (PutBucketAcl; s3.acl.dump's text). -> whether the bucket exists."""
+    return conn.execute(update(_b).where(_b.c.name == name).values(acl=acl)).rowcount == 1
 
 
 _LOCK_BUCKET_SHARED = select(_b.c.name).where(_b.c.name == bindparam("name")).with_for_update(read=True)

@@ -97,8 +97,13 @@ class MetadataStore(StoreRunner):
     def set_bucket_tags(self, name: str, tags: TagSet) -> Deferred[bool]:
         return self._run(buckets.set_bucket_tags, name, tuple(tags))
 
-    def create_bucket(self, name: str, owner: Optional[str] = None) -> Deferred[BucketRecord]:
-        return self._run(buckets.create_bucket, name, self._now(), owner)
+    def create_bucket(
+        self, name: str, owner: Optional[str] = None, acl: Optional[str] = None
+    ) -> Deferred[BucketRecord]:
+        return self._run(buckets.create_bucket, name, self._now(), owner, acl)
+
+    def set_bucket_acl(self, name: str, acl: Optional[str]) -> Deferred[bool]:
+        return self._run(buckets.set_bucket_acl, name, acl)
 
     def set_bucket_owner(self, name: str, owner: Optional[str]) -> Deferred[bool]:
         return self._run(buckets.set_bucket_owner, name, owner)
@@ -223,6 +228,9 @@ class MetadataStore(StoreRunner):
 
     def set_object_tags(self, bucket: str, key: str, tags: TagSet) -> Deferred[bool]:
         return self._run(objects.set_object_tags, bucket, key, tuple(tags))
+
+    def set_object_acl(self, bucket: str, key: str, acl: Optional[str]) -> Deferred[bool]:
+        return self._run(objects.set_object_acl, bucket, key, acl)
 
     def delete_object(
         self, bucket: str, key: str, expected: Optional[ObjectRecord] = None

@@ -208,6 +208,9 @@ class ObjectRecord:
     # The version's tags (x-amz-tagging, PutObjectTagging): an overwrite
     # replaces them.  Listings leave them out (as they leave the locations).
     tags: TagSet = ()
+    # The version's ACL as s3balance.s3.acl.dump writes it (None: private):
+    # an overwrite replaces it.  Listings leave it out too.
+    acl: Optional[str] = None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -220,6 +223,9 @@ class BucketRecord:
     # owner; a configured bucket's owner is the configuration's, see
     # s3balance.s3.access.bucket_owner).
     owner: Optional[str] = None
+    # Its ACL as s3balance.s3.acl.dump writes it (None: private; a
+    # configured bucket's is the configuration's, s3.access.bucket_acl).
+    acl: Optional[str] = None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -275,6 +281,7 @@ class MultipartRecord:
     content_type: Optional[str]
     headers: Mapping[str, str]
     tags: TagSet = ()  # CreateMultipartUpload's x-amz-tagging: the object's at Complete
+    acl: Optional[str] = None  # CreateMultipartUpload's ACL (s3.acl.dump): the object's at Complete
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -350,9 +357,10 @@ class IMetadataStore(Interface):
     def get_bucket(name: str) -> Deferred[Optional[BucketRecord]]:
         """-> Deferred[BucketRecord | None]"""
 
-    def create_bucket(name: str, owner: Optional[str] = None) -> Deferred[BucketRecord]:
+    def create_bucket(name: str, owner: Optional[str] = None, acl: Optional[str] = None) -> Deferred[BucketRecord]:
         """origin 'api', owned by the account C{owner} (None: the default
-        owner).  -> Deferred[BucketRecord]; fails with BucketExists."""
+        owner), with the ACL C{acl} (s3.acl.dump's text; None: private).
+        -> Deferred[BucketRecord]; fails with BucketExists."""
 
     def set_bucket_owner(name: str, owner: Optional[str]) -> Deferred[bool]:
         """Record C{owner} as the bucket's owner (None: the default owner).
@@ -441,6 +449,15 @@ class IMetadataStore(Interface):
         """Replace the tags of the object's current version with C{tags}
         (empty: remove them); nothing else of its row changes (ETag,
         Last-Modified, locations). -> Deferred[bool] (False: no such object)."""
+
+    def set_object_acl(bucket: str, key: str, acl: Optional[str]) -> Deferred[bool]:
+        """Replace the ACL of the object's current version with C{acl}
+        (s3.acl.dump's text; None: private); nothing else of its row
+        changes. -> Deferred[bool] (False: no such object)."""
+
+    def set_bucket_acl(name: str, acl: Optional[str]) -> Deferred[bool]:
+        """Replace the bucket's ACL (s3.acl.dump's text; None: private).
+        -> Deferred[bool] (False: no such bucket row)."""
 
     def set_bucket_tags(name: str, tags: TagSet) -> Deferred[bool]:
         """Replace the bucket's tag set (empty: remove it).

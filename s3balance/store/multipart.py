@@ -55,6 +55,7 @@ def create_multipart(conn: Connection, record: MultipartRecord, intent_id: Optio
             content_type=record.content_type,
             headers=dump_mapping(record.headers),
             tags=dump_tags(record.tags),
+            acl=record.acl,
         )
     )
 

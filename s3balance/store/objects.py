@@ -428,6 +428,16 @@ def set_object_tags(conn: Connection, bucket: str, key: str, tags: TagSet) -> bo
     return result.rowcount == 1
 
 
+def set_object_acl(conn: Connection, bucket: str, key: str, acl: Optional[str]) -> bool:
+    """
+    Replace the current version's ACL (PutObjectAcl; s3.acl.dump's text):
+    one UPDATE of the acl column, as L{set_object_tags}.  -> whether the
+    object exists.
+    """
+    result = conn.execute(update(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).values(acl=acl))
+    return result.rowcount == 1
+
+
 def delete_object(
     conn: Connection,
     bucket: str,

@@ -72,6 +72,7 @@ def object_values(record: ObjectRecord) -> dict[str, Any]:
         "headers": dump_mapping(record.headers),
         "checksums": dump_mapping(record.checksums),
         "tags": dump_tags(record.tags),
+        "acl": record.acl,
     }
 
 
@@ -89,12 +90,18 @@ def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecor
         id=row.id,
         # (A listing's rows have no tags column.)
         tags=load_tags(getattr(row, "tags", None)),
+        acl=getattr(row, "acl", None),
     )
 
 
 def bucket_record(row: Row) -> BucketRecord:
     return BucketRecord(
-        name=row.name, created=row.created, origin=row.origin, tags=load_tags(row.tags), owner=row.owner
+        name=row.name,
+        created=row.created,
+        origin=row.origin,
+        tags=load_tags(row.tags),
+        owner=row.owner,
+        acl=row.acl,
     )
 
 
@@ -110,6 +117,7 @@ def multipart_record(row: Row) -> MultipartRecord:
         content_type=row.content_type,
         headers=load_mapping(row.headers),
         tags=load_tags(row.tags),
+        acl=row.acl,
     )
 
 

@@ -129,6 +129,20 @@ buckets = Table(
     # configured default owner (configured buckets, buckets older than
     # accounts).  Migration 0015.
     Column("owner", String(64), nullable=True),
+    # Its ACL's grants (s3.acl.dump; NULL: the owner's full control only).  Migration 0017.
+    Column("acl", TAGS, nullable=True),
+    # Its PutPublicAccessBlock configuration (JSON; NULL: none).  Migration 0017.
+    Column("public_access_block", String(255), nullable=True),
+)
+
+# A bucket's policy (PutBucketPolicy), the document as received (validated
+# by s3.policy): a row only for the buckets with one, gone with its bucket.
+# A table of its own, as bucket_lifecycles.  Migration 0017.
+bucket_policies = Table(
+    "bucket_policies",
+    metadata,
+    Column("bucket", BUCKET_NAME, ForeignKey("buckets.name", ondelete="CASCADE"), primary_key=True),
+    Column("policy", TAGS, nullable=False),
 )
 
 # A bucket's lifecycle configuration (PutBucketLifecycleConfiguration), as
@@ -156,6 +170,8 @@ objects = Table(
     Column("checksums", Text, nullable=False),  # JSON object
     # The version's tags (records.dump_tags; NULL: none).  Migration 0013.
     Column("tags", TAGS, nullable=True),
+    # The version's ACL grants (s3.acl.dump; NULL: private).  Migration 0017.
+    Column("acl", TAGS, nullable=True),
     # Also the listing index: (bucket, key) in byte order.
     UniqueConstraint("bucket", "key"),
 )
@@ -244,6 +260,9 @@ multipart_uploads = Table(
     # The x-amz-tagging of CreateMultipartUpload, the object's tags at
     # Complete (records.dump_tags; NULL: none).  Migration 0013.
     Column("tags", TAGS, nullable=True),
+    # CreateMultipartUpload's ACL grants, the object's at Complete (s3.acl.dump;
+    # NULL: private).  Migration 0017.
+    Column("acl", TAGS, nullable=True),
     Index(None, "bucket", "key"),
     Index(None, "initiated"),
     Index(None, "backend"),  # the capacity check sums by backend (0005)
