@@ -44,8 +44,14 @@ SUBRESOURCES = (
 ALLOWED_STATUSES = {200, 204, 404, 405, 501}
 # Implemented operations that refuse these bare requests as S3 does: GET
 # ?attributes (GetObjectAttributes) without its x-amz-object-attributes header,
-# PUT ?lifecycle (PutBucketLifecycleConfiguration) without Content-MD5.
-REFUSED_AS_S3_DOES = {("attributes", "GET", "object"): 400, ("lifecycle", "PUT", "bucket"): 400}
+# PUT ?lifecycle (PutBucketLifecycleConfiguration) without Content-MD5, PUT
+# ?policy and ?publicAccessBlock with a body that is not their document.
+REFUSED_AS_S3_DOES = {
+    ("attributes", "GET", "object"): 400,
+    ("lifecycle", "PUT", "bucket"): 400,
+    ("policy", "PUT", "bucket"): 400,
+    ("publicAccessBlock", "PUT", "bucket"): 400,
+}
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 # A small, plausible body for each PUT; the exact shape does not matter to a
