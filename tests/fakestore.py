@@ -150,6 +150,8 @@ class MemoryTables:
     pauses: dict[str, JobPause] = field(default_factory=dict)  # job -> its pause (store/pauses.py)
     rebalance: Optional[RebalanceRecord] = None  # the cluster's rebalance (store/rebalance.py)
     lifecycles: dict[str, str] = field(default_factory=dict)  # bucket -> its lifecycle configuration's text
+    policies: dict[str, str] = field(default_factory=dict)  # bucket -> its policy document
+    public_access_blocks: dict[str, str] = field(default_factory=dict)  # bucket -> its Block Public Access text
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # every table's ids
 
 
@@ -334,6 +336,36 @@ class MemoryStore:
         )
         return [attr.evolve(record, locations=()) for _, record in rows[: max(0, limit)]]
 
+    # -- bucket policies and Block Public Access (store/policies.py) ----------------
+
+    @_answers
+    def set_bucket_policy(self, name: str, text: Optional[str]) -> bool:
+        if name not in self.tables.buckets:
+            return False
+        if text is None:
+            self.tables.policies.pop(name, None)
+        else:
+            self.tables.policies[name] = text
+        return True
+
+    @_answers
+    def get_bucket_policy(self, name: str) -> Optional[str]:
+        return self.tables.policies.get(name)
+
+    @_answers
+    def set_public_access_block(self, name: str, text: Optional[str]) -> bool:
+        if name not in self.tables.buckets:
+            return False
+        if text is None:
+            self.tables.public_access_blocks.pop(name, None)
+        else:
+            self.tables.public_access_blocks[name] = text
+        return True
+
+    @_answers
+    def get_public_access_block(self, name: str) -> Optional[str]:
+        return self.tables.public_access_blocks.get(name)
+
     @_answers
     def create_bucket(self, name: str, owner: Optional[str] = None, acl: Optional[str] = None) -> BucketRecord:
         if name in self.tables.buckets:
@@ -373,6 +405,8 @@ class MemoryStore:
         del self.tables.buckets[name]
         self.tables.quotas.pop(name, None)
         self.tables.lifecycles.pop(name, None)
+        self.tables.policies.pop(name, None)
+        self.tables.public_access_blocks.pop(name, None)
         for upload_id in uploads:
             self._abort(upload_id, True)
         return len(uploads)

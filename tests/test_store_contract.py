@@ -770,6 +770,56 @@ class LifecycleMixin(_Helpers):
         self.assertIsNone(await self.store.delete_object(BUCKET, "k", expected=seen))
 
 
+class PoliciesMixin(_Helpers):
+    """
+    A bucket's policy and its Block Public Access configuration, kept as
+    text, gone with their bucket; on the fake and on every database.
+    """
+
+    POLICY = '{"Version":"2012-10-17","Statement":[]}'
+    BLOCK = '{"BlockPublicAcls":true,"IgnorePublicAcls":false,"BlockPublicPolicy":true,"RestrictPublicBuckets":false}'
+
+    async def test_a_policy_is_set_read_replaced_and_removed(self) -> None:
+        self.assertIsNone(await self.store.get_bucket_policy(BUCKET))
+        self.assertTrue(await self.store.set_bucket_policy(BUCKET, self.POLICY))
+        self.assertEqual(await self.store.get_bucket_policy(BUCKET), self.POLICY)
+        large = '{"Id":"' + "x" * 30000 + '"}'  # beyond 20 KiB of text: the column holds it whole
+        self.assertTrue(await self.store.set_bucket_policy(BUCKET, large))
+        self.assertEqual(await self.store.get_bucket_policy(BUCKET), large)
+        # The configuration bucket sync leaves it alone.
+        await self.store.sync_config_buckets([BUCKET])
+        self.assertEqual(await self.store.get_bucket_policy(BUCKET), large)
+        self.assertTrue(await self.store.set_bucket_policy(BUCKET, None))
+        self.assertIsNone(await self.store.get_bucket_policy(BUCKET))
+        self.assertTrue(await self.store.set_bucket_policy(BUCKET, None))
+        self.assertFalse(await self.store.set_bucket_policy("missing", self.POLICY))
+        self.assertIsNone(await self.store.get_bucket_policy("missing"))
+
+    async def test_a_public_access_block_is_set_read_and_removed(self) -> None:
+        self.assertIsNone(await self.store.get_public_access_block(BUCKET))
+        self.assertTrue(await self.store.set_public_access_block(BUCKET, self.BLOCK))
+        self.assertEqual(await self.store.get_public_access_block(BUCKET), self.BLOCK)
+        # The same value again is a success too (rows matched, not changed).
+        self.assertTrue(await self.store.set_public_access_block(BUCKET, self.BLOCK))
+        await self.store.sync_config_buckets([BUCKET])
+        self.assertEqual(await self.store.get_public_access_block(BUCKET), self.BLOCK)
+        self.assertTrue(await self.store.set_public_access_block(BUCKET, None))
+        self.assertIsNone(await self.store.get_public_access_block(BUCKET))
+        self.assertFalse(await self.store.set_public_access_block("missing", self.BLOCK))
+        self.assertIsNone(await self.store.get_public_access_block("missing"))
+
+    async def test_both_go_with_their_bucket(self) -> None:
+        await self.store.create_bucket("api-bucket")
+        self.assertTrue(await self.store.set_bucket_policy("api-bucket", self.POLICY))
+        self.assertTrue(await self.store.set_public_access_block("api-bucket", self.BLOCK))
+        self.assertTrue(await self.store.set_bucket_policy(BUCKET, "{}"))
+        await self.store.delete_bucket("api-bucket")
+        await self.store.create_bucket("api-bucket")
+        self.assertIsNone(await self.store.get_bucket_policy("api-bucket"))
+        self.assertIsNone(await self.store.get_public_access_block("api-bucket"))
+        self.assertEqual(await self.store.get_bucket_policy(BUCKET), "{}")
+
+
 class UploadMarkersAndBucketsMixin(_Helpers):
     """
     ListMultipartUploads' markers when the marker upload ended between pages,
@@ -983,4 +1033,20 @@ class PostgreSQLLifecycleTests(OnDatabase, LifecycleMixin, unittest.TestCase):
 
 
 class MariaDBLifecycleTests(OnDatabase, LifecycleMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class MemoryPoliciesTests(OnMemoryStore, PoliciesMixin, unittest.TestCase):
+    pass
+
+
+class SQLitePoliciesTests(OnDatabase, PoliciesMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLPoliciesTests(OnDatabase, PoliciesMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBPoliciesTests(OnDatabase, PoliciesMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL

@@ -45,12 +45,15 @@ ALLOWED_STATUSES = {200, 204, 404, 405, 501}
 # Implemented operations that refuse these bare requests as S3 does: GET
 # ?attributes (GetObjectAttributes) without its x-amz-object-attributes header,
 # PUT ?lifecycle (PutBucketLifecycleConfiguration) without Content-MD5, PUT
-# ?acl (Put*Acl) with a body that is no AccessControlPolicy (MalformedACLError).
+# ?acl (Put*Acl) with a body that is no AccessControlPolicy (MalformedACLError),
+# ?policy and ?publicAccessBlock with a body that is not their document.
 REFUSED_AS_S3_DOES = {
     ("attributes", "GET", "object"): 400,
     ("lifecycle", "PUT", "bucket"): 400,
     ("acl", "PUT", "bucket"): 400,
     ("acl", "PUT", "object"): 400,
+    ("policy", "PUT", "bucket"): 400,
+    ("publicAccessBlock", "PUT", "bucket"): 400,
 }
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 

@@ -19,6 +19,8 @@ the file's own order; the shared field checks are in L{fields}.
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -67,6 +69,8 @@ from s3balance.config.schema import (
     VirtualBucketConfig,
 )
 from s3balance.config.units import parse_duration, parse_rate, parse_size
+from s3balance.errors import S3Error
+from s3balance.s3 import policy
 
 # A drain moves few objects at once: it shares the backends with the clients.
 MAX_DRAIN_CONCURRENCY = 4
@@ -237,6 +241,43 @@ def _parse_quota(value: object, path: str) -> BucketQuota | None:
     return quota
 
 
+def _iso_date(value: object) -> str:
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    raise TypeError(f"{_describe(value)} is not a JSON value")
+
+
+def _bucket_policy(value: object, path: str, bucket: str) -> str | None:
+    """A virtual bucket's ``policy:``, the bucket policy document as a mapping, checked as PutBucketPolicy checks it."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a mapping (the policy document), got {_describe(value)}")
+    try:
+        # YAML reads an unquoted 2030-01-01 as a date: it stands for its ISO 8601 text.
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_iso_date)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: not a JSON document ({error})") from None
+    try:
+        policy.parse(text, bucket)
+    except S3Error as error:
+        raise ConfigError(f"{path}: {error.code}: {error.message}") from None
+    return text
+
+
+_PUBLIC_ACCESS_BLOCK_KEYS = ("block_public_acls", "ignore_public_acls", "block_public_policy", "restrict_public_buckets")
+
+
+def _public_access_block(value: object, path: str) -> policy.PublicAccessBlock | None:
+    """A virtual bucket's ``public_access_block:`` (the four flags, each false when left out)."""
+    if value is None:
+        return None
+    section = _Section(value, path)
+    flags = [section.get(name, _bool, False) for name in _PUBLIC_ACCESS_BLOCK_KEYS]
+    section.check_unknown()
+    return policy.PublicAccessBlock(*flags)
+
+
 def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
     problem = _check_s3_bucket_name(name)
     if problem:
@@ -252,6 +293,10 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
         replication=section.get("replication", _REPLICATION, None),
         owner=section.get("owner", account_id, None),
         acl=section.get("acl", _choice(*BUCKET_CANNED_ACLS), None),
+        policy=_bucket_policy(section.raw("policy"), section.key_path("policy"), name),
+        public_access_block=_public_access_block(
+            section.raw("public_access_block"), section.key_path("public_access_block")
+        ),
         key=section.path,
     )
     section.ignore("virtual")
@@ -540,6 +585,7 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
         accounts=accounts,
         default_account=default_account,
         default_owner=default_owner,
+        block_public_access=section.get("block_public_access", _bool, d.block_public_access),
     )
     section.check_unknown()
     if s3api.auth_required and not s3api.credentials:
@@ -547,6 +593,18 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
             f"{section.key_path('access_key')}: auth_required is true but no credential is configured"
         )
     return s3api
+
+
+def _check_public_policy(bucket: VirtualBucketConfig, s3api: S3APIConfig) -> None:
+    """A configured public policy where Block Public Access refuses public policies is a contradiction, not a choice."""
+    if bucket.policy is None or not policy.parse(bucket.policy, bucket.name).public:
+        return
+    if s3api.block_public_access:
+        raise ConfigError(f"{bucket.key}.policy: the policy is public and s3api.block_public_access blocks public policies")
+    if bucket.public_access_block is not None and bucket.public_access_block.block_public_policy:
+        raise ConfigError(
+            f"{bucket.key}.policy: the policy is public and public_access_block.block_public_policy blocks it"
+        )
 
 
 def _parse_api(section: _Section) -> APIConfig:
@@ -609,6 +667,7 @@ def parse_config(mapping: object, source: str = "<config>") -> Config:
     known_accounts = {account.id for account in s3api.accounts}
     for bucket in virtual_buckets:
         check_account(bucket.owner, f"{bucket.key}.owner", known_accounts, "s3api.accounts")
+        _check_public_policy(bucket, s3api)
     api = _parse_api(sub("api"))
     audit = _parse_audit(sub("audit"))
     _parse_offline(sub("offline"))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from attrs import field, frozen
 
 from s3balance.config.dsn import _mask_dsn, dsn_to_url
+
+if TYPE_CHECKING:
+    from s3balance.s3.policy import PublicAccessBlock
 
 
 def _hide(value: object) -> str:
@@ -137,6 +142,11 @@ class VirtualBucketConfig:
     # Its ACL, a canned ACL's name (None: private); PutBucketAcl cannot
     # change it (s3balance.s3.access.bucket_acl).
     acl: str | None = None
+    # Its bucket policy (the document as JSON text, checked at load; None:
+    # none) and Block Public Access flags (None: none): the configuration
+    # decides them, PutBucketPolicy and PutPublicAccessBlock are refused.
+    policy: str | None = None
+    public_access_block: PublicAccessBlock | None = None
     key: str = field(default="", eq=False)
 
 
@@ -343,6 +353,9 @@ class S3APIConfig:
     accounts: tuple[Account, ...] = (Account(IMPLICIT_ACCOUNT_ID, IMPLICIT_ACCOUNT_NAME),)
     default_account: str = IMPLICIT_ACCOUNT_ID
     default_owner: str = IMPLICIT_ACCOUNT_ID
+    # Block Public Access for every bucket, all four flags (as S3's
+    # account-level setting): added to each bucket's own.
+    block_public_access: bool = False
 
     def account(self, account_id: str) -> Account | None:
         for account in self.accounts:

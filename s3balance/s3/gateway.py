@@ -60,6 +60,9 @@ READ_OPERATIONS = frozenset(
         "GetBucketTagging",
         "GetBucketLifecycleConfiguration",
         "GetBucketEncryption",
+        "GetBucketPolicy",
+        "GetBucketPolicyStatus",
+        "GetPublicAccessBlock",
         "GetObjectTagging",
         "ListMultipartUploads",
         "GetObject",
@@ -194,7 +197,20 @@ class Gateway:
         from s3balance.s3.lifecycle import LifecycleCache
 
         self.lifecycles = LifecycleCache(lambda: self.clock())
-        from s3balance.s3 import acl_api, attributes, buckets, copy, lifecycle, multipart, objects
+        # The buckets' policies and Block Public Access flags (s3.bucket_policy).
+        from s3balance.s3.bucket_policy import PolicyCache
+
+        self.policies = PolicyCache(lambda: self.clock())
+        from s3balance.s3 import (
+            acl_api,
+            attributes,
+            bucket_policy,
+            buckets,
+            copy,
+            lifecycle,
+            multipart,
+            objects,
+        )
 
         self.handlers.update(buckets.HANDLERS)
         self.handlers.update(acl_api.HANDLERS)
@@ -204,6 +220,7 @@ class Gateway:
         self.handlers.update(sse.HANDLERS)
         self.handlers.update(attributes.HANDLERS)
         self.handlers.update(lifecycle.HANDLERS)
+        self.handlers.update(bucket_policy.HANDLERS)
         self.handlers["PreflightCORS"] = _preflight_cors
 
     # -- step 1 and 2: route and authenticate --------------------------------

@@ -120,6 +120,13 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("PUT", BUCKET, ("lifecycle",)): "PutBucketLifecycleConfiguration",
     ("DELETE", BUCKET, ("lifecycle",)): "DeleteBucketLifecycle",
     ("GET", BUCKET, ("encryption",)): "GetBucketEncryption",  # s3.sse: never configured
+    ("GET", BUCKET, ("policy",)): "GetBucketPolicy",
+    ("PUT", BUCKET, ("policy",)): "PutBucketPolicy",
+    ("DELETE", BUCKET, ("policy",)): "DeleteBucketPolicy",
+    ("GET", BUCKET, ("policyStatus",)): "GetBucketPolicyStatus",
+    ("GET", BUCKET, ("publicAccessBlock",)): "GetPublicAccessBlock",
+    ("PUT", BUCKET, ("publicAccessBlock",)): "PutPublicAccessBlock",
+    ("DELETE", BUCKET, ("publicAccessBlock",)): "DeletePublicAccessBlock",
     ("GET", BUCKET, ("uploads",)): "ListMultipartUploads",
     ("GET", BUCKET, ("versions",)): "ListObjectVersions",
     ("POST", BUCKET, ("delete",)): "DeleteObjects",

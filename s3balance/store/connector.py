@@ -32,6 +32,7 @@ from s3balance.store import (
 from s3balance.store import lifecycle as lifecycle_sql
 from s3balance.store import objects as object_sql
 from s3balance.store import pauses as pause_sql
+from s3balance.store import policies as policy_sql
 from s3balance.store import quotas as quota_sql
 from s3balance.store import rebalance as rebalance_sql
 from s3balance.store.interfaces import (
@@ -121,6 +122,20 @@ class MetadataStore(StoreRunner):
 
     def lifecycle_page(self, bucket: str, prefix: str, after: str, limit: int) -> Deferred[list[ObjectRecord]]:
         return self._read(lifecycle_sql.lifecycle_page, bucket, prefix, after, limit)
+
+    # -- bucket policies and Block Public Access (store/policies.py) -------------
+
+    def set_bucket_policy(self, name: str, text: Optional[str]) -> Deferred[bool]:
+        return self._run(policy_sql.set_bucket_policy, name, text)
+
+    def get_bucket_policy(self, name: str) -> Deferred[Optional[str]]:
+        return self._read(policy_sql.get_bucket_policy, name)
+
+    def set_public_access_block(self, name: str, text: Optional[str]) -> Deferred[bool]:
+        return self._run(policy_sql.set_public_access_block, name, text)
+
+    def get_public_access_block(self, name: str) -> Deferred[Optional[str]]:
+        return self._read(policy_sql.get_public_access_block, name)
 
     def delete_bucket(self, name: str) -> Deferred[int]:
         return self._run(multipart.delete_bucket, name, self._now())

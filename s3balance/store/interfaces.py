@@ -487,6 +487,23 @@ class IMetadataStore(Interface):
         and sorts after C{after} (byte order), in key order, with their tags
         and without their locations. -> Deferred[list[ObjectRecord]]"""
 
+    # -- bucket policies and Block Public Access (s3balance.store.policies) ----
+    def set_bucket_policy(name: str, text: Optional[str]) -> Deferred[bool]:
+        """Replace the bucket's policy, kept as the document received
+        (checked by s3.policy; None: remove it).  It goes with its bucket.
+        -> Deferred[bool] (False: no such bucket row)."""
+
+    def get_bucket_policy(name: str) -> Deferred[Optional[str]]:
+        """-> Deferred[str | None]: the bucket's policy document."""
+
+    def set_public_access_block(name: str, text: Optional[str]) -> Deferred[bool]:
+        """Replace the bucket's Block Public Access configuration, kept as
+        text (s3.policy.PublicAccessBlock.dump; None: remove it).
+        -> Deferred[bool] (False: no such bucket row)."""
+
+    def get_public_access_block(name: str) -> Deferred[Optional[str]]:
+        """-> Deferred[str | None]: the bucket's Block Public Access configuration text."""
+
     def delete_objects(bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
         """delete_object for many keys in one transaction.
         -> Deferred[dict[key, ObjectRecord | None]]."""

@@ -1,0 +1,346 @@
+"""
+Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus (C{/bucket?policy},
+C{?policyStatus}), Put/Get/DeletePublicAccessBlock (C{?publicAccessBlock}),
+and what the access decision reads of them (L{PolicyCache}, L{facts_of},
+L{request_context}).
+
+A document is checked by L{s3balance.s3.policy}; the store keeps the
+policy as received and the Block Public Access flags as JSON.  A bucket of
+the configuration has its policy and flags from there
+(C{buckets[].policy}, C{buckets[].public_access_block}): the Get
+operations answer them, the Put and Delete ones are refused
+(C{AccessDenied}), as the configuration decides.  C{s3api.block_public_access}
+adds all four flags to every bucket, as S3's account-level setting does:
+GetPublicAccessBlock still answers the bucket's own.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Optional
+from urllib.parse import parse_qsl
+
+from s3balance.errors import S3Error
+from s3balance.s3 import policy
+from s3balance.s3.bodies import small_body
+from s3balance.s3.policy import (
+    ALL_BLOCKED,
+    NO_BLOCK,
+    BucketPolicyFacts,
+    Policy,
+    PublicAccessBlock,
+    RequestContext,
+)
+from s3balance.s3.xmldoc import document, parse
+
+if TYPE_CHECKING:
+    from s3balance.config.schema import Config
+    from s3balance.s3.call import S3Call
+    from s3balance.s3.handler_types import GatewayLike, Handler
+    from s3balance.s3.request import S3Request
+    from s3balance.store.interfaces import IMetadataStore
+
+# How long a daemon decides on a bucket's policy and flags as it last read
+# them (a change through another daemon shows within this).
+CACHE_SECONDS = 5.0
+
+
+def _no_policy(bucket: str) -> S3Error:
+    return S3Error("NoSuchBucketPolicy", "The bucket policy does not exist", status=404, BucketName=bucket)
+
+
+def _configured_refusal(bucket: str, what: str) -> S3Error:
+    return S3Error(
+        "AccessDenied",
+        f"The {what} of bucket {bucket} is set by the s3balance configuration; change it there.",
+    )
+
+
+def effective_block(config: Config, own: Optional[PublicAccessBlock]) -> PublicAccessBlock:
+    """The flags that apply to a bucket: its own with the gateway's (C{s3api.block_public_access})."""
+    block = own or NO_BLOCK
+    return block.union(ALL_BLOCKED) if config.s3api.block_public_access else block
+
+
+class PolicyCache:
+    """
+    The buckets' policies (parsed) and Block Public Access flags as this
+    daemon last read them from the store: at most one read of each per
+    bucket every L{CACHE_SECONDS}.  A change through this daemon is seen at
+    once (L{forget}).  Buckets of the configuration are never read from
+    the store.
+    """
+
+    def __init__(self, clock: Callable[[], float], seconds: float = CACHE_SECONDS) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self._known: dict[str, tuple[float, Optional[Policy], Optional[PublicAccessBlock]]] = {}
+
+    async def of(self, store: IMetadataStore, bucket: str) -> tuple[Optional[Policy], Optional[PublicAccessBlock]]:
+        now = self.clock()
+        known = self._known.get(bucket)
+        if known is not None and now - known[0] < self.seconds:
+            return known[1], known[2]
+        text = await store.get_bucket_policy(bucket)
+        flags = await store.get_public_access_block(bucket)
+        read = policy.parse(text, bucket) if text is not None else None
+        block = PublicAccessBlock.load(flags) if flags is not None else None
+        if len(self._known) > 10000:
+            self._known.clear()  # (buckets come and go: never more than this many remembered)
+        self._known[bucket] = (now, read, block)
+        return read, block
+
+    def forget(self, bucket: str) -> None:
+        self._known.pop(bucket, None)
+
+
+async def _own_rules(gateway: GatewayLike, bucket: str) -> tuple[Optional[Policy], Optional[PublicAccessBlock]]:
+    """The bucket's own policy and flags: the configuration's, or the store's (through the cache)."""
+    configured = gateway.config.virtual_bucket(bucket)
+    if configured is not None:
+        read = policy.parse(configured.policy, bucket) if configured.policy is not None else None
+        return read, configured.public_access_block
+    cache: Optional[PolicyCache] = getattr(gateway, "policies", None)
+    if cache is not None:
+        return await cache.of(gateway.store, bucket)
+    text = await gateway.store.get_bucket_policy(bucket)
+    flags = await gateway.store.get_public_access_block(bucket)
+    return (
+        policy.parse(text, bucket) if text is not None else None,
+        PublicAccessBlock.load(flags) if flags is not None else None,
+    )
+
+
+async def facts_of(gateway: GatewayLike, bucket: str, owner: str) -> BucketPolicyFacts:
+    """
+    What the access decision needs of bucket C{bucket} (owned by C{owner}):
+    its policy and the Block Public Access flags that apply to it; give it
+    to L{s3balance.s3.policy.decide_policy} with L{request_context}.
+    """
+    read, block = await _own_rules(gateway, bucket)
+    return BucketPolicyFacts(owner, read, effective_block(gateway.config, block))
+
+
+def request_context(
+    call: S3Call,
+    account: Optional[str],
+    *,
+    admin: bool = False,
+    operation: Optional[str] = None,
+    key: Optional[str] = None,
+    client_address: Optional[str] = None,
+    secure: bool = False,
+    now: Optional[float] = None,
+    existing_tags: Optional[Mapping[str, str]] = None,
+    bucket_owner: Optional[str] = None,
+) -> Optional[RequestContext]:
+    """
+    The L{RequestContext} of C{call} (None: an operation no policy speaks
+    of): its action (C{operation}, default the call's), its resource (the
+    object C{key}, default the call's, or the bucket), the caller's
+    C{account}, and the condition keys the request carries:
+    C{aws:SourceIp} (C{client_address}), C{aws:SecureTransport}
+    (C{secure}), C{aws:Referer}, C{aws:UserAgent}, C{aws:CurrentTime} and
+    C{aws:EpochTime} (C{now}), C{aws:PrincipalAccount}, C{aws:PrincipalArn}
+    and C{aws:PrincipalType}, C{s3:prefix}, C{s3:delimiter} and
+    C{s3:max-keys} (listings), C{s3:x-amz-*} headers, C{s3:RequestObjectTag/*}
+    and C{s3:RequestObjectTagKeys} (C{x-amz-tagging}), C{s3:ExistingObjectTag/*}
+    (C{existing_tags}: the object's, read by the caller when the policy
+    mentions them, L{Policy.mentions}), C{s3:signatureversion},
+    C{s3:authType} and C{s3:ResourceAccount} (C{bucket_owner}).
+    """
+    action = policy.action_of(operation or call.operation)
+    if action is None or call.target.bucket is None:
+        return None
+    if key is None and call.target.key is not None and action[3:] in policy.OBJECT_ACTIONS:
+        key = call.target.key
+    values: dict[str, Optional[str] | tuple[str, ...]] = {
+        "aws:SourceIp": client_address,
+        "aws:SecureTransport": "true" if secure else "false",
+        "aws:Referer": call.header("referer"),
+        "aws:UserAgent": call.header("user-agent"),
+        "s3:ResourceAccount": bucket_owner,
+    }
+    if now is not None:
+        moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+        values["aws:CurrentTime"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        values["aws:EpochTime"] = str(int(now))
+    if account is not None:
+        values["aws:PrincipalAccount"] = account
+        values["aws:PrincipalArn"] = f"arn:aws:iam::{account}:root"
+        values["aws:PrincipalType"] = "Account"
+    else:
+        values["aws:PrincipalType"] = "Anonymous"
+    if action in ("s3:ListBucket", "s3:ListBucketVersions"):
+        for name in ("prefix", "delimiter", "max-keys"):
+            if name in call.query:
+                values[f"s3:{name}"] = call.query[name]
+    for header in ("x-amz-acl", "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+                   "x-amz-content-sha256", "x-amz-storage-class", "x-amz-copy-source",
+                   "x-amz-metadata-directive", "x-amz-website-redirect-location", "x-amz-grant-read",
+                   "x-amz-grant-write", "x-amz-grant-read-acp", "x-amz-grant-write-acp",
+                   "x-amz-grant-full-control"):
+        values[f"s3:{header}"] = call.header(header)
+    tagging = call.header("x-amz-tagging")
+    if tagging is not None:
+        tags = parse_qsl(tagging, keep_blank_values=True)
+        values["s3:RequestObjectTagKeys"] = tuple(name for name, _ in tags)
+        for name, value in tags:
+            values[f"s3:RequestObjectTag/{name}"] = value
+    for name, value in (existing_tags or {}).items():
+        values[f"s3:ExistingObjectTag/{name}"] = value
+    if call.auth is not None:
+        values["s3:signatureversion"] = "AWS" if call.auth.signature_version == 2 else "AWS4-HMAC-SHA256"
+        presigned = "X-Amz-Signature" in call.query or "Signature" in call.query
+        values["s3:authType"] = "REST-QUERY-STRING" if presigned else "REST-HEADER"
+    if call.operation == "PostObject":
+        values["s3:authType"] = "POST"
+    return RequestContext(
+        action,
+        policy.resource_arn(call.bucket, key),
+        account,
+        admin=admin,
+        values=policy.context_values(values),
+    )
+
+
+# -- the handlers --------------------------------------------------------------------------------
+
+
+def _forget(gateway: GatewayLike, bucket: str) -> None:
+    cache: Optional[PolicyCache] = getattr(gateway, "policies", None)
+    if cache is not None:
+        cache.forget(bucket)
+
+
+async def put_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """Set the bucket's policy: 204, as S3; MalformedPolicy for a document S3 refuses."""
+    await gateway.require_bucket(call)
+    bucket = call.bucket
+    if gateway.config.virtual_bucket(bucket) is not None:
+        raise _configured_refusal(bucket, "policy")
+    read = policy.parse(small_body(request, call), bucket)
+    _, own = await _own_rules(gateway, bucket)
+    if read.public and effective_block(gateway.config, own).block_public_policy:
+        raise S3Error(
+            "AccessDenied",
+            f"Access Denied: public policies are blocked by the BlockPublicPolicy block public access setting "
+            f"of bucket {bucket}.",
+        )
+    # Every bucket clients see has a row (configured ones: sync_config_buckets).
+    if not await gateway.store.set_bucket_policy(bucket, read.text):
+        raise S3Error("NoSuchBucket", BucketName=bucket)
+    _forget(gateway, bucket)
+    gateway.answer_empty(request, 204)
+
+
+async def get_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """The policy document as it was set (JSON); NoSuchBucketPolicy (404) without one, as S3."""
+    await gateway.require_bucket(call)
+    configured = gateway.config.virtual_bucket(call.bucket)
+    text = configured.policy if configured is not None else await gateway.store.get_bucket_policy(call.bucket)
+    if text is None:
+        raise _no_policy(call.bucket)
+    if request.gone:
+        return
+    body = text.encode("utf-8")
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"content-length", str(len(body)).encode())
+    request.write(body)
+    request.finish()
+
+
+async def delete_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """Remove the policy (none: fine too): 204, as S3."""
+    await gateway.require_bucket(call)
+    if gateway.config.virtual_bucket(call.bucket) is not None:
+        raise _configured_refusal(call.bucket, "policy")
+    if not await gateway.store.set_bucket_policy(call.bucket, None):
+        raise S3Error("NoSuchBucket", BucketName=call.bucket)
+    _forget(gateway, call.bucket)
+    gateway.answer_empty(request, 204)
+
+
+async def get_bucket_policy_status(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """Whether S3 calls the bucket's policy public; NoSuchBucketPolicy (404) without one, as S3."""
+    await gateway.require_bucket(call)
+    read, _ = await _own_rules(gateway, call.bucket)
+    if read is None:
+        raise _no_policy(call.bucket)
+    gateway.answer_xml(request, document("PolicyStatus", [("IsPublic", read.public)]))
+
+
+def parse_public_access_block(body: bytes) -> PublicAccessBlock:
+    """A C{<PublicAccessBlockConfiguration>} (each flag false when left out); MalformedXML otherwise."""
+    root = parse(body)
+    if root.tag.split("}")[-1] != "PublicAccessBlockConfiguration":
+        raise S3Error("MalformedXML")
+    flags = dict.fromkeys(policy.PUBLIC_ACCESS_BLOCK_FIELDS, False)
+    seen = set()
+    for child in root:
+        name = child.tag.split("}")[-1]
+        if name not in flags or name in seen or len(child):
+            raise S3Error("MalformedXML")
+        seen.add(name)
+        value = (child.text or "").strip().lower()
+        if value not in ("true", "false"):
+            raise S3Error("MalformedXML")
+        flags[name] = value == "true"
+    return PublicAccessBlock(*(flags[name] for name in policy.PUBLIC_ACCESS_BLOCK_FIELDS))
+
+
+def render_public_access_block(block: PublicAccessBlock) -> bytes:
+    return document(
+        "PublicAccessBlockConfiguration",
+        list(zip(policy.PUBLIC_ACCESS_BLOCK_FIELDS, block.flags(), strict=True)),
+    )
+
+
+async def put_public_access_block(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """Set the bucket's Block Public Access flags: 200, no body, as S3."""
+    await gateway.require_bucket(call)
+    if gateway.config.virtual_bucket(call.bucket) is not None:
+        raise _configured_refusal(call.bucket, "public access block configuration")
+    block = parse_public_access_block(small_body(request, call))
+    if not await gateway.store.set_public_access_block(call.bucket, block.dump()):
+        raise S3Error("NoSuchBucket", BucketName=call.bucket)
+    _forget(gateway, call.bucket)
+    gateway.answer_empty(request, 200)
+
+
+async def get_public_access_block(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """The bucket's own flags; NoSuchPublicAccessBlockConfiguration (404) without them, as S3."""
+    await gateway.require_bucket(call)
+    _, block = await _own_rules(gateway, call.bucket)
+    if block is None:
+        raise S3Error(
+            "NoSuchPublicAccessBlockConfiguration",
+            "The public access block configuration was not found",
+            status=404,
+            BucketName=call.bucket,
+        )
+    gateway.answer_xml(request, render_public_access_block(block))
+
+
+async def delete_public_access_block(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    """Remove the bucket's flags (none: fine too): 204, as S3."""
+    await gateway.require_bucket(call)
+    if gateway.config.virtual_bucket(call.bucket) is not None:
+        raise _configured_refusal(call.bucket, "public access block configuration")
+    if not await gateway.store.set_public_access_block(call.bucket, None):
+        raise S3Error("NoSuchBucket", BucketName=call.bucket)
+    _forget(gateway, call.bucket)
+    gateway.answer_empty(request, 204)
+
+
+HANDLERS: dict[str, Handler] = {
+    "PutBucketPolicy": put_bucket_policy,
+    "GetBucketPolicy": get_bucket_policy,
+    "DeleteBucketPolicy": delete_bucket_policy,
+    "GetBucketPolicyStatus": get_bucket_policy_status,
+    "PutPublicAccessBlock": put_public_access_block,
+    "GetPublicAccessBlock": get_public_access_block,
+    "DeletePublicAccessBlock": delete_public_access_block,
+}
