@@ -297,7 +297,14 @@ class MemoryStore:
 
     @_answers
     def get_bucket(self, name: str) -> Optional[BucketRecord]:
-        return self.tables.buckets.get(name)
+        record = self.tables.buckets.get(name)
+        if record is None:
+            return None
+        return attr.evolve(
+            record,
+            policy=self.tables.policies.get(name),
+            public_access_block=self.tables.public_access_blocks.get(name),
+        )
 
     @_answers
     def set_bucket_tags(self, name: str, tags: TagSet) -> bool:

@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from s3balance.config import ConfigError, parse_config
 from s3balance.s3 import policy
-from s3balance.s3.bucket_policy import PolicyCache, facts_of, request_context
+from s3balance.s3.bucket_policy import facts_of, request_context
 from s3balance.s3.call import S3Call
 from s3balance.s3.routing import Target
 from tests.fakestore import MemoryStore
@@ -143,33 +143,29 @@ class RequestContextTests(unittest.SynchronousTestCase):
 
 class FactsTests(unittest.TestCase):
     async def test_facts_from_the_store_the_configuration_and_the_switch(self) -> None:
-        clock = Clock()
-        store = MemoryStore(clock=clock)
+        store = MemoryStore(clock=Clock())
         await store.start()
         self.addCleanup(store.stop)
         mapping = with_bucket(policy=public_read(), public_access_block={"restrict_public_buckets": True})
         config = parse_config(mapping)
         await store.create_bucket("api-bucket")
-        gateway = SimpleNamespace(config=config, store=store, policies=PolicyCache(clock.seconds))
 
-        configured = await facts_of(gateway, "demo", ALICE)  # type: ignore[arg-type]
+        configured = facts_of(config, "demo", ALICE, None)
         assert configured.policy is not None
         self.assertTrue(configured.policy.public)
         self.assertEqual(configured.block, policy.PublicAccessBlock(restrict_public_buckets=True))
 
-        empty = await facts_of(gateway, "api-bucket", ALICE)  # type: ignore[arg-type]
+        empty = facts_of(config, "api-bucket", ALICE, await store.get_bucket("api-bucket"))
         self.assertEqual((empty.policy, empty.block), (None, policy.NO_BLOCK))
         await store.set_bucket_policy("api-bucket", json.dumps(public_read("api-bucket")))
         await store.set_public_access_block("api-bucket", policy.PublicAccessBlock(ignore_public_acls=True).dump())
-        # Read again only once the cache's time is up (or the daemon's own change made it forget).
-        self.assertIsNone((await facts_of(gateway, "api-bucket", ALICE)).policy)  # type: ignore[arg-type]
-        clock.advance(10)
-        read = await facts_of(gateway, "api-bucket", ALICE)  # type: ignore[arg-type]
+        # Read with the bucket: the next request is decided on them.
+        read = facts_of(config, "api-bucket", ALICE, await store.get_bucket("api-bucket"))
         self.assertIsNotNone(read.policy)
         self.assertTrue(read.ignore_public_acls)
 
         mapping["s3api"]["block_public_access"] = True
         del mapping["buckets"][1]["policy"]
-        gateway.config = parse_config(mapping)
-        blocked = await facts_of(gateway, "api-bucket", ALICE)  # type: ignore[arg-type]
+        config = parse_config(mapping)
+        blocked = facts_of(config, "api-bucket", ALICE, await store.get_bucket("api-bucket"))
         self.assertEqual(blocked.block, policy.ALL_BLOCKED)

@@ -808,6 +808,21 @@ class PoliciesMixin(_Helpers):
         self.assertFalse(await self.store.set_public_access_block("missing", self.BLOCK))
         self.assertIsNone(await self.store.get_public_access_block("missing"))
 
+    async def test_the_bucket_is_read_with_both(self) -> None:
+        """What the access decision reads: one get_bucket carries them (none: None)."""
+        record = await self.store.get_bucket(BUCKET)
+        assert record is not None
+        self.assertEqual((record.policy, record.public_access_block), (None, None))
+        self.assertTrue(await self.store.set_bucket_policy(BUCKET, self.POLICY))
+        self.assertTrue(await self.store.set_public_access_block(BUCKET, self.BLOCK))
+        record = await self.store.get_bucket(BUCKET)
+        assert record is not None
+        self.assertEqual((record.policy, record.public_access_block), (self.POLICY, self.BLOCK))
+        self.assertTrue(await self.store.set_bucket_policy(BUCKET, None))
+        record = await self.store.get_bucket(BUCKET)
+        assert record is not None
+        self.assertEqual((record.policy, record.public_access_block), (None, self.BLOCK))
+
     async def test_both_go_with_their_bucket(self) -> None:
         await self.store.create_bucket("api-bucket")
         self.assertTrue(await self.store.set_bucket_policy("api-bucket", self.POLICY))

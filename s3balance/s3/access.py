@@ -19,7 +19,7 @@ and admins may do anything on them, as on the bucket.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Optional
 
 import attrs
@@ -61,6 +61,22 @@ class BucketAccess:
     owner: str
     acl: acls.ACL = ()
     awaiting_object: Optional[Caller] = None
+    # The bucket policy's verdict (s3.policy.decide_policy: "Allow", "Deny"
+    # or None) on the request's action, and on listing the bucket (what
+    # L{missing_object} asks) when that action is on one object.
+    verdict: Optional[str] = None
+    list_verdict: Optional[str] = None
+    # Who L{admit} let in by a grant or a policy (None: the owner, an admin,
+    # or no decision made): what L{missing_object} asks about.
+    caller: Optional[Caller] = None
+    # With a policy, the policy's verdict on an action on one key (a
+    # DeleteObjects request is decided per key, L{may_delete_key}); None
+    # without a policy.
+    verdict_on_key: Optional[Callable[[str, str], Optional[str]]] = attrs.field(default=None, eq=False)
+    # Block Public Access: public ACL grants grant nothing (IgnorePublicAcls);
+    # a request setting a public ACL is refused (BlockPublicAcls, L{refuse_public_acl}).
+    ignore_public_acls: bool = False
+    block_public_acls: bool = False
 
 
 # What each ACL permission allows, S3's mapping of permissions to
@@ -136,20 +152,34 @@ def bucket_acl(config: Config, name: str, owner: str, recorded: Optional[str]) -
     return acls.load(recorded, owner)
 
 
-def decide(caller: Caller, bucket: BucketAccess, action: str, object_acl: Optional[acls.ACL] = None) -> bool:
+def decide(
+    caller: Caller,
+    bucket: BucketAccess,
+    action: str,
+    object_acl: Optional[acls.ACL] = None,
+    verdict: Optional[str] = None,
+) -> bool:
     """
     Whether C{caller} may do C{action} (the S3 operation's name, e.g.
     "GetObject") on C{bucket} or, for an action on one object, on the
-    object whose ACL is C{object_acl} (None: not known, private).
+    object whose ACL is C{object_acl} (None: not known, private), given the
+    bucket policy's C{verdict} on it (L{s3balance.s3.policy.decide_policy}).
 
-    In S3's order: an explicit Deny would win over everything (a bucket
-    policy is where one comes from); then any Allow: the bucket's owner and
-    admins may do anything, others what the bucket's ACL (or the object's,
-    for an action on an object) grants them; nothing else is allowed.  The
+    In S3's order: an explicit Deny of the policy wins over every Allow,
+    the owner's too (the policy's own operations excepted, which
+    C{decide_policy} never denies its owner); then any Allow: the bucket's
+    owner may do anything, others what the policy allows or the bucket's
+    ACL (or the object's, for an action on an object) grants them, public
+    grants left out under IgnorePublicAcls; nothing else is allowed.  A
+    configuration-level admin is the operator: no policy binds it.  The
     credential's own limits (C{buckets}, C{read_only}) are checked apart,
     at the headers (C{Gateway.authorize}).
     """
-    if caller.admin or (caller.account is not None and caller.account == bucket.owner):
+    if caller.admin:
+        return True
+    if verdict == "Deny":
+        return False
+    if (caller.account is not None and caller.account == bucket.owner) or verdict == "Allow":
         return True
     needed = OBJECT_PERMISSIONS.get(action)
     if needed is not None:
@@ -159,22 +189,52 @@ def decide(caller: Caller, bucket: BucketAccess, action: str, object_acl: Option
         granted_by = bucket.acl
     if needed is None or not granted_by:
         return False
+    if bucket.ignore_public_acls:
+        granted_by = tuple(grant for grant in granted_by if grant.grantee.kind != acls.GROUP)
     granted = acls.permissions_of(granted_by, caller.account)
     return needed in granted or acls.FULL_CONTROL in granted
 
 
+def refuse_public_acl(bucket: BucketAccess, acl: Optional[acls.ACL]) -> None:
+    """
+    AccessDenied for a request setting C{acl} (None: none asked) on
+    C{bucket} or one of its objects when the ACL is public (grants to
+    AllUsers or AuthenticatedUsers) and Block Public Access's
+    BlockPublicAcls applies to the bucket, as S3 refuses it.
+    """
+    if bucket.block_public_acls and acl and any(grant.grantee.kind == acls.GROUP for grant in acl):
+        raise S3Error("AccessDenied", "Public ACLs are blocked on this bucket (Block Public Access).")
+
+
 def admit(caller: Caller, bucket: BucketAccess, action: str) -> BucketAccess:
     """
-    The bucket-level decision: C{bucket} when C{caller} may do C{action};
-    for an action on one object that only the object's ACL may still
-    allow, C{bucket} marked as awaiting that object (see L{BucketAccess});
-    AccessDenied otherwise.
+    The bucket-level decision: C{bucket} when C{caller} may do C{action}
+    (with the caller, when not its owner or an admin); for an action on
+    one object that only the object's ACL may still allow, C{bucket} marked
+    as awaiting that object (see L{BucketAccess}); AccessDenied otherwise.
     """
-    if decide(caller, bucket, action):
-        return bucket
-    if action in OBJECT_PERMISSIONS:
-        return attrs.evolve(bucket, awaiting_object=caller)
+    if action == "DeleteObjects" and bucket.verdict_on_key is not None:
+        # Decided key by key (s3:DeleteObject on each), L{may_delete_key}.
+        return bucket if caller.admin else attrs.evolve(bucket, caller=caller)
+    if decide(caller, bucket, action, verdict=bucket.verdict):
+        if caller.admin or (caller.account is not None and caller.account == bucket.owner):
+            return bucket
+        return attrs.evolve(bucket, caller=caller)
+    if bucket.verdict != "Deny" and action in OBJECT_PERMISSIONS:
+        return attrs.evolve(bucket, caller=caller, awaiting_object=caller)
     raise S3Error("AccessDenied")
+
+
+def may_delete_key(bucket: BucketAccess, key: str) -> bool:
+    """
+    Whether the caller L{admit} let into a DeleteObjects request may delete
+    C{key}: as a DeleteObject of that key would be decided (its policy's
+    verdict on that key, then ownership and the bucket's ACL).
+    """
+    caller = bucket.caller
+    if caller is None or bucket.verdict_on_key is None:
+        return True
+    return decide(caller, bucket, "DeleteObject", verdict=bucket.verdict_on_key("DeleteObject", key))
 
 
 def require_object(bucket: BucketAccess, action: str, object_acl: Optional[str]) -> None:
@@ -184,7 +244,9 @@ def require_object(bucket: BucketAccess, action: str, object_acl: Optional[str])
     L{acls.dump}) grants C{action}.
     """
     caller = bucket.awaiting_object
-    if caller is not None and not decide(caller, bucket, action, acls.load(object_acl, bucket.owner)):
+    if caller is not None and not decide(
+        caller, bucket, action, acls.load(object_acl, bucket.owner), verdict=bucket.verdict
+    ):
         raise S3Error("AccessDenied")
 
 
@@ -194,8 +256,8 @@ def missing_object(bucket: BucketAccess, key: str) -> S3Error:
     list the bucket (who could learn it anyway), AccessDenied to anyone
     else, as S3 answers, so a key's existence does not leak.
     """
-    caller = bucket.awaiting_object
-    if caller is None or decide(caller, bucket, "ListObjects"):
+    caller = bucket.caller
+    if caller is None or decide(caller, bucket, "ListObjects", verdict=bucket.list_verdict):
         return S3Error("NoSuchKey", Key=key)
     return S3Error("AccessDenied")
 

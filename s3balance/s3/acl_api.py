@@ -67,6 +67,7 @@ async def put_bucket_acl(gateway: GatewayLike, request: S3Request, call: S3Call)
             f"The ACL of a bucket defined in the configuration is set there ({configured.key or 'buckets'}.acl).",
         )
     grants = _new_acl(gateway, request, call, bucket.owner, bucket=True)
+    access.refuse_public_acl(bucket, grants)
     if not await gateway.store.set_bucket_acl(call.bucket, acl.dump(grants, bucket.owner)):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
     gateway.answer_empty(request, 200)
@@ -98,6 +99,7 @@ async def put_object_acl(gateway: GatewayLike, request: S3Request, call: S3Call)
     """
     bucket, _ = await _object(gateway, call)
     grants = _new_acl(gateway, request, call, bucket.owner, bucket=False)
+    access.refuse_public_acl(bucket, grants)
     if not await gateway.store.set_object_acl(call.bucket, call.key, acl.dump(grants, bucket.owner)):
         raise S3Error("NoSuchKey", Key=call.key)
     gateway.answer_empty(request, 200)

@@ -1,7 +1,7 @@
 """
 Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus (C{/bucket?policy},
 C{?policyStatus}), Put/Get/DeletePublicAccessBlock (C{?publicAccessBlock}),
-and what the access decision reads of them (L{PolicyCache}, L{facts_of},
+and what the access decision reads of them (L{facts_of},
 L{request_context}).
 
 A document is checked by L{s3balance.s3.policy}; the store keeps the
@@ -17,7 +17,8 @@ GetPublicAccessBlock still answers the bucket's own.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import parse_qsl
 
@@ -39,12 +40,7 @@ if TYPE_CHECKING:
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
-    from s3balance.store.interfaces import IMetadataStore
-
-# How long a daemon decides on a bucket's policy and flags as it last read
-# them (a change through another daemon shows within this).
-CACHE_SECONDS = 5.0
-
+    from s3balance.store.interfaces import BucketRecord
 
 def _no_policy(bucket: str) -> S3Error:
     return S3Error("NoSuchBucketPolicy", "The bucket policy does not exist", status=404, BucketName=bucket)
@@ -63,63 +59,58 @@ def effective_block(config: Config, own: Optional[PublicAccessBlock]) -> PublicA
     return block.union(ALL_BLOCKED) if config.s3api.block_public_access else block
 
 
-class PolicyCache:
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str, bucket: str) -> Policy:
     """
-    The buckets' policies (parsed) and Block Public Access flags as this
-    daemon last read them from the store: at most one read of each per
-    bucket every L{CACHE_SECONDS}.  A change through this daemon is seen at
-    once (L{forget}).  Buckets of the configuration are never read from
-    the store.
+    A policy document as kept (checked when it was put, or when the
+    configuration was loaded), parsed once: every request of its bucket is
+    decided on it.
     """
-
-    def __init__(self, clock: Callable[[], float], seconds: float = CACHE_SECONDS) -> None:
-        self.clock = clock
-        self.seconds = seconds
-        self._known: dict[str, tuple[float, Optional[Policy], Optional[PublicAccessBlock]]] = {}
-
-    async def of(self, store: IMetadataStore, bucket: str) -> tuple[Optional[Policy], Optional[PublicAccessBlock]]:
-        now = self.clock()
-        known = self._known.get(bucket)
-        if known is not None and now - known[0] < self.seconds:
-            return known[1], known[2]
-        text = await store.get_bucket_policy(bucket)
-        flags = await store.get_public_access_block(bucket)
-        read = policy.parse(text, bucket) if text is not None else None
-        block = PublicAccessBlock.load(flags) if flags is not None else None
-        if len(self._known) > 10000:
-            self._known.clear()  # (buckets come and go: never more than this many remembered)
-        self._known[bucket] = (now, read, block)
-        return read, block
-
-    def forget(self, bucket: str) -> None:
-        self._known.pop(bucket, None)
+    return policy.parse(text, bucket)
 
 
-async def _own_rules(gateway: GatewayLike, bucket: str) -> tuple[Optional[Policy], Optional[PublicAccessBlock]]:
-    """The bucket's own policy and flags: the configuration's, or the store's (through the cache)."""
-    configured = gateway.config.virtual_bucket(bucket)
+@functools.lru_cache(maxsize=1024)
+def _flags(text: str) -> PublicAccessBlock:
+    return PublicAccessBlock.load(text)
+
+
+def rules_of(
+    config: Config, bucket: str, record: Optional[BucketRecord]
+) -> tuple[Optional[Policy], Optional[PublicAccessBlock]]:
+    """
+    Bucket C{bucket}'s own policy and Block Public Access flags: a
+    configured bucket's are the configuration's, an API-created one's those
+    its C{record} carries (C{IMetadataStore.get_bucket} reads them with it).
+    """
+    configured = config.virtual_bucket(bucket)
     if configured is not None:
-        read = policy.parse(configured.policy, bucket) if configured.policy is not None else None
+        read = _parsed(configured.policy, bucket) if configured.policy is not None else None
         return read, configured.public_access_block
-    cache: Optional[PolicyCache] = getattr(gateway, "policies", None)
-    if cache is not None:
-        return await cache.of(gateway.store, bucket)
-    text = await gateway.store.get_bucket_policy(bucket)
-    flags = await gateway.store.get_public_access_block(bucket)
+    if record is None:
+        return None, None
     return (
-        policy.parse(text, bucket) if text is not None else None,
-        PublicAccessBlock.load(flags) if flags is not None else None,
+        _parsed(record.policy, bucket) if record.policy is not None else None,
+        _flags(record.public_access_block) if record.public_access_block is not None else None,
     )
 
 
-async def facts_of(gateway: GatewayLike, bucket: str, owner: str) -> BucketPolicyFacts:
+async def _own_rules(gateway: GatewayLike, bucket: str) -> tuple[Optional[Policy], Optional[PublicAccessBlock]]:
+    """The bucket's own policy and flags, read now (L{rules_of})."""
+    record = None
+    if gateway.config.virtual_bucket(bucket) is None:
+        record = await gateway.store.get_bucket(bucket)
+    return rules_of(gateway.config, bucket, record)
+
+
+def facts_of(config: Config, bucket: str, owner: str, record: Optional[BucketRecord]) -> BucketPolicyFacts:
     """
-    What the access decision needs of bucket C{bucket} (owned by C{owner}):
-    its policy and the Block Public Access flags that apply to it; give it
-    to L{s3balance.s3.policy.decide_policy} with L{request_context}.
+    What the access decision needs of bucket C{bucket} (owned by C{owner};
+    its C{record}, None for a configured bucket): its policy and the Block
+    Public Access flags that apply to it; give it to
+    L{s3balance.s3.policy.decide_policy} with L{request_context}.
     """
-    read, block = await _own_rules(gateway, bucket)
-    return BucketPolicyFacts(owner, read, effective_block(gateway.config, block))
+    read, block = rules_of(config, bucket, record)
+    return BucketPolicyFacts(owner, read, effective_block(config, block))
 
 
 def request_context(
@@ -134,11 +125,13 @@ def request_context(
     now: Optional[float] = None,
     existing_tags: Optional[Mapping[str, str]] = None,
     bucket_owner: Optional[str] = None,
+    bucket: Optional[str] = None,
 ) -> Optional[RequestContext]:
     """
     The L{RequestContext} of C{call} (None: an operation no policy speaks
     of): its action (C{operation}, default the call's), its resource (the
-    object C{key}, default the call's, or the bucket), the caller's
+    object C{key}, default the call's, or the bucket; of C{bucket}, default
+    the call's), the caller's
     C{account}, and the condition keys the request carries:
     C{aws:SourceIp} (C{client_address}), C{aws:SecureTransport}
     (C{secure}), C{aws:Referer}, C{aws:UserAgent}, C{aws:CurrentTime} and
@@ -198,7 +191,7 @@ def request_context(
         values["s3:authType"] = "POST"
     return RequestContext(
         action,
-        policy.resource_arn(call.bucket, key),
+        policy.resource_arn(bucket or call.bucket, key),
         account,
         admin=admin,
         values=policy.context_values(values),
@@ -206,12 +199,6 @@ def request_context(
 
 
 # -- the handlers --------------------------------------------------------------------------------
-
-
-def _forget(gateway: GatewayLike, bucket: str) -> None:
-    cache: Optional[PolicyCache] = getattr(gateway, "policies", None)
-    if cache is not None:
-        cache.forget(bucket)
 
 
 async def put_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
@@ -231,7 +218,6 @@ async def put_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Ca
     # Every bucket clients see has a row (configured ones: sync_config_buckets).
     if not await gateway.store.set_bucket_policy(bucket, read.text):
         raise S3Error("NoSuchBucket", BucketName=bucket)
-    _forget(gateway, bucket)
     gateway.answer_empty(request, 204)
 
 
@@ -259,7 +245,6 @@ async def delete_bucket_policy(gateway: GatewayLike, request: S3Request, call: S
         raise _configured_refusal(call.bucket, "policy")
     if not await gateway.store.set_bucket_policy(call.bucket, None):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
-    _forget(gateway, call.bucket)
     gateway.answer_empty(request, 204)
 
 
@@ -306,7 +291,6 @@ async def put_public_access_block(gateway: GatewayLike, request: S3Request, call
     block = parse_public_access_block(small_body(request, call))
     if not await gateway.store.set_public_access_block(call.bucket, block.dump()):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
-    _forget(gateway, call.bucket)
     gateway.answer_empty(request, 200)
 
 
@@ -331,7 +315,6 @@ async def delete_public_access_block(gateway: GatewayLike, request: S3Request, c
         raise _configured_refusal(call.bucket, "public access block configuration")
     if not await gateway.store.set_public_access_block(call.bucket, None):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
-    _forget(gateway, call.bucket)
     gateway.answer_empty(request, 204)
 
 

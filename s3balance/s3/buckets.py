@@ -348,10 +348,13 @@ async def create_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) 
         raise S3Error("AccessDenied")
     if not config.s3api.allow_create_bucket:
         raise S3Error("AccessDenied", "Creating buckets is disabled on this gateway.")
+    new_acl = acl.from_headers(call.headers, caller.account, acl.is_account_of(config.s3api), bucket=True)
+    # The gateway's Block Public Access (a new bucket has no flags of its own yet).
+    access.refuse_public_acl(
+        access.BucketAccess(name, caller.account, block_public_acls=config.s3api.block_public_access), new_acl
+    )
     try:
-        await gateway.store.create_bucket(
-            name, caller.account, acl.requested(call.headers, caller.account, config.s3api, bucket=True)
-        )
+        await gateway.store.create_bucket(name, caller.account, acl.dump(new_acl, caller.account))
     except BucketExists:
         existing = await gateway.store.get_bucket(name)
         raise _already_exists(config, caller, name, existing.owner if existing else None) from None

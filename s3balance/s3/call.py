@@ -28,6 +28,11 @@ class S3Call:
     credential: Optional[Credential]
     auth: Optional[AuthContext]
     raw_path: bytes
+    # Where the request came from (the connection's peer address; None when
+    # not known) and whether it came over TLS: what bucket policies' aws:SourceIp
+    # and aws:SecureTransport conditions compare.
+    client: Optional[str] = None
+    secure: bool = False
 
     @property
     def streaming(self) -> bool:

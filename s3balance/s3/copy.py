@@ -84,7 +84,7 @@ async def _source(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
         raise S3Error("AccessDenied")
     # Read as a GetObject of the source is: its bucket's owner, or a grant
     # of the source object's ACL.
-    source_bucket = await gateway.require_bucket(call, bucket, "GetObject")
+    source_bucket = await gateway.require_bucket(call, bucket, "GetObject", key)
     record = await gateway.store.get_object(bucket, key)
     if record is None:
         raise access.missing_object(source_bucket, key)

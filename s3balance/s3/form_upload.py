@@ -83,7 +83,7 @@ def _no_file() -> S3Error:
 
 
 def prepare(method: str, target: Target, query: dict[str, str], headers: dict[str, list[str]],
-            raw_path: bytes) -> S3Call:
+            raw_path: bytes, client: Optional[str] = None, secure: bool = False) -> S3Call:
     """
     The call of a POST Object at its headers: not authenticated yet (its
     form carries the signature).  A body that is no form is refused here.
@@ -99,7 +99,7 @@ def prepare(method: str, target: Target, query: dict[str, str], headers: dict[st
             "PreconditionFailed", "At least one of the pre-conditions you specified did not hold",
             Condition="Bucket POST must be of the enclosure-type multipart/form-data",
         ) from None
-    return S3Call(method, target, "PostObject", query, headers, None, None, raw_path)
+    return S3Call(method, target, "PostObject", query, headers, None, None, raw_path, client, secure)
 
 
 class FormUpload:
@@ -220,6 +220,8 @@ class FormUpload:
             credential=cast("Credential", context.credential) if context is not None else None,
             auth=context,
             raw_path=self.call.raw_path,
+            client=self.call.client,
+            secure=self.call.secure,
         )
         # The checks every PutObject passes at its headers (Gateway.prepare).
         gateway.authorize(call)

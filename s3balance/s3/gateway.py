@@ -96,6 +96,11 @@ def _request_headers(request: S3Request) -> dict[str, list[str]]:
 OPERATION_PARAMETERS = routing.SUBRESOURCES - {"list-type"}
 
 
+def client_address(request: S3Request) -> Optional[str]:
+    """The address C{request}'s connection came from (None: not an IP connection)."""
+    return getattr(request.getClientAddress(), "host", None)
+
+
 # What an unsigned request may ask for when authentication is required: what
 # an ACL can grant to everyone (s3.access), and a browser form's upload
 # (signed in its form; an unsigned one is decided as a PutObject).  Anything
@@ -197,10 +202,6 @@ class Gateway:
         from s3balance.s3.lifecycle import LifecycleCache
 
         self.lifecycles = LifecycleCache(lambda: self.clock())
-        # The buckets' policies and Block Public Access flags (s3.bucket_policy).
-        from s3balance.s3.bucket_policy import PolicyCache
-
-        self.policies = PolicyCache(lambda: self.clock())
         from s3balance.s3 import (
             acl_api,
             attributes,
@@ -264,7 +265,9 @@ class Gateway:
             # before its file are in (s3.form_upload).
             from s3balance.s3 import form_upload
 
-            call = form_upload.prepare(method, target, query, headers, raw_path)
+            call = form_upload.prepare(
+                method, target, query, headers, raw_path, client_address(request), request.isSecure()
+            )
             if limiter is not None:
                 # The client's byte throttle now; the credential's request
                 # token once the form named it.
@@ -315,6 +318,8 @@ class Gateway:
             credential=credential,
             auth=context,
             raw_path=raw_path,
+            client=client_address(request),
+            secure=request.isSecure(),
         )
         self.authorize(call)
         if limiter is not None:
@@ -352,31 +357,86 @@ class Gateway:
     # -- buckets ------------------------------------------------------------
 
     async def require_bucket(
-        self, call: S3Call, bucket: Optional[str] = None, action: Optional[str] = None
+        self,
+        call: S3Call,
+        bucket: Optional[str] = None,
+        action: Optional[str] = None,
+        key: Optional[str] = None,
     ) -> access.BucketAccess:
         """
         The bucket C{call} names (or C{bucket}, e.g. a copy source): NoSuchBucket
         when it does not exist, AccessDenied when the caller may not do
-        C{action} (default: the call's operation) on it (L{access.admit}).
-        A configured bucket's owner and ACL are the configuration's (no store
-        read); an API-created one's come with the row this reads anyway.
+        C{action} (default: the call's operation) on it, or on its object
+        C{key} (default: the call's), by its owner, its ACL and its policy
+        (L{access.admit}).  A configured bucket's owner, ACL and policy are
+        the configuration's (no store read); an API-created one's owner and
+        ACL, policy and Block Public Access flags come with the row this
+        reads anyway (so a change is seen by every daemon's next request).
 
         For an action on one object that the bucket alone does not allow, the
         answer is marked as awaiting the object (L{access.BucketAccess}): the
         handler decides with the object's row (L{access.require_object}).
         """
+        from s3balance.s3 import bucket_policy, policy
+
         name = call.bucket if bucket is None else bucket
+        action = action or call.operation
         config = self.config
-        recorded_owner = recorded_acl = None
+        recorded_owner = recorded_acl = record = None
         if config.virtual_bucket(name) is None:
             record = await self.store.get_bucket(name)
             if record is None:
                 raise S3Error("NoSuchBucket", BucketName=name)
             recorded_owner, recorded_acl = record.owner, record.acl
         owner = access.bucket_owner(config, name, recorded_owner)
-        target = access.BucketAccess(name, owner, access.bucket_acl(config, name, owner, recorded_acl))
+        facts = bucket_policy.facts_of(config, name, owner, record)
         caller = access.caller_of(config.s3api, call.credential)
-        return access.admit(caller, target, action or call.operation)
+        verdict = list_verdict = None
+        verdict_on: Optional[Callable[[str, Optional[str]], Optional[str]]] = None
+        if facts.policy is not None:
+            if key is None and bucket is None:
+                key = call.target.key
+            existing_tags = None
+            if key is not None and facts.policy.mentions("s3:existingobjecttag/"):
+                found = await self.store.get_object(name, key)
+                existing_tags = dict(found.tags) if found is not None else None
+
+            def policy_verdict(operation: str, on_key: Optional[str]) -> Optional[str]:
+                context = bucket_policy.request_context(
+                    call,
+                    caller.account,
+                    admin=caller.admin,
+                    operation=operation,
+                    key=on_key,
+                    client_address=call.client,
+                    secure=call.secure,
+                    now=self.clock(),
+                    existing_tags=existing_tags,
+                    bucket_owner=owner,
+                    bucket=name,
+                )
+                return policy.decide_policy(facts, context) if context is not None else None
+
+            verdict_on = policy_verdict
+            if action != "DeleteObjects":
+                verdict = policy_verdict(action, key)
+            if action in access.OBJECT_PERMISSIONS:
+                list_verdict = policy_verdict("ListObjects", None)
+        target = access.BucketAccess(
+            name,
+            owner,
+            access.bucket_acl(config, name, owner, recorded_acl),
+            verdict=verdict,
+            list_verdict=list_verdict,
+            ignore_public_acls=facts.ignore_public_acls,
+            block_public_acls=facts.block_public_acls,
+            verdict_on_key=verdict_on,
+        )
+        if target.block_public_acls and action in acl.ACL_WRITES and bucket is None:
+            # The new object's ACL, from the headers (checked at them).
+            requested = acl.from_headers(call.headers, owner, acl.is_account_of(config.s3api), bucket=False)
+            access.refuse_public_acl(target, requested)
+        return access.admit(caller, target, action)
 
     # -- step 3.. : run the operation ------------------------------------------
 

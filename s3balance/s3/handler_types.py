@@ -36,7 +36,7 @@ class GatewayLike(Protocol):
     clock: Callable[[], float]
 
     async def require_bucket(
-        self, call: S3Call, bucket: Optional[str] = None, action: Optional[str] = None
+        self, call: S3Call, bucket: Optional[str] = None, action: Optional[str] = None, key: Optional[str] = None
     ) -> BucketAccess: ...
 
     def may_see_bucket(self, credential: Optional[Credential], bucket: str) -> bool: ...

@@ -315,15 +315,20 @@ async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call)
             and "x-amz-sdk-checksum-algorithm" not in call.headers:
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5 or x-amz-checksum-*")
     quiet, keys = _delete_request(small_body(request, call))
-    await gateway.require_bucket(call)
+    bucket = await gateway.require_bucket(call)
+    # Each key as its own DeleteObject would be decided (a bucket policy may
+    # allow or deny some keys only); a denied key is an Error entry.
+    denied = {key for key, _ in keys if not access.may_delete_key(bucket, key)}
     # Every key in one transaction (one commit, not one per key).
     removed = await gateway.store.delete_objects(
-        call.bucket, [key for key, version in keys if not _other_version(version)]
+        call.bucket, [key for key, version in keys if not _other_version(version) and key not in denied]
     )
     results: list[Node] = []
     for key, version in keys:
         named = [("VersionId", version)] if version is not None else []
-        if _other_version(version):
+        if key in denied:
+            results.append(("Error", [("Key", key), *named, ("Code", "AccessDenied"), ("Message", "Access Denied")]))
+        elif _other_version(version):
             results.append(("Error", [("Key", key), *named, ("Code", "NoSuchVersion"),
                                       ("Message", "The specified version does not exist.")]))
         elif not quiet:

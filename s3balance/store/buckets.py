@@ -52,7 +52,13 @@ def list_buckets(conn: Connection) -> list[BucketRecord]:
 
 
 def get_bucket(conn: Connection, name: str) -> Optional[BucketRecord]:
-    row = conn.execute(select(_b).where(_b.c.name == name)).first()
+    """The bucket, with its policy (one read: every request is decided on the current one)."""
+    policies = tables.bucket_policies
+    row = conn.execute(
+        select(_b, policies.c.policy)
+        .select_from(_b.outerjoin(policies, policies.c.bucket == _b.c.name))
+        .where(_b.c.name == name)
+    ).first()
     return bucket_record(row) if row is not None else None
 
 

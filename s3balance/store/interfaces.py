@@ -226,6 +226,12 @@ class BucketRecord:
     # Its ACL as s3balance.s3.acl.dump writes it (None: private; a
     # configured bucket's is the configuration's, s3.access.bucket_acl).
     acl: Optional[str] = None
+    # Its policy document and Block Public Access flags as kept
+    # (store/policies.py; None: none), read with the bucket so that every
+    # request is decided on the current ones (the policy by get_bucket
+    # only: listings of buckets leave it None).
+    policy: Optional[str] = None
+    public_access_block: Optional[str] = None
 
 
 @attr.s(frozen=True, auto_attribs=True)

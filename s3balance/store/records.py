@@ -102,6 +102,9 @@ def bucket_record(row: Row) -> BucketRecord:
         tags=load_tags(row.tags),
         owner=row.owner,
         acl=row.acl,
+        # Selected by get_bucket only (the policy joined from bucket_policies).
+        policy=getattr(row, "policy", None),
+        public_access_block=getattr(row, "public_access_block", None),
     )
 
 
