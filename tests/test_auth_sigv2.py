@@ -39,6 +39,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -850,6 +851,12 @@ class _FakeRequest:
         self.method = method
         self.uri = uri
         self.requestHeaders = Headers({name.encode(): [value.encode("latin-1")] for name, value in headers.items()})
+
+    def getClientAddress(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 40000)
+
+    def isSecure(self) -> bool:
+        return False
 
 
 def gateway_config(**s3api: Any) -> Any:

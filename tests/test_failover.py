@@ -254,7 +254,7 @@ class FailoverTests(SynchronousTestCase):
 
         store = SimpleNamespace(get_object=lookup)
 
-        async def require_bucket(call, bucket=None, action=None) -> BucketAccess:
+        async def require_bucket(call, bucket=None, action=None, key=None) -> BucketAccess:
             return BucketAccess(bucket or call.bucket, "000000000000")
 
         self.gateway = SimpleNamespace(

@@ -166,7 +166,7 @@ class CopyGateway:
             add_usage=lambda name, size, count: None,
         )
 
-    async def require_bucket(self, call, bucket=None, action=None) -> BucketAccess:
+    async def require_bucket(self, call, bucket=None, action=None, key=None) -> BucketAccess:
         return BucketAccess(bucket or call.bucket, "000000000000")
 
     def may_see_bucket(self, credential, bucket: str) -> bool:

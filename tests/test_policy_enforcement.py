@@ -18,6 +18,8 @@ boto3 for the accounts and plain unsigned HTTP for anonymous callers:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import urllib.parse
 
@@ -229,3 +231,25 @@ class PolicyEnforcementTests(SynchronousTestCase):
         # Private ones and grants to accounts go through.
         self.alice.put_object(Bucket=self.bucket, Key="k2", Body=b"x", ACL="private")
         self.alice.put_object_acl(Bucket=self.bucket, Key="k2", GrantRead=f'id="{BOB}"')
+
+    # -- anonymous requests with a body -----------------------------------------------
+
+    def test_an_anonymous_delete_objects_is_decided_before_its_body_is_read(self) -> None:
+        """
+        Refused without a grant (at its headers: nothing of its body kept);
+        with a policy allowing deletes under one prefix, its document is read
+        and each key decided.
+        """
+        self.put("tmp/a", "keep/b")
+        document = b"<Delete><Object><Key>tmp/a</Key></Object><Object><Key>keep/b</Key></Object></Delete>"
+        md5 = {"Content-MD5": base64.b64encode(hashlib.md5(document).digest()).decode()}
+        url = f"{self.gateway.endpoint}/{self.bucket}?delete"
+        status, _, answer = http("POST", url, document, md5)
+        self.assertEqual((status, s3_error(answer)[0]), (403, "AccessDenied"))
+        self.policy(statement("Allow", "*", "s3:DeleteObject", f"{self.arn}/tmp/*"))
+        status, _, answer = http("POST", url, document, md5)
+        self.assertEqual(status, 200, answer)
+        self.assertIn(b"<Deleted><Key>tmp/a</Key></Deleted>", answer)
+        self.assertIn(b"<Key>keep/b</Key><Code>AccessDenied</Code>", answer)
+        listed = self.alice.list_objects_v2(Bucket=self.bucket)
+        self.assertEqual([item["Key"] for item in listed["Contents"]], ["keep/b"])

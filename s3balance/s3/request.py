@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = Logger()
 
 MAX_SMALL_BODY = 4 * 1024 * 1024
+# What an anonymous request not yet decided (its object's ACL will tell)
+# may send as a body kept in memory.
+UNDECIDED_BODY = 8 * 1024
 
 
 class S3ResponseHeaders(Headers):
@@ -185,11 +188,49 @@ class S3Request(server.Request):
                 self.body_sink = gateway.start_upload(self, self.call, length)
             elif length is not None and length > MAX_SMALL_BODY:
                 raise S3Error("EntityTooLarge", "The request body is too large for this operation.")
+            elif self.call is not None and length != 0 and self.call.credential is None \
+                    and gateway.config.s3api.auth_required and self.call.target.bucket is not None:
+                self._admit_before_body(gateway)
         except S3Error as error:
             self.reject(error)
         except Exception:
             log.failure("preparing request {id} failed", id=self.request_id)
             self.reject(S3Error("InternalError"))
+
+    def _admit_before_body(self, gateway: Any) -> None:
+        """
+        An anonymous request with a body kept in memory (a DeleteObjects or
+        Put*Acl document): decided (C{Gateway.require_bucket}) before any of
+        it is read, so that callers nobody granted anything hold no memory.
+        The body's reading is paused meanwhile; a refusal is answered as
+        one at the headers.  (Streamed bodies are decided before their
+        backend is asked, and only a pipe's worth of them is ever held.)
+        """
+        from s3balance.s3.ratelimit import PauseGate
+
+        gate = self.body_gate
+        if gate is None:
+            gate = self.body_gate = PauseGate(self._transport)
+        gate.pauseProducing()
+
+        def admitted(bucket: Any) -> None:
+            if getattr(bucket, "awaiting_object", None) is not None:
+                # Only the object's ACL may still allow it (a read, which
+                # takes no body): no more than a crumb of body is kept.
+                self._small_body_limit = min(self._small_body_limit, UNDECIDED_BODY)
+            if not self.body_received.called:
+                gate.resumeProducing()
+
+        def refused(failure: Failure) -> None:
+            if self.body_received.called:
+                return  # the whole body came with the headers: the handler decides again
+            if failure.check(S3Error):
+                self.reject(failure.value)
+            else:
+                log.failure("deciding request {id} failed", failure, id=self.request_id)
+                self.reject(S3Error("InternalError"))
+
+        ensureDeferred(gateway.require_bucket(self.call)).addCallbacks(admitted, refused)
 
     def _absolute_form(self, channel: Any) -> None:
         """
