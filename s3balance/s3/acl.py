@@ -129,11 +129,13 @@ def private(owner: str) -> ACL:
     return (Grant(Grantee.account(owner), FULL_CONTROL),)
 
 
+@functools.lru_cache(maxsize=256)
 def canned(name: str, owner: str) -> ACL:
     """
     The grants of canned ACL C{name} for a bucket or object owned by
     C{owner}; C{InvalidArgument} for a name S3 does not know, C{NotImplemented}
-    for one it knows and we do not keep.
+    for one it knows and we do not keep.  Remembered: a configured bucket's
+    is asked for on every request.
     """
     grants = list(private(owner))
     if name == "public-read":
