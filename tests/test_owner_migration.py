@@ -39,16 +39,17 @@ class OwnerMigrationMixin:
             ))
             conn.execute(insert(tables.buckets).values(name="made", created=T0, origin="api"))
         migrate.upgrade(url, OWNER_REVISION)
+        # Only the columns this revision has (the tables module describes the head).
+        b = tables.buckets.c
         with engine.begin() as conn:
             self.assertEqual(migrate.current_revision_of(conn), OWNER_REVISION)
-            vb = buckets.get_bucket(conn, "vb")
-            assert vb is not None
-            self.assertEqual((vb.owner, vb.origin, vb.tags), (None, "config", (("a", "1"),)))
-            self.assertIsNone(buckets.get_bucket(conn, "made").owner)
+            vb = conn.execute(select(b.owner, b.origin, b.tags).where(b.name == "vb")).one()
+            self.assertEqual(tuple(vb), (None, "config", "a=1"))
+            self.assertIsNone(conn.execute(select(b.owner).where(b.name == "made")).scalar_one())
             self.assertTrue(buckets.set_bucket_owner(conn, "made", "111111111111"))
-            buckets.create_bucket(conn, "new", T0, owner="222222222222")
+            conn.execute(insert(tables.buckets).values(name="new", created=T0, origin="api", owner="222222222222"))
         with engine.connect() as conn:
-            owners = {b.name: b.owner for b in buckets.list_buckets(conn)}
+            owners = dict(conn.execute(select(b.name, b.owner)).all())
             self.assertEqual(owners, {"vb": None, "made": "111111111111", "new": "222222222222"})
         with engine.begin() as conn:
             command.downgrade(migrate.alembic_config(connection=conn), PREVIOUS)
