@@ -454,7 +454,9 @@ class HeaderAuthTests(SynchronousTestCase):
         no_date = attrs.evolve(request, headers={k: v for k, v in request.headers.items() if k != "date"})
         bad_date = with_headers(request, date="yesterday")
         bad_amz_date = with_headers(request, x_amz_date="soon")
-        for broken in (no_date, bad_date, bad_amz_date):
+        # Before 1970 is no date to S3 (not a skewed one).
+        before_1970 = with_headers(request, x_amz_date="Tue, 07 Jul 1950 21:53:04 GMT")
+        for broken in (no_date, bad_date, bad_amz_date, before_1970):
             error = refused(broken)
             self.assertEqual((error.code, error.status), ("AccessDenied", 403))
             self.assertEqual(error.message, "AWS authentication requires a valid Date or x-amz-date header")

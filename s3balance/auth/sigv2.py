@@ -473,20 +473,24 @@ def _context(
 
 
 def _parse_http_date(value: str) -> float | None:
-    """An RFC 2616 date (RFC 1123, RFC 850, asctime), or SigV4's C{yyyymmddTHHMMSSZ}."""
+    """
+    An RFC 2616 date (RFC 1123, RFC 850, asctime), or SigV4's
+    C{yyyymmddTHHMMSSZ}; None for no date, and for a date before 1970, which
+    S3 refuses as invalid (AccessDenied) rather than as skewed.
+    """
     parsed = parse_amz_date(value)
-    if parsed is not None:
-        return parsed
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    try:
-        return when.timestamp()
-    except (OverflowError, ValueError):
-        return None
+    if parsed is None:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        try:
+            parsed = when.timestamp()
+        except (OverflowError, ValueError):
+            return None
+    return parsed if parsed >= 0 else None
 
 
 def _lookup(lookup: CredentialLookup, access_key: str) -> CredentialLike:
