@@ -711,6 +711,11 @@ class MechanismTests(SynchronousTestCase):
     def test_anonymous(self) -> None:
         self.assertIsNone(self.dispatch(sigv4_request(b"Expires=1")))
 
+    def test_an_empty_authorization_header_is_anonymous(self) -> None:
+        for empty in ("", "  "):
+            request = SigV4Request("GET", b"/bucket/key", b"", {"host": ["h"], "authorization": [empty]})
+            self.assertIsNone(self.dispatch(request))
+
     def assertOnlyOne(self, request: SigV4Request) -> None:
         error = self.refused(request)
         self.assertEqual((error.code, error.status), ("InvalidArgument", 400))

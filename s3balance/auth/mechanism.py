@@ -59,6 +59,9 @@ def authenticate(
     """
     names = {percent_decode(name) for name, _ in parse_query(req.raw_query)}
     authorization = header_value(req.headers, "authorization")
+    if authorization is not None and not authorization.strip():
+        # An empty Authorization header authenticates nothing: anonymous, as on S3.
+        authorization = None
     v4_query = bool(names & _SIGV4_QUERY)
     v2_query = bool(names & _SIGV2_QUERY)
     if v2_query and (authorization is not None or v4_query):

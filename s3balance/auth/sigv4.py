@@ -177,6 +177,9 @@ def authenticate(
     query = parse_query(req.raw_query)
     names = {percent_decode(name) for name, _ in query}
     authorization = header_value(req.headers, "authorization")
+    if authorization is not None and not authorization.strip():
+        # An empty Authorization header authenticates nothing: anonymous, as on S3.
+        authorization = None
     presigned = "X-Amz-Signature" in names or "X-Amz-Credential" in names
     if authorization is not None and presigned:
         raise only_one_mechanism()
