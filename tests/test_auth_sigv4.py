@@ -738,12 +738,22 @@ class BotocorePresignedTests(BotocoreMixin, SynchronousTestCase):
 
     def test_expires_bounds(self) -> None:
         request = self.presigned("GET", "http://localhost/bucket/key", expires=60)
-        for value in (b"0", b"604801", b"-1", b"abc"):
+        for value, message in (
+            (b"604801", "X-Amz-Expires must be less than a week (in seconds) that is 604800"),
+            (b"-1", "X-Amz-Expires must be non-negative"),
+            (b"abc", "X-Amz-Expires should be a number"),
+            ("\u00b2".encode(), "X-Amz-Expires should be a number"),
+        ):
             query = request.raw_query.replace(b"X-Amz-Expires=60", b"X-Amz-Expires=" + value)
             error = self.assertRaises(
                 S3Error, authenticate, attrs.evolve(request, raw_query=query), lookup, SIGNING_NOW
             )
-            self.assertEqual(error.code, "AuthorizationQueryParametersError", value)
+            self.assertEqual((error.code, error.message), ("AuthorizationQueryParametersError", message), value)
+
+    def test_valid_for_zero_seconds_is_expired_at_once(self) -> None:
+        request = self.presigned("GET", "http://localhost/bucket/key", expires=0)
+        error = self.assertRaises(S3Error, authenticate, request, lookup, SIGNING_NOW)
+        self.assertEqual((error.code, error.message), ("AccessDenied", "Request has expired"))
 
     def test_missing_parameter(self) -> None:
         request = self.presigned("GET", "http://localhost/bucket/key")

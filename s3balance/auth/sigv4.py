@@ -344,11 +344,12 @@ def _authenticate_presigned(
     if request_time is None:
         raise _query_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
     expires_text = params["X-Amz-Expires"]
-    if not expires_text.isdigit():
+    digits = expires_text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
         raise _query_error("X-Amz-Expires should be a number")
-    expires = int(expires_text)
-    if expires < 1:
+    if expires_text.startswith("-"):
         raise _query_error("X-Amz-Expires must be non-negative")
+    expires = int(expires_text)
     if expires > MAX_PRESIGN_EXPIRES:
         raise _query_error("X-Amz-Expires must be less than a week (in seconds) that is 604800")
     access_key, scope, signed_region = parse_credential(
@@ -367,7 +368,8 @@ def _authenticate_presigned(
     # future is subject to the clock-skew rule.
     if request_time - now > MAX_SKEW:
         raise S3Error("AccessDenied", "Request is not valid yet")
-    if now > request_time + expires:
+    # A URL valid for zero seconds is expired at once, as on S3.
+    if now > request_time + expires or expires == 0:
         expired = S3Error("AccessDenied", "Request has expired")
         expired.extra.update(
             {
