@@ -122,6 +122,10 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(self.from_headers(True, x_amz_grant_write=f"id={BOB}"), (Grant(Grantee.account(BOB), WRITE),))
         self.assertEqual(self.refused(x_amz_grant_write=f"id={BOB}").code, "InvalidArgument")
 
+    def test_put_object_acl_takes_write_as_s3_does(self) -> None:
+        got = acl.from_headers(headers(x_amz_grant_write=f"id={BOB}"), ALICE, known, False, replacing=True)
+        self.assertEqual(got, (Grant(Grantee.account(BOB), WRITE),))
+
     def test_canned_and_grants_together_are_an_invalid_request(self) -> None:
         error = self.refused(x_amz_acl="private", x_amz_grant_read=f"id={BOB}")
         self.assertEqual((error.code, error.status), ("InvalidRequest", 400))
@@ -148,11 +152,11 @@ class HeaderTests(SynchronousTestCase):
 
 
 class DocumentTests(SynchronousTestCase):
-    def parse(self, body: bytes, bucket: bool = True):
-        return acl.parse_document(body, ALICE, known, bucket)
+    def parse(self, body: bytes):
+        return acl.parse_document(body, ALICE, known)
 
-    def refused(self, body: bytes, bucket: bool = True) -> str:
-        return self.assertRaises(S3Error, self.parse, body, bucket).code
+    def refused(self, body: bytes) -> str:
+        return self.assertRaises(S3Error, self.parse, body).code
 
     def test_a_policy_is_parsed(self) -> None:
         body = policy(
@@ -181,7 +185,6 @@ class DocumentTests(SynchronousTestCase):
             b'<!DOCTYPE x [<!ENTITY a "a">]><AccessControlPolicy/>',
         ):
             self.assertEqual(self.refused(body), "MalformedACLError", body)
-        self.assertEqual(self.refused(policy(grant(f"<ID>{BOB}</ID>", "WRITE")), bucket=False), "MalformedACLError")
 
     def test_the_owner_cannot_be_changed_and_grantees_must_exist(self) -> None:
         self.assertEqual(self.refused(policy("", owner=BOB)), "AccessDenied")

@@ -74,8 +74,10 @@ _XSI_TYPE = f"{{{XSI}}}type"
 # S3's limit on the grants of one ACL.
 MAX_GRANTS = 100
 
-# The request headers that grant one permission each (x-amz-grant-write is
-# a bucket's only: an object has no WRITE).
+# The request headers that grant one permission each.  An object's WRITE
+# opens no operation (writing an object is its bucket's WRITE): S3 takes it
+# in an object's ACL (PutObjectAcl), but a write of the object refuses
+# x-amz-grant-write.
 GRANT_HEADERS: Mapping[str, str] = {
     "x-amz-grant-full-control": FULL_CONTROL,
     "x-amz-grant-read": READ,
@@ -218,6 +220,8 @@ def from_headers(
     owner: str,
     is_account: Callable[[str], bool],
     bucket: bool,
+    *,
+    replacing: bool = False,
 ) -> Optional[ACL]:
     """
     The ACL a request's C{x-amz-acl} or C{x-amz-grant-*} headers ask for,
@@ -226,8 +230,9 @@ def from_headers(
 
     Grant headers give the whole ACL, as on S3: the owner keeps its full
     control only if a header grants it (it may still do anything here, see
-    L{s3balance.s3.access}).  C{x-amz-grant-write} names a bucket
-    permission: on an object it is refused as S3 refuses it.
+    L{s3balance.s3.access}).  C{x-amz-grant-write} on an object is taken
+    when C{replacing} its ACL (PutObjectAcl, as S3 takes it; the grant
+    opens nothing) and refused, as S3 refuses it, on a write of the object.
     """
     canned_name = _first(headers, "x-amz-acl")
     granted = grant_headers_present(headers)
@@ -239,7 +244,7 @@ def from_headers(
         return None
     grants: list[Grant] = []
     for header, permission in GRANT_HEADERS.items():
-        if not bucket and permission == WRITE and header in headers:
+        if not bucket and not replacing and permission == WRITE and header in headers:
             raise S3Error("InvalidArgument", "WRITE is not a permission of objects.", ArgumentName=header)
         for value in headers.get(header, ()):
             grants.extend(Grant(grantee, permission) for grantee in _header_grantees(header, value, is_account))
@@ -295,7 +300,7 @@ def _single_text(element: object, tag: str) -> Optional[str]:
     return (found[0].text or "").strip()
 
 
-def parse_document(body: bytes, owner: str, is_account: Callable[[str], bool], bucket: bool) -> ACL:
+def parse_document(body: bytes, owner: str, is_account: Callable[[str], bool]) -> ACL:
     """
     The ACL of a PutBucketAcl / PutObjectAcl body::
 
@@ -313,7 +318,8 @@ def parse_document(body: bytes, owner: str, is_account: Callable[[str], bool], b
     The Owner, when given, must be the bucket's or object's C{owner}
     (AccessDenied otherwise: an ACL cannot hand over ownership); a Grantee's
     C{xsi:type} must match what it names (an ID, a URI, an EmailAddress);
-    DisplayName is ignored, as S3 ignores it.
+    DisplayName is ignored, as S3 ignores it.  WRITE is taken on an object
+    too, as S3 takes it: it opens nothing there.
     """
     try:
         root = parse(body)
@@ -342,8 +348,6 @@ def parse_document(body: bytes, owner: str, is_account: Callable[[str], bool], b
         if len(grantees) != 1 or permission is None:
             raise _malformed()
         if permission not in PERMISSIONS:
-            raise _malformed()
-        if permission == WRITE and not bucket:
             raise _malformed()
         grants.append(Grant(_document_grantee(grantees[0], is_account), permission))
     return _bounded(grants)

@@ -42,14 +42,14 @@ def _new_acl(gateway: GatewayLike, request: S3Request, call: S3Call, owner: str,
     """
     body = small_body(request, call)
     is_account = acl.is_account_of(gateway.config.s3api)
-    from_headers = acl.from_headers(call.headers, owner, is_account, bucket)
+    from_headers = acl.from_headers(call.headers, owner, is_account, bucket, replacing=True)
     if from_headers is not None:
         if body.strip():
             raise S3Error("UnexpectedContent")
         return from_headers
     if not body.strip():
         raise S3Error("MissingSecurityHeader", MissingHeaderName="x-amz-acl")
-    return acl.parse_document(body, owner, is_account, bucket)
+    return acl.parse_document(body, owner, is_account)
 
 
 async def get_bucket_acl(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
