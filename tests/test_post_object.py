@@ -359,11 +359,18 @@ class PolicyCheckTests(SynchronousTestCase):
         self.denied([["starts-with", "$Content-Type", "image/"]], [("Content-Type", "image/png, text/html")])
 
     def test_extra_field(self) -> None:
-        self.assertEqual(self.denied([["eq", "$key", "k"]], [("key", "k"), ("x-amz-meta-sneaky", "1"), ("acl", "x")]),
+        self.assertEqual(self.denied([{"bucket": "bkt"}, ["eq", "$key", "k"]],
+                                     [("key", "k"), ("x-amz-meta-sneaky", "1"), ("acl", "x")]),
                          "Invalid according to Policy: Extra input fields: x-amz-meta-sneaky, acl")
 
+    def test_the_bucket_must_be_covered(self) -> None:
+        # The form's bucket is the URL's, yet S3 wants a condition on it.
+        self.assertEqual(self.denied([["eq", "$key", "k"]], [("key", "k")]),
+                         "Invalid according to Policy: Extra input fields: bucket")
+        self.check([["starts-with", "$bucket", "b"], ["eq", "$key", "k"]], [("key", "k")])
+
     def test_field_names_case_insensitive(self) -> None:
-        self.check([["eq", "$KEY", "k"]], [("Key", "k")])
+        self.check([{"BuCkEt": "bkt"}, ["eq", "$KEY", "k"]], [("Key", "k")])
 
     def test_missing_field_fails_eq(self) -> None:
         self.denied([["eq", "$success_action_status", "201"]], [])
@@ -372,6 +379,8 @@ class PolicyCheckTests(SynchronousTestCase):
         for document in ("not base64!", base64.b64encode(b"{bad json").decode(), encode([1]),
                          encode({"conditions": []}), encode({"expiration": expiry(60)}),
                          encode({"expiration": "tomorrow", "conditions": []}),
+                         encode({"expiration": expiry(60).replace("T", " "), "conditions": []}),
+                         encode({"expiration": expiry(60)[:10], "conditions": []}),
                          encode({"expiration": expiry(60), "conditions": [["between", "$key", "a"]]}),
                          encode({"expiration": expiry(60), "conditions": [["content-length-range", -1, 5]]}),
                          encode({"expiration": expiry(60), "conditions": [["content-length-range", "x", 5]]}),

@@ -20,6 +20,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
@@ -34,6 +35,9 @@ from s3balance.errors import S3Error
 # prefix of those a client may add freely.
 UNCOVERED_FIELDS = frozenset({"x-amz-signature", "file", "policy", "awsaccesskeyid", "signature"})
 IGNORED_PREFIX = "x-ignore-"
+# A policy's expiration is an ISO 8601 date and time ("2007-12-01T12:00:00.000Z"):
+# S3 refuses other spellings Python would read (a space for the "T", a date alone).
+_EXPIRATION = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?", re.ASCII)
 
 
 @attrs.frozen
@@ -244,7 +248,7 @@ def parse_policy(encoded: str) -> Policy:
 
 
 def _parse_expiration(value: Any) -> float:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not _EXPIRATION.fullmatch(value.strip()):
         raise _invalid_policy(f"Invalid 'expiration' value: '{value}'")
     try:
         when = datetime.datetime.fromisoformat(value.strip())
@@ -304,7 +308,10 @@ def check_policy(policy: Policy, form: PostForm, bucket: str, now: float) -> Pol
     Check a (verified) policy against the form.
 
     @raise S3Error: C{AccessDenied} "Invalid according to Policy: ..." when
-        it expired, a condition fails, or a field is not covered.
+        it expired, a condition fails, or a field is not covered.  The
+        bucket counts as a field of every form, as on S3: a policy without a
+        C{bucket} condition is refused ("Extra input fields: bucket"), so a
+        signed policy never serves another bucket than the one it names.
     """
     if now >= policy.expiration:
         raise _denied("Policy expired.")
@@ -327,7 +334,8 @@ def check_policy(policy: Policy, form: PostForm, bucket: str, now: float) -> Pol
                 met = all(part.strip().startswith(condition.value) for part in actual.split(","))
         if not met:
             raise _denied(f"Policy Condition failed: {condition.text}")
-    extra = [
+    extra = [] if "bucket" in covered else ["bucket"]
+    extra += [
         name
         for name in form.names()
         if name.lower() not in UNCOVERED_FIELDS
