@@ -130,6 +130,12 @@ class ParseTests(SynchronousTestCase):
                           {"AWS": f"arn:aws:iam::{ALICE}:user/bob"}, {"AWS": "arn:aws:iam::*:root"}, 5]:
             self.refused(document(statement(principal=principal)), "Invalid principal in policy")
 
+    def test_not_principal_only_with_deny(self) -> None:
+        allow_all_but_alice = {"Effect": "Allow", "NotPrincipal": {"AWS": ALICE}, "Action": "s3:GetObject",
+                               "Resource": f"arn:aws:s3:::{BUCKET}/*"}
+        self.refused(document(allow_all_but_alice), "Invalid principal in policy")
+        parse(document(dict(allow_all_but_alice, Effect="Deny")), BUCKET)
+
     def test_invalid_actions(self) -> None:
         for action in ["GetObject", "s3:Nothing", "s3:Nothing*", "ec2:RunInstances", [], [5], "s3:"]:
             self.refused(document(statement(action=action)), "Policy has invalid action")
@@ -395,8 +401,6 @@ class PublicTests(SynchronousTestCase):
         self.assertTrue(self.public(statement(principal={"AWS": ["*", ALICE]})))
         self.assertFalse(self.public(statement(principal={"AWS": ALICE})))
         self.assertFalse(self.public(statement("Deny")))
-        self.assertTrue(self.public({"Effect": "Allow", "NotPrincipal": {"AWS": ALICE}, "Action": "s3:GetObject",
-                                     "Resource": f"arn:aws:s3:::{BUCKET}/*"}))
         self.assertTrue(self.public(statement(Condition={"StringLike": {"aws:Referer": "https://example.com/*"}})))
         self.assertTrue(self.public(statement(Condition={"Bool": {"aws:SecureTransport": "true"}})))
 

@@ -28,7 +28,8 @@ them, recorded by the S3 compatibles that copy them):
   - a statement: C{Sid}, C{Effect} (C{Allow} or C{Deny}), exactly one of
     C{Principal} / C{NotPrincipal} (C{"*"}, C{{"AWS": ...}} with C{"*"},
     C{arn:aws:iam::<account id>:root} or a bare 12-digit account id, or a
-    list of them), exactly one of C{Action} / C{NotAction} (C{s3:<name>},
+    list of them; C{NotPrincipal} with C{Deny} only, as AWS supports it),
+    exactly one of C{Action} / C{NotAction} (C{s3:<name>},
     case-insensitive, with C{*} and C{?} wildcards; C{"*"}), exactly one of
     C{Resource} / C{NotResource} (C{arn:aws:s3:::<bucket>} or
     C{arn:aws:s3:::<bucket>/<key pattern>}, naming the policy's own bucket),
@@ -473,6 +474,11 @@ def _statement(raw: Any, bucket: str) -> Statement:
     if effect not in ("Allow", "Deny"):
         raise malformed(f"Invalid effect: {effect if isinstance(effect, str) else json.dumps(effect)}")
     principal, not_principal = _one_of(raw, "Principal", "NotPrincipal")
+    if not_principal and effect == "Allow":
+        # NotPrincipal only excepts principals from a Deny: AWS does not
+        # support it with Allow (which would open the bucket to everyone,
+        # anonymous callers included, but a few).
+        raise malformed(INVALID_PRINCIPAL)
     principals = _principals(principal)
     action, not_action = _one_of(raw, "Action", "NotAction")
     actions = tuple(_action(a) for a in _strings(action, INVALID_ACTION))
@@ -887,10 +893,8 @@ def _fixing(condition: Condition) -> bool:
 
 
 def statement_is_public(statement: Statement) -> bool:
-    """An Allow to everyone (or to all but some, NotPrincipal) that no fixed-value condition narrows."""
-    if statement.effect != "Allow":
-        return False
-    if not (statement.not_principal or statement.principals.everyone):
+    """An Allow to everyone that no fixed-value condition narrows."""
+    if statement.effect != "Allow" or not statement.principals.everyone:
         return False
     return not any(_fixing(condition) for condition in statement.conditions)
 
