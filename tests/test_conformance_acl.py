@@ -465,6 +465,16 @@ class AnonymousAccessTests(ConformanceCase):
         wrong = self.gateway.client("alice", "not-alices-secret")
         self.assertS3Error(403, "SignatureDoesNotMatch", wrong.list_buckets)
 
+    def test_listings_show_each_objects_owner(self) -> None:
+        """ListObjects, and ListObjectsV2 with FetchOwner, show each object's owner (id and display name)."""
+        bucket = self.new_bucket()
+        for key in ("foo", "bar", "baz"):
+            self.alice.put_object(Bucket=bucket, Key=key, Body=key.encode())
+        listings = (self.alice.list_objects(Bucket=bucket), self.alice.list_objects_v2(Bucket=bucket, FetchOwner=True))
+        for listing in listings:
+            self.assertEqual([(o["Key"], o["Owner"]) for o in listing["Contents"]],
+                             [(key, {"ID": ALICE, "DisplayName": "alice"}) for key in ("bar", "baz", "foo")])
+
     def test_the_owner_overrides_response_headers_of_a_private_object(self) -> None:
         """The owner's GetObject of a private object with response-* parameters answers the headers they ask for."""
         bucket = self.new_bucket()
