@@ -11,7 +11,6 @@ from xml.etree import ElementTree
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.config import ConfigError, parse_config
-from s3balance.config.load import BUCKET_CANNED_ACLS
 from s3balance.errors import S3Error
 from s3balance.s3 import acl
 from s3balance.s3.access import (
@@ -85,9 +84,6 @@ class CannedTests(SynchronousTestCase):
         self.assertEqual(self.assertRaises(S3Error, acl.canned, "public", ALICE).code, "InvalidArgument")
         for name in acl.CANNED_NOT_KEPT:
             self.assertEqual(self.assertRaises(S3Error, acl.canned, name, ALICE).code, "NotImplemented")
-
-    def test_the_configuration_knows_the_same_canned_acls(self) -> None:
-        self.assertEqual(BUCKET_CANNED_ACLS, acl.CANNED)
 
 
 class HeaderTests(SynchronousTestCase):

@@ -70,7 +70,7 @@ from s3balance.config.schema import (
 )
 from s3balance.config.units import parse_duration, parse_rate, parse_size
 from s3balance.errors import S3Error
-from s3balance.s3 import policy
+from s3balance.s3 import acl, policy
 
 # A drain moves few objects at once: it shares the backends with the clients.
 MAX_DRAIN_CONCURRENCY = 4
@@ -204,16 +204,6 @@ _VIRTUAL_IGNORED = {
 
 
 _REPLICATION = _choice("sync", "async")
-# The canned ACLs a configured bucket may have (s3balance.s3.acl.CANNED; on
-# a bucket, bucket-owner-read and bucket-owner-full-control mean private).
-BUCKET_CANNED_ACLS = (
-    "private",
-    "public-read",
-    "public-read-write",
-    "authenticated-read",
-    "bucket-owner-read",
-    "bucket-owner-full-control",
-)
 # Copies of an object: more than a handful is a mistake, not a policy.
 MAX_REPLICAS = 8
 
@@ -292,7 +282,9 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
         replicas=section.get("replicas", _replicas, None),
         replication=section.get("replication", _REPLICATION, None),
         owner=section.get("owner", account_id, None),
-        acl=section.get("acl", _choice(*BUCKET_CANNED_ACLS), None),
+        # The canned ACLs S3 knows and s3balance keeps (on a bucket,
+        # bucket-owner-read and bucket-owner-full-control mean private).
+        acl=section.get("acl", _choice(*acl.CANNED), None),
         policy=_bucket_policy(section.raw("policy"), section.key_path("policy"), name),
         public_access_block=_public_access_block(
             section.raw("public_access_block"), section.key_path("public_access_block")
