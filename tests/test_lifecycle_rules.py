@@ -255,6 +255,23 @@ class RefusalTests(ErrorAssertions):
             )
             self.assertIn(element, error.message)
 
+    def test_an_invalid_transition_is_refused_as_s3_refuses_it(self) -> None:
+        """A transition S3 would refuse gets S3's 400 rather than the 501 of a valid one."""
+        self.refused(document(rule(actions="<Transition><Date>1970-08-23T01:08:47Z</Date>"
+                                           "<StorageClass>GLACIER</StorageClass></Transition>")),
+                     "InvalidArgument", "'Date' must be at midnight GMT")
+        self.refused(document(rule(actions="<Transition><Days>-1</Days><StorageClass>GLACIER</StorageClass>"
+                                           "</Transition>")),
+                     "InvalidArgument", "'Days' in Transition action must be nonnegative")
+        self.refused(document(rule(actions="<NoncurrentVersionTransition><NoncurrentDays>-1</NoncurrentDays>"
+                                           "<StorageClass>GLACIER</StorageClass></NoncurrentVersionTransition>")),
+                     "InvalidArgument", "'NoncurrentDays' in NoncurrentVersionTransition action must be nonnegative")
+        self.refused(document(rule(actions="<Transition><Days>soon</Days><StorageClass>GLACIER</StorageClass>"
+                                           "</Transition>")), "MalformedXML")
+        # Zero days is a valid transition (unlike an expiration): not implemented.
+        self.refused(document(rule(actions="<Transition><Days>0</Days><StorageClass>GLACIER</StorageClass>"
+                                           "</Transition>")), "NotImplemented", status=501)
+
 
 class RenderTests(SynchronousTestCase):
     def test_round_trip_through_render(self) -> None:

@@ -28,7 +28,8 @@ gives them, recorded by the S3 compatibles that copy them):
 
 C{Transition} and C{NoncurrentVersionTransition} move objects between
 storage classes, which s3balance does not have: refused (C{NotImplemented},
-naming the element), never stored and ignored.  C{NoncurrentVersionExpiration}
+naming the element), never stored and ignored; one S3 would refuse as
+invalid (a C{Date} not at midnight, negative days) gets S3's 400 first.  C{NoncurrentVersionExpiration}
 and C{ExpiredObjectDeleteMarker} are kept (S3 accepts them on a bucket
 without versioning too) and have nothing to act on until versions exist.
 
@@ -299,11 +300,32 @@ def _new_id() -> str:
     return base64.b64encode(os.urandom(36)).decode("ascii")
 
 
+def _nonnegative(element: Element, action: str) -> None:
+    if _integer(element) < 0:
+        raise S3Error("InvalidArgument", f"'{element.tag}' in {action} action must be nonnegative")
+
+
+def _check_transition(element: Element) -> None:
+    """
+    Refuse a C{Transition} or C{NoncurrentVersionTransition} S3 would refuse
+    as invalid (a Date not at midnight UTC, negative days) with S3's 400,
+    before the valid ones are refused as not implemented: a client learns
+    that its document is wrong, not only that s3balance lacks the action.
+    """
+    for child in element:
+        if child.tag == "Date" and element.tag == "Transition":
+            _midnight(child)
+        elif child.tag in ("Days", "NoncurrentDays"):
+            _nonnegative(child, element.tag)
+
+
 def _rule(element: Element) -> Rule:
     for child in element:
         if child.tag not in _RULE_CHILDREN:
             raise _malformed()
     for name in _UNSUPPORTED:
+        for transition in element.findall(name):
+            _check_transition(transition)
         if element.find(name) is not None:
             raise S3Error(
                 "NotImplemented",
