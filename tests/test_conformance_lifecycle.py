@@ -5,8 +5,9 @@ and DeleteBucketLifecycleConfiguration, rule IDs given or made, the errors
 of a bad ID, Status, Date or Days, rules with a Filter, an empty Filter,
 NoncurrentVersionExpiration, ExpiredObjectDeleteMarker and
 AbortIncompleteMultipartUpload, and the x-amz-expiration header of PUT,
-HEAD and GET under prefix and tag filters), each as S3 answers it, with
-boto3 for the account alice (the buckets' owner).
+HEAD and GET under prefix and tag filters, and of CopyObject and
+CompleteMultipartUpload), each as S3 answers it, with boto3 for the
+account alice (the buckets' owner).
 
 Not here, with the reason:
   - objects really expiring: the suite shortens a lifecycle day to seconds
@@ -274,3 +275,21 @@ class ExpirationHeaderTests(LifecycleCase):
         head = self.alice.head_object(Bucket=self.bucket, Key="obj_key1")
         self.assertEqual(head["ResponseMetadata"]["HTTPStatusCode"], 200)
         self.assertIsNone(self.expiration(head))
+
+    def test_copy_and_complete_answer_the_expiration(self) -> None:
+        """CopyObject and CompleteMultipartUpload of a matched key answer x-amz-expiration, as a PUT does."""
+        self.put(rule("rule1", "days1/", Expiration={"Days": 1}))
+        before = datetime.datetime.now(datetime.UTC)
+        self.alice.put_object(Bucket=self.bucket, Key="source", Body=b"bar")
+        copied = self.alice.copy_object(Bucket=self.bucket, Key="days1/copy",
+                                        CopySource={"Bucket": self.bucket, "Key": "source"})
+        self.assertExpiresInADay(copied, before)
+        self.assertEqual(copied["Expiration"], copied["ResponseMetadata"]["HTTPHeaders"]["x-amz-expiration"])
+        upload = self.alice.create_multipart_upload(Bucket=self.bucket, Key="days1/big")["UploadId"]
+        part = self.alice.upload_part(Bucket=self.bucket, Key="days1/big", UploadId=upload, PartNumber=1, Body=b"x")
+        completed = self.alice.complete_multipart_upload(
+            Bucket=self.bucket, Key="days1/big", UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+        self.assertExpiresInADay(completed, before)
+        self.assertIsNone(self.expiration(self.alice.copy_object(
+            Bucket=self.bucket, Key="other", CopySource={"Bucket": self.bucket, "Key": "source"})))

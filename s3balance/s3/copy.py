@@ -28,7 +28,7 @@ from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import access, acl, storage_class, tagging
+from s3balance.s3 import access, acl, lifecycle, storage_class, tagging
 from s3balance.s3.conditional import check_conditional_headers
 from s3balance.s3.deferreds import uncancelled
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
@@ -304,6 +304,10 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
     gateway.kick_deleter(replaced=True)
     await complete_replicas(gateway, record)
     body = document("CopyObjectResult", [("LastModified", iso8601(record.last_modified)), ("ETag", etag)])
+    # As a PUT's, the copy's answer says when a lifecycle rule expires it.
+    expiration = await lifecycle.expiration_header(gateway, record)
+    if expiration is not None and not request.gone:
+        request.setHeader(b"x-amz-expiration", expiration.encode("utf-8"))
     gateway.answer_xml(request, body)
 
 

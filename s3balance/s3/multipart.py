@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import access, acl, checksum_parts, storage_class, tagging
+from s3balance.s3 import access, acl, checksum_parts, lifecycle, storage_class, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.writes import (
     backend_error_to_s3,
@@ -261,7 +261,9 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
         gateway.kick_deleter(replaced=True)
         # A bucket with replicas: the copies (the keepalive covers a long one).
         await complete_replicas(gateway, stored)
-        keepalive.finish(_complete_result(record.bucket, record.key, etag, checksums))
+        expiration = await lifecycle.expiration_header(gateway, stored)
+        keepalive.finish(_complete_result(record.bucket, record.key, etag, checksums),
+                         {"x-amz-expiration": expiration} if expiration is not None else None)
     except S3Error as error:
         if not keepalive.started:
             keepalive.cancel()
@@ -349,11 +351,18 @@ class _Keepalive:
         if self._call.active():
             self._call.cancel()
 
-    def finish(self, body: bytes) -> None:
+    def finish(self, body: bytes, headers: Optional[Mapping[str, str]] = None) -> None:
+        """
+        Answer C{body}, with C{headers} unless the keepalive has started
+        (the headers went out with its 200; such informational headers as
+        C{x-amz-expiration} are then left out).
+        """
         self.cancel()
         if self.request.gone:
             return
         if not self.started:
+            for name, value in (headers or {}).items():
+                self.request.setHeader(name.encode("latin-1"), value.encode("utf-8"))
             self.gateway.answer_xml(self.request, body)
             return
         # The XML declaration is already out.
