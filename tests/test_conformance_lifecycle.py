@@ -293,3 +293,28 @@ class ExpirationHeaderTests(LifecycleCase):
         self.assertExpiresInADay(completed, before)
         self.assertIsNone(self.expiration(self.alice.copy_object(
             Bucket=self.bucket, Key="other", CopySource={"Bucket": self.bucket, "Key": "source"})))
+
+
+class AbortHeaderTests(LifecycleCase):
+    def test_multipart_uploads_answer_when_a_rule_aborts_them(self) -> None:
+        """
+        CreateMultipartUpload and ListParts of a key an AbortIncompleteMultipartUpload
+        rule matches answer x-amz-abort-date (the midnight after its days from the
+        initiation) and x-amz-abort-rule-id; of another key, neither.
+        """
+        self.put(rule("abort2", "tmp/", AbortIncompleteMultipartUpload={"DaysAfterInitiation": 2}))
+        before = datetime.datetime.now(datetime.UTC)
+        created = self.alice.create_multipart_upload(Bucket=self.bucket, Key="tmp/big")
+        after = datetime.datetime.now(datetime.UTC)
+        days = datetime.timedelta(days=2)
+        expected = {next_midnight(before + days), next_midnight(after + days)}
+        self.assertIn(created["AbortDate"], expected)
+        self.assertEqual(created["AbortRuleId"], "abort2")
+        parts = self.alice.list_parts(Bucket=self.bucket, Key="tmp/big", UploadId=created["UploadId"])
+        self.assertIn(parts["AbortDate"], expected)
+        self.assertEqual(parts["AbortRuleId"], "abort2")
+        other = self.alice.create_multipart_upload(Bucket=self.bucket, Key="keep/big")
+        self.assertNotIn("AbortDate", other)
+        self.assertNotIn("AbortRuleId", other)
+        for key, upload in (("tmp/big", created), ("keep/big", other)):
+            self.alice.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])

@@ -342,6 +342,25 @@ class WhenTests(SynchronousTestCase):
         initiated = datetime.datetime(2014, 1, 15, 23, 59, tzinfo=UTC)
         self.assertEqual(rules.abort_due(only, initiated), datetime.datetime(2014, 1, 18, tzinfo=UTC))
 
+    def test_abort_headers(self) -> None:
+        """The earliest abort of the enabled rules whose prefix the key has; none without one."""
+        def abort(rule_id: str, prefix: str, days: int, status: str = "Enabled") -> str:
+            return rule(f"<Filter><Prefix>{prefix}</Prefix></Filter>", status,
+                        f"<AbortIncompleteMultipartUpload><DaysAfterInitiation>{days}</DaysAfterInitiation>"
+                        "</AbortIncompleteMultipartUpload>", rule_id)
+
+        config = rules.parse_document(document(
+            abort("slow", "tmp/", 7), abort("fast", "tmp/big/", 2), abort("off", "tmp/", 1, "Disabled"),
+            rule(rule_id="expiry"),
+        ))
+        initiated = datetime.datetime(2014, 1, 15, 10, 30, tzinfo=UTC)
+        self.assertEqual(
+            rules.abort_headers(config, "tmp/big/x", initiated),
+            {"x-amz-abort-date": "Sat, 18 Jan 2014 00:00:00 GMT", "x-amz-abort-rule-id": "fast"},
+        )
+        self.assertEqual(rules.abort_headers(config, "tmp/x", initiated)["x-amz-abort-rule-id"], "slow")
+        self.assertEqual(rules.abort_headers(config, "logs/a", initiated), {})
+
     def test_expiration_header(self) -> None:
         config = rules.parse_document(document(
             rule(rule_id="late", actions="<Expiration><Days>30</Days></Expiration>"),

@@ -8,6 +8,7 @@ expirer (L{s3balance.ops.lifecycle}) applies it.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
@@ -60,25 +61,38 @@ class LifecycleCache:
         self._known.pop(bucket, None)
 
 
-async def expiration_header(gateway: GatewayLike, record: ObjectRecord) -> Optional[str]:
+async def _configuration(gateway: GatewayLike, bucket: str, what: str) -> Optional[lifecycle_rules.Configuration]:
     """
-    The C{x-amz-expiration} value S3 answers for C{record} (None: no enabled
-    rule expires it).  Informational: when the rules cannot be read (the
-    database at fault) the answer goes without it, never fails for it (a
-    PUT's object is stored by then).
+    The bucket's lifecycle configuration for an informational header
+    (C{what}): when it cannot be read (the database at fault) the answer
+    goes without the header, never fails for it (a PUT's object is stored
+    by then).
     """
     cache: Optional[LifecycleCache] = getattr(gateway, "lifecycles", None)
     if cache is None:
         return None
     try:
-        config = await cache.of(gateway.store, record.bucket)
+        return await cache.of(gateway.store, bucket)
     except CancelledError:
         raise
     except Exception as error:
-        log.warn("x-amz-expiration of {bucket}/{key} left out: {error}", bucket=record.bucket, key=record.key,
-                 error=repr(error))
+        log.warn("{what} of {bucket} left out: {error}", what=what, bucket=bucket, error=repr(error))
         return None
+
+
+async def expiration_header(gateway: GatewayLike, record: ObjectRecord) -> Optional[str]:
+    """The C{x-amz-expiration} value S3 answers for C{record} (None: no enabled rule expires it)."""
+    config = await _configuration(gateway, record.bucket, "x-amz-expiration")
     return lifecycle_rules.expiration_header(config, record) if config is not None else None
+
+
+async def abort_headers(gateway: GatewayLike, bucket: str, key: str, initiated: datetime.datetime) -> dict[str, str]:
+    """
+    The C{x-amz-abort-date} and C{x-amz-abort-rule-id} of a multipart upload
+    (CreateMultipartUpload, ListParts): when a rule will abort it.
+    """
+    config = await _configuration(gateway, bucket, "x-amz-abort-date")
+    return lifecycle_rules.abort_headers(config, key, initiated) if config is not None else {}
 
 
 def _require_integrity_header(call: S3Call) -> None:

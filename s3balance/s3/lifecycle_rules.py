@@ -171,6 +171,30 @@ def abort_due(rule: Rule, initiated: datetime.datetime) -> Optional[datetime.dat
     return next_midnight(initiated + rule.abort_days * _DAY)
 
 
+def abort_headers(config: Configuration, key: str, initiated: datetime.datetime) -> dict[str, str]:
+    """
+    The C{x-amz-abort-date} and C{x-amz-abort-rule-id} S3 answers for a
+    multipart upload of C{key} initiated at C{initiated}
+    (CreateMultipartUpload, ListParts): the earliest abort of the enabled
+    C{AbortIncompleteMultipartUpload} rules whose prefix it has, as the
+    expirer applies them; none without such a rule.
+    """
+    found: Optional[tuple[datetime.datetime, Rule]] = None
+    for rule in config.rules:
+        when = abort_due(rule, initiated)
+        if when is not None and key.startswith(rule.filter.prefix) and (found is None or when < found[0]):
+            found = (when, rule)
+    if found is None:
+        return {}
+    when, rule = found
+    return {"x-amz-abort-date": email.utils.format_datetime(when, usegmt=True), "x-amz-abort-rule-id": _header_safe(rule.id)}
+
+
+def _header_safe(text: str) -> str:
+    """A rule's ID (the client's text) with nothing that could end a header."""
+    return "".join(ch for ch in text if " " <= ch != "\x7f")
+
+
 def expiration_header(config: Configuration, record: ObjectRecord) -> Optional[str]:
     """The C{x-amz-expiration} value S3 answers for C{record}, or None."""
     found = first_expiry(config, record)
@@ -179,7 +203,7 @@ def expiration_header(config: Configuration, record: ObjectRecord) -> Optional[s
     when, rule = found
     stamp = email.utils.format_datetime(when, usegmt=True)
     # A rule's ID is the client's text: quoted, and nothing that could end the header.
-    rule_id = "".join(ch for ch in rule.id if " " <= ch != "\x7f").replace("\\", "\\\\").replace('"', '\\"')
+    rule_id = _header_safe(rule.id).replace("\\", "\\\\").replace('"', '\\"')
     return f'expiry-date="{stamp}", rule-id="{rule_id}"'
 
 

@@ -149,6 +149,9 @@ async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call
     )
     for name, value in checksum_parts.create_answer_headers(headers).items():
         request.setHeader(name.encode("ascii"), value.encode("ascii"))
+    # When a lifecycle rule will abort it, as S3 says.
+    for name, value in (await lifecycle.abort_headers(gateway, call.bucket, call.key, record.initiated)).items():
+        request.setHeader(name.encode("ascii"), value.encode("utf-8"))
     gateway.answer_xml(request, body)
 
 
@@ -434,6 +437,8 @@ async def list_parts(gateway: GatewayLike, request: S3Request, call: S3Call) -> 
         ("MaxParts", max_parts),
         ("IsTruncated", truncated),
     ]
+    for name, value in (await lifecycle.abort_headers(gateway, record.bucket, record.key, record.initiated)).items():
+        request.setHeader(name.encode("ascii"), value.encode("utf-8"))
     gateway.answer_xml(request, document("ListPartsResult", children + parts))
 
 
