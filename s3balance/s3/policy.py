@@ -43,6 +43,10 @@ Evaluation follows the IAM rules: values of one condition key are ORed
 operators ANDed; a key the request lacks makes a condition false, a
 negated operator's true, an C{...IfExists} operator's true;
 C{ForAnyValue:} / C{ForAllValues:} qualify multi-valued keys.
+
+Over 500 lines: the policy language is one grammar (documents, principals,
+actions, resources, condition operators and keys) whose checks at Put and
+whose evaluation per request must agree, so they are kept side by side.
 """
 
 from __future__ import annotations
