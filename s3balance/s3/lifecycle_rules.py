@@ -39,6 +39,9 @@ midnight UTC (an object written 2014-01-15 10:30 with 3 days expires at
 2014-01-19 00:00); a C{Date} expires every matching object from that
 midnight on; C{DaysAfterInitiation} counts from the upload's initiation,
 rounded the same way.
+
+Over 500 lines: the document's checks (S3's errors, rule by rule), its
+rendering and the due dates are one model, read and written in one place.
 """
 
 from __future__ import annotations

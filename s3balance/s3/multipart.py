@@ -11,6 +11,9 @@ deletion, so an abort or a failed complete leaves the previous object whole.
 Upload ids handed to clients are our own random ids: a backend's id never
 leaves the daemon.  UploadPart itself is streamed like PutObject
 (L{s3balance.s3.upload.PartUpload}).
+
+Over 500 lines: the five multipart operations share the upload record, its
+backend and the Complete keepalive; the streamed part is elsewhere.
 """
 
 from __future__ import annotations
