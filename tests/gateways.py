@@ -116,13 +116,15 @@ def launch(
     *,
     tls: bool = False,
     timeout: float = 30.0,
+    bucket_keys: Optional[dict[str, dict]] = None,
     **sections: Any,
 ) -> RunningGateway:
     """
     A new daemon over the two shared SeaweedFS servers (fresh real buckets),
-    with the virtual buckets C{virtual} and the config C{sections} merged
-    over L{tests.daemon.base_config}.  With C{tls}, a self-signed certificate
-    is made and the daemon serves https only.
+    with the virtual buckets C{virtual} (and the keys C{bucket_keys} gives
+    some of them: an owner, an ACL, a policy...) and the config C{sections}
+    merged over L{tests.daemon.base_config}.  With C{tls}, a self-signed
+    certificate is made and the daemon serves https only.
     """
     first, second = shared_seaweedfs_pair()
     real = [unique_bucket_name("real"), unique_bucket_name("real")]
@@ -141,6 +143,8 @@ def launch(
         workdir,
         **sections,
     )
+    for entry in config["buckets"]:
+        entry.update((bucket_keys or {}).get(entry["name"], {}))
     daemon = Daemon(config, name=name)
     gateway = RunningGateway(daemon, [first, second], real, tls)
     daemon.process.start()

@@ -18,16 +18,13 @@ callers:
 
 from __future__ import annotations
 
-import time
 import urllib.parse
-from pathlib import Path
 
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.daemon import Daemon, backend_entry, base_config
-from tests.gateways import Lazy, RunningGateway, error_code, http, s3_error, wait_until_serving
-from tests.harness import harness_dir, shared_seaweedfs_pair, unique_bucket_name
+from tests.gateways import Lazy, RunningGateway, error_code, http, launch, s3_error
+from tests.harness import unique_bucket_name
 
 ALICE, BOB = "111111111111", "222222222222"
 SECRETS = {"alice": "alice-secret-0123456789", "bob": "bob-secret-0123456789"}
@@ -38,16 +35,10 @@ XSI = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
 
 def _launch() -> RunningGateway:
     """A daemon with alice's configured public-read bucket "vb-public" beside the usual "vb-default"."""
-    first, second = shared_seaweedfs_pair()
-    real = [unique_bucket_name("real"), unique_bucket_name("real")]
-    first.create_bucket(real[0])
-    second.create_bucket(real[1])
-    workdir = Path(harness_dir()) / f"acl-{time.monotonic_ns()}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = base_config(
-        [backend_entry(first, real[0]), backend_entry(second, real[1])],
-        ["vb-default"],
-        workdir,
+    return launch(
+        "acl",
+        ("vb-default", "vb-public"),
+        bucket_keys={"vb-public": {"owner": ALICE, "acl": "public-read"}},
         s3api={
             "accounts": [{"id": ALICE, "display_name": "alice"}, {"id": BOB, "display_name": "bob"}],
             "credentials": [
@@ -56,16 +47,6 @@ def _launch() -> RunningGateway:
             ],
         },
     )
-    config["buckets"].append({"name": "vb-public", "virtual": True, "owner": ALICE, "acl": "public-read"})
-    daemon = Daemon(config, name="acl")
-    gateway = RunningGateway(daemon, [first, second], real, False)
-    daemon.process.start()
-    try:
-        wait_until_serving(gateway, 30.0)
-    except BaseException:
-        daemon.kill()
-        raise
-    return gateway
 
 
 acl_gateway = Lazy(_launch, stop=lambda gateway: gateway.daemon.stop())

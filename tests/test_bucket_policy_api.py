@@ -10,17 +10,15 @@ sets.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.daemon import Daemon, backend_entry, base_config, shared_gateway
-from tests.gateways import Lazy, RunningGateway, wait_until_serving
-from tests.harness import harness_dir, shared_seaweedfs_pair, unique_bucket_name
+from tests.daemon import shared_gateway
+from tests.gateways import Lazy, launch
+from tests.harness import unique_bucket_name
 from tests.test_subresources import request
 
 ALICE = "111111111111"
@@ -37,39 +35,13 @@ CONFIGURED_POLICY = {
 }
 
 
-def launch_configured(name: str, buckets: dict[str, dict], **sections: Any) -> RunningGateway:
-    """
-    A daemon over the shared SeaweedFS servers whose virtual buckets carry
-    the keys C{buckets} gives them (a configured bucket's policy and flags).
-    """
-    first, second = shared_seaweedfs_pair()
-    real = [unique_bucket_name("real"), unique_bucket_name("real")]
-    first.create_bucket(real[0])
-    second.create_bucket(real[1])
-    workdir = Path(harness_dir()) / f"{name}-{time.monotonic_ns()}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = base_config([backend_entry(first, real[0]), backend_entry(second, real[1])], list(buckets), workdir,
-                         **sections)
-    for entry in config["buckets"]:
-        entry.update(buckets.get(entry["name"], {}))
-    daemon = Daemon(config, name=name)
-    gateway = RunningGateway(daemon, [first, second], real, False)
-    daemon.process.start()
-    try:
-        wait_until_serving(gateway, 30.0)
-    except BaseException:
-        daemon.kill()
-        raise
-    return gateway
-
-
 configured_gateway = Lazy(
-    lambda: launch_configured(
+    lambda: launch(
         "bucket-policy-configured",
-        {
+        (CONFIGURED, "vb-plain"),
+        bucket_keys={
             CONFIGURED: {"policy": CONFIGURED_POLICY,
                          "public_access_block": {"block_public_acls": True, "restrict_public_buckets": True}},
-            "vb-plain": {},
         },
         s3api={"block_public_access": True, "accounts": [{"id": ALICE, "display_name": "alice"}]},
     ),
