@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Optional
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import Table, bindparam, delete, exists, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -15,6 +15,7 @@ from s3balance.store.interfaces import (
     BucketExists,
     BucketNotEmpty,
     BucketRecord,
+    ConcurrentInsert,
     ConfigBucketError,
     NoSuchBucketError,
     TagSet,
@@ -70,6 +71,26 @@ def create_bucket(
     except IntegrityError:
         raise BucketExists(name) from None
     return BucketRecord(name=name, created=now, origin=ORIGIN_API, owner=owner, acl=acl)
+
+
+def set_bucket_document(conn: Connection, table: Table, column: str, name: str, text: Optional[str]) -> bool:
+    """
+    Replace bucket C{name}'s row of C{table}, one per bucket holding a
+    document in C{column} (a lifecycle configuration, a policy; None:
+    remove it). -> whether the bucket exists.
+    """
+    # The bucket's row, share-locked: a DeleteBucket waits, and the
+    # document never outlives its bucket nor lands on a bucket being deleted.
+    if conn.execute(select(_b.c.name).where(_b.c.name == name).with_for_update(read=True)).first() is None:
+        return False
+    conn.execute(delete(table).where(table.c.bucket == name))
+    if text is not None:
+        try:
+            conn.execute(insert(table).values({"bucket": name, column: text}))
+        except IntegrityError as e:
+            # Two puts at once: the runner runs this one again, after the other.
+            raise ConcurrentInsert(name) from e
+    return True
 
 
 def set_bucket_owner(conn: Connection, name: str, owner: Optional[str]) -> bool:

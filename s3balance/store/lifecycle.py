@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from s3balance.store import tables
-from s3balance.store.interfaces import ConcurrentInsert, ObjectRecord
+from s3balance.store.buckets import set_bucket_document
+from s3balance.store.interfaces import ObjectRecord
 from s3balance.store.listing import successor
 from s3balance.store.records import encode_key, object_record
 
@@ -26,16 +26,7 @@ _o = tables.objects
 
 def set_bucket_lifecycle(conn: Connection, name: str, text: Optional[str]) -> bool:
     """Replace the bucket's configuration (None: remove it). -> whether the bucket exists."""
-    if conn.execute(select(_b.c.name).where(_b.c.name == name).with_for_update(read=True)).first() is None:
-        return False
-    conn.execute(delete(_lc).where(_lc.c.bucket == name))
-    if text is not None:
-        try:
-            conn.execute(insert(_lc).values(bucket=name, configuration=text))
-        except IntegrityError as e:
-            # Two puts at once: the runner runs this one again, after the other.
-            raise ConcurrentInsert(name) from e
-    return True
+    return set_bucket_document(conn, _lc, "configuration", name, text)
 
 
 def get_bucket_lifecycle(conn: Connection, name: str) -> Optional[str]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from s3balance.store import tables
-from s3balance.store.interfaces import ConcurrentInsert
+from s3balance.store.buckets import set_bucket_document
 
 _b = tables.buckets
 _p = tables.bucket_policies
@@ -25,18 +24,7 @@ _p = tables.bucket_policies
 
 def set_bucket_policy(conn: Connection, name: str, text: Optional[str]) -> bool:
     """Replace the bucket's policy (None: remove it). -> whether the bucket exists."""
-    # The bucket's row, share-locked: a DeleteBucket waits, and the policy
-    # never outlives its bucket nor lands on a bucket being deleted.
-    if conn.execute(select(_b.c.name).where(_b.c.name == name).with_for_update(read=True)).first() is None:
-        return False
-    conn.execute(delete(_p).where(_p.c.bucket == name))
-    if text is not None:
-        try:
-            conn.execute(insert(_p).values(bucket=name, policy=text))
-        except IntegrityError as e:
-            # Two puts at once: the runner runs this one again, after the other.
-            raise ConcurrentInsert(name) from e
-    return True
+    return set_bucket_document(conn, _p, "policy", name, text)
 
 
 def get_bucket_policy(conn: Connection, name: str) -> Optional[str]:
