@@ -30,7 +30,9 @@ from s3balance.s3 import acl as acls
 
 if TYPE_CHECKING:
     from s3balance.config.schema import Config, Credential, S3APIConfig
+    from s3balance.s3.policy import Policy, PublicAccessBlock
     from s3balance.s3.xmldoc import Node
+    from s3balance.store.interfaces import IMetadataStore, ObjectRecord
 
 
 @frozen
@@ -73,6 +75,10 @@ class BucketAccess:
     # DeleteObjects request is decided per key, L{may_delete_key}); None
     # without a policy.
     verdict_on_key: Optional[Callable[[str, str], Optional[str]]] = attrs.field(default=None, eq=False)
+    # The bucket's own policy and Block Public Access flags (None: none),
+    # as read with it: what the policy operations answer.
+    policy: Optional[Policy] = attrs.field(default=None, eq=False)
+    public_access_block: Optional[PublicAccessBlock] = None
     # Block Public Access: public ACL grants grant nothing (IgnorePublicAcls);
     # a request setting a public ACL is refused (BlockPublicAcls, L{refuse_public_acl}).
     ignore_public_acls: bool = False
@@ -248,6 +254,19 @@ def require_object(bucket: BucketAccess, action: str, object_acl: Optional[str])
         caller, bucket, action, acls.load(object_acl, bucket.owner), verdict=bucket.verdict
     ):
         raise S3Error("AccessDenied")
+
+
+async def read_object(store: IMetadataStore, bucket: BucketAccess, key: str, action: str) -> ObjectRecord:
+    """
+    Object C{key} of C{bucket} (as L{admit} let the caller in), read for
+    C{action} on it: L{missing_object}'s answer when there is none,
+    AccessDenied unless the caller may (L{require_object}).
+    """
+    record = await store.get_object(bucket.name, key)
+    if record is None:
+        raise missing_object(bucket, key)
+    require_object(bucket, action, record.acl)
+    return record
 
 
 def missing_object(bucket: BucketAccess, key: str) -> S3Error:

@@ -80,11 +80,7 @@ async def _object(gateway: GatewayLike, call: S3Call) -> tuple[access.BucketAcce
     if version is not None and version != "null":
         # Versioning is never enabled: an object's only version is "null".
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
-    record = await gateway.store.get_object(call.bucket, call.key)
-    if record is None:
-        raise access.missing_object(bucket, call.key)
-    access.require_object(bucket, call.operation, record.acl)
-    return bucket, record
+    return bucket, await access.read_object(gateway.store, bucket, call.key, call.operation)
 
 
 async def get_object_acl(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:

@@ -70,10 +70,7 @@ async def get_object_attributes(gateway: GatewayLike, request: S3Request, call: 
     wanted = _wanted(call)
     max_parts = _int_header(call, "x-amz-max-parts", MAX_PARTS, MAX_PARTS)
     marker = _int_header(call, "x-amz-part-number-marker", 0)
-    record = await gateway.store.get_object(call.bucket, call.key)
-    if record is None:
-        raise access.missing_object(bucket, call.key)
-    access.require_object(bucket, call.operation, record.acl)
+    record = await access.read_object(gateway.store, bucket, call.key, call.operation)
     checksums = dict(record.checksums)
     children: list = []
     if "ETag" in wanted:

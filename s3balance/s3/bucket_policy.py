@@ -1,8 +1,8 @@
 """
 Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus (C{/bucket?policy},
 C{?policyStatus}), Put/Get/DeletePublicAccessBlock (C{?publicAccessBlock}),
-and what the access decision reads of them (L{facts_of},
-L{request_context}).
+and what the access decision reads of them (L{rules_of}, L{facts},
+L{verdict}).
 
 A document is checked by L{s3balance.s3.policy}; the store keeps the
 policy as received and the Block Public Access flags as JSON.  A bucket of
@@ -37,6 +37,7 @@ from s3balance.s3.xmldoc import document, parse
 
 if TYPE_CHECKING:
     from s3balance.config.schema import Config
+    from s3balance.s3.access import Caller
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
@@ -46,11 +47,13 @@ def _no_policy(bucket: str) -> S3Error:
     return S3Error("NoSuchBucketPolicy", "The bucket policy does not exist", status=404, BucketName=bucket)
 
 
-def _configured_refusal(bucket: str, what: str) -> S3Error:
-    return S3Error(
-        "AccessDenied",
-        f"The {what} of bucket {bucket} is set by the s3balance configuration; change it there.",
-    )
+def _refuse_configured(gateway: GatewayLike, bucket: str, what: str) -> None:
+    """AccessDenied for a change of C{what} of a bucket of the configuration: it decides them."""
+    if gateway.config.virtual_bucket(bucket) is not None:
+        raise S3Error(
+            "AccessDenied",
+            f"The {what} of bucket {bucket} is set by the s3balance configuration; change it there.",
+        )
 
 
 def effective_block(config: Config, own: Optional[PublicAccessBlock]) -> PublicAccessBlock:
@@ -94,23 +97,52 @@ def rules_of(
     )
 
 
-async def _own_rules(gateway: GatewayLike, bucket: str) -> tuple[Optional[Policy], Optional[PublicAccessBlock]]:
-    """The bucket's own policy and flags, read now (L{rules_of})."""
-    record = None
-    if gateway.config.virtual_bucket(bucket) is None:
-        record = await gateway.store.get_bucket(bucket)
-    return rules_of(gateway.config, bucket, record)
+def facts(
+    config: Config, owner: str, own_policy: Optional[Policy], own_block: Optional[PublicAccessBlock]
+) -> BucketPolicyFacts:
+    """
+    What the access decision needs of a bucket owned by C{owner} with its
+    own policy and flags (L{rules_of}): the policy and the Block Public
+    Access flags that apply to it (the gateway's added); give it to
+    L{verdict}.
+    """
+    return BucketPolicyFacts(owner, own_policy, effective_block(config, own_block))
 
 
 def facts_of(config: Config, bucket: str, owner: str, record: Optional[BucketRecord]) -> BucketPolicyFacts:
+    """L{facts} of bucket C{bucket} (its C{record}, None for a configured bucket)."""
+    return facts(config, owner, *rules_of(config, bucket, record))
+
+
+def verdict(
+    facts: BucketPolicyFacts,
+    call: S3Call,
+    caller: Caller,
+    bucket: str,
+    now: float,
+    existing_tags: Optional[Mapping[str, str]],
+    operation: str,
+    key: Optional[str],
+) -> Optional[str]:
     """
-    What the access decision needs of bucket C{bucket} (owned by C{owner};
-    its C{record}, None for a configured bucket): its policy and the Block
-    Public Access flags that apply to it; give it to
-    L{s3balance.s3.policy.decide_policy} with L{request_context}.
+    The bucket policy's verdict (L{s3balance.s3.policy.decide_policy}:
+    "Allow", "Deny", None) on C{caller} doing C{operation} on C{bucket}, or
+    on its object C{key}, as C{call} asks it (L{request_context}).
     """
-    read, block = rules_of(config, bucket, record)
-    return BucketPolicyFacts(owner, read, effective_block(config, block))
+    context = request_context(
+        call,
+        caller.account,
+        admin=caller.admin,
+        operation=operation,
+        key=key,
+        client_address=call.client,
+        secure=call.secure,
+        now=now,
+        existing_tags=existing_tags,
+        bucket_owner=facts.owner,
+        bucket=bucket,
+    )
+    return policy.decide_policy(facts, context) if context is not None else None
 
 
 def request_context(
@@ -203,13 +235,11 @@ def request_context(
 
 async def put_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """Set the bucket's policy: 204, as S3; MalformedPolicy for a document S3 refuses."""
-    await gateway.require_bucket(call)
+    target = await gateway.require_bucket(call)
     bucket = call.bucket
-    if gateway.config.virtual_bucket(bucket) is not None:
-        raise _configured_refusal(bucket, "policy")
+    _refuse_configured(gateway, bucket, "policy")
     read = policy.parse(small_body(request, call), bucket)
-    _, own = await _own_rules(gateway, bucket)
-    if read.public and effective_block(gateway.config, own).block_public_policy:
+    if read.public and effective_block(gateway.config, target.public_access_block).block_public_policy:
         raise S3Error(
             "AccessDenied",
             f"Access Denied: public policies are blocked by the BlockPublicPolicy block public access setting "
@@ -223,26 +253,16 @@ async def put_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Ca
 
 async def get_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """The policy document as it was set (JSON); NoSuchBucketPolicy (404) without one, as S3."""
-    await gateway.require_bucket(call)
-    configured = gateway.config.virtual_bucket(call.bucket)
-    text = configured.policy if configured is not None else await gateway.store.get_bucket_policy(call.bucket)
-    if text is None:
+    own = (await gateway.require_bucket(call)).policy
+    if own is None:
         raise _no_policy(call.bucket)
-    if request.gone:
-        return
-    body = text.encode("utf-8")
-    request.setResponseCode(200)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"content-length", str(len(body)).encode())
-    request.write(body)
-    request.finish()
+    gateway.answer_body(request, own.text.encode("utf-8"), b"application/json")
 
 
 async def delete_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """Remove the policy (none: fine too): 204, as S3."""
     await gateway.require_bucket(call)
-    if gateway.config.virtual_bucket(call.bucket) is not None:
-        raise _configured_refusal(call.bucket, "policy")
+    _refuse_configured(gateway, call.bucket, "policy")
     if not await gateway.store.set_bucket_policy(call.bucket, None):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
     gateway.answer_empty(request, 204)
@@ -250,11 +270,10 @@ async def delete_bucket_policy(gateway: GatewayLike, request: S3Request, call: S
 
 async def get_bucket_policy_status(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """Whether S3 calls the bucket's policy public; NoSuchBucketPolicy (404) without one, as S3."""
-    await gateway.require_bucket(call)
-    read, _ = await _own_rules(gateway, call.bucket)
-    if read is None:
+    own = (await gateway.require_bucket(call)).policy
+    if own is None:
         raise _no_policy(call.bucket)
-    gateway.answer_xml(request, document("PolicyStatus", [("IsPublic", read.public)]))
+    gateway.answer_xml(request, document("PolicyStatus", [("IsPublic", own.public)]))
 
 
 def parse_public_access_block(body: bytes) -> PublicAccessBlock:
@@ -286,8 +305,7 @@ def render_public_access_block(block: PublicAccessBlock) -> bytes:
 async def put_public_access_block(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """Set the bucket's Block Public Access flags: 200, no body, as S3."""
     await gateway.require_bucket(call)
-    if gateway.config.virtual_bucket(call.bucket) is not None:
-        raise _configured_refusal(call.bucket, "public access block configuration")
+    _refuse_configured(gateway, call.bucket, "public access block configuration")
     block = parse_public_access_block(small_body(request, call))
     if not await gateway.store.set_public_access_block(call.bucket, block.dump()):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
@@ -296,8 +314,7 @@ async def put_public_access_block(gateway: GatewayLike, request: S3Request, call
 
 async def get_public_access_block(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """The bucket's own flags; NoSuchPublicAccessBlockConfiguration (404) without them, as S3."""
-    await gateway.require_bucket(call)
-    _, block = await _own_rules(gateway, call.bucket)
+    block = (await gateway.require_bucket(call)).public_access_block
     if block is None:
         raise S3Error(
             "NoSuchPublicAccessBlockConfiguration",
@@ -311,8 +328,7 @@ async def get_public_access_block(gateway: GatewayLike, request: S3Request, call
 async def delete_public_access_block(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """Remove the bucket's flags (none: fine too): 204, as S3."""
     await gateway.require_bucket(call)
-    if gateway.config.virtual_bucket(call.bucket) is not None:
-        raise _configured_refusal(call.bucket, "public access block configuration")
+    _refuse_configured(gateway, call.bucket, "public access block configuration")
     if not await gateway.store.set_public_access_block(call.bucket, None):
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
     gateway.answer_empty(request, 204)

@@ -85,10 +85,7 @@ async def _source(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
     # Read as a GetObject of the source is: its bucket's owner, or a grant
     # of the source object's ACL.
     source_bucket = await gateway.require_bucket(call, bucket, "GetObject", key)
-    record = await gateway.store.get_object(bucket, key)
-    if record is None:
-        raise access.missing_object(source_bucket, key)
-    access.require_object(source_bucket, "GetObject", record.acl)
+    record = await access.read_object(gateway.store, source_bucket, key, "GetObject")
     check_conditional_headers(call.headers, record.etag, record.last_modified, prefix="x-amz-copy-source-")
     return record
 

@@ -377,7 +377,7 @@ class Gateway:
         answer is marked as awaiting the object (L{access.BucketAccess}): the
         handler decides with the object's row (L{access.require_object}).
         """
-        from s3balance.s3 import bucket_policy, policy
+        from s3balance.s3 import bucket_policy
 
         name = call.bucket if bucket is None else bucket
         action = action or call.operation
@@ -389,48 +389,32 @@ class Gateway:
                 raise S3Error("NoSuchBucket", BucketName=name)
             recorded_owner, recorded_acl = record.owner, record.acl
         owner = access.bucket_owner(config, name, recorded_owner)
-        facts = bucket_policy.facts_of(config, name, owner, record)
+        own_policy, own_block = bucket_policy.rules_of(config, name, record)
+        facts = bucket_policy.facts(config, owner, own_policy, own_block)
         caller = access.caller_of(config.s3api, call.credential)
-        verdict = list_verdict = None
         verdict_on: Optional[Callable[[str, Optional[str]], Optional[str]]] = None
-        if facts.policy is not None:
+        if own_policy is not None:
             if key is None and bucket is None:
                 key = call.target.key
             existing_tags = None
-            if key is not None and facts.policy.mentions("s3:existingobjecttag/"):
+            if key is not None and own_policy.mentions("s3:existingobjecttag/"):
                 found = await self.store.get_object(name, key)
                 existing_tags = dict(found.tags) if found is not None else None
-
-            def policy_verdict(operation: str, on_key: Optional[str]) -> Optional[str]:
-                context = bucket_policy.request_context(
-                    call,
-                    caller.account,
-                    admin=caller.admin,
-                    operation=operation,
-                    key=on_key,
-                    client_address=call.client,
-                    secure=call.secure,
-                    now=self.clock(),
-                    existing_tags=existing_tags,
-                    bucket_owner=owner,
-                    bucket=name,
-                )
-                return policy.decide_policy(facts, context) if context is not None else None
-
-            verdict_on = policy_verdict
-            if action != "DeleteObjects":
-                verdict = policy_verdict(action, key)
-            if action in access.OBJECT_PERMISSIONS:
-                list_verdict = policy_verdict("ListObjects", None)
+            verdict_on = functools.partial(
+                bucket_policy.verdict, facts, call, caller, name, self.clock(), existing_tags
+            )
         target = access.BucketAccess(
             name,
             owner,
             access.bucket_acl(config, name, owner, recorded_acl),
-            verdict=verdict,
-            list_verdict=list_verdict,
+            # DeleteObjects is decided key by key (access.may_delete_key).
+            verdict=verdict_on(action, key) if verdict_on and action != "DeleteObjects" else None,
+            list_verdict=verdict_on("ListObjects", None) if verdict_on and action in access.OBJECT_PERMISSIONS else None,
             ignore_public_acls=facts.ignore_public_acls,
             block_public_acls=facts.block_public_acls,
             verdict_on_key=verdict_on,
+            policy=own_policy,
+            public_access_block=own_block,
         )
         if target.block_public_acls and action in acl.ACL_WRITES and bucket is None:
             # The new object's ACL, from the headers (checked at them).
@@ -563,10 +547,13 @@ class Gateway:
         request.finish()
 
     def answer_xml(self, request: S3Request, body: bytes, status: int = 200) -> None:
+        self.answer_body(request, body, b"application/xml", status)
+
+    def answer_body(self, request: S3Request, body: bytes, content_type: bytes, status: int = 200) -> None:
         if request.gone:
             return
         request.setResponseCode(status)
-        request.setHeader(b"content-type", b"application/xml")
+        request.setHeader(b"content-type", content_type)
         request.setHeader(b"content-length", str(len(body)).encode())
         request.write(body)
         request.finish()

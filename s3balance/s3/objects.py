@@ -84,10 +84,7 @@ async def _lookup(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
     bucket = await gateway.require_bucket(call)
     if _other_version(call.query.get("versionId")):
         raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
-    record = await gateway.store.get_object(call.bucket, call.key)
-    if record is None:
-        raise access.missing_object(bucket, call.key)
-    access.require_object(bucket, call.operation, record.acl)
+    record = await access.read_object(gateway.store, bucket, call.key, call.operation)
     part = call.query.get("partNumber")
     if part is not None and part != "1":
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", status=416)
