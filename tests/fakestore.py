@@ -356,10 +356,6 @@ class MemoryStore:
         return True
 
     @_answers
-    def get_bucket_policy(self, name: str) -> Optional[str]:
-        return self.tables.policies.get(name)
-
-    @_answers
     def set_public_access_block(self, name: str, text: Optional[str]) -> bool:
         if name not in self.tables.buckets:
             return False
@@ -368,10 +364,6 @@ class MemoryStore:
         else:
             self.tables.public_access_blocks[name] = text
         return True
-
-    @_answers
-    def get_public_access_block(self, name: str) -> Optional[str]:
-        return self.tables.public_access_blocks.get(name)
 
     @_answers
     def create_bucket(self, name: str, owner: Optional[str] = None, acl: Optional[str] = None) -> BucketRecord:

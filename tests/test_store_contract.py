@@ -779,34 +779,44 @@ class PoliciesMixin(_Helpers):
     POLICY = '{"Version":"2012-10-17","Statement":[]}'
     BLOCK = '{"BlockPublicAcls":true,"IgnorePublicAcls":false,"BlockPublicPolicy":true,"RestrictPublicBuckets":false}'
 
+    async def policy_of(self, name: str) -> Optional[str]:
+        """The policy the bucket is read with (None: no policy, or no bucket)."""
+        record = await self.store.get_bucket(name)
+        return record.policy if record is not None else None
+
+    async def block_of(self, name: str) -> Optional[str]:
+        """The Block Public Access flags the bucket is read with (None: none, or no bucket)."""
+        record = await self.store.get_bucket(name)
+        return record.public_access_block if record is not None else None
+
     async def test_a_policy_is_set_read_replaced_and_removed(self) -> None:
-        self.assertIsNone(await self.store.get_bucket_policy(BUCKET))
+        self.assertIsNone(await self.policy_of(BUCKET))
         self.assertTrue(await self.store.set_bucket_policy(BUCKET, self.POLICY))
-        self.assertEqual(await self.store.get_bucket_policy(BUCKET), self.POLICY)
+        self.assertEqual(await self.policy_of(BUCKET), self.POLICY)
         large = '{"Id":"' + "x" * 30000 + '"}'  # beyond 20 KiB of text: the column holds it whole
         self.assertTrue(await self.store.set_bucket_policy(BUCKET, large))
-        self.assertEqual(await self.store.get_bucket_policy(BUCKET), large)
+        self.assertEqual(await self.policy_of(BUCKET), large)
         # The configuration bucket sync leaves it alone.
         await self.store.sync_config_buckets([BUCKET])
-        self.assertEqual(await self.store.get_bucket_policy(BUCKET), large)
+        self.assertEqual(await self.policy_of(BUCKET), large)
         self.assertTrue(await self.store.set_bucket_policy(BUCKET, None))
-        self.assertIsNone(await self.store.get_bucket_policy(BUCKET))
+        self.assertIsNone(await self.policy_of(BUCKET))
         self.assertTrue(await self.store.set_bucket_policy(BUCKET, None))
         self.assertFalse(await self.store.set_bucket_policy("missing", self.POLICY))
-        self.assertIsNone(await self.store.get_bucket_policy("missing"))
+        self.assertIsNone(await self.policy_of("missing"))
 
     async def test_a_public_access_block_is_set_read_and_removed(self) -> None:
-        self.assertIsNone(await self.store.get_public_access_block(BUCKET))
+        self.assertIsNone(await self.block_of(BUCKET))
         self.assertTrue(await self.store.set_public_access_block(BUCKET, self.BLOCK))
-        self.assertEqual(await self.store.get_public_access_block(BUCKET), self.BLOCK)
+        self.assertEqual(await self.block_of(BUCKET), self.BLOCK)
         # The same value again is a success too (rows matched, not changed).
         self.assertTrue(await self.store.set_public_access_block(BUCKET, self.BLOCK))
         await self.store.sync_config_buckets([BUCKET])
-        self.assertEqual(await self.store.get_public_access_block(BUCKET), self.BLOCK)
+        self.assertEqual(await self.block_of(BUCKET), self.BLOCK)
         self.assertTrue(await self.store.set_public_access_block(BUCKET, None))
-        self.assertIsNone(await self.store.get_public_access_block(BUCKET))
+        self.assertIsNone(await self.block_of(BUCKET))
         self.assertFalse(await self.store.set_public_access_block("missing", self.BLOCK))
-        self.assertIsNone(await self.store.get_public_access_block("missing"))
+        self.assertIsNone(await self.block_of("missing"))
 
     async def test_the_bucket_is_read_with_both(self) -> None:
         """What the access decision reads: one get_bucket carries them (none: None)."""
@@ -830,9 +840,9 @@ class PoliciesMixin(_Helpers):
         self.assertTrue(await self.store.set_bucket_policy(BUCKET, "{}"))
         await self.store.delete_bucket("api-bucket")
         await self.store.create_bucket("api-bucket")
-        self.assertIsNone(await self.store.get_bucket_policy("api-bucket"))
-        self.assertIsNone(await self.store.get_public_access_block("api-bucket"))
-        self.assertEqual(await self.store.get_bucket_policy(BUCKET), "{}")
+        self.assertIsNone(await self.policy_of("api-bucket"))
+        self.assertIsNone(await self.block_of("api-bucket"))
+        self.assertEqual(await self.policy_of(BUCKET), "{}")
 
 
 class UploadMarkersAndBucketsMixin(_Helpers):

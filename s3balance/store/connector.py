@@ -128,14 +128,8 @@ class MetadataStore(StoreRunner):
     def set_bucket_policy(self, name: str, text: Optional[str]) -> Deferred[bool]:
         return self._run(policy_sql.set_bucket_policy, name, text)
 
-    def get_bucket_policy(self, name: str) -> Deferred[Optional[str]]:
-        return self._read(policy_sql.get_bucket_policy, name)
-
     def set_public_access_block(self, name: str, text: Optional[str]) -> Deferred[bool]:
         return self._run(policy_sql.set_public_access_block, name, text)
-
-    def get_public_access_block(self, name: str) -> Deferred[Optional[str]]:
-        return self._read(policy_sql.get_public_access_block, name)
 
     def delete_bucket(self, name: str) -> Deferred[int]:
         return self._run(multipart.delete_bucket, name, self._now())

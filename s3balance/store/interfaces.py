@@ -499,16 +499,10 @@ class IMetadataStore(Interface):
         (checked by s3.policy; None: remove it).  It goes with its bucket.
         -> Deferred[bool] (False: no such bucket row)."""
 
-    def get_bucket_policy(name: str) -> Deferred[Optional[str]]:
-        """-> Deferred[str | None]: the bucket's policy document."""
-
     def set_public_access_block(name: str, text: Optional[str]) -> Deferred[bool]:
         """Replace the bucket's Block Public Access configuration, kept as
         text (s3.policy.PublicAccessBlock.dump; None: remove it).
         -> Deferred[bool] (False: no such bucket row)."""
-
-    def get_public_access_block(name: str) -> Deferred[Optional[str]]:
-        """-> Deferred[str | None]: the bucket's Block Public Access configuration text."""
 
     def delete_objects(bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
         """delete_object for many keys in one transaction.
