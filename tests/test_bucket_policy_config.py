@@ -2,7 +2,7 @@
 A configured bucket's policy and Block Public Access flags
 (C{buckets[].policy}, C{buckets[].public_access_block}), the gateway-wide
 C{s3api.block_public_access}, and what the access decision reads of them
-(L{s3balance.s3.bucket_policy.facts_of}, L{request_context}).
+(L{s3balance.s3.bucket_policy.facts}, L{request_context}).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from s3balance.config import ConfigError, parse_config
 from s3balance.s3 import policy
-from s3balance.s3.bucket_policy import facts_of, request_context
+from s3balance.s3.bucket_policy import facts, request_context, rules_of
 from s3balance.s3.call import S3Call
 from s3balance.s3.routing import Target
 from tests.fakestore import MemoryStore
@@ -150,22 +150,22 @@ class FactsTests(unittest.TestCase):
         config = parse_config(mapping)
         await store.create_bucket("api-bucket")
 
-        configured = facts_of(config, "demo", ALICE, None)
+        configured = facts(config, ALICE, *rules_of(config, "demo", None))
         assert configured.policy is not None
         self.assertTrue(configured.policy.public)
         self.assertEqual(configured.block, policy.PublicAccessBlock(restrict_public_buckets=True))
 
-        empty = facts_of(config, "api-bucket", ALICE, await store.get_bucket("api-bucket"))
+        empty = facts(config, ALICE, *rules_of(config, "api-bucket", await store.get_bucket("api-bucket")))
         self.assertEqual((empty.policy, empty.block), (None, policy.NO_BLOCK))
         await store.set_bucket_policy("api-bucket", json.dumps(public_read("api-bucket")))
         await store.set_public_access_block("api-bucket", policy.PublicAccessBlock(ignore_public_acls=True).dump())
         # Read with the bucket: the next request is decided on them.
-        read = facts_of(config, "api-bucket", ALICE, await store.get_bucket("api-bucket"))
+        read = facts(config, ALICE, *rules_of(config, "api-bucket", await store.get_bucket("api-bucket")))
         self.assertIsNotNone(read.policy)
         self.assertTrue(read.ignore_public_acls)
 
         mapping["s3api"]["block_public_access"] = True
         del mapping["buckets"][1]["policy"]
         config = parse_config(mapping)
-        blocked = facts_of(config, "api-bucket", ALICE, await store.get_bucket("api-bucket"))
+        blocked = facts(config, ALICE, *rules_of(config, "api-bucket", await store.get_bucket("api-bucket")))
         self.assertEqual(blocked.block, policy.ALL_BLOCKED)

@@ -109,11 +109,6 @@ def facts(
     return BucketPolicyFacts(owner, own_policy, effective_block(config, own_block))
 
 
-def facts_of(config: Config, bucket: str, owner: str, record: Optional[BucketRecord]) -> BucketPolicyFacts:
-    """L{facts} of bucket C{bucket} (its C{record}, None for a configured bucket)."""
-    return facts(config, owner, *rules_of(config, bucket, record))
-
-
 def verdict(
     facts: BucketPolicyFacts,
     call: S3Call,
