@@ -45,6 +45,7 @@ _DEFAULT_MESSAGES: dict[str, tuple[int, str]] = {
     "NoSuchBucket": (404, "The specified bucket does not exist."),
     "NoSuchKey": (404, "The specified key does not exist."),
     "NoSuchUpload": (404, "The specified upload does not exist."),
+    "NoSuchVersion": (404, "The specified version does not exist."),
     "NoSuchTagSet": (404, "The TagSet does not exist"),
     "NotImplemented": (501, "A header or query you provided implies functionality that is not implemented."),
     "PreconditionFailed": (412, "At least one of the preconditions you specified did not hold."),

@@ -50,6 +50,14 @@ from s3balance.store import moves, replicas
 from s3balance.store import pauses as pause_sql
 from s3balance.store import rebalance as rebalance_sql
 from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG
+from s3balance.store.conditions import check_preconditions
+from s3balance.store.deletion_queue import (
+    REASON_ABANDONED,
+    REASON_DELETED,
+    REASON_LEASE_EXPIRED,
+    REASON_MULTIPART_ABORTED,
+    REASON_REPLACED,
+)
 from s3balance.store.interfaces import (
     BackendFull,
     BackendUsage,
@@ -59,6 +67,7 @@ from s3balance.store.interfaces import (
     BucketUsage,
     ConfigBucketError,
     ConfigQuotaError,
+    Deletion,
     DrainRecord,
     DrainStateError,
     IMetadataStore,
@@ -78,19 +87,12 @@ from s3balance.store.interfaces import (
     RebalanceStateError,
     TagSet,
     UsageRecount,
+    VersionPage,
     WriteIntent,
     WriteIntentExpired,
 )
 from s3balance.store.leases import LeaseState
-from s3balance.store.objects import (
-    REASON_ABANDONED,
-    REASON_DELETED,
-    REASON_LEASE_EXPIRED,
-    REASON_MULTIPART_ABORTED,
-    REASON_REPLACED,
-    check_preconditions,
-    lease_ms,
-)
+from s3balance.store.objects import lease_ms
 from s3balance.store.parts import COMPLETED_KEPT, CompletedUpload, PartRecord
 from s3balance.store.quotas import QUOTA_FROM_API, QUOTA_FROM_CONFIG
 from s3balance.store.records import encode_key, whole_seconds
@@ -153,6 +155,9 @@ class MemoryTables:
     policies: dict[str, str] = field(default_factory=dict)  # bucket -> its policy document
     public_access_blocks: dict[str, str] = field(default_factory=dict)  # bucket -> its Block Public Access text
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # every table's ids
+
+
+_NO_VERSIONS = NotImplementedError("the memory store keeps no object versions: test versioning on a real store")
 
 
 def _answers(
@@ -609,14 +614,24 @@ class MemoryStore:
         return True
 
     @_answers
-    def delete_object(self, bucket: str, key: str, expected: Optional[ObjectRecord] = None) -> Optional[ObjectRecord]:
+    def delete_object(
+        self, bucket: str, key: str, expected: Optional[ObjectRecord] = None, version_id: Optional[str] = None
+    ) -> Deletion:
+        return self._delete_object(bucket, key, expected, version_id)
+
+    def _delete_object(
+        self, bucket: str, key: str, expected: Optional[ObjectRecord] = None, version_id: Optional[str] = None
+    ) -> Deletion:
+        # No versions here: "null" names the one object, any other id none.
+        if version_id not in (None, "null"):
+            return Deletion()
         current = self.tables.objects.get((bucket, key))
         if expected is not None and current is not None and (
             (current.etag, current.size, current.last_modified, tuple(current.tags))
             != (expected.etag, expected.size, expected.last_modified, tuple(expected.tags))
         ):
-            return None
-        return self._delete(bucket, key)
+            return Deletion()
+        return Deletion(removed=self._delete(bucket, key))
 
     def _delete(self, bucket: str, key: str) -> Optional[ObjectRecord]:
         record = self.tables.objects.pop((bucket, key), None)
@@ -625,8 +640,33 @@ class MemoryStore:
         return record
 
     @_answers
-    def delete_objects(self, bucket: str, keys: list[str]) -> dict[str, Optional[ObjectRecord]]:
-        return {key: self._delete(bucket, key) for key in sorted(set(keys), key=encode_key)}
+    def delete_objects(
+        self, bucket: str, items: Sequence[tuple[str, Optional[str]]]
+    ) -> dict[tuple[str, Optional[str]], Deletion]:
+        ordered = sorted(set(items), key=lambda item: (encode_key(item[0]), item[1] or ""))
+        return {item: self._delete_object(bucket, item[0], version_id=item[1]) for item in ordered}
+
+    # No versions here: versioning is tested on the real stores.
+
+    def set_bucket_versioning(self, name: str, status: str) -> Deferred[bool]:
+        raise _NO_VERSIONS
+
+    def get_version(self, bucket: str, key: str, version_id: Optional[str]) -> Deferred[Optional[ObjectRecord]]:
+        raise _NO_VERSIONS
+
+    def set_version_tags(self, bucket: str, key: str, version_id: str, tags: TagSet) -> Deferred[Optional[bool]]:
+        raise _NO_VERSIONS
+
+    def set_version_acl(
+        self, bucket: str, key: str, version_id: str, acl: Optional[str]
+    ) -> Deferred[Optional[bool]]:
+        raise _NO_VERSIONS
+
+    def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_id_marker: Optional[str],
+        max_keys: int,
+    ) -> Deferred[VersionPage]:
+        raise _NO_VERSIONS
 
     @_answers
     def list_objects(

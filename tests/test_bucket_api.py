@@ -377,7 +377,7 @@ class ListObjectVersionsTests(BucketTestCase):
         self.assertEqual([v["Key"] for v in after["Versions"]], ["e f", "z"])
 
     def test_bad_markers_are_invalid_argument(self) -> None:
-        for params in ({"VersionIdMarker": "null"}, {"KeyMarker": "a", "VersionIdMarker": "3HL4kqtJlcpXroDTDmJ"}):
+        for params in ({"VersionIdMarker": "null"}, {"KeyMarker": "a", "VersionIdMarker": "no such marker"}):
             with self.assertRaises(ClientError) as raised:
                 self.s3.list_object_versions(Bucket=self.bucket, **params)
             self.assertEqual(error_code(raised.exception), "InvalidArgument", params)

@@ -254,7 +254,7 @@ class DrainStoreMixin(_Helpers):
         self.assertEqual((again.state, again.blocked_objects), ("draining", 0))
         await self.store.recount_drain("b1", 2)
         # The objects gone (deleted): done, nothing blocked.
-        await self.store.delete_objects(BUCKET, ["a", "b"])
+        await self.store.delete_objects(BUCKET, [("a", None), ("b", None)])
         for deletion in await self.store.queued_deletions():
             await self.store.finish_deletion(deletion.id)
         done = await self.store.recount_drain("b1", 0)
@@ -319,7 +319,7 @@ class StartupCheckMixin:
             await store.commit_object(intent.id, make_record(f"k{n}", f"vb/{n}", backend=backend))
         testcase.assertEqual(unconfigured_backends_in_use_at(url, ["b1", "b10", "b2"]), [])
         testcase.assertEqual(unconfigured_backends_in_use_at(url, ["b2"]), ["b1", "b10"])
-        await store.delete_objects(BUCKET, ["k0", "k4"])
+        await store.delete_objects(BUCKET, [("k0", None), ("k4", None)])
         testcase.assertEqual(unconfigured_backends_in_use_at(url, ["b2"]), ["b10"])
 
 

@@ -139,17 +139,23 @@ class ObjectRoundTripTests(SynchronousTestCase):
         self.s3.delete_object(Bucket=self.bucket, Key="d")
 
     def test_a_delete_of_another_version_leaves_the_object(self) -> None:
-        """The only version is "null": deleting any other id must not remove the object."""
+        """
+        In a bucket never versioned the only version is "null": deleting any
+        other id removes nothing (204, as a delete of what is not there), a
+        malformed one is InvalidArgument (an Error entry in DeleteObjects).
+        """
         self.s3.put_object(Bucket=self.bucket, Key="v", Body=b"keep me")
+        self.s3.delete_object(Bucket=self.bucket, Key="v", VersionId="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH")
         with self.assertRaises(ClientError) as raised:
-            self.s3.delete_object(Bucket=self.bucket, Key="v", VersionId="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH")
+            self.s3.delete_object(Bucket=self.bucket, Key="v", VersionId="not a version")
         self.assertEqual(error_code(raised.exception), "InvalidArgument")
         answer = self.s3.delete_objects(
             Bucket=self.bucket,
-            Delete={"Objects": [{"Key": "v", "VersionId": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"}, {"Key": "gone"}]},
+            Delete={"Objects": [{"Key": "v", "VersionId": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"},
+                                {"Key": "v", "VersionId": "not a version"}, {"Key": "gone"}]},
         )
         self.assertEqual([(e["Key"], e["Code"]) for e in answer["Errors"]], [("v", "NoSuchVersion")])
-        self.assertEqual([d["Key"] for d in answer["Deleted"]], ["gone"])
+        self.assertEqual([d["Key"] for d in answer["Deleted"]], ["v", "gone"])
         self.assertEqual(self.s3.get_object(Bucket=self.bucket, Key="v")["Body"].read(), b"keep me")
         # The "null" version is the object itself (what version-aware tools send).
         answer = self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": "v", "VersionId": "null"}]})

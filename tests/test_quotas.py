@@ -104,7 +104,7 @@ class QuotaStoreMixin(_Helpers):
         await self.store.delete_object(BUCKET, "c")
         await self.store.delete_object(BUCKET, "missing")
         self.assertEqual(await self.held(), (160, 2, 0, 0))
-        await self.store.delete_objects(BUCKET, ["a", "b", "b", "missing"])
+        await self.store.delete_objects(BUCKET, [("a", None), ("b", None), ("b", None), ("missing", None)])
         self.assertEqual(await self.held(), (0, 0, 0, 0))
         # A write that is not committed counts as reserved until it ends.
         intent = await self.reserve("d", 7)
@@ -117,7 +117,7 @@ class QuotaStoreMixin(_Helpers):
         for n, key in enumerate(keys):
             await self.store_object(key, n + 1)
         self.assertEqual(await self.held(), (sum(range(1, 41)), 40, 0, 0))
-        await self.store.delete_objects(BUCKET, keys[::2])
+        await self.store.delete_objects(BUCKET, [(key, None) for key in keys[::2]])
         self.assertEqual(await self.held(), (sum(range(2, 41, 2)), 20, 0, 0))
 
     async def test_a_completed_multipart_upload_turns_its_reservation_into_usage(self) -> None:
@@ -335,7 +335,7 @@ class DatabaseQuotaMixin(OnDatabase, QuotaStoreMixin):
         self.assertEqual(await self.held(), (33, 3, 5, 1))
         self.assertEqual(self.drift(), [])
         # Later commits and deletes add to the recounted total, whatever shard they count in.
-        await self.store.delete_objects(BUCKET, ["a", "b"])
+        await self.store.delete_objects(BUCKET, [("a", None), ("b", None)])
         await self.store_object("d", 100)
         self.assertEqual(await self.held(), (112, 2, 5, 1))
         self.assertEqual(self.drift(), [])

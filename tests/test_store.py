@@ -27,6 +27,7 @@ from s3balance.store.interfaces import (
     BucketExists,
     BucketNotEmpty,
     ConfigBucketError,
+    Deletion,
     IMetadataStore,
     ListPage,
     Location,
@@ -214,11 +215,11 @@ class StoreBehaviourMixin:
 
     async def test_delete_object_queues_its_locations(self):
         await self.put("k", "vb/1")
-        removed = await self.store.delete_object(BUCKET, "k")
+        removed = (await self.store.delete_object(BUCKET, "k")).removed
         self.assertEqual((removed.key, removed.locations), ("k", (Location("b1", "vb/1"),)))
         self.assertIsNone(await self.store.get_object(BUCKET, "k"))
         self.assertEqual(await self.queued(), [("b1", "vb/1")])
-        self.assertIsNone(await self.store.delete_object(BUCKET, "k"))
+        self.assertEqual(await self.store.delete_object(BUCKET, "k"), Deletion())
 
     async def test_commit_into_missing_bucket_fails_and_keeps_intent(self):
         intent = await self.store.begin_write("b1", "nb/1", 60)
@@ -423,10 +424,13 @@ class StoreBehaviourMixin:
             return run(fn, *args, **kwargs)
 
         self.store._run = counted
-        removed = await self.store.delete_objects(BUCKET, ["b", "a", "missing", "a"])
+        done = await self.store.delete_objects(BUCKET, [("b", None), ("a", None), ("missing", None), ("a", None)])
         self.store._run = run
         self.assertEqual(runs, ["delete_objects"])
-        self.assertEqual({k: v.etag if v else None for k, v in removed.items()}, {"a": a.etag, "b": b.etag, "missing": None})
+        self.assertEqual(
+            {key: d.removed.etag if d.removed else None for (key, _), d in done.items()},
+            {"a": a.etag, "b": b.etag, "missing": None},
+        )
         self.assertIsNone(await self.store.get_object(BUCKET, "a"))
         self.assertEqual(sorted(set(await self.queued()) - set(before)), [("b1", "vb/a"), ("b1", "vb/b")])
 

@@ -34,6 +34,7 @@ from zope.interface.verify import verifyObject
 
 from s3balance.store.connector import MetadataStore
 from s3balance.store.interfaces import (
+    Deletion,
     IMetadataStore,
     ListPage,
     Location,
@@ -467,9 +468,9 @@ class StoreContractMixin(_Helpers):
     async def test_delete_objects_answers_for_each_distinct_key_in_byte_order(self) -> None:
         for key in ["z", "é", "a"]:
             await self.put(key, f"vb/{key}", etag=f'"{key}"')
-        removed = await self.store.delete_objects(BUCKET, ["z", "é", "a", "missing", "a"])
-        self.assertEqual(list(removed), ["a", "missing", "z", "é"])
-        self.assertEqual([r.etag if r else None for r in removed.values()], ['"a"', None, '"z"', '"é"'])
+        done = await self.store.delete_objects(BUCKET, [(key, None) for key in ["z", "é", "a", "missing", "a"]])
+        self.assertEqual([key for key, _ in done], ["a", "missing", "z", "é"])
+        self.assertEqual([d.removed.etag if d.removed else None for d in done.values()], ['"a"', None, '"z"', '"é"'])
         self.assertEqual([d[1] for d in await self.due()], ["vb/a", "vb/z", "vb/é"])
 
     async def test_part_records_are_replaced_and_go_with_their_upload(self) -> None:
@@ -754,20 +755,20 @@ class LifecycleMixin(_Helpers):
         (seen,) = await self.store.lifecycle_page(BUCKET, "k", "", 10)
         # Retagged since: kept.
         await self.store.set_object_tags(BUCKET, "k", (("a", "2"),))
-        self.assertIsNone(await self.store.delete_object(BUCKET, "k", expected=seen))
+        self.assertEqual(await self.store.delete_object(BUCKET, "k", expected=seen), Deletion())
         # Overwritten since: kept.
         await self.store.set_object_tags(BUCKET, "k", (("a", "1"),))
         await self.put("k", "vb/2", etag='"e2"', tags=(("a", "1"),))
-        self.assertIsNone(await self.store.delete_object(BUCKET, "k", expected=seen))
+        self.assertEqual(await self.store.delete_object(BUCKET, "k", expected=seen), Deletion())
         self.assertEqual((await self.store.get_object(BUCKET, "k")).locations, (Location("b1", "vb/2"),))
         # As read: deleted, its copy queued as DeleteObject's.
         (seen,) = await self.store.lifecycle_page(BUCKET, "k", "", 10)
-        removed = await self.store.delete_object(BUCKET, "k", expected=seen)
+        removed = (await self.store.delete_object(BUCKET, "k", expected=seen)).removed
         self.assertEqual(removed.locations, (Location("b1", "vb/2"),))
         self.assertIsNone(await self.store.get_object(BUCKET, "k"))
         self.assertIn(("b1", "vb/2", "deleted", 0), await self.due())
         # Gone already: nothing.
-        self.assertIsNone(await self.store.delete_object(BUCKET, "k", expected=seen))
+        self.assertEqual(await self.store.delete_object(BUCKET, "k", expected=seen), Deletion())
 
 
 class PoliciesMixin(_Helpers):

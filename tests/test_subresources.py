@@ -46,8 +46,9 @@ ALLOWED_STATUSES = {200, 204, 404, 405, 501}
 # ?attributes (GetObjectAttributes) without its x-amz-object-attributes header,
 # PUT ?lifecycle (PutBucketLifecycleConfiguration) without Content-MD5, PUT
 # ?acl (Put*Acl) with a body that is no AccessControlPolicy (MalformedACLError),
-# ?policy and ?publicAccessBlock with a body that is not their document.
+# ?policy, ?publicAccessBlock and ?versioning with a body that is not their document.
 REFUSED_AS_S3_DOES = {
+    ("versioning", "PUT", "bucket"): 400,
     ("attributes", "GET", "object"): 400,
     ("lifecycle", "PUT", "bucket"): 400,
     ("acl", "PUT", "bucket"): 400,

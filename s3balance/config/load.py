@@ -289,6 +289,7 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
         public_access_block=_public_access_block(
             section.raw("public_access_block"), section.key_path("public_access_block")
         ),
+        versioning=section.get("versioning", _choice("Enabled", "Suspended"), None),
         key=section.path,
     )
     section.ignore("virtual")

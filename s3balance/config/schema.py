@@ -147,6 +147,10 @@ class VirtualBucketConfig:
     # decides them, PutBucketPolicy and PutPublicAccessBlock are refused.
     policy: str | None = None
     public_access_block: PublicAccessBlock | None = None
+    # Its versioning status, "Enabled" or "Suspended" (None: never
+    # versioned); PutBucketVersioning is refused.  Written to its row at
+    # start and reload, where the store's writes read it.
+    versioning: str | None = None
     key: str = field(default="", eq=False)
 
 

@@ -145,11 +145,13 @@ class LifecycleExpirer(GatewayJob):
                 due = expiry_of(rule, record)
                 if due is None or due > now:
                     continue
-                removed = await self.store.delete_object(bucket, record.key, expected=record)
-                if removed is None:
+                # In a versioned bucket: a delete marker on top, as on S3.
+                done = await self.store.delete_object(bucket, record.key, expected=record)
+                if done.removed is None and done.marker is None:
                     continue  # deleted, overwritten or retagged meanwhile
-                for location in removed.locations:
-                    self.gateway.pool.add_usage(location.backend, -removed.size, -1)
+                if done.removed is not None:
+                    for location in done.removed.locations:
+                        self.gateway.pool.add_usage(location.backend, -done.removed.size, -1)
                 expired += 1
                 self.expired += 1
                 if self.lifecycle_metrics is not None:

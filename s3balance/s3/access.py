@@ -79,6 +79,9 @@ class BucketAccess:
     # as read with it: what the policy operations answer.
     policy: Optional[Policy] = attrs.field(default=None, eq=False)
     public_access_block: Optional[PublicAccessBlock] = None
+    # Its versioning status (None: never versioned): whether answers about
+    # its objects carry x-amz-version-id (s3.versioning).
+    versioning: Optional[str] = None
     # Block Public Access: public ACL grants grant nothing (IgnorePublicAcls);
     # a request setting a public ACL is refused (BlockPublicAcls, L{refuse_public_acl}).
     ignore_public_acls: bool = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from s3balance.errors import S3Error
-from s3balance.s3 import access, acl
+from s3balance.s3 import access, acl, versioning
 from s3balance.s3.bodies import small_body
 
 if TYPE_CHECKING:
@@ -75,16 +75,14 @@ async def put_bucket_acl(gateway: GatewayLike, request: S3Request, call: S3Call)
 
 async def _object(gateway: GatewayLike, call: S3Call) -> tuple[access.BucketAccess, ObjectRecord]:
     """The object C{call} names, if the caller may do the call's operation on it."""
+    version = versioning.requested_version(call)
     bucket = await gateway.require_bucket(call)
-    version = call.query.get("versionId")
-    if version is not None and version != "null":
-        # Versioning is never enabled: an object's only version is "null".
-        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
-    return bucket, await access.read_object(gateway.store, bucket, call.key, call.operation)
+    return bucket, await versioning.read_version(gateway, bucket, call.key, call.operation, version)
 
 
 async def get_object_acl(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     bucket, record = await _object(gateway, call)
+    versioning.set_version_headers(request, bucket, record)
     gateway.answer_xml(request, _render(gateway, acl.load(record.acl, bucket.owner), bucket.owner))
 
 
@@ -93,11 +91,17 @@ async def put_object_acl(gateway: GatewayLike, request: S3Request, call: S3Call)
     Replace the object's ACL: 200, no body.  Only the acl column changes:
     not the bytes, ETag or Last-Modified.
     """
-    bucket, _ = await _object(gateway, call)
+    bucket, record = await _object(gateway, call)
     grants = _new_acl(gateway, request, call, bucket.owner, bucket=False)
     access.refuse_public_acl(bucket, grants)
-    if not await gateway.store.set_object_acl(call.bucket, call.key, acl.dump(grants, bucket.owner)):
-        raise S3Error("NoSuchKey", Key=call.key)
+    text = acl.dump(grants, bucket.owner)
+    version = versioning.requested_version(call)
+    if version is None:
+        if not await gateway.store.set_object_acl(call.bucket, call.key, text):
+            raise S3Error("NoSuchKey", Key=call.key)
+    elif not await gateway.store.set_version_acl(call.bucket, call.key, version, text):
+        raise S3Error("NoSuchVersion", Key=call.key, VersionId=version)
+    versioning.set_version_headers(request, bucket, record)
     gateway.answer_empty(request, 200)
 
 

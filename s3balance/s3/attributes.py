@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from s3balance.errors import S3Error
-from s3balance.s3 import access, checksum_parts, storage_class
+from s3balance.s3 import checksum_parts, storage_class, versioning
 from s3balance.s3.objects import http_date
 from s3balance.s3.xmldoc import Node, document
 
@@ -63,14 +63,13 @@ def parts_count(etag: str) -> Optional[int]:
 
 
 async def get_object_attributes(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
+    version = versioning.requested_version(call)
     bucket = await gateway.require_bucket(call)
-    version = call.query.get("versionId")
-    if version is not None and version != "null":
-        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
     wanted = _wanted(call)
     max_parts = _int_header(call, "x-amz-max-parts", MAX_PARTS, MAX_PARTS)
     marker = _int_header(call, "x-amz-part-number-marker", 0)
-    record = await access.read_object(gateway.store, bucket, call.key, call.operation)
+    record = await versioning.read_version(gateway, bucket, call.key, call.operation, version)
+    versioning.set_version_headers(request, bucket, record)
     checksums = dict(record.checksums)
     children: list = []
     if "ETag" in wanted:

@@ -1,6 +1,6 @@
 """
 Bucket-level operations: ListBuckets, HeadBucket, GetBucketLocation,
-GetBucketVersioning, Get/Put/DeleteBucketTagging, ListObjects
+Get/Put/DeleteBucketTagging, ListObjects
 (v1 and v2), CreateBucket and DeleteBucket.  Listings come from the metadata store, never from backends.
 """
 
@@ -99,11 +99,6 @@ async def get_bucket_location(gateway: GatewayLike, request: S3Request, call: S3
             f'<LocationConstraint xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{region}</LocationConstraint>'
         ).encode()
     gateway.answer_xml(request, body)
-
-
-async def get_bucket_versioning(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await gateway.require_bucket(call)
-    gateway.answer_xml(request, document("VersioningConfiguration", []))
 
 
 async def get_bucket_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
@@ -269,61 +264,6 @@ async def list_objects(gateway: GatewayLike, request: S3Request, call: S3Call) -
     gateway.answer_xml(request, document("ListBucketResult", children))
 
 
-def _versions_after(query: dict[str, str]) -> str:
-    key_marker = query.get("key-marker", "")
-    version_marker = query.get("version-id-marker")
-    if version_marker is not None:
-        if not key_marker:
-            raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.",
-                          ArgumentName="version-id-marker", ArgumentValue=version_marker)
-        if version_marker != "null":
-            raise S3Error("InvalidArgument", "Invalid version id specified",
-                          ArgumentName="version-id-marker", ArgumentValue=version_marker)
-    # A key's only version is "null": what follows it, with or without the
-    # version marker, is the next key.
-    return key_marker
-
-
-async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    """
-    ListObjectVersions (C{GET /bucket?versions}).  Versioning is never
-    enabled, so every object is its own "null" version, the latest, and there
-    are no delete markers.  Terraform's C{force_destroy}, boto3's
-    C{bucket.object_versions} and scripts that empty a bucket read this.
-    """
-    query = call.query
-    page = await _list_page(gateway, call, _versions_after)
-    url = page.url
-    owner = _owner(gateway, page.owner)
-    versions: list = []
-    for entry in page.entries:
-        if isinstance(entry, str):
-            continue
-        versions.append(("Version", [
-            ("Key", listed_key(entry.key, url)),
-            ("VersionId", "null"),
-            ("IsLatest", True),
-            ("LastModified", iso8601(entry.last_modified)),
-            ("ETag", entry.etag),
-            ("Size", entry.size),
-            ("Owner", owner),
-            ("StorageClass", storage_class.of(entry.headers)),
-        ]))
-    children: list = [
-        ("Name", call.bucket),
-        ("Prefix", listed_key(page.prefix, url)),
-        ("KeyMarker", listed_key(query.get("key-marker", ""), url)),
-        ("VersionIdMarker", query.get("version-id-marker", "")),
-    ]
-    if page.truncated and page.next_marker is not None:
-        children.append(("NextKeyMarker", listed_key(page.next_marker, url)))
-        children.append(("NextVersionIdMarker", "null"))
-    children.extend(page.tail())
-    children.extend(versions)
-    children.extend(page.prefixes())
-    gateway.answer_xml(request, document("ListVersionsResult", children))
-
-
 def _already_exists(config: Config, caller: access.Caller, name: str, recorded: Optional[str]) -> S3Error:
     """CreateBucket of a taken name: BucketAlreadyOwnedByYou for its owner, BucketAlreadyExists for anyone else."""
     if caller.account is not None and caller.account == access.bucket_owner(config, name, recorded):
@@ -384,13 +324,11 @@ HANDLERS: dict[str, Handler] = {
     "ListBuckets": list_buckets,
     "HeadBucket": head_bucket,
     "GetBucketLocation": get_bucket_location,
-    "GetBucketVersioning": get_bucket_versioning,
     "GetBucketTagging": get_bucket_tagging,
     "PutBucketTagging": put_bucket_tagging,
     "DeleteBucketTagging": delete_bucket_tagging,
     "ListObjects": list_objects,
     "ListObjectsV2": list_objects,
-    "ListObjectVersions": list_object_versions,
     "CreateBucket": create_bucket,
     "DeleteBucket": delete_bucket,
 }

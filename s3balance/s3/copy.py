@@ -28,7 +28,7 @@ from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import access, acl, lifecycle, storage_class, tagging
+from s3balance.s3 import acl, lifecycle, storage_class, tagging, versioning
 from s3balance.s3.conditional import check_conditional_headers
 from s3balance.s3.deferreds import uncancelled
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
@@ -49,6 +49,7 @@ from s3balance.store.interfaces import (
     PreconditionFailedError,
     QuotaExceeded,
 )
+from s3balance.store.versions import NULL_VERSION, is_version_id
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import Reservation
@@ -63,31 +64,51 @@ COPY_PART_SIZE = 512 * 1024 * 1024
 MIN_PART_SIZE = 5 * 1024 * 1024
 
 
-def parse_copy_source(value: Optional[str]) -> tuple[str, str]:
-    """C{x-amz-copy-source}: C{[/]bucket/key[?versionId=null]}, URL-encoded."""
+def parse_copy_source(value: Optional[str]) -> tuple[str, str, Optional[str]]:
+    """C{x-amz-copy-source}: C{[/]bucket/key[?versionId=...]}, URL-encoded. -> (bucket, key, version or None)."""
     if not value:
         raise S3Error("InvalidArgument", "x-amz-copy-source is empty.", ArgumentName="x-amz-copy-source")
     path, _, query = value.partition("?")
-    if query and query not in ("versionId=null",):
-        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
+    version: Optional[str] = None
+    if query:
+        name, equals, version = query.partition("=")
+        version = unquote(version)
+        if name != "versionId" or not equals or not is_version_id(version):
+            raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="x-amz-copy-source",
+                          ArgumentValue=value)
     path = unquote(path).lstrip("/")
     bucket, slash, key = path.partition("/")
     if not bucket or not slash or not key:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                       ArgumentName="x-amz-copy-source")
-    return bucket, key
+    return bucket, key, version
 
 
-async def _source(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
-    bucket, key = parse_copy_source(call.header("x-amz-copy-source"))
+async def _source(gateway: GatewayLike, call: S3Call) -> tuple[ObjectRecord, Optional[str]]:
+    """
+    The copy's source version, read as a GetObject of it is (its bucket's
+    owner, or a grant of its ACL), and the version the request named.
+    """
+    bucket, key, version = parse_copy_source(call.header("x-amz-copy-source"))
     if not gateway.may_see_bucket(call.credential, bucket):
         raise S3Error("AccessDenied")
-    # Read as a GetObject of the source is: its bucket's owner, or a grant
-    # of the source object's ACL.
     source_bucket = await gateway.require_bucket(call, bucket, "GetObject", key)
-    record = await access.read_object(gateway.store, source_bucket, key, "GetObject")
+    try:
+        record = await versioning.read_version(gateway, source_bucket, key, "GetObject", version)
+    except S3Error as error:
+        if error.code == "MethodNotAllowed":
+            raise S3Error("InvalidRequest", "The source of a copy request may not specifically refer to a delete "
+                          "marker by version id.") from None
+        raise
     check_conditional_headers(call.headers, record.etag, record.last_modified, prefix="x-amz-copy-source-")
-    return record
+    return record, version
+
+
+def _source_headers(source: ObjectRecord, named: bool) -> dict[str, str]:
+    """C{x-amz-copy-source-version-id}: the source version copied, when it has an id or the request named it."""
+    if source.version_id is None and not named:
+        return {}
+    return {"x-amz-copy-source-version-id": source.version_id or NULL_VERSION}
 
 
 def _readable_location(gateway: GatewayLike, record: ObjectRecord) -> Location:
@@ -210,7 +231,7 @@ async def copy_in_parts(
 
 async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     destination = await gateway.require_bucket(call)
-    source = await _source(gateway, call)
+    source, source_version = await _source(gateway, call)
     directive = (call.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive")
@@ -218,7 +239,8 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
         # The storage class is not metadata: a copy has the class it asks
         # for, STANDARD when it names none (as on S3).
         new_class = storage_class.requested(call)
-        if (source.bucket, source.key) == (call.bucket, call.key) and new_class is None:
+        # (A named version copied over its key is a restore, as on S3.)
+        if (source.bucket, source.key) == (call.bucket, call.key) and new_class is None and source_version is None:
             raise S3Error(
                 "InvalidRequest",
                 "This copy request is illegal because it is trying to copy an object to itself without "
@@ -303,8 +325,12 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
     body = document("CopyObjectResult", [("LastModified", iso8601(record.last_modified)), ("ETag", etag)])
     # As a PUT's, the copy's answer says when a lifecycle rule expires it.
     expiration = await lifecycle.expiration_header(gateway, record)
-    if expiration is not None and not request.gone:
-        request.setHeader(b"x-amz-expiration", expiration.encode("utf-8"))
+    answered = {**_source_headers(source, source_version is not None), **versioning.version_headers(destination, record)}
+    if expiration is not None:
+        answered["x-amz-expiration"] = expiration
+    if not request.gone:
+        for name, value in answered.items():
+            request.setHeader(name.encode("ascii"), value.encode("utf-8"))
     gateway.answer_xml(request, body)
 
 
@@ -329,7 +355,7 @@ async def upload_part_copy(gateway: GatewayLike, request: S3Request, call: S3Cal
     upload = await gateway.store.get_multipart(upload_id)
     if upload is None or upload.bucket != call.bucket or upload.key != call.key:
         raise S3Error("NoSuchUpload", UploadId=upload_id)
-    source = await _source(gateway, call)
+    source, source_version = await _source(gateway, call)
     byte_range = _copy_range(call, source.size)
     length = source.size if byte_range is None else byte_range[1] - byte_range[0] + 1
     if length > MAX_SINGLE_PUT:
@@ -383,6 +409,9 @@ async def upload_part_copy(gateway: GatewayLike, request: S3Request, call: S3Cal
     # (balancer.multipart_max_age counts from its last part).
     await uncancelled(store.record_part(intent.id, upload.upload_id, length))
     now = datetime.datetime.now(datetime.UTC)
+    if not request.gone:
+        for name, value in _source_headers(source, source_version is not None).items():
+            request.setHeader(name.encode("ascii"), value.encode("utf-8"))
     gateway.answer_xml(request, document("CopyPartResult", [("LastModified", iso8601(now)), ("ETag", etag)]))
 
 

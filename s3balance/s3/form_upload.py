@@ -47,7 +47,7 @@ from s3balance.http.multipart_form import (
     MultipartFormParser,
     boundary_of,
 )
-from s3balance.s3 import acl, limits, sse, tagging, unkept
+from s3balance.s3 import acl, limits, sse, tagging, unkept, versioning
 from s3balance.s3.call import S3Call
 from s3balance.s3.deferreds import observe
 from s3balance.s3.request import body_upstream
@@ -58,6 +58,7 @@ from s3balance.s3.writes import MAX_SINGLE_PUT
 if TYPE_CHECKING:
     from s3balance.s3.handler_types import GatewayLike
     from s3balance.s3.request import S3Request
+    from s3balance.store.interfaces import ObjectRecord
 
 # S3 caps the form before the file at about 20 KB (MaxPostPreDataLengthExceeded).
 MAX_FIELDS_BYTES = 20 * 1024
@@ -333,13 +334,17 @@ class PostObjectUpload(UnknownLengthUpload):
             raise S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size",
                           MinSizeAllowed=str(self.length_range[0]), ProposedSize=str(self._received))
 
-    def _answer_stored(self, etag: str, expiration: Optional[str] = None) -> None:
+    def _answer_stored(
+        self, etag: str, expiration: Optional[str] = None, stored: Optional[ObjectRecord] = None
+    ) -> None:
         request, answer, call = self.request, self.answer, self.call
         if request is None or request.gone:
             return
         headers = {"ETag": etag, "Location": answer.location}
         if expiration is not None:
             headers["x-amz-expiration"] = expiration
+        if stored is not None and self.bucket_access is not None:
+            headers.update(versioning.version_headers(self.bucket_access, stored))
         for name, value in self._checksums.items():
             headers[f"x-amz-checksum-{name}"] = value
         if answer.redirect is not None:

@@ -211,6 +211,7 @@ class Gateway:
             lifecycle,
             multipart,
             objects,
+            versioning,
         )
 
         self.handlers.update(buckets.HANDLERS)
@@ -222,6 +223,7 @@ class Gateway:
         self.handlers.update(attributes.HANDLERS)
         self.handlers.update(lifecycle.HANDLERS)
         self.handlers.update(bucket_policy.HANDLERS)
+        self.handlers.update(versioning.HANDLERS)
         self.handlers["PreflightCORS"] = _preflight_cors
 
     # -- step 1 and 2: route and authenticate --------------------------------
@@ -415,6 +417,8 @@ class Gateway:
             verdict_on_key=verdict_on,
             policy=own_policy,
             public_access_block=own_block,
+            # A configured bucket's is the configuration's (its row holds the same).
+            versioning=record.versioning if record is not None else config.virtual_bucket(name).versioning,  # type: ignore[union-attr]
         )
         if target.block_public_acls and action in acl.ACL_WRITES and bucket is None:
             # The new object's ACL, from the headers (checked at them).

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import access, acl, checksum_parts, lifecycle, storage_class, tagging
+from s3balance.s3 import access, acl, checksum_parts, lifecycle, storage_class, tagging, versioning
 from s3balance.s3.bodies import small_body
 from s3balance.s3.writes import (
     backend_error_to_s3,
@@ -40,6 +40,7 @@ from s3balance.s3.writes import (
     place_write,
 )
 from s3balance.s3.xmldoc import Node, child_text, document, iso8601, listed_key, parse
+from s3balance.store.conditions import check_preconditions
 from s3balance.store.interfaces import (
     CompletedUpload,
     Location,
@@ -49,7 +50,6 @@ from s3balance.store.interfaces import (
     ObjectRecord,
     PreconditionFailedError,
 )
-from s3balance.store.objects import check_preconditions
 
 if TYPE_CHECKING:
     from s3balance.s3.call import S3Call
@@ -186,7 +186,7 @@ def _parse_parts(body: bytes) -> list[tuple[int, str]]:
 
 async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     upload_id = call.query.get("uploadId", "")
-    await gateway.require_bucket(call)
+    bucket = await gateway.require_bucket(call)
     record = await gateway.store.get_multipart(upload_id) if upload_id else None
     if record is None or record.bucket != call.bucket or record.key != call.key:
         # A Complete sent again after its answer was lost: the same answer.
@@ -268,8 +268,10 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
         # A bucket with replicas: the copies (the keepalive covers a long one).
         await complete_replicas(gateway, stored)
         expiration = await lifecycle.expiration_header(gateway, stored)
-        keepalive.finish(_complete_result(record.bucket, record.key, etag, checksums),
-                         {"x-amz-expiration": expiration} if expiration is not None else None)
+        headers = versioning.version_headers(bucket, stored)
+        if expiration is not None:
+            headers["x-amz-expiration"] = expiration
+        keepalive.finish(_complete_result(record.bucket, record.key, etag, checksums), headers)
     except S3Error as error:
         if not keepalive.started:
             keepalive.cancel()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import functools
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Optional, cast
 from urllib.parse import quote
 
@@ -23,7 +24,7 @@ from twisted.logger import Logger
 
 from s3balance.backends.streaming import start_relay
 from s3balance.errors import S3Error
-from s3balance.s3 import access, lifecycle, redirects, tagging
+from s3balance.s3 import access, lifecycle, redirects, tagging, versioning
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_conditional_headers, parse_range
 from s3balance.s3.failover import (
@@ -36,16 +37,18 @@ from s3balance.s3.failover import (
     rest_of_body,
 )
 from s3balance.s3.xmldoc import Node, child_text, document, parse
+from s3balance.store.versions import is_version_id
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IPushProducer
     from twisted.web.iweb import IResponse
 
     from s3balance.backends.backend import Backend
+    from s3balance.s3.access import BucketAccess
     from s3balance.s3.call import S3Call
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
-    from s3balance.store.interfaces import ObjectRecord, TagSet
+    from s3balance.store.interfaces import Deletion, ObjectRecord, TagSet
 
 log = Logger()
 
@@ -66,29 +69,19 @@ def http_date(when: datetime.datetime) -> str:
     return email.utils.format_datetime(when, usegmt=True)
 
 
-def _other_version(version: Optional[str]) -> bool:
+async def _lookup(gateway: GatewayLike, call: S3Call) -> tuple[BucketAccess, ObjectRecord]:
     """
-    Versioning is never enabled, so an object's only version is "null"; any
-    other version id names nothing, and a delete of it must not remove the
-    object (a tool replaying version-aware deletes would lose data).
+    The object version C{call} names (its C{versionId}, or the latest), if
+    the caller may do the call's operation on it: the bucket's owner, or a
+    grant of the object's ACL (read with the row, L{access.require_object}).
     """
-    return version is not None and version != "null"
-
-
-async def _lookup(gateway: GatewayLike, call: S3Call) -> ObjectRecord:
-    """
-    The object C{call} names, if the caller may do the call's operation on
-    it: the bucket's owner, or a grant of the object's ACL (read with the
-    row, L{access.require_object}).
-    """
+    version = versioning.requested_version(call)
     bucket = await gateway.require_bucket(call)
-    if _other_version(call.query.get("versionId")):
-        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
-    record = await access.read_object(gateway.store, bucket, call.key, call.operation)
+    record = await versioning.read_version(gateway, bucket, call.key, call.operation, version)
     part = call.query.get("partNumber")
     if part is not None and part != "1":
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable", status=416)
-    return record
+    return bucket, record
 
 
 def _object_headers(
@@ -134,7 +127,8 @@ def _not_modified(gateway: GatewayLike, request: S3Request, record: ObjectRecord
 
 
 async def head_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    record = await _lookup(gateway, call)
+    bucket, record = await _lookup(gateway, call)
+    versioning.set_version_headers(request, bucket, record)
     if check_conditional_headers(call.headers, record.etag, record.last_modified) == 304:
         _not_modified(gateway, request, record)
         return
@@ -146,13 +140,15 @@ async def head_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
 
 
 async def get_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    record = await _lookup(gateway, call)
+    bucket, record = await _lookup(gateway, call)
     try:
+        versioning.set_version_headers(request, bucket, record)
         await _get_object(gateway, request, call, record)
     except Replaced:
         # The version we found was replaced or deleted while we asked its
         # backend: serve what is there now.
-        record = await _lookup(gateway, call)
+        bucket, record = await _lookup(gateway, call)
+        versioning.set_version_headers(request, bucket, record)
         await _get_object(gateway, request, call, record)
 
 
@@ -273,17 +269,32 @@ def redirect(
 
 
 async def delete_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    version = call.query.get("versionId")
-    if _other_version(version):
-        raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName="versionId",
-                      ArgumentValue=version or "")
-    await gateway.require_bucket(call)
-    removed = await gateway.store.delete_object(call.bucket, call.key)
-    if removed is not None:
-        for location in removed.locations:
-            gateway.pool.add_usage(location.backend, -removed.size, -1)
+    """
+    DeleteObject: the version named (C{versionId}), or, in a versioned
+    bucket, a delete marker on top; in a bucket never versioned, the object.
+    """
+    version = versioning.requested_version(call)
+    bucket = await gateway.require_bucket(call)
+    done = await gateway.store.delete_object(call.bucket, call.key, version_id=version)
+    _forget_bytes(gateway, [done])
+    headers: dict[str, str] = {}
+    if done.marker is not None:
+        headers = versioning.version_headers(bucket, done.marker)
+    elif version is not None:
+        headers["x-amz-version-id"] = version
+        if done.removed is not None and done.removed.delete_marker:
+            headers["x-amz-delete-marker"] = "true"
+    gateway.answer_empty(request, 204, headers)
+
+
+def _forget_bytes(gateway: GatewayLike, done: Iterable[Deletion]) -> None:
+    """Take removed versions off their backends' usage and wake the deletion worker."""
+    removed = [deletion.removed for deletion in done if deletion.removed is not None]
+    for record in removed:
+        for location in record.locations:
+            gateway.pool.add_usage(location.backend, -record.size, -1)
+    if any(record.locations for record in removed):
         gateway.kick_deleter(replaced=True)
-    gateway.answer_empty(request, 204)
 
 
 MAX_DELETE_KEYS = 1000
@@ -316,56 +327,63 @@ async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call)
     # Each key as its own DeleteObject would be decided (a bucket policy may
     # allow or deny some keys only); a denied key is an Error entry.
     denied = {key for key, _ in keys if not access.may_delete_key(bucket, key)}
+    valid = {(key, version) for key, version in keys if version is None or is_version_id(version)}
     # Every key in one transaction (one commit, not one per key).
-    removed = await gateway.store.delete_objects(
-        call.bucket, [key for key, version in keys if not _other_version(version) and key not in denied]
+    done = await gateway.store.delete_objects(
+        call.bucket, [item for item in keys if item in valid and item[0] not in denied]
     )
     results: list[Node] = []
     for key, version in keys:
         named = [("VersionId", version)] if version is not None else []
         if key in denied:
             results.append(("Error", [("Key", key), *named, ("Code", "AccessDenied"), ("Message", "Access Denied")]))
-        elif _other_version(version):
+        elif (key, version) not in valid:
             results.append(("Error", [("Key", key), *named, ("Code", "NoSuchVersion"),
                                       ("Message", "The specified version does not exist.")]))
         elif not quiet:
-            results.append(("Deleted", [("Key", key), *named]))
-    for record in removed.values():
-        if record is not None:
-            for location in record.locations:
-                gateway.pool.add_usage(location.backend, -record.size, -1)
-    if any(record is not None for record in removed.values()):
-        gateway.kick_deleter(replaced=True)
+            deletion = done[(key, version)]
+            entry: list[Node] = [("Key", key), *named]
+            if deletion.marker is not None:
+                entry += [("DeleteMarker", True), ("DeleteMarkerVersionId", deletion.marker.version_id or "null")]
+            elif deletion.removed is not None and deletion.removed.delete_marker:
+                entry += [("DeleteMarker", True), ("DeleteMarkerVersionId", version or "null")]
+            results.append(("Deleted", entry))
+    _forget_bytes(gateway, done.values())
     gateway.answer_xml(request, document("DeleteResult", results))
 
 
 async def get_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    """The object's tag set (empty without tags); a C{versionId} other than "null" names nothing."""
-    record = await _lookup(gateway, call)
+    """The tag set of the object's version (the latest without C{versionId}; empty without tags)."""
+    bucket, record = await _lookup(gateway, call)
+    versioning.set_version_headers(request, bucket, record)
     gateway.answer_xml(request, tagging.render(record.tags))
 
 
 async def put_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """
-    Replace the object's tag set (an empty one removes it): 200, no body.
-    Only the tags column changes: not the bytes, ETag or Last-Modified.
+    Replace the tag set of the object's version (an empty one removes it):
+    200, no body.  Only the tags column changes: not the bytes, ETag or
+    Last-Modified.
     """
     tags = tagging.parse_document(small_body(request, call), tagging.OBJECT)
-    await _set_tags(gateway, call, tags)
-    gateway.answer_empty(request, 200)
+    gateway.answer_empty(request, 200, await _set_tags(gateway, call, tags))
 
 
 async def delete_object_tagging(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
-    await _set_tags(gateway, call, ())
-    gateway.answer_empty(request, 204)
+    gateway.answer_empty(request, 204, await _set_tags(gateway, call, ()))
 
 
-async def _set_tags(gateway: GatewayLike, call: S3Call, tags: TagSet) -> None:
-    await gateway.require_bucket(call)
-    if _other_version(call.query.get("versionId")):
-        raise S3Error("NoSuchVersion", "The specified version does not exist.", status=404)
-    if not await gateway.store.set_object_tags(call.bucket, call.key, tags):
+async def _set_tags(gateway: GatewayLike, call: S3Call, tags: TagSet) -> dict[str, str]:
+    """Set the tags of the version C{call} names (or the latest). -> the answer's version headers."""
+    bucket, record = await _lookup(gateway, call)
+    if record.version_id is None and bucket.versioning is None:
+        done: Optional[bool] = await gateway.store.set_object_tags(call.bucket, call.key, tags)
+    else:
+        done = await gateway.store.set_version_tags(call.bucket, call.key, record.version_id or "null", tags)
+    if not done:
+        # Deleted (or overwritten, in a bucket never versioned) since it was read.
         raise S3Error("NoSuchKey", Key=call.key)
+    return versioning.version_headers(bucket, record)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -111,6 +111,7 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("DELETE", BUCKET, ()): "DeleteBucket",
     ("GET", BUCKET, ("location",)): "GetBucketLocation",
     ("GET", BUCKET, ("versioning",)): "GetBucketVersioning",
+    ("PUT", BUCKET, ("versioning",)): "PutBucketVersioning",
     ("GET", BUCKET, ("acl",)): "GetBucketAcl",
     ("PUT", BUCKET, ("acl",)): "PutBucketAcl",
     ("GET", BUCKET, ("tagging",)): "GetBucketTagging",
@@ -166,8 +167,7 @@ def route(method: str, target: Target, query: dict[str, str]) -> str:
     if "versionId" in subresources and target.level == OBJECT and (
         method in ("GET", "HEAD", "DELETE") or subresources in (("tagging", "versionId"), ("acl", "versionId"))
     ):
-        # Versioning is never enabled, so the only version is "null" (the
-        # handlers refuse any other).
+        # The handlers read the version (s3.versioning.requested_version).
         subresources = tuple(s for s in subresources if s != "versionId")
     operation = ROUTES.get((method, target.level, subresources))
     if operation is not None:

@@ -26,7 +26,7 @@ from s3balance.auth.chunked import AwsChunkedDecoder
 from s3balance.backends.backend import BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
-from s3balance.s3 import acl, lifecycle, tagging
+from s3balance.s3 import acl, lifecycle, tagging, versioning
 from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.s3.deferreds import observe, raise_failure
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease
@@ -287,12 +287,16 @@ class StreamedBody:
             self.gateway.pool.add_usage(location.backend, self.size, 1)
         self.gateway.kick_deleter(replaced=True)
         await complete_replicas(self.gateway, stored)
-        self._answer_stored(etag, await lifecycle.expiration_header(self.gateway, record))
+        self._answer_stored(etag, await lifecycle.expiration_header(self.gateway, record), stored)
 
-    def _answer_stored(self, etag: str, expiration: Optional[str] = None) -> None:
+    def _answer_stored(
+        self, etag: str, expiration: Optional[str] = None, stored: Optional[ObjectRecord] = None
+    ) -> None:
         reply = {"ETag": etag}
         if expiration is not None:
             reply["x-amz-expiration"] = expiration
+        if stored is not None and self.bucket_access is not None:
+            reply.update(versioning.version_headers(self.bucket_access, stored))
         for name, value in self._checksums.items():
             reply[f"x-amz-checksum-{name}"] = value
         self.gateway.answer_empty(self.request, 200, reply)

@@ -108,18 +108,23 @@ def set_bucket_acl(conn: Connection, name: str, acl: Optional[str]) -> bool:
     return conn.execute(update(_b).where(_b.c.name == name).values(acl=acl)).rowcount == 1
 
 
-_LOCK_BUCKET_SHARED = select(_b.c.name).where(_b.c.name == bindparam("name")).with_for_update(read=True)
+_LOCK_BUCKET_SHARED = (
+    select(_b.c.name, _b.c.versioning).where(_b.c.name == bindparam("name")).with_for_update(read=True)
+)
 
 
-def lock_bucket_shared(conn: Connection, name: str) -> None:
+def lock_bucket_shared(conn: Connection, name: str) -> Optional[str]:
     """
     Hold a share lock on the bucket row until the transaction ends, so a
-    concurrent delete_bucket (which takes it exclusively) can't remove the
-    bucket under an object being written.  NoSuchBucketError when missing.
+    concurrent delete_bucket or PutBucketVersioning (which take it
+    exclusively) can't remove the bucket or change its versioning under an
+    object being written.  -> its versioning status (None: never enabled).
+    NoSuchBucketError when missing.
     """
     found = conn.execute(_LOCK_BUCKET_SHARED, {"name": name}).first()
     if found is None:
         raise NoSuchBucketError(name)
+    return found.versioning
 
 
 def delete_bucket(conn: Connection, name: str) -> list[str]:

@@ -28,6 +28,7 @@ from s3balance.store import (
     parts,
     replicas,
     usage,
+    versions,
 )
 from s3balance.store import lifecycle as lifecycle_sql
 from s3balance.store import objects as object_sql
@@ -40,6 +41,7 @@ from s3balance.store.interfaces import (
     BucketRecord,
     BucketUsage,
     CompletedUpload,
+    Deletion,
     DrainRecord,
     IMetadataStore,
     JobPause,
@@ -56,6 +58,7 @@ from s3balance.store.interfaces import (
     RebalanceRecord,
     TagSet,
     UsageRecount,
+    VersionPage,
     WriteIntent,
 )
 from s3balance.store.runner import UTC, StoreRunner
@@ -242,12 +245,34 @@ class MetadataStore(StoreRunner):
         return self._run(objects.set_object_acl, bucket, key, acl)
 
     def delete_object(
-        self, bucket: str, key: str, expected: Optional[ObjectRecord] = None
-    ) -> Deferred[Optional[ObjectRecord]]:
-        return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace, expected)
+        self, bucket: str, key: str, expected: Optional[ObjectRecord] = None, version_id: Optional[str] = None
+    ) -> Deferred[Deletion]:
+        return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace, expected, version_id)
 
-    def delete_objects(self, bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
-        return self._run(objects.delete_objects, bucket, keys, self._now(), self.deletion_grace)
+    def delete_objects(
+        self, bucket: str, items: Sequence[tuple[str, Optional[str]]]
+    ) -> Deferred[dict[tuple[str, Optional[str]], Deletion]]:
+        return self._run(objects.delete_objects, bucket, list(items), self._now(), self.deletion_grace)
+
+    def set_bucket_versioning(self, name: str, status: str) -> Deferred[bool]:
+        return self._run(versions.set_versioning, name, status)
+
+    def get_version(self, bucket: str, key: str, version_id: Optional[str]) -> Deferred[Optional[ObjectRecord]]:
+        return self._read(versions.get_version, bucket, key, version_id)
+
+    def set_version_tags(self, bucket: str, key: str, version_id: str, tags: TagSet) -> Deferred[Optional[bool]]:
+        return self._run(versions.set_version_tags, bucket, key, version_id, tuple(tags))
+
+    def set_version_acl(
+        self, bucket: str, key: str, version_id: str, acl: Optional[str]
+    ) -> Deferred[Optional[bool]]:
+        return self._run(versions.set_version_acl, bucket, key, version_id, acl)
+
+    def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_id_marker: Optional[str],
+        max_keys: int,
+    ) -> Deferred[VersionPage]:
+        return self._read(versions.list_versions, bucket, prefix, delimiter, key_marker, version_id_marker, max_keys)
 
     def list_objects(
         self,

@@ -211,6 +211,10 @@ class ObjectRecord:
     # The version's ACL as s3balance.s3.acl.dump writes it (None: private):
     # an overwrite replaces it.  Listings leave it out too.
     acl: Optional[str] = None
+    # The version's id (None: the "null" version) and whether it is a
+    # delete marker (store/versions.py).
+    version_id: Optional[str] = None
+    delete_marker: bool = False
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -232,6 +236,30 @@ class BucketRecord:
     # only: listings of buckets leave it None).
     policy: Optional[str] = None
     public_access_block: Optional[str] = None
+    # PutBucketVersioning's status: None (never enabled), "Enabled" or "Suspended".
+    versioning: Optional[str] = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Deletion:
+    """What a DeleteObject did to a key's versions (store/versions.py)."""
+
+    # The version removed for good (its locations queued for deletion), or None.
+    removed: Optional[ObjectRecord] = None
+    # The delete marker added (a versioned bucket, no version id named), or None.
+    marker: Optional[ObjectRecord] = None
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class VersionPage:
+    """A page of ListObjectVersions: versions and delete markers, each with whether it is its key's newest."""
+
+    versions: tuple[tuple[ObjectRecord, bool], ...]
+    common_prefixes: tuple[str, ...]
+    truncated: bool
+    # Where the next page starts (the last entry's key or common prefix, and its version id).
+    next_key_marker: str = ""
+    next_version_id_marker: Optional[str] = None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -469,12 +497,41 @@ class IMetadataStore(Interface):
         """Replace the bucket's tag set (empty: remove it).
         -> Deferred[bool] (False: no such bucket row)."""
 
-    def delete_object(bucket: str, key: str, expected: Optional[ObjectRecord] = None) -> Deferred[Optional[ObjectRecord]]:
-        """Remove the row, queue its locations for deletion, take it off the
-        bucket's usage.  With C{expected}, only while the row is still the
-        version C{expected} was read from (same ETag, size, Last-Modified and
-        tags): the lifecycle expirer's delete never takes a newer write.
-        -> Deferred[ObjectRecord | None] (the removed record)."""
+    def delete_object(bucket: str, key: str, expected: Optional[ObjectRecord] = None,
+                      version_id: Optional[str] = None) -> Deferred[Deletion]:
+        """DeleteObject.  With C{version_id} ("null" or an id): remove that
+        version for good (its locations queued for deletion); when it was
+        the key's newest, the next one becomes the latest.  Without, in a
+        versioned bucket: add a delete marker (a null one when suspended,
+        replacing the null version).  Without, in a bucket never versioned:
+        remove the row, queue its locations for deletion.  The bucket's
+        usage follows.  With C{expected}, only while the latest version is
+        still the one C{expected} was read from (same ETag, size,
+        Last-Modified and tags): the lifecycle expirer's delete never takes
+        a newer write.  -> Deferred[Deletion]."""
+
+    # -- versions (s3balance.store.versions) ------------------------------
+    def set_bucket_versioning(name: str, status: str) -> Deferred[bool]:
+        """PutBucketVersioning: "Enabled" or "Suspended"; writes under way
+        finish under the old status.  -> Deferred[bool] (False: no such bucket row)."""
+
+    def get_version(bucket: str, key: str, version_id: Optional[str]) -> Deferred[Optional[ObjectRecord]]:
+        """A version with its locations, delete markers included: C{version_id}
+        None is the key's newest version, "null" the null version.
+        -> Deferred[ObjectRecord | None]."""
+
+    def set_version_tags(bucket: str, key: str, version_id: str, tags: TagSet) -> Deferred[Optional[bool]]:
+        """Replace one version's tags. -> Deferred[True | False (a delete
+        marker) | None (no such version)]."""
+
+    def set_version_acl(bucket: str, key: str, version_id: str, acl: Optional[str]) -> Deferred[Optional[bool]]:
+        """Replace one version's ACL, as set_version_tags."""
+
+    def list_versions(bucket: str, prefix: str, delimiter: str, key_marker: str,
+                      version_id_marker: Optional[str], max_keys: int) -> Deferred[VersionPage]:
+        """ListObjectVersions: versions and delete markers key by key, each
+        key's newest first, folded by delimiter; skip-scans common prefixes.
+        -> Deferred[VersionPage]."""
 
     # -- lifecycle (s3balance.store.lifecycle, s3balance.ops.lifecycle) --------
     def set_bucket_lifecycle(name: str, text: Optional[str]) -> Deferred[bool]:
@@ -504,9 +561,11 @@ class IMetadataStore(Interface):
         text (s3.policy.PublicAccessBlock.dump; None: remove it).
         -> Deferred[bool] (False: no such bucket row)."""
 
-    def delete_objects(bucket: str, keys: list[str]) -> Deferred[dict[str, Optional[ObjectRecord]]]:
-        """delete_object for many keys in one transaction.
-        -> Deferred[dict[key, ObjectRecord | None]]."""
+    def delete_objects(
+        bucket: str, items: Sequence[tuple[str, Optional[str]]]
+    ) -> Deferred[dict[tuple[str, Optional[str]], Deletion]]:
+        """delete_object for many (key, version id or None) in one transaction.
+        -> Deferred[dict[(key, version id), Deletion]]."""
 
     def list_objects(
         bucket: str,

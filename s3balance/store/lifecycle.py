@@ -46,7 +46,8 @@ def lifecycle_page(conn: Connection, bucket: str, prefix: str, after: str, limit
     range scan of the (bucket, key) index.
     """
     prefix_b, after_b = encode_key(prefix), encode_key(after)
-    query = select(_o).where(_o.c.bucket == bucket)
+    # The latest versions (noncurrent ones are not Expiration's).
+    query = select(_o).where(_o.c.bucket == bucket, _o.c.latest == 1)
     if after_b >= prefix_b:
         query = query.where(_o.c.key > after_b)
     else:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from s3balance.store import tables
+from s3balance.store.deletion_queue import NO_GRACE, REASON_ABANDONED, queue_deletion
 from s3balance.store.interfaces import (
     ConcurrentInsert,
     DrainRecord,
@@ -38,7 +39,7 @@ from s3balance.store.interfaces import (
     Location,
     MoveCandidate,
 )
-from s3balance.store.objects import NO_GRACE, REASON_ABANDONED, queue_deletion, take_intent
+from s3balance.store.objects import take_intent
 from s3balance.store.records import object_record
 
 # A drain's states.

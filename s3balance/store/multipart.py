@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from s3balance.store import buckets, parts, tables
+from s3balance.store.deletion_queue import REASON_MULTIPART_ABORTED, queue_deletion
 from s3balance.store.interfaces import (
     ListPage,
     MultipartRecord,
@@ -19,7 +20,7 @@ from s3balance.store.interfaces import (
     WriteIntentExpired,
 )
 from s3balance.store.listing import RunawayListing, common_prefix, step_limit, successor
-from s3balance.store.objects import REASON_MULTIPART_ABORTED, queue_deletion, replace_object, take_intent
+from s3balance.store.objects import replace_object, take_intent
 from s3balance.store.records import decode_key, dump_mapping, dump_tags, encode_key, multipart_record
 
 _mp = tables.multipart_uploads

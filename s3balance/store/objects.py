@@ -27,19 +27,29 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, CursorResult, Row
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ColumnElement
 
-from s3balance.store import parts, quotas, tables
+from s3balance.store import parts, quotas, tables, versions
 from s3balance.store.buckets import lock_bucket_shared
 from s3balance.store.clock import database_time, lease_ms
+from s3balance.store.conditions import check_preconditions, same_version
+from s3balance.store.deletion_queue import (
+    NO_GRACE,
+    REASON_ABANDONED,
+    REASON_DELETED,
+    REASON_LEASE_EXPIRED,
+    REASON_REPLACED,
+    queue_deletion,
+)
 from s3balance.store.interfaces import (
     BackendFull,
     ConcurrentInsert,
+    Deletion,
     Location,
+    NoSuchBucketError,
     ObjectRecord,
-    PreconditionFailedError,
     QueuedDeletion,
     TagSet,
     WriteIntent,
@@ -48,7 +58,6 @@ from s3balance.store.interfaces import (
 from s3balance.store.records import (
     dump_tags,
     encode_key,
-    load_tags,
     object_record,
     object_values,
     queued_deletion,
@@ -59,15 +68,6 @@ _loc = tables.object_locations
 _wi = tables.write_intents
 _dq = tables.deletion_queue
 
-# Replaced and deleted copies wait this long (the store's deletion_grace) so
-# that reads which found them just before are not cut off.
-NO_GRACE = datetime.timedelta(0)
-
-REASON_REPLACED = "replaced"
-REASON_DELETED = "deleted"
-REASON_ABANDONED = "abandoned"
-REASON_LEASE_EXPIRED = "lease-expired"
-REASON_MULTIPART_ABORTED = "multipart-aborted"
 
 
 # The statements of the write path, built once (building them cost more than
@@ -86,9 +86,11 @@ _LOCATIONS_OF = (
 )
 _DELETE_LOCATIONS_OF = delete(_loc).where(_loc.c.object_id == bindparam("object_id"))
 _UPDATE_OBJECT = update(_o).where(_o.c.id == bindparam("object_id"))
+# In a bucket never versioned a key's one row is its latest version (latest = 1).
+_LATEST: ColumnElement[int] = literal_column("1")  # not a bound parameter, as _ZERO
 _CURRENT_FOR_UPDATE = (
     select(_o.c.id, _o.c.etag, _o.c.size)
-    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type))
+    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type), _o.c.latest == _LATEST)
     .with_for_update()
 )
 
@@ -295,28 +297,6 @@ def expired_writes(conn: Connection, now: datetime.datetime, limit: int) -> int:
 # -- objects -----------------------------------------------------------------
 
 
-def _etag_matches(current: str, condition: str) -> bool:
-    def bare(tag: str) -> str:
-        tag = tag.strip()
-        if tag.startswith("W/"):
-            tag = tag[2:]
-        return tag.strip('"')
-
-    wanted = {bare(tag) for tag in condition.split(",")}
-    return "*" in wanted or bare(current) in wanted
-
-
-def check_preconditions(
-    current_etag: Optional[str], if_match: Optional[str], if_none_match: Optional[str]
-) -> None:
-    if if_match is not None:
-        if current_etag is None or not _etag_matches(current_etag, if_match):
-            raise PreconditionFailedError("If-Match")
-    if if_none_match is not None and current_etag is not None:
-        if _etag_matches(current_etag, if_none_match):
-            raise PreconditionFailedError("If-None-Match")
-
-
 def _locations_of(conn: Connection, object_id: int) -> tuple[Location, ...]:
     rows = conn.execute(_LOCATIONS_OF, {"object_id": object_id})
     return tuple(Location(backend=r.backend, real_key=r.real_key) for r in rows)
@@ -342,7 +322,9 @@ def replace_object(
     The bucket's usage grows by the difference (the new size, and an object
     when there was none), last, so its row is held for as short as can be.
     """
-    lock_bucket_shared(conn, record.bucket)
+    versioning = lock_bucket_shared(conn, record.bucket)
+    if versioning is not None:
+        return versions.put_version(conn, record, versioning, if_match, if_none_match, now, grace)
     key = encode_key(record.key)
     current = conn.execute(_CURRENT_FOR_UPDATE, {"bucket": record.bucket, "key": key}).first()
     check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
@@ -398,7 +380,7 @@ def commit_object(
 _GET_OBJECT = (
     select(_o, _loc.c.backend.label("location_backend"), _loc.c.real_key.label("location_key"))
     .select_from(_o.outerjoin(_loc, _loc.c.object_id == _o.c.id))
-    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type))
+    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type), _o.c.latest == _LATEST)
     .order_by(_loc.c.id)
 )
 
@@ -423,7 +405,8 @@ def set_object_tags(conn: Connection, bucket: str, key: str, tags: TagSet) -> bo
     usage stay as they are.  -> whether the object exists.
     """
     result = conn.execute(
-        update(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).values(tags=dump_tags(tags))
+        update(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key), _o.c.latest == _LATEST)
+        .values(tags=dump_tags(tags))
     )
     return result.rowcount == 1
 
@@ -434,7 +417,9 @@ def set_object_acl(conn: Connection, bucket: str, key: str, acl: Optional[str]) 
     one UPDATE of the acl column, as L{set_object_tags}.  -> whether the
     object exists.
     """
-    result = conn.execute(update(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).values(acl=acl))
+    result = conn.execute(
+        update(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key), _o.c.latest == _LATEST).values(acl=acl)
+    )
     return result.rowcount == 1
 
 
@@ -445,26 +430,34 @@ def delete_object(
     now: datetime.datetime,
     grace: datetime.timedelta = NO_GRACE,
     expected: Optional[ObjectRecord] = None,
-) -> Optional[ObjectRecord]:
+    version_id: Optional[str] = None,
+) -> Deletion:
     """
-    Remove the (bucket, key) row, queue its locations for deletion, take it
-    off the bucket's usage.  With C{expected} (the lifecycle expirer's), only
-    while the row is still that version with those tags (L{_same_version}).
+    DeleteObject.  With C{version_id}: remove that version
+    (L{versions.delete_version}).  Without, in a versioned bucket: add a
+    delete marker (L{versions.add_delete_marker}); in a bucket never
+    versioned: remove the (bucket, key) row, queue its locations for
+    deletion, take it off the bucket's usage.  With C{expected} (the
+    lifecycle expirer's), only while the latest version is still that one
+    with those tags (L{conditions.same_version}).
     """
+    if version_id is not None:
+        return versions.delete_version(conn, bucket, key, version_id, now, grace)
+    versioning = _versioning(conn, bucket)
+    if versioning is not None:
+        return versions.add_delete_marker(conn, bucket, key, versioning, now, grace, expected)
     removed = _remove_object(conn, bucket, key, now, grace, expected)
     if removed is not None:
         quotas.add_usage(conn, bucket, quotas.shard_of(encode_key(key)), -removed.size, -1)
-    return removed
+    return Deletion(removed=removed)
 
 
-def _same_version(row: Row, expected: ObjectRecord) -> bool:
-    """Whether the locked C{row} is still the version C{expected} was read from (an overwrite or retag: not)."""
-    return (
-        row.etag == expected.etag
-        and row.size == expected.size
-        and row.last_modified == expected.last_modified
-        and load_tags(row.tags) == tuple(expected.tags)
-    )
+def _versioning(conn: Connection, bucket: str) -> Optional[str]:
+    """The bucket's versioning status, its row share-locked (None: never versioned, or no such bucket)."""
+    try:
+        return lock_bucket_shared(conn, bucket)
+    except NoSuchBucketError:
+        return None
 
 
 def _remove_object(
@@ -476,11 +469,11 @@ def _remove_object(
     expected: Optional[ObjectRecord] = None,
 ) -> Optional[ObjectRecord]:
     row = conn.execute(
-        select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key)).with_for_update()
+        select(_o).where(_o.c.bucket == bucket, _o.c.key == encode_key(key), _o.c.latest == _LATEST).with_for_update()
     ).first()
     if row is None:
         return None
-    if expected is not None and not _same_version(row, expected):
+    if expected is not None and not same_version(row, expected):
         return None
     locations = _locations_of(conn, row.id)
     for loc in locations:
@@ -491,29 +484,6 @@ def _remove_object(
 
 
 # -- deletion queue ----------------------------------------------------------
-
-
-def queue_deletion(
-    conn: Connection,
-    backend: str,
-    real_key: str,
-    reason: str,
-    now: datetime.datetime,
-    backend_upload_id: Optional[str] = None,
-    grace: datetime.timedelta = NO_GRACE,
-) -> None:
-    conn.execute(
-        _INSERT_DELETION,
-        {
-            "backend": backend,
-            "real_key": real_key,
-            "backend_upload_id": backend_upload_id,
-            "reason": reason,
-            "attempts": 0,
-            "due": now + grace,
-            "created": now,
-        },
-    )
 
 
 def queued_deletions(conn: Connection, now: datetime.datetime, limit: int) -> list[QueuedDeletion]:
@@ -570,21 +540,40 @@ def postpone_deletions(conn: Connection, backend: str, now: datetime.datetime, d
 
 
 def delete_objects(
-    conn: Connection, bucket: str, keys: list[str], now: datetime.datetime, grace: datetime.timedelta = NO_GRACE
-) -> dict[str, Optional[ObjectRecord]]:
+    conn: Connection,
+    bucket: str,
+    items: Sequence[tuple[str, Optional[str]]],
+    now: datetime.datetime,
+    grace: datetime.timedelta = NO_GRACE,
+) -> dict[tuple[str, Optional[str]], Deletion]:
     """
-    L{delete_object} for each of C{keys}, in one transaction (DeleteObjects:
-    one commit for up to 1000 keys).  Rows are locked in key order, so two
-    such transactions on overlapping keys wait for each other instead of
-    deadlocking; the bucket's usage rows are updated once each, last, in
-    their order too.  -> the removed record (or None) of each distinct key.
+    L{delete_object} for each (key, version id or None) of C{items}, in one
+    transaction (DeleteObjects: one commit for up to 1000 keys).  Rows are
+    locked in key order, so two such transactions on overlapping keys wait
+    for each other instead of deadlocking; in a bucket never versioned the
+    bucket's usage rows are updated once each, last, in their order too.
+    -> what was done for each distinct item.
     """
-    removed = {key: _remove_object(conn, bucket, key, now, grace) for key in sorted(set(keys), key=encode_key)}
+    ordered = sorted(set(items), key=lambda item: (encode_key(item[0]), item[1] or ""))
+    versioning = _versioning(conn, bucket)
+    if versioning is not None or any(version is not None for _, version in ordered):
+        # Each change of a key's versions locks the key's usage row first
+        # (store/versions.py): all of them here, up front and in shard
+        # order, so that two such transactions never deadlock.
+        for shard in sorted({quotas.shard_of(encode_key(key)) for key, _ in ordered}):
+            quotas.lock_shard(conn, bucket, shard)
+        return {
+            (key, version): delete_object(conn, bucket, key, now, grace, version_id=version)
+            for key, version in ordered
+        }
+    done: dict[tuple[str, Optional[str]], Deletion] = {}
     deltas: dict[int, tuple[int, int]] = {}
-    for key, record in removed.items():
+    for key, version in ordered:
+        record = _remove_object(conn, bucket, key, now, grace)
+        done[(key, version)] = Deletion(removed=record)
         if record is not None:
             shard = quotas.shard_of(encode_key(key))
             size, count = deltas.get(shard, (0, 0))
             deltas[shard] = (size - record.size, count - 1)
     quotas.add_usage_of_keys(conn, bucket, deltas)
-    return removed
+    return done

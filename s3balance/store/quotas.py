@@ -103,6 +103,26 @@ def add_usage(conn: Connection, bucket: str, shard: int, delta_bytes: int, delta
             raise ConcurrentInsert(bucket, shard) from e
 
 
+_LOCK_SHARD = (
+    update(_bu)
+    .where(_bu.c.bucket == bindparam("u_bucket"), _bu.c.shard == bindparam("u_shard"))
+    .values(used_bytes=_bu.c.used_bytes)
+)
+
+
+def lock_shard(conn: Connection, bucket: str, shard: int) -> None:
+    """
+    Lock one usage row of C{bucket} (made when missing) until the transaction
+    ends, first: the changes of a key's versions take turns on it
+    (store/versions.py).  A no-op UPDATE, as L{recount_usage}'s.
+    """
+    if conn.execute(_LOCK_SHARD, {"u_bucket": bucket, "u_shard": shard}).rowcount == 0:
+        try:
+            conn.execute(_INSERT_USAGE, {"bucket": bucket, "shard": shard, "used_bytes": 0, "object_count": 0})
+        except IntegrityError as e:
+            raise ConcurrentInsert(bucket, shard) from e
+
+
 def add_usage_of_keys(conn: Connection, bucket: str, deltas: Mapping[int, tuple[int, int]]) -> None:
     """L{add_usage} for several rows (shard -> (bytes, objects)), in shard order so two such transactions never deadlock."""
     for shard, (delta_bytes, delta_objects) in sorted(deltas.items()):

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from s3balance.store import moves, tables
+from s3balance.store.deletion_queue import NO_GRACE
 from s3balance.store.interfaces import (
     ConcurrentInsert,
     Location,
@@ -33,7 +34,6 @@ from s3balance.store.interfaces import (
     RebalanceRecord,
     RebalanceStateError,
 )
-from s3balance.store.objects import NO_GRACE
 
 # A rebalance's states.
 RUNNING = "running"

@@ -91,6 +91,8 @@ def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecor
         # (A listing's rows have no tags column.)
         tags=load_tags(getattr(row, "tags", None)),
         acl=getattr(row, "acl", None),
+        version_id=getattr(row, "version_id", None),
+        delete_marker=bool(getattr(row, "delete_marker", 0)),
     )
 
 
@@ -105,6 +107,7 @@ def bucket_record(row: Row) -> BucketRecord:
         # Selected by get_bucket only (the policy joined from bucket_policies).
         policy=getattr(row, "policy", None),
         public_access_block=getattr(row, "public_access_block", None),
+        versioning=getattr(row, "versioning", None),
     )
 
 

@@ -26,8 +26,9 @@ from sqlalchemy import func, insert, literal, select
 from sqlalchemy.engine import Connection
 
 from s3balance.store import tables
+from s3balance.store.deletion_queue import REASON_ABANDONED, queue_deletion
 from s3balance.store.interfaces import Location, ObjectRecord
-from s3balance.store.objects import REASON_ABANDONED, queue_deletion, take_intent
+from s3balance.store.objects import take_intent
 from s3balance.store.records import object_record
 
 # What add_location did.

@@ -24,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -133,6 +134,9 @@ buckets = Table(
     Column("acl", TAGS, nullable=True),
     # Its PutPublicAccessBlock configuration (JSON; NULL: none).  Migration 0017.
     Column("public_access_block", String(255), nullable=True),
+    # PutBucketVersioning's status: NULL (never enabled), "Enabled" or
+    # "Suspended" (store/versions.py).  Migration 0018.
+    Column("versioning", String(16), nullable=True),
 )
 
 # A bucket's policy (PutBucketPolicy), the document as received (validated
@@ -172,8 +176,17 @@ objects = Table(
     Column("tags", TAGS, nullable=True),
     # The version's ACL grants (s3.acl.dump; NULL: private).  Migration 0017.
     Column("acl", TAGS, nullable=True),
-    # Also the listing index: (bucket, key) in byte order.
-    UniqueConstraint("bucket", "key"),
+    # A row per version of the key (store/versions.py; migration 0018): its
+    # id (NULL: the "null" version), whether it is the key's newest version
+    # and no delete marker (1; NULL on every other version, so that the
+    # unique constraint below holds one such row per key and lets the others
+    # be many), whether it is a delete marker (no bytes, no locations).
+    # Versions of one key are ordered by id: the newest has the greatest.
+    Column("version_id", String(64), nullable=True),
+    Column("latest", SmallInteger, nullable=True, server_default=text("1")),
+    Column("delete_marker", SmallInteger, nullable=False, server_default=text("0")),
+    # Also the listing index: (bucket, key) in byte order, latest=1 read off it.
+    UniqueConstraint("bucket", "key", "latest"),
 )
 
 object_locations = Table(

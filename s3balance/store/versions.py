@@ -1,0 +1,446 @@
+"""
+SQL for object versions (S3 versioning).
+
+Every version of a key is a row of C{objects} with its locations, so every
+path that keeps or moves bytes (the deletion worker's L{is_referenced}
+guard, drain, rebalance, replicas, fsck, usage) sees noncurrent versions as
+it sees current ones, with no change.  The columns (migration 0018):
+
+  - C{version_id}: the version's id, NULL for the "null" version (written
+    while the bucket was never versioned or is suspended);
+  - C{latest}: 1 on the key's newest version when it is not a delete
+    marker, NULL on every other row: the unique (bucket, key, latest) index
+    holds one such row per key, and the listings read only those
+    (L{s3balance.store.listing_sql});
+  - C{delete_marker}: 1 on a delete marker (no bytes, no locations).
+
+The versions of a key are ordered by row id, which the database assigns:
+the newest has the greatest, also when several daemons write one key at
+once.  Every change of a key's versions in a versioned bucket first locks
+the key's usage row (L{quotas.lock_shard}: one of a few per bucket, chosen by
+a hash of the key), so such changes of one key take turns and each sees the
+rows the previous one committed; the unversioned path is unchanged.
+Removing a version that was the newest makes the next one the latest.
+
+Version ids are random (opaque to clients, as S3's): 32 characters of the
+URL-safe base64 alphabet, never "null".
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import secrets
+from typing import Any, Optional
+
+import attr
+from sqlalchemy import bindparam, delete, insert, literal_column, null, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import ColumnElement
+
+from s3balance.store import quotas, tables
+from s3balance.store.conditions import check_preconditions, same_version
+from s3balance.store.deletion_queue import REASON_DELETED, queue_deletion
+from s3balance.store.interfaces import (
+    ConcurrentInsert,
+    Deletion,
+    Location,
+    ObjectRecord,
+    TagSet,
+    VersionPage,
+)
+from s3balance.store.records import decode_key, dump_tags, encode_key, object_record, object_values
+
+ENABLED = "Enabled"
+SUSPENDED = "Suspended"
+NULL_VERSION = "null"
+
+_o = tables.objects
+_loc = tables.object_locations
+
+# Literals, not bound parameters: the raw paths (rawread.py) bind only the caller's.
+_ONE: ColumnElement[int] = literal_column("1")
+
+# What a version id may look like: ours (32 URL-safe base64 characters) and
+# S3's (its alphabet, with ".", "+", "/" and "=") of a client that moved
+# here, which name no version here (NoSuchVersion) but are no malformed request.
+_VERSION_ID = re.compile(r"[A-Za-z0-9._+/=-]{1,1024}")
+
+
+def new_version_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def is_version_id(text: str) -> bool:
+    """Whether C{text} could name a version ("null", or an id); anything else is S3's InvalidArgument."""
+    return text == NULL_VERSION or _VERSION_ID.fullmatch(text) is not None
+
+
+def _of_key(bucket: str, key: bytes) -> ColumnElement[bool]:
+    return (_o.c.bucket == bucket) & (_o.c.key == key)
+
+
+def _version_is(version_id: Optional[str]) -> ColumnElement[bool]:
+    """The condition for a version id as a client names it ("null": the NULL one)."""
+    if version_id is None or version_id == NULL_VERSION:
+        return _o.c.version_id.is_(None)
+    return _o.c.version_id == version_id
+
+
+_KEY = bindparam("key", type_=_o.c.key.type)
+_LATEST_FOR_UPDATE = (
+    select(_o.c.id, _o.c.etag, _o.c.size)
+    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY, _o.c.latest == _ONE)
+    .with_for_update()
+)
+_NULL_FOR_UPDATE = (
+    select(_o.c.id, _o.c.size, _o.c.delete_marker)
+    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY, _o.c.version_id.is_(None))
+    .with_for_update()
+)
+_NEWEST = (
+    select(_o.c.id, _o.c.delete_marker, _o.c.latest)
+    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY)
+    .order_by(_o.c.id.desc())
+    .limit(1)
+)
+_DEMOTE = update(_o).where(_o.c.id == bindparam("object_id")).values(latest=null())
+_PROMOTE = update(_o).where(_o.c.id == bindparam("object_id")).values(latest=_ONE)
+_LOCATIONS_OF = (
+    select(_loc.c.backend, _loc.c.real_key).where(_loc.c.object_id == bindparam("object_id")).order_by(_loc.c.id)
+)
+_DELETE_LOCATIONS_OF = delete(_loc).where(_loc.c.object_id == bindparam("object_id"))
+_DELETE_ROW = delete(_o).where(_o.c.id == bindparam("object_id"))
+_INSERT_OBJECT = insert(_o)
+_INSERT_LOCATION = insert(_loc)
+
+
+def _insert(conn: Connection, values: dict[str, Any]) -> int:
+    try:
+        result = conn.execute(_INSERT_OBJECT, values)
+    except IntegrityError as e:
+        # Another latest row of the key landed meanwhile: run again, after it.
+        raise ConcurrentInsert(values["bucket"], values["key"]) from e
+    key = result.inserted_primary_key
+    assert key is not None and key[0] is not None
+    return int(key[0])
+
+
+def _drop_row(
+    conn: Connection, object_id: int, now: datetime.datetime, grace: datetime.timedelta, keep: frozenset[Location]
+) -> tuple[Location, ...]:
+    """Remove a version's row and queue its locations for deletion (but those in C{keep}). -> its locations."""
+    rows = conn.execute(_LOCATIONS_OF, {"object_id": object_id})
+    locations = tuple(Location(backend=r.backend, real_key=r.real_key) for r in rows)
+    for location in locations:
+        if location not in keep:
+            queue_deletion(conn, location.backend, location.real_key, REASON_DELETED, now, grace=grace)
+    conn.execute(_DELETE_LOCATIONS_OF, {"object_id": object_id})
+    conn.execute(_DELETE_ROW, {"object_id": object_id})
+    return locations
+
+
+def _make_newest_latest(conn: Connection, bucket: str, key: bytes) -> None:
+    """After a version went: the key's newest version, unless a delete marker, is the latest."""
+    newest = conn.execute(_NEWEST, {"bucket": bucket, "key": key}).first()
+    if newest is not None and not newest.delete_marker and newest.latest is None:
+        conn.execute(_PROMOTE, {"object_id": newest.id})
+
+
+def _remove_null(
+    conn: Connection, bucket: str, key: bytes, now: datetime.datetime, grace: datetime.timedelta,
+    keep: frozenset[Location] = frozenset(),
+) -> Optional[Row]:
+    """A suspended bucket's write replaces the null version: remove it. -> its row (id, size), or None."""
+    row = conn.execute(_NULL_FOR_UPDATE, {"bucket": bucket, "key": key}).first()
+    if row is not None:
+        _drop_row(conn, row.id, now, grace, keep)
+    return row
+
+
+def put_version(
+    conn: Connection,
+    record: ObjectRecord,
+    versioning: str,
+    if_match: Optional[str],
+    if_none_match: Optional[str],
+    now: datetime.datetime,
+    grace: datetime.timedelta,
+) -> ObjectRecord:
+    """
+    Add C{record} as its key's newest version, in a versioned bucket (its
+    status C{versioning}, read under the bucket's lock): a new version id
+    when Enabled; when Suspended, the null version, replacing the previous
+    null version (its bytes go) and keeping the others.  The previous latest
+    version stays, noncurrent, with its bytes.
+    """
+    key = encode_key(record.key)
+    shard = quotas.shard_of(key)
+    quotas.lock_shard(conn, record.bucket, shard)
+    current = conn.execute(_LATEST_FOR_UPDATE, {"bucket": record.bucket, "key": key}).first()
+    check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
+    added_bytes, added_objects = record.size, 1
+    version_id = new_version_id() if versioning == ENABLED else None
+    if version_id is None:
+        replaced = _remove_null(conn, record.bucket, key, now, grace, frozenset(record.locations))
+        if replaced is not None:
+            added_bytes -= int(replaced.size)
+            added_objects -= 1
+            if current is not None and current.id == replaced.id:
+                current = None
+    if current is not None:
+        conn.execute(_DEMOTE, {"object_id": current.id})
+    values = object_values(record)
+    values.update(version_id=version_id, latest=1, delete_marker=0)
+    object_id = _insert(conn, values)
+    rows = [
+        {"object_id": object_id, "backend": loc.backend, "real_key": loc.real_key, "created": now}
+        for loc in record.locations
+    ]
+    if rows:
+        conn.execute(_INSERT_LOCATION, rows[0] if len(rows) == 1 else rows)
+    quotas.add_usage(conn, record.bucket, shard, added_bytes, added_objects)
+    return attr.evolve(
+        record, id=object_id, last_modified=values["last_modified"], tags=tuple(sorted(record.tags)),
+        version_id=version_id,
+    )
+
+
+def add_delete_marker(
+    conn: Connection,
+    bucket: str,
+    key_text: str,
+    versioning: str,
+    now: datetime.datetime,
+    grace: datetime.timedelta,
+    expected: Optional[ObjectRecord] = None,
+) -> Deletion:
+    """
+    DeleteObject without a version id in a versioned bucket: a delete
+    marker becomes the key's newest version (a null one when Suspended,
+    replacing the previous null version), also when the key has no version
+    (as on S3).  With C{expected} (the lifecycle expirer's), only while the
+    latest version is still that one.
+    """
+    key = encode_key(key_text)
+    shard = quotas.shard_of(key)
+    quotas.lock_shard(conn, bucket, shard)
+    current = conn.execute(
+        select(_o).where(_of_key(bucket, key), _o.c.latest == _ONE).with_for_update()
+    ).first()
+    if expected is not None and (current is None or not same_version(current, expected)):
+        return Deletion()
+    added_objects = 1
+    added_bytes = 0
+    removed: Optional[ObjectRecord] = None
+    version_id = new_version_id() if versioning == ENABLED else None
+    if version_id is None:
+        replaced = conn.execute(select(_o).where(_of_key(bucket, key), _o.c.version_id.is_(None)).with_for_update()).first()
+        if replaced is not None:
+            locations = _drop_row(conn, replaced.id, now, grace, frozenset())
+            removed = object_record(replaced, locations)
+            added_bytes -= int(replaced.size)
+            added_objects -= 1
+            if current is not None and current.id == replaced.id:
+                current = None
+    if current is not None:
+        conn.execute(_DEMOTE, {"object_id": current.id})
+    moment = now.astimezone(datetime.UTC).replace(microsecond=0)
+    values = {
+        "bucket": bucket, "key": key, "size": 0, "etag": "", "last_modified": moment, "content_type": None,
+        "headers": "{}", "checksums": "{}", "tags": None, "acl": None,
+        "version_id": version_id, "latest": None, "delete_marker": 1,
+    }
+    object_id = _insert(conn, values)
+    quotas.add_usage(conn, bucket, shard, added_bytes, added_objects)
+    marker = ObjectRecord(
+        bucket=bucket, key=key_text, size=0, etag="", last_modified=moment, content_type=None, headers={},
+        checksums={}, locations=(), id=object_id, version_id=version_id, delete_marker=True,
+    )
+    return Deletion(removed=removed, marker=marker)
+
+
+def delete_version(
+    conn: Connection,
+    bucket: str,
+    key_text: str,
+    version_id: str,
+    now: datetime.datetime,
+    grace: datetime.timedelta,
+) -> Deletion:
+    """
+    DeleteObject with a version id: remove that version for good (its
+    bytes go; a delete marker just goes).  When it was the key's newest,
+    the next one becomes the latest.  Any bucket: in one never versioned,
+    "null" names its objects.
+    """
+    key = encode_key(key_text)
+    shard = quotas.shard_of(key)
+    quotas.lock_shard(conn, bucket, shard)
+    row = conn.execute(select(_o).where(_of_key(bucket, key), _version_is(version_id)).with_for_update()).first()
+    if row is None:
+        return Deletion()
+    locations = _drop_row(conn, row.id, now, grace, frozenset())
+    _make_newest_latest(conn, bucket, key)
+    quotas.add_usage(conn, bucket, shard, -int(row.size), -1)
+    return Deletion(removed=object_record(row, locations))
+
+
+def get_version(conn: Connection, bucket: str, key: str, version_id: Optional[str]) -> Optional[ObjectRecord]:
+    """
+    A version of the key with its locations, delete markers included:
+    C{version_id} None is the newest version (a delete marker, maybe), "null"
+    the null version.
+    """
+    condition = _of_key(bucket, encode_key(key))
+    query = select(_o).where(condition)
+    if version_id is None:
+        query = query.order_by(_o.c.id.desc()).limit(1)
+    else:
+        query = query.where(_version_is(version_id))
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    rows = conn.execute(_LOCATIONS_OF, {"object_id": row.id})
+    return object_record(row, tuple(Location(backend=r.backend, real_key=r.real_key) for r in rows))
+
+
+def set_version_tags(conn: Connection, bucket: str, key: str, version_id: str, tags: TagSet) -> Optional[bool]:
+    """
+    Replace one version's tags. -> True, False (a delete marker: S3's
+    MethodNotAllowed) or None (no such version).
+    """
+    return _set_version(conn, bucket, key, version_id, tags=dump_tags(tags))
+
+
+def set_version_acl(conn: Connection, bucket: str, key: str, version_id: str, acl: Optional[str]) -> Optional[bool]:
+    """Replace one version's ACL, as L{set_version_tags}."""
+    return _set_version(conn, bucket, key, version_id, acl=acl)
+
+
+def _set_version(conn: Connection, bucket: str, key: str, version_id: str, **values: Any) -> Optional[bool]:
+    condition = _of_key(bucket, encode_key(key)) & _version_is(version_id)
+    row = conn.execute(select(_o.c.id, _o.c.delete_marker).where(condition).with_for_update()).first()
+    if row is None:
+        return None
+    if row.delete_marker:
+        return False
+    conn.execute(update(_o).where(_o.c.id == row.id).values(**values))
+    return True
+
+
+def set_versioning(conn: Connection, bucket: str, status: str) -> bool:
+    """
+    PutBucketVersioning: Enabled or Suspended (never back to unversioned).
+    The bucket's row is locked: writes under way (which hold it shared)
+    finish under the old status, later ones see the new. -> whether the bucket exists.
+    """
+    _b = tables.buckets
+    found = conn.execute(select(_b.c.name).where(_b.c.name == bucket).with_for_update()).first()
+    if found is None:
+        return False
+    conn.execute(update(_b).where(_b.c.name == bucket).values(versioning=status))
+    return True
+
+
+# -- ListObjectVersions ------------------------------------------------------
+
+
+def list_versions(
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    key_marker: str,
+    version_id_marker: Optional[str],
+    max_keys: int,
+) -> VersionPage:
+    """
+    The versions and delete markers of the keys that start with C{prefix},
+    key by key in byte order and each key's newest first, after the markers
+    (the versions of C{key_marker} older than C{version_id_marker}, then the
+    keys after C{key_marker}); keys with C{delimiter} after the prefix fold
+    into common prefixes, whose rows are skipped by seeking past them.  At
+    most C{max_keys} entries (versions and prefixes).
+    """
+    prefix_b, delimiter_b = encode_key(prefix), encode_key(delimiter)
+    entries: list[tuple[ObjectRecord, bool]] = []
+    prefixes: list[str] = []
+    upper = _prefix_end(prefix_b)
+    # The scan's cursor: keys after cursor_key (or from it, inclusive), or,
+    # with cursor_id, first the versions of cursor_key older than cursor_id.
+    cursor_key, inclusive, cursor_id = prefix_b, True, None
+    seen_key: Optional[bytes] = None  # the key whose newest version was passed
+    if key_marker:
+        marker_b = encode_key(key_marker)
+        cursor_key, inclusive = marker_b, False
+        if version_id_marker:
+            found = conn.execute(
+                select(_o.c.id).where(_of_key(bucket, marker_b), _version_is(version_id_marker))
+            ).first()
+            if found is not None:
+                cursor_id, seen_key = int(found.id), marker_b
+        common = _common_prefix(marker_b, prefix_b, delimiter_b)
+        if common is not None:
+            # The marker is inside a common prefix already answered.
+            cursor_key, inclusive, cursor_id = common + b"\xff", True, None
+    if cursor_key < prefix_b:
+        cursor_key, inclusive, cursor_id = prefix_b, True, None
+    next_marker: tuple[str, Optional[str]] = ("", None)
+    batch = min(max_keys + 1, 1000)
+    while True:
+        after = _o.c.key >= cursor_key if inclusive else _o.c.key > cursor_key
+        if cursor_id is not None:
+            after = ((_o.c.key == cursor_key) & (_o.c.id < cursor_id)) | (_o.c.key > cursor_key)
+        query = select(*_LISTED).where(_o.c.bucket == bucket, after)
+        if upper is not None:
+            query = query.where(_o.c.key < upper)
+        rows = conn.execute(query.order_by(_o.c.key, _o.c.id.desc()).limit(batch)).all()
+        skipped = False
+        for row in rows:
+            key = bytes(row.key)
+            common = _common_prefix(key, prefix_b, delimiter_b)
+            if len(entries) + len(prefixes) >= max_keys:
+                return VersionPage(tuple(entries), tuple(prefixes), True, *next_marker)
+            if common is not None:
+                prefixes.append(decode_key(common))
+                next_marker = (decode_key(common), None)
+                cursor_key, inclusive, cursor_id, seen_key = common + b"\xff", True, None, None
+                skipped = True
+                break
+            record = object_record(row)
+            entries.append((record, key != seen_key))
+            seen_key = key
+            next_marker = (record.key, record.version_id or NULL_VERSION)
+        if skipped:
+            continue
+        if len(rows) < batch:
+            return VersionPage(tuple(entries), tuple(prefixes), False, "", None)
+        last = rows[-1]
+        cursor_key, inclusive, cursor_id = bytes(last.key), False, int(last.id)
+
+
+def _common_prefix(key: bytes, prefix: bytes, delimiter: bytes) -> Optional[bytes]:
+    """The common prefix C{key} folds into (None: it is listed itself)."""
+    if not delimiter or not key.startswith(prefix):
+        return None
+    at = key.find(delimiter, len(prefix))
+    return key[: at + len(delimiter)] if at >= 0 else None
+
+
+_LISTED = tuple(
+    _o.c[name]
+    for name in (
+        "id", "bucket", "key", "size", "etag", "last_modified", "content_type", "headers", "checksums",
+        "version_id", "delete_marker",
+    )
+)
+
+
+def _prefix_end(prefix: bytes) -> Optional[bytes]:
+    """The least byte string above every key starting with C{prefix} (None: no bound)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
