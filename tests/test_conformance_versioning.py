@@ -463,6 +463,14 @@ class NullVersionChecks(VersioningChecks):
         self.assertEqual(headers(got)["x-amz-version-id"], "null")
         self.assertEqual(self.alice.head_object(Bucket=bucket, Key="k", VersionId="null")["ETag"], written["ETag"])
 
+    def test_a_never_versioned_bucket_lists_null_versions(self) -> None:
+        """ListObjectVersions of a bucket never versioned lists each object once, as its latest "null" version."""
+        bucket = self.new_bucket()
+        for key in ("a", "b"):
+            self.put(bucket, key, b"x")
+        self.put(bucket, "a", b"again")
+        self.assertEqual(self.entries(bucket), [version("a", "null", True), version("b", "null", True)])
+
     def test_deleting_the_null_version(self) -> None:
         """
         DELETE with versionId=null of an object written before versioning
@@ -509,7 +517,7 @@ class NullVersionChecks(VersioningChecks):
         self.set_versioning(bucket, "Suspended")
         for body in (b"suspended 1", b"suspended 2"):
             answer = self.alice.put_object(Bucket=bucket, Key="k", Body=body)
-            self.assertIn(answer.get("VersionId", "null"), ("null",))
+            self.assertEqual(answer.get("VersionId", "null"), "null")
         self.assertEqual(self.entries(bucket), [version("k", "null", True), version("k", v1)])
         got = self.alice.get_object(Bucket=bucket, Key="k")
         self.assertEqual((got["Body"].read(), got["VersionId"]), (b"suspended 2", "null"))
@@ -887,6 +895,20 @@ class VersionAclChecks(VersioningChecks):
         self.assertEqual([grant[2] for grant in latest], ["FULL_CONTROL"])
 
 
+    def test_the_acl_of_a_delete_marker(self) -> None:
+        """
+        GetObjectAcl of a delete marker by its version id answers 405
+        MethodNotAllowed; of a key whose latest version is a delete marker,
+        404 NoSuchKey.  (SeaweedFS answers 404 NoSuchKey to both.)
+        """
+        bucket = self.versioned_bucket()
+        self.put(bucket, "k", b"one")
+        deleted = self.alice.delete_object(Bucket=bucket, Key="k")["VersionId"]
+        self.assertS3Error(405, "MethodNotAllowed", self.alice.get_object_acl, Bucket=bucket, Key="k",
+                           VersionId=deleted)
+        self.assertS3Error(404, "NoSuchKey", self.alice.get_object_acl, Bucket=bucket, Key="k")
+
+
 class ConcurrencyChecks(VersioningChecks):
     THREADS = 6
     ROUNDS = 4
@@ -1159,7 +1181,8 @@ class SeaweedFSVersionTaggingTests(VersionTaggingChecks, SeaweedFSCase):
 
 
 class SeaweedFSVersionAclTests(VersionAclChecks, SeaweedFSCase):
-    pass
+    test_the_acl_of_a_delete_marker = known_deviation(
+        VersionAclChecks.test_the_acl_of_a_delete_marker, "SeaweedFS answers 404 NoSuchKey for the marker's id")
 
 
 class SeaweedFSConcurrencyTests(ConcurrencyChecks, SeaweedFSCase):
