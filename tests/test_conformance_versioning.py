@@ -771,7 +771,12 @@ class CopyAndMultipartChecks(VersioningChecks):
         self.assertEqual(copied.get("CopySourceVersionId"), self.v1)
 
     def test_copying_an_old_version_over_its_key_restores_it(self) -> None:
-        """Copying an old version onto its own key makes a new latest version of those bytes; the others stay."""
+        """
+        Copying an old version onto its own key (how S3's user guide restores
+        a previous version) makes a new latest version of those bytes; the
+        others stay.  S3 refuses a copy of an object onto itself that changes
+        nothing (400 InvalidRequest) only when no source version is named.
+        """
         answer = self.alice.copy_object(Bucket=self.bucket, Key="src",
                                         CopySource={"Bucket": self.bucket, "Key": "src", "VersionId": self.v1})
         self.assertEqual(self.entries(self.bucket), [version("src", answer["VersionId"], True),
