@@ -92,7 +92,7 @@ class VersioningChecks(_Checks):
         answer = self.alice.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
         self.assertEqual(answer["ResponseMetadata"]["HTTPStatusCode"], 200)
 
-    def put(self, bucket: str, key: str, body: bytes) -> str:
+    def put(self, bucket: str, key: str, body: bytes) -> Any:
         """Write C{body} at C{key}; the version id S3 answered (None if it answered none)."""
         return self.alice.put_object(Bucket=bucket, Key=key, Body=body).get("VersionId")
 
