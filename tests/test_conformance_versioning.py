@@ -647,10 +647,12 @@ class VersionListingChecks(VersioningChecks):
 
     def test_encoding_type_url(self) -> None:
         """
-        EncodingType=url answers EncodingType url and the keys, prefixes and
-        markers URL-encoded in the XML (a space, "+", "é" and a control
-        character are not sent as such); boto3 decodes them back to the keys
-        written.  (SeaweedFS ignores EncodingType in ListObjectVersions.)
+        EncodingType=url answers EncodingType url and the keys and common
+        prefixes URL-encoded in the XML (a space, "+", "é" and a control
+        character are not sent as such).  boto3, which asks for url encoding
+        on every ListObjectVersions of its own accord, decodes them back to
+        the keys written (it leaves them encoded when the caller asked).
+        (SeaweedFS ignores EncodingType in ListObjectVersions.)
         """
         bucket = self.versioned_bucket()
         keys = ["a b+c", "d\u00e9f", "g\x01h", "p q/r"]
@@ -661,11 +663,13 @@ class VersionListingChecks(VersioningChecks):
                                                                      Delimiter="/"))
         root = ET.fromstring(body)
         self.assertEqual(_child(root, "EncodingType"), "url")
-        raw_keys = [_child(element, "Key") for element in root if _local(element.tag) == "Version"]
-        self.assertEqual([urllib.parse.unquote_plus(key or "") for key in raw_keys], keys[:3])
-        for raw in raw_keys:
-            self.assertFalse(set(raw or "") & {" ", "\u00e9", "\x01"}, raw)
-        answer = self.alice.list_object_versions(Bucket=bucket, EncodingType="url", Delimiter="/")
+        raw_keys = [_child(element, "Key") or "" for element in root if _local(element.tag) == "Version"]
+        raw_prefixes = [_child(element, "Prefix") or "" for element in root if _local(element.tag) == "CommonPrefixes"]
+        self.assertEqual([urllib.parse.unquote_plus(key) for key in raw_keys], keys[:3])
+        self.assertEqual([urllib.parse.unquote_plus(prefix) for prefix in raw_prefixes], ["p q/"])
+        for raw in raw_keys + raw_prefixes:
+            self.assertFalse(set(raw) & {" ", "\u00e9", "\x01"}, raw)
+        answer = self.alice.list_object_versions(Bucket=bucket, Delimiter="/")
         self.assertEqual([v["Key"] for v in answer["Versions"]], keys[:3])
         self.assertEqual(answer["CommonPrefixes"], [{"Prefix": "p q/"}])
 
