@@ -371,7 +371,11 @@ class MemoryStore:
         return True
 
     @_answers
-    def create_bucket(self, name: str, owner: Optional[str] = None, acl: Optional[str] = None) -> BucketRecord:
+    def create_bucket(
+        self, name: str, owner: Optional[str] = None, acl: Optional[str] = None, object_lock: Optional[str] = None
+    ) -> BucketRecord:
+        if object_lock is not None:
+            raise _NO_VERSIONS
         if name in self.tables.buckets:
             raise BucketExists(name)
         bucket = self.tables.buckets[name] = BucketRecord(
@@ -615,7 +619,12 @@ class MemoryStore:
 
     @_answers
     def delete_object(
-        self, bucket: str, key: str, expected: Optional[ObjectRecord] = None, version_id: Optional[str] = None
+        self,
+        bucket: str,
+        key: str,
+        expected: Optional[ObjectRecord] = None,
+        version_id: Optional[str] = None,
+        bypass_governance: bool = False,
     ) -> Deletion:
         return self._delete_object(bucket, key, expected, version_id)
 
@@ -641,7 +650,7 @@ class MemoryStore:
 
     @_answers
     def delete_objects(
-        self, bucket: str, items: Sequence[tuple[str, Optional[str]]]
+        self, bucket: str, items: Sequence[tuple[str, Optional[str]]], bypass_governance: bool = False
     ) -> dict[tuple[str, Optional[str]], Deletion]:
         ordered = sorted(set(items), key=lambda item: (encode_key(item[0]), item[1] or ""))
         return {item: self._delete_object(bucket, item[0], version_id=item[1]) for item in ordered}
@@ -666,6 +675,25 @@ class MemoryStore:
         self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_id_marker: Optional[str],
         max_keys: int,
     ) -> Deferred[VersionPage]:
+        raise _NO_VERSIONS
+
+    def set_retention(
+        self,
+        bucket: str,
+        key: str,
+        version_id: Optional[str],
+        mode: Optional[str],
+        until: Optional[datetime.datetime],
+        bypass_governance: bool = False,
+    ) -> Deferred[Optional[ObjectRecord]]:
+        raise _NO_VERSIONS
+
+    def set_legal_hold(
+        self, bucket: str, key: str, version_id: Optional[str], on: bool
+    ) -> Deferred[Optional[ObjectRecord]]:
+        raise _NO_VERSIONS
+
+    def set_object_lock(self, name: str, text: str) -> Deferred[Optional[str]]:
         raise _NO_VERSIONS
 
     @_answers

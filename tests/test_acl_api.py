@@ -27,7 +27,12 @@ from tests.gateways import Lazy, RunningGateway, error_code, http, launch, s3_er
 from tests.harness import unique_bucket_name
 
 ALICE, BOB = "111111111111", "222222222222"
-SECRETS = {"alice": "alice-secret-0123456789", "bob": "bob-secret-0123456789"}
+SECRETS = {
+    "alice": "alice-secret-0123456789",
+    "bob": "bob-secret-0123456789",
+    # alice's too, allowed to bypass GOVERNANCE retention (s3.object_lock).
+    "alice-bypass": "alice-bypass-secret-0123456789",
+}
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
 XSI = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
@@ -44,6 +49,8 @@ def _launch() -> RunningGateway:
             "credentials": [
                 {"access_key": "alice", "secret_key": SECRETS["alice"], "account": ALICE},
                 {"access_key": "bob", "secret_key": SECRETS["bob"], "account": BOB},
+                {"access_key": "alice-bypass", "secret_key": SECRETS["alice-bypass"], "account": ALICE,
+                 "bypass_governance_retention": True},
             ],
         },
     )

@@ -214,7 +214,12 @@ class StorageClassTests(SynchronousTestCase):
 
 
 class UnkeptFeatureTests(SynchronousTestCase):
-    """ACLs, retention and website redirects are refused on a write, never accepted and dropped (tags are kept: test_tagging_api)."""
+    """
+    ACLs S3 would refuse and website redirects are refused on a write, and
+    retention in a bucket without Object Lock: never accepted and dropped
+    (tags, ACLs and Object Lock are kept: test_tagging_api, test_acl_api,
+    test_object_lock).
+    """
 
     def setUp(self) -> None:
         self.gateway = shared_gateway()
@@ -249,12 +254,3 @@ class UnkeptFeatureTests(SynchronousTestCase):
         for acl in ("private", "bucket-owner-read", "bucket-owner-full-control"):
             self.s3.put_object(Bucket=self.bucket, Key=acl, Body=b"x", ACL=acl)
         self.assertEqual(self.s3.list_objects_v2(Bucket=self.bucket)["KeyCount"], 3)
-
-    def test_bucket_with_object_lock_is_refused(self) -> None:
-        from tests.harness import unique_bucket_name
-
-        name = unique_bucket_name("lock")
-        self.refused(
-            lambda: self.s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True), "NotImplemented", 501
-        )
-        self.refused(lambda: self.s3.head_bucket(Bucket=name), "404", 404)

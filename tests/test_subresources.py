@@ -46,9 +46,16 @@ ALLOWED_STATUSES = {200, 204, 404, 405, 501}
 # ?attributes (GetObjectAttributes) without its x-amz-object-attributes header,
 # PUT ?lifecycle (PutBucketLifecycleConfiguration) without Content-MD5, PUT
 # ?acl (Put*Acl) with a body that is no AccessControlPolicy (MalformedACLError),
-# ?policy, ?publicAccessBlock and ?versioning with a body that is not their document.
+# ?policy, ?publicAccessBlock, ?versioning and ?object-lock with a body that
+# is not their document; ?retention and ?legal-hold of an object in a bucket
+# without Object Lock (InvalidRequest).
 REFUSED_AS_S3_DOES = {
     ("versioning", "PUT", "bucket"): 400,
+    ("object-lock", "PUT", "bucket"): 400,
+    ("retention", "GET", "object"): 400,
+    ("retention", "PUT", "object"): 400,
+    ("legal-hold", "GET", "object"): 400,
+    ("legal-hold", "PUT", "object"): 400,
     ("attributes", "GET", "object"): 400,
     ("lifecycle", "PUT", "bucket"): 400,
     ("acl", "PUT", "bucket"): 400,

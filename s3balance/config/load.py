@@ -474,6 +474,7 @@ def _parse_credentials(
                 rate_limit=_parse_rate_limit(section.raw("rate_limit"), section.key_path("rate_limit")),
                 account=section.get("account", account_id, default_account),
                 admin=section.get("admin", _bool, False),
+                bypass_governance_retention=section.get("bypass_governance_retention", _bool, False),
             )
         )
         check_account(credentials[-1].account, section.key_path("account"), accounts, accounts_path)

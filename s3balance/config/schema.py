@@ -288,6 +288,9 @@ class Credential:
     follows_redirects: bool = False
     # Its own rate limit (None: s3api.rate_limits.per_credential).
     rate_limit: RateLimit | None = None
+    # May remove or weaken GOVERNANCE Object Lock retention with the header
+    # x-amz-bypass-governance-retention: true (s3balance.s3.object_lock).
+    bypass_governance_retention: bool = False
 
 
 CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")

@@ -82,6 +82,8 @@ class BucketAccess:
     # Its versioning status (None: never versioned): whether answers about
     # its objects carry x-amz-version-id (s3.versioning).
     versioning: Optional[str] = None
+    # Its Object Lock configuration as kept (s3.object_lock; None: none).
+    object_lock: Optional[str] = None
     # Block Public Access: public ACL grants grant nothing (IgnorePublicAcls);
     # a request setting a public ACL is refused (BlockPublicAcls, L{refuse_public_acl}).
     ignore_public_acls: bool = False

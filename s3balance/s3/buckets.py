@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Optional
 import attr
 
 from s3balance.errors import S3Error
-from s3balance.s3 import access, acl, storage_class, tagging
+from s3balance.s3 import access, acl, object_lock, storage_class, tagging
 from s3balance.s3.bodies import small_body
 from s3balance.s3.xmldoc import Node, document, iso8601, listed_key
 from s3balance.store.interfaces import BucketExists, BucketNotEmpty, NoSuchBucketError
@@ -293,8 +293,13 @@ async def create_bucket(gateway: GatewayLike, request: S3Request, call: S3Call) 
     access.refuse_public_acl(
         access.BucketAccess(name, caller.account, block_public_acls=config.s3api.block_public_access), new_acl
     )
+    # With Object Lock: enabled, without a default retention, versioning Enabled (as on S3).
+    locked = (call.header("x-amz-bucket-object-lock-enabled") or "").lower() == "true"
     try:
-        await gateway.store.create_bucket(name, caller.account, acl.dump(new_acl, caller.account))
+        await gateway.store.create_bucket(
+            name, caller.account, acl.dump(new_acl, caller.account),
+            object_lock.Configuration().dump() if locked else None,
+        )
     except BucketExists:
         existing = await gateway.store.get_bucket(name)
         raise _already_exists(config, caller, name, existing.owner if existing else None) from None

@@ -28,7 +28,7 @@ from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import acl, lifecycle, storage_class, tagging, versioning
+from s3balance.s3 import acl, lifecycle, object_lock, storage_class, tagging, versioning
 from s3balance.s3.conditional import check_conditional_headers
 from s3balance.s3.deferreds import uncancelled
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
@@ -257,6 +257,8 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
         tags = tagging.requested(call.header("x-amz-tagging"))
     # Never the source's ACL (as on S3): the one the request asks for, or private.
     new_acl = acl.requested(call.headers, destination.owner, gateway.config.s3api)
+    # Nor its Object Lock: the request's, or the destination bucket's default.
+    lock = object_lock.requested(call, destination, datetime.datetime.now(datetime.UTC))
     location = _readable_location(gateway, source)
     pool = gateway.pool
     reservation: Optional[Reservation]
@@ -303,6 +305,9 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
                 locations=(Location(target.name, real_key),),
                 tags=tags,
                 acl=new_acl,
+                lock_mode=lock.mode,
+                lock_until=lock.until,
+                legal_hold=lock.legal_hold,
             )
             # Not cut short when the client leaves: see deferreds.uncancelled.
             record = await uncancelled(store.commit_object(

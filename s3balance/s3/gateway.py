@@ -210,6 +210,7 @@ class Gateway:
             copy,
             lifecycle,
             multipart,
+            object_lock,
             objects,
             versioning,
         )
@@ -224,6 +225,7 @@ class Gateway:
         self.handlers.update(lifecycle.HANDLERS)
         self.handlers.update(bucket_policy.HANDLERS)
         self.handlers.update(versioning.HANDLERS)
+        self.handlers.update(object_lock.HANDLERS)
         self.handlers["PreflightCORS"] = _preflight_cors
 
     # -- step 1 and 2: route and authenticate --------------------------------
@@ -419,6 +421,7 @@ class Gateway:
             public_access_block=own_block,
             # A configured bucket's is the configuration's (its row holds the same).
             versioning=record.versioning if record is not None else config.virtual_bucket(name).versioning,  # type: ignore[union-attr]
+            object_lock=record.object_lock if record is not None else None,
         )
         if target.block_public_acls and action in acl.ACL_WRITES and bucket is None:
             # The new object's ACL, from the headers (checked at them).

@@ -30,7 +30,16 @@ from twisted.logger import Logger
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
-from s3balance.s3 import access, acl, checksum_parts, lifecycle, storage_class, tagging, versioning
+from s3balance.s3 import (
+    access,
+    acl,
+    checksum_parts,
+    lifecycle,
+    object_lock,
+    storage_class,
+    tagging,
+    versioning,
+)
 from s3balance.s3.bodies import small_body
 from s3balance.s3.writes import (
     backend_error_to_s3,
@@ -98,6 +107,10 @@ async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call
     bucket = await gateway.require_bucket(call)
     content_type, headers = object_headers(call)
     checksum_algorithm, checksum_type = checksum_parts.requested(call)
+    # Checked before anything is opened; the bucket's default retention is the object's at Complete.
+    lock = object_lock.requested(call, bucket, datetime.datetime.now(datetime.UTC))
+    if lock.mode is not None and call.header("x-amz-object-lock-mode") is None:
+        lock = object_lock.Lock(legal_hold=lock.legal_hold)
     # A write intent first: if we die between the backend opening the upload
     # and our row for it, its lease runs out and the cleaner aborts every
     # upload of this (unique) real key.  It reserves nothing (each part
@@ -133,6 +146,9 @@ async def create_multipart_upload(gateway: GatewayLike, request: S3Request, call
         # Checked before anything was opened (Gateway.prepare); the object's at Complete.
         tags=tagging.requested(call.header("x-amz-tagging")),
         acl=acl.requested(call.headers, bucket.owner, gateway.config.s3api),
+        lock_mode=lock.mode,
+        lock_until=lock.until,
+        legal_hold=lock.legal_hold,
     )
     try:
         await gateway.store.create_multipart(record, intent.id)
@@ -244,6 +260,7 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
             locations=(Location(record.backend, record.real_key),),
             tags=record.tags,
             acl=record.acl,
+            **_lock_at_complete(bucket, record),
         )
         try:
             stored = await gateway.store.complete_multipart(record.upload_id, obj, if_match, if_none_match, object_parts)
@@ -277,6 +294,15 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
             keepalive.cancel()
             raise
         keepalive.finish(error.to_xml(f"/{record.bucket}/{record.key}", request.request_id))
+
+
+def _lock_at_complete(bucket: access.BucketAccess, record: MultipartRecord) -> dict:
+    """The object's Object Lock: CreateMultipartUpload's, or its bucket's default retention from now."""
+    mode, until = record.lock_mode, record.lock_until
+    config = object_lock.configuration_of(bucket)
+    if mode is None and config is not None and config.mode is not None:
+        mode, until = config.mode, config.default_until(datetime.datetime.now(datetime.UTC))
+    return {"lock_mode": mode, "lock_until": until, "legal_hold": record.legal_hold}
 
 
 async def _completed(

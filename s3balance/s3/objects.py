@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from s3balance.backends.streaming import start_relay
 from s3balance.errors import S3Error
-from s3balance.s3 import access, lifecycle, redirects, tagging, versioning
+from s3balance.s3 import access, lifecycle, object_lock, redirects, tagging, versioning
 from s3balance.s3.bodies import small_body
 from s3balance.s3.conditional import check_conditional_headers, parse_range
 from s3balance.s3.failover import (
@@ -37,6 +37,7 @@ from s3balance.s3.failover import (
     rest_of_body,
 )
 from s3balance.s3.xmldoc import Node, child_text, document, parse
+from s3balance.store.interfaces import ObjectLocked
 from s3balance.store.versions import is_version_id
 
 if TYPE_CHECKING:
@@ -84,6 +85,12 @@ async def _lookup(gateway: GatewayLike, call: S3Call) -> tuple[BucketAccess, Obj
     return bucket, record
 
 
+def _version_headers(request: S3Request, bucket: BucketAccess, record: ObjectRecord) -> None:
+    """What GET and HEAD answer about the version: its id, and its Object Lock."""
+    versioning.set_version_headers(request, bucket, record)
+    object_lock.set_headers(request, bucket, record)
+
+
 def _object_headers(
     request: S3Request,
     call: S3Call,
@@ -128,7 +135,7 @@ def _not_modified(gateway: GatewayLike, request: S3Request, record: ObjectRecord
 
 async def head_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     bucket, record = await _lookup(gateway, call)
-    versioning.set_version_headers(request, bucket, record)
+    _version_headers(request, bucket, record)
     if check_conditional_headers(call.headers, record.etag, record.last_modified) == 304:
         _not_modified(gateway, request, record)
         return
@@ -142,13 +149,13 @@ async def head_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
 async def get_object(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     bucket, record = await _lookup(gateway, call)
     try:
-        versioning.set_version_headers(request, bucket, record)
+        _version_headers(request, bucket, record)
         await _get_object(gateway, request, call, record)
     except Replaced:
         # The version we found was replaced or deleted while we asked its
         # backend: serve what is there now.
         bucket, record = await _lookup(gateway, call)
-        versioning.set_version_headers(request, bucket, record)
+        _version_headers(request, bucket, record)
         await _get_object(gateway, request, call, record)
 
 
@@ -275,7 +282,12 @@ async def delete_object(gateway: GatewayLike, request: S3Request, call: S3Call) 
     """
     version = versioning.requested_version(call)
     bucket = await gateway.require_bucket(call)
-    done = await gateway.store.delete_object(call.bucket, call.key, version_id=version)
+    try:
+        done = await gateway.store.delete_object(
+            call.bucket, call.key, version_id=version, bypass_governance=object_lock.may_bypass(gateway, call)
+        )
+    except ObjectLocked:
+        raise object_lock.locked_error() from None
     _forget_bytes(gateway, [done])
     headers: dict[str, str] = {}
     if done.marker is not None:
@@ -330,7 +342,8 @@ async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call)
     valid = {(key, version) for key, version in keys if version is None or is_version_id(version)}
     # Every key in one transaction (one commit, not one per key).
     done = await gateway.store.delete_objects(
-        call.bucket, [item for item in keys if item in valid and item[0] not in denied]
+        call.bucket, [item for item in keys if item in valid and item[0] not in denied],
+        object_lock.may_bypass(gateway, call),
     )
     results: list[Node] = []
     for key, version in keys:
@@ -340,6 +353,9 @@ async def delete_objects(gateway: GatewayLike, request: S3Request, call: S3Call)
         elif (key, version) not in valid:
             results.append(("Error", [("Key", key), *named, ("Code", "NoSuchVersion"),
                                       ("Message", "The specified version does not exist.")]))
+        elif done[(key, version)].locked:
+            results.append(("Error", [("Key", key), *named, ("Code", "AccessDenied"),
+                                      ("Message", object_lock.LOCKED)]))
         elif not quiet:
             deletion = done[(key, version)]
             entry: list[Node] = [("Key", key), *named]

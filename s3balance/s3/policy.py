@@ -189,6 +189,13 @@ OPERATION_ACTIONS: Mapping[str, str] = {
     "GetObjectTagging": "s3:GetObjectTagging",
     "PutObjectTagging": "s3:PutObjectTagging",
     "DeleteObjectTagging": "s3:DeleteObjectTagging",
+    "PutBucketVersioning": "s3:PutBucketVersioning",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    "GetObjectRetention": "s3:GetObjectRetention",
+    "PutObjectRetention": "s3:PutObjectRetention",
+    "GetObjectLegalHold": "s3:GetObjectLegalHold",
+    "PutObjectLegalHold": "s3:PutObjectLegalHold",
 }
 
 # What the bucket owner may always do, whatever its policy denies: S3 never

@@ -112,6 +112,8 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("GET", BUCKET, ("location",)): "GetBucketLocation",
     ("GET", BUCKET, ("versioning",)): "GetBucketVersioning",
     ("PUT", BUCKET, ("versioning",)): "PutBucketVersioning",
+    ("GET", BUCKET, ("object-lock",)): "GetObjectLockConfiguration",
+    ("PUT", BUCKET, ("object-lock",)): "PutObjectLockConfiguration",
     ("GET", BUCKET, ("acl",)): "GetBucketAcl",
     ("PUT", BUCKET, ("acl",)): "PutBucketAcl",
     ("GET", BUCKET, ("tagging",)): "GetBucketTagging",
@@ -142,6 +144,10 @@ ROUTES: dict[tuple[str, str, tuple[str, ...]], str] = {
     ("PUT", OBJECT, ("tagging",)): "PutObjectTagging",
     ("DELETE", OBJECT, ("tagging",)): "DeleteObjectTagging",
     ("GET", OBJECT, ("attributes",)): "GetObjectAttributes",
+    ("GET", OBJECT, ("retention",)): "GetObjectRetention",
+    ("PUT", OBJECT, ("retention",)): "PutObjectRetention",
+    ("GET", OBJECT, ("legal-hold",)): "GetObjectLegalHold",
+    ("PUT", OBJECT, ("legal-hold",)): "PutObjectLegalHold",
     ("POST", OBJECT, ("uploads",)): "CreateMultipartUpload",
     ("PUT", OBJECT, ("partNumber", "uploadId")): "UploadPart",  # UploadPartCopy with x-amz-copy-source
     ("POST", OBJECT, ("uploadId",)): "CompleteMultipartUpload",
@@ -165,7 +171,9 @@ def route(method: str, target: Target, query: dict[str, str]) -> str:
     if method == "HEAD" and target.level == OBJECT and subresources == ("partNumber",):
         subresources = ()
     if "versionId" in subresources and target.level == OBJECT and (
-        method in ("GET", "HEAD", "DELETE") or subresources in (("tagging", "versionId"), ("acl", "versionId"))
+        method in ("GET", "HEAD", "DELETE")
+        or subresources in (("tagging", "versionId"), ("acl", "versionId"), ("retention", "versionId"),
+                            ("legal-hold", "versionId"))
     ):
         # The handlers read the version (s3.versioning.requested_version).
         subresources = tuple(s for s in subresources if s != "versionId")

@@ -26,7 +26,7 @@ from s3balance.auth.chunked import AwsChunkedDecoder
 from s3balance.backends.backend import BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
-from s3balance.s3 import acl, lifecycle, tagging, versioning
+from s3balance.s3 import acl, lifecycle, object_lock, tagging, versioning
 from s3balance.s3.bodies import decoded_length, trailer_names
 from s3balance.s3.deferreds import observe, raise_failure
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease
@@ -82,6 +82,8 @@ class StreamedBody:
         # The bucket as the access decision saw it (L{_require_bucket}): its
         # owner is the new object's.
         self.bucket_access: Optional[BucketAccess] = None
+        # What a PutObject or PostObject locks its version with (s3.object_lock).
+        self.lock = object_lock.NO_LOCK
         # Fires when the upload is over.  Its waiter (Gateway.handle) stops
         # the upload with cancel(), never by cancelling the coroutine: a
         # store write under way always finishes, and the cleanup knows its
@@ -237,8 +239,13 @@ class StreamedBody:
 
     async def _require_bucket(self) -> BucketAccess:
         """The bucket, if the caller may write to it (C{Gateway.require_bucket}), kept for the commit."""
-        self.bucket_access = await self.gateway.require_bucket(self.call)
-        return self.bucket_access
+        bucket = self.bucket_access = await self.gateway.require_bucket(self.call)
+        if self.call.operation in ("PutObject", "PostObject"):
+            # Checked before any byte is placed, as every header of the write.
+            if self.call.operation == "PutObject":
+                object_lock.require_integrity(self.call, bucket)
+            self.lock = object_lock.requested(self.call, bucket, datetime.datetime.now(datetime.UTC))
+        return bucket
 
     def _renew_lease(self, intent_id: int) -> IntentLease:
         """Keep a write intent alive while its upload runs (the cleaner takes expired ones)."""
@@ -272,6 +279,9 @@ class StreamedBody:
             # Checked before the upload began (Gateway.prepare).
             tags=tagging.requested(call.header("x-amz-tagging")),
             acl=acl.requested(call.headers, owner, self.gateway.config.s3api),
+            lock_mode=self.lock.mode,
+            lock_until=self.lock.until,
+            legal_hold=self.lock.legal_hold,
         )
         try:
             stored = await self.gateway.store.commit_object(

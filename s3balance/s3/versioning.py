@@ -17,6 +17,7 @@ from s3balance.errors import S3Error
 from s3balance.s3 import storage_class
 from s3balance.s3.bodies import small_body
 from s3balance.s3.xmldoc import Node, child_text, document, iso8601, listed_key, parse
+from s3balance.store.interfaces import ObjectLocked
 from s3balance.store.versions import ENABLED, NULL_VERSION, SUSPENDED, is_version_id
 
 if TYPE_CHECKING:
@@ -113,7 +114,12 @@ async def put_bucket_versioning(gateway: GatewayLike, request: S3Request, call: 
             f"The versioning of bucket {call.bucket} is set by the s3balance configuration "
             f"({configured.key}.versioning); change it there.",
         )
-    if not await gateway.store.set_bucket_versioning(call.bucket, status):
+    try:
+        found = await gateway.store.set_bucket_versioning(call.bucket, status)
+    except ObjectLocked:
+        raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this bucket, so the "
+                      "versioning state cannot be changed.", status=409) from None
+    if not found:
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
     gateway.answer_empty(request, 200)
 

@@ -64,13 +64,26 @@ def get_bucket(conn: Connection, name: str) -> Optional[BucketRecord]:
 
 
 def create_bucket(
-    conn: Connection, name: str, now: datetime.datetime, owner: Optional[str] = None, acl: Optional[str] = None
+    conn: Connection,
+    name: str,
+    now: datetime.datetime,
+    owner: Optional[str] = None,
+    acl: Optional[str] = None,
+    object_lock: Optional[str] = None,
 ) -> BucketRecord:
+    """A bucket of the API; with C{object_lock}, Object Lock enabled, and versioning with it (as on S3)."""
+    versioning = "Enabled" if object_lock is not None else None
     try:
-        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_API, owner=owner, acl=acl))
+        conn.execute(insert(_b).values(
+            name=name, created=now, origin=ORIGIN_API, owner=owner, acl=acl, versioning=versioning,
+            object_lock=object_lock,
+        ))
     except IntegrityError:
         raise BucketExists(name) from None
-    return BucketRecord(name=name, created=now, origin=ORIGIN_API, owner=owner, acl=acl)
+    return BucketRecord(
+        name=name, created=now, origin=ORIGIN_API, owner=owner, acl=acl, versioning=versioning,
+        object_lock=object_lock,
+    )
 
 
 def set_bucket_document(conn: Connection, table: Table, column: str, name: str, text: Optional[str]) -> bool:

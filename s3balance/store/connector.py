@@ -102,9 +102,9 @@ class MetadataStore(StoreRunner):
         return self._run(buckets.set_bucket_tags, name, tuple(tags))
 
     def create_bucket(
-        self, name: str, owner: Optional[str] = None, acl: Optional[str] = None
+        self, name: str, owner: Optional[str] = None, acl: Optional[str] = None, object_lock: Optional[str] = None
     ) -> Deferred[BucketRecord]:
-        return self._run(buckets.create_bucket, name, self._now(), owner, acl)
+        return self._run(buckets.create_bucket, name, self._now(), owner, acl, object_lock)
 
     def set_bucket_acl(self, name: str, acl: Optional[str]) -> Deferred[bool]:
         return self._run(buckets.set_bucket_acl, name, acl)
@@ -245,14 +245,43 @@ class MetadataStore(StoreRunner):
         return self._run(objects.set_object_acl, bucket, key, acl)
 
     def delete_object(
-        self, bucket: str, key: str, expected: Optional[ObjectRecord] = None, version_id: Optional[str] = None
+        self,
+        bucket: str,
+        key: str,
+        expected: Optional[ObjectRecord] = None,
+        version_id: Optional[str] = None,
+        bypass_governance: bool = False,
     ) -> Deferred[Deletion]:
-        return self._run(objects.delete_object, bucket, key, self._now(), self.deletion_grace, expected, version_id)
+        return self._run(
+            objects.delete_object, bucket, key, self._now(), self.deletion_grace, expected, version_id,
+            bypass_governance,
+        )
 
     def delete_objects(
-        self, bucket: str, items: Sequence[tuple[str, Optional[str]]]
+        self, bucket: str, items: Sequence[tuple[str, Optional[str]]], bypass_governance: bool = False
     ) -> Deferred[dict[tuple[str, Optional[str]], Deletion]]:
-        return self._run(objects.delete_objects, bucket, list(items), self._now(), self.deletion_grace)
+        return self._run(
+            objects.delete_objects, bucket, list(items), self._now(), self.deletion_grace, bypass_governance
+        )
+
+    def set_retention(
+        self,
+        bucket: str,
+        key: str,
+        version_id: Optional[str],
+        mode: Optional[str],
+        until: Optional[datetime.datetime],
+        bypass_governance: bool = False,
+    ) -> Deferred[Optional[ObjectRecord]]:
+        return self._run(versions.set_retention, bucket, key, version_id, mode, until, self._now(), bypass_governance)
+
+    def set_legal_hold(
+        self, bucket: str, key: str, version_id: Optional[str], on: bool
+    ) -> Deferred[Optional[ObjectRecord]]:
+        return self._run(versions.set_legal_hold, bucket, key, version_id, on)
+
+    def set_object_lock(self, name: str, text: str) -> Deferred[Optional[str]]:
+        return self._run(versions.set_object_lock, name, text)
 
     def set_bucket_versioning(self, name: str, status: str) -> Deferred[bool]:
         return self._run(versions.set_versioning, name, status)

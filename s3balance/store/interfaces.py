@@ -72,6 +72,10 @@ class ConcurrentInsert(Exception):
     """
 
 
+class ObjectLocked(StoreError):
+    """The version is protected by Object Lock (retention or legal hold): it stays."""
+
+
 class WriteIntentExpired(StoreError):
     """
     The write intent is gone: its lease ran out and the cleaner queued its real
@@ -215,6 +219,12 @@ class ObjectRecord:
     # delete marker (store/versions.py).
     version_id: Optional[str] = None
     delete_marker: bool = False
+    # The version's Object Lock (s3.object_lock): retention mode
+    # ("GOVERNANCE", "COMPLIANCE"; None: none) and its retain-until date,
+    # and legal hold.  The store refuses to remove a version they protect.
+    lock_mode: Optional[str] = None
+    lock_until: Optional[datetime.datetime] = None
+    legal_hold: bool = False
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -238,6 +248,8 @@ class BucketRecord:
     public_access_block: Optional[str] = None
     # PutBucketVersioning's status: None (never enabled), "Enabled" or "Suspended".
     versioning: Optional[str] = None
+    # Its Object Lock configuration (s3.object_lock.dump's text; None: not enabled).
+    object_lock: Optional[str] = None
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -248,6 +260,9 @@ class Deletion:
     removed: Optional[ObjectRecord] = None
     # The delete marker added (a versioned bucket, no version id named), or None.
     marker: Optional[ObjectRecord] = None
+    # DeleteObjects: the version named is protected by Object Lock and stays
+    # (a single DeleteObject raises ObjectLocked instead).
+    locked: bool = False
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -316,6 +331,10 @@ class MultipartRecord:
     headers: Mapping[str, str]
     tags: TagSet = ()  # CreateMultipartUpload's x-amz-tagging: the object's at Complete
     acl: Optional[str] = None  # CreateMultipartUpload's ACL (s3.acl.dump): the object's at Complete
+    # CreateMultipartUpload's Object Lock: the object's at Complete.
+    lock_mode: Optional[str] = None
+    lock_until: Optional[datetime.datetime] = None
+    legal_hold: bool = False
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -391,10 +410,12 @@ class IMetadataStore(Interface):
     def get_bucket(name: str) -> Deferred[Optional[BucketRecord]]:
         """-> Deferred[BucketRecord | None]"""
 
-    def create_bucket(name: str, owner: Optional[str] = None, acl: Optional[str] = None) -> Deferred[BucketRecord]:
+    def create_bucket(name: str, owner: Optional[str] = None, acl: Optional[str] = None,
+                      object_lock: Optional[str] = None) -> Deferred[BucketRecord]:
         """origin 'api', owned by the account C{owner} (None: the default
-        owner), with the ACL C{acl} (s3.acl.dump's text; None: private).
-        -> Deferred[BucketRecord]; fails with BucketExists."""
+        owner), with the ACL C{acl} (s3.acl.dump's text; None: private);
+        with C{object_lock} (s3.object_lock's text), Object Lock enabled and
+        so versioning Enabled.  -> Deferred[BucketRecord]; fails with BucketExists."""
 
     def set_bucket_owner(name: str, owner: Optional[str]) -> Deferred[bool]:
         """Record C{owner} as the bucket's owner (None: the default owner).
@@ -498,7 +519,7 @@ class IMetadataStore(Interface):
         -> Deferred[bool] (False: no such bucket row)."""
 
     def delete_object(bucket: str, key: str, expected: Optional[ObjectRecord] = None,
-                      version_id: Optional[str] = None) -> Deferred[Deletion]:
+                      version_id: Optional[str] = None, bypass_governance: bool = False) -> Deferred[Deletion]:
         """DeleteObject.  With C{version_id} ("null" or an id): remove that
         version for good (its locations queued for deletion); when it was
         the key's newest, the next one becomes the latest.  Without, in a
@@ -508,7 +529,24 @@ class IMetadataStore(Interface):
         usage follows.  With C{expected}, only while the latest version is
         still the one C{expected} was read from (same ETag, size,
         Last-Modified and tags): the lifecycle expirer's delete never takes
-        a newer write.  -> Deferred[Deletion]."""
+        a newer write.  A version protected by Object Lock stays: fails with
+        ObjectLocked (GOVERNANCE retention gives way to C{bypass_governance}).
+        -> Deferred[Deletion]."""
+
+    def set_retention(bucket: str, key: str, version_id: Optional[str], mode: Optional[str],
+                      until: Optional[datetime.datetime],
+                      bypass_governance: bool = False) -> Deferred[Optional[ObjectRecord]]:
+        """PutObjectRetention on a version (None: the key's newest): a running
+        retention is never weakened (ObjectLocked; GOVERNANCE gives way to
+        C{bypass_governance}).  -> Deferred[the version as it was | None]."""
+
+    def set_legal_hold(bucket: str, key: str, version_id: Optional[str], on: bool) -> Deferred[Optional[ObjectRecord]]:
+        """PutObjectLegalHold on a version (None: the key's newest).
+        -> Deferred[the version as it was | None]."""
+
+    def set_object_lock(name: str, text: str) -> Deferred[Optional[str]]:
+        """PutObjectLockConfiguration (s3.object_lock's text) on a bucket whose
+        versioning is Enabled.  -> Deferred[None | "NoSuchBucket" | "InvalidBucketState"]."""
 
     # -- versions (s3balance.store.versions) ------------------------------
     def set_bucket_versioning(name: str, status: str) -> Deferred[bool]:
@@ -562,9 +600,10 @@ class IMetadataStore(Interface):
         -> Deferred[bool] (False: no such bucket row)."""
 
     def delete_objects(
-        bucket: str, items: Sequence[tuple[str, Optional[str]]]
+        bucket: str, items: Sequence[tuple[str, Optional[str]]], bypass_governance: bool = False
     ) -> Deferred[dict[tuple[str, Optional[str]], Deletion]]:
-        """delete_object for many (key, version id or None) in one transaction.
+        """delete_object for many (key, version id or None) in one transaction;
+        a version Object Lock protects stays (its Deletion says C{locked}).
         -> Deferred[dict[(key, version id), Deletion]]."""
 
     def list_objects(

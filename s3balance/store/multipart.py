@@ -57,6 +57,9 @@ def create_multipart(conn: Connection, record: MultipartRecord, intent_id: Optio
             headers=dump_mapping(record.headers),
             tags=dump_tags(record.tags),
             acl=record.acl,
+            lock_mode=record.lock_mode,
+            lock_until=record.lock_until,
+            legal_hold=1 if record.legal_hold else 0,
         )
     )
 

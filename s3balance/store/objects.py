@@ -49,6 +49,7 @@ from s3balance.store.interfaces import (
     Deletion,
     Location,
     NoSuchBucketError,
+    ObjectLocked,
     ObjectRecord,
     QueuedDeletion,
     TagSet,
@@ -89,7 +90,7 @@ _UPDATE_OBJECT = update(_o).where(_o.c.id == bindparam("object_id"))
 # In a bucket never versioned a key's one row is its latest version (latest = 1).
 _LATEST: ColumnElement[int] = literal_column("1")  # not a bound parameter, as _ZERO
 _CURRENT_FOR_UPDATE = (
-    select(_o.c.id, _o.c.etag, _o.c.size)
+    select(_o.c.id, _o.c.etag, _o.c.size, _o.c.lock_mode, _o.c.lock_until, _o.c.legal_hold)
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == bindparam("key", type_=_o.c.key.type), _o.c.latest == _LATEST)
     .with_for_update()
 )
@@ -337,6 +338,7 @@ def replace_object(
             raise ConcurrentInsert(record.bucket, record.key) from e
         added = (record.size, 1)
     else:
+        versions.check_unlocked(current, now)
         object_id = current.id
         added = (record.size - int(current.size), 0)
         for old in _locations_of(conn, object_id):
@@ -431,6 +433,7 @@ def delete_object(
     grace: datetime.timedelta = NO_GRACE,
     expected: Optional[ObjectRecord] = None,
     version_id: Optional[str] = None,
+    bypass_governance: bool = False,
 ) -> Deletion:
     """
     DeleteObject.  With C{version_id}: remove that version
@@ -439,10 +442,11 @@ def delete_object(
     versioned: remove the (bucket, key) row, queue its locations for
     deletion, take it off the bucket's usage.  With C{expected} (the
     lifecycle expirer's), only while the latest version is still that one
-    with those tags (L{conditions.same_version}).
+    with those tags (L{conditions.same_version}).  A version protected by
+    Object Lock stays (L{versions.check_unlocked}: ObjectLocked).
     """
     if version_id is not None:
-        return versions.delete_version(conn, bucket, key, version_id, now, grace)
+        return versions.delete_version(conn, bucket, key, version_id, now, grace, bypass_governance)
     versioning = _versioning(conn, bucket)
     if versioning is not None:
         return versions.add_delete_marker(conn, bucket, key, versioning, now, grace, expected)
@@ -475,6 +479,7 @@ def _remove_object(
         return None
     if expected is not None and not same_version(row, expected):
         return None
+    versions.check_unlocked(row, now)
     locations = _locations_of(conn, row.id)
     for loc in locations:
         queue_deletion(conn, loc.backend, loc.real_key, REASON_DELETED, now, grace=grace)
@@ -545,6 +550,7 @@ def delete_objects(
     items: Sequence[tuple[str, Optional[str]]],
     now: datetime.datetime,
     grace: datetime.timedelta = NO_GRACE,
+    bypass_governance: bool = False,
 ) -> dict[tuple[str, Optional[str]], Deletion]:
     """
     L{delete_object} for each (key, version id or None) of C{items}, in one
@@ -562,11 +568,17 @@ def delete_objects(
         # order, so that two such transactions never deadlock.
         for shard in sorted({quotas.shard_of(encode_key(key)) for key, _ in ordered}):
             quotas.lock_shard(conn, bucket, shard)
-        return {
-            (key, version): delete_object(conn, bucket, key, now, grace, version_id=version)
-            for key, version in ordered
-        }
-    done: dict[tuple[str, Optional[str]], Deletion] = {}
+        done: dict[tuple[str, Optional[str]], Deletion] = {}
+        for key, version in ordered:
+            try:
+                done[(key, version)] = delete_object(
+                    conn, bucket, key, now, grace, version_id=version, bypass_governance=bypass_governance
+                )
+            except ObjectLocked:
+                # Refused before anything of it changed: the others go on.
+                done[(key, version)] = Deletion(locked=True)
+        return done
+    done = {}
     deltas: dict[int, tuple[int, int]] = {}
     for key, version in ordered:
         record = _remove_object(conn, bucket, key, now, grace)

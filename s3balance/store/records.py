@@ -73,6 +73,9 @@ def object_values(record: ObjectRecord) -> dict[str, Any]:
         "checksums": dump_mapping(record.checksums),
         "tags": dump_tags(record.tags),
         "acl": record.acl,
+        "lock_mode": record.lock_mode,
+        "lock_until": record.lock_until,
+        "legal_hold": 1 if record.legal_hold else 0,
     }
 
 
@@ -93,6 +96,9 @@ def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecor
         acl=getattr(row, "acl", None),
         version_id=getattr(row, "version_id", None),
         delete_marker=bool(getattr(row, "delete_marker", 0)),
+        lock_mode=getattr(row, "lock_mode", None),
+        lock_until=getattr(row, "lock_until", None),
+        legal_hold=bool(getattr(row, "legal_hold", 0)),
     )
 
 
@@ -108,6 +114,7 @@ def bucket_record(row: Row) -> BucketRecord:
         policy=getattr(row, "policy", None),
         public_access_block=getattr(row, "public_access_block", None),
         versioning=getattr(row, "versioning", None),
+        object_lock=getattr(row, "object_lock", None),
     )
 
 
@@ -124,6 +131,9 @@ def multipart_record(row: Row) -> MultipartRecord:
         headers=load_mapping(row.headers),
         tags=load_tags(row.tags),
         acl=row.acl,
+        lock_mode=row.lock_mode,
+        lock_until=row.lock_until,
+        legal_hold=bool(row.legal_hold),
     )
 
 

@@ -137,6 +137,8 @@ buckets = Table(
     # PutBucketVersioning's status: NULL (never enabled), "Enabled" or
     # "Suspended" (store/versions.py).  Migration 0018.
     Column("versioning", String(16), nullable=True),
+    # Its Object Lock configuration (s3.object_lock.dump; NULL: not enabled).  Migration 0019.
+    Column("object_lock", String(255), nullable=True),
 )
 
 # A bucket's policy (PutBucketPolicy), the document as received (validated
@@ -185,6 +187,11 @@ objects = Table(
     Column("version_id", String(64), nullable=True),
     Column("latest", SmallInteger, nullable=True, server_default=text("1")),
     Column("delete_marker", SmallInteger, nullable=False, server_default=text("0")),
+    # The version's Object Lock: retention mode (GOVERNANCE, COMPLIANCE;
+    # NULL: none) and retain-until date, and legal hold (1: on).  Migration 0019.
+    Column("lock_mode", String(16), nullable=True),
+    Column("lock_until", UTCDateTime(), nullable=True),
+    Column("legal_hold", SmallInteger, nullable=False, server_default=text("0")),
     # Also the listing index: (bucket, key) in byte order, latest=1 read off it.
     UniqueConstraint("bucket", "key", "latest"),
 )
@@ -276,6 +283,11 @@ multipart_uploads = Table(
     # CreateMultipartUpload's ACL grants, the object's at Complete (s3.acl.dump;
     # NULL: private).  Migration 0017.
     Column("acl", TAGS, nullable=True),
+    # CreateMultipartUpload's Object Lock, the object's at Complete (as
+    # objects' columns).  Migration 0019.
+    Column("lock_mode", String(16), nullable=True),
+    Column("lock_until", UTCDateTime(), nullable=True),
+    Column("legal_hold", SmallInteger, nullable=False, server_default=text("0")),
     Index(None, "bucket", "key"),
     Index(None, "initiated"),
     Index(None, "backend"),  # the capacity check sums by backend (0005)

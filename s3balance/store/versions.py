@@ -46,6 +46,7 @@ from s3balance.store.interfaces import (
     ConcurrentInsert,
     Deletion,
     Location,
+    ObjectLocked,
     ObjectRecord,
     TagSet,
     VersionPage,
@@ -55,6 +56,8 @@ from s3balance.store.records import decode_key, dump_tags, encode_key, object_re
 ENABLED = "Enabled"
 SUSPENDED = "Suspended"
 NULL_VERSION = "null"
+GOVERNANCE = "GOVERNANCE"
+COMPLIANCE = "COMPLIANCE"
 
 _o = tables.objects
 _loc = tables.object_locations
@@ -77,6 +80,20 @@ def is_version_id(text: str) -> bool:
     return text == NULL_VERSION or _VERSION_ID.fullmatch(text) is not None
 
 
+def check_unlocked(row: Any, now: datetime.datetime, bypass_governance: bool = False) -> None:
+    """
+    The one guard on removing or replacing a version's bytes: ObjectLocked
+    while its legal hold is on or its retention runs (GOVERNANCE retention
+    gives way to C{bypass_governance}; COMPLIANCE to nothing).  Every path
+    that drops a version's row calls it first, before changing anything.
+    """
+    if row.legal_hold:
+        raise ObjectLocked("legal hold")
+    if row.lock_mode is not None and row.lock_until is not None and row.lock_until > now:
+        if row.lock_mode == COMPLIANCE or not bypass_governance:
+            raise ObjectLocked(row.lock_mode)
+
+
 def _of_key(bucket: str, key: bytes) -> ColumnElement[bool]:
     return (_o.c.bucket == bucket) & (_o.c.key == key)
 
@@ -95,7 +112,7 @@ _LATEST_FOR_UPDATE = (
     .with_for_update()
 )
 _NULL_FOR_UPDATE = (
-    select(_o.c.id, _o.c.size, _o.c.delete_marker)
+    select(_o.c.id, _o.c.size, _o.c.delete_marker, _o.c.lock_mode, _o.c.lock_until, _o.c.legal_hold)
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY, _o.c.version_id.is_(None))
     .with_for_update()
 )
@@ -141,7 +158,7 @@ def _drop_row(
     return locations
 
 
-def _make_newest_latest(conn: Connection, bucket: str, key: bytes) -> None:
+def make_newest_latest(conn: Connection, bucket: str, key: bytes) -> None:
     """After a version went: the key's newest version, unless a delete marker, is the latest."""
     newest = conn.execute(_NEWEST, {"bucket": bucket, "key": key}).first()
     if newest is not None and not newest.delete_marker and newest.latest is None:
@@ -155,6 +172,7 @@ def _remove_null(
     """A suspended bucket's write replaces the null version: remove it. -> its row (id, size), or None."""
     row = conn.execute(_NULL_FOR_UPDATE, {"bucket": bucket, "key": key}).first()
     if row is not None:
+        check_unlocked(row, now)
         _drop_row(conn, row.id, now, grace, keep)
     return row
 
@@ -238,6 +256,7 @@ def add_delete_marker(
     if version_id is None:
         replaced = conn.execute(select(_o).where(_of_key(bucket, key), _o.c.version_id.is_(None)).with_for_update()).first()
         if replaced is not None:
+            check_unlocked(replaced, now)
             locations = _drop_row(conn, replaced.id, now, grace, frozenset())
             removed = object_record(replaced, locations)
             added_bytes -= int(replaced.size)
@@ -268,12 +287,14 @@ def delete_version(
     version_id: str,
     now: datetime.datetime,
     grace: datetime.timedelta,
+    bypass_governance: bool = False,
 ) -> Deletion:
     """
     DeleteObject with a version id: remove that version for good (its
-    bytes go; a delete marker just goes).  When it was the key's newest,
-    the next one becomes the latest.  Any bucket: in one never versioned,
-    "null" names its objects.
+    bytes go; a delete marker just goes), unless Object Lock protects it
+    (L{check_unlocked}: ObjectLocked).  When it was the key's newest, the
+    next one becomes the latest.  Any bucket: in one never versioned, "null"
+    names its objects.
     """
     key = encode_key(key_text)
     shard = quotas.shard_of(key)
@@ -281,8 +302,9 @@ def delete_version(
     row = conn.execute(select(_o).where(_of_key(bucket, key), _version_is(version_id)).with_for_update()).first()
     if row is None:
         return Deletion()
+    check_unlocked(row, now, bypass_governance)
     locations = _drop_row(conn, row.id, now, grace, frozenset())
-    _make_newest_latest(conn, bucket, key)
+    make_newest_latest(conn, bucket, key)
     quotas.add_usage(conn, bucket, shard, -int(row.size), -1)
     return Deletion(removed=object_record(row, locations))
 
@@ -337,11 +359,88 @@ def set_versioning(conn: Connection, bucket: str, status: str) -> bool:
     finish under the old status, later ones see the new. -> whether the bucket exists.
     """
     _b = tables.buckets
-    found = conn.execute(select(_b.c.name).where(_b.c.name == bucket).with_for_update()).first()
+    found = conn.execute(select(_b.c.object_lock).where(_b.c.name == bucket).with_for_update()).first()
     if found is None:
         return False
+    if found.object_lock is not None and status != ENABLED:
+        # Object Lock needs every write to make a version of its own.
+        raise ObjectLocked("versioning of a bucket with Object Lock")
     conn.execute(update(_b).where(_b.c.name == bucket).values(versioning=status))
     return True
+
+
+# -- Object Lock ---------------------------------------------------------------
+
+
+def _version_for_update(conn: Connection, bucket: str, key: str, version_id: Optional[str]) -> Optional[Row]:
+    """The version named (None: the key's newest), locked."""
+    query = select(_o).where(_of_key(bucket, encode_key(key)))
+    if version_id is None:
+        query = query.order_by(_o.c.id.desc()).limit(1)
+    else:
+        query = query.where(_version_is(version_id))
+    return conn.execute(query.with_for_update()).first()
+
+
+def set_retention(
+    conn: Connection,
+    bucket: str,
+    key: str,
+    version_id: Optional[str],
+    mode: Optional[str],
+    until: Optional[datetime.datetime],
+    now: datetime.datetime,
+    bypass_governance: bool = False,
+) -> Optional[ObjectRecord]:
+    """
+    PutObjectRetention: set (C{mode} None: remove) a version's retention.
+    A running retention may be lengthened, never weakened (shortened,
+    removed, or COMPLIANCE turned GOVERNANCE): ObjectLocked, unless it is
+    GOVERNANCE and C{bypass_governance}.  -> the version as it was, or None
+    (no such version; a delete marker: its record, unchanged).
+    """
+    row = _version_for_update(conn, bucket, key, version_id)
+    if row is None or row.delete_marker:
+        return object_record(row) if row is not None else None
+    running = row.lock_mode is not None and row.lock_until is not None and row.lock_until > now
+    if running:
+        weaker = (
+            mode is None
+            or until is None
+            or until < row.lock_until
+            or (row.lock_mode == COMPLIANCE and mode != COMPLIANCE)
+        )
+        if weaker and (row.lock_mode == COMPLIANCE or not bypass_governance):
+            raise ObjectLocked(row.lock_mode)
+    conn.execute(update(_o).where(_o.c.id == row.id).values(lock_mode=mode, lock_until=until))
+    return object_record(row)
+
+
+def set_legal_hold(
+    conn: Connection, bucket: str, key: str, version_id: Optional[str], on: bool
+) -> Optional[ObjectRecord]:
+    """PutObjectLegalHold: a version's legal hold on or off. -> the version as it was, or None (as L{set_retention})."""
+    row = _version_for_update(conn, bucket, key, version_id)
+    if row is None or row.delete_marker:
+        return object_record(row) if row is not None else None
+    conn.execute(update(_o).where(_o.c.id == row.id).values(legal_hold=1 if on else 0))
+    return object_record(row)
+
+
+def set_object_lock(conn: Connection, bucket: str, text: str) -> Optional[str]:
+    """
+    PutObjectLockConfiguration: the bucket's configuration (s3.object_lock's
+    text), on a bucket whose versioning is Enabled.  -> None when set, or
+    why not: "NoSuchBucket", "InvalidBucketState" (versioning not Enabled).
+    """
+    _b = tables.buckets
+    row = conn.execute(select(_b.c.versioning).where(_b.c.name == bucket).with_for_update()).first()
+    if row is None:
+        return "NoSuchBucket"
+    if row.versioning != ENABLED:
+        return "InvalidBucketState"
+    conn.execute(update(_b).where(_b.c.name == bucket).values(object_lock=text))
+    return None
 
 
 # -- ListObjectVersions ------------------------------------------------------

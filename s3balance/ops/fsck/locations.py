@@ -5,6 +5,7 @@ which removes the rows of objects whose data is gone for sure.
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,8 @@ from sqlalchemy import delete, func, select
 
 from s3balance.ops.fsck.backend import PAGE, bare_etag, error_status
 from s3balance.ops.fsck.state import FsckState
-from s3balance.store import quotas, tables
+from s3balance.store import quotas, tables, versions
+from s3balance.store.interfaces import ObjectLocked
 
 _o = tables.objects
 _loc = tables.object_locations
@@ -199,13 +201,24 @@ class LocationChecks(FsckState):
         )
 
     def _drop_location(self, row: Any) -> bool:
-        """Remove a location whose data is gone, and its object when no copy is left."""
+        """
+        Remove a location whose data is gone, and its object version when no
+        copy is left (the key's next version then is its latest).  A version
+        under Object Lock keeps its rows: the record of what was locked stays.
+        """
         with self.engine.begin() as conn:
             # Lock the object first, as replace_object and delete_object do.
             locked = conn.execute(
-                select(_o.c.id, _o.c.bucket, _o.c.key, _o.c.size).where(_o.c.id == row.object_id).with_for_update()
+                select(
+                    _o.c.id, _o.c.bucket, _o.c.key, _o.c.size, _o.c.lock_mode, _o.c.lock_until, _o.c.legal_hold
+                ).where(_o.c.id == row.object_id).with_for_update()
             ).first()
             if locked is None:
+                return False
+            try:
+                versions.check_unlocked(locked, datetime.datetime.now(datetime.UTC))
+            except ObjectLocked:
+                self.say(f"kept the row of object {row.object_id} (real key {row.real_key}): under Object Lock")
                 return False
             result = conn.execute(delete(_loc).where(_loc.c.id == row.id, _loc.c.object_id == row.object_id))
             if result.rowcount != 1:
@@ -215,6 +228,7 @@ class LocationChecks(FsckState):
             )
             if left.scalar_one() == 0:
                 conn.execute(delete(_o).where(_o.c.id == row.object_id))
+                versions.make_newest_latest(conn, locked.bucket, bytes(locked.key))
                 # The bucket's usage, as delete_object keeps it.
                 quotas.add_usage(conn, locked.bucket, quotas.shard_of(bytes(locked.key)), -int(locked.size), -1)
             return True
