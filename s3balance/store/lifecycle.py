@@ -74,9 +74,9 @@ def _same_key() -> ColumnElement[bool]:
 # key, latest) index): the next newer version (id, Last-Modified), how many
 # are newer, whether any is older.
 _SUCCESSOR_ID = select(func.min(_n.c.id)).where(_same_key(), _n.c.id > _o.c.id).scalar_subquery()
-_SUCCESSOR_MODIFIED = (
-    select(_n.c.last_modified).where(_same_key(), _n.c.id > _o.c.id).order_by(_n.c.id).limit(1).scalar_subquery()
-)
+# The next newer version's row, joined by id (an ORDER BY id LIMIT 1 would
+# let MariaDB walk the primary key instead of the key's index entries).
+_s = tables.objects.alias("successor")
 _NEWER = select(func.count()).select_from(_n).where(_same_key(), _n.c.id > _o.c.id).scalar_subquery()
 _ANY_NEWER = exists().where(_same_key(), _n.c.id > _o.c.id)
 _ANY_OLDER = exists().where(_same_key(), _n.c.id < _o.c.id)
@@ -95,23 +95,27 @@ def lifecycle_versions_page(
 
     One range scan of the rows with C{latest} NULL (the noncurrent versions
     and the delete markers; a bucket never versioned has none) in the
-    (bucket, key, latest) index, whose order within a key is the row id's
-    on MariaDB and SQLite (the row id ends every index entry there); and,
-    per row found, a few lookups of its key's versions in that index.
+    (bucket, key, latest) index and, per row found, a few lookups of its
+    key's versions in that index.  PostgreSQL sorts each key's rows by id as
+    it goes (an incremental sort) and stops at C{limit}; MariaDB sorts the
+    rows after the cursor under the prefix (a filesort), as ListObjectVersions'
+    pages do.
     """
     prefix_b, after_b = encode_key(prefix), encode_key(after_key)
     query = select(
         _o,
-        _SUCCESSOR_ID.label("successor_id"),
-        _SUCCESSOR_MODIFIED.label("successor_modified"),
+        _s.c.id.label("successor_id"),
+        _s.c.last_modified.label("successor_modified"),
         _NEWER.label("newer"),
+    ).select_from(
+        _o.outerjoin(_s, _s.c.id == _SUCCESSOR_ID)
     ).where(
         _o.c.bucket == bucket,
         _o.c.latest.is_(None),
         (_o.c.delete_marker == 0) | _ANY_NEWER | ~_ANY_OLDER,
     )
     if after_b >= prefix_b:
-        query = query.where((_o.c.key > after_b) | ((_o.c.key == after_b) & (_o.c.id > after_id)))
+        query = query.where(_o.c.key >= after_b, (_o.c.key > after_b) | (_o.c.id > after_id))
     else:
         query = query.where(_o.c.key >= prefix_b)
     upper = successor(prefix_b)
