@@ -98,8 +98,7 @@ def lifecycle_versions_page(
     (bucket, key, latest) index and, per row found, a few lookups of its
     key's versions in that index.  PostgreSQL sorts each key's rows by id as
     it goes (an incremental sort) and stops at C{limit}; MariaDB sorts the
-    rows after the cursor under the prefix (a filesort), as ListObjectVersions'
-    pages do.
+    rows after the cursor under the prefix (a filesort) first.
     """
     prefix_b, after_b = encode_key(prefix), encode_key(after_key)
     query = select(
