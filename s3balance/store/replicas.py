@@ -133,7 +133,11 @@ def under_replicated(
     C{after} itself at the end).
     """
     page = conn.execute(
-        select(_o.c.id).where(_o.c.bucket == bucket, _o.c.id > after).order_by(_o.c.id).limit(limit)
+        # (Delete markers have no bytes: nothing to copy.)
+        select(_o.c.id)
+        .where(_o.c.bucket == bucket, _o.c.id > after, _o.c.delete_marker == 0)
+        .order_by(_o.c.id)
+        .limit(limit)
     ).all()
     if not page:
         return [], after
