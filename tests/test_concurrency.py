@@ -11,7 +11,13 @@ Afterwards, once the deletion workers settled:
     objects on the backends (no missing data, no orphans), and fsck agrees;
   - no write intent and no queued deletion is left.
 
-Without a database server the test skips saying why (fails under CI=true).
+A second test does the same on a bucket with versioning Enabled: every
+version any writer made is kept exactly once, under the id it was answered,
+with its bytes; every delete made exactly one delete marker; each key's
+versions are ordered newest first consistently with the clients' clocks (an
+operation that ended before another began is older), with one latest.
+
+Without a database server the tests skip saying why (fail under CI=true).
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ def payload_for(writer: int, seq: int, rng: random.Random) -> bytes:
 class TwoDaemonsOneDatabase:
     kind: str = ""
     db_type: str = ""
+    # The bucket's buckets[].versioning (None: never versioned).
+    versioning: str | None = None
 
     def setUp(self) -> None:
         url = dbfixtures.create_database(self.kind)
@@ -79,6 +87,10 @@ class TwoDaemonsOneDatabase:
                 workdir,
                 database={"type": self.db_type, "dsn": url},
             )
+            if self.versioning is not None:
+                for entry in config["buckets"]:
+                    if entry["name"] == BUCKET:
+                        entry["versioning"] = self.versioning
             daemon = Daemon(config, name=f"conc-{self.kind}-{number}")
             # One after the other: the first one runs the migrations.
             daemon.start()
@@ -272,11 +284,104 @@ class TwoDaemonsOneDatabase:
         )
 
 
+class TwoDaemonsOneVersionedBucket(TwoDaemonsOneDatabase):
+    """The two daemons write and delete the same keys of one bucket with versioning Enabled."""
+
+    versioning = "Enabled"
+
+    def test_two_daemons_one_database(self) -> None:
+        """Every version kept once with its bytes, one marker per delete, newest first, one latest."""
+        ops: list[tuple[str, str, str, bytes, float, float]] = []  # (kind, key, version id, payload, start, end)
+        lock = threading.Lock()
+        stop_at = time.monotonic() + DURATION / 2
+
+        def worker(number: int) -> None:
+            rng = random.Random(number)
+            client = self.daemons[number % 2].client()
+            seq = 0
+            while time.monotonic() < stop_at:
+                key = rng.choice(KEYS[:3])
+                start = time.monotonic()
+                if rng.random() < 0.75:
+                    seq += 1
+                    payload = payload_for(number, seq, rng)
+                    answer = client.put_object(Bucket=BUCKET, Key=key, Body=payload)
+                    kind = "put"
+                else:
+                    payload = b""
+                    answer = client.delete_object(Bucket=BUCKET, Key=key)
+                    kind = "delete"
+                with lock:
+                    ops.append((kind, key, answer["VersionId"], payload, start, time.monotonic()))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DURATION * 10)
+        self.assertFalse(any(thread.is_alive() for thread in threads))
+        print(f"{self.kind}: {len(ops)} writes and deletes of {len(KEYS[:3])} keys")
+        self.assertGreater(len(ops), 20)
+        client = self.daemons[0].client()
+        for key in KEYS[:3]:
+            mine = [op for op in ops if op[1] == key]
+            answer = client.list_object_versions(Bucket=BUCKET, Prefix=key)
+            listed = [(v["VersionId"], v["IsLatest"], v["LastModified"], "put") for v in answer.get("Versions", [])]
+            listed += [(m["VersionId"], m["IsLatest"], m["LastModified"], "delete")
+                       for m in answer.get("DeleteMarkers", [])]
+            # Every operation's version once, of its kind; nothing else.
+            self.assertEqual(sorted((vid, kind) for vid, _, _, kind in listed),
+                             sorted((op[2], op[0]) for op in mine), key)
+            self.assertEqual(sum(1 for _, latest, _, _ in listed if latest), 1 if mine else 0, key)
+            # Newest first, as the XML lists them (versions and markers interleaved): by the ops' clocks.
+            position = {op[2]: op for op in mine}
+            body = self.raw_versions(client, key)
+            for newer, older in zip(body, body[1:], strict=False):
+                self.assertFalse(position[newer][5] < position[older][4],
+                                 f"{key}: {newer} ended before {older} began, yet is listed as newer")
+            self.assertEqual([vid for vid, latest, _, _ in listed if latest], body[:1], key)
+            for kind, _, version_id, payload, _, _ in mine:
+                if kind == "put":
+                    read = client.get_object(Bucket=BUCKET, Key=key, VersionId=version_id)["Body"].read()
+                    self.assertEqual(read, payload, f"{key} {version_id}")
+
+    def raw_versions(self, client, key: str) -> list[str]:
+        """The version ids of C{key} in the order the ListObjectVersions XML gives them (newest first)."""
+        from xml.etree import ElementTree
+
+        bodies: list[bytes] = []
+
+        def keep(response_dict, **_):
+            bodies.append(response_dict["body"])
+
+        client.meta.events.register("before-parse.s3.ListObjectVersions", keep)
+        try:
+            client.list_object_versions(Bucket=BUCKET, Prefix=key)
+        finally:
+            client.meta.events.unregister("before-parse.s3.ListObjectVersions", keep)
+        root = ElementTree.fromstring(bodies[-1])
+        return [
+            element.findtext("{*}VersionId") or ""
+            for element in root
+            if element.tag.rsplit("}", 1)[-1] in ("Version", "DeleteMarker") and element.findtext("{*}Key") == key
+        ]
+
+
 class PostgreSQLTests(TwoDaemonsOneDatabase, SynchronousTestCase):
     kind = dbfixtures.POSTGRES
     db_type = "postgres"
 
 
 class MariaDBTests(TwoDaemonsOneDatabase, SynchronousTestCase):
+    kind = dbfixtures.MYSQL
+    db_type = "mysql"
+
+
+class PostgreSQLVersionedTests(TwoDaemonsOneVersionedBucket, SynchronousTestCase):
+    kind = dbfixtures.POSTGRES
+    db_type = "postgres"
+
+
+class MariaDBVersionedTests(TwoDaemonsOneVersionedBucket, SynchronousTestCase):
     kind = dbfixtures.MYSQL
     db_type = "mysql"

@@ -268,6 +268,11 @@ def _public_access_block(value: object, path: str) -> policy.PublicAccessBlock |
     return policy.PublicAccessBlock(*flags)
 
 
+def _versioning_status(value: object) -> str:
+    """A bucket's ``versioning:``: Enabled or Suspended (any case), as S3 spells them."""
+    return {"enabled": "Enabled", "suspended": "Suspended"}[_choice("enabled", "suspended")(value)]
+
+
 def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
     problem = _check_s3_bucket_name(name)
     if problem:
@@ -289,7 +294,7 @@ def _parse_virtual_bucket(section: _Section, name: str) -> VirtualBucketConfig:
         public_access_block=_public_access_block(
             section.raw("public_access_block"), section.key_path("public_access_block")
         ),
-        versioning=section.get("versioning", _choice("Enabled", "Suspended"), None),
+        versioning=section.get("versioning", _versioning_status, None),
         key=section.path,
     )
     section.ignore("virtual")
