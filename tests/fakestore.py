@@ -72,6 +72,7 @@ from s3balance.store.interfaces import (
     DrainStateError,
     IMetadataStore,
     JobPause,
+    LifecycleVersion,
     ListPage,
     Location,
     MoveCandidate,
@@ -347,6 +348,16 @@ class MemoryStore:
             if of == bucket and encode_key(key).startswith(prefix_b) and encode_key(key) > after_b
         )
         return [attr.evolve(record, locations=()) for _, record in rows[: max(0, limit)]]
+
+    # Versions, removed or kept by the expirer, are tested on the real stores.
+
+    def lifecycle_versions_page(
+        self, bucket: str, prefix: str, after_key: str, after_id: int, limit: int
+    ) -> Deferred[list[LifecycleVersion]]:
+        raise _NO_VERSIONS
+
+    def expire_version(self, bucket: str, version: LifecycleVersion) -> Deferred[Deletion]:
+        raise _NO_VERSIONS
 
     # -- bucket policies and Block Public Access (store/policies.py) ----------------
 

@@ -10,11 +10,12 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
+import attr
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.errors import S3Error
 from s3balance.s3 import lifecycle_rules as rules
-from s3balance.store.interfaces import ObjectRecord
+from s3balance.store.interfaces import LifecycleVersion, ObjectRecord
 
 UTC = datetime.UTC
 
@@ -42,6 +43,11 @@ def record(key: str = "logs/a", size: int = 10, last_modified: datetime.datetime
         last_modified=last_modified or datetime.datetime(2014, 1, 15, 10, 30, tzinfo=UTC),
         content_type=None, headers={}, checksums={}, locations=(), tags=tags,
     )
+
+
+def marker(key: str = "logs/a") -> ObjectRecord:
+    """A delete marker, as the store reads one."""
+    return attr.evolve(record(key, size=0), etag="", delete_marker=True, version_id="v")
 
 
 class ErrorAssertions(SynchronousTestCase):
@@ -334,6 +340,50 @@ class WhenTests(SynchronousTestCase):
         self.assertFalse(tag_filter.matches("p/x", 5, (("a", "1"), ("b", "2"))))
         self.assertFalse(tag_filter.matches("p/x", 100, (("a", "1"), ("b", "2"))))
         self.assertFalse(tag_filter.matches("q/x", 50, (("a", "1"), ("b", "2"))))
+
+    def test_a_noncurrent_version_is_due_noncurrent_days_after_its_successor_was_written(self) -> None:
+        (only,) = rules.parse_document(document(rule(
+            actions="<NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration>"
+        ))).rules
+        since = datetime.datetime(2020, 1, 2, 11, 30, tzinfo=UTC)
+        version = LifecycleVersion(record(), successor_id=7, noncurrent_since=since, newer_noncurrent=0)
+        self.assertEqual(rules.version_expiry(only, version), datetime.datetime(2020, 1, 4, tzinfo=UTC))
+        self.assertIsNone(rules.version_expiry(only, LifecycleVersion(record("other/a"), 7, since)))
+        # Not its actions: a lone delete marker, with no Days, Date nor ExpiredObjectDeleteMarker.
+        self.assertIsNone(rules.version_expiry(only, LifecycleVersion(marker())))
+        self.assertTrue(only.expires_versions)
+        self.assertFalse(only.expires_objects)
+
+    def test_newer_noncurrent_versions_are_kept(self) -> None:
+        (only,) = rules.parse_document(document(rule(
+            actions="<NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays>"
+                    "<NewerNoncurrentVersions>2</NewerNoncurrentVersions></NoncurrentVersionExpiration>"
+        ))).rules
+        since = datetime.datetime(2020, 1, 2, tzinfo=UTC)
+        self.assertIsNone(rules.version_expiry(only, LifecycleVersion(record(), 7, since, newer_noncurrent=1)))
+        self.assertEqual(rules.version_expiry(only, LifecycleVersion(record(), 7, since, newer_noncurrent=2)),
+                         datetime.datetime(2020, 1, 4, tzinfo=UTC))
+
+    def test_an_expired_object_delete_marker(self) -> None:
+        (flagged,) = rules.parse_document(document(rule(
+            actions="<Expiration><ExpiredObjectDeleteMarker>true</ExpiredObjectDeleteMarker></Expiration>"
+        ))).rules
+        lone = LifecycleVersion(marker())
+        self.assertEqual(rules.version_expiry(flagged, lone), lone.record.last_modified)
+        (unflagged,) = rules.parse_document(document(rule(
+            actions="<Expiration><ExpiredObjectDeleteMarker>false</ExpiredObjectDeleteMarker></Expiration>"
+        ))).rules
+        self.assertIsNone(rules.version_expiry(unflagged, lone))
+        self.assertFalse(unflagged.expires_versions)
+        # Days: once the marker is as old (S3's "old enough to satisfy the age criteria").
+        (days,) = rules.parse_document(document(rule())).rules
+        self.assertEqual(rules.version_expiry(days, lone), datetime.datetime(2014, 1, 19, tzinfo=UTC))
+        # A delete marker has size 0: a size filter above it selects none.
+        (sized,) = rules.parse_document(document(rule(
+            filter_xml="<Filter><ObjectSizeGreaterThan>0</ObjectSizeGreaterThan></Filter>",
+            actions="<Expiration><ExpiredObjectDeleteMarker>true</ExpiredObjectDeleteMarker></Expiration>",
+        ))).rules
+        self.assertIsNone(rules.version_expiry(sized, lone))
 
     def test_abort_due(self) -> None:
         (only,) = rules.parse_document(document(rule(

@@ -5,7 +5,7 @@ Pure functions, no I/O: the C{<LifecycleConfiguration>} document of
 PutBucketLifecycleConfiguration (L{parse_document}), the one
 GetBucketLifecycleConfiguration answers (L{render}), the text the store
 keeps (L{dump} / L{load}: JSON), and what a rule selects and when it is due
-(L{Rule.matches}, L{expiry_of}, L{abort_due}).
+(L{Rule.matches}, L{expiry_of}, L{version_expiry}, L{abort_due}).
 
 S3's rules, with the errors S3 answers (AWS API reference
 "PutBucketLifecycleConfiguration" and "LifecycleRule"; the answers as AWS
@@ -29,16 +29,34 @@ gives them, recorded by the S3 compatibles that copy them):
 C{Transition} and C{NoncurrentVersionTransition} move objects between
 storage classes, which s3balance does not have: refused (C{NotImplemented},
 naming the element), never stored and ignored; one S3 would refuse as
-invalid (a C{Date} not at midnight, negative days) gets S3's 400 first.  C{NoncurrentVersionExpiration}
-and C{ExpiredObjectDeleteMarker} are kept (S3 accepts them on a bucket
-without versioning too) and have nothing to act on until versions exist.
+invalid (a C{Date} not at midnight, negative days) gets S3's 400 first.
+C{NoncurrentVersionExpiration} and C{ExpiredObjectDeleteMarker} are
+accepted on a bucket without versioning too, as S3 does: there they find
+nothing to remove.
 
-When an object is due (AWS user guide "Lifecycle configuration elements"):
-C{Days} counts from Last-Modified, and the result is rounded up to the next
-midnight UTC (an object written 2014-01-15 10:30 with 3 days expires at
-2014-01-19 00:00); a C{Date} expires every matching object from that
-midnight on; C{DaysAfterInitiation} counts from the upload's initiation,
-rounded the same way.
+When an object is due (AWS user guide "Lifecycle configuration elements"
+and "Expiring objects"):
+
+  - C{Days} counts from Last-Modified, and the result is rounded up to the
+    next midnight UTC (an object written 2014-01-15 10:30 with 3 days
+    expires at 2014-01-19 00:00); a C{Date} expires every matching object
+    from that midnight on.  Either applies to a key's current version only
+    (in a versioned bucket its expiry adds a delete marker), and to a
+    delete marker that is its key's only version left (an "expired object
+    delete marker"), which goes once it is as old as the rule says;
+  - C{NoncurrentVersionExpiration}: a version becomes noncurrent when the
+    next newer version (or delete marker) of its key is written; it goes
+    C{NoncurrentDays} after that moment, rounded up as C{Days} are, unless
+    it is one of the C{NewerNoncurrentVersions} newest noncurrent versions
+    of its key (both conditions must hold).  Noncurrent delete markers are
+    noncurrent versions, counted and removed alike;
+  - C{ExpiredObjectDeleteMarker} true: an expired object delete marker
+    goes at once;
+  - C{DaysAfterInitiation} counts from the upload's initiation, rounded as
+    C{Days}.
+
+A delete marker has no tags and size 0: a rule with a tag filter, or with
+C{ObjectSizeGreaterThan}, selects none.
 
 Over 500 lines: the document's checks (S3's errors, rule by rule), its
 rendering and the due dates are one model, read and written in one place.
@@ -60,7 +78,7 @@ import attr
 from s3balance.errors import S3Error
 from s3balance.s3 import tagging
 from s3balance.s3.xmldoc import Node, document, iso8601, parse
-from s3balance.store.interfaces import ObjectRecord, TagSet
+from s3balance.store.interfaces import LifecycleVersion, ObjectRecord, TagSet
 
 MAX_RULES = 1000
 MAX_ID = 255
@@ -125,6 +143,15 @@ class Rule:
         """Whether the rule expires current objects (C{Expiration} with C{Days} or C{Date})."""
         return self.days is not None or self.date is not None
 
+    @property
+    def expires_versions(self) -> bool:
+        """
+        Whether the rule removes versions of a versioned bucket: noncurrent
+        ones (C{NoncurrentVersionExpiration}) or expired object delete
+        markers (C{ExpiredObjectDeleteMarker}, and C{Days} or C{Date} as on S3).
+        """
+        return self.noncurrent_days is not None or bool(self.expired_object_delete_marker) or self.expires_objects
+
     def matches(self, record: ObjectRecord) -> bool:
         return self.filter.matches(record.key, record.size, record.tags)
 
@@ -155,6 +182,26 @@ def expiry_of(rule: Rule, record: ObjectRecord) -> Optional[datetime.datetime]:
         return rule.date
     assert rule.days is not None
     return next_midnight(record.last_modified + rule.days * _DAY)
+
+
+def version_expiry(rule: Rule, version: LifecycleVersion) -> Optional[datetime.datetime]:
+    """
+    When C{rule} removes C{version}, a noncurrent version or an expired
+    object delete marker (None: it does not: disabled, not matched, one of
+    the newer noncurrent versions it keeps, no action for it).
+    """
+    record = version.record
+    if not rule.enabled or not rule.matches(record):
+        return None
+    if version.lone_marker:
+        if rule.expired_object_delete_marker:
+            return record.last_modified
+        return expiry_of(rule, record)
+    if rule.noncurrent_days is None or version.noncurrent_since is None:
+        return None
+    if rule.newer_noncurrent_versions is not None and version.newer_noncurrent < rule.newer_noncurrent_versions:
+        return None
+    return next_midnight(version.noncurrent_since + rule.noncurrent_days * _DAY)
 
 
 def first_expiry(config: Configuration, record: ObjectRecord) -> Optional[tuple[datetime.datetime, Rule]]:

@@ -46,6 +46,7 @@ from s3balance.store.interfaces import (
     IMetadataStore,
     JobPause,
     LeaseState,
+    LifecycleVersion,
     ListPage,
     Location,
     MoveCandidate,
@@ -125,6 +126,14 @@ class MetadataStore(StoreRunner):
 
     def lifecycle_page(self, bucket: str, prefix: str, after: str, limit: int) -> Deferred[list[ObjectRecord]]:
         return self._read(lifecycle_sql.lifecycle_page, bucket, prefix, after, limit)
+
+    def lifecycle_versions_page(
+        self, bucket: str, prefix: str, after_key: str, after_id: int, limit: int
+    ) -> Deferred[list[LifecycleVersion]]:
+        return self._read(lifecycle_sql.lifecycle_versions_page, bucket, prefix, after_key, after_id, limit)
+
+    def expire_version(self, bucket: str, version: LifecycleVersion) -> Deferred[Deletion]:
+        return self._run(lifecycle_sql.expire_version, bucket, version, self._now(), self.deletion_grace)
 
     # -- bucket policies and Block Public Access (store/policies.py) -------------
 

@@ -266,6 +266,29 @@ class Deletion:
 
 
 @attr.s(frozen=True, auto_attribs=True)
+class LifecycleVersion:
+    """
+    A version the lifecycle expirer may remove (store/lifecycle.py): a
+    noncurrent version (or noncurrent delete marker), or a delete marker
+    that is its key's only version.  What its rules need, as read.
+    """
+
+    # The version, with its tags, without its locations.
+    record: ObjectRecord
+    # The row id of the key's next newer version, and that version's
+    # Last-Modified: when this one became noncurrent.  None: this one is a
+    # delete marker and its key's only version.
+    successor_id: Optional[int] = None
+    noncurrent_since: Optional[datetime.datetime] = None
+    # How many noncurrent versions of the key are newer than this one.
+    newer_noncurrent: int = 0
+
+    @property
+    def lone_marker(self) -> bool:
+        return self.successor_id is None
+
+
+@attr.s(frozen=True, auto_attribs=True)
 class VersionPage:
     """A page of ListObjectVersions: versions and delete markers, each with whether it is its key's newest."""
 
@@ -588,6 +611,25 @@ class IMetadataStore(Interface):
         """Up to C{limit} objects of C{bucket} whose key starts with C{prefix}
         and sorts after C{after} (byte order), in key order, with their tags
         and without their locations. -> Deferred[list[ObjectRecord]]"""
+
+    def lifecycle_versions_page(
+        bucket: str, prefix: str, after_key: str, after_id: int, limit: int
+    ) -> Deferred[list[LifecycleVersion]]:
+        """Up to C{limit} noncurrent versions (delete markers included) and
+        delete markers that are their key's only version, of C{bucket}'s
+        keys that start with C{prefix}, after (C{after_key}, C{after_id}),
+        in (key, row id) order: each with its tags, without its locations,
+        with when it became noncurrent and how many noncurrent versions of
+        its key are newer.  -> Deferred[list[LifecycleVersion]]"""
+
+    def expire_version(bucket: str, version: LifecycleVersion) -> Deferred[Deletion]:
+        """Remove C{version} (as L{lifecycle_versions_page} read it) by
+        C{delete_object} with its version id, in one transaction, only while
+        it is still as read: the same row, tags, next newer version and at
+        least as many newer ones, or still its key's only version.  A version
+        made current again or replaced meanwhile is kept.  What
+        C{delete_object} raises for a version it must keep, it raises.
+        -> Deferred[Deletion] (nothing removed: no longer as read)."""
 
     # -- bucket policies and Block Public Access (s3balance.store.policies) ----
     def set_bucket_policy(name: str, text: Optional[str]) -> Deferred[bool]:
