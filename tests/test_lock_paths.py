@@ -19,8 +19,11 @@ for byte, with its lock, and a delete by its id is still refused:
   - a drain of the backend holding the versions: afterwards they are on
     the other backend, readable and still locked.
 
-Lifecycle expiry of noncurrent versions (NoncurrentVersionExpiration) is
-not a rule s3balance has yet; when it is, its test belongs here.
+The lifecycle expirer's NoncurrentVersionExpiration runs on the store on
+SQLite with a controlled clock (as C{tests.test_lifecycle_versions}): a
+noncurrent version under COMPLIANCE retention is kept (and counted as
+refused) until its retention ends, one under a legal hold for as long as
+the hold stays, while an unlocked one beside them goes.
 """
 
 from __future__ import annotations
@@ -32,15 +35,25 @@ import urllib.request
 from typing import Any
 
 from botocore.exceptions import ClientError
+from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine, func, select
+from twisted.internet.task import Clock
+from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase
 
-from s3balance.store import tables
+from s3balance.ops.lifecycle import LifecycleExpirer, LifecycleMetrics
+from s3balance.s3 import lifecycle_rules
+from s3balance.store import tables, versions
+from s3balance.store.connector import MetadataStore
 from s3balance.store.deletion_queue import REASON_DELETED, queue_deletion
+from s3balance.store.interfaces import ObjectRecord
+from tests import dbfixtures
 from tests.daemon import Gateway, poll, start_gateway
 from tests.harness import unique_bucket_name
 from tests.test_drain import Drained
 from tests.test_fsck import lines_with, run_fsck
+from tests.test_lifecycle_expirer import Paused, StubGateway, rule_xml
+from tests.test_store import BUCKET, make_record
 
 DAY = datetime.timedelta(days=1)
 
@@ -330,3 +343,80 @@ class DrainTests(LockPathCase):
                           "ObjectLockLegalHoldStatus"):
                 self.assertEqual(head.get(field), heads[version].get(field), (version, field))
         self.assertKept(locked)
+
+
+# Day 0 of the store's clock, midnight UTC.
+D0 = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
+
+
+class NoncurrentExpiryTests(unittest.TestCase):
+    """The lifecycle expirer's NoncurrentVersionExpiration on the store on SQLite, the clock a controlled one."""
+
+    async def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(D0.timestamp())
+        self.store = MetadataStore(dbfixtures.store_database(self, "sqlite"), max_threads=4, now=self.now)
+        await self.store.start()
+        self.addCleanup(self.store.stop)
+        await self.store.create_bucket(BUCKET)
+        await self.store.set_bucket_versioning(BUCKET, versions.ENABLED)
+        self.registry = CollectorRegistry()
+        self.job = LifecycleExpirer(StubGateway(self.store, self.clock), self.clock,  # type: ignore[arg-type]
+                                    holder="a", lifecycle_metrics=LifecycleMetrics(self.registry))
+        self.job.running = True
+        self.job.pauses = Paused()
+        self.written = 0
+
+    def now(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+
+    def at(self, moment: datetime.datetime) -> None:
+        self.clock.advance((moment - self.now()).total_seconds())
+
+    async def put(self, **lock: Any) -> ObjectRecord:
+        """A version of "k" written now, with the lock C{lock} (lock_mode, lock_until, legal_hold)."""
+        self.written += 1
+        real_key = f"vb/k/{self.written}"
+        intent = await self.store.begin_write("b1", real_key, 60)
+        return await self.store.commit_object(intent.id, make_record("k", real_key, last_modified=self.now(), **lock))
+
+    async def remaining(self) -> list[str]:
+        page = await self.store.list_versions(BUCKET, "", "", "", None, 1000)
+        return sorted(record.version_id or "null" for record, _ in page.versions)
+
+    async def test_noncurrent_expiration_keeps_locked_versions(self) -> None:
+        """
+        NoncurrentDays 1, passes ten days on: the unlocked noncurrent
+        version goes; the one under COMPLIANCE retention (thirty days) and
+        the one under a legal hold stay, with their locations, and are
+        counted as refused.  Once the retention ended, that version goes;
+        the held one stays until its hold is released.
+        """
+        compliance = await self.put(lock_mode=versions.COMPLIANCE, lock_until=D0 + 30 * DAY)
+        self.at(D0 + datetime.timedelta(hours=1))
+        held = await self.put(legal_hold=True)
+        self.at(D0 + datetime.timedelta(hours=2))
+        unlocked = await self.put()
+        self.at(D0 + datetime.timedelta(hours=3))
+        current = await self.put()
+        body = ("<LifecycleConfiguration>" + rule_xml(
+            "<NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration>",
+            "<Filter><Prefix></Prefix></Filter>") + "</LifecycleConfiguration>").encode()
+        await self.store.set_bucket_lifecycle(BUCKET, lifecycle_rules.dump(lifecycle_rules.parse_document(body)))
+        self.at(D0 + 10 * DAY)
+        await self.job.run()
+        await self.job.run()
+        kept = sorted(v.version_id for v in (compliance, held, current))
+        self.assertEqual(await self.remaining(), kept)
+        self.assertNotIn(unlocked.version_id, await self.remaining())
+        for record in (compliance, held):
+            stored = await self.store.get_version(BUCKET, "k", record.version_id)
+            self.assertEqual(stored.locations, record.locations)
+        self.assertEqual(self.registry.get_sample_value("s3balance_lifecycle_versions_refused_total"), 4.0)
+        self.assertTrue(await self.store.is_referenced("b1", compliance.locations[0].real_key))
+        self.at(D0 + 31 * DAY)
+        await self.job.run()
+        self.assertEqual(await self.remaining(), sorted(v.version_id for v in (held, current)))
+        await self.store.set_legal_hold(BUCKET, "k", held.version_id, False)
+        await self.job.run()
+        self.assertEqual(await self.remaining(), [current.version_id])
