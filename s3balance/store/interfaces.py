@@ -560,8 +560,9 @@ class IMetadataStore(Interface):
                       until: Optional[datetime.datetime],
                       bypass_governance: bool = False) -> Deferred[Optional[ObjectRecord]]:
         """PutObjectRetention on a version (None: the key's newest): a running
-        retention is never weakened (ObjectLocked; GOVERNANCE gives way to
-        C{bypass_governance}).  -> Deferred[the version as it was | None]."""
+        retention is never weakened nor changed to the other mode
+        (ObjectLocked; GOVERNANCE gives way to C{bypass_governance}).
+        -> Deferred[the version as it was | None]."""
 
     def set_legal_hold(bucket: str, key: str, version_id: Optional[str], on: bool) -> Deferred[Optional[ObjectRecord]]:
         """PutObjectLegalHold on a version (None: the key's newest).

@@ -394,9 +394,10 @@ def set_retention(
 ) -> Optional[ObjectRecord]:
     """
     PutObjectRetention: set (C{mode} None: remove) a version's retention.
-    A running retention may be lengthened, never weakened (shortened,
-    removed, or COMPLIANCE turned GOVERNANCE): ObjectLocked, unless it is
-    GOVERNANCE and C{bypass_governance}.  -> the version as it was, or None
+    A running retention may be lengthened, never weakened (shortened or
+    removed) nor changed to the other mode: ObjectLocked, unless it is
+    GOVERNANCE and C{bypass_governance} (as S3, which turns GOVERNANCE into
+    COMPLIANCE only with the bypass).  -> the version as it was, or None
     (no such version; a delete marker: its record, unchanged).
     """
     row = _version_for_update(conn, bucket, key, version_id)
@@ -408,7 +409,7 @@ def set_retention(
             mode is None
             or until is None
             or until < row.lock_until
-            or (row.lock_mode == COMPLIANCE and mode != COMPLIANCE)
+            or mode != row.lock_mode
         )
         if weaker and (row.lock_mode == COMPLIANCE or not bypass_governance):
             raise ObjectLocked(row.lock_mode)
