@@ -178,7 +178,7 @@ def requested(call: S3Call, bucket: BucketAccess, now: datetime.datetime) -> Loc
 
 
 def require_integrity(call: S3Call, bucket: BucketAccess) -> None:
-    """A PUT to a bucket with Object Lock carries Content-MD5 or a checksum (as S3 requires)."""
+    """A PutObject or UploadPart to a bucket with Object Lock carries Content-MD5 or a checksum (as S3 requires)."""
     if bucket.object_lock is None:
         return
     headers = call.headers

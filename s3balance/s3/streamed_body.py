@@ -240,10 +240,10 @@ class StreamedBody:
     async def _require_bucket(self) -> BucketAccess:
         """The bucket, if the caller may write to it (C{Gateway.require_bucket}), kept for the commit."""
         bucket = self.bucket_access = await self.gateway.require_bucket(self.call)
+        # Checked before any byte is placed, as every header of the write.
+        if self.call.operation in ("PutObject", "UploadPart"):
+            object_lock.require_integrity(self.call, bucket)
         if self.call.operation in ("PutObject", "PostObject"):
-            # Checked before any byte is placed, as every header of the write.
-            if self.call.operation == "PutObject":
-                object_lock.require_integrity(self.call, bucket)
             self.lock = object_lock.requested(self.call, bucket, datetime.datetime.now(datetime.UTC))
         return bucket
 
