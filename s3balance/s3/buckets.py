@@ -129,17 +129,6 @@ async def _set_bucket_tags(gateway: GatewayLike, call: S3Call, tags: TagSet) -> 
         raise S3Error("NoSuchBucket", BucketName=call.bucket)
 
 
-def _max_keys(call: S3Call) -> int:
-    raw = call.query.get("max-keys", "1000")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise S3Error("InvalidArgument", "max-keys must be an integer.", ArgumentName="max-keys") from None
-    if value < 0:
-        raise S3Error("InvalidArgument", "max-keys must not be negative.", ArgumentName="max-keys")
-    return min(value, 1000)
-
-
 def encode_token(marker: str) -> str:
     return base64.urlsafe_b64encode(("1:" + marker).encode("utf-8")).decode("ascii")
 
@@ -199,7 +188,7 @@ async def _list_page(
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request", ArgumentName="encoding-type")
     prefix = query.get("prefix", "")
     delimiter = query.get("delimiter", "")
-    max_keys = _max_keys(call)
+    max_keys = call.max_keys()
     after = after_of(query)
     entries: tuple = ()
     truncated, next_marker = False, None

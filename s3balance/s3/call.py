@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import attr
 
+from s3balance.errors import S3Error
 from s3balance.s3.routing import STREAMING_BODY, Target
 
 if TYPE_CHECKING:
@@ -51,3 +52,14 @@ class S3Call:
     def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
         values = self.headers.get(name)
         return values[0] if values else default
+
+    def max_keys(self) -> int:
+        """A listing's C{max-keys}: 1000 without one, at most 1000; InvalidArgument if not a count."""
+        raw = self.query.get("max-keys", "1000")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise S3Error("InvalidArgument", "max-keys must be an integer.", ArgumentName="max-keys") from None
+        if value < 0:
+            raise S3Error("InvalidArgument", "max-keys must not be negative.", ArgumentName="max-keys")
+        return min(value, 1000)

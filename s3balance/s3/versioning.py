@@ -124,17 +124,6 @@ async def put_bucket_versioning(gateway: GatewayLike, request: S3Request, call: 
     gateway.answer_empty(request, 200)
 
 
-def _max_keys(call: S3Call) -> int:
-    raw = call.query.get("max-keys", "1000")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise S3Error("InvalidArgument", "max-keys must be an integer.", ArgumentName="max-keys") from None
-    if value < 0:
-        raise S3Error("InvalidArgument", "max-keys must not be negative.", ArgumentName="max-keys")
-    return min(value, 1000)
-
-
 async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
     """
     ListObjectVersions (C{GET /bucket?versions}): every version and delete
@@ -159,7 +148,7 @@ async def list_object_versions(gateway: GatewayLike, request: S3Request, call: S
         if not is_version_id(version_marker):
             raise S3Error("InvalidArgument", "Invalid version id specified",
                           ArgumentName="version-id-marker", ArgumentValue=version_marker)
-    max_keys = _max_keys(call)
+    max_keys = call.max_keys()
     page = await gateway.store.list_versions(call.bucket, prefix, delimiter, key_marker, version_marker or None,
                                              max_keys)
     owner = access.owner_elements(gateway.config.s3api, bucket.owner)

@@ -111,11 +111,6 @@ _LATEST_FOR_UPDATE = (
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY, _o.c.latest == _ONE)
     .with_for_update()
 )
-_NULL_FOR_UPDATE = (
-    select(_o.c.id, _o.c.size, _o.c.delete_marker, _o.c.lock_mode, _o.c.lock_until, _o.c.legal_hold)
-    .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY, _o.c.version_id.is_(None))
-    .with_for_update()
-)
 _NEWEST = (
     select(_o.c.id, _o.c.delete_marker, _o.c.latest)
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY)
@@ -165,16 +160,34 @@ def make_newest_latest(conn: Connection, bucket: str, key: bytes) -> None:
         conn.execute(_PROMOTE, {"object_id": newest.id})
 
 
-def _remove_null(
-    conn: Connection, bucket: str, key: bytes, now: datetime.datetime, grace: datetime.timedelta,
+def _make_way(
+    conn: Connection,
+    bucket: str,
+    key: bytes,
+    versioning: str,
+    current: Optional[Row],
+    now: datetime.datetime,
+    grace: datetime.timedelta,
     keep: frozenset[Location] = frozenset(),
-) -> Optional[Row]:
-    """A suspended bucket's write replaces the null version: remove it. -> its row (id, size), or None."""
-    row = conn.execute(_NULL_FOR_UPDATE, {"bucket": bucket, "key": key}).first()
-    if row is not None:
-        check_unlocked(row, now)
-        _drop_row(conn, row.id, now, grace, keep)
-    return row
+) -> tuple[Optional[str], Optional[ObjectRecord]]:
+    """
+    Make way for a new newest version of the key (a write's or a delete
+    marker): its id, a new one when Enabled; when Suspended, None (the null
+    version), which replaces the previous null version (its row goes, and
+    its bytes but those in C{keep}, if Object Lock lets them).  The latest
+    version C{current} becomes noncurrent.  -> (the new version's id, the
+    null version removed or None).
+    """
+    version_id = new_version_id() if versioning == ENABLED else None
+    removed: Optional[ObjectRecord] = None
+    if version_id is None:
+        row = conn.execute(select(_o).where(_of_key(bucket, key), _o.c.version_id.is_(None)).with_for_update()).first()
+        if row is not None:
+            check_unlocked(row, now)
+            removed = object_record(row, _drop_row(conn, row.id, now, grace, keep))
+    if current is not None and (removed is None or current.id != removed.id):
+        conn.execute(_DEMOTE, {"object_id": current.id})
+    return version_id, removed
 
 
 def put_version(
@@ -198,17 +211,12 @@ def put_version(
     quotas.lock_shard(conn, record.bucket, shard)
     current = conn.execute(_LATEST_FOR_UPDATE, {"bucket": record.bucket, "key": key}).first()
     check_preconditions(current.etag if current is not None else None, if_match, if_none_match)
+    version_id, removed = _make_way(
+        conn, record.bucket, key, versioning, current, now, grace, frozenset(record.locations)
+    )
     added_bytes, added_objects = record.size, 1
-    version_id = new_version_id() if versioning == ENABLED else None
-    if version_id is None:
-        replaced = _remove_null(conn, record.bucket, key, now, grace, frozenset(record.locations))
-        if replaced is not None:
-            added_bytes -= int(replaced.size)
-            added_objects -= 1
-            if current is not None and current.id == replaced.id:
-                current = None
-    if current is not None:
-        conn.execute(_DEMOTE, {"object_id": current.id})
+    if removed is not None:
+        added_bytes, added_objects = added_bytes - removed.size, 0
     values = object_values(record)
     values.update(version_id=version_id, latest=1, delete_marker=0)
     object_id = _insert(conn, values)
@@ -249,22 +257,8 @@ def add_delete_marker(
     ).first()
     if expected is not None and (current is None or not same_version(current, expected)):
         return Deletion()
-    added_objects = 1
-    added_bytes = 0
-    removed: Optional[ObjectRecord] = None
-    version_id = new_version_id() if versioning == ENABLED else None
-    if version_id is None:
-        replaced = conn.execute(select(_o).where(_of_key(bucket, key), _o.c.version_id.is_(None)).with_for_update()).first()
-        if replaced is not None:
-            check_unlocked(replaced, now)
-            locations = _drop_row(conn, replaced.id, now, grace, frozenset())
-            removed = object_record(replaced, locations)
-            added_bytes -= int(replaced.size)
-            added_objects -= 1
-            if current is not None and current.id == replaced.id:
-                current = None
-    if current is not None:
-        conn.execute(_DEMOTE, {"object_id": current.id})
+    version_id, removed = _make_way(conn, bucket, key, versioning, current, now, grace)
+    added_bytes, added_objects = (-removed.size, 0) if removed is not None else (0, 1)
     moment = now.astimezone(datetime.UTC).replace(microsecond=0)
     values = {
         "bucket": bucket, "key": key, "size": 0, "etag": "", "last_modified": moment, "content_type": None,
