@@ -111,6 +111,10 @@ _LATEST_FOR_UPDATE = (
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY, _o.c.latest == _ONE)
     .with_for_update()
 )
+# (Prebuilt, with named parameters: put_version runs on the raw paths too.)
+_NULL_FOR_UPDATE = (
+    select(_o).where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY, _o.c.version_id.is_(None)).with_for_update()
+)
 _NEWEST = (
     select(_o.c.id, _o.c.delete_marker, _o.c.latest)
     .where(_o.c.bucket == bindparam("bucket"), _o.c.key == _KEY)
@@ -181,7 +185,7 @@ def _make_way(
     version_id = new_version_id() if versioning == ENABLED else None
     removed: Optional[ObjectRecord] = None
     if version_id is None:
-        row = conn.execute(select(_o).where(_of_key(bucket, key), _o.c.version_id.is_(None)).with_for_update()).first()
+        row = conn.execute(_NULL_FOR_UPDATE, {"bucket": bucket, "key": key}).first()
         if row is not None:
             check_unlocked(row, now)
             removed = object_record(row, _drop_row(conn, row.id, now, grace, keep))
