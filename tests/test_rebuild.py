@@ -16,7 +16,10 @@ C{s3balance-admin rebuild}.
  - L{ResolutionMixin}: how copies of one key resolve, met in any order, in
    this process on SQLite, PostgreSQL and MariaDB: versions, replicas
    (same size and ETag on distinct backends), older copies on one backend,
-   surplus copies, a key written meanwhile, a dry run.
+   surplus copies, a key written meanwhile, a dry run; in a bucket that
+   keeps versions (configured with C{versioning}, or not configured under
+   C{--keep-older-copies}) every version a row, the newest the latest, and
+   nothing left for fsck.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import random
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,8 +41,8 @@ from sqlalchemy import MetaData, delete, inspect, select
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.ops.adopt import BackendCopy
-from s3balance.ops.rebuild import Rebuilder
-from s3balance.store import tables
+from s3balance.ops.rebuild import Rebuilder, RebuildOptions
+from s3balance.store import tables, versions
 from s3balance.store.records import encode_key
 from tests import dbfixtures
 from tests.daemon import start_gateway
@@ -213,7 +217,9 @@ class RebuildTests(SynchronousTestCase):
         leftovers = lines_with(out, "leftover-upload:")
         self.assertEqual(len(leftovers), 1, out)
         self.assertIn("bucket=vb-default", leftovers[0])
-        self.assertEqual(len(lines_with(out, "  not rebuilt:")), 8, out)
+        self.assertEqual(len(lines_with(out, "  not rebuilt:")), 11, out)
+        self.assertIn("not rebuilt: delete markers", out)
+        self.assertIn("not rebuilt: Object Lock", out)
         self.assertIn("not rebuilt: object and bucket tags", out)
         self.assertIn("not rebuilt: object and bucket ACLs", out)
         self.assertIn("part tables and per-part checksums of multipart objects (1 found", out)
@@ -447,11 +453,13 @@ class ResolutionMixin:
 
     kind: str
 
-    def rebuilder(self, replicas: int = 1, dry_run: bool = False) -> Rebuilder:
+    def rebuilder(
+        self, replicas: int = 1, dry_run: bool = False, versioning: Optional[str] = None, keep_older_copies: bool = False
+    ) -> Rebuilder:
+        """A rebuild of a fresh database: the configured bucket vb-r (with C{versioning}), no backend answering."""
         import yaml
 
         from s3balance.config import load_config
-        from s3balance.ops.rebuild import RebuildOptions
 
         testcase: Any = self
         workdir = Path(testcase.mktemp())
@@ -470,40 +478,86 @@ class ResolutionMixin:
         path.write_text(yaml.safe_dump(config))
         self.out = io.StringIO()
         testcase.patch(sys, "stderr", io.StringIO())  # (the summary's progress line)
-        rebuilder = Rebuilder(load_config(str(path)), RebuildOptions(dry_run=dry_run), clients={}, out=self.out)
+        loaded = load_config(str(path))
+        if versioning is not None:
+            # Set on the loaded configuration: the loader's check of buckets[].versioning
+            # lower-cases the value before comparing it to "Enabled" and "Suspended".
+            loaded = attr.evolve(
+                loaded, virtual_buckets=tuple(attr.evolve(b, versioning=versioning) for b in loaded.virtual_buckets)
+            )
+        options = RebuildOptions(dry_run=dry_run, keep_older_copies=keep_older_copies)
+        rebuilder = Rebuilder(loaded, options, clients={}, out=self.out)
         testcase.addCleanup(rebuilder.engine.dispose)
         rebuilder.prepare_database()
         return rebuilder
 
     def copy(
-        self, backend: str, seconds: int, size: int, key: str = "over", etag: Optional[str] = None
+        self,
+        backend: str,
+        seconds: int,
+        size: int,
+        key: str = "over",
+        etag: Optional[str] = None,
+        bucket: str = "vb-r",
     ) -> BackendCopy:
-        """A copy of C{key}, its ETag from its size unless given, Content-Type and metadata from its time."""
+        """A copy of C{bucket}/C{key}, its ETag from its size unless given, Content-Type and metadata from its time."""
         when = moment(seconds)
         return BackendCopy(
             backend=backend,
-            real_key=f"vb-r/{uuid.uuid4().hex}",
+            real_key=f"{bucket}/{uuid.uuid4().hex}",
             size=size,
             etag=etag or f'"{size:032x}"',
             last_modified=when,
             listed=when,
             content_type=f"text/v{seconds}",
             headers={"x-amz-meta-v": str(seconds)},
-            metadata={"s3balance-bucket": "vb-r", "s3balance-key": key},
+            metadata={"s3balance-bucket": bucket, "s3balance-key": key},
         )
 
     def found(self, rebuilder: Rebuilder, *copies: BackendCopy) -> None:
         for copy in copies:
-            rebuilder.found(copy.backend, copy.real_key, "vb-r", copy)
+            rebuilder.found(copy.backend, copy.real_key, copy.metadata["s3balance-bucket"], copy)
 
-    def rekeyed(self, copies: tuple[BackendCopy, ...], key: str) -> list[BackendCopy]:
+    def rekeyed(self, copies: Sequence[BackendCopy], key: str) -> list[BackendCopy]:
         """The same copies (times, sizes, ETags, backends) of another key, each under a real key of its own."""
         return [
             attr.evolve(
-                c, real_key=f"vb-r/{uuid.uuid4().hex}", metadata={"s3balance-bucket": "vb-r", "s3balance-key": key}
+                c,
+                real_key=f"{c.metadata['s3balance-bucket']}/{uuid.uuid4().hex}",
+                metadata={**c.metadata, "s3balance-key": key},
             )
             for c in copies
         ]
+
+    def versions_of(self, bucket: str, key: str) -> list[tuple[Optional[str], Optional[int], int, list[str]]]:
+        """(version id, latest, size, real keys of its locations) of each row of the key, by row id."""
+        o, loc = tables.objects, tables.object_locations
+        engine = engine_on(self.url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(o.c.id, o.c.version_id, o.c.latest, o.c.size)
+                    .where(o.c.bucket == bucket, o.c.key == encode_key(key))
+                    .order_by(o.c.id)
+                ).all()
+                return [
+                    (
+                        row.version_id,
+                        row.latest,
+                        row.size,
+                        list(
+                            conn.execute(
+                                select(loc.c.real_key).where(loc.c.object_id == row.id).order_by(loc.c.id)
+                            ).scalars()
+                        ),
+                    )
+                    for row in rows
+                ]
+        finally:
+            engine.dispose()
+
+    def bucket_versioning(self, bucket: str) -> list[Row]:
+        return query(self.url, f"SELECT origin, versioning FROM buckets WHERE name = '{bucket}'")
 
     def bucket_usage(self) -> list[Row]:
         """(bytes, objects) of the bucket, as the store accounts them."""
@@ -669,6 +723,197 @@ class ResolutionMixin:
         testcase.assertIn("size=7 ", line)
         testcase.assertNotIn("copies=", line)
         testcase.assertEqual(len(lines_with(self.out.getvalue(), "conflict:")), 2)
+        if self.kind == "sqlite":
+            testcase.assertFalse(Path(self.database).exists())
+        else:
+            testcase.assertFalse(has_tables(self.url))
+
+    # -- buckets that keep versions -----------------------------------------------------
+
+    def three_versions(self, bucket: str = "vb-r") -> tuple[BackendCopy, ...]:
+        """Three versions of a key, the middle one with a copy on each backend."""
+        return (
+            self.copy("real-a", 1, 10, bucket=bucket),  # the oldest version
+            self.copy("real-b", 2, 20, bucket=bucket),  # the middle one, and its replica a second later
+            self.copy("real-a", 3, 20, bucket=bucket),
+            self.copy("real-b", 4, 30, bucket=bucket),  # the newest
+        )
+
+    def test_a_versioned_bucket_keeps_every_version_in_any_order(self) -> None:
+        """
+        A bucket configured with versioning: each version a row with its
+        copies, oldest first, the newest the latest, each readable by its
+        version id; no copy left for fsck, whatever order they were met in.
+        """
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2, versioning="Enabled")
+        copies = self.three_versions()
+        orders = random.Random(11).sample(list(itertools.permutations(range(len(copies)))), 6)
+        keys = {f"k{n}": self.rekeyed([copies[i] for i in order], f"k{n}") for n, order in enumerate(orders)}
+        for met in keys.values():
+            self.found(rebuilder, *met)
+        testcase.assertEqual(stored(self.url), {})  # recorded once every backend was read
+        rebuilder.record_gathered()
+        engine = engine_on(self.url)
+        self.addCleanup(engine.dispose)
+        for key, met in keys.items():
+            by_time = {c.last_modified.second: c for c in met}
+            rows = self.versions_of("vb-r", key)
+            testcase.assertEqual(
+                [(latest, size, real_keys) for _, latest, size, real_keys in rows],
+                [
+                    (None, 10, [by_time[1].real_key]),
+                    (None, 20, [by_time[2].real_key, by_time[3].real_key]),
+                    (1, 30, [by_time[4].real_key]),
+                ],
+                key,
+            )
+            ids = [version_id for version_id, _, _, _ in rows]
+            testcase.assertEqual(len({*ids} - {None}), 3, ids)
+            with engine.connect() as conn:
+                for version_id, seconds in zip(ids, (1, 3, 4), strict=True):
+                    record = versions.get_version(conn, "vb-r", key, version_id)
+                    assert record is not None
+                    testcase.assertEqual(
+                        (record.version_id, record.size, record.content_type, record.headers, record.last_modified),
+                        (version_id, by_time[seconds].size, f"text/v{seconds}", {"x-amz-meta-v": str(seconds)},
+                         moment(seconds)),
+                    )
+                newest = versions.get_version(conn, "vb-r", key, None)
+                assert newest is not None
+                testcase.assertEqual((newest.version_id, newest.size), (ids[2], 30))
+        # Nothing for fsck: every copy is a version's location.
+        located = {real_key for key in keys for *_, real_keys in self.versions_of("vb-r", key) for real_key in real_keys}
+        testcase.assertEqual(located, {c.real_key for met in keys.values() for c in met})
+        testcase.assertEqual(self.bucket_versioning("vb-r"), [("config", "Enabled")])
+        r = rebuilder.report
+        testcase.assertEqual(
+            (r.rebuilt, r.rebuilt_bytes, r.noncurrent, r.noncurrent_bytes, r.conflicts, r.older_copies, r.errors),
+            (6, 180, 12, 180, 0, 0, 0),
+        )
+        testcase.assertEqual(self.bucket_usage(), [(360, 18)])  # every version counts
+        testcase.assertEqual(query(self.url, "SELECT COUNT(*) FROM deletion_queue"), [(0,)])
+        rebuilder.print_objects()
+        rebuilder.print_conflicts()
+        rebuilder.summary()
+        out = self.out.getvalue()
+        testcase.assertEqual(lines_with(out, "conflict:"), [])
+        testcase.assertRegex(out, r"conflicts \(keys with copies left\) +0 \(0 copies\)")
+        rows = self.versions_of("vb-r", "k0")
+        [line] = lines_with(out, "rebuilt: object=vb-r/k0 ")
+        testcase.assertIn(f"version_id={rows[2][0]} backend=real-b ", line)
+        noncurrent = lines_with(out, "rebuilt-noncurrent: object=vb-r/k0 ")
+        testcase.assertEqual(len(noncurrent), 2, out)
+        testcase.assertIn(f"version_id={rows[1][0]} ", noncurrent[0])
+        testcase.assertIn(" copies=2 ", noncurrent[0])
+        testcase.assertIn(f"version_id={rows[0][0]} ", noncurrent[1])
+        testcase.assertRegex(out, r"noncurrent versions kept +12 \(180 B\)")
+        testcase.assertIn("result: 6 object(s) rebuilt, 12 noncurrent version(s) kept", out)
+
+    def test_a_suspended_bucket_keeps_its_versions_too(self) -> None:
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2, versioning="Suspended")
+        self.found(rebuilder, *self.three_versions())
+        rebuilder.record_gathered()
+        rows = self.versions_of("vb-r", "over")
+        testcase.assertEqual([(latest, size) for _, latest, size, _ in rows], [(None, 10), (None, 20), (1, 30)])
+        testcase.assertNotIn(None, [version_id for version_id, *_ in rows])
+        testcase.assertEqual(self.bucket_versioning("vb-r"), [("config", "Suspended")])
+
+    def test_keep_older_copies_versions_a_bucket_not_configured(self) -> None:
+        """
+        --keep-older-copies: a bucket not configured that has older copies
+        keeps them as versions and gets versioning Enabled; one without any
+        stays unversioned; a configured bucket without versioning keeps its
+        newest copy only, as without the option.
+        """
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2, keep_older_copies=True)
+        over = self.three_versions(bucket="api-v")
+        self.found(rebuilder, *over, self.copy("real-a", 5, 7, key="one", bucket="api-v"))
+        self.found(rebuilder, self.copy("real-a", 1, 8, key="plain", bucket="api-p"))
+        self.found(rebuilder, self.copy("real-a", 1, 10), self.copy("real-b", 2, 20))  # vb-r/over
+        rebuilder.record_gathered()
+        rows = self.versions_of("api-v", "over")
+        testcase.assertEqual(
+            [(latest, size, real_keys) for _, latest, size, real_keys in rows],
+            [
+                (None, 10, [over[0].real_key]),
+                (None, 20, [over[1].real_key, over[2].real_key]),
+                (1, 30, [over[3].real_key]),
+            ],
+        )
+        testcase.assertNotIn(None, [version_id for version_id, *_ in rows])
+        [(version_id, latest, size, _)] = self.versions_of("api-v", "one")
+        testcase.assertEqual((latest, size), (1, 7))
+        testcase.assertIsNotNone(version_id)
+        testcase.assertEqual(self.bucket_versioning("api-v"), [("api", "Enabled")])
+        testcase.assertEqual(self.bucket_versioning("api-p"), [("api", None)])
+        testcase.assertEqual([(v, latest, size) for v, latest, size, _ in self.versions_of("api-p", "plain")], [(None, 1, 8)])
+        testcase.assertEqual([(v, latest, size) for v, latest, size, _ in self.versions_of("vb-r", "over")], [(None, 1, 20)])
+        testcase.assertEqual(self.bucket_versioning("vb-r"), [("config", None)])
+        r = rebuilder.report
+        testcase.assertEqual((r.rebuilt, r.noncurrent, r.versioned_buckets, r.conflicts, r.older_copies), (4, 2, 1, 1, 1))
+        rebuilder.print_conflicts()
+        rebuilder.summary()
+        out = self.out.getvalue()
+        testcase.assertIn("bucket: api-v: versioning Enabled (not configured; --keep-older-copies", out)
+        [conflict] = lines_with(out, "conflict: object=")
+        testcase.assertIn("conflict: object=vb-r/over ", conflict)
+        testcase.assertNotIn("older copies of another version", out)  # vb-r is configured: never versioned
+        testcase.assertRegex(out, r"versioning Enabled \(not configured\) +1\n")
+
+    def test_without_the_option_a_bucket_not_configured_keeps_its_newest_copy(self) -> None:
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2)
+        over = self.three_versions(bucket="api-v")
+        self.found(rebuilder, *over)
+        rebuilder.record_gathered()
+        testcase.assertEqual(
+            [(v, latest, size, keys) for v, latest, size, keys in self.versions_of("api-v", "over")],
+            [(None, 1, 30, [over[3].real_key])],
+        )
+        testcase.assertEqual(self.bucket_versioning("api-v"), [("api", None)])
+        r = rebuilder.report
+        testcase.assertEqual((r.rebuilt, r.noncurrent, r.conflicts, r.older_copies), (1, 0, 1, 3))
+        rebuilder.print_conflicts()
+        testcase.assertEqual(len(lines_with(self.out.getvalue(), "conflict: object=api-v/over ")), 3)
+        testcase.assertIn("older copies of another version in api-v (not configured) ", self.out.getvalue())
+        testcase.assertIn("with --keep-older-copies", self.out.getvalue())
+
+    def test_force_leaves_a_versioned_key_the_database_has(self) -> None:
+        """--force: a key with any row (a delete marker only, here) is left as it is; the others get every version."""
+        testcase: Any = self
+        first = self.rebuilder(replicas=2, versioning="Enabled")
+        first.need_bucket("vb-r")
+        engine = engine_on(self.url)
+        try:
+            with engine.begin() as conn:
+                versions.add_delete_marker(conn, "vb-r", "gone", versions.ENABLED, moment(9), datetime.timedelta(0))
+        finally:
+            engine.dispose()
+        rebuilder = Rebuilder(first.config, RebuildOptions(force=True), clients={}, out=self.out)
+        self.addCleanup(rebuilder.engine.dispose)
+        rebuilder.prepare_database()
+        self.found(rebuilder, *self.rekeyed(self.three_versions(), "gone"), *self.three_versions())
+        rebuilder.record_gathered()
+        [(_, latest, size, _)] = self.versions_of("vb-r", "gone")
+        testcase.assertEqual((latest, size), (None, 0))  # the delete marker, alone
+        testcase.assertEqual([size for _, _, size, _ in self.versions_of("vb-r", "over")], [10, 20, 30])
+        r = rebuilder.report
+        testcase.assertEqual((r.rebuilt, r.noncurrent, r.present), (1, 2, 4))
+
+    def test_a_dry_run_of_a_versioned_bucket_writes_nothing(self) -> None:
+        testcase: Any = self
+        rebuilder = self.rebuilder(replicas=2, versioning="Enabled", dry_run=True)
+        self.found(rebuilder, *self.three_versions())
+        rebuilder.record_gathered()
+        rebuilder.print_objects()
+        out = self.out.getvalue()
+        testcase.assertEqual(len(lines_with(out, "would-rebuild: object=vb-r/over ")), 1, out)
+        testcase.assertEqual(len(lines_with(out, "would-rebuild-noncurrent: object=vb-r/over ")), 2, out)
+        testcase.assertNotIn("version_id=", out)
+        testcase.assertEqual((rebuilder.report.rebuilt, rebuilder.report.noncurrent), (1, 2))
         if self.kind == "sqlite":
             testcase.assertFalse(Path(self.database).exists())
         else:

@@ -11,9 +11,11 @@ taken (L{insert_copy}, the commit's own L{replace_object} with
 C{If-None-Match: *}, so a daemon writing the same key at the same time wins
 or loses cleanly).  The rebuild then gives an object the other copies it
 finds of it (replicas: one location each, L{relocate}), or a newer version,
-only while its locations are still those the run recorded.  The transactions run as the daemon's do (L{open_engine},
-L{transaction}): SQLite's BEGIN IMMEDIATE and busy timeout, READ COMMITTED on
-MariaDB/MySQL, the lost races run again.
+only while its locations are still those the run recorded; the versions of
+a key it keeps (a versioned bucket's) go in at once, oldest first, unless
+the key has a row (L{insert_versions}).  The transactions run as the
+daemon's do (L{open_engine}, L{transaction}): SQLite's BEGIN IMMEDIATE and
+busy timeout, READ COMMITTED on MariaDB/MySQL, the lost races run again.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from s3balance.ops.fsck.backend import PAGE, error_status
 from s3balance.ops.fsck.orphans import OUR_BUCKET_METADATA, OUR_KEY, OUR_KEY_METADATA
 from s3balance.s3.limits import MAX_CONTENT_TYPE, MAX_KEY_BYTES, MAX_STORED_HEADERS
 from s3balance.s3.writes import STORED_HEADERS
-from s3balance.store import tables
+from s3balance.store import quotas, tables, versions
 from s3balance.store.buckets import ORIGIN_API, ORIGIN_CONFIG, lock_bucket_shared
+from s3balance.store.deletion_queue import NO_GRACE
 from s3balance.store.engine import _configure_mysql, _configure_sqlite, is_retryable
 from s3balance.store.interfaces import ConcurrentInsert, Location, ObjectRecord, PreconditionFailedError
 from s3balance.store.objects import replace_object
@@ -60,6 +63,7 @@ __all__ = [
     "existing_keys",
     "head_copy",
     "insert_copy",
+    "insert_versions",
     "object_count",
     "open_engine",
     "referenced_keys",
@@ -307,33 +311,74 @@ def existing_keys(conn: Connection, bucket: str, keys: Sequence[str]) -> set[str
     return found & set(keys)
 
 
-def ensure_bucket(conn: Connection, name: str, origin: str, now: datetime.datetime) -> bool:
-    """Make the virtual bucket's row unless there is one; -> whether it was made."""
+def ensure_bucket(
+    conn: Connection, name: str, origin: str, now: datetime.datetime, versioning: Optional[str] = None
+) -> bool:
+    """
+    Make the virtual bucket's row unless there is one, with its C{versioning}
+    status (a configured bucket's; None: never versioned); -> whether it was made.
+    """
     if conn.execute(select(_b.c.name).where(_b.c.name == name)).first() is not None:
         return False
     try:
-        conn.execute(insert(_b).values(name=name, created=now, origin=origin))
+        conn.execute(insert(_b).values(name=name, created=now, origin=origin, versioning=versioning))
     except IntegrityError as error:
         raise ConcurrentInsert(name) from error  # made meanwhile: the retry finds it
     return True
 
 
 def insert_copy(
-    conn: Connection, bucket: str, key: str, copy: BackendCopy, now: datetime.datetime, count_usage: bool = True
+    conn: Connection,
+    bucket: str,
+    key: str,
+    copy: BackendCopy,
+    now: datetime.datetime,
+    count_usage: bool = True,
+    locations: Optional[Sequence[Location]] = None,
 ) -> bool:
     """
     Record C{copy} as the object C{bucket}/C{key} unless the bucket has an
-    object under that key; -> whether it did.  The usage counters grow as
-    for a committed write (C{count_usage}).  L{NoSuchBucketError} when the
-    bucket is gone.
+    object under that key; -> whether it did.  Its one location, or
+    C{locations} (its copies, the primary first).  The backends' usage
+    counters grow as for a committed write (C{count_usage}).
+    L{NoSuchBucketError} when the bucket is gone.
     """
+    record = copy.record(bucket, key, locations)
     try:
-        replace_object(conn, copy.record(bucket, key), None, "*", now)
+        replace_object(conn, record, None, "*", now)
     except PreconditionFailedError:
         return False
     if count_usage:
-        add_backend_usage(conn, {copy.backend: (copy.size, 1)})
+        add_backend_usage(conn, {location.backend: (copy.size, 1) for location in record.locations})
     return True
+
+
+def insert_versions(
+    conn: Connection, bucket: str, key: str, records: Sequence[ObjectRecord], now: datetime.datetime
+) -> Optional[list[str]]:
+    """
+    Record C{records} (of C{bucket}/C{key}, oldest first, each with its
+    locations) as the versions of the key, each with a new version id, as
+    writes to a bucket with versioning Enabled make them: the row ids follow
+    their order, the last is the latest, the others noncurrent.  Nothing
+    when the bucket has any row under the key (a version or a delete
+    marker): -> None; else their version ids, in order.  The key's usage
+    row is locked first, as for every change of a key's versions
+    (L{s3balance.store.versions}); the bucket's usage grows by them, the
+    backends' counters not (the rebuild reconciles them at the end).
+    L{NoSuchBucketError} when the bucket is gone.
+    """
+    lock_bucket_shared(conn, bucket)
+    encoded = encode_key(key)
+    quotas.lock_shard(conn, bucket, quotas.shard_of(encoded))
+    if conn.execute(select(_o.c.id).where(_o.c.bucket == bucket, _o.c.key == encoded).limit(1)).first() is not None:
+        return None
+    made = []
+    for record in records:
+        written = versions.put_version(conn, record, versions.ENABLED, None, None, now, NO_GRACE)
+        assert written.version_id is not None
+        made.append(written.version_id)
+    return made
 
 
 def relocate(

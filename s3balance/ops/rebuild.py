@@ -2,7 +2,8 @@
 C{s3balance-admin rebuild}: the metadata database rebuilt from the backends
 after it was lost.
 
-    s3balance-admin rebuild --config FILE [--dry-run] [--force] [--concurrency 8]
+    s3balance-admin rebuild --config FILE [--dry-run] [--force] [--keep-older-copies]
+                            [--concurrency 8]
 
 Every object the gateway writes lives under a real key of its own layout
 (C{<virtual bucket>/<32 hex digits>}) and carries the virtual bucket and key
@@ -12,7 +13,7 @@ The rebuild lists every backend's real bucket, HEADs each key of that layout
 and records it as the object it names, with the size, ETag, Content-Type,
 stored headers and user metadata of the backend copy and its Last-Modified;
 virtual buckets that are not configured get their row back (as made with
-CreateBucket).
+CreateBucket), configured ones their configured versioning.
 
 Copies of one virtual key with the same size and ETag (quotes off) on
 distinct backends are copies of one version, its replicas: one object with a
@@ -25,30 +26,52 @@ its copies.  The older versions, an older copy of the winning version on a
 backend that keeps a newer one and the surplus copies are reported and left
 on their backend, where C{s3balance-admin fsck --repair} deletes them once
 nothing refers to them.  The outcome does not depend on the order the
-backends are listed in (L{resolve}).  Backend multipart uploads in progress
-are listed as leftovers (their gateway upload ids are lost: no client can
-finish them; fsck --repair aborts them).  What the backends don't keep is
-said at the end: checksums, multipart part tables, storage classes, tags,
-ACLs, keys adopted with C{s3balance-admin import}.
+backends are listed in (L{resolve}).
 
-An object is recorded with its first copy found; each further copy of it
-rewrites its locations (L{relocate}), only while they are still those this
-run recorded.  It refuses (exit status 2) a database that holds objects,
-unless C{--force}: then only the virtual keys the database lacks are added,
-with all their copies (a key it has is never changed, and a real key any row
-names is not read again).  The schema is created or brought up to date
-first.  C{--dry-run} reads everything and reports what would be recorded,
-writing nothing (not even a missing schema).  Stop the daemons first; with
-C{--force} the transactions are the daemon's kind, so one running does no
-harm.
+In a bucket that keeps versions the older versions are its noncurrent
+versions, and are kept (L{resolve_versions}): a configured bucket whose
+configuration sets C{versioning} (Enabled or Suspended), and with
+C{--keep-older-copies} every bucket not configured (the backends don't
+record whether a bucket made with CreateBucket was versioned; one that has
+older versions gets versioning Enabled, and a configured bucket without
+C{versioning} was never versioned: the daemon refuses to start on a
+versioned one).  Their keys' copies are gathered (in memory) while the
+backends are read and recorded after (L{record_gathered}), one transaction
+per key (L{insert_versions}): every version a row with its copies and a new
+version id, inserted oldest first (by the Last-Modified of its newest copy,
+so the row ids order them as the store does), the version of the newest
+copy the latest.  Only an older copy of a version on a backend that keeps a
+newer one and the surplus copies are left for fsck.  The version ids, delete
+markers and Object Lock are in the database only: not restored (a key whose
+newest version was a delete marker is back).
+
+Backend multipart uploads in progress are listed as leftovers (their
+gateway upload ids are lost: no client can finish them; fsck --repair
+aborts them).  What the backends don't keep is said at the end: checksums,
+multipart part tables, storage classes, tags, ACLs, delete markers, Object
+Lock, version ids, keys adopted with C{s3balance-admin import}.
+
+An object of a bucket that keeps no versions is recorded with its first
+copy found; each further copy of it rewrites its locations (L{relocate}),
+only while they are still those this run recorded.  It refuses (exit status
+2) a database that holds objects, unless C{--force}: then only the virtual
+keys the database lacks are added, with all their copies and versions (a key
+it has, even as a delete marker only, is never changed, and a real key any
+row names is not read again); a bucket not configured whose row says it is
+versioned keeps versions then too.  The schema is created or brought up to
+date first.  C{--dry-run} reads everything and reports what would be
+recorded, writing nothing (not even a missing schema).  Stop the daemons
+first; with C{--force} the transactions are the daemon's kind, so one
+running does no harm.
 
 Findings to stdout (a rebuilt object's line names its copies), a progress
-line to stderr every 10 s, a summary at the end (with the objects that have
-several copies, and those with fewer than their bucket keeps: the daemon's
-replica repair makes the missing ones).  Exit status: 0 when everything of
-s3balance's found was rebuilt (or resolved as an older copy), 1 when some
-could not be (a failed HEAD or listing, a copy without its key in the
-metadata, a database error), 2 when refused or for a bad configuration.
+line to stderr every 10 s, a summary at the end (with the noncurrent
+versions kept, the objects that have several copies, and those with fewer
+than their bucket keeps: the daemon's replica repair makes the missing
+ones).  Exit status: 0 when everything of s3balance's found was rebuilt (or
+resolved as an older copy), 1 when some could not be (a failed HEAD or
+listing, a copy without its key in the metadata, a database error), 2 when
+refused or for a bad configuration.
 
 Over 500 lines: one pass (scan, resolve conflicts, record, report) over
 state every step shares; the parts shared with import are in L{adopt}.
@@ -82,6 +105,7 @@ from s3balance.ops.adopt import (
     existing_keys,
     head_copy,
     insert_copy,
+    insert_versions,
     object_count,
     open_engine,
     referenced_keys,
@@ -95,6 +119,7 @@ from s3balance.ops.fsck.backend import backend_client, error_status, list_pages
 from s3balance.ops.importer import UsageError
 from s3balance.store.interfaces import Location
 from s3balance.store.usage import reconcile_backend_usage
+from s3balance.store.versions import ENABLED, set_versioning
 
 if TYPE_CHECKING:
     from s3balance.config import Config
@@ -112,6 +137,7 @@ class RebuildOptions:
     dry_run: bool = False
     force: bool = False
     concurrency: int = 8
+    keep_older_copies: bool = False  # buckets not configured keep their older copies as noncurrent versions
 
 
 @attr.s(auto_attribs=True)
@@ -125,6 +151,9 @@ class RebuildReport:
     unrecoverable: int = 0  # our copies without the virtual key in their metadata
     rebuilt: int = 0
     rebuilt_bytes: int = 0
+    noncurrent: int = 0  # older versions kept as noncurrent versions (buckets that keep versions)
+    noncurrent_bytes: int = 0
+    versioned_buckets: int = 0  # buckets not configured given versioning Enabled (--keep-older-copies)
     multipart_objects: int = 0
     conflicts: int = 0  # virtual keys with copies left unreferenced
     older_copies: int = 0  # those copies (older versions, older copies on one backend, surplus)
@@ -170,11 +199,12 @@ class Seen:
 
 @attr.s(auto_attribs=True)
 class Kept:
-    """What a virtual key resolves to so far."""
+    """What a virtual key (or one version of it) resolves to so far."""
 
     copies: tuple[Seen, ...]  # its locations, oldest copy first (the primary)
     newest: Seen  # the copy the row's size, ETag, headers and Last-Modified are from
     state: str  # NEW or PRESENT
+    version_id: Optional[str] = None  # the version id it was recorded with (buckets that keep versions)
 
     @property
     def newness(self) -> tuple[datetime.datetime, datetime.datetime, str, str]:
@@ -201,6 +231,49 @@ def resolve(copies: Sequence[Seen], wanted: int) -> tuple[tuple[Seen, ...], Seen
     chosen.sort(key=Seen.newness)
     taken = set(chosen)
     return tuple(chosen), newest, [copy for copy in copies if copy not in taken]
+
+
+def resolve_versions(
+    copies: Sequence[Seen], wanted: int
+) -> tuple[list[tuple[tuple[Seen, ...], Seen]], list[Seen]]:
+    """
+    (versions, the rest) of one virtual key's copies, for a bucket that
+    keeps versions: each version (size and ETag) resolved as by L{resolve},
+    (locations, newest copy), ordered by their newest copies' Last-Modified,
+    oldest first (the last is the version of the newest copy: the latest);
+    the rest are older copies of a version on a backend that keeps a newer
+    one, and surplus copies.  Independent of the order the copies were met in.
+    """
+    by_version: dict[tuple[int, str], list[Seen]] = {}
+    for copy in copies:
+        by_version.setdefault(copy.version, []).append(copy)
+    versions: list[tuple[tuple[Seen, ...], Seen]] = []
+    rest: list[Seen] = []
+    for group in by_version.values():
+        chosen, newest, left = resolve(group, wanted)
+        versions.append((chosen, newest))
+        rest.extend(left)
+    versions.sort(key=lambda version: version[1].newness())
+    return versions, rest
+
+
+@attr.s(auto_attribs=True)
+class Gathered:
+    """
+    The copies of a key of a bucket that keeps versions, met so far: they
+    are recorded once every backend was read.  Of each version only the
+    newest copy is kept whole (its headers go into the version's row).
+    """
+
+    copies: list[Seen] = attr.Factory(list)
+    newest: dict[tuple[int, str], BackendCopy] = attr.Factory(dict)
+
+    def add(self, copy: BackendCopy) -> None:
+        seen = Seen.of(copy)
+        self.copies.append(seen)
+        held = self.newest.get(seen.version)
+        if held is None or copy.newness() > held.newness():
+            self.newest[seen.version] = copy
 
 
 Outcome = Union[BackendCopy, Gone, Unreadable]
@@ -240,7 +313,12 @@ class Rebuilder:
         # (virtual bucket, key) -> what it resolves to; -> the copies left unreferenced.
         self.kept: dict[tuple[str, str], Kept] = {}
         self.older: dict[tuple[str, str], list[Seen]] = {}
+        # Buckets that keep versions: (bucket, key) -> its copies met so far (recorded after the scan);
+        # -> its noncurrent versions recorded, oldest first (the latest is in C{kept}).
+        self.gathered: dict[tuple[str, str], Gathered] = {}
+        self.noncurrent: dict[tuple[str, str], list[Kept]] = {}
         self._wanted: dict[str, int] = {}
+        self._keeps_versions: dict[str, bool] = {}
         self.buckets: set[str] = set()  # those known to have a row (or, dry run, to get one)
         self._pool: Optional[ThreadPoolExecutor] = None
 
@@ -271,35 +349,42 @@ class Rebuilder:
         if count:
             self.output.say(f"database: {count} object(s) already; --force: adding only the keys it lacks")
 
-    def _has_bucket(self, name: str) -> bool:
+    def _bucket_row(self, name: str) -> tuple[bool, Optional[str]]:
+        """(whether the database has the bucket's row, its versioning status)."""
         from sqlalchemy import select
 
         from s3balance.store import tables
 
         if self.no_database:
-            return False
-        return bool(
-            transaction(
-                self.engine,
-                lambda conn: conn.execute(select(tables.buckets.c.name).where(tables.buckets.c.name == name)).first()
-                is not None,
-                write=False,
-            )
+            return False, None
+        b = tables.buckets
+        row = transaction(
+            self.engine,
+            lambda conn: conn.execute(select(b.c.versioning).where(b.c.name == name)).first(),
+            write=False,
         )
+        return row is not None, (row.versioning if row is not None else None)
 
     def need_bucket(self, name: str) -> None:
-        """The virtual bucket's row, made unless there (configured: origin config; else as by CreateBucket)."""
+        """
+        The virtual bucket's row, made unless there (configured: origin
+        config, with its configured versioning; else as by CreateBucket).
+        """
         if name in self.buckets:
             return
-        origin = ORIGIN_CONFIG if self.config.virtual_bucket(name) is not None else ORIGIN_API
+        configured = self.config.virtual_bucket(name)
+        origin = ORIGIN_CONFIG if configured is not None else ORIGIN_API
+        versioning = configured.versioning if configured is not None else None
         if self.options.dry_run:
-            made = not self._has_bucket(name)
+            made = not self._bucket_row(name)[0]
         else:
-            made = transaction(self.engine, ensure_bucket, name, origin, self.now())
+            made = transaction(self.engine, ensure_bucket, name, origin, self.now(), versioning)
         self.buckets.add(name)
         if made:
             self.report.buckets_made += 1
             why = "configured" if origin == ORIGIN_CONFIG else "found on the backends, not configured: as by CreateBucket"
+            if versioning is not None:
+                why += f", versioning {versioning}"
             self.output.say(f"bucket: {'would make' if self.options.dry_run else 'made'} {name} ({why})")
 
     # -- the run ----------------------------------------------------------------------
@@ -312,6 +397,7 @@ class Rebuilder:
             self._pool = pool
             for name in self.names:
                 self.scan(name)
+        self.record_gathered()
         if not self.options.dry_run:
             # The usage counters from the locations, as the daemon's reconciler makes them.
             transaction(self.engine, reconcile_backend_usage)
@@ -399,6 +485,9 @@ class Rebuilder:
             say(f"error: backend={backend} real_key={real_key} object={bucket}/{key}: the store can't hold it: {why_not}")
             return
         identity = (bucket, key)
+        if self.keeps_versions(bucket):
+            self.gathered.setdefault(identity, Gathered()).add(copy)
+            return
         current = self.kept.get(identity)
         if current is None:
             self._first(identity, copy)
@@ -406,6 +495,22 @@ class Rebuilder:
             r.present += 1
         else:
             self._another(identity, copy, current)
+
+    def keeps_versions(self, bucket: str) -> bool:
+        """
+        Whether C{bucket}'s older copies are its noncurrent versions: a
+        configured bucket's when its configuration sets C{versioning}; one
+        not configured with C{--keep-older-copies}, or when its row (under
+        C{--force}) says it is versioned.
+        """
+        if bucket not in self._keeps_versions:
+            configured = self.config.virtual_bucket(bucket)
+            if configured is not None:
+                keeps = configured.versioning is not None
+            else:
+                keeps = self.options.keep_older_copies or self._bucket_row(bucket)[1] is not None
+            self._keeps_versions[bucket] = keeps
+        return self._keeps_versions[bucket]
 
     def wanted(self, bucket: str) -> int:
         """The copies each object of C{bucket} keeps (its replicas)."""
@@ -493,6 +598,110 @@ class Rebuilder:
         self._count(self.kept[identity])
         self._leave(identity, rest)
 
+    # -- the keys of buckets that keep versions ----------------------------------------
+
+    def record_gathered(self) -> None:
+        """The keys of the buckets that keep versions, each with all its versions, once every backend was read."""
+        by_bucket: dict[str, list[str]] = {}
+        for bucket, key in self.gathered:
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in sorted(by_bucket.items()):
+            keys.sort()
+            older = any(len(self.gathered[(bucket, key)].newest) > 1 for key in keys)
+            try:
+                self.need_bucket(bucket)
+                versioning = self.bucket_versioning(bucket, older)
+            except Exception as error:
+                self.report.errors += 1
+                self.output.say(
+                    f"error: bucket={bucket}: the database refused it: {type(error).__name__}: {error} "
+                    f"(its {len(keys)} key(s) not rebuilt)"
+                )
+                continue
+            for key in keys:
+                self._record_versions((bucket, key), self.gathered.pop((bucket, key)), versioning)
+                self.output.tick(self._progress)
+
+    def bucket_versioning(self, bucket: str, older: bool) -> Optional[str]:
+        """
+        The versioning status C{bucket}'s keys are recorded under (None: one
+        version each, as in a bucket never versioned): a configured bucket's
+        own; else its row's (C{--force}); else Enabled when some key of it
+        has older versions, given to its row (and said).
+        """
+        configured = self.config.virtual_bucket(bucket)
+        if configured is not None and configured.versioning is not None:
+            return configured.versioning
+        recorded = self._bucket_row(bucket)[1]
+        if recorded is not None or not older:
+            return recorded
+        if not self.options.dry_run:
+            transaction(self.engine, set_versioning, bucket, ENABLED)
+        self.report.versioned_buckets += 1
+        self.output.say(
+            f"bucket: {bucket}: versioning {'would be ' if self.options.dry_run else ''}Enabled (not configured; "
+            "--keep-older-copies: its keys' older copies are kept as noncurrent versions)"
+        )
+        return ENABLED
+
+    def _record_versions(self, identity: tuple[str, str], gathered: Gathered, versioning: Optional[str]) -> None:
+        """
+        One key of a bucket that keeps versions: each version (size and
+        ETag) a row with its copies, oldest first, the newest the latest;
+        unless the database has the key (C{--force}).  Under no versioning
+        (a bucket not configured whose keys have one version each) the one
+        version is recorded as any other object.
+        """
+        bucket, key = identity
+        r = self.report
+        versions, rest = resolve_versions(gathered.copies, self.wanted(bucket))
+        version_ids: list[Optional[str]] = [None] * len(versions)
+        try:
+            if self.options.dry_run:
+                inserted = self.no_database or not transaction(self.engine, existing_keys, bucket, [key], write=False)
+            elif versioning is None:
+                [(chosen, newest)] = versions
+                inserted = transaction(
+                    self.engine,
+                    insert_copy,
+                    bucket,
+                    key,
+                    gathered.newest[newest.version],
+                    self.now(),
+                    False,
+                    [c.location for c in chosen],
+                )
+            else:
+                records = [
+                    gathered.newest[newest.version].record(bucket, key, [c.location for c in chosen])
+                    for chosen, newest in versions
+                ]
+                made = transaction(self.engine, insert_versions, bucket, key, records, self.now())
+                inserted = made is not None
+                if made is not None:
+                    version_ids = list(made)
+        except Exception as error:
+            r.errors += 1
+            self.output.say(
+                f"error: object={bucket}/{key}: the database refused it: {type(error).__name__}: {error} (not rebuilt)"
+            )
+            return
+        state = NEW if inserted else PRESENT
+        kept = [
+            Kept(chosen, newest, state, version_id)
+            for (chosen, newest), version_id in zip(versions, version_ids, strict=True)
+        ]
+        self.kept[identity] = kept[-1]
+        if not inserted:
+            r.present += len(gathered.copies)
+            return
+        self._count(kept[-1])
+        if len(kept) > 1:
+            self.noncurrent[identity] = kept[:-1]
+            r.noncurrent += len(kept) - 1
+            r.noncurrent_bytes += sum(version.newest.size for version in kept[:-1])
+        self._leave(identity, rest)
+
     def list_uploads(self, backend: str) -> None:
         """The backend's multipart uploads in progress: ours are leftovers (reported only)."""
         r, say = self.report, self.output.say
@@ -530,34 +739,46 @@ class Rebuilder:
             f"{r.conflicts} conflicts, {r.errors} errors, {self.output.rate(r.listed)}"
         )
 
+    @staticmethod
+    def _object_line(what: str, bucket: str, key: str, kept: Kept) -> str:
+        primary, newest = kept.copies[0], kept.newest
+        version = "" if kept.version_id is None else f"version_id={kept.version_id} "
+        line = (
+            f"{what}: object={bucket}/{key} {version}backend={primary.backend} real_key={primary.real_key} "
+            f"size={newest.size} etag={newest.etag} last_modified={newest.last_modified.isoformat()}"
+        )
+        if len(kept.copies) > 1:
+            others = ", ".join(f"backend={c.backend} real_key={c.real_key}" for c in kept.copies[1:])
+            line += f" copies={len(kept.copies)} (also {others})"
+        return line
+
     def print_objects(self) -> None:
+        """A line per object rebuilt (its latest version), then one per noncurrent version of it, newest first."""
         verb = "would-rebuild" if self.options.dry_run else "rebuilt"
         for (bucket, key), kept in sorted(self.kept.items()):
             if kept.state != NEW:
                 continue
-            primary, newest = kept.copies[0], kept.newest
-            line = (
-                f"{verb}: object={bucket}/{key} backend={primary.backend} real_key={primary.real_key} "
-                f"size={newest.size} etag={newest.etag} last_modified={newest.last_modified.isoformat()}"
-            )
-            if len(kept.copies) > 1:
-                others = ", ".join(f"backend={c.backend} real_key={c.real_key}" for c in kept.copies[1:])
-                line += f" copies={len(kept.copies)} (also {others})"
-            self.output.say(line)
+            self.output.say(self._object_line(verb, bucket, key, kept))
+            for version in reversed(self.noncurrent.get((bucket, key), [])):
+                self.output.say(self._object_line(f"{verb}-noncurrent", bucket, key, version))
 
     def print_conflicts(self) -> None:
         say = self.output.say
+        older_versions: set[str] = set()  # buckets not configured with copies of another version left
         for (bucket, key), copies in sorted(self.older.items()):
             kept = self.kept[(bucket, key)]
-            held = {c.backend for c in kept.copies}
+            versions = {v.newest.version: v for v in (*self.noncurrent.get((bucket, key), []), kept)}
             where = f"backend={kept.copies[0].backend} real_key={kept.copies[0].real_key}"
             if len(kept.copies) > 1:
                 where += f" (and {len(kept.copies) - 1} more copies)"
             for copy in sorted(copies, key=Seen.newness, reverse=True):
-                if copy.version != kept.newest.version:
+                own = versions.get(copy.version)
+                if own is None:
+                    if self.config.virtual_bucket(bucket) is None:
+                        older_versions.add(bucket)
                     tie = " (same Last-Modified: chosen by backend and real key)" if copy.newness()[:2] == kept.newness[:2] else ""
                     what = "older copy left on its backend"
-                elif copy.backend in held:
+                elif copy.backend in {c.backend for c in own.copies}:
                     tie, what = "", "older copy of the same version on a backend that keeps a newer one, left on it"
                 else:
                     tie = ""
@@ -573,18 +794,29 @@ class Rebuilder:
                 "locations); the other copies stay on their backends, unreferenced: "
                 "'s3balance-admin fsck --repair' deletes them (once older than its --older-than, 1h by default)"
             )
+        if older_versions:
+            say(
+                f"conflicts: the older copies of another version in {', '.join(sorted(older_versions))} (not "
+                "configured) are an overwritten key's old version, or the noncurrent versions of a bucket that was "
+                "versioned (the backends do not say which): for such a bucket, before 'fsck --repair', rebuild "
+                "into an empty database again with --keep-older-copies"
+            )
 
     def copies(self) -> tuple[int, int, int]:
-        """(objects with several copies, their locations, objects with fewer copies than their bucket keeps)."""
+        """
+        (objects with several copies, their locations, objects with fewer
+        copies than their bucket keeps), noncurrent versions counted as objects.
+        """
         several = locations = short = 0
-        for (bucket, _), kept in self.kept.items():
-            if kept.state != NEW:
+        for (bucket, key), latest in self.kept.items():
+            if latest.state != NEW:
                 continue
-            if len(kept.copies) > 1:
-                several += 1
-                locations += len(kept.copies)
-            if len(kept.copies) < self.wanted(bucket):
-                short += 1
+            for kept in (latest, *self.noncurrent.get((bucket, key), [])):
+                if len(kept.copies) > 1:
+                    several += 1
+                    locations += len(kept.copies)
+                if len(kept.copies) < self.wanted(bucket):
+                    short += 1
         return several, locations, short
 
     def summary(self) -> None:
@@ -616,10 +848,31 @@ class Rebuilder:
             f"{r.foreign} key(s) not of s3balance's layout were left alone; import those again"
         )
         say("  not rebuilt: empty virtual buckets made with CreateBucket; bucket creation dates (now)")
+        say(
+            "  not rebuilt: delete markers (kept in the database only): a key of a versioned bucket whose "
+            "newest version was a delete marker is back, its newest copy the latest version"
+        )
+        say(
+            "  not rebuilt: Object Lock (a bucket's default retention, versions' retention and legal holds; kept "
+            "in the database only): no rebuilt version is protected"
+        )
+        say(
+            f"  not rebuilt: version ids (kept in the database only): the {r.noncurrent} noncurrent version(s) "
+            "kept and the latest versions of versioned buckets have new ones, none is the null version"
+        )
         say("  note: Last-Modified is the backend copy's (the original may be a second or so later)")
         say(
             "  note: an object deleted or overwritten just before the loss whose old copy was still on its "
-            "backend (deletion grace, queued deletion) is back (an overwrite: its newest copy)"
+            "backend (deletion grace, queued deletion) is back (an overwrite: its newest copy; in a bucket "
+            "that keeps versions, the old copy as a noncurrent version)"
+        )
+        say(
+            "  note: the older copies (another size or ETag) of a key are kept as noncurrent versions in "
+            "buckets configured with versioning" + (
+                " and, --keep-older-copies, in those not configured (given versioning Enabled when they have any)"
+                if self.options.keep_older_copies else "; elsewhere they are left (--keep-older-copies keeps "
+                "those of buckets not configured)"
+            ) + "; versions are ordered by their newest copy's Last-Modified"
         )
         say(
             "  note: copies of one version (same size and ETag) on distinct backends are its replicas, one "
@@ -643,10 +896,12 @@ class Rebuilder:
             ("  unrecoverable (no key metadata)", r.unrecoverable),
             (f"objects {verb}", f"{r.rebuilt} ({format_size(r.rebuilt_bytes)})"),
             ("  of them multipart", r.multipart_objects),
+            ("noncurrent versions " + ("to keep" if dry else "kept"), f"{r.noncurrent} ({format_size(r.noncurrent_bytes)})"),
             ("  objects with several copies", f"{several} ({locations} locations)"),
             ("  fewer copies than their bucket keeps", short),
             ("conflicts (keys with copies left)", f"{r.conflicts} ({r.older_copies} copies)"),
             ("virtual bucket rows " + ("to make" if dry else "made"), r.buckets_made),
+            ("  versioning Enabled (not configured)", r.versioned_buckets),
             ("leftover multipart uploads", r.uploads),
             ("foreign multipart uploads", r.foreign_uploads),
             ("errors", r.errors),
@@ -655,6 +910,8 @@ class Rebuilder:
             say(f"{label:<38} {value!s:>16}")
         self.output.tick(self._progress, force=True)
         result = f"result: {r.rebuilt} object(s) " + ("would be rebuilt" if dry else "rebuilt")
+        if r.noncurrent:
+            result += f", {r.noncurrent} noncurrent version(s) " + ("would be kept" if dry else "kept")
         if r.unrecoverable or r.errors:
             result += f", {r.unrecoverable} unrecoverable, {r.errors} error(s)"
         say(result)
@@ -672,6 +929,16 @@ def add_arguments(parser: argparse.ArgumentParser, with_config: bool = True) -> 
         "--force",
         action="store_true",
         help="rebuild into a database that holds objects: only the keys it lacks are added",
+    )
+    parser.add_argument(
+        "--keep-older-copies",
+        action="store_true",
+        help=(
+            "in buckets not configured (made with CreateBucket: the backends do not record whether they were "
+            "versioned), keep each key's older copies (another size or ETag) as its noncurrent versions, and give "
+            "a bucket that has any versioning Enabled; without it they are left for fsck --repair. Buckets "
+            "configured with versioning keep them always, configured ones without never"
+        ),
     )
     parser.add_argument("--concurrency", type=int, default=8, help="HEAD requests at a time (default 8)")
 
@@ -695,6 +962,9 @@ def command(args: argparse.Namespace) -> int:
 
     config = load_checked_config(args.config)
     options = RebuildOptions(
-        dry_run=bool(args.dry_run), force=bool(args.force), concurrency=max(1, int(args.concurrency))
+        dry_run=bool(args.dry_run),
+        force=bool(args.force),
+        concurrency=max(1, int(args.concurrency)),
+        keep_older_copies=bool(args.keep_older_copies),
     )
     return run(config, options)
