@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rss-clients", type=int, default=8)
     p.add_argument("--list-keys", type=parse_counts, default=None,
                    help="key counts for the listing test, e.g. 10000,1000000 (default 10000)")
+    p.add_argument("--list-versions", type=parse_counts, default=[1, 3],
+                   help="versions per key for the listing test, e.g. 1,3: each key count is measured with 1, "
+                   "then with 3 (2 noncurrent + the latest) on the same database")
     p.add_argument("--list-db", default="sqlite,postgres", help="databases for the listing test")
     p.add_argument("--list-repeat", type=int, default=None, help="timed requests per page (default 9; quick 3)")
     p.add_argument("--postgres-url", default=None,
@@ -305,6 +308,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 twistd_args=args.daemon_args,
                 daemon_overrides=args.daemon_config,
                 log=log,
+                version_counts=args.list_versions,
             )
     except KeyboardInterrupt:
         log("interrupted; reporting what was measured")

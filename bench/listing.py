@@ -13,6 +13,16 @@ page's time is the whole request: auth, the SQL, the XML, HTTP.
 Keys look like C{dir{i // 1000}/file{i}}: 1000 keys per "directory", so at
 10^6 keys the delimiter page folds 1000 common prefixes (skip-scan).
 
+With C{--list-versions 1,3} every key count is measured with 1 version per
+key, then with 3 (two noncurrent versions and the latest) on the same
+database: the noncurrent rows are added to it between the two, as
+C{store/versions.py} writes them (a version id, C{latest} NULL, not a delete
+marker, their own locations).  Row ids go round by round (the key's
+versions as if every key were written V times over: round r of key i is id
+C{r * count + i + 1}, the latest in the last round), so each key's versions
+are ordered by id as the store orders them.  With one version only, the rows
+are null versions, as migration 0018 makes of every existing object.
+
 Pages timed (each C{--list-repeat} times; the median is reported):
 
 - first:     the first 1000 keys;
@@ -21,6 +31,12 @@ Pages timed (each C{--list-repeat} times; the median is reported):
 - prefix:    prefix=dir<middle>/ with delimiter=/: the 1000 keys of one directory.
 
 (See C{s3balance/store/listing.py} for how each database reads them.)
+
+The same four pages of ListObjectVersions are timed at the store: the
+function the daemon runs for it (C{s3balance.store.versions.list_versions}),
+called on one connection of this process (no HTTP, no XML); "deep" is a key
+marker, "resume" a key marker with a version id marker (the middle version
+of that key: where a truncated page ends).
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -56,8 +72,28 @@ def key_of(i: int) -> str:
     return f"dir{i // 1000}/file{i}"
 
 
-def bulk_insert(url: str, count: int, log: Callable[[str], None] = print) -> float:
-    """Create the schema (migrations) and insert C{count} objects; -> seconds taken."""
+def version_id_of(object_id: int) -> str:
+    """A row's version id: 32 characters of the version id alphabet, as L{versions.new_version_id}'s."""
+    return uuid.UUID(int=object_id).hex
+
+
+def object_id_of(i: int, version: int, count: int) -> int:
+    """The row id of key C{i}'s version C{version} (0: the oldest) with C{count} keys."""
+    return version * count + i + 1
+
+
+def bulk_insert(
+    url: str,
+    count: int,
+    log: Callable[[str], None] = print,
+    rounds: Sequence[int] = (0,),
+    total: int = 1,
+) -> float:
+    """
+    Create the schema (migrations) unless there, and insert the versions
+    C{rounds} (0: the oldest, C{total - 1}: the latest) of C{count} keys, as
+    C{store/versions.py} writes them; -> seconds taken.
+    """
     from s3balance.store import migrate, tables
 
     migrate.upgrade(url)
@@ -65,43 +101,50 @@ def bulk_insert(url: str, count: int, log: Callable[[str], None] = print) -> flo
     started = time.monotonic()
     moment = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     etag = '"' + "0" * 32 + '"'
+    done = 0
     try:
-        for first in range(0, count, BATCH):
-            ids = range(first + 1, min(count, first + BATCH) + 1)
-            objects = [
-                {
-                    "id": i,
-                    "bucket": LIST_BUCKET,
-                    "key": key_of(i - 1).encode(),
-                    "size": 4096,
-                    "etag": etag,
-                    "last_modified": moment,
-                    "content_type": "binary/octet-stream",
-                    "headers": "{}",
-                    "checksums": "{}",
-                }
-                for i in ids
-            ]
-            locations = [
-                {
-                    "id": i,
-                    "object_id": i,
-                    "backend": REAL_BUCKET,
-                    "real_key": f"{LIST_BUCKET}/{uuid.UUID(int=i).hex}",
-                    "created": moment,
-                }
-                for i in ids
-            ]
-            with engine.begin() as conn:
-                conn.execute(insert(tables.objects), objects)
-                conn.execute(insert(tables.object_locations), locations)
-            if (first // BATCH) % 20 == 19:
-                log(f"    {first + BATCH} rows ...")
+        for version in rounds:
+            latest = 1 if version == total - 1 else None
+            for first in range(0, count, BATCH):
+                keys = range(first, min(count, first + BATCH))
+                objects = []
+                locations = []
+                for i in keys:
+                    object_id = object_id_of(i, version, count)
+                    objects.append({
+                        "id": object_id,
+                        "bucket": LIST_BUCKET,
+                        "key": key_of(i).encode(),
+                        "size": 4096,
+                        "etag": etag,
+                        "last_modified": moment + datetime.timedelta(seconds=version),
+                        "content_type": "binary/octet-stream",
+                        "headers": "{}",
+                        "checksums": "{}",
+                        "version_id": None if total == 1 else version_id_of(object_id),
+                        "latest": latest,
+                        "delete_marker": 0,
+                    })
+                    locations.append({
+                        "id": object_id,
+                        "object_id": object_id,
+                        "backend": REAL_BUCKET,
+                        "real_key": f"{LIST_BUCKET}/{uuid.UUID(int=object_id).hex}",
+                        "created": moment,
+                    })
+                with engine.begin() as conn:
+                    conn.execute(insert(tables.objects), objects)
+                    conn.execute(insert(tables.object_locations), locations)
+                done += len(objects)
+                if (done // BATCH) % 20 == 0:
+                    log(f"    {done} rows ...")
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 # Explicit ids leave the sequences behind: move them on.
                 for table in ("objects", "object_locations"):
-                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {max(count, 1)})"))
+                    conn.execute(text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {max(count * total, 1)})"
+                    ))
                 conn.execute(text("ANALYZE objects"))
                 conn.execute(text("ANALYZE object_locations"))
             elif engine.dialect.name == "sqlite":
@@ -158,6 +201,57 @@ def time_pages(client: S3Client, count: int, repeat: int) -> dict[str, dict]:
     return out
 
 
+def time_version_pages(url: str, count: int, total: int, most: int, repeat: int) -> dict[str, dict]:
+    """
+    ListObjectVersions' pages at the store (L{versions.list_versions}), on
+    one connection, with C{total} of the C{most} rounds of versions written.
+    """
+    from s3balance.store import versions
+
+    middle_dir = (count // 2) // 1000
+    marker = deep_marker(count)
+    marker_i = int(marker.rsplit("file", 1)[1])
+    # The middle version of the marker's key (the null one with one version).
+    middle = most - 1 - total // 2
+    version_marker = version_id_of(object_id_of(marker_i, middle, count)) if most > 1 else versions.NULL_VERSION
+    pages = {
+        "first": ("", "", "", None),
+        "deep": ("", "", marker, None),
+        "resume": ("", "", marker, version_marker),
+        "delimiter": ("", "/", "", None),
+        "prefix": (f"dir{middle_dir}/", "/", "", None),
+    }
+    engine = create_engine(url, pool_size=1)
+    out = {}
+    try:
+        with engine.connect() as conn:
+            for name, (prefix, delimiter, key_marker, version_id_marker) in pages.items():
+                args = (LIST_BUCKET, prefix, delimiter, key_marker, version_id_marker, PAGE)
+                versions.list_versions(conn, *args)  # warm
+                conn.rollback()
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    page = versions.list_versions(conn, *args)
+                    conn.rollback()
+                    times.append(time.perf_counter() - t0)
+                out[name] = {
+                    "median_ms": statistics.median(times) * 1e3,
+                    "min_ms": min(times) * 1e3,
+                    "max_ms": max(times) * 1e3,
+                    "entries": len(page.versions) + len(page.common_prefixes),
+                    "truncated": page.truncated,
+                }
+    finally:
+        engine.dispose()
+    return out
+
+
+def label_of(count: int, total: int) -> str:
+    """A result's name: the key count, with "x3" for 3 versions a key."""
+    return str(count) if total == 1 else f"{count}x{total}"
+
+
 def run(
     seaweed: SeaweedFS,
     key_counts: list[int],
@@ -168,9 +262,20 @@ def run(
     daemon_overrides: Optional[list[str]] = None,
     log: Callable[[str], None] = print,
     mariadb_url: str = DEFAULT_MARIADB_URL,
+    version_counts: Sequence[int] = (1,),
 ) -> dict:
-    """-> {"sqlite": {"10000": {"insert_s": .., "pages": {...}}, ...}, "postgres": ..., "mariadb": ...}"""
+    """
+    -> {"sqlite": {"10000": {"keys": 10000, "versions": 1, "insert_s": .., "pages": {...},
+    "version_pages": {...}}, "10000x3": {...}, ...}, "postgres": ..., "mariadb": ...}
+
+    For each database and key count, one database: filled with the fewest
+    versions asked for, measured, the other versions added, measured again.
+    """
     results: dict = {}
+    totals = sorted(set(version_counts))
+    if not totals or totals[0] < 1:
+        raise ValueError(f"versions per key: at least 1, not {version_counts}")
+    most = totals[-1]
     for db in databases:
         results[db] = {}
         for count in key_counts:
@@ -189,28 +294,44 @@ def run(
                     except Exception as error:
                         reason = str(error).strip().splitlines()[0]
                         log(f"  {db} not reachable at {admin_url}: {reason}; skipped")
-                        results[db][str(count)] = {"skipped": reason}
+                        for total in totals:
+                            results[db][label_of(count, total)] = {"skipped": reason}
                         break
                     url = server_db.url
                     database = {"type": "postgres" if db == "postgres" else "mysql", "dsn": url}
                 else:
                     raise ValueError(f"unknown database {db!r} (sqlite, postgres or mariadb)")
-                log(f"  {db}: inserting {count} objects ...")
-                took = bulk_insert(url, count, log)
-                log(f"  {db}: {count} rows in {took:.1f} s; starting a daemon on it")
-                config = daemon_config(
-                    seaweed, workdir, [LIST_BUCKET], database=database, overrides=daemon_overrides
-                )
-                daemon = start_daemon(config, f"bench-list-{db}", twistd_args)
-                try:
-                    client = S3Client(daemon.endpoint, ACCESS_KEY, SECRET_KEY)
-                    pages = time_pages(client, count, repeat)
-                    client.close()
-                finally:
-                    daemon.stop()
-                for name, page in pages.items():
-                    log(f"  {db:<8} {count:>8} keys  {name:<9} {page['median_ms']:7.1f} ms  ({page['entries']} entries)")
-                results[db][str(count)] = {"insert_s": took, "pages": pages}
+                have = 0  # versions per key in the database
+                took = 0.0
+                for total in totals:
+                    # The latest round first, then older and older ones.
+                    rounds = range(most - have - 1, most - total - 1, -1)
+                    log(f"  {db}: inserting {count} objects x {total - have} version(s) ...")
+                    took += bulk_insert(url, count, log, rounds=rounds, total=most)
+                    have = total
+                    label = label_of(count, total)
+                    log(f"  {db}: {count} keys x {total} versions in {took:.1f} s; starting a daemon on it")
+                    config = daemon_config(
+                        seaweed, workdir, [LIST_BUCKET], database=database, overrides=daemon_overrides
+                    )
+                    daemon = start_daemon(config, f"bench-list-{db}", twistd_args)
+                    try:
+                        client = S3Client(daemon.endpoint, ACCESS_KEY, SECRET_KEY)
+                        pages = time_pages(client, count, repeat)
+                        client.close()
+                    finally:
+                        daemon.stop()
+                    for name, page in pages.items():
+                        log(f"  {db:<8} {label:>10} keys  {name:<9} {page['median_ms']:7.1f} ms"
+                            f"  ({page['entries']} entries)")
+                    version_pages = time_version_pages(url, count, total, most, repeat)
+                    for name, page in version_pages.items():
+                        log(f"  {db:<8} {label:>10} keys  versions {name:<9} {page['median_ms']:7.1f} ms"
+                            f"  ({page['entries']} entries, store)")
+                    results[db][label] = {
+                        "keys": count, "versions": total, "insert_s": took, "pages": pages,
+                        "version_pages": version_pages,
+                    }
             finally:
                 if server_db is not None:
                     server_db.close()

@@ -103,3 +103,29 @@ class FloorTableTests(SynchronousTestCase):
         self.assertEqual(len(rows), 1)
         self.assertEqual(rows[0][:6], ["put4k@8", "2000", "1600", "800", "0.80", "0.50"])
         self.assertEqual(rows[0][6:], ["90 us", "250 us", "900 us"])
+
+
+class ListingTargetTests(SynchronousTestCase):
+    def test_a_listing_target_per_versions_count(self) -> None:
+        def measured(keys: int, versions: int, worst: float) -> dict:
+            page = {"median_ms": worst, "min_ms": worst, "max_ms": worst, "entries": 1000, "truncated": True}
+            return {"keys": keys, "versions": versions, "insert_s": 1.0, "pages": {"first": page},
+                    "version_pages": {"first": page}}
+
+        results = {"listing": {
+            "sqlite": {"1000000": measured(10**6, 1, 40.0), "1000000x3": measured(10**6, 3, 60.0)},
+            "postgres": {"10000": measured(10**4, 1, 10.0), "10000x3": measured(10**4, 3, 12.0)},
+        }}
+        found = {t["target"]: (t["status"], t["measured"]) for t in report.evaluate_targets(results)
+                 if t["target"].startswith("1000-key page")}
+        self.assertEqual(found, {
+            "1000-key page <= 50 ms at 10^6 keys (sqlite)": ("PASS", 40.0),
+            "1000-key page <= 50 ms at 10^6 keys x 3 versions (sqlite)": ("FAIL", 60.0),
+            "1000-key page <= 50 ms at 10^6 keys (postgres)": ("SKIP", 10.0),
+            "1000-key page <= 50 ms at 10^6 keys x 3 versions (postgres)": ("SKIP", 12.0),
+        })
+        lines: list[str] = []
+        report.print_report(results, lines.append)
+        text = "\n".join(lines)
+        self.assertIn("versions first", text)
+        self.assertIn("v2 first", text)

@@ -486,11 +486,14 @@ def list_versions(
     if cursor_key < prefix_b:
         cursor_key, inclusive, cursor_id = prefix_b, True, None
     next_marker: tuple[str, Optional[str]] = ("", None)
-    batch = min(max_keys + 1, 1000)
+    full = min(max_keys + 1, 1000)
+    batch = full
     while True:
         after = _o.c.key >= cursor_key if inclusive else _o.c.key > cursor_key
         if cursor_id is not None:
-            after = ((_o.c.key == cursor_key) & (_o.c.id < cursor_id)) | (_o.c.key > cursor_key)
+            # key >= cursor_key bounds the index range (an OR of the two cases
+            # would not: SQLite then reads the bucket from its first key).
+            after = (_o.c.key >= cursor_key) & ((_o.c.key > cursor_key) | (_o.c.id < cursor_id))
         query = select(*_LISTED).where(_o.c.bucket == bucket, after)
         if upper is not None:
             query = query.where(_o.c.key < upper)
@@ -512,9 +515,13 @@ def list_versions(
             seen_key = key
             next_marker = (record.key, record.version_id or NULL_VERSION)
         if skipped:
+            # The next rows may fold again (a run of common prefixes): read
+            # few, and more and more while they are listed.
+            batch = 2
             continue
         if len(rows) < batch:
             return VersionPage(tuple(entries), tuple(prefixes), False, "", None)
+        batch = min(2 * batch, full)
         last = rows[-1]
         cursor_key, inclusive, cursor_id = bytes(last.key), False, int(last.id)
 
