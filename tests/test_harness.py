@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from tests.harness import (
     unique_bucket_name,
     wait_for_port,
 )
-from tests.harness.process import free_ports, harness_dir
+from tests.harness.process import free_ports, harness_dir, port_is_free, reserve_ports
 
 
 def _payload(tag: str) -> bytes:
@@ -44,6 +45,29 @@ class ProcessTests(SynchronousTestCase):
         ports = free_ports(5)
         self.assertEqual(len(set(ports)), 5)
         self.assertTrue(all(1024 <= p <= 65535 for p in ports + [free_port()]))
+
+    def test_a_port_reserved_by_another_process_is_not_handed_out(self) -> None:
+        script = (
+            "import sys\n"
+            "from tests.harness.process import free_port\n"
+            "print(free_port(), flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=str(Path(__file__).resolve().parents[1]),
+        )
+        self.addCleanup(child.kill)
+        assert child.stdout is not None and child.stdin is not None
+        port = int(child.stdout.readline())
+        self.assertTrue(port_is_free(port), "the child reserves the port without binding it")
+        self.assertFalse(reserve_ports([port]))
+        child.stdin.close()
+        child.wait(timeout=30)
+        # The kernel drops a process's reservations when it ends.
+        self.assertTrue(reserve_ports([port]))
 
     def test_waiting_on_a_dead_child_shows_its_log(self) -> None:
         child = ManagedProcess(
