@@ -33,6 +33,7 @@ from tests.daemon import (
 )
 from tests.harness import harness_dir, shared_seaweedfs_pair, unique_bucket_name
 from tests.harness.clients import boto3_client
+from tests.harness.trialrun import keep_module_together
 from tests.tlsfixture import self_signed_certificate
 
 _T = TypeVar("_T")
@@ -192,9 +193,11 @@ class Lazy(Generic[_T]):
     one module's tests).  A factory that failed is not retried: every later
     use raises the same error at once instead of waiting for another timeout.
 
-    With a C{stop}, the value is also stopped when a test of another module
-    makes a L{Lazy} value: trial hands the tests out in order, so a test
-    process that moved on to a later module never runs the earlier one's
+    The module that makes a L{Lazy} has its tests run by one worker, one
+    after the other (L{tests.harness.trialrun.keep_module_together}), so the
+    value is made once in the whole run.  With a C{stop}, the value is also
+    stopped when a test of another module makes a L{Lazy} value: a test
+    process that moved on to another module never runs the earlier one's
     tests again, and its idle daemons would only take CPU from the others
     (were it used again, it would be made anew).
     """
@@ -211,6 +214,10 @@ class Lazy(Generic[_T]):
         self._module = ""
         if stop is not None:
             atexit.register(self.close)
+        # One worker runs all of the module's tests, so it makes the value once.
+        defining = _calling_test_module()
+        if defining:
+            keep_module_together(defining)
 
     def __call__(self) -> _T:
         with self._lock:

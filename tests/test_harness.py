@@ -34,6 +34,7 @@ from tests.harness import (
     wait_for_port,
 )
 from tests.harness.process import free_ports, harness_dir, port_is_free, reserve_ports
+from tests.harness.trialrun import schedule
 
 
 def _payload(tag: str) -> bytes:
@@ -98,6 +99,41 @@ class ProcessTests(SynchronousTestCase):
         child.stop(timeout=0.3)
         self.assertFalse(child.running)
         self.assertEqual(child.returncode, -9)
+
+
+class _ScheduledCase(SynchronousTestCase):
+    def test_a(self) -> None:
+        pass
+
+    def test_b(self) -> None:
+        pass
+
+
+def _case_in(module: str, name: str) -> SynchronousTestCase:
+    kind = type(f"Case_{module}", (_ScheduledCase,), {"__module__": module})
+    return kind(name)
+
+
+class ScheduleTests(SynchronousTestCase):
+    def test_a_module_kept_together_is_one_group_the_biggest_first(self) -> None:
+        cases = [
+            _case_in("tests.test_one", "test_a"),
+            _case_in("tests.test_free", "test_a"),
+            _case_in("tests.test_two", "test_a"),
+            _case_in("tests.test_one", "test_b"),
+            _case_in("tests.test_two", "test_b"),
+            _case_in("tests.test_free", "test_b"),
+            _case_in("tests.test_two", "test_a"),
+        ]
+        groups = schedule(cases, together={"tests.test_one", "tests.test_two"})
+        self.assertEqual(
+            [[cases.index(case) for case in group] for group in groups],
+            [[2, 4, 6], [0, 3], [1], [5]],
+        )
+
+    def test_without_modules_kept_together_every_test_is_its_own_group(self) -> None:
+        cases = [_case_in("tests.test_one", "test_a"), _case_in("tests.test_one", "test_b")]
+        self.assertEqual(schedule(cases, together=set()), [[cases[0]], [cases[1]]])
 
 
 class SeaweedFSTests(SynchronousTestCase):

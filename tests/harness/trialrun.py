@@ -1,0 +1,130 @@
+"""``trial --jobs`` that keeps a module's tests on one worker when they share state.
+
+``python -m tests.harness.trialrun [trial options] tests`` is ``trial`` with
+one change to its parallel runner (``--jobs``): trial hands the tests out one
+at a time from one queue, so every worker ends up running some tests of every
+module, and a module whose tests share a lazily started daemon (see
+``keep_module_together``) starts that daemon once in each worker.  Here the
+tests of such a module form one group that a single worker runs from start to
+end; the groups go out biggest first, then the other tests one by one in
+trial's order, so the workers still finish together.
+
+Without ``--jobs`` this is plain ``trial``.
+
+It subclasses a private part of Twisted (``twisted.trial._dist.disttrial.
+DistTrialRunner._driveWorker``); requirements/test.txt bounds Twisted's
+version for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.python.failure import Failure
+from twisted.scripts import trial
+from twisted.trial._dist.disttrial import DistTrialRunner
+from twisted.trial.itrial import ITestCase
+
+__all__ = ["GroupingDistTrialRunner", "keep_module_together", "main", "schedule"]
+
+_together: set[str] = set()
+
+
+def keep_module_together(module: str) -> None:
+    """Run the tests of ``module`` on one worker, one after the other.
+
+    For a module whose tests share something costly that each worker would
+    otherwise make for itself (a daemon started on first use).  Call it while
+    the module is imported: trial imports every test module before it
+    schedules the first test.
+    """
+    _together.add(module)
+
+
+def _module_of(case: ITestCase) -> str:
+    return type(case).__module__
+
+
+def schedule(cases: Iterable[ITestCase], together: set[str] | None = None) -> list[list[ITestCase]]:
+    """The order in which workers take tests: groups of tests, each run by one worker.
+
+    The tests of every module in ``together`` (default: the modules given to
+    ``keep_module_together``) form one group, in trial's order; the groups
+    come first, the most tests first, and every other test is a group of its
+    own after them, in trial's order.
+    """
+    if together is None:
+        together = _together
+    grouped: dict[str, list[ITestCase]] = {}
+    single: list[list[ITestCase]] = []
+    for case in cases:
+        module = _module_of(case)
+        if module in together:
+            grouped.setdefault(module, []).append(case)
+        else:
+            single.append([case])
+    groups = sorted(grouped.values(), key=len, reverse=True)
+    return groups + single
+
+
+class GroupingDistTrialRunner(DistTrialRunner):
+    """A ``DistTrialRunner`` whose workers take a whole group of tests at a time (see ``schedule``).
+
+    With ``$S3BALANCE_TEST_TIMES`` set to a path, it also writes there one
+    line per test: the seconds it took, the worker's number and the test's id.
+    """
+
+    async def _driveWorker(self, result: Any, testCases: Iterable[ITestCase], worker: Any) -> None:
+        # Every worker of one pass gets the same iterator of tests; the first
+        # to come turns it into the shared queue of groups.
+        queue = self._queue_for(testCases)
+        number = self._worker_number(worker)
+        while queue:
+            group = queue.popleft()
+            for case in group:
+                if self._exitFirst and not result.original.wasSuccessful():
+                    return
+                started = time.monotonic()
+                try:
+                    await worker.run(case, result)
+                except Exception:
+                    result.original.addError(case, Failure())
+                self._record_time(time.monotonic() - started, number, case)
+
+    def _queue_for(self, testCases: Iterable[ITestCase]) -> deque[list[ITestCase]]:
+        state = self.__dict__.setdefault("_grouping_queues", {})
+        key = id(testCases)
+        if key not in state:
+            # The iterator is kept with its queue so that its id is not reused.
+            state[key] = (testCases, deque(schedule(testCases)))
+        queue: deque[list[ITestCase]] = state[key][1]
+        return queue
+
+    def _worker_number(self, worker: Any) -> int:
+        numbers: dict[int, int] = self.__dict__.setdefault("_grouping_workers", {})
+        return numbers.setdefault(id(worker), len(numbers))
+
+    def _record_time(self, seconds: float, worker: int, case: ITestCase) -> None:
+        path = os.environ.get("S3BALANCE_TEST_TIMES")
+        if path:
+            with open(path, "a") as times:
+                times.write(f"{seconds:.3f} {worker} {case.id()}\n")
+
+
+def main() -> None:
+    """Run trial with ``GroupingDistTrialRunner`` as its ``--jobs`` runner."""
+    # trial._makeRunner picks the runner class by this module-level name.
+    trial.DistTrialRunner = GroupingDistTrialRunner  # type: ignore[misc]
+    trial.run()
+
+
+if __name__ == "__main__":
+    # Run the copy that test modules import (tests.harness.trialrun), not
+    # this __main__ one: keep_module_together must fill the set it reads.
+    from tests.harness.trialrun import main as _main
+
+    _main()
