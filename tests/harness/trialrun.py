@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.scripts import trial
 from twisted.trial._dist.disttrial import DistTrialRunner
@@ -77,6 +78,15 @@ class GroupingDistTrialRunner(DistTrialRunner):
     With ``$S3BALANCE_TEST_TIMES`` set to a path, it also writes there one
     line per test: the seconds it took, the worker's number and the test's id.
     """
+
+    async def runAsync(self, suite: Any, untilFailure: bool = False) -> Any:
+        # With no test, DistTrialRunner's run ends before the reactor starts;
+        # stopping the reactor then fails and trial waits forever.  Starting
+        # once the reactor runs makes an empty run end like any other.
+        running: Deferred[None] = Deferred()
+        self._reactor.callWhenRunning(running.callback, None)
+        await running
+        return await super().runAsync(suite, untilFailure)
 
     async def _driveWorker(self, result: Any, testCases: Iterable[ITestCase], worker: Any) -> None:
         # Every worker of one pass gets the same iterator of tests; the first
