@@ -215,9 +215,9 @@ class Lazy(Generic[_T]):
         if stop is not None:
             atexit.register(self.close)
         # One worker runs all of the module's tests, so it makes the value once.
-        defining = _calling_test_module()
-        if defining:
-            keep_module_together(defining)
+        self._home = _calling_test_module()
+        if self._home:
+            keep_module_together(self._home)
 
     def __call__(self) -> _T:
         with self._lock:
@@ -242,6 +242,13 @@ class Lazy(Generic[_T]):
                     with Lazy._live_lock:
                         Lazy._live.append(self)
             return self._value
+
+    def share_with(self, module: str) -> None:
+        """
+        The tests of C{module} use the value too: one worker runs them with
+        the tests of the module that made this L{Lazy}.
+        """
+        keep_module_together(module, group=self._home or module)
 
     def close(self) -> None:
         """Stop the value, if made (the next use makes a new one)."""

@@ -119,15 +119,24 @@ class ScheduleTests(SynchronousTestCase):
             _case_in("tests.test_free", "test_b"),
             _case_in("tests.test_two", "test_a"),
         ]
-        groups = schedule(cases, together={"tests.test_one", "tests.test_two"})
+        groups = schedule(cases, {"tests.test_one": "tests.test_one", "tests.test_two": "tests.test_two"})
         self.assertEqual(
             [[cases.index(case) for case in group] for group in groups],
             [[2, 4, 6], [0, 3], [1], [5]],
         )
 
+    def test_modules_of_one_group_are_run_together(self) -> None:
+        cases = [
+            _case_in("tests.test_one", "test_a"),
+            _case_in("tests.test_free", "test_a"),
+            _case_in("tests.test_two", "test_a"),
+        ]
+        groups = schedule(cases, {"tests.test_one": "tests.test_one", "tests.test_two": "tests.test_one"})
+        self.assertEqual(groups, [[cases[0], cases[2]], [cases[1]]])
+
     def test_without_modules_kept_together_every_test_is_its_own_group(self) -> None:
         cases = [_case_in("tests.test_one", "test_a"), _case_in("tests.test_one", "test_b")]
-        self.assertEqual(schedule(cases, together=set()), [[cases[0]], [cases[1]]])
+        self.assertEqual(schedule(cases, {}), [[cases[0]], [cases[1]]])
 
 
 class SeaweedFSTests(SynchronousTestCase):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -32,44 +32,46 @@ from twisted.trial.itrial import ITestCase
 
 __all__ = ["GroupingDistTrialRunner", "keep_module_together", "main", "schedule"]
 
-_together: set[str] = set()
+_groups: dict[str, str] = {}
 
 
-def keep_module_together(module: str) -> None:
+def keep_module_together(module: str, group: str | None = None) -> None:
     """Run the tests of ``module`` on one worker, one after the other.
 
     For a module whose tests share something costly that each worker would
-    otherwise make for itself (a daemon started on first use).  Call it while
-    the module is imported: trial imports every test module before it
-    schedules the first test.
+    otherwise make for itself (a daemon started on first use).  Modules given
+    the same ``group`` (default: the module's own name) form one group, for
+    tests of several modules that share one daemon.  Call it while the module
+    is imported: trial imports every test module before it schedules the
+    first test.
     """
-    _together.add(module)
+    _groups[module] = group or module
 
 
 def _module_of(case: ITestCase) -> str:
     return type(case).__module__
 
 
-def schedule(cases: Iterable[ITestCase], together: set[str] | None = None) -> list[list[ITestCase]]:
+def schedule(cases: Iterable[ITestCase], groups: Mapping[str, str] | None = None) -> list[list[ITestCase]]:
     """The order in which workers take tests: groups of tests, each run by one worker.
 
-    The tests of every module in ``together`` (default: the modules given to
-    ``keep_module_together``) form one group, in trial's order; the groups
-    come first, the most tests first, and every other test is a group of its
-    own after them, in trial's order.
+    ``groups`` names the group of some modules (default: as given to
+    ``keep_module_together``); the tests of the modules of one group form
+    one group, in trial's order.  The groups come first, the most tests
+    first, and every other test is a group of its own after them, in trial's
+    order.
     """
-    if together is None:
-        together = _together
+    if groups is None:
+        groups = _groups
     grouped: dict[str, list[ITestCase]] = {}
     single: list[list[ITestCase]] = []
     for case in cases:
-        module = _module_of(case)
-        if module in together:
-            grouped.setdefault(module, []).append(case)
+        group = groups.get(_module_of(case))
+        if group is not None:
+            grouped.setdefault(group, []).append(case)
         else:
             single.append([case])
-    groups = sorted(grouped.values(), key=len, reverse=True)
-    return groups + single
+    return sorted(grouped.values(), key=len, reverse=True) + single
 
 
 class GroupingDistTrialRunner(DistTrialRunner):
