@@ -33,7 +33,7 @@ from tests.daemon import (
 )
 from tests.harness import harness_dir, shared_seaweedfs_pair, unique_bucket_name
 from tests.harness.clients import boto3_client
-from tests.harness.trialrun import keep_module_together
+from tests.harness.trialrun import keep_module_together, on_test_start
 from tests.tlsfixture import self_signed_certificate
 
 _T = TypeVar("_T")
@@ -196,10 +196,11 @@ class Lazy(Generic[_T]):
     The module that makes a L{Lazy} has its tests run by one worker, one
     after the other (L{tests.harness.trialrun.keep_module_together}), so the
     value is made once in the whole run.  With a C{stop}, the value is also
-    stopped when a test of another module makes a L{Lazy} value: a test
-    process that moved on to another module never runs the earlier one's
-    tests again, and its idle daemons would only take CPU from the others
-    (were it used again, it would be made anew).
+    stopped when a test of another module starts in a worker of that runner,
+    or elsewhere makes a L{Lazy} value: a test process that moved on to
+    another module never runs the earlier one's tests again, and its idle
+    daemons would only take CPU from the others (were it used again, it
+    would be made anew).
     """
 
     _live: list[Lazy[Any]] = []
@@ -216,6 +217,7 @@ class Lazy(Generic[_T]):
             atexit.register(self.close)
         # One worker runs all of the module's tests, so it makes the value once.
         self._home = _calling_test_module()
+        self._users = {self._home} if self._home else set()
         if self._home:
             keep_module_together(self._home)
 
@@ -248,6 +250,7 @@ class Lazy(Generic[_T]):
         The tests of C{module} use the value too: one worker runs them with
         the tests of the module that made this L{Lazy}.
         """
+        self._users.add(module)
         keep_module_together(module, group=self._home or module)
 
     def close(self) -> None:
@@ -260,12 +263,20 @@ class Lazy(Generic[_T]):
         if value is not None and self._stop is not None:
             self._stop(value)
 
+    def _used_by(self, module: str) -> bool:
+        return module in self._users or module == self._module
+
     @classmethod
     def _close_all_but(cls, module: str) -> None:
         with cls._live_lock:
-            others = [lazy for lazy in cls._live if lazy._module and lazy._module != module]
+            others = [lazy for lazy in cls._live if lazy._module and not lazy._used_by(module)]
         for lazy in others:
             lazy.close()
+
+
+# A worker of the parallel runner runs each module's tests together: once a
+# test of another module starts, the earlier module's daemons are idle for good.
+on_test_start(Lazy._close_all_but)
 
 
 def lazy_gateway(name: str, virtual: Sequence[str] = ("vb-default",), **kwargs: Any) -> Lazy[RunningGateway]:

@@ -11,9 +11,9 @@ trial's order, so the workers still finish together.
 
 Without ``--jobs`` this is plain ``trial``.
 
-It subclasses a private part of Twisted (``twisted.trial._dist.disttrial.
-DistTrialRunner._driveWorker``); requirements/test.txt bounds Twisted's
-version for it.
+It subclasses and wraps private parts of Twisted (``twisted.trial._dist``'s
+``DistTrialRunner`` and ``WorkerReporter``); requirements/runtime.txt bounds
+Twisted's version for it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -30,7 +30,7 @@ from twisted.scripts import trial
 from twisted.trial._dist.disttrial import DistTrialRunner
 from twisted.trial.itrial import ITestCase
 
-__all__ = ["GroupingDistTrialRunner", "keep_module_together", "main", "schedule"]
+__all__ = ["GroupingDistTrialRunner", "keep_module_together", "main", "on_test_start", "schedule"]
 
 _groups: dict[str, str] = {}
 
@@ -46,6 +46,35 @@ def keep_module_together(module: str, group: str | None = None) -> None:
     first test.
     """
     _groups[module] = group or module
+
+
+_test_start_hooks: list[Callable[[str], object]] = []
+
+
+def on_test_start(hook: Callable[[str], object]) -> None:
+    """Call ``hook`` with the module name of every test a worker starts from now on.
+
+    Only in a worker of the parallel runner (``--jobs``), where one process
+    runs one group after another: a module's shared daemon can be stopped as
+    soon as the next group's first test starts, instead of idling to the end.
+    """
+    if not _test_start_hooks:
+        _call_hooks_at_test_start()
+    _test_start_hooks.append(hook)
+
+
+def _call_hooks_at_test_start() -> None:
+    from twisted.trial._dist.workerreporter import WorkerReporter
+
+    start_test = WorkerReporter.startTest
+
+    def startTest(self: WorkerReporter, test: Any) -> None:
+        module = type(test).__module__
+        for hook in list(_test_start_hooks):
+            hook(module)
+        start_test(self, test)
+
+    WorkerReporter.startTest = startTest  # type: ignore[method-assign,assignment]
 
 
 def _module_of(case: ITestCase) -> str:
