@@ -57,6 +57,10 @@ class ConformanceCase(SynchronousTestCase):
 
     gateway: RunningGateway
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        acl_gateway.share_with(cls.__module__)
+
     def setUp(self) -> None:
         self.gateway = acl_gateway()
         self.alice = self.gateway.client("alice", SECRETS["alice"])

@@ -33,6 +33,7 @@ from tests.daemon import (
 )
 from tests.harness import harness_dir, shared_seaweedfs_pair, unique_bucket_name
 from tests.harness.clients import boto3_client
+from tests.harness.trialrun import keep_module_together, on_test_start
 from tests.tlsfixture import self_signed_certificate
 
 _T = TypeVar("_T")
@@ -192,11 +193,14 @@ class Lazy(Generic[_T]):
     one module's tests).  A factory that failed is not retried: every later
     use raises the same error at once instead of waiting for another timeout.
 
-    With a C{stop}, the value is also stopped when a test of another module
-    makes a L{Lazy} value: trial hands the tests out in order, so a test
-    process that moved on to a later module never runs the earlier one's
-    tests again, and its idle daemons would only take CPU from the others
-    (were it used again, it would be made anew).
+    The module that makes a L{Lazy} has its tests run by one worker, one
+    after the other (L{tests.harness.trialrun.keep_module_together}), so the
+    value is made once in the whole run.  With a C{stop}, the value is also
+    stopped when a test of another module starts in a worker of that runner,
+    or elsewhere makes a L{Lazy} value: a test process that moved on to
+    another module never runs the earlier one's tests again, and its idle
+    daemons would only take CPU from the others (were it used again, it
+    would be made anew).
     """
 
     _live: list[Lazy[Any]] = []
@@ -211,6 +215,11 @@ class Lazy(Generic[_T]):
         self._module = ""
         if stop is not None:
             atexit.register(self.close)
+        # One worker runs all of the module's tests, so it makes the value once.
+        self._home = _calling_test_module()
+        self._users = {self._home} if self._home else set()
+        if self._home:
+            keep_module_together(self._home)
 
     def __call__(self) -> _T:
         with self._lock:
@@ -236,6 +245,14 @@ class Lazy(Generic[_T]):
                         Lazy._live.append(self)
             return self._value
 
+    def share_with(self, module: str) -> None:
+        """
+        The tests of C{module} use the value too: one worker runs them with
+        the tests of the module that made this L{Lazy}.
+        """
+        self._users.add(module)
+        keep_module_together(module, group=self._home or module)
+
     def close(self) -> None:
         """Stop the value, if made (the next use makes a new one)."""
         with self._lock:
@@ -246,12 +263,20 @@ class Lazy(Generic[_T]):
         if value is not None and self._stop is not None:
             self._stop(value)
 
+    def _used_by(self, module: str) -> bool:
+        return module in self._users or module == self._module
+
     @classmethod
     def _close_all_but(cls, module: str) -> None:
         with cls._live_lock:
-            others = [lazy for lazy in cls._live if lazy._module and lazy._module != module]
+            others = [lazy for lazy in cls._live if lazy._module and not lazy._used_by(module)]
         for lazy in others:
             lazy.close()
+
+
+# A worker of the parallel runner runs each module's tests together: once a
+# test of another module starts, the earlier module's daemons are idle for good.
+on_test_start(Lazy._close_all_but)
 
 
 def lazy_gateway(name: str, virtual: Sequence[str] = ("vb-default",), **kwargs: Any) -> Lazy[RunningGateway]:

@@ -6,7 +6,6 @@ and DeleteObjects (POST /bucket?delete).
 
 from __future__ import annotations
 
-import atexit
 import base64
 import concurrent.futures
 import hashlib
@@ -18,6 +17,7 @@ from botocore.exceptions import ClientError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.daemon import ACCESS_KEY, SECRET_KEY, poll, shared_gateway, sign, start_gateway
+from tests.gateways import Lazy
 from tests.harness import run_aws, run_rclone, unique_bucket_name
 
 
@@ -327,16 +327,11 @@ class DeleteObjectsTests(BucketTestCase):
         self.assertEqual(error_code(raised.exception), "NoSuchBucket")
 
 
-_no_create: list = []
-
-
-def _no_create_gateway():
-    """The module's own daemon with s3api.allow_create_bucket: false; stopped at exit."""
-    if not _no_create:
-        gateway = start_gateway("nocreate", s3api={"allow_create_bucket": False})
-        atexit.register(gateway.daemon.stop)
-        _no_create.append(gateway)
-    return _no_create[0]
+# The module's own daemon with s3api.allow_create_bucket: false.
+_no_create_gateway = Lazy(
+    lambda: start_gateway("nocreate", s3api={"allow_create_bucket": False}),
+    stop=lambda gateway: gateway.daemon.stop(),
+)
 
 
 class ListObjectVersionsTests(BucketTestCase):

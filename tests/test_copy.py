@@ -7,7 +7,6 @@ preconditions and permissions.
 
 from __future__ import annotations
 
-import atexit
 import datetime
 import hashlib
 import os
@@ -20,6 +19,7 @@ from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import Daemon, Gateway, backend_entry, base_config, poll, shared_gateway
+from tests.gateways import Lazy
 from tests.harness import boto3_client, harness_dir, shared_seaweedfs_pair, unique_bucket_name
 
 MiB = 1024 * 1024
@@ -399,35 +399,32 @@ class UploadPartCopyTests(CopyTestCase):
         self.s3.abort_multipart_upload(Bucket=self.bucket, Key="m", UploadId=upload_id)
 
 
-_copy: list[Gateway] = []
-
-
-def _copy_gateway() -> Gateway:
+def _make_copy_gateway() -> Gateway:
     """
     The module's own daemon: two backends of 5 MiB each (so a 3 MiB object's
     copy can't stay on its backend) and a second key limited to vb-default.
     """
-    if not _copy:
-        first, second = shared_seaweedfs_pair()
-        real = [unique_bucket_name("real"), unique_bucket_name("real")]
-        first.create_bucket(real[0])
-        second.create_bucket(real[1])
-        workdir = Path(harness_dir()) / f"copy-{time.monotonic_ns()}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        config = base_config(
-            [backend_entry(first, real[0], max_size="5MB"), backend_entry(second, real[1], max_size="5MB")],
-            ["vb-default", "vb-secret"],
-            workdir,
-            s3api={
-                "credentials": [
-                    {"access_key": LIMITED_KEY, "secret_key": LIMITED_SECRET, "buckets": ["vb-default"]},
-                ]
-            },
-        )
-        daemon = Daemon(config, name="copy").start()
-        atexit.register(daemon.stop)
-        _copy.append(Gateway(daemon, [first, second], real))
-    return _copy[0]
+    first, second = shared_seaweedfs_pair()
+    real = [unique_bucket_name("real"), unique_bucket_name("real")]
+    first.create_bucket(real[0])
+    second.create_bucket(real[1])
+    workdir = Path(harness_dir()) / f"copy-{time.monotonic_ns()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = base_config(
+        [backend_entry(first, real[0], max_size="5MB"), backend_entry(second, real[1], max_size="5MB")],
+        ["vb-default", "vb-secret"],
+        workdir,
+        s3api={
+            "credentials": [
+                {"access_key": LIMITED_KEY, "secret_key": LIMITED_SECRET, "buckets": ["vb-default"]},
+            ]
+        },
+    )
+    daemon = Daemon(config, name="copy").start()
+    return Gateway(daemon, [first, second], real)
+
+
+_copy_gateway = Lazy(_make_copy_gateway, stop=lambda gateway: gateway.daemon.stop())
 
 
 class LargeCopyTests(SynchronousTestCase):

@@ -23,7 +23,6 @@ derandomized; S3BALANCE_FUZZ_SEED pins a seed otherwise.  The long run:
 
 from __future__ import annotations
 
-import atexit
 import base64
 import hashlib
 import http.client
@@ -45,6 +44,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import Gateway, poll, sign, start_gateway
+from tests.gateways import Lazy
 
 TOTAL_EXAMPLES = int(os.environ.get("S3BALANCE_FUZZ_EXAMPLES", "2000"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -117,32 +117,28 @@ class World:
     outcomes: Counter = field(default_factory=Counter)
 
 
-_world: Optional[World] = None
+def _make_world() -> World:
+    # Client-spoiled uploads count as backend failures today (see
+    # ClientFaultsAreNotBackendFaultsTests); without a high threshold the
+    # backends are marked down within a few cases and everything is 503.
+    gateway = start_gateway("fuzz-gw", balancer={"unhealthy_threshold": 1000000})
+    s3 = gateway.client()
+    bucket = gateway.new_bucket(s3, prefix="fz")
+    other = gateway.new_bucket(s3, prefix="fzc")
+    canaries = {}
+    for index, size in enumerate([0, 1, 1000, 70000, 300000]):
+        body = hashlib.sha256(str(index).encode()).digest() * (size // 32 + 1)
+        body = body[:size]
+        for target in (bucket, other):
+            key = f"canary-{uuid.uuid4().hex}/{index}"
+            etag = s3.put_object(Bucket=target, Key=key, Body=body)["ETag"]
+            canaries[(target, key)] = (body, etag)
+    upload_key = "mpu-target"
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=upload_key)["UploadId"]
+    return World(gateway, "127.0.0.1", gateway.daemon.port, bucket, other, upload_key, upload_id, canaries)
 
 
-def world() -> World:
-    global _world
-    if _world is None:
-        # Client-spoiled uploads count as backend failures today (see
-        # ClientFaultsAreNotBackendFaultsTests); without a high threshold the
-        # backends are marked down within a few cases and everything is 503.
-        gateway = start_gateway("fuzz-gw", balancer={"unhealthy_threshold": 1000000})
-        atexit.register(gateway.daemon.stop)
-        s3 = gateway.client()
-        bucket = gateway.new_bucket(s3, prefix="fz")
-        other = gateway.new_bucket(s3, prefix="fzc")
-        canaries = {}
-        for index, size in enumerate([0, 1, 1000, 70000, 300000]):
-            body = hashlib.sha256(str(index).encode()).digest() * (size // 32 + 1)
-            body = body[:size]
-            for target in (bucket, other):
-                key = f"canary-{uuid.uuid4().hex}/{index}"
-                etag = s3.put_object(Bucket=target, Key=key, Body=body)["ETag"]
-                canaries[(target, key)] = (body, etag)
-        upload_key = "mpu-target"
-        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=upload_key)["UploadId"]
-        _world = World(gateway, "127.0.0.1", gateway.daemon.port, bucket, other, upload_key, upload_id, canaries)
-    return _world
+world = Lazy(_make_world, stop=lambda made: made.gateway.daemon.stop())
 
 
 # -- one exchange over a raw socket -------------------------------------------------

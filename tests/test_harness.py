@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import botocore.exceptions
 from twisted.trial.unittest import SynchronousTestCase
@@ -32,7 +34,8 @@ from tests.harness import (
     unique_bucket_name,
     wait_for_port,
 )
-from tests.harness.process import free_ports, harness_dir
+from tests.harness.process import free_ports, harness_dir, port_is_free, reserve_ports
+from tests.harness.trialrun import schedule
 
 
 def _payload(tag: str) -> bytes:
@@ -44,6 +47,29 @@ class ProcessTests(SynchronousTestCase):
         ports = free_ports(5)
         self.assertEqual(len(set(ports)), 5)
         self.assertTrue(all(1024 <= p <= 65535 for p in ports + [free_port()]))
+
+    def test_a_port_reserved_by_another_process_is_not_handed_out(self) -> None:
+        script = (
+            "import sys\n"
+            "from tests.harness.process import free_port\n"
+            "print(free_port(), flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=str(Path(__file__).resolve().parents[1]),
+        )
+        self.addCleanup(child.kill)
+        assert child.stdout is not None and child.stdin is not None
+        port = int(child.stdout.readline())
+        self.assertTrue(port_is_free(port), "the child reserves the port without binding it")
+        self.assertFalse(reserve_ports([port]))
+        child.stdin.close()
+        child.wait(timeout=30)
+        # The kernel drops a process's reservations when it ends.
+        self.assertTrue(reserve_ports([port]))
 
     def test_waiting_on_a_dead_child_shows_its_log(self) -> None:
         child = ManagedProcess(
@@ -74,6 +100,43 @@ class ProcessTests(SynchronousTestCase):
         child.stop(timeout=0.3)
         self.assertFalse(child.running)
         self.assertEqual(child.returncode, -9)
+
+
+def _case_in(module: str, name: str) -> Any:
+    """A stand-in for a test of ``module`` (schedule reads only the module of its class)."""
+    kind = type(f"Case_{name}", (), {"__module__": module, "id": lambda self: f"{module}.{name}"})
+    return kind()
+
+
+class ScheduleTests(SynchronousTestCase):
+    def test_a_module_kept_together_is_one_group_the_biggest_first(self) -> None:
+        cases = [
+            _case_in("tests.test_one", "test_a"),
+            _case_in("tests.test_free", "test_a"),
+            _case_in("tests.test_two", "test_a"),
+            _case_in("tests.test_one", "test_b"),
+            _case_in("tests.test_two", "test_b"),
+            _case_in("tests.test_free", "test_b"),
+            _case_in("tests.test_two", "test_a"),
+        ]
+        groups = schedule(cases, {"tests.test_one": "tests.test_one", "tests.test_two": "tests.test_two"})
+        self.assertEqual(
+            [[cases.index(case) for case in group] for group in groups],
+            [[2, 4, 6], [0, 3], [1], [5]],
+        )
+
+    def test_modules_of_one_group_are_run_together(self) -> None:
+        cases = [
+            _case_in("tests.test_one", "test_a"),
+            _case_in("tests.test_free", "test_a"),
+            _case_in("tests.test_two", "test_a"),
+        ]
+        groups = schedule(cases, {"tests.test_one": "tests.test_one", "tests.test_two": "tests.test_one"})
+        self.assertEqual(groups, [[cases[0], cases[2]], [cases[1]]])
+
+    def test_without_modules_kept_together_every_test_is_its_own_group(self) -> None:
+        cases = [_case_in("tests.test_one", "test_a"), _case_in("tests.test_one", "test_b")]
+        self.assertEqual(schedule(cases, {}), [[cases[0]], [cases[1]]])
 
 
 class SeaweedFSTests(SynchronousTestCase):

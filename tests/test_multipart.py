@@ -6,7 +6,6 @@ defines, listing, abort, and the cleaner of uploads left idle.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import tempfile
@@ -16,6 +15,7 @@ from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import file_sha256, poll, shared_gateway, start_gateway, write_pattern_file
+from tests.gateways import Lazy
 
 MiB = 1024 * 1024
 
@@ -375,13 +375,8 @@ class StaleUploadTests(SynchronousTestCase):
         self.assertEqual(error_code(raised.exception), "NoSuchUpload")
 
 
-_aging: list = []
-
-
-def _aging_gateway():
-    """The module's own daemon with a 2 s multipart age; stopped when the test process exits."""
-    if not _aging:
-        gateway = start_gateway("mpage", balancer={"multipart_max_age": "2s", "cleanup_period": "1s"})
-        atexit.register(gateway.daemon.stop)
-        _aging.append(gateway)
-    return _aging[0]
+# The module's own daemon with a 2 s multipart age.
+_aging_gateway = Lazy(
+    lambda: start_gateway("mpage", balancer={"multipart_max_age": "2s", "cleanup_period": "1s"}),
+    stop=lambda gateway: gateway.daemon.stop(),
+)

@@ -30,6 +30,8 @@ from tests.gateways import error_code, http, s3_error
 from tests.harness import unique_bucket_name
 from tests.test_acl_api import ALICE, BOB, SECRETS, acl_gateway
 
+acl_gateway.share_with(__name__)
+
 
 def statement(effect: str, principal: object, action: object, resource: object, **extra: object) -> dict:
     found = {"Effect": effect, "Principal": principal, "Action": action, "Resource": resource}

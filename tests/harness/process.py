@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,6 +37,7 @@ __all__ = [
     "ManagedProcess",
     "free_port",
     "free_ports",
+    "reserve_ports",
     "harness_dir",
     "venv_bin",
     "wait_for_http",
@@ -87,26 +90,107 @@ def venv_bin(name: str) -> str:
     return found
 
 
+# Ports are picked below the kernel's ephemeral range (32768- on Linux), where
+# no outgoing connection can take one between our choice and the server's
+# bind, and reserved across processes: several trial workers, or test runs of
+# two checkouts on one machine, choose at the same time, and a port that was
+# merely free when one of them looked could be handed to another before
+# either bound it.  The reservation is a POSIX record lock on byte ``port`` of
+# one file in the temp dir (one descriptor for any number of ports, and the
+# kernel drops the locks when the process ends, even on SIGKILL).  It lasts
+# the test process's life: a restarted server gets its port back, and a port
+# kept unbound on purpose (a dead backend's endpoint) stays unbound.
+_PORT_RANGE = (10000, 32768)
+_PORT_LOCK_FILE = "s3balance-ports.lock"
+
+_port_lock = threading.Lock()
+_reserved_ports: set[int] = set()
+_port_lock_fd: int | None = None
+
+
+def _port_lock_descriptor() -> int | None:
+    """The open lock file (None where it cannot be made: then only this process is coordinated)."""
+    global _port_lock_fd
+    if _port_lock_fd is None:
+        path = Path(tempfile.gettempdir()) / _PORT_LOCK_FILE
+        try:
+            _port_lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return None
+        try:
+            # Other users' test runs lock the same file.
+            os.fchmod(_port_lock_fd, 0o666)
+        except OSError:
+            pass
+    return _port_lock_fd
+
+
+def _reserve(port: int, host: str) -> bool:
+    """Reserve ``port`` for this process if no process holds it and nothing listens on it."""
+    # Called with _port_lock held.  A process's own record locks never
+    # conflict with each other, so its reservations are also kept in a set.
+    if port in _reserved_ports:
+        return False
+    fd = _port_lock_descriptor()
+    if fd is not None:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        except OSError:
+            return False
+    if not port_is_free(port, host):
+        if fd is not None:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, port)
+        return False
+    _reserved_ports.add(port)
+    return True
+
+
+def _release(port: int) -> None:
+    """Give back a reservation (called with _port_lock held)."""
+    _reserved_ports.discard(port)
+    fd = _port_lock_descriptor()
+    if fd is not None:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, port)
+
+
+def reserve_ports(ports: Sequence[int], host: str = "127.0.0.1") -> bool:
+    """Reserve all of ``ports`` for this process, or none of them; true when all were."""
+    with _port_lock:
+        taken: list[int] = []
+        for port in ports:
+            if not _reserve(port, host):
+                for held in taken:
+                    _release(held)
+                return False
+            taken.append(port)
+        return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
+    """A TCP port on ``host`` that nothing listens on, reserved for this process."""
     return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct free TCP ports (all held open together while chosen)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """``count`` distinct free TCP ports, reserved for this process (see ``_PORT_RANGE``)."""
+    rng = random.Random()
+    chosen: list[int] = []
+    with _port_lock:
+        for _ in range(count * 200):
+            if len(chosen) == count:
+                return chosen
+            port = rng.randrange(*_PORT_RANGE)
+            if _reserve(port, host):
+                chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+        for port in chosen:
+            _release(port)
+    raise HarnessError(f"no {count} free ports in {_PORT_RANGE[0]}-{_PORT_RANGE[1] - 1}")
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a socket can bind ``host:port`` now (says nothing of other processes' reservations)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind((host, port))

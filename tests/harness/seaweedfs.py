@@ -26,11 +26,12 @@ from .clients import boto3_client
 from .process import (
     HarnessError,
     ManagedProcess,
+    free_port,
     free_ports,
     harness_dir,
     poll_until,
-    port_is_free,
     remove_tree,
+    reserve_ports,
     venv_bin,
     wait_for_http,
 )
@@ -48,31 +49,20 @@ SHARED_SECRET_KEY = "s3balance-test-secret"
 
 # weed's worker dials the admin server's gRPC port at admin port + 10000 no
 # matter what -admin.port.grpc says, so the admin port is picked from a range
-# where that offset stays valid, and both must be free.  Both stay below the
-# kernel's ephemeral range (32768- on Linux): a port in it can be taken by any
-# outgoing connection between our check and weed's bind, which with several
-# test processes at once happened ("bind: address already in use", then weed
-# exits two minutes later, under the tests using it).
+# where that offset stays below the kernel's ephemeral range (see
+# ``process._PORT_RANGE``), and both are reserved together.
 _GRPC_OFFSET = 10000
 _ADMIN_PORT_RANGE = (12000, 22000)
 
 _ids = iter(range(1, 1_000_000))
 _ids_lock = threading.Lock()
-# Every port handed to a server of this process: the shared pair is launched
-# before either binds, so a port free for one could also be chosen for the
-# other (weed then exits with "bind: address already in use", and every later
-# test of the process fails on the server that never came up).
-_handed_out: set[int] = set()
 
 
-def _admin_port(taken: set[int]) -> int:
+def _admin_port() -> int:
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(*_ADMIN_PORT_RANGE)
-        grpc = port + _GRPC_OFFSET
-        if port in taken or grpc in taken:
-            continue
-        if port_is_free(port) and port_is_free(grpc):
+        if reserve_ports([port, port + _GRPC_OFFSET]):
             return port
     raise HarnessError("no free port pair (p, p+10000) for the SeaweedFS admin server")
 
@@ -131,24 +121,12 @@ class SeaweedFS:
         return self._process is not None and self._process.running
 
     def _choose_ports(self) -> None:
+        # Reserved for this process's life (see process.free_ports), so the
+        # shared pair, launched before either binds, never gets one port twice.
         names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc"]
-        with _ids_lock:
-            while True:
-                chosen = dict(zip(names, free_ports(len(names)), strict=True))
-                if not _handed_out.intersection(chosen.values()):
-                    break
-            if self._requested_s3_port is not None:
-                chosen["s3"] = self._requested_s3_port
-            else:
-                taken = set(chosen.values()) | _handed_out
-                while True:
-                    (port,) = free_ports(1)
-                    if port not in taken:
-                        chosen["s3"] = port
-                        break
-            chosen["admin"] = _admin_port(set(chosen.values()) | _handed_out)
-            _handed_out.update(chosen.values())
-            _handed_out.add(chosen["admin"] + _GRPC_OFFSET)
+        chosen = dict(zip(names, free_ports(len(names)), strict=True))
+        chosen["s3"] = self._requested_s3_port if self._requested_s3_port is not None else free_port()
+        chosen["admin"] = _admin_port()
         self.ports = chosen
 
     def _write_identities(self) -> Path:
