@@ -283,7 +283,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
         self.body_arrives()
         self.assertEqual(self.store.names(), ["get_bucket"])
         self.request.connection_lost()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         # The upload stops at its next step: the intent it took is given back
         # at once, no backend request is opened.
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
@@ -291,7 +291,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_intent_is_recorded(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         self.assertEqual(self.store.names(), ["get_bucket", "begin_write"])
         self.request.connection_lost()
         # The intent's transaction ran on in the database thread.
@@ -301,7 +301,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_intent_is_recorded_before_the_body_is_in(self) -> None:
         self.upload.data_received(BODY[:100])
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         self.request.connection_lost()
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         # The backend request opened on the aborted body is cut, never left waiting.
@@ -310,7 +310,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_backend_stores_the_body(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         self.assertEqual(len(self.backend.requests), 1)
         self.request.connection_lost()
@@ -318,7 +318,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_commit_runs_keeps_a_commit_that_succeeds(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         self.backend.requests[0].callback(PutResult('"etag"'))
         self.assertEqual(self.store.names()[-1], "commit_object")
@@ -336,7 +336,7 @@ class PutCancelledAtEachAwaitTests(SynchronousTestCase):
 
     def test_cancelled_while_the_commit_runs_abandons_a_commit_that_fails(self) -> None:
         self.body_arrives()
-        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         self.store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         self.backend.requests[0].callback(PutResult('"etag"'))
         self.request.connection_lost()

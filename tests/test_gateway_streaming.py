@@ -190,7 +190,7 @@ class BadChunkNeverCompletesTests(SynchronousTestCase):
         upload = PutObjectUpload(gateway, request, call, len(body))
         request.body_sink = upload
         upload.start()
-        store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
         self.assertEqual(len(backend.requests), 1)
         for start in range(0, len(body), 1000):

@@ -172,7 +172,7 @@ class DroppedUploadIsFreedTests(SynchronousTestCase):
 
         def scenario(upload, request, store, backend, gateway) -> None:
             upload.data_received(BODY[:100])
-            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
             store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
             upload.data_received(BODY[100:200])
             request.connection_lost()
@@ -189,7 +189,7 @@ class DroppedUploadIsFreedTests(SynchronousTestCase):
             upload.data_received(BODY)
             request.body_in()
             gateway.handle(request)
-            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
             store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
             request.connection_lost()
 
@@ -206,7 +206,7 @@ class DroppedUploadIsFreedTests(SynchronousTestCase):
             upload.data_received(BODY)
             request.body_in()
             gateway.handle(request)
-            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
             store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
             backend.requests[0].callback(PutResult('"etag"'))
             store.pending["commit_object"].callback(None)
@@ -231,7 +231,7 @@ class DroppedUploadIsFreedTests(SynchronousTestCase):
             upload.data_received(BODY)
             request.body_in()
             gateway.handle(request)
-            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+            store.pending["get_bucket"].callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
             store.pending["begin_write"].callback(WriteIntent(7, "b1", "vb/x"))
             self.assertEqual(request.answers, [503])
             self.assertFalse(request.disconnected)

@@ -71,6 +71,10 @@ class FakeStore:
         self.quotas = dict(quotas or {})
         return succeed(None)
 
+    def list_buckets(self):
+        # (the sync compares owners and versioning with the rows: none recorded here)
+        return succeed([])
+
     def operation_counts(self, month: str):
         return succeed(list(self.counts.get(month, [])))
 

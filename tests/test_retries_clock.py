@@ -342,7 +342,7 @@ class RetryTestCase(SynchronousTestCase):
         self.upload.data_received(BODY)
         self.request.body_in()
         self.gateway.handle(cast(Any, self.request))
-        self.store.bucket.callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.bucket.callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
 
     def exchanges(self, name: str) -> list[Exchange]:
         return self.http[name].exchanges
@@ -473,7 +473,7 @@ class NoRetryTests(RetryTestCase):
         self.make(attempts=3, delay=2.0)
         self.upload.data_received(BODY[:400])
         self.upload.data_received(BODY[400:800])
-        self.store.bucket.callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None))
+        self.store.bucket.callback(SimpleNamespace(name="vb", owner=None, acl=None, policy=None, public_access_block=None, versioning=None, object_lock=None))
         [first] = self.exchanges("b1")
         first.connect()
         self.assertEqual(first.received, BODY[:400])

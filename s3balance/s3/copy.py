@@ -333,9 +333,8 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
     answered = {**_source_headers(source, source_version is not None), **versioning.version_headers(destination, record)}
     if expiration is not None:
         answered["x-amz-expiration"] = expiration
-    if not request.gone:
-        for name, value in answered.items():
-            request.setHeader(name.encode("ascii"), value.encode("utf-8"))
+    for name, value in answered.items() if answered and not request.gone else ():
+        request.setHeader(name.encode("ascii"), value.encode("utf-8"))
     gateway.answer_xml(request, body)
 
 
@@ -414,9 +413,9 @@ async def upload_part_copy(gateway: GatewayLike, request: S3Request, call: S3Cal
     # (balancer.multipart_max_age counts from its last part).
     await uncancelled(store.record_part(intent.id, upload.upload_id, length))
     now = datetime.datetime.now(datetime.UTC)
-    if not request.gone:
-        for name, value in _source_headers(source, source_version is not None).items():
-            request.setHeader(name.encode("ascii"), value.encode("utf-8"))
+    answered = _source_headers(source, source_version is not None)
+    for name, value in answered.items() if answered and not request.gone else ():
+        request.setHeader(name.encode("ascii"), value.encode("utf-8"))
     gateway.answer_xml(request, document("CopyPartResult", [("LastModified", iso8601(now)), ("ETag", etag)]))
 
 
