@@ -13,7 +13,7 @@ import atexit
 import os
 import threading
 import uuid
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
@@ -163,6 +163,26 @@ def fresh_database(testcase, kind: str) -> str:
     url = create_database(kind)
     testcase.addCleanup(drop_database, url)
     return url
+
+
+def database_at(testcase, kind: str, revision: str) -> tuple[str, Any]:
+    """
+    A fresh database (L{fresh_database}) migrated to C{revision}, and an
+    engine on it disposed of when the test ends: where a migration test
+    starts.  -> (URL, engine).
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from s3balance.store import migrate
+
+    url = fresh_database(testcase, kind)
+    if kind == "sqlite":
+        os.makedirs(os.path.dirname(make_url(url).database or ""), exist_ok=True)
+    migrate.upgrade(url, revision)
+    engine = create_engine(url)
+    testcase.addCleanup(engine.dispose)
+    return url, engine
 
 
 def store_database(testcase, kind: str) -> str:

@@ -8,11 +8,8 @@ on PostgreSQL and MariaDB when they answer (always under CI=true).
 
 from __future__ import annotations
 
-import os
-
 from alembic import command
 from sqlalchemy import create_engine, delete, func, insert, inspect, select
-from sqlalchemy.engine import make_url
 from twisted.trial import unittest
 
 from s3balance.store import lifecycle, migrate, tables
@@ -27,12 +24,7 @@ class MigrationMixin:
     kind: str
 
     def test_0016_adds_the_table_and_downgrades(self) -> None:
-        url = dbfixtures.fresh_database(self, self.kind)
-        if self.kind == "sqlite":
-            os.makedirs(os.path.dirname(make_url(url).database or ""), exist_ok=True)
-        migrate.upgrade(url, "0015")
-        engine = create_engine(url)
-        self.addCleanup(engine.dispose)
+        url, engine = dbfixtures.database_at(self, self.kind, "0015")
         with engine.begin() as conn:
             for name in ("vb", "api"):
                 conn.execute(insert(tables.buckets).values(name=name, created=T0, origin="config"))

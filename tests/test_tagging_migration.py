@@ -9,11 +9,8 @@ MariaDB when they answer (always under CI=true).
 
 from __future__ import annotations
 
-import os
-
 from alembic import command
-from sqlalchemy import create_engine, func, insert, inspect, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, inspect, select, update
 from twisted.trial import unittest
 
 from s3balance.store import buckets, migrate, objects, tables
@@ -28,12 +25,7 @@ class MigrationMixin:
     kind: str
 
     def test_0013_keeps_every_row_untagged_and_downgrades_in_place(self) -> None:
-        url = dbfixtures.fresh_database(self, self.kind)
-        if self.kind == "sqlite":
-            os.makedirs(os.path.dirname(make_url(url).database or ""), exist_ok=True)
-        migrate.upgrade(url, "0012")
-        engine = create_engine(url)
-        self.addCleanup(engine.dispose)
+        url, engine = dbfixtures.database_at(self, self.kind, "0012")
         with engine.begin() as conn:
             conn.execute(insert(tables.buckets).values(name="vb", created=T0, origin="config"))
             for n in range(3):

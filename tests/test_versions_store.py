@@ -12,11 +12,8 @@ while versions exist).
 
 from __future__ import annotations
 
-import os
-
 from alembic import command
-from sqlalchemy import create_engine, func, insert, inspect, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, inspect, select
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
@@ -186,12 +183,7 @@ class MigrationMixin:
     kind: str
 
     def test_0018_makes_every_object_its_null_version_and_downgrades(self) -> None:
-        url = dbfixtures.fresh_database(self, self.kind)
-        if self.kind == "sqlite":
-            os.makedirs(os.path.dirname(make_url(url).database or ""), exist_ok=True)
-        migrate.upgrade(url, "0017")
-        engine = create_engine(url)
-        self.addCleanup(engine.dispose)
+        url, engine = dbfixtures.database_at(self, self.kind, "0017")
         columns = ("bucket", "key", "size", "etag", "last_modified", "content_type", "headers", "checksums")
         _o, _loc = tables.objects, tables.object_locations
         with engine.begin() as conn:

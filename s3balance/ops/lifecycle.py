@@ -12,8 +12,7 @@ bucket's configuration and, for each enabled rule:
     copies are queued for deletion after C{balancer.deletion_grace}, in one
     transaction, and only while the object is still the version that was
     read (an object overwritten or retagged meanwhile is left to the next
-    pass);
-    In a versioned bucket that delete adds a delete marker, as on S3;
+    pass); in a versioned bucket that delete adds a delete marker, as on S3;
   - in a bucket that is or was versioned, C{NoncurrentVersionExpiration},
     C{ExpiredObjectDeleteMarker}, and C{Days} or C{Date} for the delete
     markers left alone: pages through the noncurrent versions and lone

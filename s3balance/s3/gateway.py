@@ -387,7 +387,8 @@ class Gateway:
         action = action or call.operation
         config = self.config
         recorded_owner = recorded_acl = record = None
-        if config.virtual_bucket(name) is None:
+        configured = config.virtual_bucket(name)
+        if configured is None:
             record = await self.store.get_bucket(name)
             if record is None:
                 raise S3Error("NoSuchBucket", BucketName=name)
@@ -420,7 +421,7 @@ class Gateway:
             policy=own_policy,
             public_access_block=own_block,
             # A configured bucket's is the configuration's (its row holds the same).
-            versioning=record.versioning if record is not None else config.virtual_bucket(name).versioning,  # type: ignore[union-attr]
+            versioning=configured.versioning if configured is not None else record.versioning if record else None,
             object_lock=record.object_lock if record is not None else None,
         )
         if target.block_public_acls and action in acl.ACL_WRITES and bucket is None:

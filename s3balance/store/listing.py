@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Row
 
 from s3balance.store.interfaces import ListPage
 from s3balance.store.listing_sql import allow_recursion, block_query, cte_query, range_query
-from s3balance.store.records import decode_key, encode_key, object_record
+from s3balance.store.records import decode_key, encode_key, listed_record
 
 # The ways to walk a delimiter listing (see the module docstring).
 CTE = "cte"
@@ -120,7 +120,7 @@ def _fold(rows: Iterable[Row], prefix: bytes, delimiter: bytes) -> list:
     entries: list = []
     for row in rows:
         folded = common_prefix(bytes(row.key), prefix, delimiter)
-        entries.append(object_record(row) if folded is None else decode_key(folded))
+        entries.append(listed_record(row) if folded is None else decode_key(folded))
     return entries
 
 
@@ -182,7 +182,7 @@ class _Scan:
                 entries.append(decode_key(folded))
                 skipping = folded
             else:
-                entries.append(object_record(row))
+                entries.append(listed_record(row))
                 skipping = None
 
         if len(rows) < limit:

@@ -80,6 +80,7 @@ def object_values(record: ObjectRecord) -> dict[str, Any]:
 
 
 def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecord:
+    """A row of objects as read (a row without the tags, ACL, version or lock columns: their defaults)."""
     return ObjectRecord(
         bucket=row.bucket,
         key=decode_key(row.key),
@@ -91,7 +92,6 @@ def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecor
         checksums=load_mapping(row.checksums),
         locations=locations,
         id=row.id,
-        # (A listing's rows have no tags column.)
         tags=load_tags(getattr(row, "tags", None)),
         acl=getattr(row, "acl", None),
         version_id=getattr(row, "version_id", None),
@@ -99,6 +99,26 @@ def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecor
         lock_mode=getattr(row, "lock_mode", None),
         lock_until=getattr(row, "lock_until", None),
         legal_hold=bool(getattr(row, "legal_hold", 0)),
+    )
+
+
+def listed_record(row: Row) -> ObjectRecord:
+    """
+    A listing's row (store/listing_sql's columns): no tags, ACL, version or
+    lock, and no lookup of them (a failed attribute lookup on a row raises
+    and catches an exception: microseconds, times 1000 rows a page).
+    """
+    return ObjectRecord(
+        bucket=row.bucket,
+        key=decode_key(row.key),
+        size=row.size,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        content_type=row.content_type,
+        headers=load_mapping(row.headers),
+        checksums=load_mapping(row.checksums),
+        locations=(),
+        id=row.id,
     )
 
 
