@@ -79,19 +79,26 @@ def object_values(record: ObjectRecord) -> dict[str, Any]:
     }
 
 
+def _listed_columns(row: Row) -> dict[str, Any]:
+    """The fields of an object's record from the columns every read of it selects (a listing's too)."""
+    return {
+        "bucket": row.bucket,
+        "key": decode_key(row.key),
+        "size": row.size,
+        "etag": row.etag,
+        "last_modified": row.last_modified,
+        "content_type": row.content_type,
+        "headers": load_mapping(row.headers),
+        "checksums": load_mapping(row.checksums),
+        "id": row.id,
+    }
+
+
 def object_record(row: Row, locations: tuple[Location, ...] = ()) -> ObjectRecord:
     """A row of objects as read (a row without the tags, ACL, version or lock columns: their defaults)."""
     return ObjectRecord(
-        bucket=row.bucket,
-        key=decode_key(row.key),
-        size=row.size,
-        etag=row.etag,
-        last_modified=row.last_modified,
-        content_type=row.content_type,
-        headers=load_mapping(row.headers),
-        checksums=load_mapping(row.checksums),
+        **_listed_columns(row),
         locations=locations,
-        id=row.id,
         tags=load_tags(getattr(row, "tags", None)),
         acl=getattr(row, "acl", None),
         version_id=getattr(row, "version_id", None),
@@ -108,18 +115,7 @@ def listed_record(row: Row) -> ObjectRecord:
     lock, and no lookup of them (a failed attribute lookup on a row raises
     and catches an exception: microseconds, times 1000 rows a page).
     """
-    return ObjectRecord(
-        bucket=row.bucket,
-        key=decode_key(row.key),
-        size=row.size,
-        etag=row.etag,
-        last_modified=row.last_modified,
-        content_type=row.content_type,
-        headers=load_mapping(row.headers),
-        checksums=load_mapping(row.checksums),
-        locations=(),
-        id=row.id,
-    )
+    return ObjectRecord(**_listed_columns(row), locations=())
 
 
 def bucket_record(row: Row) -> BucketRecord:
