@@ -325,6 +325,15 @@ class ErrorTests(SynchronousTestCase):
             "buckets[1].virtual: expected true or false, got 'yes please'",
         )
 
+    def test_backend_object_lock(self) -> None:
+        """buckets[].object_lock: false unless set, a boolean naming its key otherwise."""
+        self.assertFalse(parse_config(minimal()).backends[0].object_lock)
+        self.assertTrue(parse_config(self.with_change(["buckets", 0, "object_lock"], True)).backends[0].object_lock)
+        self.assertConfigError(
+            self.with_change(["buckets", 0, "object_lock"], "on"),
+            "buckets[0].object_lock: expected true or false, got 'on'",
+        )
+
     def test_lifecycle_keys(self) -> None:
         self.assertConfigError(
             self.with_change(["balancer", "lifecycle_period"], "x"),

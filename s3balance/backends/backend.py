@@ -16,7 +16,9 @@ content headers (Content-Type, Content-Encoding, Content-Disposition,
 Cache-Control, Content-Language, Expires) and the client's x-amz-meta-*
 headers, plus x-amz-meta-s3balance-bucket / -key naming the virtual object for
 recovery.  Client authentication, checksum and aws-chunked headers are never
-forwarded: the gateway verifies them itself and sends plain bytes.
+forwarded: the gateway verifies them itself and sends plain bytes.  On a
+backend with C{object_lock}, a locked version's retention and legal hold
+too, as sub-resources (L{s3balance.backends.retention}).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from s3balance.backends.answers import AnswerBody, AnswerDeadline, find_text, quoted, s3_error_code
 from s3balance.backends.client import HTTPClient
 from s3balance.backends.operations import OperationCounter
+from s3balance.backends.retention import delete_every_version
 from s3balance.backends.signing import BackendSigner
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.config.schema import BackendConfig
@@ -336,7 +339,13 @@ class Backend:
         return d.addCallbacks(got, failed)
 
     def delete_object(self, real_key: str) -> Deferred:
-        """Delete C{real_key}; a key that is already gone counts as deleted."""
+        """
+        Delete C{real_key}; a key that is already gone counts as deleted.
+        On a backend with C{object_lock} (a versioned real bucket): every
+        version of it (L{s3balance.backends.retention.delete_every_version}).
+        """
+        if self.config.object_lock:
+            return delete_every_version(self, real_key)
         return self._simple("DELETE", real_key, ok=(200, 204, 404))
 
     @inlineCallbacks

@@ -182,6 +182,7 @@ def _parse_backend(section: _Section, name: str) -> BackendConfig:
         ),
         custom_host=section.get("custom_host", _str, d.custom_host),
         remove_bucket=section.get("remove_bucket", _bool, d.remove_bucket),
+        object_lock=section.get("object_lock", _bool, d.object_lock),
     )
     section.ignore("virtual")
     section.check_unknown()

@@ -95,6 +95,9 @@ class BackendConfig:
     operation_limits: OperationLimits = OperationLimits()
     custom_host: str = ""
     remove_bucket: bool = False
+    # The real bucket has Object Lock enabled: s3balance locks the copies of
+    # locked versions there too (s3balance.backends.retention).
+    object_lock: bool = False
 
     @property
     def endpoint_url(self) -> str:

@@ -25,12 +25,13 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from s3balance.backends import retention
 from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
 from s3balance.s3.writes import MAX_SINGLE_PUT, backend_headers
-from s3balance.store.interfaces import BackendFull, ObjectRecord, StoreUnavailable
+from s3balance.store.interfaces import BackendFull, Location, ObjectRecord, StoreUnavailable
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import Reservation
@@ -185,6 +186,7 @@ class ObjectCopier:
                     f"the copy of {record.bucket}/{record.key} on {target.name} has ETag {result.etag}, "
                     f"not {record.etag}; not switched"
                 )
+            await self.protect(target, real_key, record)
             return
         upload_id = await target.create_multipart(real_key, headers)
         try:
@@ -213,6 +215,13 @@ class ObjectCopier:
                 etag=etag,
                 ours=record.etag,
             )
+        await self.protect(target, real_key, record)
+
+    async def protect(self, target: Backend, real_key: str, record: ObjectRecord) -> None:
+        """A locked version's new copy locked on its backend too, when that has Object Lock (before it counts)."""
+        await retention.protect(
+            self.gateway.pool, [Location(target.name, real_key)], record.lock_mode, record.lock_until, record.legal_hold
+        )
 
     async def layout(self, source: Backend, key: str, size: int, etag: str) -> Optional[list[tuple[int, int]]]:
         """

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from s3balance.backends import retention
 from s3balance.backends.backend import Backend, BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer, relay_body
 from s3balance.errors import S3Error
@@ -309,6 +310,7 @@ async def copy_object(gateway: GatewayLike, request: S3Request, call: S3Call) ->
                 lock_until=lock.until,
                 legal_hold=lock.legal_hold,
             )
+            await retention.protect(pool, record.locations, lock.mode, lock.until, lock.legal_hold)
             # Not cut short when the client leaves: see deferreds.uncancelled.
             record = await uncancelled(store.commit_object(
                 intent.id, record, if_match=call.header("if-match"), if_none_match=call.header("if-none-match")

@@ -27,6 +27,7 @@ from xml.etree import ElementTree
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from s3balance.backends import retention
 from s3balance.backends.backend import Backend, BackendError
 from s3balance.errors import S3Error
 from s3balance.placement.interfaces import PlacementContext
@@ -262,6 +263,13 @@ async def complete_multipart_upload(gateway: GatewayLike, request: S3Request, ca
             acl=record.acl,
             **_lock_at_complete(bucket, record),
         )
+        # A retry of the Complete finds the backend's object and locks it again.
+        try:
+            await retention.protect(gateway.pool, obj.locations, obj.lock_mode, obj.lock_until, obj.legal_hold)
+        except BackendError as error:
+            log.warn("locking {key} on {backend} failed: {error}", key=record.real_key, backend=backend.name,
+                     error=str(error))
+            raise backend_error_to_s3(error) from None
         try:
             stored = await gateway.store.complete_multipart(record.upload_id, obj, if_match, if_none_match, object_parts)
         except NoSuchUploadError:

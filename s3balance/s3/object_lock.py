@@ -26,7 +26,11 @@ import json
 from typing import TYPE_CHECKING, Optional
 
 import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
+from s3balance.backends import retention
+from s3balance.backends.backend import BackendError
 from s3balance.errors import S3Error
 from s3balance.s3 import versioning
 from s3balance.s3.bodies import small_body
@@ -40,6 +44,8 @@ if TYPE_CHECKING:
     from s3balance.s3.handler_types import GatewayLike, Handler
     from s3balance.s3.request import S3Request
     from s3balance.store.interfaces import ObjectRecord
+
+log = Logger()
 
 MODES = (GOVERNANCE, COMPLIANCE)
 DAY = datetime.timedelta(days=1)
@@ -296,7 +302,29 @@ async def put_object_retention(gateway: GatewayLike, request: S3Request, call: S
         raise locked_error() from None
     if found is None:
         raise S3Error("NoSuchKey", Key=call.key)
+    weakened = found.lock_mode is not None and found.lock_until is not None and (
+        mode is None or until is None or until < found.lock_until or mode != found.lock_mode
+    )
+    await _mirrored(
+        retention.mirror_retention(gateway.pool, record.locations, mode, until, weakened), call, strengthened=not weakened
+    )
     gateway.answer_empty(request, 200, versioning.version_headers(bucket, record))
+
+
+async def _mirrored(change: Deferred[object], call: S3Call, strengthened: bool) -> None:
+    """
+    A lock change sent to the backends' copies (L{retention}).  When one
+    fails: a lock made stronger answers 503 (the database has it; a retry
+    sends it again), one made weaker is logged (the copy stays locked
+    longer, and s3balance deletes it once the backend lets it).
+    """
+    try:
+        await change
+    except BackendError as error:
+        log.warn("{operation} of {bucket}/{key} on {backend} failed: {error}", operation=call.operation,
+                 bucket=call.bucket, key=call.key, backend=error.backend, error=str(error))
+        if strengthened:
+            raise S3Error("ServiceUnavailable", "The lock was set; a backend copy could not be locked: retry.") from None
 
 
 async def get_object_legal_hold(gateway: GatewayLike, request: S3Request, call: S3Call) -> None:
@@ -316,6 +344,8 @@ async def put_object_legal_hold(gateway: GatewayLike, request: S3Request, call: 
     found = await gateway.store.set_legal_hold(call.bucket, call.key, record.version_id or "null", status == "ON")
     if found is None:
         raise S3Error("NoSuchKey", Key=call.key)
+    on = status == "ON"
+    await _mirrored(retention.mirror_legal_hold(gateway.pool, record.locations, on), call, strengthened=on)
     gateway.answer_empty(request, 200, versioning.version_headers(bucket, record))
 
 

@@ -23,6 +23,7 @@ from twisted.web._newclient import RequestGenerationFailed, ResponseFailed, Resp
 
 from s3balance.auth.checksums import PayloadVerifier
 from s3balance.auth.chunked import AwsChunkedDecoder
+from s3balance.backends import retention
 from s3balance.backends.backend import BackendError, PutResult
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.errors import S3Error
@@ -282,6 +283,11 @@ class StreamedBody:
             lock_mode=self.lock.mode,
             lock_until=self.lock.until,
             legal_hold=self.lock.legal_hold,
+        )
+        # A locked version's copies on backends with Object Lock are locked
+        # there too before they count (s3balance.backends.retention).
+        await retention.protect(
+            self.gateway.pool, record.locations, record.lock_mode, record.lock_until, record.legal_hold
         )
         try:
             stored = await self.gateway.store.commit_object(

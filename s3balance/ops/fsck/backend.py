@@ -48,6 +48,24 @@ def backend_client(config: BackendConfig, concurrency: int = 8) -> Any:
     )
 
 
+def delete_key(client: Any, config: BackendConfig, key: str) -> None:
+    """
+    Delete C{key} from C{config}'s real bucket; on a backend with
+    C{object_lock} (a versioned real bucket) every version and delete
+    marker of it, as the deletion worker does
+    (L{s3balance.backends.retention.delete_every_version}).
+    """
+    if not config.object_lock:
+        client.delete_object(Bucket=config.name, Key=key)
+        return
+    answer = client.list_object_versions(Bucket=config.name, Prefix=key, MaxKeys=PAGE)
+    for entry in answer.get("Versions", []) + answer.get("DeleteMarkers", []):
+        if entry["Key"] == key:
+            client.delete_object(
+                Bucket=config.name, Key=key, VersionId=entry["VersionId"], BypassGovernanceRetention=True
+            )
+
+
 def error_status(error: Exception) -> tuple[int, str]:
     """The HTTP status (0 without an answer) and S3 error code of a failed request."""
     response = getattr(error, "response", None) or {}

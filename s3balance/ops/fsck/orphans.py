@@ -13,7 +13,7 @@ from typing import Optional
 
 from sqlalchemy import literal, select, union_all
 
-from s3balance.ops.fsck.backend import GONE, PAGE, Unreadable, error_status, list_pages
+from s3balance.ops.fsck.backend import GONE, PAGE, Unreadable, delete_key, error_status, list_pages
 from s3balance.ops.fsck.state import FsckState
 from s3balance.store import tables
 
@@ -167,7 +167,7 @@ class OrphanChecks(FsckState):
         if not self.options.repair:
             return
         try:
-            self.clients[backend].delete_object(Bucket=backend, Key=key)
+            delete_key(self.clients[backend], self.configured[backend], key)
         except Exception as error:
             status, code = error_status(error)
             self.say(f"  could not delete it: {status} {code}")
