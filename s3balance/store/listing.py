@@ -11,7 +11,8 @@ never contains the byte 0xff, so the keys starting with CP are exactly the
 keys in [CP, CP || 0xff]: the next entry after CP is the first key greater
 than CP || 0xff, the same key as the first one >= C{successor(CP)}.
 
-A delimiter page takes two statements:
+A delimiter page takes two statements (three on SQLite and PostgreSQL when
+some of its entries are keys):
 
  1. the first max_keys + 1 keys from the marker on, an index-only scan;
  2. when none of them folds (a "directory" of files), the page's rows by the
@@ -20,7 +21,9 @@ A delimiter page takes two statements:
 
     - SQLite and PostgreSQL: a C{WITH RECURSIVE} loose index scan (built by
       L{listing_sql.cte_query}; CP is computed in SQL with the byte string
-      functions), then the entries' rows joined back by key;
+      functions) that reads the index only, then the rows of the entries
+      that are keys (L{listing_sql.rows_query}): a page of common prefixes
+      reads no row at all;
     - MariaDB: a correlated subquery in its recursive CTE does not seek (it
       reads the bucket's index from its first key at every step), so the
       walk is a compound statement (C{BEGIN NOT ATOMIC},
@@ -40,7 +43,7 @@ from typing import Any, Optional
 from sqlalchemy.engine import Connection, Row
 
 from s3balance.store.interfaces import ListPage
-from s3balance.store.listing_sql import allow_recursion, block_query, cte_query, range_query
+from s3balance.store.listing_sql import allow_recursion, block_query, cte_query, range_query, rows_query
 from s3balance.store.records import decode_key, encode_key, listed_record
 
 # The ways to walk a delimiter listing (see the module docstring).
@@ -218,8 +221,33 @@ class _Scan:
         # wanted - 1 steps that find an entry, and one that finds nothing or stops.
         allow_recursion(conn, wanted + 1)
         query = cte_query(conn.dialect.name, inclusive, self.upper is not None)
-        rows = self.counted(conn.execute(query, params).all())
-        return _fold(rows, self.prefix, self.delimiter)
+        keys = [bytes(row.key) for row in self.counted(conn.execute(query, params).all())]
+        # Only the entries that are keys need their rows (a root listing of
+        # "directories" needs none: a thousand heap reads saved).
+        entries: list = [common_prefix(key, self.prefix, self.delimiter) for key in keys]
+        listed = [key for key, folded in zip(keys, entries, strict=True) if folded is None]
+        rows = {}
+        if listed:
+            found = self.counted(conn.execute(rows_query(), {"bucket": self.bucket, "keys": listed}).all())
+            rows = {bytes(row.key): row for row in found}
+        out: list = []
+        for key, folded in zip(keys, entries, strict=True):
+            if folded is not None:
+                out.append(decode_key(folded))
+            elif key in rows:
+                out.append(listed_record(rows[key]))
+        if len(out) < len(keys) == wanted:
+            # Keys deleted between the two statements: the walk goes on
+            # after the last one for as many entries (a short page would
+            # pass for the last one).
+            last, folded = keys[-1], entries[-1]
+            if folded is None:
+                out.extend(self.cte(last, False, len(keys) - len(out)))
+            else:
+                beyond = successor(folded)
+                if beyond is not None and (self.upper is None or beyond < self.upper):
+                    out.extend(self.cte(beyond, True, len(keys) - len(out)))
+        return out
 
     def block(self, start: bytes, inclusive: bool, wanted: int) -> list:
         """Up to wanted entries from start, with one MariaDB compound statement."""

@@ -147,9 +147,9 @@ def _concat(dialect: str, left: ColumnElement[Any], right: ColumnElement[Any]) -
 @functools.cache
 def cte_query(dialect: str, inclusive: bool, bounded: bool) -> Select:
     """
-    Up to wanted entries as one statement: a recursive CTE whose every step
-    is one index seek to the next entry's first key, then the rows of those
-    keys in key order.
+    The first keys of up to wanted entries as one statement: a recursive
+    CTE whose every step is one index seek to the next entry's first key
+    (an index-only read), in key order.
 
     Parameters: bucket, start, upper (when bounded), wanted, delimiter,
     after_prefix (len(prefix) + 1: where a key's delimiter is looked for),
@@ -202,13 +202,18 @@ def cte_query(dialect: str, inclusive: bool, bounded: bool) -> Select:
         )
     )
 
-    entry = _o.alias("entry")
-    return (
-        select(*(entry.c[name] for name in _COLUMN_NAMES))
-        .select_from(
-            walk.join(entry, and_(entry.c.bucket == bucket, entry.c.key == walk.c.k, entry.c.latest == _LATEST))
-        )
-        .order_by(walk.c.n)
+    # The keys only: most entries of a walk are common prefixes, which need
+    # no row (L{rows_query} reads the rows of those that are keys).
+    return select(walk.c.k.label("key")).where(walk.c.k.is_not(None)).order_by(walk.c.n)
+
+
+@functools.cache
+def rows_query() -> Select:
+    """The listing columns of the latest versions of some keys.  Parameters: bucket, keys (expanding)."""
+    return select(*_COLUMNS).where(
+        _o.c.bucket == bindparam("bucket"),
+        _o.c.key.in_(bindparam("keys", expanding=True, type_=_o.c.key.type)),
+        _o.c.latest == _LATEST,
     )
 
 
