@@ -37,6 +37,27 @@ def find_text(document: bytes, tag: str) -> str | None:
     return None
 
 
+def ids_of_key(document: bytes, key: str, entries: tuple[str, ...], id_tag: str) -> list[str]:
+    """
+    The C{id_tag} values of the C{entries} elements (any depth) of a listing
+    whose C{Key} is exactly C{key} (a listing by prefix also shows longer
+    keys); none from a document that does not parse.
+    """
+    try:
+        root = ElementTree.fromstring(document)
+    except ElementTree.ParseError:
+        return []
+    found = []
+    for entry in root.iter():
+        if entry.tag.split("}")[-1] not in entries:
+            continue
+        values = {child.tag.split("}")[-1]: child.text for child in entry}
+        value = values.get(id_tag)
+        if values.get("Key") == key and value:
+            found.append(value)
+    return found
+
+
 def s3_error_code(body: bytes) -> tuple[str, str]:
     try:
         root = ElementTree.fromstring(body)

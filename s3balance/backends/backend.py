@@ -23,12 +23,13 @@ too, as sub-resources (L{s3balance.backends.retention}).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Optional
 from urllib.parse import quote
-from xml.etree import ElementTree
 
 import attr
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
@@ -38,15 +39,23 @@ from twisted.python.failure import Failure
 from twisted.web._newclient import RequestGenerationFailed
 from twisted.web.iweb import IBodyProducer, IResponse
 
-from s3balance.backends.answers import AnswerBody, AnswerDeadline, find_text, quoted, s3_error_code
+from s3balance.backends.answers import (
+    AnswerBody,
+    AnswerDeadline,
+    find_text,
+    ids_of_key,
+    quoted,
+    s3_error_code,
+)
 from s3balance.backends.client import HTTPClient
 from s3balance.backends.operations import OperationCounter
-from s3balance.backends.retention import delete_every_version
 from s3balance.backends.signing import BackendSigner
 from s3balance.backends.streaming import BodyAborted, PipeProducer
 from s3balance.config.schema import BackendConfig
 
 log = Logger()
+
+BYPASS = "x-amz-bypass-governance-retention"
 
 # Failures that mean the request never reached the backend.
 _NOT_CONNECTED = (ConnectError, DNSLookupError, TimeoutError)
@@ -345,8 +354,28 @@ class Backend:
         version of it (L{s3balance.backends.retention.delete_every_version}).
         """
         if self.config.object_lock:
-            return delete_every_version(self, real_key)
+            return self._delete_every_version(real_key)
         return self._simple("DELETE", real_key, ok=(200, 204, 404))
+
+    @inlineCallbacks
+    def _delete_every_version(self, real_key: str) -> Generator[Deferred[Any], Any, None]:
+        """Every version and marker of C{real_key}, with the bypass (see L{s3balance.backends.retention})."""
+        query = f"versions=&prefix={quote(real_key, safe='')}"
+        for _ in range(5):
+            response, content = yield self._simple("GET", None, query, ok=(200, 404))
+            ids = ids_of_key(content, real_key, ("Version", "DeleteMarker"), "VersionId") if response.code == 200 else []
+            if not ids:
+                return
+            for version_id in ids:
+                yield self._simple("DELETE", real_key, f"versionId={quote(version_id, safe='')}", {BYPASS: "true"},
+                                   ok=(200, 204, 404))
+
+    def put_control(self, real_key: str, query: str, document: bytes, bypass: bool = False) -> Deferred:
+        """PUT a sub-resource's XML C{document} (C{?retention}, C{?legal-hold}) with the Content-MD5 S3 requires."""
+        headers = {"Content-Type": "application/xml", "Content-MD5": base64.b64encode(hashlib.md5(document).digest()).decode()}
+        if bypass:
+            headers[BYPASS] = "true"
+        return self._simple("PUT", real_key, query, headers, data=document, ok=(200, 204))
 
     @inlineCallbacks
     def head_object(self, real_key: str) -> Generator[Deferred[Any], Any, tuple[int, str]]:
@@ -442,19 +471,7 @@ class Backend:
         response, content = yield self._simple("GET", None, query, ok=(200, 404))
         if response.code == 404:
             return []
-        try:
-            root = ElementTree.fromstring(content)
-        except ElementTree.ParseError:
-            return []
-        found: list[str] = []
-        for upload in root.iter():
-            if upload.tag.split("}")[-1] != "Upload":
-                continue
-            values = {child.tag.split("}")[-1]: child.text for child in upload}
-            upload_id = values.get("UploadId")
-            if values.get("Key") == real_key and upload_id:
-                found.append(upload_id)
-        return found
+        return ids_of_key(content, real_key, ("Upload",), "UploadId")
 
     def abort_multipart(self, real_key: str, upload_id: str) -> Deferred:
         query = f"uploadId={quote(upload_id, safe='')}"

@@ -14,7 +14,7 @@ cannot destroy it either.
     not recorded: the write fails and its bytes are given up.
   - L{mirror_retention}, L{mirror_legal_hold}: a version's lock changed by
     PutObjectRetention or PutObjectLegalHold, sent to each of its copies.
-  - L{delete_every_version}: how the deletion worker deletes a real key on
+  - C{Backend.delete_object}: how the deletion worker deletes a real key on
     such a backend.  Its real bucket is versioned (Object Lock needs it): a
     plain DELETE would only hide the bytes behind a delete marker, so every
     version of the key (one, as s3balance writes each real key once, and
@@ -33,25 +33,22 @@ and s3balance could then not delete them before it ends: leave it unset.
 
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 from collections.abc import Generator, Iterable
 from typing import TYPE_CHECKING, Any, Optional, Protocol
-from urllib.parse import quote
-from xml.etree import ElementTree
 
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 
 if TYPE_CHECKING:
     from s3balance.backends.backend import Backend
-    from s3balance.backends.pool import BackendPool
 
-BYPASS = "x-amz-bypass-governance-retention"
 _NS = "http://s3.amazonaws.com/doc/2006-03-01/"
-# Versions a listing answers at most; one real key has one (or a few, with markers).
-_PAGE = 1000
-_ROUNDS = 5
+
+
+class Backends(Protocol):
+    """The backends by name (a L{s3balance.backends.pool.BackendPool})."""
+
+    def get(self, name: str) -> Optional[Backend]: ...
 
 
 class CopyLocation(Protocol):
@@ -73,16 +70,6 @@ def _document(root: str, children: list[tuple[str, str]]) -> bytes:
     return f'<?xml version="1.0" encoding="UTF-8"?><{root} xmlns="{_NS}">{inner}</{root}>'.encode()
 
 
-def _put(backend: Backend, real_key: str, query: str, body: bytes, bypass: bool = False) -> Deferred[Any]:
-    headers = {
-        "Content-Type": "application/xml",
-        "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
-    }
-    if bypass:
-        headers[BYPASS] = "true"
-    return backend._simple("PUT", real_key, query, headers, data=body, ok=(200, 204))
-
-
 def put_retention(
     backend: Backend,
     real_key: str,
@@ -92,15 +79,15 @@ def put_retention(
 ) -> Deferred[Any]:
     """Set the retention of C{real_key} (C{mode} None: remove it, which needs C{bypass} for GOVERNANCE)."""
     children = [("Mode", mode), ("RetainUntilDate", _date(until))] if mode is not None and until is not None else []
-    return _put(backend, real_key, "retention=", _document("Retention", children), bypass)
+    return backend.put_control(real_key, "retention=", _document("Retention", children), bypass)
 
 
 def put_legal_hold(backend: Backend, real_key: str, on: bool) -> Deferred[Any]:
     """Set (or lift) the legal hold of C{real_key}."""
-    return _put(backend, real_key, "legal-hold=", _document("LegalHold", [("Status", "ON" if on else "OFF")]))
+    return backend.put_control(real_key, "legal-hold=", _document("LegalHold", [("Status", "ON" if on else "OFF")]))
 
 
-def _locked_backends(pool: BackendPool, locations: Iterable[CopyLocation]) -> list[tuple[Backend, str]]:
+def _locked_backends(pool: Backends, locations: Iterable[CopyLocation]) -> list[tuple[Backend, str]]:
     found = []
     for location in locations:
         backend = pool.get(location.backend)
@@ -110,7 +97,7 @@ def _locked_backends(pool: BackendPool, locations: Iterable[CopyLocation]) -> li
 
 
 def protect(
-    pool: BackendPool,
+    pool: Backends,
     locations: Iterable[CopyLocation],
     mode: Optional[str],
     until: Optional[datetime.datetime],
@@ -124,17 +111,23 @@ def protect(
     """
     if mode is None and not legal_hold:
         return succeed(None)
-    requests = []
-    for backend, real_key in _locked_backends(pool, locations):
-        if mode is not None and until is not None:
-            requests.append(put_retention(backend, real_key, mode, until))
-        if legal_hold:
-            requests.append(put_legal_hold(backend, real_key, True))
-    return _all(requests)
+    return _all([_lock(backend, real_key, mode, until, legal_hold) for backend, real_key in _locked_backends(pool, locations)])
+
+
+@inlineCallbacks
+def _lock(
+    backend: Backend, real_key: str, mode: Optional[str], until: Optional[datetime.datetime], legal_hold: bool
+) -> Generator[Deferred[Any], Any, None]:
+    # One after the other: both change the object's entry (SeaweedFS keeps
+    # one of two concurrent changes).
+    if mode is not None and until is not None:
+        yield put_retention(backend, real_key, mode, until)
+    if legal_hold:
+        yield put_legal_hold(backend, real_key, True)
 
 
 def mirror_retention(
-    pool: BackendPool,
+    pool: Backends,
     locations: Iterable[CopyLocation],
     mode: Optional[str],
     until: Optional[datetime.datetime],
@@ -147,7 +140,7 @@ def mirror_retention(
     ])
 
 
-def mirror_legal_hold(pool: BackendPool, locations: Iterable[CopyLocation], on: bool) -> Deferred[Any]:
+def mirror_legal_hold(pool: Backends, locations: Iterable[CopyLocation], on: bool) -> Deferred[Any]:
     """A version's new legal hold, on its copies on backends with C{object_lock}."""
     return _all([put_legal_hold(backend, real_key, on) for backend, real_key in _locked_backends(pool, locations)])
 
@@ -156,41 +149,3 @@ def _all(requests: list[Deferred[Any]]) -> Deferred[Any]:
     if not requests:
         return succeed(None)
     return gatherResults(requests, consumeErrors=True).addErrback(lambda failure: failure.value.subFailure)
-
-
-def versions_of(content: bytes, real_key: str) -> list[str]:
-    """The version ids of exactly C{real_key} (versions and delete markers) in a ListObjectVersions answer."""
-    try:
-        root = ElementTree.fromstring(content)
-    except ElementTree.ParseError:
-        return []
-    found = []
-    for entry in root:
-        if entry.tag.split("}")[-1] not in ("Version", "DeleteMarker"):
-            continue
-        values = {child.tag.split("}")[-1]: child.text for child in entry}
-        version_id = values.get("VersionId")
-        if values.get("Key") == real_key and version_id:
-            found.append(version_id)
-    return found
-
-
-@inlineCallbacks
-def delete_every_version(backend: Backend, real_key: str) -> Generator[Deferred[Any], Any, None]:
-    """
-    Delete every version and delete marker of C{real_key} on a versioned
-    real bucket (see the module docstring); a version the backend refuses
-    to delete fails with its L{BackendError}.
-    """
-    query = f"versions=&prefix={quote(real_key, safe='')}&max-keys={_PAGE}"
-    # A real key has a version or two; a few rounds cover a backend that
-    # answers short pages, and no answer can keep the loop going.
-    for _ in range(_ROUNDS):
-        response, content = yield backend._simple("GET", None, query, ok=(200, 404))
-        version_ids = versions_of(content, real_key) if response.code == 200 else []
-        if not version_ids:
-            return
-        for version_id in version_ids:
-            yield backend._simple(
-                "DELETE", real_key, f"versionId={quote(version_id, safe='')}", {BYPASS: "true"}, ok=(200, 204, 404)
-            )
