@@ -15,9 +15,9 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from s3balance.config import ConfigError, parse_config
-from s3balance.s3 import policy
 from s3balance.s3.bucket_policy import facts, request_context, rules_of
 from s3balance.s3.call import S3Call
+from s3balance.s3.public_access_block import ALL_BLOCKED, NO_BLOCK, PublicAccessBlock
 from s3balance.s3.routing import Target
 from tests.fakestore import MemoryStore
 from tests.test_config import minimal
@@ -47,7 +47,7 @@ class ConfigTests(unittest.SynchronousTestCase):
         bucket = config.virtual_bucket("demo")
         assert bucket is not None and bucket.policy is not None
         self.assertEqual(json.loads(bucket.policy), public_read())
-        self.assertEqual(bucket.public_access_block, policy.PublicAccessBlock(ignore_public_acls=True))
+        self.assertEqual(bucket.public_access_block, PublicAccessBlock(ignore_public_acls=True))
         self.assertFalse(config.s3api.block_public_access)
         plain = parse_config(minimal()).virtual_bucket("demo")
         assert plain is not None
@@ -153,12 +153,12 @@ class FactsTests(unittest.TestCase):
         configured = facts(config, ALICE, *rules_of(config, "demo", None))
         assert configured.policy is not None
         self.assertTrue(configured.policy.public)
-        self.assertEqual(configured.block, policy.PublicAccessBlock(restrict_public_buckets=True))
+        self.assertEqual(configured.block, PublicAccessBlock(restrict_public_buckets=True))
 
         empty = facts(config, ALICE, *rules_of(config, "api-bucket", await store.get_bucket("api-bucket")))
-        self.assertEqual((empty.policy, empty.block), (None, policy.NO_BLOCK))
+        self.assertEqual((empty.policy, empty.block), (None, NO_BLOCK))
         await store.set_bucket_policy("api-bucket", json.dumps(public_read("api-bucket")))
-        await store.set_public_access_block("api-bucket", policy.PublicAccessBlock(ignore_public_acls=True).dump())
+        await store.set_public_access_block("api-bucket", PublicAccessBlock(ignore_public_acls=True).dump())
         # Read with the bucket: the next request is decided on them.
         read = facts(config, ALICE, *rules_of(config, "api-bucket", await store.get_bucket("api-bucket")))
         self.assertIsNotNone(read.policy)
@@ -168,4 +168,4 @@ class FactsTests(unittest.TestCase):
         del mapping["buckets"][1]["policy"]
         config = parse_config(mapping)
         blocked = facts(config, ALICE, *rules_of(config, "api-bucket", await store.get_bucket("api-bucket")))
-        self.assertEqual(blocked.block, policy.ALL_BLOCKED)
+        self.assertEqual(blocked.block, ALL_BLOCKED)

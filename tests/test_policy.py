@@ -1,9 +1,10 @@
 """
-Bucket policies (s3balance.s3.policy), pure: the documents S3 accepts and
-refuses (with its messages), evaluation (Principal, Action, Resource,
-Condition operators and keys, explicit Deny), what S3 calls public, Block
-Public Access in L{decide_policy}; and fuzzed documents that never raise
-anything but the S3 error nor widen access.
+Bucket policies (s3balance.s3.policy_document, policy_actions,
+policy_conditions, policy_evaluation, public_access_block), pure: the
+documents S3 accepts and refuses (with its messages), evaluation
+(Principal, Action, Resource, Condition operators and keys, explicit Deny),
+what S3 calls public, Block Public Access in L{decide_policy}; and fuzzed
+documents that never raise anything but the S3 error nor widen access.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ from typing import Any, Optional
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.errors import S3Error
-from s3balance.s3 import policy
-from s3balance.s3.policy import (
-    ALL_BLOCKED,
+from s3balance.s3.policy_actions import ALL_ACTIONS, action_of, resource_arn
+from s3balance.s3.policy_document import MAX_POLICY_BYTES, is_public, parse
+from s3balance.s3.policy_evaluation import (
     BucketPolicyFacts,
-    PublicAccessBlock,
     RequestContext,
     context_values,
     decide_policy,
     evaluate,
-    is_public,
-    parse,
-    resource_arn,
 )
+from s3balance.s3.public_access_block import ALL_BLOCKED, PublicAccessBlock
 
 BUCKET = "photos"
 ALICE = "111111111111"
@@ -199,9 +197,9 @@ class ParseTests(SynchronousTestCase):
     def test_size_limit_counts_the_document_without_whitespace(self) -> None:
         sids = [statement(Sid=f"S{i:05d}") for i in range(130)]
         compact = json.dumps({"Version": "2012-10-17", "Statement": sids}, separators=(",", ":")).encode()
-        self.assertLess(len(compact), policy.MAX_POLICY_BYTES)
+        self.assertLess(len(compact), MAX_POLICY_BYTES)
         spacious = json.dumps({"Version": "2012-10-17", "Statement": sids}, indent=8).encode()
-        self.assertGreater(len(spacious), policy.MAX_POLICY_BYTES)
+        self.assertGreater(len(spacious), MAX_POLICY_BYTES)
         parse(spacious, BUCKET)
         large = document(*(statement(Sid=f"S{i:05d}") for i in range(200)))
         self.refused(large, "Policy exceeds the maximum allowed document size.", "PolicyTooLarge")
@@ -472,18 +470,18 @@ class OperationTableTests(SynchronousTestCase):
         from s3balance.s3.routing import ROUTES
 
         for operation in set(ROUTES.values()) | {"ListObjectsV2", "CopyObject", "UploadPartCopy"}:
-            action = policy.action_of(operation)
+            action = action_of(operation)
             self.assertIsNotNone(action, operation)
             assert action is not None
-            self.assertIn(action[3:], policy.ALL_ACTIONS, operation)
+            self.assertIn(action[3:], ALL_ACTIONS, operation)
 
     def test_the_mapping_s3_documents(self) -> None:
-        self.assertEqual(policy.action_of("ListObjectsV2"), "s3:ListBucket")
-        self.assertEqual(policy.action_of("HeadObject"), "s3:GetObject")
-        self.assertEqual(policy.action_of("DeleteObjects"), "s3:DeleteObject")
-        self.assertEqual(policy.action_of("CompleteMultipartUpload"), "s3:PutObject")
-        self.assertEqual(policy.action_of("GetObjectTagging"), "s3:GetObjectTagging")
-        self.assertIsNone(policy.action_of("PreflightCORS"))
+        self.assertEqual(action_of("ListObjectsV2"), "s3:ListBucket")
+        self.assertEqual(action_of("HeadObject"), "s3:GetObject")
+        self.assertEqual(action_of("DeleteObjects"), "s3:DeleteObject")
+        self.assertEqual(action_of("CompleteMultipartUpload"), "s3:PutObject")
+        self.assertEqual(action_of("GetObjectTagging"), "s3:GetObjectTagging")
+        self.assertIsNone(action_of("PreflightCORS"))
 
 
 # -- fuzzing ----------------------------------------------------------------------------------

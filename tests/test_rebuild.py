@@ -41,7 +41,8 @@ from sqlalchemy import MetaData, delete, inspect, select
 from twisted.trial.unittest import SynchronousTestCase
 
 from s3balance.ops.adopt import BackendCopy
-from s3balance.ops.rebuild import Rebuilder, RebuildOptions
+from s3balance.ops.rebuild import Rebuilder
+from s3balance.ops.rebuild_report import RebuildOptions
 from s3balance.store import tables, versions
 from s3balance.store.records import encode_key
 from tests import dbfixtures

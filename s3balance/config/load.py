@@ -70,7 +70,8 @@ from s3balance.config.schema import (
 )
 from s3balance.config.units import parse_duration, parse_rate, parse_size
 from s3balance.errors import S3Error
-from s3balance.s3 import acl, policy
+from s3balance.s3 import acl, policy_document
+from s3balance.s3.public_access_block import PublicAccessBlock
 
 # A drain moves few objects at once: it shares the backends with the clients.
 MAX_DRAIN_CONCURRENCY = 4
@@ -250,7 +251,7 @@ def _bucket_policy(value: object, path: str, bucket: str) -> str | None:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{path}: not a JSON document ({error})") from None
     try:
-        policy.parse(text, bucket)
+        policy_document.parse(text, bucket)
     except S3Error as error:
         raise ConfigError(f"{path}: {error.code}: {error.message}") from None
     return text
@@ -259,14 +260,14 @@ def _bucket_policy(value: object, path: str, bucket: str) -> str | None:
 _PUBLIC_ACCESS_BLOCK_KEYS = ("block_public_acls", "ignore_public_acls", "block_public_policy", "restrict_public_buckets")
 
 
-def _public_access_block(value: object, path: str) -> policy.PublicAccessBlock | None:
+def _public_access_block(value: object, path: str) -> PublicAccessBlock | None:
     """A virtual bucket's ``public_access_block:`` (the four flags, each false when left out)."""
     if value is None:
         return None
     section = _Section(value, path)
     flags = [section.get(name, _bool, False) for name in _PUBLIC_ACCESS_BLOCK_KEYS]
     section.check_unknown()
-    return policy.PublicAccessBlock(*flags)
+    return PublicAccessBlock(*flags)
 
 
 def _versioning_status(value: object) -> str:
@@ -597,7 +598,7 @@ def _parse_s3api(section: _Section, bucket_names: set[str]) -> S3APIConfig:
 
 def _check_public_policy(bucket: VirtualBucketConfig, s3api: S3APIConfig) -> None:
     """A configured public policy where Block Public Access refuses public policies is a contradiction, not a choice."""
-    if bucket.policy is None or not policy.parse(bucket.policy, bucket.name).public:
+    if bucket.policy is None or not policy_document.parse(bucket.policy, bucket.name).public:
         return
     if s3api.block_public_access:
         raise ConfigError(f"{bucket.key}.policy: the policy is public and s3api.block_public_access blocks public policies")

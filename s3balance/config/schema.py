@@ -9,7 +9,7 @@ from attrs import field, frozen
 from s3balance.config.dsn import _mask_dsn, dsn_to_url
 
 if TYPE_CHECKING:
-    from s3balance.s3.policy import PublicAccessBlock
+    from s3balance.s3.public_access_block import PublicAccessBlock
 
 
 def _hide(value: object) -> str:

@@ -73,9 +73,9 @@ def import_command(args: argparse.Namespace) -> int:
 
 
 def rebuild_command(args: argparse.Namespace) -> int:
-    from s3balance.ops import rebuild
+    from s3balance.ops import rebuild_cli
 
-    return rebuild.command(args)
+    return rebuild_cli.command(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             import_arguments(command, with_config=False)
         elif name == "rebuild":
-            from s3balance.ops.rebuild import add_arguments as rebuild_arguments
+            from s3balance.ops.rebuild_cli import add_arguments as rebuild_arguments
 
             rebuild_arguments(command, with_config=False)
         command.set_defaults(function=function)

@@ -30,7 +30,8 @@ from s3balance.s3 import acl as acls
 
 if TYPE_CHECKING:
     from s3balance.config.schema import Config, Credential, S3APIConfig
-    from s3balance.s3.policy import Policy, PublicAccessBlock
+    from s3balance.s3.policy_document import Policy
+    from s3balance.s3.public_access_block import PublicAccessBlock
     from s3balance.s3.xmldoc import Node
     from s3balance.store.interfaces import IMetadataStore, ObjectRecord
 
@@ -63,7 +64,7 @@ class BucketAccess:
     owner: str
     acl: acls.ACL = ()
     awaiting_object: Optional[Caller] = None
-    # The bucket policy's verdict (s3.policy.decide_policy: "Allow", "Deny"
+    # The bucket policy's verdict (s3.policy_evaluation.decide_policy: "Allow", "Deny"
     # or None) on the request's action, and on listing the bucket (what
     # L{missing_object} asks) when that action is on one object.
     verdict: Optional[str] = None
@@ -174,7 +175,7 @@ def decide(
     Whether C{caller} may do C{action} (the S3 operation's name, e.g.
     "GetObject") on C{bucket} or, for an action on one object, on the
     object whose ACL is C{object_acl} (None: not known, private), given the
-    bucket policy's C{verdict} on it (L{s3balance.s3.policy.decide_policy}).
+    bucket policy's C{verdict} on it (L{s3balance.s3.policy_evaluation.decide_policy}).
 
     In S3's order: an explicit Deny of the policy wins over every Allow,
     the owner's too (the policy's own operations excepted, which

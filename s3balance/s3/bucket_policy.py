@@ -4,7 +4,7 @@ C{?policyStatus}), Put/Get/DeletePublicAccessBlock (C{?publicAccessBlock}),
 and what the access decision reads of them (L{rules_of}, L{facts},
 L{verdict}).
 
-A document is checked by L{s3balance.s3.policy}; the store keeps the
+A document is checked by L{s3balance.s3.policy_document}; the store keeps the
 policy as received and the Block Public Access flags as JSON.  A bucket of
 the configuration has its policy and flags from there
 (C{buckets[].policy}, C{buckets[].public_access_block}): the Get
@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Optional
 from urllib.parse import parse_qsl
 
 from s3balance.errors import S3Error
-from s3balance.s3 import policy
+from s3balance.s3 import policy_actions, policy_document, policy_evaluation
 from s3balance.s3.bodies import small_body
-from s3balance.s3.policy import (
+from s3balance.s3.policy_document import Policy
+from s3balance.s3.policy_evaluation import BucketPolicyFacts, RequestContext
+from s3balance.s3.public_access_block import (
     ALL_BLOCKED,
     NO_BLOCK,
-    BucketPolicyFacts,
-    Policy,
+    PUBLIC_ACCESS_BLOCK_FIELDS,
     PublicAccessBlock,
-    RequestContext,
 )
 from s3balance.s3.xmldoc import document, parse
 
@@ -69,7 +69,7 @@ def _parsed(text: str, bucket: str) -> Policy:
     configuration was loaded), parsed once: every request of its bucket is
     decided on it.
     """
-    return policy.parse(text, bucket)
+    return policy_document.parse(text, bucket)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -120,7 +120,7 @@ def verdict(
     key: Optional[str],
 ) -> Optional[str]:
     """
-    The bucket policy's verdict (L{s3balance.s3.policy.decide_policy}:
+    The bucket policy's verdict (L{s3balance.s3.policy_evaluation.decide_policy}:
     "Allow", "Deny", None) on C{caller} doing C{operation} on C{bucket}, or
     on its object C{key}, as C{call} asks it (L{request_context}).
     """
@@ -137,7 +137,7 @@ def verdict(
         bucket_owner=facts.owner,
         bucket=bucket,
     )
-    return policy.decide_policy(facts, context) if context is not None else None
+    return policy_evaluation.decide_policy(facts, context) if context is not None else None
 
 
 def request_context(
@@ -170,10 +170,10 @@ def request_context(
     mentions them, L{Policy.mentions}), C{s3:signatureversion},
     C{s3:authType} and C{s3:ResourceAccount} (C{bucket_owner}).
     """
-    action = policy.action_of(operation or call.operation)
+    action = policy_actions.action_of(operation or call.operation)
     if action is None or call.target.bucket is None:
         return None
-    if key is None and call.target.key is not None and action[3:] in policy.OBJECT_ACTIONS:
+    if key is None and call.target.key is not None and action[3:] in policy_actions.OBJECT_ACTIONS:
         key = call.target.key
     values: dict[str, Optional[str] | tuple[str, ...]] = {
         "aws:SourceIp": client_address,
@@ -218,10 +218,10 @@ def request_context(
         values["s3:authType"] = "POST"
     return RequestContext(
         action,
-        policy.resource_arn(bucket or call.bucket, key),
+        policy_actions.resource_arn(bucket or call.bucket, key),
         account,
         admin=admin,
-        values=policy.context_values(values),
+        values=policy_evaluation.context_values(values),
     )
 
 
@@ -233,7 +233,7 @@ async def put_bucket_policy(gateway: GatewayLike, request: S3Request, call: S3Ca
     target = await gateway.require_bucket(call)
     bucket = call.bucket
     _refuse_configured(gateway, bucket, "policy")
-    read = policy.parse(small_body(request, call), bucket)
+    read = policy_document.parse(small_body(request, call), bucket)
     if read.public and effective_block(gateway.config, target.public_access_block).block_public_policy:
         raise S3Error(
             "AccessDenied",
@@ -276,7 +276,7 @@ def parse_public_access_block(body: bytes) -> PublicAccessBlock:
     root = parse(body)
     if root.tag.split("}")[-1] != "PublicAccessBlockConfiguration":
         raise S3Error("MalformedXML")
-    flags = dict.fromkeys(policy.PUBLIC_ACCESS_BLOCK_FIELDS, False)
+    flags = dict.fromkeys(PUBLIC_ACCESS_BLOCK_FIELDS, False)
     seen = set()
     for child in root:
         name = child.tag.split("}")[-1]
@@ -287,13 +287,13 @@ def parse_public_access_block(body: bytes) -> PublicAccessBlock:
         if value not in ("true", "false"):
             raise S3Error("MalformedXML")
         flags[name] = value == "true"
-    return PublicAccessBlock(*(flags[name] for name in policy.PUBLIC_ACCESS_BLOCK_FIELDS))
+    return PublicAccessBlock(*(flags[name] for name in PUBLIC_ACCESS_BLOCK_FIELDS))
 
 
 def render_public_access_block(block: PublicAccessBlock) -> bytes:
     return document(
         "PublicAccessBlockConfiguration",
-        list(zip(policy.PUBLIC_ACCESS_BLOCK_FIELDS, block.flags(), strict=True)),
+        list(zip(PUBLIC_ACCESS_BLOCK_FIELDS, block.flags(), strict=True)),
     )
 
 

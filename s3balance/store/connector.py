@@ -5,6 +5,10 @@ Like buildbot's C{db/connector.py} + C{db/pool.py}: every public method hands
 a function of a Connection to L{StoreRunner._transaction} (L{runner}) on
 the store's own threads and returns a Deferred; the SQL lives in one module per
 group of tables (buckets, objects, listing, multipart, usage).
+
+Over 500 lines: it is the one class that implements L{IMetadataStore}, a
+method of a few lines per operation of the interface; splitting it would only
+split that list, the SQL being in the modules per group of tables already.
 """
 
 from __future__ import annotations

@@ -634,12 +634,12 @@ class IMetadataStore(Interface):
     # -- bucket policies and Block Public Access (s3balance.store.policies) ----
     def set_bucket_policy(name: str, text: Optional[str]) -> Deferred[bool]:
         """Replace the bucket's policy, kept as the document received
-        (checked by s3.policy; None: remove it).  It goes with its bucket.
+        (checked by s3.policy_document; None: remove it).  It goes with its bucket.
         -> Deferred[bool] (False: no such bucket row)."""
 
     def set_public_access_block(name: str, text: Optional[str]) -> Deferred[bool]:
         """Replace the bucket's Block Public Access configuration, kept as
-        text (s3.policy.PublicAccessBlock.dump; None: remove it).
+        text (s3.public_access_block.PublicAccessBlock.dump; None: remove it).
         -> Deferred[bool] (False: no such bucket row)."""
 
     def delete_objects(

@@ -4,8 +4,8 @@ Access configurations (C{buckets.public_access_block}).
 
 The store keeps both as text, as L{s3balance.s3.bucket_policy} hands them
 over (the policy document as received, already checked; the flags as
-L{s3balance.s3.policy.PublicAccessBlock.dump} writes them): it never
-checks them, and reads them with the bucket (C{buckets.get_bucket}).
+L{s3balance.s3.public_access_block.PublicAccessBlock.dump} writes them): it
+never checks them, and reads them with the bucket (C{buckets.get_bucket}).
 """
 
 from __future__ import annotations

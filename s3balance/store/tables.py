@@ -142,7 +142,8 @@ buckets = Table(
 )
 
 # A bucket's policy (PutBucketPolicy), the document as received (validated
-# by s3.policy): a row only for the buckets with one, gone with its bucket.
+# by s3.policy_document): a row only for the buckets with one, gone with its
+# bucket.
 # A table of its own, as bucket_lifecycles.  Migration 0017.
 bucket_policies = Table(
     "bucket_policies",
