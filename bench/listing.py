@@ -33,7 +33,7 @@ Pages timed (each C{--list-repeat} times; the median is reported):
 (See C{s3balance/store/listing.py} for how each database reads them.)
 
 The same four pages of ListObjectVersions are timed at the store: the
-function the daemon runs for it (C{s3balance.store.versions.list_versions}),
+function the daemon runs for it (C{s3balance.store.version_listing.list_versions}),
 called on one connection of this process (no HTTP, no XML); "deep" is a key
 marker, "resume" a key marker with a version id marker (the middle version
 of that key: where a truncated page ends).
@@ -203,10 +203,10 @@ def time_pages(client: S3Client, count: int, repeat: int) -> dict[str, dict]:
 
 def time_version_pages(url: str, count: int, total: int, most: int, repeat: int) -> dict[str, dict]:
     """
-    ListObjectVersions' pages at the store (L{versions.list_versions}), on
+    ListObjectVersions' pages at the store (L{version_listing.list_versions}), on
     one connection, with C{total} of the C{most} rounds of versions written.
     """
-    from s3balance.store import versions
+    from s3balance.store import version_listing, versions
 
     middle_dir = (count // 2) // 1000
     marker = deep_marker(count)
@@ -227,12 +227,12 @@ def time_version_pages(url: str, count: int, total: int, most: int, repeat: int)
         with engine.connect() as conn:
             for name, (prefix, delimiter, key_marker, version_id_marker) in pages.items():
                 args = (LIST_BUCKET, prefix, delimiter, key_marker, version_id_marker, PAGE)
-                versions.list_versions(conn, *args)  # warm
+                version_listing.list_versions(conn, *args)  # warm
                 conn.rollback()
                 times = []
                 for _ in range(repeat):
                     t0 = time.perf_counter()
-                    page = versions.list_versions(conn, *args)
+                    page = version_listing.list_versions(conn, *args)
                     conn.rollback()
                     times.append(time.perf_counter() - t0)
                 out[name] = {

@@ -32,6 +32,7 @@ from s3balance.store import (
     parts,
     replicas,
     usage,
+    version_listing,
     versions,
 )
 from s3balance.store import lifecycle as lifecycle_sql
@@ -314,7 +315,7 @@ class MetadataStore(StoreRunner):
         self, bucket: str, prefix: str, delimiter: str, key_marker: str, version_id_marker: Optional[str],
         max_keys: int,
     ) -> Deferred[VersionPage]:
-        return self._read(versions.list_versions, bucket, prefix, delimiter, key_marker, version_id_marker, max_keys)
+        return self._read(version_listing.list_versions, bucket, prefix, delimiter, key_marker, version_id_marker, max_keys)
 
     def list_objects(
         self,

@@ -3,7 +3,10 @@ The SQL statements behind L{s3balance.store.listing}: the range query, and
 the two ways to walk a delimiter listing by skip-scan in one statement (see
 that module's docstring): a C{WITH RECURSIVE} loose index scan
 (L{cte_query}: SQLite, PostgreSQL) and MariaDB's compound statement
-(L{block_query}).  Each is built once per shape and cached.
+(L{block_query}).  The same two walks over every version of every key, for
+ListObjectVersions (L{s3balance.store.version_listing}), are
+L{version_cte_query} and L{version_block_query}.  Each is built once per
+shape and cached.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     func,
     literal,
     literal_column,
@@ -300,3 +304,170 @@ def block_query(inclusive: bool, bounded: bool) -> TextualSelect:
     if bounded:
         params.append(bindparam("upper", type_=key_type))
     return text(sql).bindparams(*params).columns(*_COLUMNS)
+
+
+# -- ListObjectVersions --------------------------------------------------------
+#
+# The same walks over every row of a key (its versions and delete markers,
+# latest or not: no latest = 1 condition; the index's (bucket, key) prefix
+# still seeks).  A step counts the entries its key makes (1 for a common
+# prefix, the key's rows otherwise: an index-only count), and the walk stops
+# once the keys found make the entries wanted, so a page of keys with many
+# versions seeks no further than it lists.  The rows come back one per
+# common prefix (walk_key its first key, the object columns NULL) and every
+# row of each listed key, newest first; a last row whose walk_key is NULL
+# says the range holds nothing more.
+
+VERSION_COLUMN_NAMES = _COLUMN_NAMES + ("version_id", "delete_marker")
+
+
+@functools.cache
+def version_cte_query(dialect: str, inclusive: bool, bounded: bool) -> Select:
+    """
+    The rows of up to wanted entries of ListObjectVersions as one statement
+    (SQLite, PostgreSQL): a recursive CTE whose every step is one index seek
+    to the next key (walk_key) that is an entry or starts a common prefix,
+    joined to the rows of the keys listed, in key order and each key's
+    newest first, at most wanted rows.
+
+    Parameters: bucket, start (the walk begins at the first key from it,
+    when inclusive, or after it), upper (when bounded), wanted, delimiter, after_prefix (len(prefix) + 1),
+    cut (len(prefix) + len(delimiter) - 1), ff (the byte 0xff).
+    """
+    key_type = _o.c.key.type
+    bucket = bindparam("bucket", type_=_o.c.bucket.type)
+    upper = bindparam("upper", type_=key_type)
+    wanted = bindparam("wanted", type_=Integer())
+    after_prefix = bindparam("after_prefix", type_=Integer())
+    delimiter = bindparam("delimiter", type_=key_type)
+
+    def in_range(table: NamedFromClause, lower: ColumnElement[bool]) -> ColumnElement[bool]:
+        conditions = [table.c.bucket == bucket, lower]
+        if bounded:
+            conditions.append(table.c.key < upper)
+        return and_(*conditions)
+
+    def found(key: ColumnElement[Any]) -> ColumnElement[int]:
+        """Where the delimiter is after the prefix in key (0: nowhere, the key is listed)."""
+        return _find(_substr(dialect, key, after_prefix), delimiter)
+
+    start = bindparam("start", type_=key_type)
+    head = _o.alias("head")
+    first = (
+        select(head.c.key)
+        .where(in_range(head, head.c.key >= start if inclusive else head.c.key > start))
+        .order_by(head.c.key)
+        .limit(1)
+        .scalar_subquery()
+    )
+    # n: the step; k: its key (NULL: nothing more); done: the entries before k.
+    walk = select(
+        literal(1, Integer()).label("n"), first.label("k"), literal(0, Integer()).label("done")
+    ).cte("walk", recursive=True)
+
+    at = found(walk.c.k)
+    folded = _substr(dialect, walk.c.k, 1, at + bindparam("cut", type_=Integer()))
+    seek = case((at > 0, _concat(dialect, folded, bindparam("ff", type_=key_type))), else_=walk.c.k)
+    step = _o.alias("step")
+    following = (
+        select(step.c.key)
+        .where(in_range(step, step.c.key > seek))
+        .order_by(step.c.key)
+        .limit(1)
+        .correlate(walk)
+        .scalar_subquery()
+    )
+    counted = _o.alias("counted")
+    rows_of_key = (
+        select(func.count())
+        .select_from(counted)
+        .where(counted.c.bucket == bucket, counted.c.key == walk.c.k)
+        .correlate(walk)
+        .scalar_subquery()
+    )
+    made = case((at > 0, literal_column("1")), else_=rows_of_key)
+    walk = walk.union_all(
+        select(walk.c.n + 1, following, cast(walk.c.done + made, Integer())).where(
+            walk.c.k.is_not(None), walk.c.done < wanted
+        )
+    )
+
+    entry = _o.alias("entry")
+    listed = and_(entry.c.bucket == bucket, entry.c.key == walk.c.k, found(walk.c.k) == 0)
+    return (
+        select(walk.c.k.label("walk_key"), *(entry.c[name] for name in VERSION_COLUMN_NAMES))
+        .select_from(walk.outerjoin(entry, listed))
+        .order_by(walk.c.n, entry.c.id.desc())
+        .limit(wanted)
+    )
+
+
+# The MariaDB version walk: as _BLOCK, the keys found collected as a derived
+# table of literals (a UNION ALL of one-row selects), the rows of the listed
+# ones joined to it.  The loop counts the entries before v_key in v_count.
+_VERSION_BLOCK = """\
+BEGIN NOT ATOMIC
+  DECLARE v_key VARBINARY(1025) DEFAULT NULL;
+  DECLARE v_found LONGBLOB DEFAULT 'SELECT NULL AS k FROM DUAL WHERE 0';
+  DECLARE v_chunk LONGBLOB DEFAULT '';
+  DECLARE v_steps INT DEFAULT 0;
+  DECLARE v_count INT DEFAULT 0;
+  DECLARE v_at INT DEFAULT 0;
+  SET v_key = (SELECT `key` FROM objects FORCE INDEX ({index})
+    WHERE bucket = :bucket AND `key` {start} {upper} ORDER BY `key` LIMIT 1);
+  WHILE v_key IS NOT NULL AND v_count < :wanted DO
+    SET v_steps = v_steps + 1;
+    SET v_chunk = CONCAT(v_chunk, ' UNION ALL SELECT _binary', QUOTE(v_key));
+    IF MOD(v_steps, 32) = 0 THEN
+      SET v_found = CONCAT(v_found, v_chunk);
+      SET v_chunk = '';
+    END IF;
+    SET v_at = LOCATE(:delimiter, v_key, :after_prefix);
+    IF v_at > 0 THEN
+      SET v_count = v_count + 1;
+      SET v_key = CONCAT(SUBSTRING(v_key, 1, v_at + :cut), x'ff');
+    ELSE
+      SET v_count = v_count + (SELECT COUNT(*) FROM objects FORCE INDEX ({index})
+        WHERE bucket = :bucket AND `key` = v_key);
+    END IF;
+    SET v_key = (SELECT `key` FROM objects FORCE INDEX ({index})
+      WHERE bucket = :bucket AND `key` > v_key {upper} ORDER BY `key` LIMIT 1);
+  END WHILE;
+  IF v_key IS NULL THEN
+    SET v_chunk = CONCAT(v_chunk, ' UNION ALL SELECT NULL');
+  END IF;
+  EXECUTE IMMEDIATE CONCAT(
+    'SELECT w.k AS walk_key, {columns} FROM (', v_found, v_chunk, ') w',
+    ' LEFT JOIN objects o FORCE INDEX ({index}) ON o.bucket = ? AND o.`key` = w.k AND LOCATE(?, w.k, ?) = 0',
+    ' ORDER BY w.k IS NULL, w.k, o.id DESC LIMIT ?'
+  ) USING :bucket, :delimiter, :after_prefix, :wanted;
+END"""
+
+
+@functools.cache
+def version_block_query(inclusive: bool, bounded: bool) -> TextualSelect:
+    """
+    The rows of up to wanted entries of ListObjectVersions as one MariaDB
+    compound statement, as L{version_cte_query}'s.  Parameters: bucket,
+    start, upper (when bounded), wanted, delimiter, after_prefix
+    (len(prefix) + 1), cut (len(delimiter) - 1).
+    """
+    key_type = _o.c.key.type
+    sql = _VERSION_BLOCK.format(
+        index=_INDEX,
+        start=">= :start" if inclusive else "> :start",
+        upper="AND `key` < :upper" if bounded else "",
+        columns=", ".join(f"o.`{name}`" for name in VERSION_COLUMN_NAMES),
+    )
+    params = [
+        bindparam("bucket", type_=_o.c.bucket.type),
+        bindparam("start", type_=key_type),
+        bindparam("wanted", type_=Integer()),
+        bindparam("delimiter", type_=key_type),
+        bindparam("after_prefix", type_=Integer()),
+        bindparam("cut", type_=Integer()),
+    ]
+    if bounded:
+        params.append(bindparam("upper", type_=key_type))
+    columns = (column("walk_key", key_type), *(_o.c[name] for name in VERSION_COLUMN_NAMES))
+    return text(sql).bindparams(*params).columns(*columns)

@@ -49,9 +49,8 @@ from s3balance.store.interfaces import (
     ObjectLocked,
     ObjectRecord,
     TagSet,
-    VersionPage,
 )
-from s3balance.store.records import decode_key, dump_tags, encode_key, object_record, object_values
+from s3balance.store.records import dump_tags, encode_key, object_record, object_values
 
 ENABLED = "Enabled"
 SUSPENDED = "Suspended"
@@ -440,112 +439,3 @@ def set_object_lock(conn: Connection, bucket: str, text: str) -> Optional[str]:
         return "InvalidBucketState"
     conn.execute(update(_b).where(_b.c.name == bucket).values(object_lock=text))
     return None
-
-
-# -- ListObjectVersions ------------------------------------------------------
-
-
-def list_versions(
-    conn: Connection,
-    bucket: str,
-    prefix: str,
-    delimiter: str,
-    key_marker: str,
-    version_id_marker: Optional[str],
-    max_keys: int,
-) -> VersionPage:
-    """
-    The versions and delete markers of the keys that start with C{prefix},
-    key by key in byte order and each key's newest first, after the markers
-    (the versions of C{key_marker} older than C{version_id_marker}, then the
-    keys after C{key_marker}); keys with C{delimiter} after the prefix fold
-    into common prefixes, whose rows are skipped by seeking past them.  At
-    most C{max_keys} entries (versions and prefixes).
-    """
-    prefix_b, delimiter_b = encode_key(prefix), encode_key(delimiter)
-    entries: list[tuple[ObjectRecord, bool]] = []
-    prefixes: list[str] = []
-    upper = _prefix_end(prefix_b)
-    # The scan's cursor: keys after cursor_key (or from it, inclusive), or,
-    # with cursor_id, first the versions of cursor_key older than cursor_id.
-    cursor_key, inclusive, cursor_id = prefix_b, True, None
-    seen_key: Optional[bytes] = None  # the key whose newest version was passed
-    if key_marker:
-        marker_b = encode_key(key_marker)
-        cursor_key, inclusive = marker_b, False
-        if version_id_marker:
-            found = conn.execute(
-                select(_o.c.id).where(_of_key(bucket, marker_b), _version_is(version_id_marker))
-            ).first()
-            if found is not None:
-                cursor_id, seen_key = int(found.id), marker_b
-        common = _common_prefix(marker_b, prefix_b, delimiter_b)
-        if common is not None:
-            # The marker is inside a common prefix already answered.
-            cursor_key, inclusive, cursor_id = common + b"\xff", True, None
-    if cursor_key < prefix_b:
-        cursor_key, inclusive, cursor_id = prefix_b, True, None
-    next_marker: tuple[str, Optional[str]] = ("", None)
-    full = min(max_keys + 1, 1000)
-    batch = full
-    while True:
-        after = _o.c.key >= cursor_key if inclusive else _o.c.key > cursor_key
-        if cursor_id is not None:
-            # key >= cursor_key bounds the index range (an OR of the two cases
-            # would not: SQLite then reads the bucket from its first key).
-            after = (_o.c.key >= cursor_key) & ((_o.c.key > cursor_key) | (_o.c.id < cursor_id))
-        query = select(*_LISTED).where(_o.c.bucket == bucket, after)
-        if upper is not None:
-            query = query.where(_o.c.key < upper)
-        rows = conn.execute(query.order_by(_o.c.key, _o.c.id.desc()).limit(batch)).all()
-        skipped = False
-        for row in rows:
-            key = bytes(row.key)
-            common = _common_prefix(key, prefix_b, delimiter_b)
-            if len(entries) + len(prefixes) >= max_keys:
-                return VersionPage(tuple(entries), tuple(prefixes), True, *next_marker)
-            if common is not None:
-                prefixes.append(decode_key(common))
-                next_marker = (decode_key(common), None)
-                cursor_key, inclusive, cursor_id, seen_key = common + b"\xff", True, None, None
-                skipped = True
-                break
-            record = object_record(row)
-            entries.append((record, key != seen_key))
-            seen_key = key
-            next_marker = (record.key, record.version_id or NULL_VERSION)
-        if skipped:
-            # The next rows may fold again (a run of common prefixes): read
-            # few, and more and more while they are listed.
-            batch = 2
-            continue
-        if len(rows) < batch:
-            return VersionPage(tuple(entries), tuple(prefixes), False, "", None)
-        batch = min(2 * batch, full)
-        last = rows[-1]
-        cursor_key, inclusive, cursor_id = bytes(last.key), False, int(last.id)
-
-
-def _common_prefix(key: bytes, prefix: bytes, delimiter: bytes) -> Optional[bytes]:
-    """The common prefix C{key} folds into (None: it is listed itself)."""
-    if not delimiter or not key.startswith(prefix):
-        return None
-    at = key.find(delimiter, len(prefix))
-    return key[: at + len(delimiter)] if at >= 0 else None
-
-
-_LISTED = tuple(
-    _o.c[name]
-    for name in (
-        "id", "bucket", "key", "size", "etag", "last_modified", "content_type", "headers", "checksums",
-        "version_id", "delete_marker",
-    )
-)
-
-
-def _prefix_end(prefix: bytes) -> Optional[bytes]:
-    """The least byte string above every key starting with C{prefix} (None: no bound)."""
-    trimmed = prefix.rstrip(b"\xff")
-    if not trimmed:
-        return None
-    return trimmed[:-1] + bytes([trimmed[-1] + 1])
