@@ -12,10 +12,7 @@ PostgreSQL a copy (TEMPLATE) of a database migrated once, MariaDB one of
 this process's migrated databases, emptied and checked against the
 freshly migrated schema when its test ends (L{_MariaDBPool}).  Migration
 at start is tested on its own (test_store.StartMigratesMixin, the
-migration tests, daemons on PostgreSQL and MariaDB).  Databases are
-dropped by a background thread, a test waiting only when two drops are
-still to do (L{drop_database_later}): a DROP DATABASE waits for the
-server's checkpoint.
+migration tests, daemons on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -164,58 +161,6 @@ def drop_database(url: str, admin_url: Optional[str] = None) -> None:
         engine.dispose()
 
 
-class _Dropper:
-    """
-    One thread that drops databases in turn, while the tests go on.  At
-    most C{BACKLOG} drops wait: a test that would queue one more waits for
-    the oldest (a drop takes longer than many a test, and drops left for
-    the process's exit would only make its end later).
-    """
-
-    BACKLOG = 2
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[str] = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._state = threading.Condition()
-        self._pending = 0
-
-    def drop(self, url: str) -> None:
-        with self._state:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="drop-databases", daemon=True)
-                self._thread.start()
-                atexit.register(self.wait)
-            self._state.wait_for(lambda: self._pending < self.BACKLOG, timeout=60)
-            self._pending += 1
-        self._queue.put(url)
-
-    def _run(self) -> None:
-        while True:
-            url = self._queue.get()
-            try:
-                drop_database(url)
-            except Exception:
-                pass  # a database left behind is no test's failure
-            finally:
-                with self._state:
-                    self._pending -= 1
-                    self._state.notify_all()
-
-    def wait(self, timeout: float = 120.0) -> None:
-        """Until every drop asked for so far is done (at most C{timeout} seconds)."""
-        with self._state:
-            self._state.wait_for(lambda: self._pending == 0, timeout=timeout)
-
-
-_dropper = _Dropper()
-
-
-def drop_database_later(url: str) -> None:
-    """L{drop_database} in a background thread; the process waits for the drops at exit."""
-    _dropper.drop(url)
-
-
 class _MariaDBPool:
     """
     Migrated MariaDB databases for the store tests, used again instead of
@@ -296,7 +241,10 @@ class _MariaDBPool:
                     self._made.remove(url)
                 self._lock.notify_all()
             if not clean:
-                drop_database_later(url)
+                try:
+                    drop_database(url)
+                except Exception:
+                    pass  # a database left behind is no test's failure
             self._resets.task_done()
 
     def _engine(self, url: str):
@@ -366,15 +314,14 @@ class _MariaDBPool:
 
     def _drop_all(self) -> None:
         """At exit: the resets under way end, then every database is dropped."""
-        deadline = threading.Event()
-        threading.Thread(target=lambda: (self._resets.join(), deadline.set()), daemon=True).start()
-        deadline.wait(60)
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._resets.join(), done.set()), daemon=True).start()
+        done.wait(60)
         with self._lock:
             made, self._made, self._free = self._made, [], []
         for url in made:
             if not url.startswith("("):
-                drop_database_later(url)
-        _dropper.wait()
+                drop_database(url)
 
 
 _mariadb_pool = _MariaDBPool()
@@ -390,8 +337,8 @@ def migrated_sqlite_template() -> str:
     per test process (in the harness's temp dir): a test's or a daemon's
     new SQLite database starts as a copy of it, and its store finds the
     schema current and neither loads Alembic nor migrates.  Migration at
-    start stays tested: test_store's StartMigratesTests, the migration
-    tests, and daemons on PostgreSQL and MariaDB.
+    start stays tested: test_store.StartMigratesMixin, the migration
+    tests, and daemons on an empty PostgreSQL database (test_faults).
     """
     global _sqlite_template
     with _sqlite_template_lock:
@@ -426,7 +373,7 @@ def fresh_database(testcase, kind: str) -> str:
     if kind == "sqlite":
         return sqlite_url(testcase)
     url = create_database(kind)
-    testcase.addCleanup(drop_database_later, url)
+    testcase.addCleanup(drop_database, url)
     return url
 
 
@@ -466,5 +413,5 @@ def store_database(testcase, kind: str) -> str:
         testcase.addCleanup(_mariadb_pool.give_back, url)
         return url
     url = create_migrated_database(kind)
-    testcase.addCleanup(drop_database_later, url)
+    testcase.addCleanup(drop_database, url)
     return url
