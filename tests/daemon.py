@@ -100,29 +100,17 @@ def compile_sources() -> None:
             compileall.compile_dir(ROOT / folder, quiet=2)
 
 
-_template_lock = threading.Lock()
-_template: Optional[Path] = None
-
-
 def migrated_sqlite_template() -> Path:
     """
     An empty SQLite store at the newest schema revision, migrated once per
-    test process: a daemon's new SQLite database starts as a copy of it, so
-    the daemon finds its schema current and neither loads Alembic nor
-    migrates (a third of a second of CPU at each of the suite's ~200 starts).
-    Migration at start stays tested where a test starts from another
-    revision (test_store, the migration tests) and on PostgreSQL and MariaDB.
+    test process (L{tests.dbfixtures.migrated_sqlite_template}): a daemon's
+    new SQLite database starts as a copy of it, so the daemon finds its
+    schema current and neither loads Alembic nor migrates (a third of a
+    second of CPU at each of the suite's ~200 starts).
     """
-    global _template
-    with _template_lock:
-        if _template is None:
-            from s3balance.store import migrate
+    from tests import dbfixtures
 
-            path = Path(harness_dir()) / f"template-{os.getpid()}.db"
-            path.unlink(missing_ok=True)
-            migrate.upgrade(f"sqlite:///{path}")
-            _template = path
-        return _template
+    return Path(dbfixtures.migrated_sqlite_template())
 
 
 class Daemon:

@@ -68,9 +68,10 @@ class TwoDaemonsOneDatabase:
     versioning: str | None = None
 
     def setUp(self) -> None:
-        url = dbfixtures.create_database(self.kind)
+        # At the head revision already: the store's migration at start has
+        # its own test (test_store.StartMigratesMixin).
+        url = dbfixtures.store_database(self, self.kind)
         self.url = url
-        self.addCleanup(dbfixtures.drop_database, url)
         first, second = shared_seaweedfs_pair()
         self.servers = (first, second)
         self.real = [unique_bucket_name("conc"), unique_bucket_name("conc")]
@@ -92,7 +93,8 @@ class TwoDaemonsOneDatabase:
                     if entry["name"] == BUCKET:
                         entry["versioning"] = self.versioning
             daemon = Daemon(config, name=f"conc-{self.kind}-{number}")
-            # One after the other: the first one runs the migrations.
+            # One after the other: two daemons starting at the same moment on
+            # one database both insert the configured bucket's row.
             daemon.start()
             self.addCleanup(daemon.stop)
             self.daemons.append(daemon)

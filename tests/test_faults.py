@@ -33,6 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import Daemon, PatternStream, backend_entry, base_config, database_counts, poll, sign
 from tests.faultproxy import FaultProxy
+from tests.gateways import Lazy
 from tests.harness import SeaweedFS, harness_dir, shared_seaweedfs, unique_bucket_name
 
 MIB = 1024**2
@@ -192,22 +193,24 @@ class FaultTestMixin:
         with open(os.path.join("faults-logs", self.id().rsplit(".", 2)[-2] + "." + self.id().rsplit(".", 1)[-1] + ".log"), "w") as out:  # type: ignore[attr-defined]
             out.write(self.daemon.log())
 
-    def restart_backend(self) -> None:
+    def restart_backend(self, daemon: bool = True) -> None:
         """Start the killed SeaweedFS again and wait until it takes writes, not only answers."""
         self.server.start()
+        bucket = self.real if daemon else self.server.create_bucket(unique_bucket_name("probe"))
 
         def writable() -> bool:
             # A restarted weed answers HEAD before it can place a new volume;
             # the daemon's short backend_timeout would turn that wait into a 503.
             try:
-                self.server.client().put_object(Bucket=self.real, Key="restart-probe", Body=b"x")
-                self.server.client().delete_object(Bucket=self.real, Key="restart-probe")
+                self.server.client().put_object(Bucket=bucket, Key="restart-probe", Body=b"x")
+                self.server.client().delete_object(Bucket=bucket, Key="restart-probe")
             except Exception:
                 return False
             return True
 
         poll(writable, timeout=30, message="the restarted SeaweedFS does not take writes")
-        poll(lambda: self.daemon.health()["status"] == "ok", timeout=20)
+        if daemon:
+            poll(lambda: self.daemon.health()["status"] == "ok", timeout=20)
 
     def backend_keys(self) -> list[str]:
         listing = self.server.client().list_objects_v2(Bucket=self.real)
@@ -270,13 +273,19 @@ class FaultTestMixin:
         self.assertIn(b"<Code>", result.get("body", b""), result)  # type: ignore[attr-defined]
 
 
+# The SeaweedFS that KilledBackendTests kill: one for the module's tests (each
+# test starts it again before it ends, and writes to a real bucket of its own).
+killable_seaweedfs = Lazy(lambda: SeaweedFS(name=unique_bucket_name("weed-kill")).start(), stop=SeaweedFS.close)
+
+
 class KilledBackendTests(FaultTestMixin, SynchronousTestCase):
     """SeaweedFS SIGKILLed mid-transfer, then started again on the same ports and data."""
 
     def setUp(self) -> None:
-        server = SeaweedFS(name=unique_bucket_name("weed-kill"))
-        server.start()
-        self.addCleanup(server.close)
+        server = killable_seaweedfs()
+        self.server = server
+        if not server.running:  # an earlier test failed before it started it again
+            self.restart_backend(daemon=False)
         self.start_daemon(server)
 
     def test_kill_mid_put(self) -> None:

@@ -16,6 +16,7 @@ import datetime
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -88,6 +89,16 @@ def fresh_store_database(testcase: SynchronousTestCase, kind: str, workdir: Path
         path = str(workdir / "s3balance.db")
         return {"type": "sqlite", "dsn": path}, "sqlite:///" + path
     url = dbfixtures.fresh_database(testcase, kind)  # SkipTest when the server does not answer (an error under CI)
+    return {"type": DATABASE_TYPES[kind], "dsn": url}, url
+
+
+def migrated_store_database(testcase: SynchronousTestCase, kind: str, workdir: Path) -> tuple[dict[str, str], str]:
+    """L{fresh_store_database} at the head revision already (L{dbfixtures.store_database})."""
+    if kind == "sqlite":
+        path = str(workdir / "s3balance.db")
+        shutil.copyfile(dbfixtures.migrated_sqlite_template(), path)
+        return {"type": "sqlite", "dsn": path}, "sqlite:///" + path
+    url = dbfixtures.store_database(testcase, kind)  # SkipTest when the server does not answer (an error under CI)
     return {"type": DATABASE_TYPES[kind], "dsn": url}, url
 
 

@@ -1,6 +1,7 @@
 """
 Behaviour of the metadata store, the same tests on SQLite, PostgreSQL and
-MariaDB (one mixin, three TestCase classes; each test gets a fresh database).
+MariaDB (one mixin, three TestCase classes; each test gets an empty database at the
+head revision, see dbfixtures.store_database).
 """
 
 from __future__ import annotations
@@ -1002,6 +1003,44 @@ class PostgreSQLBucketLockRaceTests(BucketLockRaceMixin, unittest.TestCase):
 
 
 class MariaDBBucketLockRaceTests(BucketLockRaceMixin, unittest.TestCase):
+    kind = dbfixtures.MYSQL
+
+
+class StartMigratesMixin:
+    """
+    MetadataStore.start migrates an empty database to the head revision.
+    (The other store tests start on a database at the head already:
+    dbfixtures.store_database.)
+    """
+
+    kind: str
+
+    async def test_start_migrates_an_empty_database(self):
+        url = dbfixtures.fresh_database(self, self.kind)
+        store = MetadataStore(url, max_threads=2)
+        await store.start()
+        self.addCleanup(store.stop)  # before the database is dropped
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                self.assertEqual(migrate.current_revision_of(conn), migrate.head_revision())
+                context = MigrationContext.configure(conn, opts={"compare_type": True})
+                self.assertEqual(compare_metadata(context, tables.metadata), [])
+        finally:
+            engine.dispose()
+        await store.sync_config_buckets([BUCKET])
+        self.assertEqual([b.name for b in await store.list_buckets()], [BUCKET])
+
+
+class SQLiteStartMigratesTests(StartMigratesMixin, unittest.TestCase):
+    kind = "sqlite"
+
+
+class PostgreSQLStartMigratesTests(StartMigratesMixin, unittest.TestCase):
+    kind = dbfixtures.POSTGRES
+
+
+class MariaDBStartMigratesTests(StartMigratesMixin, unittest.TestCase):
     kind = dbfixtures.MYSQL
 
 
