@@ -39,7 +39,19 @@ def sync_config_buckets(conn: Connection, names: Sequence[str], now: datetime.da
     wanted = set(names)
     existing = {row.name: row.origin for row in conn.execute(select(_b.c.name, _b.c.origin))}
     for name in sorted(wanted - existing.keys()):
-        conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_CONFIG))
+        if conn.dialect.name == "sqlite":
+            # Writers take turns: a row made since the read fails the commit
+            # ("database is locked"), and the runner runs it all again.
+            conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_CONFIG))
+            continue
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(_b).values(name=name, created=now, origin=ORIGIN_CONFIG))
+        except IntegrityError:
+            # Made since the read: by another daemon starting on the same
+            # database (or by CreateBucket); configured, so ours (the UPDATE
+            # below reads the newest row, as a read here might not).
+            existing[name] = ORIGIN_API
     promote = [n for n in wanted if existing.get(n) == ORIGIN_API]
     if promote:
         conn.execute(update(_b).where(_b.c.name.in_(promote)).values(origin=ORIGIN_CONFIG))
