@@ -246,16 +246,18 @@ class VersionListingMixin:
             self.statements = 0
             first = self.page("", "/", "", None, 1000, method)
             statements = self.statements
+            self.assertEqual(page_entries(first), expected[:1000])
+            if method == listing.LOOP:
+                # A statement or two per common prefix (the whole listing by
+                # the loop is checked on fewer prefixes by the other tests).
+                self.assertGreater(statements, 500)
+                continue
             listed = self.list_all("", "/", 1000, method)
             self.assertEqual(listed, expected, method)
-            self.assertEqual(page_entries(first), expected[:1000])
             # Longer than MariaDB's 1000 steps of recursion by default.
             self.assertEqual(page_entries(self.page("", "/", "", None, 3000, method)), expected, method)
-            if method == listing.LOOP:
-                self.assertGreater(statements, 500)
-            else:
-                # The page's keys, then the walk.
-                self.assertLessEqual(statements, 3 if self.kind == dbfixtures.MYSQL else 2, method)
+            # The page's keys, then the walk.
+            self.assertLessEqual(statements, 3 if self.kind == dbfixtures.MYSQL else 2, method)
 
     def test_a_page_of_files_is_a_range_query(self) -> None:
         rows = make_rows([(f"d/{n:04}", 2) for n in range(800)] + [("d/sub/x", 1), ("e", 1)], random.Random(2))

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import NamedFromClause, TextualSelect
 
@@ -279,20 +279,9 @@ BEGIN NOT ATOMIC
 END"""
 
 
-@functools.cache
-def block_query(inclusive: bool, bounded: bool) -> TextualSelect:
-    """
-    Up to wanted entries as one MariaDB compound statement.  Parameters:
-    bucket, start, upper (when bounded), wanted, delimiter, after_prefix
-    (len(prefix) + 1), cut (len(delimiter) - 1).
-    """
+def _block_params(bounded: bool) -> list[BindParameter[Any]]:
+    """The parameters of a MariaDB compound statement's walk (L{block_query}, L{version_block_query})."""
     key_type = _o.c.key.type
-    sql = _BLOCK.format(
-        index=_INDEX,
-        start=">= :start" if inclusive else "> :start",
-        upper="AND `key` < :upper" if bounded else "",
-        columns=", ".join(f"`{name}`" for name in _COLUMN_NAMES),
-    )
     params = [
         bindparam("bucket", type_=_o.c.bucket.type),
         bindparam("start", type_=key_type),
@@ -303,6 +292,23 @@ def block_query(inclusive: bool, bounded: bool) -> TextualSelect:
     ]
     if bounded:
         params.append(bindparam("upper", type_=key_type))
+    return params
+
+
+@functools.cache
+def block_query(inclusive: bool, bounded: bool) -> TextualSelect:
+    """
+    Up to wanted entries as one MariaDB compound statement.  Parameters:
+    bucket, start, upper (when bounded), wanted, delimiter, after_prefix
+    (len(prefix) + 1), cut (len(delimiter) - 1).
+    """
+    sql = _BLOCK.format(
+        index=_INDEX,
+        start=">= :start" if inclusive else "> :start",
+        upper="AND `key` < :upper" if bounded else "",
+        columns=", ".join(f"`{name}`" for name in _COLUMN_NAMES),
+    )
+    params = _block_params(bounded)
     return text(sql).bindparams(*params).columns(*_COLUMNS)
 
 
@@ -459,15 +465,6 @@ def version_block_query(inclusive: bool, bounded: bool) -> TextualSelect:
         upper="AND `key` < :upper" if bounded else "",
         columns=", ".join(f"o.`{name}`" for name in VERSION_COLUMN_NAMES),
     )
-    params = [
-        bindparam("bucket", type_=_o.c.bucket.type),
-        bindparam("start", type_=key_type),
-        bindparam("wanted", type_=Integer()),
-        bindparam("delimiter", type_=key_type),
-        bindparam("after_prefix", type_=Integer()),
-        bindparam("cut", type_=Integer()),
-    ]
-    if bounded:
-        params.append(bindparam("upper", type_=key_type))
+    params = _block_params(bounded)
     columns = (column("walk_key", key_type), *(_o.c[name] for name in VERSION_COLUMN_NAMES))
     return text(sql).bindparams(*params).columns(*columns)
