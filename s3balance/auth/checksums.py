@@ -141,23 +141,11 @@ def _crc32c_factory() -> Callable[[], _Digest]:
 
 
 def _crc64nvme_factory() -> Callable[[], _Digest]:
-    # awscrt is imported at the first CRC64NVME, not with this module: its
-    # import costs every daemon start a tenth of a second of CPU.
-    chosen: list[Callable[[], _Digest]] = []
-
-    def choose() -> Callable[[], _Digest]:
-        try:
-            from awscrt import checksums
-        except ImportError:
-            return lambda: _TableCrc(_CRC64NVME_POLY, 64)
-        return lambda: _IncrementalCrc(checksums.crc64nvme, 8)
-
-    def new() -> _Digest:
-        if not chosen:
-            chosen.append(choose())
-        return chosen[0]()
-
-    return new
+    try:
+        from awscrt import checksums
+    except ImportError:
+        return lambda: _TableCrc(_CRC64NVME_POLY, 64)
+    return lambda: _IncrementalCrc(checksums.crc64nvme, 8)
 
 
 # The flexible checksum algorithms: name -> (digest factory, digest size).
