@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -189,6 +190,13 @@ class WriteTimeoutTests(SynchronousTestCase):
 
 
 def start_daemon(testcase: SynchronousTestCase, endpoint: str | None = None, **sections) -> Daemon:
+    daemon = Daemon(daemon_config(endpoint, **sections), name="timeouts").start()
+    testcase.addCleanup(daemon.stop)
+    return daemon
+
+
+def daemon_config(endpoint: str | None = None, **sections) -> dict:
+    """A daemon over one real bucket of the shared SeaweedFS (or C{endpoint}), with short client timeouts."""
     seaweed = shared_seaweedfs()
     real = unique_bucket_name("real")
     seaweed.create_bucket(real)
@@ -199,17 +207,19 @@ def start_daemon(testcase: SynchronousTestCase, endpoint: str | None = None, **s
     workdir.mkdir(parents=True)
     server = {"read_timeout": "2s", "write_timeout": "2s"}
     server.update(sections.pop("server", {}))
-    config = base_config([entry], ["vb-timeouts"], workdir, server=server, **sections)
-    daemon = Daemon(config, name="timeouts").start()
-    testcase.addCleanup(daemon.stop)
-    return daemon
+    return base_config([entry], ["vb-timeouts"], workdir, server=server, **sections)
 
 
-def closed_by_peer(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
-    """Read until the peer closes (True) or timeout passes (False); -> (closed, what came)."""
+def closed_by_peer(
+    sock: socket.socket, timeout: float, enough: Callable[[bytes], bool] = lambda received: False
+) -> tuple[bool, bytes]:
+    """
+    Read until the peer closes (True), C{enough} of what came, or timeout
+    passes (False); -> (closed, what came).
+    """
     received = b""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not enough(received):
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             chunk = sock.recv(65536)
@@ -225,44 +235,17 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
 
 # The daemon of the tests that need no other setting than the short timeouts
 # (each test its own connections; one daemon per module's run).
-plain_daemon = Lazy(lambda: _started(_plain_config()), stop=Daemon.stop)
+plain_daemon = Lazy(lambda: Daemon(daemon_config(), name="timeouts").start(), stop=Daemon.stop)
 
 
-def _plain_config() -> dict:
-    seaweed = shared_seaweedfs()
-    real = seaweed.create_bucket(unique_bucket_name("real"))
-    workdir = harness_dir() / unique_bucket_name("timeouts")
-    workdir.mkdir(parents=True)
-    server = {"read_timeout": "2s", "write_timeout": "2s"}
-    return base_config([backend_entry(seaweed, real)], ["vb-timeouts"], workdir, server=server)
-
-
-def _started(config: dict) -> Daemon:
-    return Daemon(config, name="timeouts").start()
-
-
-def read_answer(sock: socket.socket, timeout: float) -> bytes:
-    """Read until one whole answer came (its headers and C{Content-Length} bytes), the peer closed, or timeout passed."""
-    received = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        head, blank, body = received.partition(b"\r\n\r\n")
-        if blank:
-            lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n")[1:]
-                       if line.split(b":", 1)[0].strip().lower() == b"content-length"]
-            if lengths and len(body) >= int(lengths[0]):
-                return received
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            return received
-        if not chunk:
-            return received
-        received += chunk
-    return received
+def whole_answer(received: bytes) -> bool:
+    """Whether C{received} holds one whole answer: its headers and C{Content-Length} bytes."""
+    head, blank, body = received.partition(b"\r\n\r\n")
+    if not blank:
+        return False
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n")[1:]
+               if line.split(b":", 1)[0].strip().lower() == b"content-length"]
+    return bool(lengths) and len(body) >= int(lengths[0])
 
 
 class RealDaemonTests(SynchronousTestCase):
@@ -332,7 +315,7 @@ class RealDaemonTests(SynchronousTestCase):
         stalled = time.monotonic()
         # The answer, not the end of the connection: the daemon may read the
         # rest of the body and keep the connection for the next request.
-        answer = read_answer(sock, 30)
+        _, answer = closed_by_peer(sock, 30, whole_answer)
         self.assertNotIn(b"RequestTimeout", answer)
         self.assertTrue(answer.startswith(b"HTTP/1.1 503 "), answer[:300])
         self.assertGreater(time.monotonic() - stalled, 4, "answered before backend_timeout")
