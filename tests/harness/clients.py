@@ -318,6 +318,33 @@ def _share_data_loader(session: Any) -> None:
             session.register_component("data_loader", _loader)
 
 
+_sessions = threading.local()
+
+
+def _session(region: str) -> Any:
+    """
+    This thread's boto3 session for C{region}, made once: a client made from
+    a session of its own cost three times one made from a shared session
+    (11 against 3.6 ms of CPU), for thousands of clients a run.  A session
+    is not safe across threads (its clients are), hence one per thread.  It
+    holds no credentials (each client is given its own) and reads no AWS
+    config file.  Each client still has its own copy of the event hooks: a
+    handler a test registers on one client is not seen by the others.
+    """
+    import boto3
+    import botocore.session
+
+    made: dict[str, Any] = _sessions.__dict__.setdefault("by_region", {})
+    session = made.get(region)
+    if session is None:
+        core = botocore.session.Session()
+        _share_data_loader(core)
+        core.set_config_variable("config_file", os.devnull)
+        core.set_config_variable("credentials_file", os.devnull)
+        session = made[region] = boto3.session.Session(region_name=region, botocore_session=core)
+    return session
+
+
 def boto3_client(
     endpoint: str,
     access_key: str,
@@ -340,20 +367,8 @@ def boto3_client(
     says otherwise, so a server error is seen, not hidden.  Other ``config``
     keys go to ``botocore.config.Config``.
     """
-    import boto3
     import botocore.config
-    import botocore.session
 
-    core = botocore.session.Session()
-    _share_data_loader(core)
-    core.set_config_variable("config_file", os.devnull)
-    core.set_config_variable("credentials_file", os.devnull)
-    session = boto3.session.Session(
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=region,
-        botocore_session=core,
-    )
     options: dict[str, Any] = {
         "s3": {"addressing_style": addressing_style},
         "retries": {"mode": "standard", "max_attempts": 1},
@@ -365,9 +380,11 @@ def boto3_client(
     options.update(config)
     if not verify:
         warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-    return session.client(
+    return _session(region).client(
         "s3",
         endpoint_url=endpoint,
         verify=verify,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         config=botocore.config.Config(**options),
     )
