@@ -12,6 +12,8 @@ while versions exist).
 
 from __future__ import annotations
 
+import datetime
+
 from alembic import command
 from sqlalchemy import func, insert, inspect, select
 from twisted.internet import reactor
@@ -71,6 +73,21 @@ class VersionsMixin:
         self.assertEqual(await self.usage(), (8, 2))
         page = await self.store.list_objects(BUCKET)
         self.assertEqual([(e.key, e.etag) for e in page.entries], [("k", '"e2"')])
+
+    async def test_a_lock_change_answers_the_locations_as_of_the_change(self) -> None:
+        # PutObjectRetention and PutObjectLegalHold send the change to these
+        # copies: one recorded by a replica before the change is among them.
+        record = await self.put("k", "vb/1")
+        intent = await self.store.begin_write("b2", "vb/2", 60)
+        self.assertEqual(
+            await self.store.add_location(intent.id, record, Location("b1", "vb/1"), Location("b2", "vb/2")), "added"
+        )
+        both = (Location("b1", "vb/1"), Location("b2", "vb/2"))
+        until = T0 + datetime.timedelta(days=1)
+        found = await self.store.set_retention(BUCKET, "k", "null", "GOVERNANCE", until)
+        self.assertEqual((found.lock_mode, sorted(found.locations)), (None, sorted(both)))
+        found = await self.store.set_legal_hold(BUCKET, "k", "null", True)
+        self.assertEqual((found.lock_mode, found.legal_hold, sorted(found.locations)), ("GOVERNANCE", False, sorted(both)))
 
     async def test_a_delete_marker_hides_the_key_and_going_restores_it(self) -> None:
         await self.store.set_bucket_versioning(BUCKET, versions.ENABLED)

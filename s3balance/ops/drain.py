@@ -482,6 +482,7 @@ class DrainMover(GatewayJob):
         if outcome == MOVED:
             pool.add_usage(source.name, -record.size, -1)
             pool.add_usage(target.name, record.size, 1)
+            await self.copier.catch_up(record, Location(target.name, real_key))
             if self.drain_metrics is not None:
                 self.drain_metrics.moved(source.name, record.size)
             gateway.kick_deleter(replaced=True)

@@ -223,6 +223,45 @@ class ObjectCopier:
             self.gateway.pool, [Location(target.name, real_key)], record.lock_mode, record.lock_until, record.legal_hold
         )
 
+    async def catch_up(self, record: ObjectRecord, location: Location) -> None:
+        """
+        A copy just recorded at C{location}, locked as its version is now.
+
+        The copy was locked as C{record} was read (L{protect}), but
+        PutObjectRetention or PutObjectLegalHold may have changed the version
+        since, and sent the change to the copies it found.  The store orders
+        the two (each locks the object's row): either the change found this
+        copy's location, or this reads the changed version.  A backend that
+        refuses is logged: the database still enforces the version's lock.
+        """
+        backend = self.gateway.pool.get(location.backend)
+        if backend is None or not backend.config.object_lock:
+            return
+        try:
+            current = await self.gateway.store.get_version(record.bucket, record.key, record.version_id or "null")
+            if current is None or current.id != record.id:
+                return
+            if (current.lock_mode, current.lock_until) != (record.lock_mode, record.lock_until):
+                # Weaker than the copy's: shortened or removed with the bypass (GOVERNANCE).
+                weaker = record.lock_mode is not None and (
+                    current.lock_mode is None
+                    or current.lock_until is None
+                    or record.lock_until is None
+                    or current.lock_until < record.lock_until
+                    or current.lock_mode != record.lock_mode
+                )
+                await retention.put_retention(
+                    backend, location.real_key, current.lock_mode, current.lock_until, bypass=weaker
+                )
+            if current.legal_hold != record.legal_hold:
+                await retention.put_legal_hold(backend, location.real_key, current.legal_hold)
+        except Exception as error:
+            log.warn(
+                "the lock of {bucket}/{key} changed while it was copied to {backend}; that copy could not "
+                "follow it: {error}",
+                bucket=record.bucket, key=record.key, backend=location.backend, error=f"{type(error).__name__}: {error}",
+            )
+
     async def layout(self, source: Backend, key: str, size: int, etag: str) -> Optional[list[tuple[int, int]]]:
         """
         None for one PUT; else the byte ranges of the parts to copy: the

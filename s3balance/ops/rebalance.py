@@ -596,6 +596,7 @@ class RebalanceMover(GatewayJob):
         if outcome == MOVED:
             pool.add_usage(source.name, -record.size, -1)
             pool.add_usage(target.name, record.size, 1)
+            await self.copier.catch_up(record, Location(target.name, real_key))
             if self.rebalance_metrics is not None:
                 self.rebalance_metrics.moved(record.size)
             gateway.kick_deleter(replaced=True)

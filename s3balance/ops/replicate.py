@@ -176,6 +176,7 @@ class ReplicaMaker:
                 gateway.kick_deleter()
             raise ReplicaError(f"{record.bucket}/{record.key} changed while it was copied ({outcome})")
         pool.add_usage(target.name, record.size, 1)
+        await self.copier.catch_up(record, target_location)
         log.info(
             "replica of {bucket}/{key} made on {target} (from {source})",
             bucket=record.bucket,

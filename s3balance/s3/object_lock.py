@@ -305,8 +305,9 @@ async def put_object_retention(gateway: GatewayLike, request: S3Request, call: S
     weakened = found.lock_mode is not None and found.lock_until is not None and (
         mode is None or until is None or until < found.lock_until or mode != found.lock_mode
     )
+    # The copies as the change found them (a copy recorded since catches up itself: ops.move).
     await _mirrored(
-        retention.mirror_retention(gateway.pool, record.locations, mode, until, weakened), call, strengthened=not weakened
+        retention.mirror_retention(gateway.pool, found.locations, mode, until, weakened), call, strengthened=not weakened
     )
     gateway.answer_empty(request, 200, versioning.version_headers(bucket, record))
 
@@ -345,7 +346,7 @@ async def put_object_legal_hold(gateway: GatewayLike, request: S3Request, call: 
     if found is None:
         raise S3Error("NoSuchKey", Key=call.key)
     on = status == "ON"
-    await _mirrored(retention.mirror_legal_hold(gateway.pool, record.locations, on), call, strengthened=on)
+    await _mirrored(retention.mirror_legal_hold(gateway.pool, found.locations, on), call, strengthened=on)
     gateway.answer_empty(request, 200, versioning.version_headers(bucket, record))
 
 

@@ -562,11 +562,13 @@ class IMetadataStore(Interface):
         """PutObjectRetention on a version (None: the key's newest): a running
         retention is never weakened nor changed to the other mode
         (ObjectLocked; GOVERNANCE gives way to C{bypass_governance}).
-        -> Deferred[the version as it was | None]."""
+        -> Deferred[the version as it was, with its locations as of the
+        change | None]."""
 
     def set_legal_hold(bucket: str, key: str, version_id: Optional[str], on: bool) -> Deferred[Optional[ObjectRecord]]:
         """PutObjectLegalHold on a version (None: the key's newest).
-        -> Deferred[the version as it was | None]."""
+        -> Deferred[the version as it was, with its locations as of the
+        change | None]."""
 
     def set_object_lock(name: str, text: str) -> Deferred[Optional[str]]:
         """PutObjectLockConfiguration (s3.object_lock's text) on a bucket whose

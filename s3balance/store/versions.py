@@ -321,6 +321,11 @@ def get_version(conn: Connection, bucket: str, key: str, version_id: Optional[st
     row = conn.execute(query).first()
     if row is None:
         return None
+    return _with_locations(conn, row)
+
+
+def _with_locations(conn: Connection, row: Row) -> ObjectRecord:
+    """The version's record with its locations, as they are in this transaction."""
     rows = conn.execute(_LOCATIONS_OF, {"object_id": row.id})
     return object_record(row, tuple(Location(backend=r.backend, real_key=r.real_key) for r in rows))
 
@@ -394,8 +399,10 @@ def set_retention(
     A running retention may be lengthened, never weakened (shortened or
     removed) nor changed to the other mode: ObjectLocked, unless it is
     GOVERNANCE and C{bypass_governance} (as S3, which turns GOVERNANCE into
-    COMPLIANCE only with the bypass).  -> the version as it was, or None
-    (no such version; a delete marker: its record, unchanged).
+    COMPLIANCE only with the bypass).  -> the version as it was, with its
+    locations as they are now (read under the row's lock: a copy recorded
+    after this change finds the new retention, L{s3balance.ops.move}), or
+    None (no such version; a delete marker: its record, unchanged).
     """
     row = _version_for_update(conn, bucket, key, version_id)
     if row is None or row.delete_marker:
@@ -411,7 +418,7 @@ def set_retention(
         if weaker and (row.lock_mode == COMPLIANCE or not bypass_governance):
             raise ObjectLocked(row.lock_mode)
     conn.execute(update(_o).where(_o.c.id == row.id).values(lock_mode=mode, lock_until=until))
-    return object_record(row)
+    return _with_locations(conn, row)
 
 
 def set_legal_hold(
@@ -422,7 +429,7 @@ def set_legal_hold(
     if row is None or row.delete_marker:
         return object_record(row) if row is not None else None
     conn.execute(update(_o).where(_o.c.id == row.id).values(legal_hold=1 if on else 0))
-    return object_record(row)
+    return _with_locations(conn, row)
 
 
 def set_object_lock(conn: Connection, bucket: str, text: str) -> Optional[str]:
