@@ -24,16 +24,22 @@ import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import ROOT, poll, start_gateway
-from tests.harness.process import venv_bin
+from tests.harness.process import run_in_process, venv_bin
 
 
 def run_fsck(gateway, *args: str, admin: bool = False, config_path: Optional[Path] = None) -> tuple[int, str]:
-    """Run the checker as operators do; (exit status, stdout + stderr)."""
-    if admin:
-        command = [venv_bin("s3balance-admin"), "fsck"]
-    else:
-        command = [sys.executable, "-m", "s3balance.ops.fsck"]
-    command += ["--config", str(config_path or gateway.daemon.config_path), *args]
+    """
+    Run the checker; (exit status, stdout + stderr).  C{admin}: as operators
+    do, C{s3balance-admin fsck} in a process of its own; else
+    C{python -m s3balance.ops.fsck}'s C{main} in this one (L{run_in_process}).
+    """
+    arguments = ["--config", str(config_path or gateway.daemon.config_path), *args]
+    if not admin:
+        from s3balance.ops.fsck.command import main
+
+        code, out, err = run_in_process(main, arguments, str(gateway.daemon.workdir))
+        return code, out + err
+    command = [venv_bin("s3balance-admin"), "fsck", *arguments]
     result = subprocess.run(
         command,
         cwd=str(gateway.daemon.workdir),

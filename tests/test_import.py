@@ -31,7 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from s3balance.store import tables
 from tests import dbfixtures
 from tests.daemon import ROOT, start_gateway
-from tests.harness.process import venv_bin
+from tests.harness.process import run_in_process, venv_bin
 
 MIB = 1024 * 1024
 EXPIRES = datetime.datetime(2031, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
@@ -102,8 +102,16 @@ def migrated_store_database(testcase: SynchronousTestCase, kind: str, workdir: P
     return {"type": DATABASE_TYPES[kind], "dsn": url}, url
 
 
-def run_admin(config_path: Path, command: str, *args: str) -> tuple[int, str, str]:
-    """C{s3balance-admin COMMAND --config PATH ARGS} as operators run it; (status, stdout, stderr)."""
+def run_admin(config_path: Path, command: str, *args: str, own_process: bool = False) -> tuple[int, str, str]:
+    """
+    C{s3balance-admin COMMAND --config PATH ARGS}; (status, stdout, stderr).
+    Its C{main} in this process (L{run_in_process}), or with C{own_process}
+    as operators run it, the console script in a process of its own.
+    """
+    if not own_process:
+        from s3balance.ops.cli import main
+
+        return run_in_process(main, [command, "--config", str(config_path), *args], str(config_path.parent))
     result = subprocess.run(
         [venv_bin("s3balance-admin"), command, "--config", str(config_path), *args],
         cwd=str(config_path.parent),
@@ -312,7 +320,9 @@ class ImportTests(Planted):
         code, out, err = self.run_import("--bucket", "no-such-vbucket")
         self.assertEqual(code, 2, out + err)
         self.assertIn("--bucket no-such-vbucket: no such virtual bucket", err)
-        code, out, err = run_admin(self.config_path, "import", "--backend", "no-such-backend", "--bucket", self.bucket)
+        code, out, err = run_admin(
+            self.config_path, "import", "--backend", "no-such-backend", "--bucket", self.bucket, own_process=True
+        )
         self.assertEqual(code, 2, out + err)
         self.assertIn("--backend no-such-backend: no such backend", err)
         self.assertEqual(stored_objects(self.database, self.bucket), {})

@@ -389,7 +389,7 @@ class ReplicaRebuildTests(SynchronousTestCase):
         gateway.daemon.stop()
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(database + suffix).unlink(missing_ok=True)
-        code, out, err = run_admin(gateway.daemon.config_path, "rebuild")
+        code, out, err = run_admin(gateway.daemon.config_path, "rebuild", own_process=True)
         self.assertEqual(code, 0, out + err)
         self.assertIn(f"result: {len(expected)} object(s) rebuilt", out)
         self.assertRegex(out, rf"objects with several copies +{len(expected)} \({2 * len(expected)} locations\)")
