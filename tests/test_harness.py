@@ -34,7 +34,7 @@ from tests.harness import (
     unique_bucket_name,
     wait_for_port,
 )
-from tests.harness.process import free_ports, harness_dir, port_is_free, reserve_ports
+from tests.harness.process import free_ports, harness_dir, poll_until, port_is_free, reserve_ports, venv_bin
 from tests.harness.trialrun import schedule
 
 
@@ -106,6 +106,36 @@ def _case_in(module: str, name: str) -> Any:
     """A stand-in for a test of ``module`` (schedule reads only the module of its class)."""
     kind = type(f"Case_{name}", (), {"__module__": module, "id": lambda self: f"{module}.{name}"})
     return kind()
+
+
+class ZygoteTests(SynchronousTestCase):
+    """twistd started by the zygote (tests/harness/zygote.py) ends, logs and answers signals as a child of its own would."""
+
+    def twistd(self, name: str, *args: str) -> ManagedProcess:
+        process = ManagedProcess(name, [venv_bin("twistd"), *args], log_path=harness_dir() / f"{name}-{os.getpid()}.log")
+        self.assertTrue(process._forked_by_zygote())
+        process.start()
+        self.addCleanup(process.stop)
+        return process
+
+    def ended(self, process: ManagedProcess) -> int | None:
+        poll_until(lambda: not process.running, f"{process.name} ends", timeout=30)
+        return process.returncode
+
+    def test_exit_status_and_log(self) -> None:
+        done = self.twistd("zygote-version", "--version")
+        self.assertEqual(self.ended(done), 0)
+        self.assertIn("twistd (the Twisted daemon)", done.log_path.read_text())
+        refused = self.twistd("zygote-bad", "--no-such-option")
+        self.assertNotIn(self.ended(refused), (0, None))
+        self.assertIn("no-such-option", refused.log_path.read_text())
+
+    def test_a_killed_daemon_reports_the_signal(self) -> None:
+        daemon = self.twistd("zygote-web", "-n", "--pidfile=", "web", "--listen", "tcp:0:interface=127.0.0.1")
+        poll_until(lambda: "starting on" in daemon.log_path.read_text() or not daemon.running, "twistd web listens")
+        self.assertTrue(daemon.running, daemon.log_path.read_text())
+        self.assertEqual(daemon.kill(), -9)
+        self.assertFalse(daemon.running)
 
 
 class ScheduleTests(SynchronousTestCase):

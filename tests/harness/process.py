@@ -276,6 +276,17 @@ class ManagedProcess:
             log.write(f"=== start #{self._starts}: {' '.join(self.args)}\n".encode())
             log.flush()
             in_main_thread = threading.current_thread() is threading.main_thread()
+            if self._forked_by_zygote():
+                from tests.harness import zygote
+
+                env = self.env if self.env is not None else dict(os.environ)
+                cwd = None if self.cwd is None else str(self.cwd)
+                self._popen = zygote.shared(harness_dir(), env).spawn(  # type: ignore[assignment]
+                    self.args, env, cwd, self.log_path
+                )
+                with _lock:
+                    _running.add(self)
+                return
             try:
                 self._popen = subprocess.Popen(
                     self.args,
@@ -291,6 +302,12 @@ class ManagedProcess:
                 raise HarnessError(f"cannot start {self.name} ({self.args[0]}): {e}") from e
         with _lock:
             _running.add(self)
+
+    def _forked_by_zygote(self) -> bool:
+        """An s3balance daemon (C{twistd}) is forked by the zygote (L{tests.harness.zygote})."""
+        from tests.harness import zygote
+
+        return zygote.enabled() and self.args[0] == venv_bin("twistd")
 
     def check_alive(self) -> None:
         """Raise ``HarnessError`` with the log's tail if the child has exited."""
