@@ -28,12 +28,16 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import yaml
 from botocore.exceptions import ClientError
+from sqlalchemy import create_engine, select
 from twisted.trial.unittest import SynchronousTestCase
 
+from s3balance.store import tables
 from tests.daemon import Daemon, backend_entry, base_config, poll
 from tests.gateways import Lazy
 from tests.harness import boto3_client, harness_dir, shared_seaweedfs_pair, unique_bucket_name
+from tests.test_import import run_admin
 
 DAY = datetime.timedelta(days=1)
 # A credential allowed to bypass GOVERNANCE retention (s3.object_lock.may_bypass).
@@ -194,6 +198,42 @@ class BackendLockTests(SynchronousTestCase):
             "Mode": "GOVERNANCE", "RetainUntilDate": shorter})
         self.client.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "OFF"})
         self.assertLockedCopies(bucket, "k", "GOVERNANCE", shorter, "OFF")
+
+    def test_a_rebuild_gives_each_version_the_lock_of_its_copies(self) -> None:
+        """A lost database rebuilt from the backends: retention and legal hold back from the copies' HEADs."""
+        bucket = self.locked_bucket()
+        until = soon(2)
+        self.client.put_object(Bucket=bucket, Key="kept", Body=b"k", ContentMD5=md5(b"k"),
+                               ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=until)
+        self.client.put_object(Bucket=bucket, Key="held", Body=b"h", ContentMD5=md5(b"h"),
+                               ObjectLockLegalHoldStatus="ON")
+        self.client.put_object(Bucket=bucket, Key="plain", Body=b"p", ContentMD5=md5(b"p"))
+        workdir = Path(harness_dir()) / unique_bucket_name("rebuilt")
+        workdir.mkdir(parents=True)
+        config = dict(self.backends.daemon.config, database={"type": "sqlite", "dsn": str(workdir / "rebuilt.db")})
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        code, out, err = run_admin(config_path, "rebuild")
+        self.assertEqual(code, 0, out + err)
+        self.assertIn(f"locked: object={bucket}/kept mode=GOVERNANCE retain_until={until.isoformat()} legal_hold=off",
+                      out)
+        self.assertIn(f"locked: object={bucket}/held legal_hold=on", out)
+        self.assertNotIn(f"object={bucket}/plain legal_hold", out)
+        self.assertIn(f"bucket: {bucket}: Object Lock enabled, versioning Enabled", out)
+        engine = create_engine(f"sqlite:///{workdir / 'rebuilt.db'}")
+        self.addCleanup(engine.dispose)
+        _o, _b = tables.objects, tables.buckets
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(_o.c.key, _o.c.lock_mode, _o.c.lock_until, _o.c.legal_hold).where(_o.c.bucket == bucket)
+            ).all()
+            [(versioning, lock)] = conn.execute(select(_b.c.versioning, _b.c.object_lock).where(_b.c.name == bucket))
+        self.assertEqual(
+            sorted((bytes(key).decode(), mode, moment, held) for key, mode, moment, held in rows),
+            [("held", None, None, 1), ("kept", "GOVERNANCE", until, 0), ("plain", None, None, 0)],
+        )
+        self.assertEqual(versioning, "Enabled")
+        self.assertIsNotNone(lock)
 
     def test_deleted_copies_leave_no_version_behind(self) -> None:
         """In a bucket without Object Lock: a replaced and a deleted object leave nothing on the versioned real buckets."""

@@ -43,6 +43,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from s3balance.ops.adopt import BackendCopy
 from s3balance.ops.rebuild import Rebuilder
 from s3balance.ops.rebuild_report import RebuildOptions
+from s3balance.ops.rebuild_resolution import Lock, Seen, strongest_lock
 from s3balance.store import tables, versions
 from s3balance.store.records import encode_key
 from tests import dbfixtures
@@ -940,3 +941,25 @@ class PostgreSQLResolutionTests(ResolutionMixin, SynchronousTestCase):
 
 class MariaDBResolutionTests(ResolutionMixin, SynchronousTestCase):
     kind = dbfixtures.MYSQL
+
+
+class StrongestLockTests(SynchronousTestCase):
+    """The lock a rebuilt version gets from its copies: the strongest, so that a rebuild never weakens one."""
+
+    T = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+
+    def copy(self, mode: Optional[str] = None, days: int = 0, hold: bool = False) -> Seen:
+        until = self.T + datetime.timedelta(days=days) if mode is not None else None
+        return Seen("b", f"vb/{mode}{days}{hold}", 1, '"e"', self.T, self.T, mode, until, hold)
+
+    def test_strongest_lock(self) -> None:
+        self.assertIsNone(strongest_lock([self.copy(), self.copy()]))
+        self.assertEqual(strongest_lock([self.copy(), self.copy(hold=True)]), Lock(None, None, True))
+        self.assertEqual(
+            strongest_lock([self.copy("GOVERNANCE", 5), self.copy("GOVERNANCE", 9), self.copy()]),
+            Lock("GOVERNANCE", self.T + datetime.timedelta(days=9), False),
+        )
+        self.assertEqual(
+            strongest_lock([self.copy("GOVERNANCE", 9, hold=True), self.copy("COMPLIANCE", 2)]),
+            Lock("COMPLIANCE", self.T + datetime.timedelta(days=9), True),
+        )

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO, TypeVar
 
 import attr
-from sqlalchemy import create_engine, delete, insert, select, union_all
+from sqlalchemy import and_, create_engine, delete, insert, select, union_all, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -99,6 +99,10 @@ class Gone(Exception):
     """A listed backend object is not there any more (HEAD answered 404)."""
 
 
+# The retention modes a copy's HEAD may answer (x-amz-object-lock-mode).
+LOCK_MODES = (versions.GOVERNANCE, versions.COMPLIANCE)
+
+
 @attr.s(frozen=True, auto_attribs=True)
 class BackendCopy:
     """One backend object as the store records it, and what its HEAD said of it."""
@@ -112,6 +116,12 @@ class BackendCopy:
     content_type: str
     headers: dict[str, str]  # what the store keeps (lower-case names)
     metadata: dict[str, str]  # every x-amz-meta-* value, prefix off, ours included
+    # The copy's own Object Lock, as its HEAD answers it (a backend whose real
+    # bucket has Object Lock: backends/retention.py): retention mode (None:
+    # none), retain-until date, legal hold.
+    lock_mode: Optional[str] = None
+    lock_until: Optional[datetime.datetime] = None
+    legal_hold: bool = False
 
     def newness(self) -> tuple[datetime.datetime, datetime.datetime, str, str]:
         """Orders copies newest last; on equal times by backend and real key (arbitrary, but stable)."""
@@ -189,6 +199,9 @@ def head_copy(client: Any, backend: str, item: Mapping[str, Any]) -> BackendCopy
     etag = head.get("ETag") or item.get("ETag") or ""
     if not etag:
         raise Unreadable("HEAD answered no ETag")
+    mode, until = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+    if mode not in LOCK_MODES or not isinstance(until, datetime.datetime):
+        mode, until = None, None
     return BackendCopy(
         backend=backend,
         real_key=key,
@@ -199,6 +212,9 @@ def head_copy(client: Any, backend: str, item: Mapping[str, Any]) -> BackendCopy
         content_type=content_type,
         headers=headers,
         metadata=metadata,
+        lock_mode=mode,
+        lock_until=_utc(until) if until is not None else None,
+        legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
     )
 
 
@@ -379,6 +395,30 @@ def insert_versions(
         assert written.version_id is not None
         made.append(written.version_id)
     return made
+
+
+def set_lock(
+    conn: Connection,
+    bucket: str,
+    key: str,
+    version_id: Optional[str],
+    mode: Optional[str],
+    until: Optional[datetime.datetime],
+    legal_hold: bool,
+) -> bool:
+    """
+    Give the version C{version_id} of C{bucket}/C{key} (None: its null
+    version) a retention and legal hold, as its copies carry them on their
+    backends; -> whether it is there.
+    """
+    _o = tables.objects
+    version = _o.c.version_id.is_(None) if version_id is None else _o.c.version_id == version_id
+    done = conn.execute(
+        update(_o)
+        .where(and_(_o.c.bucket == bucket, _o.c.key == encode_key(key), version, _o.c.delete_marker == 0))
+        .values(lock_mode=mode, lock_until=until, legal_hold=1 if legal_hold else 0)
+    )
+    return bool(done.rowcount)
 
 
 def relocate(

@@ -40,15 +40,23 @@ version a row with its copies and a new version id, inserted oldest first
 (by the Last-Modified of its newest copy, so the row ids order them as the
 store does), the version of the newest copy the latest.  Only an older copy
 of a version on a backend that keeps a newer one and the surplus copies are
-left for fsck.  The version ids, delete markers and Object Lock are in the
-database only: not restored (a key whose newest version was a delete marker
-is back).
+left for fsck.  The version ids and delete markers are in the database
+only: not restored (a key whose newest version was a delete marker is back).
+
+Object Lock: a copy on a backend whose real bucket has Object Lock carries
+its version's retention and legal hold (L{s3balance.backends.retention}),
+and its HEAD answers them.  Each version recorded gets the strongest lock
+its kept copies carry (L{s3balance.ops.rebuild_resolution.strongest_lock}),
+with a C{locked:} line, and a bucket not configured that holds one gets
+Object Lock enabled and versioning Enabled (L{RebuildRecorder.restore_locks});
+a bucket's default retention is in the database only.
 
 Backend multipart uploads in progress are listed as leftovers (their
 gateway upload ids are lost: no client can finish them; fsck --repair
 aborts them).  What the backends don't keep is said at the end: checksums,
-multipart part tables, storage classes, tags, ACLs, delete markers, Object
-Lock, version ids, keys adopted with C{s3balance-admin import}.
+multipart part tables, storage classes, tags, ACLs, delete markers, the
+buckets' Object Lock configurations, version ids, keys adopted with
+C{s3balance-admin import}.
 
 An object of a bucket that keeps no versions is recorded with its first copy
 found; each further copy of it rewrites its locations
@@ -146,6 +154,7 @@ class Rebuilder(RebuildRecorder):
             for name in self.names:
                 self.scan(name)
         self.record_gathered()
+        self.restore_locks()
         if not self.options.dry_run:
             # The usage counters from the locations, as the daemon's reconciler makes them.
             transaction(self.engine, reconcile_backend_usage)

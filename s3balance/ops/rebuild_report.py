@@ -50,6 +50,8 @@ class RebuildReport:
     conflicts: int = 0  # virtual keys with copies left unreferenced
     older_copies: int = 0  # those copies (older versions, older copies on one backend, surplus)
     buckets_made: int = 0
+    locked: int = 0  # versions given back the Object Lock their copies carry on their backends
+    lock_buckets: int = 0  # buckets not configured given Object Lock (they hold locked versions)
     uploads: int = 0  # in-progress multipart uploads of our layout
     foreign_uploads: int = 0
     errors: int = 0
@@ -206,8 +208,10 @@ class RebuildFindings:
             "newest version was a delete marker is back, its newest copy the latest version"
         )
         say(
-            "  not rebuilt: Object Lock (a bucket's default retention, versions' retention and legal holds; kept "
-            "in the database only): no rebuilt version is protected"
+            "  not rebuilt: Object Lock configurations of buckets (a default retention; kept in the database "
+            "only). The retention and legal hold of versions are restored from their copies on backends whose "
+            f"real bucket has Object Lock (object_lock: true): {r.locked} version(s) locked; on other backends "
+            "no rebuilt version is protected"
         )
         say(
             f"  not rebuilt: version ids (kept in the database only): the {r.noncurrent} noncurrent version(s) "
@@ -255,6 +259,8 @@ class RebuildFindings:
             ("conflicts (keys with copies left)", f"{r.conflicts} ({r.older_copies} copies)"),
             ("virtual bucket rows " + ("to make" if dry else "made"), r.buckets_made),
             ("  versioning Enabled (not configured)", r.versioned_buckets),
+            ("versions locked (from their copies)", r.locked),
+            ("  buckets given Object Lock", r.lock_buckets),
             ("leftover multipart uploads", r.uploads),
             ("foreign multipart uploads", r.foreign_uploads),
             ("errors", r.errors),

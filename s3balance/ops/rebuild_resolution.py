@@ -22,6 +22,7 @@ from s3balance.ops.adopt import (
     BackendCopy,
 )
 from s3balance.store.interfaces import Location
+from s3balance.store.versions import COMPLIANCE, GOVERNANCE
 
 NEW = "new"  # recorded by this run (or, dry run, would be)
 PRESENT = "present"  # the database had the key before (--force): left as it is
@@ -42,10 +43,17 @@ class Seen:
     etag: str  # quoted, as the store keeps it
     last_modified: datetime.datetime
     listed: datetime.datetime
+    # Its Object Lock on its backend (L{BackendCopy}); not part of the version.
+    lock_mode: Optional[str] = None
+    lock_until: Optional[datetime.datetime] = None
+    legal_hold: bool = False
 
     @classmethod
     def of(cls, copy: BackendCopy) -> Seen:
-        return cls(copy.backend, copy.real_key, copy.size, copy.etag, copy.last_modified, copy.listed)
+        return cls(
+            copy.backend, copy.real_key, copy.size, copy.etag, copy.last_modified, copy.listed,
+            copy.lock_mode, copy.lock_until, copy.legal_hold,
+        )
 
     def newness(self) -> tuple[datetime.datetime, datetime.datetime, str, str]:
         """As L{BackendCopy.newness}: newest last; on equal times by backend and real key."""
@@ -73,6 +81,33 @@ class Kept:
     @property
     def newness(self) -> tuple[datetime.datetime, datetime.datetime, str, str]:
         return self.newest.newness()
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Lock:
+    """A version's Object Lock: retention mode (None: none), retain-until date, legal hold."""
+
+    mode: Optional[str]
+    until: Optional[datetime.datetime]
+    legal_hold: bool
+
+
+def strongest_lock(copies: Sequence[Seen]) -> Optional[Lock]:
+    """
+    The Object Lock a version's copies carry on their backends (None: none
+    does).  Copies of one version carry the same, unless a change missed a
+    backend: then the strongest of them, so that the rebuild never weakens
+    a lock (the latest retain-until date, COMPLIANCE over GOVERNANCE, the
+    legal hold when any copy has it).
+    """
+    retained = [c for c in copies if c.lock_mode is not None and c.lock_until is not None]
+    held = any(c.legal_hold for c in copies)
+    if not retained and not held:
+        return None
+    if not retained:
+        return Lock(None, None, held)
+    mode = COMPLIANCE if any(c.lock_mode == COMPLIANCE for c in retained) else GOVERNANCE
+    return Lock(mode, max(c.lock_until for c in retained if c.lock_until is not None), held)
 
 
 def resolve(copies: Sequence[Seen], wanted: int) -> tuple[tuple[Seen, ...], Seen, list[Seen]]:

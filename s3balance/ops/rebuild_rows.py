@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Optional, TextIO, Union
 from urllib.parse import unquote
 
 import attr
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
 
 from s3balance.ops.adopt import (
     ORIGIN_API,
@@ -40,13 +41,26 @@ from s3balance.ops.adopt import (
     referenced_keys,
     relocate,
     schema_revision,
+    set_lock,
     transaction,
     unstorable,
     utc_now,
 )
 from s3balance.ops.rebuild_report import RebuildFindings, RebuildOptions
-from s3balance.ops.rebuild_resolution import NEW, PRESENT, Gathered, Kept, Seen, resolve, resolve_versions
-from s3balance.store.versions import ENABLED, set_versioning
+from s3balance.ops.rebuild_resolution import (
+    NEW,
+    PRESENT,
+    Gathered,
+    Kept,
+    Lock,
+    Seen,
+    resolve,
+    resolve_versions,
+    strongest_lock,
+)
+from s3balance.s3 import object_lock
+from s3balance.store import tables
+from s3balance.store.versions import ENABLED, set_object_lock, set_versioning
 
 if TYPE_CHECKING:
     from s3balance.config import Config
@@ -322,6 +336,59 @@ class RebuildRecorder(RebuildFindings):
                 self._record_versions((bucket, key), self.gathered.pop((bucket, key)), versioning)
                 self.output.tick(self._progress)
 
+    # -- Object Lock --------------------------------------------------------------------
+
+    def restore_locks(self) -> None:
+        """
+        Every version recorded whose copies carry an Object Lock on their
+        backends (L{strongest_lock}) gets it back, with a line each; a
+        bucket not configured that holds one gets Object Lock enabled (and
+        versioning Enabled, as S3 has it), without a default retention: that
+        is in the database only.
+        """
+        dry = self.options.dry_run
+        locked_buckets: set[str] = set()
+        for (bucket, key), latest in sorted(self.kept.items()):
+            for kept in (*self.noncurrent.get((bucket, key), []), latest):
+                lock = strongest_lock(kept.copies) if kept.state == NEW else None
+                if lock is None:
+                    continue
+                if not dry:
+                    try:
+                        found = transaction(
+                            self.engine, set_lock, bucket, key, kept.version_id, lock.mode, lock.until,
+                            lock.legal_hold,
+                        )
+                        why = "" if found else "its version is not in the database any more"
+                    except Exception as error:
+                        why = f"{type(error).__name__}: {error}"
+                    if why:
+                        self.report.errors += 1
+                        self.output.say(
+                            f"error: {_lock_line(bucket, key, kept, lock)}: the lock could not be restored: {why}"
+                        )
+                        continue
+                self.report.locked += 1
+                locked_buckets.add(bucket)
+                self.output.say(f"{'would-lock' if dry else 'locked'}: {_lock_line(bucket, key, kept, lock)}")
+        for bucket in sorted(locked_buckets):
+            if self.config.virtual_bucket(bucket) is not None:
+                continue  # configured: its versioning is the configuration's
+            if not dry:
+                try:
+                    transaction(self.engine, _enable_object_lock, bucket)
+                except Exception as error:
+                    self.report.errors += 1
+                    self.output.say(
+                        f"error: bucket={bucket}: Object Lock could not be enabled: {type(error).__name__}: {error}"
+                    )
+                    continue
+            self.report.lock_buckets += 1
+            self.output.say(
+                f"bucket: {bucket}: Object Lock {'would be ' if dry else ''}enabled, versioning Enabled "
+                "(it holds locked versions; its default retention, if it had one, is not on the backends)"
+            )
+
     def bucket_versioning(self, bucket: str, older: bool) -> Optional[str]:
         """
         The versioning status C{bucket}'s keys are recorded under (None: one
@@ -401,3 +468,19 @@ class RebuildRecorder(RebuildFindings):
             r.noncurrent += len(kept) - 1
             r.noncurrent_bytes += sum(version.newest.size for version in kept[:-1])
         self._leave(identity, rest)
+
+
+def _lock_line(bucket: str, key: str, kept: Kept, lock: Lock) -> str:
+    version = f"version_id={kept.version_id} " if kept.version_id is not None else ""
+    retention = (
+        f"mode={lock.mode} retain_until={lock.until.isoformat()} " if lock.mode is not None and lock.until else ""
+    )
+    return f"object={bucket}/{key} {version}{retention}legal_hold={'on' if lock.legal_hold else 'off'}"
+
+
+def _enable_object_lock(conn: Connection, bucket: str) -> None:
+    """Versioning Enabled and Object Lock enabled without a default retention (unless it has Object Lock already)."""
+    set_versioning(conn, bucket, ENABLED)
+    row = conn.execute(select(tables.buckets.c.object_lock).where(tables.buckets.c.name == bucket)).first()
+    if row is not None and row.object_lock is None:
+        set_object_lock(conn, bucket, object_lock.Configuration().dump())
