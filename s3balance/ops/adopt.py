@@ -477,9 +477,9 @@ class Progress:
     stderr at most every L{PROGRESS_EVERY} seconds.
     """
 
-    def __init__(self, command: str, out: TextIO = sys.stdout) -> None:
+    def __init__(self, command: str, out: Optional[TextIO] = None) -> None:
         self.command = command
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # this moment's, not the importer's
         self.started = time.monotonic()
         self._at = self.started
         self._lock = threading.Lock()

@@ -131,7 +131,7 @@ class Importer:
         options: ImportOptions,
         engine: Optional[Engine] = None,
         client: Any = None,
-        out: TextIO = sys.stdout,
+        out: Optional[TextIO] = None,
         now: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
         self.config = config
@@ -324,7 +324,7 @@ def add_arguments(parser: argparse.ArgumentParser, with_config: bool = True) -> 
     parser.add_argument("--concurrency", type=int, default=8, help="HEAD requests at a time (default 8)")
 
 
-def run(config: Config, options: ImportOptions, out: TextIO = sys.stdout) -> int:
+def run(config: Config, options: ImportOptions, out: Optional[TextIO] = None) -> int:
     """One import; its exit status (0 all adopted or skipped, 1 errors, 2 unusable options)."""
     try:
         importer = Importer(config, options, out=out)

@@ -91,7 +91,6 @@ L{s3balance.ops.adopt}.
 from __future__ import annotations
 
 import datetime
-import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional, TextIO
@@ -133,7 +132,7 @@ class Rebuilder(RebuildRecorder):
         options: RebuildOptions,
         engine: Optional[Engine] = None,
         clients: Optional[dict[str, Any]] = None,
-        out: TextIO = sys.stdout,
+        out: Optional[TextIO] = None,
         now: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
         super().__init__(config, options, engine, out, now)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Optional, TextIO
 
 from s3balance.ops.importer import UsageError
 from s3balance.ops.rebuild import Rebuilder
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser, with_config: bool = True) -> 
     parser.add_argument("--concurrency", type=int, default=8, help="HEAD requests at a time (default 8)")
 
 
-def run(config: Config, options: RebuildOptions, out: TextIO = sys.stdout) -> int:
+def run(config: Config, options: RebuildOptions, out: Optional[TextIO] = None) -> int:
     """One rebuild; its exit status (0 complete, 1 something not rebuilt, 2 refused)."""
     rebuilder = Rebuilder(config, options, out=out)
     try:

@@ -9,8 +9,7 @@ itself (L{s3balance.ops.rebuild.Rebuilder}) adds to those findings.
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Optional, TextIO
 
 import attr
 
@@ -65,7 +64,7 @@ class RebuildFindings:
     @param out: where findings and the summary go.
     """
 
-    def __init__(self, config: Config, options: RebuildOptions, out: TextIO = sys.stdout) -> None:
+    def __init__(self, config: Config, options: RebuildOptions, out: Optional[TextIO] = None) -> None:
         self.config = config
         self.options = options
         self.report = RebuildReport()

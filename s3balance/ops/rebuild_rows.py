@@ -15,7 +15,6 @@ L{s3balance.ops.adopt}'s.
 from __future__ import annotations
 
 import datetime
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional, TextIO, Union
 from urllib.parse import unquote
@@ -89,7 +88,7 @@ class RebuildRecorder(RebuildFindings):
         config: Config,
         options: RebuildOptions,
         engine: Optional[Engine] = None,
-        out: TextIO = sys.stdout,
+        out: Optional[TextIO] = None,
         now: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
         super().__init__(config, options, out)

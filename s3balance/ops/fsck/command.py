@@ -98,7 +98,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
-def run(config: Config, options: Options, out: TextIO = sys.stdout) -> int:
+def run(config: Config, options: Options, out: Optional[TextIO] = None) -> int:
     """Run one check; the exit status (0 consistent or all repaired, 1 differences left)."""
     if options.drop_missing and not options.repair:
         sys.stderr.write("s3balance-admin fsck: --drop-missing does nothing without --repair\n")

@@ -49,12 +49,12 @@ class FsckState:
         options: Options,
         engine: Optional[Engine] = None,
         clients: Optional[dict[str, Any]] = None,
-        out: TextIO = sys.stdout,
+        out: Optional[TextIO] = None,
         now: Callable[[], datetime.datetime] = _utc_now,
     ) -> None:
         self.config = config
         self.options = options
-        self.out = out
+        self.out = out if out is not None else sys.stdout  # this moment's, not the importer's
         self.now = now
         self.report = Report()
         self._lock = threading.Lock()
