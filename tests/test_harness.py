@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,23 @@ class ZygoteTests(SynchronousTestCase):
         refused = self.twistd("zygote-bad", "--no-such-option")
         self.assertNotIn(self.ended(refused), (0, None))
         self.assertIn("no-such-option", refused.log_path.read_text())
+
+    def test_signals_are_disposed_as_in_a_new_interpreter(self) -> None:
+        """SIGPIPE ignored (a write to a socket the client reset is an error, not the daemon's end), as python does."""
+
+        def ignored(pid: int) -> int:
+            with open(f"/proc/{pid}/status") as status:
+                return int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+
+        daemon = self.twistd("zygote-signals", "-n", "--pidfile=", "web", "--listen", "tcp:0:interface=127.0.0.1")
+        poll_until(lambda: "starting on" in daemon.log_path.read_text() or not daemon.running, "twistd web listens")
+        assert daemon.pid is not None
+        fresh = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        self.addCleanup(fresh.wait)
+        self.addCleanup(fresh.kill)
+        poll_until(lambda: ignored(fresh.pid) != 0, "python sets its signal dispositions")
+        self.assertTrue(ignored(daemon.pid) & (1 << (signal.SIGPIPE - 1)))
+        self.assertEqual(ignored(daemon.pid), ignored(fresh.pid))
 
     def test_a_killed_daemon_reports_the_signal(self) -> None:
         daemon = self.twistd("zygote-web", "-n", "--pidfile=", "web", "--listen", "tcp:0:interface=127.0.0.1")

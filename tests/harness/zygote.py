@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -179,8 +178,9 @@ def _child(spec: dict[str, Any], closing: list[socket.socket]) -> None:
         from tests.harness.process import _set_parent_death_signal
 
         _set_parent_death_signal()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
+        # Signal dispositions stay the zygote's, which are a new
+        # interpreter's (SIGPIPE ignored: a write to a closed socket is an
+        # error, not the end of the daemon); twistd sets its own handlers.
         null = os.open(os.devnull, os.O_RDONLY)
         log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(null, 0)
