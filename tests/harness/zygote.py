@@ -1,11 +1,11 @@
 """A parent process with the daemon's modules loaded, that forks the daemons a test starts.
 
-A test process starts about fifty s3balance daemons (``twistd s3balance``);
-each new interpreter spends about half a second of CPU importing Twisted,
-SQLAlchemy and s3balance before it serves anything (the suite: 186 starts,
-close to a tenth of its CPU).  The zygote imports them once, then forks a
-child per daemon, which runs ``twistd`` with its own arguments, environment,
-working directory and log: 0.15 s of CPU to a healthy daemon instead of 0.6.
+The suite starts about 190 s3balance daemons (``twistd s3balance``); a new
+interpreter spends about half a second of CPU importing Twisted, SQLAlchemy
+and s3balance before it serves anything.  The zygote imports them once, then
+forks a child per daemon, which runs ``twistd`` with its own arguments,
+environment, working directory and log: 0.2 s of CPU to a healthy daemon
+instead of 0.6.
 
 ``python -m tests.harness.zygote SOCKET`` serves requests on a UNIX socket,
 one JSON line each:
@@ -18,9 +18,10 @@ one JSON line each:
 The zygote stays one thread and never installs a reactor (a child installs
 its own); it reaps its children as it is asked about them.  It ends when
 the test process does (it looks every second), and its children with it
-(their parent death signal).  A child
-is its own session (``killpg`` reaches its worker processes), with stdin
-from ``/dev/null`` and stdout and stderr appended to its log.
+(their parent death signal).  A child is its own session (``killpg``
+reaches its worker processes), with stdin from ``/dev/null``, stdout and
+stderr appended to its log, and the zygote's signal dispositions, which
+are a new interpreter's.
 
 ``ZygoteChild`` is the test side: the parts of ``subprocess.Popen`` that
 ``ManagedProcess`` uses.  ``S3BALANCE_TEST_ZYGOTE=0`` turns it off (every
