@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, TextIO, TypeVar
 
 import attr
-from sqlalchemy import and_, create_engine, delete, insert, select, union_all, update
+from sqlalchemy import create_engine, delete, insert, select, union_all, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -412,10 +412,9 @@ def set_lock(
     backends; -> whether it is there.
     """
     _o = tables.objects
-    version = _o.c.version_id.is_(None) if version_id is None else _o.c.version_id == version_id
     done = conn.execute(
         update(_o)
-        .where(and_(_o.c.bucket == bucket, _o.c.key == encode_key(key), version, _o.c.delete_marker == 0))
+        .where(_o.c.bucket == bucket, _o.c.key == encode_key(key), versions._version_is(version_id), _o.c.delete_marker == 0)
         .values(lock_mode=mode, lock_until=until, legal_hold=1 if legal_hold else 0)
     )
     return bool(done.rowcount)

@@ -32,6 +32,7 @@ from s3balance.placement.interfaces import PlacementContext
 from s3balance.s3.intent_lease import INTENT_LEASE, IntentLease, give_up_write
 from s3balance.s3.writes import MAX_SINGLE_PUT, backend_headers
 from s3balance.store.interfaces import BackendFull, Location, ObjectRecord, StoreUnavailable
+from s3balance.store.versions import weakens
 
 if TYPE_CHECKING:
     from s3balance.backends.pool import Reservation
@@ -242,14 +243,8 @@ class ObjectCopier:
             if current is None or current.id != record.id:
                 return
             if (current.lock_mode, current.lock_until) != (record.lock_mode, record.lock_until):
-                # Weaker than the copy's: shortened or removed with the bypass (GOVERNANCE).
-                weaker = record.lock_mode is not None and (
-                    current.lock_mode is None
-                    or current.lock_until is None
-                    or record.lock_until is None
-                    or current.lock_until < record.lock_until
-                    or current.lock_mode != record.lock_mode
-                )
+                # Weaker than the copy's (shortened or removed with the bypass): sent with it.
+                weaker = weakens(record.lock_mode, record.lock_until, current.lock_mode, current.lock_until)
                 await retention.put_retention(
                     backend, location.real_key, current.lock_mode, current.lock_until, bypass=weaker
                 )

@@ -36,7 +36,7 @@ from s3balance.s3 import versioning
 from s3balance.s3.bodies import small_body
 from s3balance.s3.xmldoc import Node, child_text, document, iso8601, parse
 from s3balance.store.interfaces import ObjectLocked
-from s3balance.store.versions import COMPLIANCE, GOVERNANCE
+from s3balance.store.versions import COMPLIANCE, GOVERNANCE, weakens
 
 if TYPE_CHECKING:
     from s3balance.s3.access import BucketAccess
@@ -302,9 +302,7 @@ async def put_object_retention(gateway: GatewayLike, request: S3Request, call: S
         raise locked_error() from None
     if found is None:
         raise S3Error("NoSuchKey", Key=call.key)
-    weakened = found.lock_mode is not None and found.lock_until is not None and (
-        mode is None or until is None or until < found.lock_until or mode != found.lock_mode
-    )
+    weakened = weakens(found.lock_mode, found.lock_until, mode, until)
     # The copies as the change found them (a copy recorded since catches up itself: ops.move).
     await _mirrored(
         retention.mirror_retention(gateway.pool, found.locations, mode, until, weakened), call, strengthened=not weakened

@@ -384,6 +384,23 @@ def _version_for_update(conn: Connection, bucket: str, key: str, version_id: Opt
     return conn.execute(query.with_for_update()).first()
 
 
+def weakens(
+    mode: Optional[str],
+    until: Optional[datetime.datetime],
+    new_mode: Optional[str],
+    new_until: Optional[datetime.datetime],
+) -> bool:
+    """
+    Whether the retention (C{new_mode}, C{new_until}) is weaker than
+    (C{mode}, C{until}): it removes it, shortens it or changes its mode.
+    Nothing weakens no retention.  (Whether the old one still runs is the
+    caller's to ask.)
+    """
+    if mode is None or until is None:
+        return False
+    return new_mode is None or new_until is None or new_until < until or new_mode != mode
+
+
 def set_retention(
     conn: Connection,
     bucket: str,
@@ -407,15 +424,9 @@ def set_retention(
     row = _version_for_update(conn, bucket, key, version_id)
     if row is None or row.delete_marker:
         return object_record(row) if row is not None else None
-    running = row.lock_mode is not None and row.lock_until is not None and row.lock_until > now
-    if running:
-        weaker = (
-            mode is None
-            or until is None
-            or until < row.lock_until
-            or mode != row.lock_mode
-        )
-        if weaker and (row.lock_mode == COMPLIANCE or not bypass_governance):
+    running = row.lock_until is not None and row.lock_until > now
+    if running and weakens(row.lock_mode, row.lock_until, mode, until):
+        if row.lock_mode == COMPLIANCE or not bypass_governance:
             raise ObjectLocked(row.lock_mode)
     conn.execute(update(_o).where(_o.c.id == row.id).values(lock_mode=mode, lock_until=until))
     return _with_locations(conn, row)
