@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import statistics
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,7 +60,7 @@ from sqlalchemy import create_engine, insert, pool, text
 from bench.environment import LIST_BUCKET, REAL_BUCKET, daemon_config, start_daemon
 from bench.sigv4client import S3Client
 from tests import dbfixtures
-from tests.daemon import ACCESS_KEY, SECRET_KEY
+from tests.daemon import ACCESS_KEY, SECRET_KEY, background_runs
 from tests.harness import SeaweedFS, harness_dir
 
 DEFAULT_POSTGRES_URL = os.environ.get(
@@ -192,14 +190,6 @@ def deep_marker(count: int) -> str:
     ordered = sorted(key_of(i).encode() for i in range(count))
     at = max(0, min(int(count * 0.9), count - PAGE - 1))
     return ordered[at].decode()
-
-
-def background_runs(endpoint: str, job: str) -> float:
-    """s3balance_background_runs_total{job=...} on the daemon's /metrics (0 before its first run)."""
-    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=30) as response:
-        metrics = response.read().decode()
-    found = re.search(r'^s3balance_background_runs_total\{job="' + re.escape(job) + r'"\} (\S+)$', metrics, re.M)
-    return float(found.group(1)) if found else 0.0
 
 
 def wait_for_usage_reconcile(endpoint: str, log: Callable[[str], None], timeout: float = 1800.0) -> float:

@@ -13,6 +13,7 @@ import atexit
 import copy
 import hashlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -263,6 +264,14 @@ def _stop_shared() -> None:
         except HarnessError:
             pass
     _shared.clear()
+
+
+def background_runs(endpoint: str, job: str, timeout: float = 5.0) -> float:
+    """s3balance_background_runs_total{job=...} on the /metrics of the daemon at C{endpoint} (0 before its first run)."""
+    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=timeout) as response:
+        text = response.read().decode()
+    found = re.search(r'^s3balance_background_runs_total\{job="' + re.escape(job) + r'"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def poll(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, message: str = "") -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import http.client
 import os
-import re
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from tests.daemon import (
     Daemon,
     PatternStream,
     backend_entry,
+    background_runs,
     base_config,
     database_counts,
     poll,
@@ -203,16 +203,6 @@ class WorkerModeTests(SynchronousTestCase):
                              f"worker {pid} outlived the daemon")
 
 
-def background_runs(daemon: Daemon, job: str) -> float:
-    """s3balance_background_runs_total{job=...} on the daemon's /metrics (0 before its first run)."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"{daemon.endpoint}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.search(r'^s3balance_background_runs_total\{job="' + re.escape(job) + r'"\} (\S+)$', text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
 class ClusterJobsTests(SynchronousTestCase):
     """
     Two daemons on one database (SQLite, WAL) in front of one backend, with
@@ -245,20 +235,20 @@ class ClusterJobsTests(SynchronousTestCase):
 
     def leader(self, daemons: list[Daemon], job: str) -> Daemon:
         return poll(
-            lambda: [d for d in daemons if background_runs(d, job) > 0] and
-            [d for d in daemons if background_runs(d, job) > 0][0],
+            lambda: [d for d in daemons if background_runs(d.endpoint, job) > 0] and
+            [d for d in daemons if background_runs(d.endpoint, job) > 0][0],
             timeout=20, message=f"no daemon runs {job}",
         )
 
     def test_cluster_jobs_run_in_one_daemon_only_and_move_when_it_stops(self) -> None:
         leaders = {job: self.leader(self.daemons, job) for job in self.JOBS}
         # A few periods (cleanup_period 1s) later, still only there.
-        first_runs = background_runs(leaders["deleter"], "deleter")
-        poll(lambda: background_runs(leaders["deleter"], "deleter") >= first_runs + 3, timeout=20,
+        first_runs = background_runs(leaders["deleter"].endpoint, "deleter")
+        poll(lambda: background_runs(leaders["deleter"].endpoint, "deleter") >= first_runs + 3, timeout=20,
              message="the deleter stopped running")
         for job, leader in leaders.items():
             other = self.daemons[1 - self.daemons.index(leader)]
-            self.assertEqual(background_runs(other, job), 0, f"{job} ran in both daemons")
+            self.assertEqual(background_runs(other.endpoint, job), 0, f"{job} ran in both daemons")
         # Objects deleted through either daemon leave their backend (the leader deletes them).
         for daemon in self.daemons:
             s3 = daemon.client()
