@@ -276,3 +276,34 @@ class UnlockableBackendTests(SynchronousTestCase):
         # A version without a lock is written as before.
         client.put_object(Bucket=bucket, Key="plain", Body=b"data", ContentMD5=md5(b"data"))
         self.assertEqual(client.get_object(Bucket=bucket, Key="plain")["Body"].read(), b"data")
+
+
+class VersionsLeftTests(SynchronousTestCase):
+    """A real key whose versions keep coming back is not reported deleted: the deletion stays queued."""
+
+    def test_versions_left_after_five_rounds_fail_the_deletion(self) -> None:
+        from twisted.internet.task import Clock
+
+        from s3balance.backends.backend import Backend, BackendError
+        from s3balance.config.schema import BackendConfig
+        from tests.test_retries_clock import ScriptedHTTP
+
+        http = ScriptedHTTP()
+        config = BackendConfig(name="locked", endpoint="http://locked.invalid:9000", path_style=True, object_lock=True)
+        backend = Backend(config, http, Clock())  # type: ignore[arg-type]
+        listing = (
+            b'<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Version><Key>vb/k</Key>'
+            b"<VersionId>v1</VersionId></Version></ListVersionsResult>"
+        )
+        deleted = backend.delete_object("vb/k")
+        for round_ in range(5):
+            listed = http.exchanges[2 * round_]
+            self.assertTrue(listed.head.startswith(b"GET /locked/?versions=&prefix=vb%2Fk "), listed.head)
+            listed.answer(200, body=listing)
+            removed = http.exchanges[2 * round_ + 1]
+            self.assertTrue(removed.head.startswith(b"DELETE /locked/vb/k?versionId=v1 "), removed.head)
+            self.assertIn(b"x-amz-bypass-governance-retention: true", removed.head.lower())
+            removed.answer(204)
+        error = self.failureResultOf(deleted, BackendError).value
+        self.assertEqual(error.code, "VersionsLeft")
+        self.assertEqual(len(http.exchanges), 10)

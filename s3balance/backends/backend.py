@@ -369,6 +369,8 @@ class Backend:
             for version_id in ids:
                 yield self._simple("DELETE", real_key, f"versionId={quote(version_id, safe='')}", {BYPASS: "true"},
                                    ok=(200, 204, 404))
+        # Still versions after five rounds: not deleted (the deletion stays queued), not reported done.
+        raise BackendError(self.name, 200, "VersionsLeft", f"versions of {real_key} are left after 5 rounds")
 
     def put_control(self, real_key: str, query: str, document: bytes, bypass: bool = False) -> Deferred:
         """PUT a sub-resource's XML C{document} (C{?retention}, C{?legal-hold}) with the Content-MD5 S3 requires."""
