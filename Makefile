@@ -2,6 +2,7 @@
 #   make venv       create .venv (python3 -m venv), install requirements/test.txt
 #                   and the project in editable compat mode (repo root on sys.path)
 #   make deps       Debian packages (python3-venv, rclone, curl), only if missing
+#   make setup      venv and deps, side by side
 #   make test       ruff, mypy, then the trial suite; last line "N passed, N failed"
 #                   (TESTS=tests.test_harness to run a subset)
 #   make lint       ruff check s3balance tests
@@ -20,7 +21,7 @@ ARGS ?=
 MYPY_CONFIG := .ci/mypy.ini
 TYPED := s3balance tests/harness
 
-.PHONY: venv deps test lint typecheck run bench soak fuzz clean distclean
+.PHONY: venv deps setup test lint typecheck run bench soak fuzz clean distclean
 
 venv: $(STAMP)
 
@@ -32,14 +33,27 @@ $(STAMP): requirements/runtime.txt requirements/test.txt setup.py
 		$(PYTHON) -m venv $(VENV); \
 	fi
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements/test.txt
+	# pip compiles what it installs on one core; compileall uses them all
+	# (2 cores, 2026-12-05: 30 s for pip alone, 12 + 11 s this way).
+	$(BIN)/python -m pip install --quiet --no-compile -r requirements/test.txt
 	# compat mode puts the repo root itself on sys.path, so twisted.plugin
 	# finds twisted/plugins/ here (strict/lenient modes would not).
-	$(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet --no-compile -e . --config-settings editable_mode=compat
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null
 	@touch $@
 
 deps:
 	@scripts/install-system-deps
+
+# The virtualenv and the Debian packages, side by side where they can be: pip
+# mostly computes, apt mostly downloads and unpacks.  Where python3-venv is
+# missing, the packages come first (the virtualenv needs it).
+setup:
+	@if $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory --output-sync=target -j2 venv deps; \
+	else \
+		$(MAKE) --no-print-directory deps && $(MAKE) --no-print-directory venv; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check s3balance tests
@@ -49,7 +63,7 @@ typecheck: venv
 
 # Lint and types run first but do not stop the suite; any failure still makes
 # `make test` fail, and the last line stays the test count.
-test: venv deps
+test: setup
 	@failed=""; \
 	echo "== ruff check s3balance tests"; \
 	$(BIN)/ruff check s3balance tests || failed="$$failed ruff"; \
@@ -58,7 +72,7 @@ test: venv deps
 	echo "== trial $(TESTS)"; \
 	S3BALANCE_CHECKS_FAILED="$${failed# }" scripts/run-tests $(TESTS)
 
-run: venv deps
+run: setup
 	scripts/run-dev $(ARGS)
 
 bench: venv

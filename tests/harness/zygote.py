@@ -158,15 +158,36 @@ def shared(directory: Path, env: Mapping[str, str]) -> Zygote:
 
 
 def _preload() -> None:
+    """
+    Import what the daemons import, then freeze it for the garbage collector.
+
+    Every module of s3balance, not only those the service imports at its
+    top: a daemon imports most of the rest while it starts (the S3
+    handlers, the checksums with awscrt, the store), and each import in a
+    child is paid again in the next one.  ``gc.freeze`` leaves the preloaded
+    objects out of the children's collections (the daemon's ``gc.collect``
+    at start walked them all, and wrote to every page it walked).
+    """
+    import gc
+    import importlib
+    import pkgutil
+
     from twisted.application.service import IServiceMaker
     from twisted.plugin import getPlugins
     from twisted.scripts import twistd  # noqa: F401
 
-    import s3balance.daemon.service  # noqa: F401
+    import s3balance
 
+    for module in pkgutil.walk_packages(s3balance.__path__, "s3balance."):
+        if not module.name.endswith(".__main__"):
+            importlib.import_module(module.name)
     list(getPlugins(IServiceMaker))
     if "twisted.internet.reactor" in sys.modules:
         raise RuntimeError("a preloaded module installed a reactor: the children would share it")
+    if threading.active_count() != 1:
+        raise RuntimeError("a preloaded module started a thread: the children would not have it")
+    gc.collect()
+    gc.freeze()
 
 
 def _child(spec: dict[str, Any], closing: list[socket.socket]) -> None:

@@ -4,6 +4,7 @@ Talking to the backends: a botocore client for each, and what their errors say.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,15 +21,21 @@ class Unreadable(Exception):
     """A backend object's metadata could not be read (the message says why)."""
 
 
-def backend_client(config: BackendConfig, concurrency: int = 8) -> Any:
-    """A botocore S3 client for one configured backend (thread-safe)."""
-    import botocore.config
-    import botocore.session
+_session: Any = None
+_session_lock = threading.Lock()
 
-    session = botocore.session.Session()
-    # Only the configured keys count, never ~/.aws of whoever runs the command.
-    session.set_config_variable("config_file", "/dev/null")
-    session.set_config_variable("credentials_file", "/dev/null")
+
+def backend_client(config: BackendConfig, concurrency: int = 8) -> Any:
+    """A botocore S3 client for one configured backend (thread-safe).
+
+    The clients of one process come from one botocore session: a session
+    reads botocore's endpoint and S3 model files when it makes its first
+    client (90 ms of CPU, then 3 ms a client), and a command makes a client
+    per backend.  A session is not thread-safe, so clients are made under a
+    lock; the clients themselves are.
+    """
+    import botocore.config
+
     client_config = botocore.config.Config(
         s3={"addressing_style": "path" if config.path_style else "virtual"},
         retries={"max_attempts": 3, "mode": "standard"},
@@ -38,14 +45,23 @@ def backend_client(config: BackendConfig, concurrency: int = 8) -> Any:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return session.create_client(
-        "s3",
-        region_name=config.region or "us-east-1",
-        endpoint_url=config.endpoint_url,
-        aws_access_key_id=config.access_key_id,
-        aws_secret_access_key=config.secret_access_key,
-        config=client_config,
-    )
+    global _session
+    with _session_lock:
+        if _session is None:
+            import botocore.session
+
+            _session = botocore.session.Session()
+            # Only the configured keys count, never ~/.aws of whoever runs the command.
+            _session.set_config_variable("config_file", "/dev/null")
+            _session.set_config_variable("credentials_file", "/dev/null")
+        return _session.create_client(
+            "s3",
+            region_name=config.region or "us-east-1",
+            endpoint_url=config.endpoint_url,
+            aws_access_key_id=config.access_key_id,
+            aws_secret_access_key=config.secret_access_key,
+            config=client_config,
+        )
 
 
 def delete_key(client: Any, config: BackendConfig, key: str) -> None:
