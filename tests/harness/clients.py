@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
+from . import zygote
 from .process import harness_dir, venv_bin
 
 __all__ = [
@@ -104,15 +105,19 @@ def _run(
     input: bytes | None,
 ) -> ClientResult:
     try:
-        done = subprocess.run(
-            list(command),
-            env=dict(env),
-            cwd=cwd,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-        )
+        if command[0] == venv_bin("aws") and zygote.enabled():
+            with _scratch("aws-run") as scratch:
+                done = zygote.run("aws", command[1:], env, cwd, input=input, timeout=timeout, scratch=Path(scratch))
+        else:
+            done = subprocess.run(
+                list(command),
+                env=dict(env),
+                cwd=cwd,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+            )
     except subprocess.TimeoutExpired as e:
         result = ClientResult(
             -1,
