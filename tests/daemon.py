@@ -219,7 +219,7 @@ class Gateway:
         """Every key on every real bucket (for leak checks), by real bucket name."""
         found = {}
         for server, bucket in zip(self.backends, self.real_buckets, strict=True):
-            direct = server.client()
+            direct = server.direct()
             keys = []
             for page in direct.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 keys.extend(item["Key"] for item in page.get("Contents", []))

@@ -90,25 +90,9 @@ def assert_nothing_left(gateway: Gateway, bucket: str, timeout: float = 15.0) ->
     )
 
 
-_direct_clients: dict[str, Any] = {}
-
-
 def backend_keys(gateway: Gateway, prefix: str = "") -> dict[str, list[str]]:
-    """
-    Every key under C{prefix} on every real bucket of C{gateway}, by real
-    bucket name, like L{Gateway.backend_keys} but with one cached client per
-    backend server (a boto3 client costs a fifth of a second to make).
-    """
-    found = {}
-    for server, bucket in zip(gateway.backends, gateway.real_buckets, strict=True):
-        direct = _direct_clients.get(server.endpoint)
-        if direct is None:
-            direct = _direct_clients[server.endpoint] = server.client()
-        keys = []
-        for page in direct.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-        found[bucket] = keys
-    return found
+    """Every key under C{prefix} on every real bucket of C{gateway}, by real bucket name (L{Gateway.backend_keys})."""
+    return gateway.backend_keys(prefix)
 
 
 def launch(

@@ -213,11 +213,11 @@ class FaultTestMixin:
             poll(lambda: self.daemon.health()["status"] == "ok", timeout=20)
 
     def backend_keys(self) -> list[str]:
-        listing = self.server.client().list_objects_v2(Bucket=self.real)
+        listing = self.server.direct().list_objects_v2(Bucket=self.real)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
     def backend_uploads(self) -> list[str]:
-        listing = self.server.client().list_multipart_uploads(Bucket=self.real)
+        listing = self.server.direct().list_multipart_uploads(Bucket=self.real)
         return [item["UploadId"] for item in listing.get("Uploads", [])]
 
     def assertReadsOneOf(self, key: str, versions: list[bytes]) -> Optional[bytes]:
@@ -684,7 +684,7 @@ class TwoBackendFaultMixin(FaultTestMixin):
         self.addCleanup(self.keep_log)  # type: ignore[attr-defined]
 
     def keys_of(self, bucket: str) -> list[str]:
-        listing = self.server.client().list_objects_v2(Bucket=bucket)
+        listing = self.server.direct().list_objects_v2(Bucket=bucket)
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
     def open_fds(self) -> int:
