@@ -134,9 +134,15 @@ class ZygoteTests(SynchronousTestCase):
     def test_signals_are_disposed_as_in_a_new_interpreter(self) -> None:
         """SIGPIPE ignored (a write to a socket the client reset is an error, not the daemon's end), as python does."""
 
+        # The standard signals only: 32 and 33 are the C library's own (its
+        # threads' cancellation and set*id), which no program sets, yet a
+        # run under CI once showed them ignored in the trial worker, and 33
+        # in the daemon.
+        standard = (1 << 31) - 1
+
         def ignored(pid: int) -> int:
             with open(f"/proc/{pid}/status") as status:
-                return int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16)
+                return int(next(line for line in status if line.startswith("SigIgn:")).split()[1], 16) & standard
 
         daemon = self.twistd("zygote-signals", "-n", "--pidfile=", "web", "--listen", "tcp:0:interface=127.0.0.1")
         poll_until(lambda: "starting on" in daemon.log_path.read_text() or not daemon.running, "twistd web listens")
@@ -145,7 +151,7 @@ class ZygoteTests(SynchronousTestCase):
         fresh = subprocess.run(
             [sys.executable, "-c", "print(open('/proc/self/status').read())"], capture_output=True, text=True, check=True
         ).stdout
-        python = int(next(line for line in fresh.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+        python = int(next(line for line in fresh.splitlines() if line.startswith("SigIgn:")).split()[1], 16) & standard
         self.assertTrue(ignored(daemon.pid) & (1 << (signal.SIGPIPE - 1)))
         self.assertEqual(ignored(daemon.pid), python)
 

@@ -16,6 +16,10 @@ a key it keeps (a versioned bucket's) go in at once, oldest first, unless
 the key has a row (L{insert_versions}).  The transactions run as the
 daemon's do (L{open_engine}, L{transaction}): SQLite's BEGIN IMMEDIATE and
 busy timeout, READ COMMITTED on MariaDB/MySQL, the lost races run again.
+
+Over 500 lines: reading a backend object as a record and the transactions
+that record it are the one job import and rebuild share; split, the two
+commands could drift apart in what they record.
 """
 
 from __future__ import annotations

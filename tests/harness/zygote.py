@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -146,6 +147,10 @@ class Zygote:
         return ZygoteChild(self, int(reply["pid"]))
 
     def status(self, pid: int) -> Optional[int]:
+        if self.process.poll() is not None:
+            # Closed (at exit, before the harness stops what it started):
+            # its children ended with it, by their parent death signal.
+            return -signal.SIGKILL
         code = self._ask({"status": pid})["returncode"]
         return None if code is None else int(code)
 
