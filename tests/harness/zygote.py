@@ -191,7 +191,7 @@ def run(
         code = child.wait(timeout)
     except subprocess.TimeoutExpired:
         try:
-            os.killpg(child.pid, 9)
+            os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         child.wait()
