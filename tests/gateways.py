@@ -84,15 +84,10 @@ def assert_nothing_left(gateway: Gateway, bucket: str, timeout: float = 15.0) ->
         message=f"rows left for {bucket}: {database_counts(gateway.daemon, bucket)}",
     )
     poll(
-        lambda: not any(backend_keys(gateway, f"{bucket}/").values()),
+        lambda: not any(gateway.backend_keys(f"{bucket}/").values()),
         timeout=timeout,
-        message=f"backend objects left for {bucket}: {backend_keys(gateway, bucket + '/')}",
+        message=f"backend objects left for {bucket}: {gateway.backend_keys(bucket + '/')}",
     )
-
-
-def backend_keys(gateway: Gateway, prefix: str = "") -> dict[str, list[str]]:
-    """Every key under C{prefix} on every real bucket of C{gateway}, by real bucket name (L{Gateway.backend_keys})."""
-    return gateway.backend_keys(prefix)
 
 
 def launch(

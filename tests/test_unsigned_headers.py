@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import shared_gateway
-from tests.gateways import assert_nothing_left, backend_keys, s3_error
+from tests.gateways import assert_nothing_left, s3_error
 from tests.signing import send, sign_request
 
 NOT_SIGNED = "There were headers present in the request which were not signed"
@@ -55,11 +55,11 @@ class UnsignedHeaderTests(SynchronousTestCase):
 
     def test_presigned_put_with_added_copy_source_copies_nothing(self) -> None:
         url = self.presigned_put("stolen")
-        backend_before = backend_keys(self.gateway)
+        backend_before = self.gateway.backend_keys()
         answer = send("PUT", url, {"x-amz-copy-source": f"/{self.secret_bucket}/secret"})
         self.assert_refused(answer, "x-amz-copy-source")
         self.assert_absent("stolen")
-        self.assertEqual(backend_keys(self.gateway), backend_before)
+        self.assertEqual(self.gateway.backend_keys(), backend_before)
         assert_nothing_left(self.gateway, self.bucket)
 
     def test_presigned_put_with_added_metadata_refused(self) -> None:
